@@ -1,0 +1,4 @@
+// Package nets holds Stable Diffusion's networks written once against
+// gpu.Device: the CLIP text encoder, the U-Net and the KL autoencoder, each
+// built from a diffusers-style config and a set of named weights.
+package nets
