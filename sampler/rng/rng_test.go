@@ -1,0 +1,168 @@
+package rng
+
+import (
+	"math"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/sampler/internal/golden"
+)
+
+func loadRNG(t *testing.T) *golden.File {
+	t.Helper()
+	dir, err := golden.Dir()
+	if err != nil {
+		t.Skipf("golden data absent: %v", err)
+	}
+	f, err := golden.Load(filepath.Join(dir, "rng.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func numel(shape string) int {
+	n := 1
+	for _, p := range strings.Split(shape, "x") {
+		v, _ := strconv.Atoi(p)
+		n *= v
+	}
+	return n
+}
+
+func bitDiff(t *testing.T, name string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: len %d, want %d", name, len(got), len(want))
+	}
+	bad, first := 0, -1
+	for i := range got {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			if first < 0 {
+				first = i
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d/%d elements differ; first at %d: got %.9g want %.9g", name, bad, len(got), first, got[first], want[first])
+	}
+}
+
+// sequences mirrors rng.json "sequences".
+var sequences = map[string][]int{
+	"seq_8x8_8x8":    {256, 256},
+	"seq_7_7":        {7, 7},
+	"seq_3_20":       {3, 20},
+	"seq_20_3":       {20, 3},
+	"seq_15_1x4x8x8": {15, 256},
+	"seq_1_1_1":      {1, 1, 1},
+	"seq_5_17_5":     {5, 17, 5},
+}
+
+func TestTorchCPUGolden(t *testing.T) {
+	f := loadRNG(t)
+	checked := 0
+	for _, name := range f.Names() {
+		want := f.Tensors[name].F32
+		parts := strings.SplitN(name, ".", 3)
+		if len(parts) == 2 {
+			parts = append(parts, "")
+		}
+		seed, err := strconv.ParseUint(strings.TrimPrefix(parts[0], "seed"), 10, 64)
+		if err != nil || len(parts) < 3 {
+			t.Fatalf("unexpected tensor name %q", name)
+		}
+		g := NewTorchCPU(seed)
+		if parts[1] == "initial_seed_check" {
+			if v := f.Tensors[name].Data[0]; v != float64(seed) {
+				t.Errorf("%s = %v, want %d", name, v, seed)
+			}
+			continue
+		}
+		switch kind := parts[1]; {
+		case kind == "gen" || kind == "global":
+			got := make([]float32, numel(parts[2]))
+			g.Randn(got)
+			bitDiff(t, name, got, want)
+		case kind == "f64":
+			d := make([]float64, len(want))
+			g.RandnF64(d)
+			got := make([]float32, len(d))
+			for i, v := range d {
+				got[i] = float32(v)
+			}
+			bitDiff(t, name, got, want)
+		case kind == "rand":
+			got := make([]float32, len(want))
+			g.Rand(got)
+			bitDiff(t, name, got, want)
+		case strings.HasPrefix(kind, "seq_"):
+			sizes, ok := sequences[kind]
+			j, _ := strconv.Atoi(parts[2])
+			if !ok || j >= len(sizes) {
+				t.Fatalf("unknown sequence %q", name)
+			}
+			var got []float32
+			for k := 0; k <= j; k++ {
+				got = make([]float32, sizes[k])
+				g.Randn(got)
+			}
+			bitDiff(t, name, got, want)
+		default:
+			t.Fatalf("unexpected tensor %q", name)
+		}
+		checked++
+	}
+	if checked < 100 {
+		t.Fatalf("only %d tensors checked", checked)
+	}
+	t.Logf("%d tensors bit-exact checked", checked)
+}
+
+func TestCloneContinuesStream(t *testing.T) {
+	for _, kind := range []string{"torch-cpu", "philox"} {
+		g, err := New(kind, 42)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := make([]float32, 3) // leaves a cached value on torch-cpu
+		g.Randn(a)
+		c := g.Clone()
+		x, y := make([]float32, 33), make([]float32, 33)
+		g.Randn(x)
+		c.Randn(y)
+		bitDiff(t, kind+" clone", y, x)
+		x1, y1 := make([]float32, 5), make([]float32, 5)
+		g.Randn(x1)
+		c.Randn(y1)
+		bitDiff(t, kind+" clone scalar", y1, x1)
+	}
+}
+
+func TestPhiloxKnownAnswers(t *testing.T) {
+	// Random123's published kat_vectors for philox4x32-10.
+	cases := []struct {
+		ctr  [4]uint32
+		key  [2]uint32
+		want [4]uint32
+	}{
+		{[4]uint32{0, 0, 0, 0}, [2]uint32{0, 0}, [4]uint32{0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+		{[4]uint32{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff}, [2]uint32{0xffffffff, 0xffffffff}, [4]uint32{0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+		{[4]uint32{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344}, [2]uint32{0xa4093822, 0x299f31d0}, [4]uint32{0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+	}
+	for _, c := range cases {
+		if got := Philox4x32(c.ctr, c.key); got != c.want {
+			t.Errorf("philox4x32-10(%x, %x) = %x, want %x", c.ctr, c.key, got, c.want)
+		}
+	}
+}
+
+func TestUnknownKind(t *testing.T) {
+	_, err := New("mersenne", 1)
+	if err == nil || !strings.Contains(err.Error(), "torch-cpu") || !strings.Contains(err.Error(), "philox") {
+		t.Fatalf("want an error listing valid kinds, got %v", err)
+	}
+}
