@@ -1,0 +1,309 @@
+package ref
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// MatMul implements gpu.Device: out = Alpha * (A · B) + Bias, each element
+// summed over k in order in float32.
+func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
+	if !d.usable() || !d.need("MatMul", a, b) || !d.allow("MatMul", o.Bias) {
+		return d.placeholder(guessMatMul(a, b, o))
+	}
+	g, err := gpu.MatMulShape(a.Shape, b.Shape, o)
+	if err != nil {
+		d.shapeErr("MatMul", err.Error(), a, b, o.Bias)
+		return d.placeholder(guessMatMul(a, b, o))
+	}
+	av, bv, bias := d.read(a), d.read(b), d.readOpt(o.Bias)
+	alpha := o.Alpha
+	if alpha == 0 {
+		alpha = 1
+	}
+	M, K, N := g.M, g.K, g.N
+	out, ov := d.newF32(g.Out)
+
+	// Bring A to row-major [M, K] and B to row-major [K, N] (or, with
+	// TransB, keep it as [N, K] and take dot products of contiguous rows).
+	aMats := matrices(av, g.BatchA, M*K)
+	if o.TransA {
+		aMats = transposeAll(aMats, K, M)
+	}
+	bMats := matrices(bv, g.BatchB, K*N)
+
+	d.parallel(g.Batch*M, K*N, func(lo, hi int) {
+		acc := make([]float32, N)
+		for row := lo; row < hi; row++ {
+			bi, m := row/M, row%M
+			am := aMats[pick(bi, g.BatchA)][m*K : (m+1)*K]
+			bm := bMats[pick(bi, g.BatchB)]
+			if o.TransB { // bm is [N, K]
+				for n := 0; n < N; n++ {
+					acc[n] = dot(am, bm[n*K:(n+1)*K])
+				}
+			} else { // bm is [K, N]: accumulate rows of B, k-inner order kept per element
+				clear(acc)
+				for k, x := range am {
+					axpy(acc, x, bm[k*N:(k+1)*N])
+				}
+			}
+			dst := ov[row*N : (row+1)*N]
+			for n, s := range acc {
+				s *= alpha
+				if bias != nil {
+					s += bias[n]
+				}
+				dst[n] = s
+			}
+		}
+	})
+	return out
+}
+
+// guessMatMul is the output shape a failed MatMul pretends to have.
+func guessMatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) gpu.Shape {
+	as, bs := shapeOf(a), shapeOf(b)
+	if len(as) < 2 || len(bs) < 2 {
+		return gpu.Shape{1, 1}
+	}
+	m, n := as[len(as)-2], bs[len(bs)-1]
+	if o.TransA {
+		m = as[len(as)-1]
+	}
+	if o.TransB {
+		n = bs[len(bs)-2]
+	}
+	return append(as[:len(as)-2].Clone(), m, n)
+}
+
+// matrices splits a flat batch of count matrices of size each.
+func matrices(v []float32, count, size int) [][]float32 {
+	ms := make([][]float32, count)
+	for i := range ms {
+		ms[i] = v[i*size : (i+1)*size]
+	}
+	return ms
+}
+
+// transposeAll returns copies of row-major [rows, cols] matrices transposed.
+func transposeAll(ms [][]float32, rows, cols int) [][]float32 {
+	out := make([][]float32, len(ms))
+	for i, m := range ms {
+		t := make([]float32, len(m))
+		for r := 0; r < rows; r++ {
+			for c := 0; c < cols; c++ {
+				t[c*rows+r] = m[r*cols+c]
+			}
+		}
+		out[i] = t
+	}
+	return out
+}
+
+// pick maps an output batch index to an operand's matrix (operands with one
+// matrix are shared by every batch).
+func pick(i, count int) int {
+	if count == 1 {
+		return 0
+	}
+	return i
+}
+
+// dot is the float32 dot product summed in index order.
+func dot(x, y []float32) float32 {
+	y = y[:len(x)]
+	var s float32
+	for i, v := range x {
+		s += v * y[i]
+	}
+	return s
+}
+
+// axpy adds a*x to y element-wise.
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
+// Conv2D implements gpu.Device as a direct loop: every output element is the
+// bias plus the sum over (c, ky, kx) in that order, in float32; padding reads
+// zeros.
+func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
+	guess := func() gpu.Shape {
+		xs, ws := shapeOf(x), shapeOf(w)
+		if len(xs) == 4 && len(ws) == 4 {
+			return gpu.Shape{xs[0], ws[0], xs[2], xs[3]}
+		}
+		return gpu.Shape{1, 1, 1, 1}
+	}
+	if !d.usable() || !d.need("Conv2D", x, w) || !d.allow("Conv2D", bias) {
+		return d.placeholder(guess())
+	}
+	g, err := gpu.Conv2DShape(x.Shape, w.Shape, bias, o)
+	if err != nil {
+		d.shapeErr("Conv2D", err.Error(), x, w, bias)
+		return d.placeholder(guess())
+	}
+	xv, wv, bv := d.read(x), d.read(w), d.readOpt(bias)
+	out, ov := d.newF32(gpu.Shape{g.N, g.O, g.OH, g.OW})
+	plane, inPlane := g.OH*g.OW, g.H*g.W
+
+	// One task per (image, output channel): a whole output plane.
+	d.parallel(g.N*g.O, g.C*g.KH*g.KW*plane, func(lo, hi int) {
+		for task := lo; task < hi; task++ {
+			n, oc := task/g.O, task%g.O
+			dst := ov[task*plane : (task+1)*plane]
+			for c := 0; c < g.C; c++ {
+				src := xv[(n*g.C+c)*inPlane : (n*g.C+c+1)*inPlane]
+				for ky := 0; ky < g.KH; ky++ {
+					for kx := 0; kx < g.KW; kx++ {
+						wt := wv[((oc*g.C+c)*g.KH+ky)*g.KW+kx]
+						convTap(dst, src, wt, &g, ky, kx)
+					}
+				}
+			}
+			if bv != nil {
+				for i := range dst {
+					dst[i] += bv[oc]
+				}
+			}
+		}
+	})
+	return out
+}
+
+// convTap adds wt * x[iy, ix] to every output (oy, ox) that kernel tap
+// (ky, kx) reads from inside the image.
+func convTap(dst, src []float32, wt float32, g *gpu.ConvGeom, ky, kx int) {
+	// Output columns whose input column ox*SW - PW + kx lies in [0, W).
+	ox0 := ceilDiv(g.PW-kx, g.SW)
+	if ox0 < 0 {
+		ox0 = 0
+	}
+	ox1 := ceilDiv(g.W+g.PW-kx, g.SW) // exclusive
+	if ox1 > g.OW {
+		ox1 = g.OW
+	}
+	if ox0 >= ox1 {
+		return
+	}
+	for oy := 0; oy < g.OH; oy++ {
+		iy := oy*g.SH - g.PH + ky
+		if iy < 0 || iy >= g.H {
+			continue
+		}
+		orow := dst[oy*g.OW : (oy+1)*g.OW]
+		irow := src[iy*g.W : (iy+1)*g.W]
+		if g.SW == 1 {
+			off := kx - g.PW
+			in := irow[ox0+off : ox1+off]
+			out := orow[ox0:ox1]
+			for i, v := range in {
+				out[i] += wt * v
+			}
+			continue
+		}
+		for ox := ox0; ox < ox1; ox++ {
+			orow[ox] += wt * irow[ox*g.SW-g.PW+kx]
+		}
+	}
+}
+
+// ceilDiv is ceil(a/b) for b > 0 and any sign of a.
+func ceilDiv(a, b int) int {
+	if a >= 0 {
+		return (a + b - 1) / b
+	}
+	return -((-a) / b)
+}
+
+// Attention implements gpu.Device: for every (batch, head, query) it forms
+// the scores of that one query against the visible keys, applies a
+// max-subtracted softmax and sums the values. Only one row of scores per
+// goroutine exists at a time. Heads 0 means one head.
+func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor {
+	guess := func() gpu.Shape {
+		qs, vs := shapeOf(q), shapeOf(v)
+		if len(qs) == 3 && len(vs) == 3 {
+			return gpu.Shape{qs[0], qs[1], vs[2]}
+		}
+		return gpu.Shape{1, 1, 1}
+	}
+	if !d.usable() || !d.need("Attention", q, k, v) {
+		return d.placeholder(guess())
+	}
+	heads := o.Heads
+	if heads == 0 {
+		heads = 1
+	}
+	why := ""
+	switch {
+	case q.Rank() != 3 || k.Rank() != 3 || v.Rank() != 3:
+		why = "want q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv]"
+	case q.Dim(0) != k.Dim(0) || k.Dim(0) != v.Dim(0):
+		why = "batch sizes differ"
+	case k.Dim(1) != v.Dim(1):
+		why = "k and v have different lengths"
+	case q.Dim(2) != k.Dim(2):
+		why = "q and k have different widths"
+	case heads < 0 || q.Dim(2)%heads != 0 || v.Dim(2)%heads != 0:
+		why = fmt.Sprintf("widths are not divisible by %d heads", heads)
+	}
+	if why != "" {
+		d.shapeErr("Attention", why, q, k, v)
+		return d.placeholder(guess())
+	}
+	B, Lq, Lk := q.Dim(0), q.Dim(1), k.Dim(1)
+	Cq, Cv := q.Dim(2), v.Dim(2)
+	D, Dv := Cq/heads, Cv/heads
+	scale := o.Scale
+	if scale == 0 {
+		scale = float32(1 / math.Sqrt(float64(D)))
+	}
+	qv, kv, vv := d.read(q), d.read(k), d.read(v)
+	out, ov := d.newF32(gpu.Shape{B, Lq, Cv})
+
+	// One task per (batch, head, query).
+	d.parallel(B*heads*Lq, Lk*(D+Dv), func(lo, hi int) {
+		p := make([]float64, Lk)
+		acc := make([]float64, Dv)
+		for task := lo; task < hi; task++ {
+			b, h, i := task/(heads*Lq), task/Lq%heads, task%Lq
+			qi := qv[(b*Lq+i)*Cq+h*D : (b*Lq+i)*Cq+(h+1)*D]
+			n := Lk
+			if o.Causal && i+1 < Lk {
+				n = i + 1
+			}
+			maxS := math.Inf(-1)
+			for j := 0; j < n; j++ {
+				kj := kv[(b*Lk+j)*Cq+h*D : (b*Lk+j)*Cq+(h+1)*D]
+				s := float64(dot(qi, kj) * scale)
+				p[j] = s
+				maxS = math.Max(maxS, s)
+			}
+			var sum float64
+			for j := 0; j < n; j++ {
+				p[j] = math.Exp(p[j] - maxS)
+				sum += p[j]
+			}
+			clear(acc)
+			for j := 0; j < n; j++ {
+				vj := vv[(b*Lk+j)*Cv+h*Dv : (b*Lk+j)*Cv+(h+1)*Dv]
+				w := p[j] / sum
+				for c, x := range vj {
+					acc[c] += w * float64(x)
+				}
+			}
+			dst := ov[(b*Lq+i)*Cv+h*Dv : (b*Lq+i)*Cv+(h+1)*Dv]
+			for c, s := range acc {
+				dst[c] = float32(s)
+			}
+		}
+	})
+	return out
+}
