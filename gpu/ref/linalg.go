@@ -26,29 +26,29 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	M, K, N := g.M, g.K, g.N
 	out, ov := d.newF32(g.Out)
 
-	// Bring A to row-major [M, K] and B to row-major [K, N] (or, with
-	// TransB, keep it as [N, K] and take dot products of contiguous rows).
+	// Bring A to row-major [M, K] and B to row-major [K, N] (transposed
+	// copies cost O(size), nothing next to the O(M*K*N) product).
 	aMats := matrices(av, g.BatchA, M*K)
 	if o.TransA {
 		aMats = transposeAll(aMats, K, M)
 	}
 	bMats := matrices(bv, g.BatchB, K*N)
+	if o.TransB {
+		bMats = transposeAll(bMats, N, K)
+	}
 
+	// One task per output row: acc[n] += A[m,k] * B[k,:] for k in order,
+	// so every element is summed over k in its natural order while the
+	// inner loop runs over a contiguous row of B.
 	d.parallel(g.Batch*M, K*N, func(lo, hi int) {
 		acc := make([]float32, N)
 		for row := lo; row < hi; row++ {
 			bi, m := row/M, row%M
 			am := aMats[pick(bi, g.BatchA)][m*K : (m+1)*K]
 			bm := bMats[pick(bi, g.BatchB)]
-			if o.TransB { // bm is [N, K]
-				for n := 0; n < N; n++ {
-					acc[n] = dot(am, bm[n*K:(n+1)*K])
-				}
-			} else { // bm is [K, N]: accumulate rows of B, k-inner order kept per element
-				clear(acc)
-				for k, x := range am {
-					axpy(acc, x, bm[k*N:(k+1)*N])
-				}
+			clear(acc)
+			for k, x := range am {
+				axpy(acc, x, bm[k*N:(k+1)*N])
 			}
 			dst := ov[row*N : (row+1)*N]
 			for n, s := range acc {
