@@ -1,0 +1,554 @@
+package presets
+
+// The AUTOMATIC1111 "infotext": the text A1111 stores in a PNG's "parameters"
+// chunk and shows under "PNG Info". Layout, as A1111 v1.10 writes it
+// (modules/processing.py create_infotext, modules/infotext_utils.py quote):
+//
+//	a photograph of an astronaut riding a horse
+//	second prompt line
+//	Negative prompt: low quality, blurry
+//	Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 42, Size: 512x512, Model hash: 6ce0161689, Model: v1-5, Clip skip: 2, RNG: CPU, Eta: 0.5
+//
+// The "Negative prompt:" line is omitted when empty. The last line is a list
+// of "Key: value" pairs joined by ", "; a value containing ',', ':', '\n' (or,
+// here, '"') is written as a JSON string. Versions before 1.9 wrote the
+// schedule into the sampler name ("Sampler: DPM++ 2M Karras"); both are read.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+)
+
+// Param is one extra "Key: value" pair of an infotext.
+type Param struct {
+	Key, Value string
+}
+
+// InfotextError reports an infotext whose parameters line is missing,
+// incomplete or holds values that do not parse.
+type InfotextError struct {
+	Missing []string // required keys that are absent
+	Bad     []string // "Key: value (why)" for values that do not parse
+	NoLine  bool     // no parameters line at all
+}
+
+func (e *InfotextError) Error() string {
+	if e.NoLine {
+		return "infotext: no generation parameters line (\"Steps: ..., Sampler: ..., Seed: ...\")"
+	}
+	var parts []string
+	if len(e.Missing) > 0 {
+		parts = append(parts, "missing "+strings.Join(e.Missing, ", "))
+	}
+	if len(e.Bad) > 0 {
+		parts = append(parts, "bad "+strings.Join(e.Bad, "; "))
+	}
+	return "infotext: " + strings.Join(parts, "; ")
+}
+
+// samplerLabels maps lower-case sampler names and aliases (A1111 labels, old
+// A1111 "k_" aliases, ComfyUI/k-diffusion function names) to A1111's label.
+var samplerLabels = func() map[string]string {
+	m := map[string]string{}
+	add := func(label string, aliases ...string) {
+		m[strings.ToLower(label)] = label
+		for _, a := range aliases {
+			m[a] = label
+		}
+	}
+	add("Euler a", "k_euler_a", "euler_ancestral", "euler_a", "euler-a")
+	add("Euler", "k_euler", "euler")
+	add("LMS", "k_lms", "lms")
+	add("Heun", "k_heun", "heun")
+	add("DPM2", "k_dpm_2", "dpm_2")
+	add("DPM2 a", "k_dpm_2_a", "dpm_2_ancestral")
+	add("DPM++ 2S a", "k_dpmpp_2s_a", "dpmpp_2s_ancestral", "dpmpp_2s_a")
+	add("DPM++ 2M", "k_dpmpp_2m", "dpmpp_2m", "dpm++2m")
+	add("DPM++ SDE", "k_dpmpp_sde", "dpmpp_sde")
+	add("DPM++ 2M SDE", "k_dpmpp_2m_sde", "dpmpp_2m_sde")
+	add("DPM++ 2M SDE Heun", "k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun")
+	add("DPM++ 3M SDE", "k_dpmpp_3m_sde", "dpmpp_3m_sde")
+	add("DPM fast", "k_dpm_fast", "dpm_fast")
+	add("DPM adaptive", "k_dpm_ad", "dpm_adaptive")
+	add("Restart", "restart")
+	add("DDIM", "ddim")
+	add("DDIM CFG++", "ddim_cfgpp")
+	add("PLMS", "plms")
+	add("UniPC", "uni_pc", "unipc")
+	add("LCM", "lcm")
+	return m
+}()
+
+// SamplerLabel returns A1111's label for a sampler name or alias ("euler",
+// "k_euler_a", "dpmpp_2m", "DPM++ 2M" ...), and whether the name is known.
+func SamplerLabel(name string) (string, bool) {
+	l, ok := samplerLabels[strings.ToLower(strings.Join(strings.Fields(name), " "))]
+	return l, ok
+}
+
+// scheduleLabels: our schedule name -> the label A1111 writes.
+var scheduleLabels = map[string]string{
+	"":             "Automatic",
+	"karras":       "Karras",
+	"exponential":  "Exponential",
+	"normal":       "Normal",
+	"simple":       "Simple",
+	"sgm_uniform":  "SGM Uniform",
+	"ddim_uniform": "DDIM",    // A1111's "DDIM" scheduler is ComfyUI's ddim_uniform
+	"linspace":     "Uniform", // A1111/k-diffusion "Uniform": timesteps evenly spaced over the whole range
+	"leading":      "Leading",
+	"trailing":     "Trailing",
+}
+
+// ScheduleFromLabel maps a schedule label as A1111, ComfyUI or we write it
+// ("Karras", "SGM Uniform", "sgm_uniform", "Automatic" ...) to our name.
+func ScheduleFromLabel(label string) (string, bool) {
+	l := strings.ToLower(strings.TrimSpace(label))
+	l = strings.NewReplacer(" ", "_", "-", "_").Replace(l)
+	switch l {
+	case "automatic", "auto", "default", "":
+		return "", true
+	case "karras", "exponential", "normal", "simple", "leading", "linspace", "trailing":
+		return l, true
+	case "sgm_uniform", "sgmuniform":
+		return "sgm_uniform", true
+	case "ddim", "ddim_uniform":
+		return "ddim_uniform", true
+	case "uniform":
+		return "linspace", true
+	}
+	return "", false
+}
+
+// Infotext formats s as the A1111 "parameters" text. See InfotextWith.
+func (s Settings) Infotext() string { return s.InfotextWith() }
+
+// InfotextWith formats s as the A1111 "parameters" text, with extra pairs
+// (e.g. {"Batch pos", "1"}) appended where A1111 puts its extra generation
+// parameters. Keys are written in A1111's order: Steps, Sampler, Schedule
+// type, CFG scale, Seed, Size, Model hash, Model, Clip skip, RNG, then extras.
+func (s Settings) InfotextWith(extra ...Param) string {
+	sampler := s.Sampler
+	if l, ok := SamplerLabel(sampler); ok {
+		sampler = l
+	}
+	sched, ok := scheduleLabels[s.Schedule]
+	if !ok {
+		sched = s.Schedule
+	}
+	ps := []Param{
+		{"Steps", strconv.Itoa(s.Steps)},
+		{"Sampler", sampler},
+		{"Schedule type", sched},
+		{"CFG scale", fmtFloat(s.CFGScale)},
+		{"Seed", strconv.FormatInt(s.Seed, 10)},
+		{"Size", fmt.Sprintf("%dx%d", s.Width, s.Height)},
+	}
+	if s.ModelHash != "" {
+		ps = append(ps, Param{"Model hash", s.ModelHash})
+	}
+	if s.Model != "" {
+		ps = append(ps, Param{"Model", s.Model})
+	}
+	if s.ClipSkip > 1 {
+		ps = append(ps, Param{"Clip skip", strconv.Itoa(s.ClipSkip)})
+	}
+	switch s.RNG {
+	case RNGTorchCPU:
+		ps = append(ps, Param{"RNG", "CPU"})
+	case RNGPhilox:
+		ps = append(ps, Param{"RNG", "NV"})
+	}
+	if s.Eta != nil {
+		ps = append(ps, Param{"Eta", fmtFloat(*s.Eta)})
+	}
+	if s.GuidanceRescale != 0 {
+		ps = append(ps, Param{"Guidance rescale", fmtFloat(s.GuidanceRescale)})
+	}
+	if s.Batch > 1 {
+		ps = append(ps, Param{"Batch size", strconv.Itoa(s.Batch)})
+	}
+	ps = append(ps, extra...)
+
+	var b strings.Builder
+	b.WriteString(s.Prompt)
+	if s.NegativePrompt != "" {
+		b.WriteString("\nNegative prompt: ")
+		b.WriteString(s.NegativePrompt)
+	}
+	b.WriteString("\n")
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(p.Key)
+		b.WriteString(": ")
+		b.WriteString(quoteValue(p.Value))
+	}
+	return strings.TrimSpace(b.String())
+}
+
+func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// quoteValue writes v as a JSON string when it holds a character that would
+// break the "Key: value, " list (A1111 quotes on ',', ':' and '\n'; we also
+// quote '"' so a value that starts with a quote survives).
+func quoteValue(v string) string {
+	if !strings.ContainsAny(v, ",:\n\"") {
+		return v
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v) // a string always encodes
+	return strings.TrimSuffix(buf.String(), "\n")
+}
+
+// known keys that ParseInfotext maps onto Settings fields.
+var knownKeys = map[string]bool{
+	"Steps": true, "Sampler": true, "Schedule type": true, "CFG scale": true, "Seed": true,
+	"Size": true, "Model hash": true, "Model": true, "Clip skip": true, "RNG": true,
+	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
+}
+
+// ParseInfotext reads an A1111-style "parameters" text: as written by A1111
+// (old and new), by ComfyUI nodes that imitate it, by Civitai and by
+// InfotextWith. It returns the settings (fields absent from the text keep
+// Default's values, except RNG which defaults to philox, A1111's "GPU"), the
+// pairs it did not map onto Settings (e.g. "Hires upscale", "Version",
+// "Schedule type" when its value is unknown) and, when the parameters line
+// is missing, lacks Steps, Sampler, CFG scale, Seed or Size, or holds values
+// that do not parse, an *InfotextError (the settings are then best effort).
+func ParseInfotext(text string) (Settings, map[string]string, error) {
+	s := Default()
+	s.RNG = RNGPhilox
+	unknown := map[string]string{}
+
+	lines := strings.Split(strings.TrimSpace(strings.ReplaceAll(text, "\r\n", "\n")), "\n")
+	last := lines[len(lines)-1]
+	pairs := splitParams(last)
+	isParams := len(pairs) >= 3
+	if isParams {
+		isParams = false
+		for _, p := range pairs {
+			switch p.Key {
+			case "Steps", "Sampler", "Seed", "CFG scale", "Size":
+				isParams = true
+			}
+		}
+	}
+	if isParams {
+		lines = lines[:len(lines)-1]
+	} else {
+		pairs = nil
+	}
+
+	var prompt, neg []string
+	inNeg := false
+	for _, line := range lines {
+		line = strings.TrimRight(line, " \t\r")
+		if rest, ok := strings.CutPrefix(line, "Negative prompt:"); ok && !inNeg {
+			inNeg = true
+			line = strings.TrimLeft(rest, " ")
+		}
+		if inNeg {
+			neg = append(neg, line)
+		} else {
+			prompt = append(prompt, line)
+		}
+	}
+	s.Prompt = strings.Join(prompt, "\n")
+	s.NegativePrompt = strings.Join(neg, "\n")
+
+	if !isParams {
+		return s, unknown, &InfotextError{NoLine: true}
+	}
+
+	vals := map[string]string{}
+	for _, p := range pairs {
+		vals[p.Key] = p.Value
+		if !knownKeys[p.Key] {
+			unknown[p.Key] = p.Value
+		}
+	}
+	perr := &InfotextError{}
+	bad := func(key, why string) { perr.Bad = append(perr.Bad, fmt.Sprintf("%s: %q (%s)", key, vals[key], why)) }
+	for _, k := range []string{"Steps", "Sampler", "CFG scale", "Seed", "Size"} {
+		if _, ok := vals[k]; !ok {
+			perr.Missing = append(perr.Missing, k)
+		}
+	}
+
+	if v, ok := vals["Steps"]; ok {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			bad("Steps", "not a step count")
+		} else {
+			s.Steps = n
+		}
+	}
+	if v, ok := vals["CFG scale"]; ok {
+		if f, err := strconv.ParseFloat(v, 64); err != nil {
+			bad("CFG scale", "not a number")
+		} else {
+			s.CFGScale = f
+		}
+	}
+	if v, ok := vals["Seed"]; ok {
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil {
+			bad("Seed", "not an integer")
+		} else {
+			s.Seed = n
+		}
+	}
+	if v, ok := vals["Size"]; ok {
+		w, h, ok := parseSize(v)
+		if !ok {
+			bad("Size", "not WIDTHxHEIGHT")
+		} else {
+			s.Width, s.Height = w, h
+		}
+	}
+	if v, ok := vals["Clip skip"]; ok {
+		if n, err := strconv.Atoi(v); err != nil {
+			bad("Clip skip", "not an integer")
+		} else {
+			s.ClipSkip = n
+		}
+	}
+	if v, ok := vals["Batch size"]; ok {
+		if n, err := strconv.Atoi(v); err != nil {
+			bad("Batch size", "not an integer")
+		} else {
+			s.Batch = n
+		}
+	}
+	if v, ok := vals["RNG"]; ok {
+		switch strings.ToUpper(v) {
+		case "CPU":
+			s.RNG = RNGTorchCPU
+		case "NV", "GPU":
+			s.RNG = RNGPhilox
+		default:
+			bad("RNG", "want CPU, NV or GPU")
+		}
+	}
+	for _, k := range []string{"Eta", "Eta DDIM"} {
+		if v, ok := vals[k]; ok {
+			if f, err := strconv.ParseFloat(v, 64); err != nil {
+				bad(k, "not a number")
+			} else {
+				s.Eta = &f
+			}
+		}
+	}
+	for _, k := range []string{"Guidance rescale", "CFG Rescale", "CFG Rescale phi", "CFG rescale"} {
+		if v, ok := vals[k]; ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				s.GuidanceRescale = f
+				delete(unknown, k)
+			} else if k == "Guidance rescale" {
+				bad(k, "not a number")
+			}
+		}
+	}
+	s.Model = vals["Model"]
+	s.ModelHash = vals["Model hash"]
+
+	// Sampler and schedule, new style ("DPM++ 2M" + "Schedule type: Karras")
+	// or old style ("DPM++ 2M Karras", ComfyUI "dpmpp_2m_karras").
+	schedSet := false
+	if v, ok := vals["Schedule type"]; ok {
+		if name, ok := ScheduleFromLabel(v); ok {
+			s.Schedule = name
+			schedSet = name != ""
+		} else {
+			unknown["Schedule type"] = v
+		}
+	}
+	if v, ok := vals["Sampler"]; ok {
+		s.Sampler = v
+		if l, ok := SamplerLabel(v); ok {
+			s.Sampler = l
+		} else if base, sched, ok := splitSamplerSchedule(v); ok {
+			s.Sampler = base
+			if !schedSet {
+				s.Schedule = sched
+			}
+		}
+	}
+
+	if len(perr.Missing) > 0 || len(perr.Bad) > 0 {
+		return s, unknown, perr
+	}
+	return s, unknown, nil
+}
+
+// splitSamplerSchedule splits "DPM++ 2M Karras" or "dpmpp_2m_karras" into a
+// known sampler label and a schedule name.
+func splitSamplerSchedule(v string) (string, string, bool) {
+	lv := strings.ToLower(v)
+	for _, suf := range []string{"sgm_uniform", "sgm uniform", "ddim_uniform", "karras", "exponential", "normal", "simple", "uniform"} {
+		for _, sep := range []string{" ", "_"} {
+			if base, ok := strings.CutSuffix(lv, sep+suf); ok {
+				label, ok1 := SamplerLabel(v[:len(base)])
+				sched, ok2 := ScheduleFromLabel(suf)
+				if ok1 && ok2 {
+					return label, sched, true
+				}
+			}
+		}
+	}
+	return "", "", false
+}
+
+func parseSize(v string) (int, int, bool) {
+	ws, hs, ok := strings.Cut(v, "x")
+	if !ok {
+		return 0, 0, false
+	}
+	w, err1 := strconv.Atoi(ws)
+	h, err2 := strconv.Atoi(hs)
+	if err1 != nil || err2 != nil || w < 0 || h < 0 {
+		return 0, 0, false
+	}
+	return w, h, true
+}
+
+// splitParams splits a parameters line into its "Key: value" pairs. A value
+// that starts with '"' is a JSON string (A1111's quoting); one that starts
+// with '[' or '{' runs to its matching bracket (Civitai writes unquoted JSON
+// such as "Civitai resources: [{...}, {...}]"); any other value runs to the
+// next comma. Items that are not "Key: value" with a plausible key are skipped.
+func splitParams(line string) []Param {
+	var out []Param
+	i := 0
+	for i < len(line) {
+		for i < len(line) && (line[i] == ' ' || line[i] == ',' || line[i] == '\t') {
+			i++
+		}
+		if i >= len(line) {
+			break
+		}
+		j := strings.IndexAny(line[i:], ":,")
+		if j < 0 {
+			break // a trailing flag with no value
+		}
+		j += i
+		if line[j] == ',' {
+			i = j + 1 // a flag item ("Tiling") or stray text
+			continue
+		}
+		key := strings.TrimSpace(line[i:j])
+		i = j + 1
+		for i < len(line) && line[i] == ' ' {
+			i++
+		}
+		var val string
+		end := -1
+		if i < len(line) {
+			switch line[i] {
+			case '"':
+				end = scanQuoted(line, i)
+			case '[', '{':
+				end = scanBracketed(line, i)
+			}
+		}
+		if end > 0 {
+			k := end
+			for k < len(line) && line[k] == ' ' {
+				k++
+			}
+			if k < len(line) && line[k] != ',' {
+				end = -1 // text after the closing quote: not a quoted value
+			}
+		}
+		if end > 0 {
+			val = line[i:end]
+			if val[0] == '"' {
+				var u string
+				if json.Unmarshal([]byte(val), &u) == nil {
+					val = u
+				}
+			}
+			i = end
+		} else {
+			k := strings.IndexByte(line[i:], ',')
+			if k < 0 {
+				k = len(line) - i
+			}
+			val = strings.TrimSpace(line[i : i+k])
+			i += k
+		}
+		if validKey(key) {
+			out = append(out, Param{key, val})
+		}
+	}
+	return out
+}
+
+// scanQuoted returns the index just past the JSON string starting at
+// line[i] == '"', or -1 when it does not close.
+func scanQuoted(line string, i int) int {
+	for k := i + 1; k < len(line); k++ {
+		switch line[k] {
+		case '\\':
+			k++
+		case '"':
+			return k + 1
+		}
+	}
+	return -1
+}
+
+// scanBracketed returns the index just past the bracket that closes the one
+// at line[i], skipping JSON strings, or -1 when it does not close.
+func scanBracketed(line string, i int) int {
+	var stack []byte
+	for k := i; k < len(line); k++ {
+		switch c := line[k]; c {
+		case '"':
+			e := scanQuoted(line, k)
+			if e < 0 {
+				return -1
+			}
+			k = e - 1
+		case '[', '{':
+			stack = append(stack, c)
+		case ']', '}':
+			if len(stack) == 0 {
+				return -1
+			}
+			open := stack[len(stack)-1]
+			if (open == '[') != (c == ']') {
+				return -1
+			}
+			stack = stack[:len(stack)-1]
+			if len(stack) == 0 {
+				return k + 1
+			}
+		}
+	}
+	return -1
+}
+
+// validKey reports whether k looks like an infotext key: A1111 accepts
+// \w[\w \-/]+; we also allow '.', '(', ')' and '+' after the first rune.
+func validKey(k string) bool {
+	if len(k) < 2 || len(k) > 80 {
+		return false
+	}
+	for n, r := range k {
+		word := unicode.IsLetter(r) || unicode.IsDigit(r) || r == '_'
+		if n == 0 && !word {
+			return false
+		}
+		if !word && !strings.ContainsRune(" -/.()+", r) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,173 @@
+// Package presets holds the settings of one image (Settings), their text forms
+// (the AUTOMATIC1111 "parameters" infotext, TOML preset files, A1111 styles.csv)
+// and the preset store. It imports nothing else of Stepwise.
+package presets
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+)
+
+// RNG names: which random number generator draws the initial noise.
+const (
+	// RNGTorchCPU reproduces torch.randn on the CPU (A1111 "RNG: CPU",
+	// diffusers with a CPU torch.Generator).
+	RNGTorchCPU = "torch-cpu"
+	// RNGPhilox reproduces torch.randn on an NVIDIA GPU (Philox4x32; A1111
+	// "RNG: NV" and its default "GPU" source on NVIDIA cards).
+	RNGPhilox = "philox"
+)
+
+// Schedules lists the valid values of Settings.Schedule. The empty string
+// means the sampler's default schedule (A1111 "Automatic").
+var Schedules = []string{"", "karras", "exponential", "normal", "simple", "sgm_uniform", "ddim_uniform", "leading", "linspace", "trailing"}
+
+// Limits checked by Validate.
+const (
+	MinSize      = 64
+	MaxSize      = 4096
+	MaxSteps     = 1000
+	MaxBatch     = 64
+	MaxClipSkip  = 12
+	MaxPromptLen = 64 << 10 // bytes
+)
+
+// Settings are the settings of one image (or one batch drawn from one seed).
+// The zero value is not useful; start from Default.
+type Settings struct {
+	Prompt         string `toml:"prompt" json:"prompt"`
+	NegativePrompt string `toml:"negative_prompt" json:"negative_prompt"`
+	Steps          int    `toml:"steps" json:"steps"`
+	// CFGScale is the classifier-free guidance scale w (1 = no unconditional pass).
+	CFGScale float64 `toml:"cfg_scale" json:"cfg_scale"`
+	// Sampler is an A1111-style sampler name ("Euler a", "DPM++ 2M"); see SamplerLabel.
+	Sampler string `toml:"sampler" json:"sampler"`
+	// Schedule is one of Schedules ("" = the sampler's default).
+	Schedule string `toml:"schedule" json:"schedule"`
+	// Seed of the initial noise; -1 asks for a random seed.
+	Seed int64 `toml:"seed" json:"seed"`
+	// RNG is RNGTorchCPU or RNGPhilox.
+	RNG    string `toml:"rng" json:"rng"`
+	Width  int    `toml:"width" json:"width"`
+	Height int    `toml:"height" json:"height"`
+	// Batch is the number of images drawn from one noise tensor [Batch,4,h,w].
+	Batch int `toml:"batch" json:"batch"`
+	// ClipSkip follows A1111: 1 = the last text-encoder layer, 2 = the penultimate.
+	ClipSkip int `toml:"clip_skip" json:"clip_skip"`
+	// GuidanceRescale is diffusers' guidance_rescale phi in [0,1] (0 = off).
+	GuidanceRescale float64 `toml:"guidance_rescale" json:"guidance_rescale"`
+	// Eta is the noise amount of ancestral/DDIM samplers; nil means the
+	// sampler's default (1 for ancestral samplers, 0 for DDIM).
+	Eta *float64 `toml:"eta,omitempty" json:"eta,omitempty"`
+	// Model is the model's display name; ModelHash its short hash (optional).
+	Model     string `toml:"model" json:"model"`
+	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
+}
+
+// Default returns SD 1.5-style settings: 20 Euler steps at CFG 7, 512x512,
+// seed -1 (random), CPU torch RNG. Callers override the size for their model.
+func Default() Settings {
+	return Settings{
+		Steps:    20,
+		CFGScale: 7,
+		Sampler:  "Euler",
+		Schedule: "",
+		Seed:     -1,
+		RNG:      RNGTorchCPU,
+		Width:    512,
+		Height:   512,
+		Batch:    1,
+		ClipSkip: 1,
+	}
+}
+
+// FieldError is one invalid setting found by Validate.
+type FieldError struct {
+	Field  string // the Settings field name, e.g. "Width"
+	Reason string // what is wrong, e.g. "100 is not a multiple of 8"
+}
+
+func (e *FieldError) Error() string {
+	return strings.ToLower(e.Field[:1]) + e.Field[1:] + ": " + e.Reason
+}
+
+// Validate checks what can be known without a model: sizes, step count,
+// guidance, batch, CLIP skip, RNG and schedule names. It returns nil or the
+// errors.Join of one *FieldError per bad field.
+func (s Settings) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)})
+	}
+	for _, d := range []struct {
+		name string
+		v    int
+	}{{"Width", s.Width}, {"Height", s.Height}} {
+		switch {
+		case d.v < MinSize || d.v > MaxSize:
+			bad(d.name, "%d is outside [%d, %d]", d.v, MinSize, MaxSize)
+		case d.v%8 != 0:
+			bad(d.name, "%d is not a multiple of 8", d.v)
+		}
+	}
+	if s.Steps < 1 || s.Steps > MaxSteps {
+		bad("Steps", "%d is outside [1, %d]", s.Steps, MaxSteps)
+	}
+	if math.IsNaN(s.CFGScale) || math.IsInf(s.CFGScale, 0) {
+		bad("CFGScale", "%v is not a finite number", s.CFGScale)
+	} else if s.CFGScale < 0 || s.CFGScale > 100 {
+		bad("CFGScale", "%g is outside [0, 100]", s.CFGScale)
+	}
+	if s.Batch < 1 || s.Batch > MaxBatch {
+		bad("Batch", "%d is outside [1, %d]", s.Batch, MaxBatch)
+	}
+	if s.ClipSkip < 1 || s.ClipSkip > MaxClipSkip {
+		bad("ClipSkip", "%d is outside [1, %d] (1 = last layer)", s.ClipSkip, MaxClipSkip)
+	}
+	if s.Seed < -1 {
+		bad("Seed", "%d is negative (use -1 for a random seed)", s.Seed)
+	}
+	if s.RNG != RNGTorchCPU && s.RNG != RNGPhilox {
+		bad("RNG", "%q is not one of %q, %q", s.RNG, RNGTorchCPU, RNGPhilox)
+	}
+	if !validSchedule(s.Schedule) {
+		bad("Schedule", "%q is not one of %s", s.Schedule, strings.Join(quoteAll(Schedules), ", "))
+	}
+	if strings.TrimSpace(s.Sampler) == "" {
+		bad("Sampler", "empty")
+	}
+	if g := s.GuidanceRescale; math.IsNaN(g) || g < 0 || g > 1 {
+		bad("GuidanceRescale", "%v is outside [0, 1]", g)
+	}
+	if s.Eta != nil {
+		if e := *s.Eta; math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {
+			bad("Eta", "%v is not a finite number >= 0", e)
+		}
+	}
+	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
+		bad("Prompt", "longer than %d bytes", MaxPromptLen)
+	}
+	return errors.Join(errs...)
+}
+
+func validSchedule(name string) bool {
+	for _, s := range Schedules {
+		if s == name {
+			return true
+		}
+	}
+	return false
+}
+
+func quoteAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = fmt.Sprintf("%q", n)
+	}
+	return out
+}
+
+// Float returns a pointer to v, for Settings.Eta.
+func Float(v float64) *float64 { return &v }
