@@ -1,0 +1,187 @@
+package nets
+
+import (
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// linear is a PyTorch nn.Linear: y = x·Wᵀ + b.
+type linear struct{ w, b *gpu.Tensor }
+
+func (b builder) linear(name string, in, out int, bias bool) linear {
+	m := b.at("%s", name)
+	l := linear{w: m.param("weight", out, in)}
+	if bias {
+		l.b = m.param("bias", out)
+	}
+	return l
+}
+
+func (l linear) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor { return gpu.Linear(d, x, l.w, l.b) }
+
+// conv is a PyTorch nn.Conv2d with bias and symmetric padding.
+type conv struct {
+	w, b *gpu.Tensor
+	opts gpu.Conv2DOpts
+}
+
+func (b builder) conv(name string, in, out, kernel, stride, pad int) conv {
+	m := b.at("%s", name)
+	return conv{
+		w:    m.param("weight", out, in, kernel, kernel),
+		b:    m.param("bias", out),
+		opts: gpu.Conv2DOpts{StrideH: stride, StrideW: stride, PadH: pad, PadW: pad},
+	}
+}
+
+func (c conv) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor { return d.Conv2D(x, c.w, c.b, c.opts) }
+
+// norm is a GroupNorm (groups > 0) or a LayerNorm (groups == 0) with affine
+// parameters.
+type norm struct {
+	gamma, beta *gpu.Tensor
+	groups      int
+	eps         float32
+}
+
+func (b builder) groupNorm(name string, channels, groups int, eps float64) norm {
+	m := b.at("%s", name)
+	return norm{gamma: m.param("weight", channels), beta: m.param("bias", channels), groups: groups, eps: float32(eps)}
+}
+
+func (b builder) layerNorm(name string, channels int, eps float64) norm {
+	m := b.at("%s", name)
+	return norm{gamma: m.param("weight", channels), beta: m.param("bias", channels), eps: float32(eps)}
+}
+
+func (n norm) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
+	if n.groups > 0 {
+		return d.GroupNorm(x, n.gamma, n.beta, n.groups, n.eps)
+	}
+	return d.LayerNorm(x, n.gamma, n.beta, n.eps)
+}
+
+// resnet is diffusers' ResnetBlock2D (time-conditioned when temb is set):
+// GroupNorm, SiLU, conv, + time projection, GroupNorm, SiLU, conv, then
+// (shortcut(x) + h) / outScale.
+type resnet struct {
+	norm1, norm2 norm
+	conv1, conv2 conv
+	temb         *linear // nil in the VAE
+	shortcut     *conv   // 1x1, when the channel count changes
+	outScale     float32
+}
+
+func (b builder) resnet(name string, in, out, tembDim, groups int, eps, outScale float64) *resnet {
+	m := b.at("%s", name)
+	r := &resnet{
+		norm1:    m.groupNorm("norm1", in, groups, eps),
+		conv1:    m.conv("conv1", in, out, 3, 1, 1),
+		norm2:    m.groupNorm("norm2", out, groups, eps),
+		conv2:    m.conv("conv2", out, out, 3, 1, 1),
+		outScale: float32(outScale),
+	}
+	if tembDim > 0 {
+		l := m.linear("time_emb_proj", tembDim, out, true)
+		r.temb = &l
+	}
+	if in != out {
+		c := m.conv("conv_shortcut", in, out, 1, 1, 0)
+		r.shortcut = &c
+	}
+	return r
+}
+
+// forward runs the block on x [B,C,H,W]; tembAct is SiLU(time embedding)
+// [B,T] (nil in the VAE).
+func (r *resnet) forward(d gpu.Device, x, tembAct *gpu.Tensor) *gpu.Tensor {
+	return gpu.Scoped(d, func() *gpu.Tensor {
+		h := r.conv1.apply(d, d.SiLU(r.norm1.apply(d, x)))
+		if r.temb != nil {
+			t := r.temb.apply(d, tembAct)
+			h = d.Add(h, t.View(t.Dim(0), t.Dim(1), 1, 1))
+		}
+		h = r.conv2.apply(d, d.SiLU(r.norm2.apply(d, h)))
+		skip := x
+		if r.shortcut != nil {
+			skip = r.shortcut.apply(d, x)
+		}
+		out := d.Add(skip, h)
+		if r.outScale != 1 {
+			out = d.Scale(out, 1/r.outScale, 0)
+		}
+		return out
+	})
+}
+
+// attention is diffusers' Attention with separate q/k/v projections and
+// to_out.0 (dropout to_out.1 has no parameters).
+type attention struct {
+	q, k, v, out linear
+	heads        int
+}
+
+func (b builder) attention(name string, queryDim, contextDim, heads int, qkvBias bool) attention {
+	m := b.at("%s", name)
+	return attention{
+		q:     m.linear("to_q", queryDim, queryDim, qkvBias),
+		k:     m.linear("to_k", contextDim, queryDim, qkvBias),
+		v:     m.linear("to_v", contextDim, queryDim, qkvBias),
+		out:   m.linear("to_out.0", queryDim, queryDim, true),
+		heads: heads,
+	}
+}
+
+// forward attends from x [B,L,C] to context [B,Lc,Cc] (x itself when nil).
+func (a attention) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
+	if context == nil {
+		context = x
+	}
+	q, k, v := a.q.apply(d, x), a.k.apply(d, context), a.v.apply(d, context)
+	return a.out.apply(d, d.Attention(q, k, v, gpu.AttentionOpts{Heads: a.heads}))
+}
+
+// upsample is diffusers' Upsample2D with a conv: nearest 2x, then 3x3 conv.
+type upsample struct{ conv conv }
+
+func (b builder) upsample(name string, channels int) *upsample {
+	return &upsample{conv: b.at("%s", name).conv("conv", channels, channels, 3, 1, 1)}
+}
+
+func (u *upsample) forward(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
+	return gpu.Scoped(d, func() *gpu.Tensor { return u.conv.apply(d, d.Upsample2x(x)) })
+}
+
+// downsample is diffusers' Downsample2D with a conv: 3x3, stride 2, padding
+// pad on every side, or (pad == 0) zero padding on the right and bottom only,
+// as the VAE encoder does.
+type downsample struct {
+	conv       conv
+	asymmetric bool
+}
+
+func (b builder) downsample(name string, channels, pad int) *downsample {
+	return &downsample{conv: b.at("%s", name).conv("conv", channels, channels, 3, 2, pad), asymmetric: pad == 0}
+}
+
+func (s *downsample) forward(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
+	return gpu.Scoped(d, func() *gpu.Tensor {
+		if s.asymmetric {
+			n, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+			x = d.Concat(3, x, d.Upload(make([]float32, n*c*h), n, c, h, 1))
+			x = d.Concat(2, x, d.Upload(make([]float32, n*c*(w+1)), n, c, 1, w+1))
+		}
+		return s.conv.apply(d, x)
+	})
+}
+
+// toTokens turns [B,C,H,W] into [B,H*W,C].
+func toTokens(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
+	b, c, h, w := x.Dim(0), x.Dim(1), x.Dim(2), x.Dim(3)
+	return d.Permute(x.View(b, c, h*w), 0, 2, 1)
+}
+
+// fromTokens turns [B,H*W,C] back into [B,C,H,W].
+func fromTokens(d gpu.Device, x *gpu.Tensor, h, w int) *gpu.Tensor {
+	b, c := x.Dim(0), x.Dim(2)
+	return d.Permute(x, 0, 2, 1).View(b, c, h, w)
+}

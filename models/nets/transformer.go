@@ -1,0 +1,89 @@
+package nets
+
+import (
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// transformer2D is diffusers' Transformer2DModel on continuous inputs (the
+// U-Net's spatial transformer): GroupNorm, proj_in, BasicTransformerBlocks on
+// the H*W tokens, proj_out, plus the input as a residual.
+type transformer2D struct {
+	norm       norm
+	linearProj bool   // proj_in/proj_out are Linear (SD 2.x) rather than 1x1 convs
+	projInL    linear // when linearProj
+	projOutL   linear
+	projInC    conv // otherwise
+	projOutC   conv
+	blocks     []*basicBlock
+}
+
+// basicBlock is diffusers' BasicTransformerBlock: pre-LayerNorm
+// self-attention, cross-attention on the context, and a GEGLU feed-forward,
+// each added back to its input.
+type basicBlock struct {
+	norm1, norm2, norm3 norm
+	attn1, attn2        attention
+	ffIn, ffOut         linear // ff.net.0.proj (to 2x inner, GEGLU) and ff.net.2
+}
+
+// transformer2D declares a spatial transformer over channels with the given
+// head count, depth and context width.
+func (b builder) transformer2D(name string, channels, heads, depth, contextDim, groups int, linearProj bool) *transformer2D {
+	m := b.at("%s", name)
+	t := &transformer2D{norm: m.groupNorm("norm", channels, groups, 1e-6), linearProj: linearProj}
+	if linearProj {
+		t.projInL = m.linear("proj_in", channels, channels, true)
+	} else {
+		t.projInC = m.conv("proj_in", channels, channels, 1, 1, 0)
+	}
+	for i := 0; i < depth; i++ {
+		bb := m.at("transformer_blocks.%d", i)
+		inner := 4 * channels
+		t.blocks = append(t.blocks, &basicBlock{
+			norm1: bb.layerNorm("norm1", channels, 1e-5),
+			attn1: bb.attention("attn1", channels, channels, heads, false),
+			norm2: bb.layerNorm("norm2", channels, 1e-5),
+			attn2: bb.attention("attn2", channels, contextDim, heads, false),
+			norm3: bb.layerNorm("norm3", channels, 1e-5),
+			ffIn:  bb.linear("ff.net.0.proj", channels, 2*inner, true),
+			ffOut: bb.linear("ff.net.2", inner, channels, true),
+		})
+	}
+	if linearProj {
+		t.projOutL = m.linear("proj_out", channels, channels, true)
+	} else {
+		t.projOutC = m.conv("proj_out", channels, channels, 1, 1, 0)
+	}
+	return t
+}
+
+// forward runs the transformer on x [B,C,H,W] with context [B,L,ctx].
+func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
+	return gpu.Scoped(d, func() *gpu.Tensor {
+		hgt, wid := x.Dim(2), x.Dim(3)
+		h := t.norm.apply(d, x)
+		if t.linearProj {
+			h = t.projInL.apply(d, toTokens(d, h))
+		} else {
+			h = toTokens(d, t.projInC.apply(d, h))
+		}
+		for _, blk := range t.blocks {
+			h = blk.forward(d, h, context)
+		}
+		if t.linearProj {
+			h = fromTokens(d, t.projOutL.apply(d, h), hgt, wid)
+		} else {
+			h = t.projOutC.apply(d, fromTokens(d, h, hgt, wid))
+		}
+		return d.Add(h, x)
+	})
+}
+
+func (b *basicBlock) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
+	return gpu.Scoped(d, func() *gpu.Tensor {
+		x = d.Add(b.attn1.forward(d, b.norm1.apply(d, x), nil), x)
+		x = d.Add(b.attn2.forward(d, b.norm2.apply(d, x), context), x)
+		ff := b.ffOut.apply(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))))
+		return d.Add(ff, x)
+	})
+}

@@ -1,0 +1,337 @@
+package nets
+
+import (
+	"fmt"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// UNet is diffusers' UNet2DConditionModel (SD 1.x/2.x topology): it predicts
+// the noise (or v) of a latent at a timestep, conditioned on text embeddings.
+type UNet struct {
+	// Config is the configuration the network was built from, with defaults
+	// filled in.
+	Config UNetConfig
+	// Trace, when set, is called during Forward with the output of each stage
+	// under diffusers' module names ("time_proj", "time_embedding",
+	// "conv_in", "down_blocks.i" and their skip tensors "down_blocks.i.resj",
+	// "mid_block", "up_blocks.i", "conv_norm_out", "conv_out"). The tensor is
+	// freed after the call returns; download it there. For debugging.
+	Trace func(name string, t *gpu.Tensor)
+
+	d              gpu.Device
+	params         []*gpu.Tensor
+	timeDim        int
+	time1, time2   linear
+	convIn         conv
+	down, up       []*unetLevel
+	mid            *unetLevel
+	normOut        norm
+	convOut        conv
+	spatialDivisor int
+}
+
+// unetLevel is one down, mid or up block: resnets, optionally a spatial
+// transformer after each resnet, and an optional resampler.
+type unetLevel struct {
+	resnets []*resnet
+	attns   []*transformer2D // empty, or one per resnet (mid: one per resnet after the first)
+	down    *downsample
+	up      *upsample
+}
+
+// NewUNet checks w against the parameters c calls for (reporting every
+// missing or mis-shaped one in a single *WeightsError) and uploads them to d,
+// keeping their storage type. Call it outside any device scope.
+func NewUNet(d gpu.Device, c UNetConfig, w Weights) (*UNet, error) {
+	c.Defaults()
+	u, params, err := construct(d, w, "unet", func(b builder) (*UNet, error) { return buildUNet(b, c) })
+	if err != nil {
+		return nil, err
+	}
+	u.d, u.params = d, params
+	return u, nil
+}
+
+// ExpectedUNet lists every parameter a U-Net with config c uses (diffusers
+// names, relative to the unet) with its shape; unset config fields take SD
+// 1.5's values. It returns nil when c is not a supported configuration
+// (NewUNet says why).
+func ExpectedUNet(c UNetConfig) map[string][]int {
+	c.Defaults()
+	m, err := expected(func(b builder) (*UNet, error) { return buildUNet(b, c) })
+	if err != nil {
+		return nil
+	}
+	return m
+}
+
+// Release frees the network's weights on the device.
+func (u *UNet) Release() { releaseAll(u.d, u.params) }
+
+// ParamBytes is the device memory the weights occupy.
+func (u *UNet) ParamBytes() int64 { return paramBytes(u.params) }
+
+func checkUNetConfig(c UNetConfig) error {
+	n := len(c.BlockOutChannels)
+	switch {
+	case n == 0:
+		return fmt.Errorf("block_out_channels is empty")
+	case len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n:
+		return fmt.Errorf("%d down_block_types and %d up_block_types for %d block_out_channels",
+			len(c.DownBlockTypes), len(c.UpBlockTypes), n)
+	case c.ActFn != "silu" && c.ActFn != "swish":
+		return fmt.Errorf("act_fn %q is not supported (want silu)", c.ActFn)
+	case c.ResnetTimeScaleShift != "default":
+		return fmt.Errorf("resnet_time_scale_shift %q is not supported (want default)", c.ResnetTimeScaleShift)
+	case c.MidBlockType != "UNetMidBlock2DCrossAttn":
+		return fmt.Errorf("mid_block_type %q is not supported (want UNetMidBlock2DCrossAttn)", c.MidBlockType)
+	case c.ConvInKernel%2 == 0 || c.ConvOutKernel%2 == 0:
+		return fmt.Errorf("conv_in_kernel %d / conv_out_kernel %d must be odd", c.ConvInKernel, c.ConvOutKernel)
+	case c.LayersPerBlock < 1 || c.NormNumGroups < 1 || c.CrossAttentionDim < 1:
+		return fmt.Errorf("layers_per_block %d, norm_num_groups %d, cross_attention_dim %d must be positive",
+			c.LayersPerBlock, c.NormNumGroups, c.CrossAttentionDim)
+	}
+	for i, ch := range c.BlockOutChannels {
+		if ch < 1 || ch%c.NormNumGroups != 0 {
+			return fmt.Errorf("block_out_channels[%d] = %d is not a positive multiple of norm_num_groups %d", i, ch, c.NormNumGroups)
+		}
+	}
+	for i, t := range c.DownBlockTypes {
+		if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+			return fmt.Errorf("down_block_types[%d] %q is not supported (want CrossAttnDownBlock2D or DownBlock2D)", i, t)
+		}
+	}
+	for i, t := range c.UpBlockTypes {
+		if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+			return fmt.Errorf("up_block_types[%d] %q is not supported (want CrossAttnUpBlock2D or UpBlock2D)", i, t)
+		}
+	}
+	return nil
+}
+
+// attnParams checks that a spatial transformer's channels split into its
+// heads and that its depth is positive.
+func attnParams(where string, channels, heads, depth int) error {
+	if heads < 1 || channels%heads != 0 {
+		return fmt.Errorf("%s: %d channels do not split into %d attention heads", where, channels, heads)
+	}
+	if depth < 1 {
+		return fmt.Errorf("%s: transformer_layers_per_block %d must be positive", where, depth)
+	}
+	return nil
+}
+
+// buildUNet declares (and, with a device, uploads) the U-Net following
+// diffusers' UNet2DConditionModel constructor.
+func buildUNet(b builder, c UNetConfig) (*UNet, error) {
+	if err := checkUNetConfig(c); err != nil {
+		return nil, err
+	}
+	n := len(c.BlockOutChannels)
+	ch := c.BlockOutChannels
+	groups, eps := c.NormNumGroups, c.NormEps
+	u := &UNet{Config: c, timeDim: ch[0], spatialDivisor: 1 << (n - 1)}
+	tembDim := 4 * ch[0]
+
+	u.time1 = b.linear("time_embedding.linear_1", ch[0], tembDim, true)
+	u.time2 = b.linear("time_embedding.linear_2", tembDim, tembDim, true)
+	u.convIn = b.conv("conv_in", c.InChannels, ch[0], c.ConvInKernel, 1, c.ConvInKernel/2)
+
+	out := ch[0]
+	for i := 0; i < n; i++ {
+		in := out
+		out = ch[i]
+		lb := b.at("down_blocks.%d", i)
+		lvl := &unetLevel{}
+		cross := c.DownBlockTypes[i] == "CrossAttnDownBlock2D"
+		heads, depth := c.Heads(i), c.TransformerLayers.At(i)
+		if cross {
+			if err := attnParams(fmt.Sprintf("down_blocks.%d", i), out, heads, depth); err != nil {
+				return nil, err
+			}
+		}
+		for j := 0; j < c.LayersPerBlock; j++ {
+			rin := out
+			if j == 0 {
+				rin = in
+			}
+			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin, out, tembDim, groups, eps, 1))
+			if cross {
+				lvl.attns = append(lvl.attns, lb.transformer2D(fmt.Sprintf("attentions.%d", j), out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
+			}
+		}
+		if i < n-1 {
+			lvl.down = lb.downsample("downsamplers.0", out, *c.DownsamplePadding)
+		}
+		u.down = append(u.down, lvl)
+	}
+
+	top := ch[n-1]
+	heads, depth := c.Heads(n-1), c.TransformerLayers.At(n-1)
+	if err := attnParams("mid_block", top, heads, depth); err != nil {
+		return nil, err
+	}
+	mb := b.at("mid_block")
+	u.mid = &unetLevel{
+		resnets: []*resnet{
+			mb.resnet("resnets.0", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+			mb.resnet("resnets.1", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+		},
+		attns: []*transformer2D{mb.transformer2D("attentions.0", top, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection)},
+	}
+
+	// Up blocks mirror the down blocks: diffusers reverses channels, heads and
+	// depths, and each resnet eats one skip tensor from the end of the list.
+	out = top
+	for i := 0; i < n; i++ {
+		prev := out
+		out = ch[n-1-i]
+		skipIn := ch[max(n-2-i, 0)]
+		lb := b.at("up_blocks.%d", i)
+		lvl := &unetLevel{}
+		cross := c.UpBlockTypes[i] == "CrossAttnUpBlock2D"
+		heads, depth := c.Heads(n-1-i), c.TransformerLayers.At(n-1-i)
+		if cross {
+			if err := attnParams(fmt.Sprintf("up_blocks.%d", i), out, heads, depth); err != nil {
+				return nil, err
+			}
+		}
+		for j := 0; j <= c.LayersPerBlock; j++ {
+			rin := out
+			if j == 0 {
+				rin = prev
+			}
+			skip := out
+			if j == c.LayersPerBlock {
+				skip = skipIn
+			}
+			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin+skip, out, tembDim, groups, eps, 1))
+			if cross {
+				lvl.attns = append(lvl.attns, lb.transformer2D(fmt.Sprintf("attentions.%d", j), out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
+			}
+		}
+		if i < n-1 {
+			lvl.up = lb.upsample("upsamplers.0", out)
+		}
+		u.up = append(u.up, lvl)
+	}
+
+	u.normOut = b.groupNorm("conv_norm_out", ch[0], groups, eps)
+	u.convOut = b.conv("conv_out", ch[0], c.OutChannels, c.ConvOutKernel, 1, c.ConvOutKernel/2)
+	return u, nil
+}
+
+func (u *UNet) trace(name string, t *gpu.Tensor) {
+	if u.Trace != nil {
+		u.Trace(name, t)
+	}
+}
+
+// checkInputs validates Forward's operands.
+func (u *UNet) checkInputs(x *gpu.Tensor, t []float32, context *gpu.Tensor) error {
+	c := &u.Config
+	if x == nil || x.Rank() != 4 || x.Dim(1) != c.InChannels {
+		return fmt.Errorf("unet: sample must be [B,%d,H,W], got %v", c.InChannels, x)
+	}
+	b, h, w := x.Dim(0), x.Dim(2), x.Dim(3)
+	if h%u.spatialDivisor != 0 || w%u.spatialDivisor != 0 {
+		return fmt.Errorf("unet: latent size %dx%d is not a multiple of %d", h, w, u.spatialDivisor)
+	}
+	if len(t) != b {
+		return fmt.Errorf("unet: %d timesteps for a batch of %d", len(t), b)
+	}
+	if context == nil || context.Rank() != 3 || context.Dim(0) != b || context.Dim(2) != c.CrossAttentionDim {
+		return fmt.Errorf("unet: encoder_hidden_states must be [%d,L,%d], got %v", b, c.CrossAttentionDim, context)
+	}
+	return nil
+}
+
+// Forward predicts the model output for the latents x [B,C,H,W] at
+// timesteps t [B] (fractional allowed) given the text embeddings context
+// [B,L,ctx]. H and W must be multiples of 2^(levels-1) (8 for SD). Errors,
+// including bad operand shapes, are reported by the device's Err; the result
+// is then a placeholder.
+func (u *UNet) Forward(x *gpu.Tensor, t []float32, context *gpu.Tensor) *gpu.Tensor {
+	d, c := u.d, &u.Config
+	if err := u.checkInputs(x, t, context); err != nil {
+		return failed(d, err, c.OutChannels, x)
+	}
+	d.PushScope()
+	if c.CenterInputSample {
+		x = d.Scale(x, 2, -1)
+	}
+	tp := d.TimestepEmbedding(t, u.timeDim, *c.FlipSinToCos, float32(c.FreqShift), 10000)
+	u.trace("time_proj", tp)
+	emb := u.time2.apply(d, d.SiLU(u.time1.apply(d, tp)))
+	u.trace("time_embedding", emb)
+	embAct := d.SiLU(emb)
+
+	h := u.convIn.apply(d, x)
+	u.trace("conv_in", h)
+	skips := []*gpu.Tensor{h}
+	for i, lvl := range u.down {
+		first := len(skips)
+		for j, r := range lvl.resnets {
+			h = r.forward(d, h, embAct)
+			if len(lvl.attns) > 0 {
+				h = lvl.attns[j].forward(d, h, context)
+			}
+			skips = append(skips, h)
+		}
+		if lvl.down != nil {
+			h = lvl.down.forward(d, h)
+			skips = append(skips, h)
+		}
+		for j, s := range skips[first:] {
+			u.trace(fmt.Sprintf("down_blocks.%d.res%d", i, j), s)
+		}
+		u.trace(fmt.Sprintf("down_blocks.%d", i), h)
+	}
+
+	h = u.mid.resnets[0].forward(d, h, embAct)
+	for k, a := range u.mid.attns {
+		h = u.mid.resnets[k+1].forward(d, a.forward(d, h, context), embAct)
+	}
+	u.trace("mid_block", h)
+
+	for i, lvl := range u.up {
+		for j, r := range lvl.resnets {
+			s := skips[len(skips)-1]
+			skips = skips[:len(skips)-1]
+			prev := h
+			h = gpu.Scoped(d, func() *gpu.Tensor { return r.forward(d, d.Concat(1, prev, s), embAct) })
+			d.Release(prev)
+			d.Release(s)
+			if len(lvl.attns) > 0 {
+				prev = h
+				h = lvl.attns[j].forward(d, h, context)
+				d.Release(prev)
+			}
+		}
+		if lvl.up != nil {
+			prev := h
+			h = lvl.up.forward(d, h)
+			d.Release(prev)
+		}
+		u.trace(fmt.Sprintf("up_blocks.%d", i), h)
+	}
+
+	h = u.normOut.apply(d, h)
+	u.trace("conv_norm_out", h)
+	h = u.convOut.apply(d, d.SiLU(h))
+	u.trace("conv_out", h)
+	d.PopScope(h)
+	return h
+}
+
+// failed records err on d and returns a placeholder [B,outC,H,W] shaped like
+// x where x allows it.
+func failed(d gpu.Device, err error, outC int, x *gpu.Tensor) *gpu.Tensor {
+	d.Fail(err)
+	shape := []int{1, outC, 1, 1}
+	if x != nil && x.Rank() == 4 {
+		shape = []int{x.Dim(0), outC, x.Dim(2), x.Dim(3)}
+	}
+	return d.Upload(make([]float32, gpu.Shape(shape).Numel()), shape...)
+}

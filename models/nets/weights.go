@@ -1,0 +1,150 @@
+package nets
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// WeightsError reports every expected parameter of a network that is missing
+// from its Weights or does not match the config: one line per parameter,
+// naming it and the expected shape.
+type WeightsError struct {
+	Component string   // "unet", "vae" or "text_encoder"
+	Problems  []string // sorted by parameter name
+}
+
+func (e *WeightsError) Error() string {
+	return fmt.Sprintf("%s: %d of the expected weights are missing or mis-shaped:\n  %s",
+		e.Component, len(e.Problems), strings.Join(e.Problems, "\n  "))
+}
+
+// checkWeights compares w against the expected names and shapes and returns
+// a *WeightsError listing every problem, or nil.
+func checkWeights(component string, want map[string][]int, w Weights) error {
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var problems []string
+	for _, n := range names {
+		shape := gpu.Shape(want[n])
+		p, ok := w.Get(n)
+		switch {
+		case !ok:
+			problems = append(problems, fmt.Sprintf("%s: missing (want shape %v)", n, shape))
+		case p.DType > gpu.BF16:
+			problems = append(problems, fmt.Sprintf("%s: unsupported storage type %v (want F32, F16 or BF16)", n, p.DType))
+		case !gpu.Shape(p.Shape).Equal(shape):
+			problems = append(problems, fmt.Sprintf("%s: shape %v, want %v", n, gpu.Shape(p.Shape), shape))
+		case len(p.Raw) != shape.Numel()*p.DType.Size():
+			problems = append(problems, fmt.Sprintf("%s: %d bytes of data, want %d for %v %v",
+				n, len(p.Raw), shape.Numel()*p.DType.Size(), p.DType, shape))
+		}
+	}
+	if len(problems) > 0 {
+		return &WeightsError{Component: component, Problems: problems}
+	}
+	return nil
+}
+
+// buildState is shared by the builders of one network: the expected
+// parameters and, when a device is set, the tensors uploaded so far.
+type buildState struct {
+	d      gpu.Device // nil: only record names and shapes
+	w      Weights
+	shapes map[string][]int
+	params []*gpu.Tensor
+	err    error // first inconsistency in the network's own description
+}
+
+// builder declares a network's parameters under a name prefix. The same
+// construction code runs twice: once without a device to list the expected
+// parameters, then with one to upload them, so the list can never drift from
+// what the network uses.
+type builder struct {
+	s      *buildState
+	prefix string
+}
+
+// at returns a builder for the sub-module prefix.name.
+func (b builder) at(format string, args ...any) builder {
+	return builder{s: b.s, prefix: b.prefix + fmt.Sprintf(format, args...) + "."}
+}
+
+// param declares the parameter prefix+name with the given shape and returns
+// it uploaded (nil while only recording).
+func (b builder) param(name string, shape ...int) *gpu.Tensor {
+	full := b.prefix + name
+	if prev, ok := b.s.shapes[full]; ok && !gpu.Shape(prev).Equal(shape) && b.s.err == nil {
+		b.s.err = fmt.Errorf("parameter %s declared with shapes %v and %v", full, gpu.Shape(prev), gpu.Shape(shape))
+	}
+	b.s.shapes[full] = append([]int(nil), shape...)
+	if b.s.d == nil {
+		return nil
+	}
+	p, _ := b.s.w.Get(full)
+	t := b.s.d.UploadRaw(p.DType, p.Raw, shape...)
+	b.s.params = append(b.s.params, t)
+	return t
+}
+
+// expected runs a network's construction without a device and returns the
+// parameters it declares.
+func expected[T any](build func(b builder) (T, error)) (map[string][]int, error) {
+	s := &buildState{shapes: map[string][]int{}}
+	if _, err := build(builder{s: s}); err != nil {
+		return nil, err
+	}
+	if s.err != nil {
+		return nil, s.err
+	}
+	return s.shapes, nil
+}
+
+// construct validates w against the parameters build declares, then runs
+// build again uploading them to d. On failure nothing stays on the device.
+func construct[T any](d gpu.Device, w Weights, component string, build func(b builder) (T, error)) (T, []*gpu.Tensor, error) {
+	var zero T
+	want, err := expected(build)
+	if err != nil {
+		return zero, nil, fmt.Errorf("%s: %w", component, err)
+	}
+	if w == nil {
+		w = MapWeights{}
+	}
+	if err := checkWeights(component, want, w); err != nil {
+		return zero, nil, err
+	}
+	s := &buildState{d: d, w: w, shapes: map[string][]int{}}
+	net, err := build(builder{s: s})
+	if err == nil {
+		err = d.Err()
+	}
+	if err != nil {
+		for _, t := range s.params {
+			d.Release(t)
+		}
+		return zero, nil, fmt.Errorf("%s: uploading weights: %w", component, err)
+	}
+	return net, s.params, nil
+}
+
+// releaseAll frees uploaded parameters.
+func releaseAll(d gpu.Device, params []*gpu.Tensor) {
+	for _, t := range params {
+		d.Release(t)
+	}
+}
+
+// paramBytes is the device memory held by params.
+func paramBytes(params []*gpu.Tensor) int64 {
+	var n int64
+	for _, t := range params {
+		n += int64(t.Numel() * t.DType.Size())
+	}
+	return n
+}
