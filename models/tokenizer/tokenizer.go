@@ -1,0 +1,303 @@
+// Package tokenizer turns prompt text into CLIP token ids: OpenAI CLIP's
+// byte-level BPE (the vocabulary is embedded in the binary), the text
+// clean-up the reference tokenizers apply first (ftfy's fixes, whitespace
+// collapsing, lower-casing) and A1111's prompt-weighting syntax, which
+// splits a prompt into weighted 75-token chunks.
+//
+// Encode equals transformers' CLIPTokenizer with ftfy installed (what
+// diffusers, CompVis and A1111 use) id for id; Pad77 adds BOS/EOS and the
+// EOS padding of Stable Diffusion 1.x.
+package tokenizer
+
+import (
+	"bytes"
+	"compress/gzip"
+	_ "embed" // the vocabulary files
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+)
+
+// Special token ids and sizes of the CLIP text model's input.
+const (
+	BOS        int32 = 49406 // <|startoftext|>
+	EOS        int32 = 49407 // <|endoftext|>, also the padding token for SD1.x
+	VocabSize        = 49408 // number of token ids
+	MaxTokens        = 75    // BPE tokens that fit between BOS and EOS
+	ContextLen       = 77    // positions of the text encoder
+)
+
+const (
+	bosText = "<|startoftext|>"
+	eosText = "<|endoftext|>"
+)
+
+//go:embed vocab.json.gz
+var vocabGz []byte
+
+//go:embed merges.txt.gz
+var mergesGz []byte
+
+// Tokenizer is a loaded CLIP BPE vocabulary. It is safe for concurrent use.
+type Tokenizer struct {
+	decoder  []string         // id -> token string (byte-to-unicode form)
+	merges   map[uint64]merge // (left id, right id) -> merge rank and result
+	byteID   [256]int32       // id of the symbol of one byte
+	byteEnd  [256]int32       // id of the symbol of one byte + "</w>"
+	byteRune [256]rune        // CLIP's bytes_to_unicode table
+
+	mu    sync.Mutex
+	cache map[string][]int32 // pre-token -> BPE ids
+}
+
+type merge struct{ rank, id int32 }
+
+// cacheLimit bounds the BPE cache; it is cleared when it grows past this.
+const cacheLimit = 1 << 14
+
+var (
+	defaultOnce sync.Once
+	defaultTok  *Tokenizer
+	defaultErr  error
+)
+
+// Default returns the tokenizer of the embedded vocabulary, loading it on
+// the first call (about 50 ms) and sharing it afterwards.
+func Default() *Tokenizer {
+	defaultOnce.Do(func() { defaultTok, defaultErr = load(vocabGz, mergesGz) })
+	if defaultErr != nil {
+		// The embedded files are part of the binary; a failure here is a
+		// build defect, not a user error.
+		panic(defaultErr)
+	}
+	return defaultTok
+}
+
+// New returns the tokenizer of the embedded CLIP vocabulary. It is the same
+// shared instance as Default.
+func New() *Tokenizer { return Default() }
+
+// bytesToUnicode is CLIP's reversible map from bytes to printable runes:
+// printable Latin-1 bytes map to themselves, the rest to U+0100 onwards.
+func bytesToUnicode() [256]rune {
+	var m [256]rune
+	n := 0
+	for b := 0; b < 256; b++ {
+		if (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF) {
+			m[b] = rune(b)
+		} else {
+			m[b] = rune(256 + n)
+			n++
+		}
+	}
+	return m
+}
+
+func gunzip(name string, data []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", name, err)
+	}
+	out, err := io.ReadAll(zr)
+	if err != nil {
+		return nil, fmt.Errorf("tokenizer: %s: %w", name, err)
+	}
+	return out, nil
+}
+
+// load builds a tokenizer from gzip-compressed vocab.json and merges.txt.
+func load(vocabGz, mergesGz []byte) (*Tokenizer, error) {
+	vocabJSON, err := gunzip("vocab.json", vocabGz)
+	if err != nil {
+		return nil, err
+	}
+	mergesTxt, err := gunzip("merges.txt", mergesGz)
+	if err != nil {
+		return nil, err
+	}
+	var enc map[string]int32
+	if err := json.Unmarshal(vocabJSON, &enc); err != nil {
+		return nil, fmt.Errorf("tokenizer: vocab.json: %w", err)
+	}
+	if len(enc) != VocabSize {
+		return nil, fmt.Errorf("tokenizer: vocab.json: %d entries, want %d", len(enc), VocabSize)
+	}
+	t := &Tokenizer{
+		decoder:  make([]string, VocabSize),
+		merges:   make(map[uint64]merge, VocabSize),
+		byteRune: bytesToUnicode(),
+		cache:    make(map[string][]int32),
+	}
+	for s, id := range enc {
+		if id < 0 || id >= VocabSize || t.decoder[id] != "" {
+			return nil, fmt.Errorf("tokenizer: vocab.json: bad or duplicate id %d for %q", id, s)
+		}
+		t.decoder[id] = s
+	}
+	if t.decoder[BOS] != bosText || t.decoder[EOS] != eosText {
+		return nil, fmt.Errorf("tokenizer: vocab.json: special tokens are not at %d/%d", BOS, EOS)
+	}
+	for b := 0; b < 256; b++ {
+		s := string(t.byteRune[b])
+		id, ok := enc[s]
+		idEnd, okEnd := enc[s+"</w>"]
+		if !ok || !okEnd {
+			return nil, fmt.Errorf("tokenizer: vocab.json: no symbol for byte %#x", b)
+		}
+		t.byteID[b], t.byteEnd[b] = id, idEnd
+	}
+	lines := strings.Split(strings.TrimRight(string(mergesTxt), "\n"), "\n")
+	if len(lines) == 0 || !strings.HasPrefix(lines[0], "#version") {
+		return nil, fmt.Errorf("tokenizer: merges.txt: missing #version header")
+	}
+	for i, line := range lines[1:] {
+		a, b, ok := strings.Cut(line, " ")
+		if !ok {
+			return nil, fmt.Errorf("tokenizer: merges.txt line %d: %q is not a pair", i+2, line)
+		}
+		ia, oka := enc[a]
+		ib, okb := enc[b]
+		im, okm := enc[a+b]
+		if !oka || !okb || !okm {
+			return nil, fmt.Errorf("tokenizer: merges.txt line %d: %q has symbols missing from the vocabulary", i+2, line)
+		}
+		key := uint64(uint32(ia))<<32 | uint64(uint32(ib))
+		if _, dup := t.merges[key]; !dup {
+			t.merges[key] = merge{rank: int32(i), id: im}
+		}
+	}
+	return t, nil
+}
+
+// Token returns the vocabulary string of id (in CLIP's byte-to-unicode form,
+// "</w>" marking a word end), or "" for an id outside the vocabulary.
+func (t *Tokenizer) Token(id int32) string {
+	if id < 0 || int(id) >= len(t.decoder) {
+		return ""
+	}
+	return t.decoder[id]
+}
+
+// Encode returns the BPE ids of text without BOS/EOS and without truncation,
+// exactly as transformers' CLIPTokenizer (with ftfy) tokenizes it. Literal
+// "<|startoftext|>" and "<|endoftext|>" become the special ids.
+func (t *Tokenizer) Encode(text string) []int32 {
+	var ids []int32
+	splitSpecial(text, func(piece string, special int32) {
+		if special != 0 {
+			ids = append(ids, special)
+			return
+		}
+		pretokenize(Clean(piece), func(tok string) {
+			ids = t.appendBPE(ids, tok)
+		})
+	})
+	return ids
+}
+
+// Tokens returns the token strings of Encode(text).
+func (t *Tokenizer) Tokens(text string) []string {
+	ids := t.Encode(text)
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = t.Token(id)
+	}
+	return out
+}
+
+// Pad77 returns the 77 ids the text encoder takes: BOS, the first 75 of
+// ids, EOS, then EOS padding (what diffusers' pipelines do with
+// padding="max_length", truncation=True).
+func Pad77(ids []int32) []int32 {
+	out := make([]int32, ContextLen)
+	out[0] = BOS
+	n := copy(out[1:1+MaxTokens], ids)
+	for i := 1 + n; i < ContextLen; i++ {
+		out[i] = EOS
+	}
+	return out
+}
+
+// splitSpecial splits text around literal special tokens the way
+// transformers' added-token trie does, calling fn with each plain piece
+// (special 0) or special token id.
+func splitSpecial(text string, fn func(piece string, special int32)) {
+	for len(text) > 0 {
+		i, id, n := -1, int32(0), 0
+		if j := strings.Index(text, bosText); j >= 0 {
+			i, id, n = j, BOS, len(bosText)
+		}
+		if j := strings.Index(text, eosText); j >= 0 && (i < 0 || j < i) {
+			i, id, n = j, EOS, len(eosText)
+		}
+		if i < 0 {
+			fn(text, 0)
+			return
+		}
+		if i > 0 {
+			fn(text[:i], 0)
+		}
+		fn("", id)
+		text = text[i+n:]
+	}
+}
+
+// appendBPE appends the BPE ids of one pre-token (plain UTF-8) to ids.
+func (t *Tokenizer) appendBPE(ids []int32, tok string) []int32 {
+	switch tok {
+	case bosText:
+		return append(ids, BOS)
+	case eosText:
+		return append(ids, EOS)
+	}
+	t.mu.Lock()
+	cached, ok := t.cache[tok]
+	t.mu.Unlock()
+	if ok {
+		return append(ids, cached...)
+	}
+	word := t.bpe(tok)
+	t.mu.Lock()
+	if len(t.cache) >= cacheLimit {
+		clear(t.cache)
+	}
+	t.cache[tok] = word
+	t.mu.Unlock()
+	return append(ids, word...)
+}
+
+// bpe merges the byte symbols of tok by rank until no listed pair remains.
+func (t *Tokenizer) bpe(tok string) []int32 {
+	word := make([]int32, len(tok))
+	for i := 0; i < len(tok); i++ {
+		word[i] = t.byteID[tok[i]]
+	}
+	word[len(word)-1] = t.byteEnd[tok[len(tok)-1]]
+	for len(word) > 1 {
+		best := merge{rank: -1}
+		var bestL, bestR int32
+		for i := 0; i+1 < len(word); i++ {
+			m, ok := t.merges[uint64(uint32(word[i]))<<32|uint64(uint32(word[i+1]))]
+			if ok && (best.rank < 0 || m.rank < best.rank) {
+				best, bestL, bestR = m, word[i], word[i+1]
+			}
+		}
+		if best.rank < 0 {
+			break
+		}
+		out := word[:0]
+		for i := 0; i < len(word); {
+			if i+1 < len(word) && word[i] == bestL && word[i+1] == bestR {
+				out = append(out, best.id)
+				i += 2
+			} else {
+				out = append(out, word[i])
+				i++
+			}
+		}
+		word = out
+	}
+	return word
+}
