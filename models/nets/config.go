@@ -1,6 +1,7 @@
 package nets
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 
@@ -35,6 +36,10 @@ type IntOrList []int
 
 // UnmarshalJSON accepts 8, [5,10,20,20] and null.
 func (v *IntOrList) UnmarshalJSON(b []byte) error {
+	if string(bytes.TrimSpace(b)) == "null" {
+		*v = nil // unset (json.Unmarshal of null into an int would give 0)
+		return nil
+	}
 	var one int
 	if err := json.Unmarshal(b, &one); err == nil {
 		*v = IntOrList{one}

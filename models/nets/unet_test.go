@@ -1,0 +1,74 @@
+package nets
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+var unetCases = []string{"b1_t999", "b1_t500", "b1_t1", "b1_t937.25", "b2cfg_t999", "b2cfg_t500", "b2cfg_t1", "b2_mixed"}
+
+func TestUNetGolden(t *testing.T) {
+	dir := goldenDir(t)
+	var c UNetConfig
+	loadConfig(t, filepath.Join(dir, "sd15-mini/unet/config.json"), &c)
+	w := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
+	g := openGolden(t, "unet.safetensors")
+
+	for name, d := range testDevices(t) {
+		t.Run(name, func(t *testing.T) {
+			u, err := NewUNet(d, c, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer u.Release()
+			worstOut, worstAt, worstMid := 0.0, "", 0.0
+			for _, cs := range unetCases {
+				x := g.upload(t, d, cs+".sample")
+				ctx := g.upload(t, d, cs+".encoder_hidden_states")
+				ts, _ := g.f32(t, cs+".timestep")
+				traced := 0
+				if cs == "b1_t500" {
+					// Bisecting aid: every stage diffusers recorded.
+					u.Trace = func(stage string, got *gpu.Tensor) {
+						key := cs + ".intermediate." + stage
+						if _, ok := g.f.Lookup(key); !ok {
+							t.Errorf("trace stage %q has no golden %s", stage, key)
+							return
+						}
+						want, shape := g.f32(t, key)
+						worstMid = max(worstMid, compare(t, d, key, got, want, shape, 1e-4))
+						traced++
+					}
+				}
+				out := u.Forward(x, ts, ctx)
+				u.Trace = nil
+				if err := d.Err(); err != nil {
+					t.Fatalf("%s: %v", cs, err)
+				}
+				want, shape := g.f32(t, cs+".out")
+				diff := compare(t, d, cs+".out", out, want, shape, 1e-4)
+				if diff > worstOut {
+					worstOut, worstAt = diff, cs
+				}
+				if cs == "b1_t500" {
+					n := 0
+					for _, ti := range g.f.Tensors() {
+						if strings.HasPrefix(ti.Name, "b1_t500.intermediate.") {
+							n++
+						}
+					}
+					if traced != n {
+						t.Errorf("traced %d stages, golden has %d intermediates", traced, n)
+					}
+				}
+				d.Release(x)
+				d.Release(ctx)
+				d.Release(out)
+			}
+			t.Logf("%s: U-Net max |diff|: out %.3g (worst case %s), b1_t500 intermediates %.3g", name, worstOut, worstAt, worstMid)
+		})
+	}
+}

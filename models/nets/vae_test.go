@@ -1,0 +1,88 @@
+package nets
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+func TestVAEGolden(t *testing.T) {
+	dir := goldenDir(t)
+	var c VAEConfig
+	loadConfig(t, filepath.Join(dir, "sd15-mini/vae/config.json"), &c)
+	w := loadWeights(t, filepath.Join(dir, "sd15-mini/vae/diffusion_pytorch_model.fp16.safetensors"))
+	g := openGolden(t, "vae.safetensors")
+
+	for name, d := range testDevices(t) {
+		t.Run(name, func(t *testing.T) {
+			v, err := NewVAE(d, c, w)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Release()
+			worst := map[string]float64{}
+			traced := map[string]int{}
+			trace := func(prefix string) func(string, *gpu.Tensor) {
+				return func(stage string, got *gpu.Tensor) {
+					key := prefix + ".intermediate." + stage
+					if _, ok := g.f.Lookup(key); !ok {
+						t.Errorf("trace stage %q has no golden %s", stage, key)
+						return
+					}
+					want, shape := g.f32(t, key)
+					worst["intermediates"] = max(worst["intermediates"], compare(t, d, key, got, want, shape, 1e-4))
+					traced[prefix]++
+				}
+			}
+
+			// Decode: the caller divides by the scaling factor.
+			for _, cs := range []string{"decode", "decode_b2"} {
+				lat := g.upload(t, d, cs+".latent")
+				z := d.Scale(lat, float32(1/v.Config.ScalingFactor), 0)
+				if cs == "decode" {
+					scaled, shape := g.f32(t, "decode.latent_scaled")
+					compare(t, d, "latent / scaling_factor", z, scaled, shape, 1e-6)
+					v.Trace = trace(cs)
+				}
+				img := v.Decode(z)
+				v.Trace = nil
+				if err := d.Err(); err != nil {
+					t.Fatalf("%s: %v", cs, err)
+				}
+				want, shape := g.f32(t, cs+".image")
+				worst[cs] = compare(t, d, cs+".image", img, want, shape, 1e-4)
+				d.Release(lat)
+				d.Release(z)
+				d.Release(img)
+			}
+
+			x := g.upload(t, d, "encode.image")
+			v.Trace = trace("encode")
+			moments := v.Encode(x)
+			v.Trace = nil
+			if err := d.Err(); err != nil {
+				t.Fatalf("encode: %v", err)
+			}
+			want, shape := g.f32(t, "encode.moments")
+			worst["encode"] = compare(t, d, "encode.moments", moments, want, shape, 1e-4)
+			d.Release(x)
+			d.Release(moments)
+
+			for _, prefix := range []string{"decode", "encode"} {
+				n := 0
+				for _, ti := range g.f.Tensors() {
+					if strings.HasPrefix(ti.Name, prefix+".intermediate.") {
+						n++
+					}
+				}
+				if traced[prefix] != n {
+					t.Errorf("%s: traced %d stages, golden has %d intermediates", prefix, traced[prefix], n)
+				}
+			}
+			t.Logf("%s: VAE max |diff|: decode image %.3g, decode_b2 image %.3g, encode moments %.3g, worst intermediate %.3g",
+				name, worst["decode"], worst["decode_b2"], worst["encode"], worst["intermediates"])
+		})
+	}
+}
