@@ -1,0 +1,337 @@
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/stepwise/stepwise/models/nets"
+)
+
+// maxConfigSize bounds a config file we are willing to parse.
+const maxConfigSize = 4 << 20
+
+// SchedulerConfig is diffusers' scheduler_config.json (the fields the SD
+// schedulers use). DefaultScheduler gives SD 1.5's.
+type SchedulerConfig struct {
+	ClassName         string    `json:"_class_name"`
+	NumTrainTimesteps int       `json:"num_train_timesteps"`
+	BetaStart         float64   `json:"beta_start"`
+	BetaEnd           float64   `json:"beta_end"`
+	BetaSchedule      string    `json:"beta_schedule"`
+	TrainedBetas      []float64 `json:"trained_betas"`
+	PredictionType    string    `json:"prediction_type"`
+	TimestepSpacing   string    `json:"timestep_spacing"`
+	StepsOffset       int       `json:"steps_offset"`
+	ClipSample        bool      `json:"clip_sample"`
+	SetAlphaToOne     bool      `json:"set_alpha_to_one"`
+	SkipPrkSteps      bool      `json:"skip_prk_steps"`
+}
+
+// DefaultScheduler returns SD 1.5's scheduler: PNDM, scaled_linear betas
+// 0.00085..0.012 over 1000 steps, epsilon prediction, leading spacing,
+// steps_offset 1.
+func DefaultScheduler() SchedulerConfig {
+	return SchedulerConfig{
+		ClassName:         "PNDMScheduler",
+		NumTrainTimesteps: 1000,
+		BetaStart:         0.00085,
+		BetaEnd:           0.012,
+		BetaSchedule:      "scaled_linear",
+		PredictionType:    "epsilon",
+		TimestepSpacing:   "leading",
+		StepsOffset:       1,
+		SkipPrkSteps:      true,
+	}
+}
+
+// configs is the set of hyper-parameters of one model.
+type configs struct {
+	UNet      nets.UNetConfig
+	VAE       nets.VAEConfig
+	Text      nets.TextConfig
+	Scheduler SchedulerConfig
+}
+
+// ConfigError reports an unusable config file.
+type ConfigError struct {
+	Path string
+	Msg  string
+}
+
+func (e *ConfigError) Error() string { return fmt.Sprintf("config %s: %s", e.Path, e.Msg) }
+
+func cfgErr(path, format string, args ...any) error {
+	return &ConfigError{Path: path, Msg: fmt.Sprintf(format, args...)}
+}
+
+// decodeJSON decodes one JSON object into v; errors name the file.
+func decodeJSON(path string, data []byte, v any) error {
+	if len(data) > maxConfigSize {
+		return cfgErr(path, "%d bytes is larger than the %d-byte limit", len(data), maxConfigSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return cfgErr(path, "%v", err)
+	}
+	if dec.More() {
+		return cfgErr(path, "trailing data after the JSON object")
+	}
+	return nil
+}
+
+// parseSchedulerJSON reads a scheduler_config.json; absent fields keep
+// SD 1.5's values.
+func parseSchedulerJSON(path string, data []byte) (SchedulerConfig, error) {
+	s := DefaultScheduler()
+	if err := decodeJSON(path, data, &s); err != nil {
+		return s, err
+	}
+	return s, validateScheduler(path, &s)
+}
+
+// parseBundle reads a JSON file holding the diffusers configs under "unet",
+// "vae", "text_encoder" and "scheduler" (every part optional).
+func parseBundle(path string, data []byte) (configs, error) {
+	var raw struct {
+		UNet      json.RawMessage `json:"unet"`
+		VAE       json.RawMessage `json:"vae"`
+		Text      json.RawMessage `json:"text_encoder"`
+		Scheduler json.RawMessage `json:"scheduler"`
+	}
+	c := configs{Scheduler: DefaultScheduler()}
+	if err := decodeJSON(path, data, &raw); err != nil {
+		return c, err
+	}
+	parts := []struct {
+		name string
+		raw  json.RawMessage
+		v    any
+	}{{"unet", raw.UNet, &c.UNet}, {"vae", raw.VAE, &c.VAE}, {"text_encoder", raw.Text, &c.Text}, {"scheduler", raw.Scheduler, &c.Scheduler}}
+	for _, p := range parts {
+		if len(p.raw) == 0 || string(p.raw) == "null" {
+			continue
+		}
+		if err := json.Unmarshal(p.raw, p.v); err != nil {
+			return c, cfgErr(path, "%s: %v", p.name, err)
+		}
+	}
+	return c, c.validate(path)
+}
+
+// validate fills defaults and checks that the configs describe a network we
+// can build, with sizes small enough to enumerate.
+func (c *configs) validate(path string) error {
+	c.UNet.Defaults()
+	c.VAE.Defaults()
+	c.Text.Defaults()
+	if err := validateUNet(path, &c.UNet); err != nil {
+		return err
+	}
+	if err := validateVAE(path, &c.VAE); err != nil {
+		return err
+	}
+	if err := validateText(path, &c.Text); err != nil {
+		return err
+	}
+	return validateScheduler(path, &c.Scheduler)
+}
+
+func inRange(path, what string, v, lo, hi int) error {
+	if v < lo || v > hi {
+		return cfgErr(path, "%s = %d, want %d..%d", what, v, lo, hi)
+	}
+	return nil
+}
+
+func checkChannels(path, what string, ch []int, groups int) error {
+	if err := inRange(path, what+" levels", len(ch), 1, 8); err != nil {
+		return err
+	}
+	if err := inRange(path, what+" norm_num_groups", groups, 1, 1<<12); err != nil {
+		return err
+	}
+	for i, c := range ch {
+		if err := inRange(path, fmt.Sprintf("%s block_out_channels[%d]", what, i), c, 1, 1<<14); err != nil {
+			return err
+		}
+		if c%groups != 0 {
+			return cfgErr(path, "%s block_out_channels[%d] = %d is not a multiple of norm_num_groups %d", what, i, c, groups)
+		}
+	}
+	return nil
+}
+
+func validateUNet(path string, c *nets.UNetConfig) error {
+	n := len(c.BlockOutChannels)
+	if err := checkChannels(path, "unet", c.BlockOutChannels, c.NormNumGroups); err != nil {
+		return err
+	}
+	if len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n {
+		return cfgErr(path, "unet has %d down_block_types and %d up_block_types for %d block_out_channels", len(c.DownBlockTypes), len(c.UpBlockTypes), n)
+	}
+	for i, t := range c.DownBlockTypes {
+		if t != "CrossAttnDownBlock2D" && t != "DownBlock2D" {
+			return cfgErr(path, "unet down_block_types[%d] = %q is not supported", i, t)
+		}
+	}
+	for i, t := range c.UpBlockTypes {
+		if t != "CrossAttnUpBlock2D" && t != "UpBlock2D" {
+			return cfgErr(path, "unet up_block_types[%d] = %q is not supported", i, t)
+		}
+	}
+	if c.MidBlockType != "UNetMidBlock2DCrossAttn" {
+		return cfgErr(path, "unet mid_block_type %q is not supported", c.MidBlockType)
+	}
+	checks := []struct {
+		what      string
+		v, lo, hi int
+	}{
+		{"unet layers_per_block", c.LayersPerBlock, 1, 16},
+		{"unet in_channels", c.InChannels, 1, 1024},
+		{"unet out_channels", c.OutChannels, 1, 1024},
+		{"unet cross_attention_dim", c.CrossAttentionDim, 1, 1 << 14},
+		{"unet conv_in_kernel", c.ConvInKernel, 1, 7},
+		{"unet conv_out_kernel", c.ConvOutKernel, 1, 7},
+		{"unet sample_size", c.SampleSize, 1, 1 << 14},
+	}
+	for _, k := range checks {
+		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
+			return err
+		}
+	}
+	if c.ConvInKernel%2 == 0 || c.ConvOutKernel%2 == 0 {
+		return cfgErr(path, "unet conv kernels must be odd, got %d and %d", c.ConvInKernel, c.ConvOutKernel)
+	}
+	for i, ch := range c.BlockOutChannels {
+		if err := inRange(path, fmt.Sprintf("unet transformer_layers_per_block[%d]", i), c.TransformerLayers.At(i), 1, 64); err != nil {
+			return err
+		}
+		h := c.Heads(i)
+		if err := inRange(path, fmt.Sprintf("unet attention heads[%d]", i), h, 1, ch); err != nil {
+			return err
+		}
+		if ch%h != 0 {
+			return cfgErr(path, "unet block_out_channels[%d] = %d is not divisible by its %d attention heads", i, ch, h)
+		}
+	}
+	if !(c.NormEps > 0 && c.NormEps < 1) {
+		return cfgErr(path, "unet norm_eps = %g, want 0 < eps < 1", c.NormEps)
+	}
+	return nil
+}
+
+func validateVAE(path string, c *nets.VAEConfig) error {
+	n := len(c.BlockOutChannels)
+	if err := checkChannels(path, "vae", c.BlockOutChannels, c.NormNumGroups); err != nil {
+		return err
+	}
+	if len(c.DownBlockTypes) != n || len(c.UpBlockTypes) != n {
+		return cfgErr(path, "vae has %d down_block_types and %d up_block_types for %d block_out_channels", len(c.DownBlockTypes), len(c.UpBlockTypes), n)
+	}
+	for i := range n {
+		if c.DownBlockTypes[i] != "DownEncoderBlock2D" || c.UpBlockTypes[i] != "UpDecoderBlock2D" {
+			return cfgErr(path, "vae block types %q/%q are not supported", c.DownBlockTypes[i], c.UpBlockTypes[i])
+		}
+	}
+	checks := []struct {
+		what      string
+		v, lo, hi int
+	}{
+		{"vae layers_per_block", c.LayersPerBlock, 1, 16},
+		{"vae in_channels", c.InChannels, 1, 1024},
+		{"vae out_channels", c.OutChannels, 1, 1024},
+		{"vae latent_channels", c.LatentChannels, 1, 1024},
+		{"vae sample_size", c.SampleSize, 1, 1 << 16},
+	}
+	for _, k := range checks {
+		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
+			return err
+		}
+	}
+	if !(c.ScalingFactor > 0) {
+		return cfgErr(path, "vae scaling_factor = %g, want > 0", c.ScalingFactor)
+	}
+	return nil
+}
+
+func validateText(path string, c *nets.TextConfig) error {
+	checks := []struct {
+		what      string
+		v, lo, hi int
+	}{
+		{"text_encoder vocab_size", c.VocabSize, 1, 1 << 20},
+		{"text_encoder hidden_size", c.HiddenSize, 1, 1 << 14},
+		{"text_encoder intermediate_size", c.IntermediateSize, 1, 1 << 16},
+		{"text_encoder num_hidden_layers", c.NumHiddenLayers, 1, 256},
+		{"text_encoder num_attention_heads", c.NumAttentionHeads, 1, c.HiddenSize},
+		{"text_encoder max_position_embeddings", c.MaxPositionEmbeddings, 1, 1 << 16},
+	}
+	for _, k := range checks {
+		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
+			return err
+		}
+	}
+	if c.HiddenSize%c.NumAttentionHeads != 0 {
+		return cfgErr(path, "text_encoder hidden_size %d is not divisible by num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+	}
+	switch c.HiddenAct {
+	case "quick_gelu", "gelu":
+	default:
+		return cfgErr(path, "text_encoder hidden_act %q is not supported (want quick_gelu or gelu)", c.HiddenAct)
+	}
+	return nil
+}
+
+func validateScheduler(path string, s *SchedulerConfig) error {
+	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 1, 100000); err != nil {
+		return err
+	}
+	switch s.BetaSchedule {
+	case "linear", "scaled_linear":
+		if !(s.BetaStart > 0 && s.BetaStart < s.BetaEnd && s.BetaEnd < 1) {
+			return cfgErr(path, "scheduler betas %g..%g, want 0 < beta_start < beta_end < 1", s.BetaStart, s.BetaEnd)
+		}
+	case "squaredcos_cap_v2":
+	default:
+		if len(s.TrainedBetas) == 0 {
+			return cfgErr(path, "scheduler beta_schedule %q is not supported", s.BetaSchedule)
+		}
+	}
+	if len(s.TrainedBetas) > 0 {
+		if len(s.TrainedBetas) != s.NumTrainTimesteps {
+			return cfgErr(path, "scheduler has %d trained_betas for %d timesteps", len(s.TrainedBetas), s.NumTrainTimesteps)
+		}
+		for i, b := range s.TrainedBetas {
+			if !(b > 0 && b < 1) {
+				return cfgErr(path, "scheduler trained_betas[%d] = %g, want 0 < beta < 1", i, b)
+			}
+		}
+	}
+	switch s.PredictionType {
+	case "epsilon", "v_prediction", "sample":
+	default:
+		return cfgErr(path, "scheduler prediction_type %q is not supported", s.PredictionType)
+	}
+	switch s.TimestepSpacing {
+	case "leading", "trailing", "linspace":
+	default:
+		return cfgErr(path, "scheduler timestep_spacing %q is not supported", s.TimestepSpacing)
+	}
+	if err := inRange(path, "scheduler steps_offset", s.StepsOffset, 0, s.NumTrainTimesteps); err != nil {
+		return err
+	}
+	return nil
+}
+
+// componentConfig reads one diffusers component config.json into v.
+func componentConfig(path string, data []byte, v any) error {
+	return decodeJSON(path, data, v)
+}
+
+// isLDMYAML reports whether a config path names a YAML file.
+func isLDMYAML(path string) bool {
+	p := strings.ToLower(path)
+	return strings.HasSuffix(p, ".yaml") || strings.HasSuffix(p, ".yml")
+}
