@@ -72,3 +72,38 @@ func TestUNetGolden(t *testing.T) {
 		})
 	}
 }
+
+// SD 2.x's linear proj_in/proj_out compute what 1x1 convs with the same
+// numbers do: the mini U-Net rebuilt with linear projections must still
+// match diffusers.
+func TestUNetLinearProjection(t *testing.T) {
+	dir := goldenDir(t)
+	var c UNetConfig
+	loadConfig(t, filepath.Join(dir, "sd15-mini/unet/config.json"), &c)
+	src := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
+	w := MapWeights{}
+	converted := 0
+	for k, p := range src {
+		if (strings.HasSuffix(k, ".proj_in.weight") || strings.HasSuffix(k, ".proj_out.weight")) && len(p.Shape) == 4 {
+			p.Shape = p.Shape[:2]
+			converted++
+		}
+		w[k] = p
+	}
+	if converted == 0 {
+		t.Fatal("no proj_in/proj_out weights found")
+	}
+	c.UseLinearProjection = true
+	g := openGolden(t, "unet.safetensors")
+	for name, d := range testDevices(t) {
+		u, err := NewUNet(d, c, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const cs = "b2cfg_t500"
+		out := u.Forward(g.upload(t, d, cs+".sample"), []float32{500, 500}, g.upload(t, d, cs+".encoder_hidden_states"))
+		want, shape := g.f32(t, cs+".out")
+		t.Logf("%s: linear projections, %s.out max |diff| %.3g", name, cs, compare(t, d, cs+".out", out, want, shape, 1e-4))
+		u.Release()
+	}
+}
