@@ -15,18 +15,31 @@ func TestTextEncoderGolden(t *testing.T) {
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
+			base := d.Stats().Buffers
 			te, err := NewTextEncoder(d, c, w)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer te.Release()
+			if got, want := te.ParamBytes(), int64(2*textParams(49408, 77, 64, 256, 3)); got != want {
+				t.Errorf("ParamBytes %d, want %d (fp16 kept as fp16)", got, want)
+			}
+			defer func() {
+				te.Release()
+				if got := d.Stats().Buffers; got != base {
+					t.Errorf("%d buffers live after Release, want %d", got, base)
+				}
+			}()
 			for _, tc := range []struct {
 				skip int
 				want string
 			}{{1, "last_hidden_state"}, {2, "penultimate_final_ln"}} {
+				live := d.Stats().Buffers
 				h, err := te.EncodeSkip(ids, tc.skip)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if got := d.Stats().Buffers; got != live+1 {
+					t.Errorf("skip %d: %d buffers live after EncodeSkip, want %d", tc.skip, got, live+1)
 				}
 				want, shape := g.f32(t, tc.want)
 				worst := compare(t, d, tc.want, h, want, shape, 1e-4)
@@ -75,4 +88,12 @@ func TestTextEncoderRejectsBadInput(t *testing.T) {
 			t.Errorf("%s: bad input reached the device: %v", name, err)
 		}
 	}
+}
+
+// textParams counts a CLIP text model's parameters.
+func textParams(vocab, pos, width, mlp, layers int) int {
+	attn := 4 * (width*width + width)
+	norms := 2 * 2 * width
+	ff := width*mlp + mlp + mlp*width + width
+	return (vocab+pos)*width + layers*(attn+norms+ff) + 2*width
 }

@@ -43,8 +43,12 @@ func TestUNetGolden(t *testing.T) {
 						traced++
 					}
 				}
+				live := d.Stats().Buffers
 				out := u.Forward(x, ts, ctx)
 				u.Trace = nil
+				if got := d.Stats().Buffers; got != live+1 {
+					t.Errorf("%s: %d buffers live after Forward, want %d (inputs and weights + the output)", cs, got, live+1)
+				}
 				if err := d.Err(); err != nil {
 					t.Fatalf("%s: %v", cs, err)
 				}

@@ -46,8 +46,12 @@ func TestVAEGolden(t *testing.T) {
 					compare(t, d, "latent / scaling_factor", z, scaled, shape, 1e-6)
 					v.Trace = trace(cs)
 				}
+				live := d.Stats().Buffers
 				img := v.Decode(z)
 				v.Trace = nil
+				if got := d.Stats().Buffers; got != live+1 {
+					t.Errorf("%s: %d buffers live after Decode, want %d", cs, got, live+1)
+				}
 				if err := d.Err(); err != nil {
 					t.Fatalf("%s: %v", cs, err)
 				}
@@ -60,8 +64,12 @@ func TestVAEGolden(t *testing.T) {
 
 			x := g.upload(t, d, "encode.image")
 			v.Trace = trace("encode")
+			live := d.Stats().Buffers
 			moments := v.Encode(x)
 			v.Trace = nil
+			if got := d.Stats().Buffers; got != live+1 {
+				t.Errorf("encode: %d buffers live after Encode, want %d", got, live+1)
+			}
 			if err := d.Err(); err != nil {
 				t.Fatalf("encode: %v", err)
 			}
