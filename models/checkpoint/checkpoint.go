@@ -358,6 +358,12 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 		m.ConfigSource = "inferred from tensor shapes (" + strings.Join(notes, "; ") + ")"
 	} else {
 		m.ConfigSource = source
+		if cfg.textFromShapes {
+			if shaped, _ := inferConfigs(infos); shaped.Text.HiddenSize > 0 {
+				cfg.Text = shaped.Text
+				m.ConfigSource += " (text encoder sizes from tensor shapes)"
+			}
+		}
 	}
 	m.UNet, m.VAE, m.Text, m.Scheduler = cfg.UNet, cfg.VAE, cfg.Text, cfg.Scheduler
 

@@ -52,6 +52,9 @@ type configs struct {
 	VAE       nets.VAEConfig
 	Text      nets.TextConfig
 	Scheduler SchedulerConfig
+	// textFromShapes: the config only names the text encoder's kind (LDM
+	// YAML), so its sizes are read from the checkpoint's shapes.
+	textFromShapes bool
 }
 
 // ConfigError reports an unusable config file.

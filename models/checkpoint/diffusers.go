@@ -71,8 +71,7 @@ func parseDiffusersConfigs(unet, vae, text, sched []byte, names [4]string) (conf
 	c.UNet.Defaults()
 	c.VAE.Defaults()
 	c.Text.Defaults()
-	for i, err := range []error{validateUNet(names[0], &c.UNet), validateVAE(names[1], &c.VAE), validateText(names[2], &c.Text), validateScheduler(names[3], &c.Scheduler)} {
-		_ = i
+	for _, err := range []error{validateUNet(names[0], &c.UNet), validateVAE(names[1], &c.VAE), validateText(names[2], &c.Text), validateScheduler(names[3], &c.Scheduler)} {
 		if err != nil {
 			return c, err
 		}

@@ -162,10 +162,19 @@ func parseLDMYAML(path string, data []byte) (configs, error) {
 		}
 	}
 
+	// LDM's Normalize always uses 32 groups; narrower test models get the
+	// largest power of two up to 32 that divides their widths.
+	uc.NormNumGroups = groupsFor(uc.BlockOutChannels)
+	if len(vc.BlockOutChannels) > 0 {
+		vc.NormNumGroups = groupsFor(vc.BlockOutChannels)
+	}
+
 	target := p.CondStageConfig.Target
 	switch {
 	case target == "" || strings.HasSuffix(target, ".FrozenCLIPEmbedder"):
-		// SD 1.x: CLIP ViT-L/14, the TextConfig defaults.
+		// SD 1.x: CLIP ViT-L/14 (the TextConfig defaults) unless the
+		// checkpoint's shapes say otherwise.
+		c.textFromShapes = true
 	case strings.HasSuffix(target, ".FrozenOpenCLIPEmbedder"):
 		c.Text = openCLIPH(p.CondStageConfig.Params.Layer != "last")
 	default:

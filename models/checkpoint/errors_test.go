@@ -1,0 +1,406 @@
+package checkpoint
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/models/safetensors"
+)
+
+// miniEntries returns the golden single file's tensors (data copied) and
+// the config bundle.
+func miniEntries(t *testing.T) ([]safetensors.Entry, []byte) {
+	t.Helper()
+	g := goldenDir(t)
+	f, err := safetensors.Open(filepath.Join(g, "sd15-mini.fp16.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []safetensors.Entry
+	for _, ti := range f.Tensors() {
+		d, _ := f.Data(ti.Name)
+		out = append(out, safetensors.Entry{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: append([]byte(nil), d...)})
+	}
+	cfg, err := os.ReadFile(filepath.Join(g, "sd15_mini_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out, cfg
+}
+
+func encode(t *testing.T, es []safetensors.Entry) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := safetensors.Write(&buf, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func edit(es []safetensors.Entry, fn func(e *safetensors.Entry) bool) []safetensors.Entry {
+	var out []safetensors.Entry
+	for _, e := range es {
+		if fn(&e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestMissingAndMisshaped(t *testing.T) {
+	es, cfg := miniEntries(t)
+	const gone = "model.diffusion_model.input_blocks.1.0.in_layers.2.weight"
+	const bent = "first_stage_model.decoder.up.0.block.0.nin_shortcut.weight"
+	const badType = "cond_stage_model.transformer.text_model.final_layer_norm.bias"
+	broken := edit(es, func(e *safetensors.Entry) bool {
+		switch e.Name {
+		case gone:
+			return false
+		case bent:
+			e.Shape = []int{16, 32} // really [16,32,1,1]
+		case badType:
+			e.DType = safetensors.I16 // same size, unusable type
+		}
+		return true
+	})
+	_, err := LoadBytes("broken.safetensors", encode(t, broken), cfg)
+	var le *LoadError
+	if !errors.As(err, &le) {
+		t.Fatalf("want *LoadError, got %v", err)
+	}
+	if len(le.Problems) != 3 {
+		t.Fatalf("want 3 problems, got %q", le.Problems)
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`missing tensor "` + gone + `" (unet down_blocks.0.resnets.0.conv1.weight), expected shape [32 32 3 3]`,
+		`tensor "` + bent + `" (vae decoder.up_blocks.3.resnets.0.conv_shortcut.weight): shape [16 32], expected [16 32 1 1]`,
+		`tensor "` + badType + `" (text_encoder text_model.final_layer_norm.bias): dtype I16 is not supported`,
+		"broken.safetensors",
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error lacks %q:\n%s", want, msg)
+		}
+	}
+}
+
+func TestWrongConfig(t *testing.T) {
+	es, _ := miniEntries(t)
+	// SD 1.5's full-size config against the mini weights: every tensor is
+	// mis-shaped; the error lists them in one go.
+	_, err := LoadBytes("mini.safetensors", encode(t, es), []byte(`{}`))
+	var le *LoadError
+	if !errors.As(err, &le) || len(le.Problems) < 900 {
+		t.Fatalf("want hundreds of problems, got %v", err)
+	}
+	if !strings.Contains(err.Error(), "... and ") || strings.Count(err.Error(), "\n") > 30 {
+		t.Errorf("error not summarised:\n%s", err)
+	}
+}
+
+func TestExtrasAndOldTextPrefix(t *testing.T) {
+	es, cfg := miniEntries(t)
+	const textModel = "cond_stage_model.transformer.text_model."
+	es = edit(es, func(e *safetensors.Entry) bool {
+		if strings.HasPrefix(e.Name, textModel) {
+			e.Name = "cond_stage_model.transformer." + e.Name[len(textModel):]
+		}
+		if e.Name == "model.diffusion_model.out.0.weight" {
+			e.DType = safetensors.BF16 // accepted as is
+		}
+		return true
+	})
+	for _, name := range []string{"model_ema.decay", "alphas_cumprod", "posterior_mean_coef1", "betas", "logvar",
+		"cond_stage_model.transformer.text_model.embeddings.position_ids", "lora_unet_foo.alpha", "model.diffusion_model.extra.weight"} {
+		es = append(es, safetensors.Entry{Name: name, DType: safetensors.I64, Shape: []int{1}, Data: make([]byte, 8)})
+	}
+	m, err := LoadBytes("extras.safetensors", encode(t, es), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if m.Ignored != 6 || len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0], "2 unknown") ||
+		!strings.Contains(m.Warnings[0], "lora_unet_foo.alpha") || !strings.Contains(m.Warnings[0], "model.diffusion_model.extra.weight") {
+		t.Errorf("ignored %d, warnings %q", m.Ignored, m.Warnings)
+	}
+	p, ok := m.TextWeights.Get("text_model.encoder.layers.2.mlp.fc2.weight")
+	if !ok || !sameShape(p.Shape, []int{64, 256}) {
+		t.Errorf("old-style text key not converted: %+v", p.Shape)
+	}
+	if p, _ := m.UNetWeights.Get("conv_norm_out.weight"); p.DType != gpu.BF16 {
+		t.Errorf("BF16 tensor became %v", p.DType)
+	}
+	if m.Tensors != 986+8 {
+		t.Errorf("Tensors %d", m.Tensors)
+	}
+}
+
+func TestPickleRefused(t *testing.T) {
+	dir := t.TempDir()
+	for name, data := range map[string][]byte{
+		"model.ckpt":        []byte("PK\x03\x04anything"),
+		"model.pt":          {0x80, 0x02},
+		"disguised.bin":     []byte("x"),
+		"zip.safetensors":   []byte("PK\x03\x04 torch zip"),
+		"proto.safetensors": {0x80, 0x04, 0x95, 0},
+	} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, data, 0o644)
+		_, err := Load(p, "")
+		if !errors.Is(err, ErrPickle) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "safetensors") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	// A diffusers folder with only pickle weights.
+	unet := filepath.Join(dir, "pipe", "unet")
+	os.MkdirAll(unet, 0o755)
+	if _, err := weightFile(unet, "diffusion_pytorch_model"); err == nil || !strings.Contains(err.Error(), "no diffusion_pytorch_model") {
+		t.Errorf("empty folder: %v", err)
+	}
+	os.WriteFile(filepath.Join(unet, "diffusion_pytorch_model.bin"), []byte("PK"), 0o644)
+	if _, err := weightFile(unet, "diffusion_pytorch_model"); !errors.Is(err, ErrPickle) {
+		t.Errorf("pickle-only folder: %v", err)
+	}
+}
+
+func TestTruncatedFile(t *testing.T) {
+	g := goldenDir(t)
+	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "cut.safetensors")
+	os.WriteFile(p, data[:len(data)/2], 0o644)
+	_, err = Load(p, filepath.Join(g, "sd15_mini_config.json"))
+	var fe *safetensors.FormatError
+	if !errors.As(err, &fe) || fe.Path != p || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("truncated file: %v", err)
+	}
+}
+
+// linkMini puts the golden single file in a temp dir under name and
+// returns its path.
+func linkMini(t *testing.T, name string) string {
+	t.Helper()
+	g := goldenDir(t)
+	p := filepath.Join(t.TempDir(), name)
+	abs, _ := filepath.Abs(filepath.Join(g, "sd15-mini.fp16.safetensors"))
+	if err := os.Symlink(abs, p); err != nil {
+		t.Skip("symlinks unavailable:", err)
+	}
+	return p
+}
+
+func TestSideFiles(t *testing.T) {
+	g := goldenDir(t)
+	p := linkMini(t, "mini.safetensors")
+	cfg, _ := os.ReadFile(filepath.Join(g, "sd15_mini_config.json"))
+	side := strings.TrimSuffix(p, ".safetensors") + ".json"
+	os.WriteFile(side, cfg, 0o644)
+	m := load(t, p, "")
+	if m.ConfigSource != side || m.VAE.NormNumGroups != 8 || m.Text.NumAttentionHeads != 4 {
+		t.Errorf("side .json not used: %q %+v", m.ConfigSource, m.VAE)
+	}
+	os.Remove(side)
+	yside := strings.TrimSuffix(p, ".safetensors") + ".yaml"
+	os.WriteFile(yside, []byte(miniYAML), 0o644)
+	m = load(t, p, "")
+	if !strings.HasPrefix(m.ConfigSource, yside) || m.Text.HiddenSize != 64 || m.VAE.NormNumGroups != 16 || m.UNet.CrossAttentionDim != 64 || m.Family != "SD 1.x" {
+		t.Errorf("side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
+	}
+	// A bad explicit config names its file.
+	bad := filepath.Join(t.TempDir(), "bad.json")
+	os.WriteFile(bad, []byte(`{"unet": {"layers_per_block": "two"}}`), 0o644)
+	_, err := Load(p, bad)
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Path != bad || !strings.Contains(err.Error(), "layers_per_block") {
+		t.Errorf("bad config: %v", err)
+	}
+}
+
+// miniYAML describes sd15-mini in the original LDM config format (the VAE's
+// 8 groups are not expressible there: the loader picks the largest power of
+// two up to 32 that divides the widths, 16).
+const miniYAML = `
+model:
+  target: ldm.models.diffusion.ddpm.LatentDiffusion
+  params:
+    linear_start: 0.00085
+    linear_end: 0.0120
+    timesteps: 1000
+    scale_factor: 0.18215
+    unet_config:
+      target: ldm.modules.diffusionmodules.openaimodel.UNetModel
+      params:
+        image_size: 32
+        in_channels: 4
+        out_channels: 4
+        model_channels: 32
+        attention_resolutions: [ 4, 2, 1 ]
+        num_res_blocks: 2
+        channel_mult: [ 1, 2, 4, 4 ]
+        num_heads: 8
+        transformer_depth: 1
+        context_dim: 64
+    first_stage_config:
+      target: ldm.models.autoencoder.AutoencoderKL
+      params:
+        embed_dim: 4
+        ddconfig:
+          double_z: true
+          z_channels: 4
+          resolution: 256
+          in_channels: 3
+          out_ch: 3
+          ch: 16
+          ch_mult: [1, 2, 4, 4]
+          num_res_blocks: 2
+          attn_resolutions: []
+    cond_stage_config:
+      target: ldm.modules.encoders.modules.FrozenCLIPEmbedder
+`
+
+// v2YAML is the shape-relevant part of Stability's v2-inference-v.yaml.
+const v2YAML = `
+model:
+  base_learning_rate: 1.0e-4
+  target: ldm.models.diffusion.ddpm.LatentDiffusion
+  params:
+    parameterization: "v"
+    linear_start: 0.00085
+    linear_end: 0.0120
+    timesteps: 1000
+    scale_factor: 0.18215
+    unet_config:
+      target: ldm.modules.diffusionmodules.openaimodel.UNetModel
+      params:
+        use_checkpoint: True
+        image_size: 32 # unused
+        in_channels: 4
+        out_channels: 4
+        model_channels: 320
+        attention_resolutions: [ 4, 2, 1 ]
+        num_res_blocks: 2
+        channel_mult: [ 1, 2, 4, 4 ]
+        num_head_channels: 64 # need to fix for flash-attn
+        use_spatial_transformer: True
+        use_linear_in_transformer: True
+        transformer_depth: 1
+        context_dim: 1024
+        legacy: False
+    first_stage_config:
+      target: ldm.models.autoencoder.AutoencoderKL
+      params:
+        embed_dim: 4
+        ddconfig:
+          double_z: true
+          z_channels: 4
+          resolution: 256
+          in_channels: 3
+          out_ch: 3
+          ch: 128
+          ch_mult: [1, 2, 4, 4]
+          num_res_blocks: 2
+          attn_resolutions: []
+    cond_stage_config:
+      target: ldm.modules.encoders.modules.FrozenOpenCLIPEmbedder
+      params:
+        freeze: True
+        layer: "penultimate"
+`
+
+func TestLDMYAML(t *testing.T) {
+	c, err := parseLDMYAML("v2.yaml", []byte(v2YAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := c.UNet
+	if !u.UseLinearProjection || u.CrossAttentionDim != 1024 || u.Heads(0) != 5 || u.Heads(3) != 20 ||
+		!sameShape(u.BlockOutChannels, []int{320, 640, 1280, 1280}) || u.SampleSize != 96 {
+		t.Errorf("unet %+v", u)
+	}
+	if c.Text.HiddenSize != 1024 || c.Text.NumHiddenLayers != 23 || c.Text.HiddenAct != "gelu" || c.Text.NumAttentionHeads != 16 {
+		t.Errorf("text %+v", c.Text)
+	}
+	if c.Scheduler.PredictionType != "v_prediction" || c.Scheduler.BetaEnd != 0.012 {
+		t.Errorf("scheduler %+v", c.Scheduler)
+	}
+	m := &Model{UNet: c.UNet, VAE: c.VAE, Text: c.Text, Scheduler: c.Scheduler}
+	if fam, why := classify(m, false); fam != "SD 2.x" || !strings.Contains(why, "OpenCLIP ViT-H") || !strings.Contains(why, "v_prediction") {
+		t.Errorf("family %q: %s", fam, why)
+	}
+	// SD 2.x U-Net: proj_in is linear, cross-attention keys are 1024 wide.
+	e := ExpectedUNet(c.UNet)
+	if s := e["down_blocks.0.attentions.0.proj_in.weight"]; !sameShape(s, []int{320, 320}) {
+		t.Errorf("proj_in %v", s)
+	}
+	if s := e["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"]; !sameShape(s, []int{1280, 1024}) {
+		t.Errorf("attn2.to_k %v", s)
+	}
+
+	// v1 defaults: the SD 1.5 configs.
+	v1 := strings.NewReplacer("model_channels: 32", "model_channels: 320", "context_dim: 64", "context_dim: 768", "ch: 16", "ch: 128").Replace(miniYAML)
+	c1, err := parseLDMYAML("v1.yaml", []byte(v1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want configs
+	want.Scheduler = DefaultScheduler()
+	want.validate("")
+	compareShapes(t, "v1 unet", ExpectedUNet(c1.UNet), ExpectedUNet(want.UNet))
+	compareShapes(t, "v1 vae", ExpectedVAE(c1.VAE), ExpectedVAE(want.VAE))
+	if c1.UNet.Heads(2) != 8 || !reflect.DeepEqual(c1.Scheduler, want.Scheduler) {
+		t.Errorf("v1: %+v %+v", c1.UNet, c1.Scheduler)
+	}
+
+	for _, bad := range []string{
+		"", "model: [", "model:\n  params:\n    unet_config:\n      params:\n        model_channels: 320\n",
+		strings.Replace(v2YAML, "FrozenOpenCLIPEmbedder", "FrozenT5Embedder", 1),
+		strings.Replace(v2YAML, `parameterization: "v"`, `parameterization: "z"`, 1),
+		strings.Replace(v2YAML, "num_res_blocks: 2", "num_res_blocks: 2000", 1),
+		strings.Replace(v2YAML, "channel_mult: [ 1, 2, 4, 4 ]", "channel_mult: [ 1, 2, 4, 4, 4, 4, 4, 4, 4 ]", 1),
+	} {
+		if _, err := parseLDMYAML("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
+			t.Errorf("accepted or unnamed: %v\n%s", err, bad)
+		}
+	}
+}
+
+func TestBundleValidation(t *testing.T) {
+	for _, bad := range []string{
+		`[]`, `{"unet": 1}`, `{"unet": {"block_out_channels": [320, 641]}}`,
+		`{"unet": {"down_block_types": ["CrossAttnDownBlock2D"]}}`,
+		`{"unet": {"attention_head_dim": 7}}`,
+		`{"unet": {"layers_per_block": 100000000}}`,
+		`{"vae": {"latent_channels": -4}}`,
+		`{"text_encoder": {"hidden_act": "relu"}}`,
+		`{"text_encoder": {"num_attention_heads": 7}}`,
+		`{"scheduler": {"beta_start": 0.5, "beta_end": 0.1}}`,
+		`{"scheduler": {"prediction_type": "x"}}`,
+		`{"scheduler": {"trained_betas": [0.1]}}`,
+		`{} {}`,
+	} {
+		_, err := parseBundle("cfg.json", []byte(bad))
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Path != "cfg.json" {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	c, err := parseBundle("cfg.json", []byte(`{"unet": {"attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024, "use_linear_projection": true}, "scheduler": {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UNet.Heads(1) != 10 || c.Scheduler.PredictionType != "v_prediction" || c.Scheduler.StepsOffset != 1 || c.VAE.ScalingFactor != 0.18215 {
+		t.Errorf("%+v %+v", c.UNet, c.Scheduler)
+	}
+	if d := DefaultScheduler(); d.BetaSchedule != "scaled_linear" || d.NumTrainTimesteps != 1000 || d.TimestepSpacing != "leading" {
+		t.Errorf("defaults %+v", d)
+	}
+}
