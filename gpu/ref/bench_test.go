@@ -68,3 +68,15 @@ func BenchmarkAttention4096(b *testing.B) {
 		return d.Attention(q, k, v, gpu.AttentionOpts{Heads: H})
 	})
 }
+
+// BenchmarkConv3x3_64x32Direct is BenchmarkConv3x3_64x32 on the general
+// (any-stride) loop, for comparison with the stride-1 path.
+func BenchmarkConv3x3_64x32Direct(b *testing.B) {
+	d := New()
+	d.directConv = true
+	x := d.Upload(randVals(3, 64*32*32), 1, 64, 32, 32)
+	w := d.Upload(randVals(4, 64*64*9), 64, 64, 3, 3)
+	benchOp(b, d, 2*64*64*9*32*32, func() *gpu.Tensor {
+		return d.Conv2D(x, w, nil, gpu.Conv2DOpts{PadH: 1, PadW: 1})
+	})
+}

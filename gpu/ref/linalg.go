@@ -151,8 +151,65 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	}
 	xv, wv, bv := d.read(x), d.read(w), d.readOpt(bias)
 	out, ov := d.newF32(gpu.Shape{g.N, g.O, g.OH, g.OW})
-	plane, inPlane := g.OH*g.OW, g.H*g.W
+	if g.SH == 1 && g.SW == 1 && !d.directConv {
+		d.convStride1(ov, xv, wv, bv, &g)
+	} else {
+		d.convDirect(ov, xv, wv, bv, &g)
+	}
+	return out
+}
 
+// convStride1 computes a stride-1 convolution from zero-padded copies of the
+// input planes. With the padded width Wp, tap (ky, kx) of output (oy, ox)
+// reads padded[(oy+ky)*Wp + ox+kx]: for a fixed tap that is one contiguous
+// run over an "extended" output of OH rows of Wp columns, so every tap is a
+// single long axpy. The extended columns ox >= OW are scratch and dropped.
+// Each output is still summed over (c, ky, kx) in order (the padding adds
+// exact zeros), so the result equals convDirect's bit for bit.
+func (d *Device) convStride1(ov, xv, wv, bv []float32, g *gpu.ConvGeom) {
+	Hp, Wp := g.H+2*g.PH, g.W+2*g.PW
+	inPlane, padPlane, plane := g.H*g.W, Hp*Wp, g.OH*g.OW
+	padded := make([]float32, g.N*g.C*padPlane)
+	for p := 0; p < g.N*g.C; p++ {
+		for y := 0; y < g.H; y++ {
+			copy(padded[p*padPlane+(y+g.PH)*Wp+g.PW:], xv[p*inPlane+y*g.W:p*inPlane+(y+1)*g.W])
+		}
+	}
+	span := (g.OH-1)*Wp + g.OW // the last extended row needs only OW columns
+	d.parallel(g.N*g.O, g.C*g.KH*g.KW*span, func(lo, hi int) {
+		ext := make([]float32, span)
+		for task := lo; task < hi; task++ {
+			n, oc := task/g.O, task%g.O
+			clear(ext)
+			for c := 0; c < g.C; c++ {
+				src := padded[(n*g.C+c)*padPlane : (n*g.C+c+1)*padPlane]
+				for ky := 0; ky < g.KH; ky++ {
+					for kx := 0; kx < g.KW; kx++ {
+						wt := wv[((oc*g.C+c)*g.KH+ky)*g.KW+kx]
+						off := ky*Wp + kx
+						axpy(ext, wt, src[off:off+span])
+					}
+				}
+			}
+			var b float32
+			if bv != nil {
+				b = bv[oc]
+			}
+			dst := ov[task*plane : (task+1)*plane]
+			for oy := 0; oy < g.OH; oy++ {
+				row := dst[oy*g.OW : (oy+1)*g.OW]
+				for ox := range row {
+					row[ox] = ext[oy*Wp+ox] + b
+				}
+			}
+		}
+	})
+}
+
+// convDirect is the general convolution (any stride): for every output plane
+// and every tap it adds the weighted input rows the tap reads.
+func (d *Device) convDirect(ov, xv, wv, bv []float32, g *gpu.ConvGeom) {
+	plane, inPlane := g.OH*g.OW, g.H*g.W
 	// One task per (image, output channel): a whole output plane.
 	d.parallel(g.N*g.O, g.C*g.KH*g.KW*plane, func(lo, hi int) {
 		for task := lo; task < hi; task++ {
@@ -163,7 +220,7 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 				for ky := 0; ky < g.KH; ky++ {
 					for kx := 0; kx < g.KW; kx++ {
 						wt := wv[((oc*g.C+c)*g.KH+ky)*g.KW+kx]
-						convTap(dst, src, wt, &g, ky, kx)
+						convTap(dst, src, wt, g, ky, kx)
 					}
 				}
 			}
@@ -174,7 +231,6 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 			}
 		}
 	})
-	return out
 }
 
 // convTap adds wt * x[iy, ix] to every output (oy, ox) that kernel tap

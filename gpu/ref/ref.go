@@ -27,7 +27,10 @@ type Device struct {
 	gpu.Tracker
 	workers int
 	closed  bool
-	live    map[*gpu.Storage]struct{} // every storage not yet released
+	// directConv forces the general convolution loop (tests compare the
+	// stride-1 fast path with it).
+	directConv bool
+	live       map[*gpu.Storage]struct{} // every storage not yet released
 }
 
 // buffer is the Handle of a ref storage: exactly one of the slices is set.

@@ -252,6 +252,23 @@ func TestConv2DRandom(t *testing.T) {
 	}
 }
 
+func TestConv2DStride1PathMatchesDirect(t *testing.T) {
+	// The padded stride-1 path must equal the general loop bit for bit.
+	for _, g := range []struct{ N, C, H, W, O, KH, KW, PH, PW int }{
+		{2, 5, 7, 9, 3, 3, 3, 1, 1}, {1, 3, 1, 1, 4, 3, 3, 1, 1}, {1, 4, 6, 5, 2, 1, 1, 0, 0},
+		{1, 2, 5, 8, 3, 2, 3, 0, 1}, {2, 3, 4, 4, 2, 3, 3, 2, 0},
+	} {
+		fast, direct := New(), New()
+		direct.directConv = true
+		x, w, b := randVals(13, g.N*g.C*g.H*g.W), randVals(14, g.O*g.C*g.KH*g.KW), randVals(15, g.O)
+		run := func(d *Device) []float32 {
+			return down(t, d, d.Conv2D(d.Upload(x, g.N, g.C, g.H, g.W), d.Upload(w, g.O, g.C, g.KH, g.KW),
+				d.Upload(b, g.O), gpu.Conv2DOpts{PadH: g.PH, PadW: g.PW}))
+		}
+		near(t, "stride-1 path vs direct", run(fast), f64(run(direct)), 0)
+	}
+}
+
 // --- normalisation ---------------------------------------------------------
 
 func TestGroupNorm(t *testing.T) {
