@@ -174,17 +174,26 @@ func TestMatMulBroadcastA(t *testing.T) {
 	near(t, "matmul", down(t, d, out), want, 1e-5)
 }
 
-func TestMatMulParallelLarge(t *testing.T) {
-	// Big enough to run on several goroutines; must equal the serial result.
-	const M, K, N = 67, 129, 71
-	av, bv := randVals(6, M*K), randVals(7, K*N)
-	par := New()
-	ser := New()
-	ser.workers = 1
-	got := down(t, par, par.MatMul(par.Upload(av, M, K), par.Upload(bv, K, N), gpu.MatMulOpts{}))
-	ref := down(t, ser, ser.MatMul(ser.Upload(av, M, K), ser.Upload(bv, K, N), gpu.MatMulOpts{}))
-	near(t, "parallel vs serial", got, f64(ref), 0)
-	near(t, "vs float64", got, matmul64(av, bv, M, K, N), 1e-5)
+func TestParallelMatchesSerial(t *testing.T) {
+	// Big enough to run on several goroutines; results must not depend on
+	// how the work is split.
+	par, ser := New(), New()
+	par.workers, ser.workers = 3, 1
+	run := func(d *Device) [][]float32 {
+		const M, K, N = 67, 129, 71
+		mm := d.MatMul(d.Upload(randVals(6, M*K), M, K), d.Upload(randVals(7, K*N), K, N), gpu.MatMulOpts{})
+		cv := d.Conv2D(d.Upload(randVals(8, 2*9*17*15), 2, 9, 17, 15), d.Upload(randVals(9, 11*9*9), 11, 9, 3, 3), nil,
+			gpu.Conv2DOpts{PadH: 1, PadW: 1})
+		q := d.Upload(randVals(10, 2*70*24), 2, 70, 24)
+		at := d.Attention(q, q, q, gpu.AttentionOpts{Heads: 3, Causal: true})
+		gn := d.GroupNorm(d.Upload(randVals(11, 2*8*40*40), 2, 8, 40, 40), nil, nil, 4, 1e-5)
+		return [][]float32{down(t, d, mm), down(t, d, cv), down(t, d, at), down(t, d, gn)}
+	}
+	p, s := run(par), run(ser)
+	for i := range p {
+		near(t, "parallel vs serial", p[i], f64(s[i]), 0)
+	}
+	near(t, "matmul vs float64", p[0], matmul64(randVals(6, 67*129), randVals(7, 129*71), 67, 129, 71), 1e-5)
 }
 
 // --- Conv2D ----------------------------------------------------------------
