@@ -196,9 +196,9 @@ func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
 // quoteValue writes v as a JSON string when it holds a character that would
 // break the "Key: value, " list (A1111 quotes on ',', ':' and '\n'; we also
-// quote '"' so a value that starts with a quote survives).
+// quote '"' and leading or trailing spaces, so such values survive).
 func quoteValue(v string) string {
-	if !strings.ContainsAny(v, ",:\n\"") {
+	if !strings.ContainsAny(v, ",:\n\"") && v == strings.TrimSpace(v) {
 		return v
 	}
 	var buf bytes.Buffer
@@ -390,11 +390,11 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 // splitSamplerSchedule splits "DPM++ 2M Karras" or "dpmpp_2m_karras" into a
 // known sampler label and a schedule name.
 func splitSamplerSchedule(v string) (string, string, bool) {
-	lv := strings.ToLower(v)
 	for _, suf := range []string{"sgm_uniform", "sgm uniform", "ddim_uniform", "karras", "exponential", "normal", "simple", "uniform"} {
 		for _, sep := range []string{" ", "_"} {
-			if base, ok := strings.CutSuffix(lv, sep+suf); ok {
-				label, ok1 := SamplerLabel(v[:len(base)])
+			n := len(v) - len(sep) - len(suf)
+			if n > 0 && strings.EqualFold(v[n:], sep+suf) {
+				label, ok1 := SamplerLabel(v[:n])
 				sched, ok2 := ScheduleFromLabel(suf)
 				if ok1 && ok2 {
 					return label, sched, true

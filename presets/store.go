@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 
@@ -36,8 +37,10 @@ const (
 )
 
 // Store is a folder of preset files, one TOML file per preset, named
-// NAME.toml. Writes are atomic (see WriteFileAtomic). The folder is created
-// on the first Save.
+// NAME.toml. Writes are atomic (see WriteFileAtomic); a temporary file left
+// by a killed save is never listed, and is removed by a later Save of the
+// same preset once it is older than 10 minutes. The folder is created on the
+// first Save.
 type Store struct {
 	Dir string
 }
@@ -232,7 +235,28 @@ func (st *Store) Save(name string, s Settings) error {
 	if err := os.MkdirAll(st.Dir, 0o755); err != nil {
 		return fmt.Errorf("save preset %q: %w", name, err)
 	}
-	return WriteFileAtomic(st.path(name), data, 0o644)
+	if err := WriteFileAtomic(st.path(name), data, 0o644); err != nil {
+		return err
+	}
+	st.removeStaleTemps(name)
+	return nil
+}
+
+// staleTemp is the age after which a temporary file left by a killed save
+// is removed by the next Save of the same preset.
+const staleTemp = 10 * time.Minute
+
+func (st *Store) removeStaleTemps(name string) {
+	matches, _ := filepath.Glob(filepath.Join(st.Dir, "."+globEscape(name+presetExt)+tempMarker+"*"))
+	for _, m := range matches {
+		if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > staleTemp {
+			os.Remove(m)
+		}
+	}
+}
+
+func globEscape(s string) string {
+	return strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`).Replace(s)
 }
 
 // Rename renames a user preset; it fails if newName exists.
