@@ -1,0 +1,488 @@
+// Package gl is Stepwise's OpenGL 4.3 compute device: it implements
+// gpu.Device with the GLSL compute shaders of package shaders, on a context
+// made without a display (an EGL device, which is how GPUs are used headless,
+// or Mesa's llvmpipe on the CPU), with a hidden GLFW window as the fallback.
+//
+// One goroutine locked to its OS thread owns the context and makes every GL
+// call; ops queue closures to it and return at once, and the caller waits
+// only in Download and Finish. Tensors live in GL buffers; F16/BF16 weights
+// stay packed and are widened in the kernels, which read their inputs through
+// texture buffer views of those buffers and write through storage buffers.
+package gl
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"sync"
+	"unsafe"
+
+	gogl "github.com/go-gl/gl/v4.3-core/gl"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// Device is the OpenGL compute device. Make one with New; use it from one
+// goroutine at a time.
+type Device struct {
+	gpu.Tracker
+
+	work chan func()   // closures for the GL thread, run in order
+	done chan struct{} // closed when the GL thread has exited
+
+	mu     sync.Mutex // guards the Tracker's error, which the GL thread records too
+	closed bool       // Close was called (caller side)
+	// storages are the live storages with a buffer (caller side), freed by Close.
+	storages map[*gpu.Storage]struct{}
+
+	// Set once by the GL thread before New returns, read-only afterwards.
+	name      string
+	how       string // which attempt made the context
+	maxTexels int64  // largest texture buffer, in texels
+	maxBlock  int64  // largest storage block binding, in bytes
+	maxGroups [3]int // work group counts per dispatch dimension
+
+	// GL-thread state.
+	ctx    glContext
+	progs  map[string]*program
+	live   map[*buffer]struct{}
+	pool   map[int64][]*buffer
+	pooled int64
+
+	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
+	naiveMatMul bool
+}
+
+// buffer is one GL buffer object and the texture buffer views made over it.
+type buffer struct {
+	id   uint32
+	size int64     // bytes allocated: a size class of the requested bytes
+	tex  [3]uint32 // views as R32F, R32UI, R32I (made when first needed)
+}
+
+const (
+	texF32 = iota
+	texU32
+	texI32
+)
+
+var texFormats = [3]uint32{gogl.R32F, gogl.R32UI, gogl.R32I}
+
+// poolLimit caps the bytes of released buffers kept for reuse.
+const poolLimit = 512 << 20
+
+// New makes an OpenGL 4.3 context (see the package doc for the order of
+// attempts) and starts the GL thread. The error says what was tried and what
+// to install.
+func New() (*Device, error) {
+	d := &Device{
+		work:  make(chan func(), 1024),
+		done:  make(chan struct{}),
+		progs: map[string]*program{},
+		live:  map[*buffer]struct{}{},
+		pool:  map[int64][]*buffer{},
+
+		storages: map[*gpu.Storage]struct{}{},
+	}
+	ready := make(chan error)
+	go d.loop(ready)
+	if err := <-ready; err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// Name describes the renderer and the GL version.
+func (d *Device) Name() string { return d.name }
+
+// Context says how the context was made (e.g. "EGL device platform").
+func (d *Device) Context() string { return d.how }
+
+// Err returns the first error the device recorded.
+func (d *Device) Err() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.Tracker.Err()
+}
+
+// Fail records err if no error is recorded yet.
+func (d *Device) Fail(err error) {
+	d.mu.Lock()
+	d.Tracker.Fail(err)
+	d.mu.Unlock()
+}
+
+// enqueue hands f to the GL thread without waiting.
+func (d *Device) enqueue(f func()) {
+	if d.closed {
+		d.Fail(gpu.ErrClosed)
+		return
+	}
+	d.work <- f
+}
+
+// call runs f on the GL thread and waits for it.
+func (d *Device) call(f func()) {
+	if d.closed {
+		d.Fail(gpu.ErrClosed)
+		return
+	}
+	ch := make(chan struct{})
+	d.work <- func() {
+		defer close(ch)
+		f()
+	}
+	<-ch
+}
+
+// sizeClass rounds n up to a size with at most three significant bits (at
+// most 25% slack), a multiple of 16 bytes, so released buffers can be reused.
+func sizeClass(n int64) int64 {
+	if n < 256 {
+		return (n + 15) &^ 15
+	}
+	shift := 0
+	for (n >> shift) >= 8 {
+		shift++
+	}
+	c := ((n + (1 << shift) - 1) >> shift) << shift
+	return c
+}
+
+// alloc makes a tensor whose storage is a new buffer, filled with raw when
+// raw is not nil. The buffer is made on the GL thread.
+func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
+	bytes := int64(shape.Numel()) * int64(dt.Size())
+	buf := &buffer{size: sizeClass(bytes)}
+	if buf.size == 0 {
+		buf.size = 16
+	}
+	st := &gpu.Storage{Handle: buf, Bytes: bytes, Dev: d}
+	resident := d.Stats().Resident
+	d.Alloc(bytes)
+	d.storages[st] = struct{}{}
+	d.enqueue(func() { d.glAlloc(buf, raw, resident) })
+	return gpu.NewTensor(&d.Tracker, shape, dt, st)
+}
+
+// placeholder is the tensor ops return after an error: right shape, no buffer.
+func (d *Device) placeholder(shape gpu.Shape) *gpu.Tensor {
+	s := shape.Clone()
+	for i := range s {
+		if s[i] <= 0 {
+			s[i] = 1
+		}
+	}
+	return &gpu.Tensor{Shape: s, DType: gpu.F32, Store: &gpu.Storage{Dev: d}}
+}
+
+// Upload copies F32 host data to a new tensor.
+func (d *Device) Upload(data []float32, shape ...int) *gpu.Tensor {
+	s := gpu.Shape(shape)
+	if !d.usable() {
+		return d.placeholder(s)
+	}
+	if err := checkShape(s); err != nil || s.Numel() != len(data) {
+		if err == nil {
+			err = fmt.Errorf("%d values for %d elements", len(data), s.Numel())
+		}
+		d.Fail(&gpu.ShapeError{Op: "Upload", Shapes: []gpu.Shape{s}, Why: err.Error()})
+		return d.placeholder(s)
+	}
+	raw := make([]byte, 4*len(data))
+	for i, v := range data {
+		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
+	}
+	return d.alloc(s, gpu.F32, raw)
+}
+
+// UploadRaw copies little-endian raw bytes of type dt to a new tensor of
+// that storage type.
+func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
+	s := gpu.Shape(shape)
+	if !d.usable() {
+		return d.placeholder(s)
+	}
+	if dt > gpu.BF16 {
+		d.Fail(fmt.Errorf("gl: UploadRaw: unknown type %v", dt))
+		return d.placeholder(s)
+	}
+	if err := checkShape(s); err != nil || s.Numel()*dt.Size() != len(raw) {
+		if err == nil {
+			err = fmt.Errorf("%d bytes for %d %v elements", len(raw), s.Numel(), dt)
+		}
+		d.Fail(&gpu.ShapeError{Op: "UploadRaw", Shapes: []gpu.Shape{s}, Why: err.Error()})
+		return d.placeholder(s)
+	}
+	return d.alloc(s, dt, append([]byte(nil), raw...))
+}
+
+func checkShape(s gpu.Shape) error {
+	n := int64(1)
+	for _, v := range s {
+		if v <= 0 {
+			return fmt.Errorf("bad dimension %d", v)
+		}
+		n *= int64(v)
+		if n > math.MaxInt32 {
+			return fmt.Errorf("more than 2^31 elements")
+		}
+	}
+	return nil
+}
+
+// Download waits for the queued work and returns t's elements as F32.
+func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	if !d.check("Download", t) {
+		return nil, d.Err()
+	}
+	buf := t.Store.Handle.(*buffer)
+	raw := make([]byte, t.Numel()*t.DType.Size())
+	d.call(func() {
+		if len(raw) == 0 {
+			return
+		}
+		gogl.BindBuffer(gogl.COPY_READ_BUFFER, buf.id)
+		gogl.GetBufferSubData(gogl.COPY_READ_BUFFER, 0, len(raw), unsafe.Pointer(&raw[0]))
+		gogl.BindBuffer(gogl.COPY_READ_BUFFER, 0)
+		d.glCheck("Download")
+	})
+	if err := d.Err(); err != nil {
+		return nil, err
+	}
+	return decode(t.DType, raw), nil
+}
+
+// decode widens little-endian raw storage to F32.
+func decode(dt gpu.DType, raw []byte) []float32 {
+	n := len(raw) / dt.Size()
+	out := make([]float32, n)
+	for i := range out {
+		switch dt {
+		case gpu.F32:
+			out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
+		case gpu.F16:
+			out[i] = halfToFloat(binary.LittleEndian.Uint16(raw[2*i:]))
+		case gpu.BF16:
+			out[i] = math.Float32frombits(uint32(binary.LittleEndian.Uint16(raw[2*i:])) << 16)
+		}
+	}
+	return out
+}
+
+// halfToFloat widens an IEEE binary16 value exactly.
+func halfToFloat(h uint16) float32 {
+	sign := uint32(h>>15) << 31
+	exp := int(h>>10) & 0x1f
+	man := uint32(h & 0x3ff)
+	switch {
+	case exp == 0x1f:
+		return math.Float32frombits(sign | 0x7f800000 | man<<13)
+	case exp == 0:
+		v := float32(man) / (1 << 24)
+		if sign != 0 {
+			v = -v
+		}
+		return v
+	}
+	return math.Float32frombits(sign | uint32(exp+112)<<23 | man<<13)
+}
+
+// Release frees t's storage (and that of every view of it).
+func (d *Device) Release(t *gpu.Tensor) {
+	if t != nil {
+		d.releaseStorage(t.Store)
+	}
+}
+
+func (d *Device) releaseStorage(st *gpu.Storage) {
+	if st == nil || st.Dev != gpu.Device(d) || !gpu.MarkFreed(st) {
+		return
+	}
+	buf, ok := st.Handle.(*buffer)
+	if !ok || buf == nil {
+		return
+	}
+	d.Freed(st.Bytes)
+	delete(d.storages, st)
+	if !d.closed {
+		d.enqueue(func() { d.glRelease(buf) })
+	}
+}
+
+// PopScope releases the tensors of the innermost scope except keep.
+func (d *Device) PopScope(keep ...*gpu.Tensor) {
+	for _, st := range d.Tracker.PopScope(keep...) {
+		d.releaseStorage(st)
+	}
+}
+
+// Finish waits for all queued work and returns the device's error.
+func (d *Device) Finish() error {
+	d.call(func() { gogl.Finish() })
+	return d.Err()
+}
+
+// Close releases every buffer and program and destroys the context. Later
+// ops fail with gpu.ErrClosed. Closing twice is harmless.
+func (d *Device) Close() error {
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	for st := range d.storages {
+		if gpu.MarkFreed(st) {
+			d.Freed(st.Bytes)
+		}
+	}
+	d.storages = nil
+	close(d.work)
+	<-d.done
+	return nil
+}
+
+// glShutdown frees everything the GL thread holds.
+func (d *Device) glShutdown() {
+	for b := range d.live {
+		d.glDelete(b)
+	}
+	for _, list := range d.pool {
+		for _, b := range list {
+			d.glDelete(b)
+		}
+	}
+	d.pool, d.live = nil, nil
+	for _, p := range d.progs {
+		if p.id != 0 {
+			gogl.DeleteProgram(p.id)
+		}
+	}
+	d.progs = nil
+}
+
+// glAlloc gives b a GL buffer (from the pool when one of its size class is
+// free) and fills it with raw. A failed allocation records an OOMError.
+func (d *Device) glAlloc(b *buffer, raw []byte, resident int64) {
+	if list := d.pool[b.size]; len(list) > 0 {
+		p := list[len(list)-1]
+		d.pool[b.size] = list[:len(list)-1]
+		d.pooled -= p.size
+		b.id, b.tex = p.id, p.tex
+	} else {
+		d.glDrainErrors()
+		gogl.GenBuffers(1, &b.id)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+		gogl.BufferData(gogl.COPY_WRITE_BUFFER, int(b.size), nil, gogl.DYNAMIC_COPY)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+		if e := gogl.GetError(); e != gogl.NO_ERROR {
+			gogl.DeleteBuffers(1, &b.id)
+			b.id = 0
+			if e == gogl.OUT_OF_MEMORY {
+				d.Fail(&gpu.OOMError{Bytes: b.size, Resident: resident, Device: d.name})
+			} else {
+				d.Fail(fmt.Errorf("gl: allocating %d bytes: GL error 0x%x", b.size, e))
+			}
+			return
+		}
+	}
+	d.live[b] = struct{}{}
+	if len(raw) > 0 {
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+		gogl.BufferSubData(gogl.COPY_WRITE_BUFFER, 0, len(raw), unsafe.Pointer(&raw[0]))
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+		d.glCheck("Upload")
+	}
+}
+
+// glRelease returns b to the pool, or deletes it when the pool is full.
+func (d *Device) glRelease(b *buffer) {
+	if b.id == 0 {
+		return
+	}
+	delete(d.live, b)
+	if d.pooled+b.size > poolLimit {
+		d.glDelete(b)
+		return
+	}
+	d.pool[b.size] = append(d.pool[b.size], &buffer{id: b.id, size: b.size, tex: b.tex})
+	d.pooled += b.size
+	b.id = 0
+}
+
+func (d *Device) glDelete(b *buffer) {
+	for i, t := range b.tex {
+		if t != 0 {
+			gogl.DeleteTextures(1, &b.tex[i])
+		}
+	}
+	if b.id != 0 {
+		gogl.DeleteBuffers(1, &b.id)
+	}
+	b.id = 0
+}
+
+// glTexture returns b's texture buffer view of the given format.
+func (d *Device) glTexture(b *buffer, format int) uint32 {
+	if b.tex[format] == 0 {
+		gogl.GenTextures(1, &b.tex[format])
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, b.tex[format])
+		gogl.TexBuffer(gogl.TEXTURE_BUFFER, texFormats[format], b.id)
+	}
+	return b.tex[format]
+}
+
+func (d *Device) glDrainErrors() {
+	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {
+	}
+}
+
+// glCheck records a pending GL error as the device's error.
+func (d *Device) glCheck(what string) {
+	if e := gogl.GetError(); e != gogl.NO_ERROR {
+		if e == gogl.OUT_OF_MEMORY {
+			d.Fail(&gpu.OOMError{Device: d.name})
+			return
+		}
+		d.Fail(fmt.Errorf("gl: %s: GL error 0x%x", what, e))
+	}
+}
+
+// usable reports whether ops may run (not closed, no error yet).
+func (d *Device) usable() bool {
+	if d.closed {
+		d.Fail(gpu.ErrClosed)
+		return false
+	}
+	return d.Err() == nil
+}
+
+// check validates op inputs: the device is usable and each tensor is a live
+// tensor of this device. On failure it records why and returns false.
+func (d *Device) check(op string, ts ...*gpu.Tensor) bool {
+	if !d.usable() {
+		return false
+	}
+	for i, t := range ts {
+		switch {
+		case t == nil || t.Store == nil:
+			d.Fail(&gpu.ShapeError{Op: op, Why: fmt.Sprintf("operand %d is nil", i)})
+		case t.Store.Dev != gpu.Device(d):
+			d.Fail(fmt.Errorf("gl: %s: operand %d belongs to another device", op, i))
+		case t.Store.Freed():
+			d.Fail(fmt.Errorf("gl: %s: operand %d %v was released", op, i, t.Shape))
+		default:
+			if _, ok := t.Store.Handle.(*buffer); !ok {
+				d.Fail(fmt.Errorf("gl: %s: operand %d has no storage", op, i))
+			} else if int64(t.Numel()) > d.maxTexels {
+				d.Fail(fmt.Errorf("gl: %s: operand %d %v has more elements than a texture buffer holds (%d)", op, i, t.Shape, d.maxTexels))
+			} else {
+				continue
+			}
+		}
+		return false
+	}
+	return true
+}

@@ -1,0 +1,65 @@
+package gl
+
+import (
+	"sync"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/gputest"
+)
+
+var (
+	sharedOnce sync.Once
+	sharedDev  *Device
+	sharedErr  error
+)
+
+// shared returns one device for the value tests (shader programs compile
+// once per device), or skips when no OpenGL 4.3 context can be made here.
+func shared(t testing.TB) *Device {
+	t.Helper()
+	sharedOnce.Do(func() { sharedDev, sharedErr = New() })
+	if sharedErr != nil {
+		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", sharedErr)
+	}
+	if err := sharedDev.Err(); err != nil {
+		t.Fatalf("shared device already failed: %v", err)
+	}
+	return sharedDev
+}
+
+// fresh returns a new device the test owns and closes.
+func fresh(t testing.TB) *Device {
+	t.Helper()
+	d, err := New()
+	if err != nil {
+		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+func TestName(t *testing.T) {
+	d := shared(t)
+	t.Logf("device %q via %s", d.Name(), d.Context())
+	if len(d.Name()) < 5 || d.Name()[:4] != "gl: " {
+		t.Errorf("Name() = %q, want \"gl: <renderer>, <version>\"", d.Name())
+	}
+}
+
+func TestOpSuite(t *testing.T) {
+	gputest.RunOpSuite(t, shared(t), 1e-4)
+}
+
+func TestErrorSuite(t *testing.T) {
+	shared(t)
+	gputest.RunErrorSuite(t, func() gpu.Device { return fresh(t) })
+}
+
+func TestMemorySuite(t *testing.T) {
+	d, err := New()
+	if err != nil {
+		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", err)
+	}
+	gputest.RunMemorySuite(t, d)
+}

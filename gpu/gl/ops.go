@@ -1,0 +1,650 @@
+package gl
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// Tile sizes and local sizes of the kernels (tuned on llvmpipe).
+const (
+	mmTile   = 8  // matmul: outputs per invocation along M and N
+	mmLX     = 8  // matmul local size x (N tiles)
+	mmLY     = 8  // matmul local size y (M tiles)
+	convOC   = 8  // conv2d: output channels per invocation
+	convPX   = 8  // conv2d: output pixels per invocation
+	convLX   = 64 // conv2d local size
+	elemLX   = 64 // element-wise kernels
+	rowLX    = 64 // one-work-group-per-row kernels (norms, softmax)
+	attnKB   = 8  // attention: keys per online-softmax block
+	attnLX   = 16 // attention local size (query tiles)
+	maxDimsB = 6  // binary.comp MAXR
+	maxDimsC = 8  // copy.comp MAXR
+)
+
+func (d *Device) shapeFail(op, why string, ts ...*gpu.Tensor) {
+	var s []gpu.Shape
+	for _, t := range ts {
+		if t != nil {
+			s = append(s, t.Shape)
+		}
+	}
+	d.Fail(&gpu.ShapeError{Op: op, Shapes: s, Why: why})
+}
+
+// out makes an F32 output tensor for op.
+func (d *Device) out(shape gpu.Shape) *gpu.Tensor { return d.alloc(shape, gpu.F32, nil) }
+
+// shapeOf guesses an output shape for a placeholder when inputs are bad.
+func shapeOf(t *gpu.Tensor) gpu.Shape {
+	if t == nil {
+		return gpu.Shape{1}
+	}
+	return t.Shape
+}
+
+// MatMul multiplies the last two dims of a and b (see gpu.Device).
+func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
+	ts := []*gpu.Tensor{a, b}
+	if o.Bias != nil {
+		ts = append(ts, o.Bias)
+	}
+	if !d.check("MatMul", ts...) {
+		return d.placeholder(shapeOf(a))
+	}
+	g, err := gpu.MatMulShape(a.Shape, b.Shape, o)
+	if err != nil {
+		d.shapeFail("MatMul", err.Error(), a, b)
+		return d.placeholder(shapeOf(a))
+	}
+	out := d.out(g.Out)
+	l := &launch{out: out, ints: map[string]int{"M": g.M, "N": g.N, "K": g.K}}
+	aRow, aCol := g.K, 1
+	if o.TransA {
+		aRow, aCol = 1, g.M
+	}
+	bRow, bCol := g.N, 1
+	if o.TransB {
+		bRow, bCol = 1, g.K
+	}
+	aBatch, bBatch := 0, 0
+	if g.BatchA > 1 {
+		aBatch = g.M * g.K
+	}
+	if g.BatchB > 1 {
+		bBatch = g.K * g.N
+	}
+	for k, v := range map[string]int{"aBatch": aBatch, "aRow": aRow, "aCol": aCol, "bBatch": bBatch, "bRow": bRow, "bCol": bCol} {
+		l.ints[k] = v
+	}
+	alpha := o.Alpha
+	if alpha == 0 {
+		alpha = 1
+	}
+	l.floats = map[string]float32{"alpha": alpha}
+	naive := d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32)
+	if naive {
+		l.file = "matmul_naive.comp"
+		l.defines = []string{"LX=16", "LY=4"}
+		l.ssbos = []*gpu.Tensor{a, b}
+		if o.Bias != nil {
+			l.ssbos = append(l.ssbos, o.Bias)
+			l.defines = append(l.defines, "HAS_BIAS")
+		}
+		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
+	} else {
+		tm, tn := mmTile, mmTile
+		if g.M <= 4 {
+			tm = 4
+		}
+		l.file = "matmul.comp"
+		l.defines = []string{fmt.Sprintf("TM=%d", tm), fmt.Sprintf("TN=%d", tn), fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY),
+			loader("A", a), loader("B", b)}
+		l.ins = []input{in(a), in(b)}
+		if o.Bias != nil {
+			l.ins = append(l.ins, in(o.Bias))
+			l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
+		}
+		l.groups = [3]int{ceilDiv(ceilDiv(g.N, tn), mmLX), ceilDiv(ceilDiv(g.M, tm), mmLY), g.Batch}
+	}
+	d.run("MatMul", l)
+	return out
+}
+
+// Conv2D is a direct convolution (see gpu.Device).
+func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
+	ts := []*gpu.Tensor{x, w}
+	if bias != nil {
+		ts = append(ts, bias)
+	}
+	if !d.check("Conv2D", ts...) {
+		return d.placeholder(shapeOf(x))
+	}
+	g, err := gpu.Conv2DShape(x.Shape, w.Shape, bias, o)
+	if err != nil {
+		d.shapeFail("Conv2D", err.Error(), x, w)
+		return d.placeholder(shapeOf(x))
+	}
+	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
+	tilesW := ceilDiv(g.OW, convPX)
+	l := &launch{
+		kernel: kernel{file: "conv2d.comp", defines: []string{
+			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
+			fmt.Sprintf("OC=%d", convOC), fmt.Sprintf("PX=%d", convPX), fmt.Sprintf("LX=%d", convLX),
+			loader("X", x), loader("W", w)}},
+		ins: []input{in(x), in(w)},
+		out: out,
+		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
+			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW},
+		groups: [3]int{ceilDiv(g.OH*tilesW, convLX), ceilDiv(g.O, convOC), g.N},
+	}
+	if bias != nil {
+		l.ins = append(l.ins, in(bias))
+		l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
+	}
+	d.run("Conv2D", l)
+	return out
+}
+
+// GroupNorm normalises groups of channels over all positions (see
+// gpu.Device). gamma and beta may be nil (1 and 0).
+func (d *Device) GroupNorm(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
+	if !d.check("GroupNorm", x) || !d.checkOptional("GroupNorm", gamma, beta) {
+		return d.placeholder(shapeOf(x))
+	}
+	if x.Rank() < 2 || groups <= 0 || x.Dim(1)%groups != 0 ||
+		(gamma != nil && gamma.Numel() != x.Dim(1)) || (beta != nil && beta.Numel() != x.Dim(1)) {
+		d.shapeFail("GroupNorm", fmt.Sprintf("want x [N, C, ...] with C divisible by %d groups and gamma, beta [C]", groups), x, gamma, beta)
+		return d.placeholder(x.Shape)
+	}
+	n, c := x.Dim(0), x.Dim(1)
+	out := d.out(x.Shape)
+	rows := n * groups
+	l := &launch{
+		kernel: kernel{file: "groupnorm.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"C": c, "S": x.Numel() / (n * c), "G": groups, "rows": rows},
+		floats: map[string]float32{"eps": eps},
+		groups: d.gridRows(rows),
+	}
+	affine(l, gamma, beta)
+	d.run("GroupNorm", l)
+	return out
+}
+
+// affine adds the optional gamma (unit 1) and beta (unit 2) of a norm.
+func affine(l *launch, gamma, beta *gpu.Tensor) {
+	l.ins = append(l.ins, input{}, input{})
+	if gamma != nil {
+		l.ins[1] = in(gamma)
+		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
+	}
+	if beta != nil {
+		l.ins[2] = in(beta)
+		l.defines = append(l.defines, "HAS_B", loader("B", beta))
+	}
+}
+
+// checkOptional is check for operands that may be nil.
+func (d *Device) checkOptional(op string, ts ...*gpu.Tensor) bool {
+	for _, t := range ts {
+		if t != nil && !d.check(op, t) {
+			return false
+		}
+	}
+	return true
+}
+
+// LayerNorm normalises over the last dim (see gpu.Device). gamma and beta
+// may be nil (1 and 0).
+func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor {
+	if !d.check("LayerNorm", x) || !d.checkOptional("LayerNorm", gamma, beta) {
+		return d.placeholder(shapeOf(x))
+	}
+	c := x.Dim(-1)
+	if (gamma != nil && gamma.Numel() != c) || (beta != nil && beta.Numel() != c) {
+		d.shapeFail("LayerNorm", "gamma and beta must have the last dim's size", x, gamma, beta)
+		return d.placeholder(x.Shape)
+	}
+	out := d.out(x.Shape)
+	rows := x.Numel() / c
+	l := &launch{
+		kernel: kernel{file: "layernorm.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"C": c, "rows": rows},
+		floats: map[string]float32{"eps": eps},
+		groups: d.gridRows(rows),
+	}
+	affine(l, gamma, beta)
+	d.run("LayerNorm", l)
+	return out
+}
+
+// Softmax over the last dim.
+func (d *Device) Softmax(x *gpu.Tensor) *gpu.Tensor {
+	if !d.check("Softmax", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	c := x.Dim(-1)
+	out := d.out(x.Shape)
+	rows := x.Numel() / c
+	d.run("Softmax", &launch{
+		kernel: kernel{file: "softmax.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"C": c, "rows": rows},
+		groups: d.gridRows(rows),
+	})
+	return out
+}
+
+// Attention is flash-style multi-head attention (see gpu.Device).
+func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor {
+	if !d.check("Attention", q, k, v) {
+		return d.placeholder(shapeOf(q))
+	}
+	h := o.Heads
+	if q.Rank() != 3 || k.Rank() != 3 || v.Rank() != 3 || h <= 0 ||
+		q.Dim(0) != k.Dim(0) || k.Dim(0) != v.Dim(0) || k.Dim(1) != v.Dim(1) ||
+		q.Dim(2) != k.Dim(2) || q.Dim(2)%h != 0 || v.Dim(2)%h != 0 {
+		d.shapeFail("Attention", fmt.Sprintf("want q [B, Lq, H*D], k [B, Lk, H*D], v [B, Lk, H*Dv] with H=%d", h), q, k, v)
+		return d.placeholder(shapeOf(q))
+	}
+	b, lq, lk := q.Dim(0), q.Dim(1), k.Dim(1)
+	dh, dv := q.Dim(2)/h, v.Dim(2)/h
+	scale := o.Scale
+	if scale == 0 {
+		scale = float32(1 / math.Sqrt(float64(dh)))
+	}
+	qt := 4
+	if dh > 64 || dv > 64 {
+		qt = 2
+	}
+	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("QT=%d", qt),
+		fmt.Sprintf("KB=%d", attnKB), fmt.Sprintf("LX=%d", attnLX), loader("Q", q), loader("K", k), loader("V", v)}
+	if o.Causal {
+		defs = append(defs, "CAUSAL")
+	}
+	out := d.out(gpu.Shape{b, lq, h * dv})
+	d.run("Attention", &launch{
+		kernel: kernel{file: "attention.comp", defines: defs},
+		ins:    []input{in(q), in(k), in(v)},
+		out:    out,
+		ints:   map[string]int{"Lq": lq, "Lk": lk, "H": h},
+		floats: map[string]float32{"scale": scale},
+		groups: [3]int{ceilDiv(ceilDiv(lq, qt), attnLX), h, b},
+	})
+	return out
+}
+
+// unary runs one OP_ variant of unary.comp.
+func (d *Device) unary(op, define string, x *gpu.Tensor, s, b float32) *gpu.Tensor {
+	if !d.check(op, x) {
+		return d.placeholder(shapeOf(x))
+	}
+	out := d.out(x.Shape)
+	n := x.Numel()
+	d.run(op, &launch{
+		kernel: kernel{file: "unary.comp", defines: []string{define, fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"n": n},
+		floats: map[string]float32{"s": s, "b": b},
+		groups: d.grid1D(n, elemLX),
+	})
+	return out
+}
+
+// SiLU is x * sigmoid(x).
+func (d *Device) SiLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("SiLU", "OP_SILU", x, 0, 0) }
+
+// GELU is the erf form.
+func (d *Device) GELU(x *gpu.Tensor) *gpu.Tensor { return d.unary("GELU", "OP_GELU", x, 0, 0) }
+
+// GELUTanh is the tanh approximation of GELU.
+func (d *Device) GELUTanh(x *gpu.Tensor) *gpu.Tensor {
+	return d.unary("GELUTanh", "OP_GELU_TANH", x, 0, 0)
+}
+
+// QuickGELU is x * sigmoid(1.702 x).
+func (d *Device) QuickGELU(x *gpu.Tensor) *gpu.Tensor {
+	return d.unary("QuickGELU", "OP_QUICKGELU", x, 0, 0)
+}
+
+// Scale returns x*s + b.
+func (d *Device) Scale(x *gpu.Tensor, s, b float32) *gpu.Tensor {
+	return d.unary("Scale", "OP_SCALE", x, s, b)
+}
+
+// GEGLU returns a * GELU(g) for the halves (a, g) of the last dim.
+func (d *Device) GEGLU(x *gpu.Tensor) *gpu.Tensor {
+	if !d.check("GEGLU", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	c := x.Dim(-1)
+	if c%2 != 0 {
+		d.shapeFail("GEGLU", "last dim must be even", x)
+		return d.placeholder(x.Shape)
+	}
+	s := x.Shape.Clone()
+	s[len(s)-1] = c / 2
+	out := d.out(s)
+	n := out.Numel()
+	d.run("GEGLU", &launch{
+		kernel: kernel{file: "unary.comp", defines: []string{"OP_GEGLU", fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"n": n, "halfC": c / 2},
+		groups: d.grid1D(n, elemLX),
+	})
+	return out
+}
+
+// Add is a + b with broadcasting.
+func (d *Device) Add(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Add", "OP_ADD", a, b) }
+
+// Mul is a * b with broadcasting.
+func (d *Device) Mul(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Mul", "OP_MUL", a, b) }
+
+func (d *Device) binary(op, define string, a, b *gpu.Tensor) *gpu.Tensor {
+	if !d.check(op, a, b) {
+		return d.placeholder(shapeOf(a))
+	}
+	shape, err := gpu.BroadcastShape(a.Shape, b.Shape)
+	if err != nil {
+		d.shapeFail(op, err.Error(), a, b)
+		return d.placeholder(a.Shape)
+	}
+	out := d.out(shape)
+	n := out.Numel()
+	l := &launch{
+		kernel: kernel{file: "binary.comp", defines: []string{define, fmt.Sprintf("LX=%d", elemLX), loader("A", a), loader("B", b)}},
+		ins:    []input{in(a), in(b)},
+		out:    out,
+		ints:   map[string]int{"n": n},
+		groups: d.grid1D(n, elemLX),
+	}
+	if a.Shape.Equal(shape) && b.Shape.Equal(shape) {
+		l.defines = append(l.defines, "SAME")
+	} else {
+		dims, strides := collapse(shape, broadcastStrides(a.Shape, shape), broadcastStrides(b.Shape, shape))
+		if len(dims) > maxDimsB {
+			d.shapeFail(op, fmt.Sprintf("broadcast pattern needs more than %d dims", maxDimsB), a, b)
+			return out
+		}
+		l.ints["rank"] = len(dims)
+		l.arrays = map[string][]int32{"shape": i32(dims), "sa": i32(strides[0]), "sb": i32(strides[1])}
+	}
+	d.run(op, l)
+	return out
+}
+
+// contiguous returns row-major element strides of s.
+func contiguous(s gpu.Shape) []int {
+	st := make([]int, len(s))
+	acc := 1
+	for i := len(s) - 1; i >= 0; i-- {
+		st[i] = acc
+		acc *= s[i]
+	}
+	return st
+}
+
+// broadcastStrides returns the strides with which an operand of shape s is
+// read at each index of out (0 along broadcast dims).
+func broadcastStrides(s, out gpu.Shape) []int {
+	cs := contiguous(s)
+	st := make([]int, len(out))
+	off := len(out) - len(s)
+	for i := range s {
+		if s[i] != 1 {
+			st[off+i] = cs[i]
+		}
+	}
+	return st
+}
+
+// collapse drops size-1 dims and merges neighbours that every stride list
+// walks contiguously, so kernels do fewer divisions.
+func collapse(shape []int, strides ...[]int) ([]int, [][]int) {
+	var dims []int
+	ss := make([][]int, len(strides))
+	for i, n := range shape {
+		if n == 1 {
+			continue
+		}
+		if k := len(dims) - 1; k >= 0 {
+			merge := true
+			for j := range strides {
+				if ss[j][k] != strides[j][i]*n {
+					merge = false
+				}
+			}
+			if merge {
+				dims[k] *= n
+				for j := range strides {
+					ss[j][k] = strides[j][i]
+				}
+				continue
+			}
+		}
+		dims = append(dims, n)
+		for j := range strides {
+			ss[j] = append(ss[j], strides[j][i])
+		}
+	}
+	if len(dims) == 0 {
+		dims = []int{1}
+		for j := range ss {
+			ss[j] = []int{0}
+		}
+	}
+	return dims, ss
+}
+
+func i32(v []int) []int32 {
+	r := make([]int32, len(v))
+	for i, x := range v {
+		r[i] = int32(x)
+	}
+	return r
+}
+
+// copyRegion queues a strided copy of a region of src into dst (copy.comp).
+func (d *Device) copyRegion(op string, src, dst *gpu.Tensor, shape, ss, ds []int, sOff, dOff int) {
+	dims, st := collapse(shape, ss, ds)
+	if len(dims) > maxDimsC {
+		d.shapeFail(op, fmt.Sprintf("copy pattern needs more than %d dims", maxDimsC), src)
+		return
+	}
+	n := gpu.Shape(dims).Numel()
+	d.run(op, &launch{
+		kernel: kernel{file: "copy.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", src)}},
+		ins:    []input{in(src)},
+		out:    dst,
+		ints:   map[string]int{"n": n, "rank": len(dims), "sOff": sOff, "dOff": dOff},
+		arrays: map[string][]int32{"shape": i32(dims), "ss": i32(st[0]), "ds": i32(st[1])},
+		groups: d.grid1D(n, elemLX),
+	})
+}
+
+// Upsample2x is nearest-neighbour 2x upsampling of [N, C, H, W].
+func (d *Device) Upsample2x(x *gpu.Tensor) *gpu.Tensor {
+	if !d.check("Upsample2x", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	if x.Rank() != 4 {
+		d.shapeFail("Upsample2x", "want [N, C, H, W]", x)
+		return d.placeholder(x.Shape)
+	}
+	nc, h, w := x.Dim(0)*x.Dim(1), x.Dim(2), x.Dim(3)
+	out := d.out(gpu.Shape{x.Dim(0), x.Dim(1), 2 * h, 2 * w})
+	d.copyRegion("Upsample2x", x, out, []int{nc, h, 2, w, 2},
+		[]int{h * w, w, 0, 1, 0}, []int{4 * h * w, 4 * w, 2 * w, 2, 1}, 0, 0)
+	return out
+}
+
+func normDim(dim, rank int) (int, bool) {
+	if dim < 0 {
+		dim += rank
+	}
+	return dim, dim >= 0 && dim < rank
+}
+
+// Concat joins tensors along dim.
+func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
+	if len(ts) == 0 {
+		d.Fail(&gpu.ShapeError{Op: "Concat", Why: "no tensors"})
+		return d.placeholder(gpu.Shape{1})
+	}
+	if !d.check("Concat", ts...) {
+		return d.placeholder(shapeOf(ts[0]))
+	}
+	dm, ok := normDim(dim, ts[0].Rank())
+	if !ok {
+		d.shapeFail("Concat", fmt.Sprintf("dim %d out of range", dim), ts...)
+		return d.placeholder(ts[0].Shape)
+	}
+	shape := ts[0].Shape.Clone()
+	shape[dm] = 0
+	for _, t := range ts {
+		if t.Rank() != len(shape) {
+			d.shapeFail("Concat", "ranks differ", ts...)
+			return d.placeholder(ts[0].Shape)
+		}
+		for i := range shape {
+			if i != dm && t.Shape[i] != shape[i] {
+				d.shapeFail("Concat", fmt.Sprintf("dim %d differs", i), ts...)
+				return d.placeholder(ts[0].Shape)
+			}
+		}
+		shape[dm] += t.Shape[dm]
+	}
+	out := d.out(shape)
+	ds := contiguous(shape)
+	off := 0
+	for _, t := range ts {
+		d.copyRegion("Concat", t, out, t.Shape, contiguous(t.Shape), ds, 0, off*ds[dm])
+		off += t.Shape[dm]
+	}
+	return out
+}
+
+// Slice keeps indices [start, end) of dim.
+func (d *Device) Slice(x *gpu.Tensor, dim, start, end int) *gpu.Tensor {
+	if !d.check("Slice", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	dm, ok := normDim(dim, x.Rank())
+	if !ok || start < 0 || end > x.Shape[dm] || start >= end {
+		d.shapeFail("Slice", fmt.Sprintf("bad range dim %d [%d, %d)", dim, start, end), x)
+		return d.placeholder(x.Shape)
+	}
+	shape := x.Shape.Clone()
+	shape[dm] = end - start
+	out := d.out(shape)
+	ss := contiguous(x.Shape)
+	d.copyRegion("Slice", x, out, shape, ss, contiguous(shape), start*ss[dm], 0)
+	return out
+}
+
+// Permute reorders dims into a new contiguous tensor.
+func (d *Device) Permute(x *gpu.Tensor, perm ...int) *gpu.Tensor {
+	if !d.check("Permute", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	if len(perm) != x.Rank() {
+		d.shapeFail("Permute", fmt.Sprintf("permutation %v has the wrong length", perm), x)
+		return d.placeholder(x.Shape)
+	}
+	seen := make([]bool, len(perm))
+	shape := make(gpu.Shape, len(perm))
+	ss := make([]int, len(perm))
+	xs := contiguous(x.Shape)
+	for i, p := range perm {
+		if p < 0 || p >= len(perm) || seen[p] {
+			d.shapeFail("Permute", fmt.Sprintf("%v is not a permutation", perm), x)
+			return d.placeholder(x.Shape)
+		}
+		seen[p] = true
+		shape[i] = x.Shape[p]
+		ss[i] = xs[p]
+	}
+	out := d.out(shape)
+	d.copyRegion("Permute", x, out, shape, ss, contiguous(shape), 0, 0)
+	return out
+}
+
+// Cast converts any storage type to F32.
+func (d *Device) Cast(x *gpu.Tensor) *gpu.Tensor {
+	if !d.check("Cast", x) {
+		return d.placeholder(shapeOf(x))
+	}
+	out := d.out(x.Shape)
+	n := x.Numel()
+	d.copyRegion("Cast", x, out, []int{n}, []int{1}, []int{1}, 0, 0)
+	return out
+}
+
+// Embedding gathers rows of table [V, C] -> [len(ids), C].
+func (d *Device) Embedding(table *gpu.Tensor, ids []int32) *gpu.Tensor {
+	if !d.check("Embedding", table) {
+		return d.placeholder(gpu.Shape{max(len(ids), 1), 1})
+	}
+	if table.Rank() != 2 || len(ids) == 0 {
+		d.shapeFail("Embedding", fmt.Sprintf("want table [V, C] and at least one id, got %d ids", len(ids)), table)
+		return d.placeholder(gpu.Shape{max(len(ids), 1), 1})
+	}
+	v, c := table.Dim(0), table.Dim(1)
+	raw := make([]byte, 4*len(ids))
+	for i, id := range ids {
+		if id < 0 || int(id) >= v {
+			d.shapeFail("Embedding", fmt.Sprintf("id %d at %d outside [0, %d)", id, i, v), table)
+			return d.placeholder(gpu.Shape{len(ids), c})
+		}
+		raw[4*i], raw[4*i+1], raw[4*i+2], raw[4*i+3] = byte(id), byte(id>>8), byte(id>>16), byte(id>>24)
+	}
+	idt := d.alloc(gpu.Shape{len(ids)}, gpu.F32, raw) // int32 bits, read through an R32I view
+	out := d.out(gpu.Shape{len(ids), c})
+	n := out.Numel()
+	d.run("Embedding", &launch{
+		kernel: kernel{file: "embedding.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", table)}},
+		ins:    []input{in(table), {idt, texI32}},
+		out:    out,
+		ints:   map[string]int{"n": n, "C": c},
+		groups: d.grid1D(n, elemLX),
+	})
+	d.Release(idt)
+	return out
+}
+
+// TimestepEmbedding is diffusers' sinusoidal embedding (see gpu.Device). It is
+// a few hundred values, computed on the host and uploaded.
+func (d *Device) TimestepEmbedding(t []float32, dim int, flipSinToCos bool, shift float32, maxPeriod float32) *gpu.Tensor {
+	half := dim / 2
+	if len(t) == 0 || half < 1 || maxPeriod <= 0 || float32(half)-shift == 0 {
+		d.Fail(&gpu.ShapeError{Op: "TimestepEmbedding", Why: fmt.Sprintf("%d timesteps, dim %d, shift %v", len(t), dim, shift)})
+		return d.placeholder(gpu.Shape{max(len(t), 1), max(dim, 1)})
+	}
+	data := make([]float32, len(t)*dim)
+	for b, tv := range t {
+		row := data[b*dim : (b+1)*dim]
+		for i := 0; i < half; i++ {
+			// float32 steps where diffusers computes in float32, so the
+			// rounding of large arguments matches.
+			expo := float32(-math.Log(float64(maxPeriod))) * float32(i) / (float32(half) - shift)
+			arg := float64(tv * float32(math.Exp(float64(expo))))
+			s, c := math.Sin(arg), math.Cos(arg)
+			if flipSinToCos {
+				s, c = c, s
+			}
+			row[i], row[half+i] = float32(s), float32(c)
+		}
+	}
+	return d.Upload(data, len(t), dim)
+}
+
+var _ gpu.Device = (*Device)(nil)

@@ -1,0 +1,225 @@
+package gl
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	gogl "github.com/go-gl/gl/v4.3-core/gl"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/shaders"
+)
+
+// program is a linked compute program and its uniform locations.
+type program struct {
+	id   uint32
+	err  error // a failed compile is cached too, so it is reported once per op
+	locs map[string]int32
+}
+
+// kernel names a program variant: a shader file, its defines and local size.
+type kernel struct {
+	file    string
+	defines []string
+}
+
+func (k kernel) key() string {
+	d := append([]string(nil), k.defines...)
+	sort.Strings(d)
+	return k.file + "|" + strings.Join(d, ",")
+}
+
+// glProgram compiles and links k once and caches the result.
+func (d *Device) glProgram(k kernel) (*program, error) {
+	key := k.key()
+	if p, ok := d.progs[key]; ok {
+		return p, p.err
+	}
+	p := &program{locs: map[string]int32{}}
+	p.id, p.err = compile(k)
+	d.progs[key] = p
+	return p, p.err
+}
+
+func compile(k kernel) (uint32, error) {
+	src, err := shaders.Source(k.file, k.defines)
+	if err != nil {
+		return 0, err
+	}
+	where := fmt.Sprintf("shader %s [%s]", k.file, strings.Join(k.defines, " "))
+	sh := gogl.CreateShader(gogl.COMPUTE_SHADER)
+	csrc, free := gogl.Strs(src + "\x00")
+	gogl.ShaderSource(sh, 1, csrc, nil)
+	free()
+	gogl.CompileShader(sh)
+	var ok int32
+	gogl.GetShaderiv(sh, gogl.COMPILE_STATUS, &ok)
+	if ok == 0 {
+		log := infoLog(sh, gogl.GetShaderiv, gogl.GetShaderInfoLog)
+		gogl.DeleteShader(sh)
+		return 0, fmt.Errorf("gl: %s does not compile: %s", where, log)
+	}
+	prog := gogl.CreateProgram()
+	gogl.AttachShader(prog, sh)
+	gogl.LinkProgram(prog)
+	gogl.DeleteShader(sh)
+	gogl.GetProgramiv(prog, gogl.LINK_STATUS, &ok)
+	if ok == 0 {
+		log := infoLog(prog, gogl.GetProgramiv, gogl.GetProgramInfoLog)
+		gogl.DeleteProgram(prog)
+		return 0, fmt.Errorf("gl: %s does not link: %s", where, log)
+	}
+	return prog, nil
+}
+
+func infoLog(obj uint32, get func(uint32, uint32, *int32), read func(uint32, int32, *int32, *uint8)) string {
+	var n int32
+	get(obj, gogl.INFO_LOG_LENGTH, &n)
+	if n <= 1 {
+		return "(no log)"
+	}
+	buf := make([]uint8, n)
+	read(obj, n, nil, &buf[0])
+	return strings.TrimSpace(string(buf[:n-1]))
+}
+
+func (p *program) loc(name string) int32 {
+	l, ok := p.locs[name]
+	if !ok {
+		l = gogl.GetUniformLocation(p.id, gogl.Str(name+"\x00"))
+		p.locs[name] = l
+	}
+	return l
+}
+
+// input is a tensor bound to a texture unit; format picks the view.
+type input struct {
+	t      *gpu.Tensor
+	format int
+}
+
+// launch is one dispatch, built on the caller's goroutine and run on the GL
+// thread.
+type launch struct {
+	kernel
+	ins    []input       // texture units 0, 1, ...
+	ssbos  []*gpu.Tensor // storage buffer bindings 1, 2, ... (read-only inputs)
+	out    *gpu.Tensor   // storage buffer binding 0
+	ints   map[string]int
+	floats map[string]float32
+	arrays map[string][]int32
+	groups [3]int
+}
+
+// loader is the define that picks the load function for t's storage type.
+func loader(prefix string, t *gpu.Tensor) string {
+	switch t.DType {
+	case gpu.F16:
+		return prefix + "_LOADER=LOADER_F16"
+	case gpu.BF16:
+		return prefix + "_LOADER=LOADER_BF16"
+	}
+	return prefix + "_LOADER=LOADER_F32"
+}
+
+func in(t *gpu.Tensor) input {
+	if t.DType == gpu.F32 {
+		return input{t, texF32}
+	}
+	return input{t, texU32}
+}
+
+// run queues l. The output must fit one storage block binding and the grid
+// the dispatch limits; otherwise it records an error.
+func (d *Device) run(op string, l *launch) {
+	if ob := int64(l.out.Numel()) * 4; ob > d.maxBlock {
+		d.Fail(fmt.Errorf("gl: %s: output %v is %d bytes, more than one storage block (%d bytes) holds",
+			op, l.out.Shape, ob, d.maxBlock))
+		return
+	}
+	for i, g := range l.groups {
+		if g > d.maxGroups[i] {
+			d.Fail(fmt.Errorf("gl: %s: %d work groups along %c exceed the limit %d", op, g, "xyz"[i], d.maxGroups[i]))
+			return
+		}
+	}
+	if l.groups[0] == 0 || l.groups[1] == 0 || l.groups[2] == 0 {
+		return
+	}
+	d.enqueue(func() { d.glRun(op, l) })
+}
+
+func (d *Device) glRun(op string, l *launch) {
+	if d.Err() != nil {
+		return
+	}
+	p, err := d.glProgram(l.kernel)
+	if err != nil {
+		d.Fail(fmt.Errorf("%s: %w", op, err))
+		return
+	}
+	for name, v := range l.ints {
+		gogl.ProgramUniform1i(p.id, p.loc(name), int32(v))
+	}
+	for name, v := range l.floats {
+		gogl.ProgramUniform1f(p.id, p.loc(name), v)
+	}
+	for name, v := range l.arrays {
+		if len(v) > 0 {
+			gogl.ProgramUniform1iv(p.id, p.loc(name), int32(len(v)), &v[0])
+		}
+	}
+	for unit, x := range l.ins {
+		if x.t == nil {
+			continue // an optional input the kernel was compiled without
+		}
+		b := x.t.Store.Handle.(*buffer)
+		if b.id == 0 {
+			d.Fail(fmt.Errorf("gl: %s: operand %d has no GL buffer", op, unit))
+			return
+		}
+		gogl.ActiveTexture(gogl.TEXTURE0 + uint32(unit))
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(b, x.format))
+	}
+	for i, t := range l.ssbos {
+		b := t.Store.Handle.(*buffer)
+		if b.id == 0 {
+			d.Fail(fmt.Errorf("gl: %s: operand %d has no GL buffer", op, i))
+			return
+		}
+		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, uint32(i+1), b.id, 0, int(min(b.size, d.maxBlock)))
+	}
+	ob := l.out.Store.Handle.(*buffer)
+	if ob.id == 0 {
+		return // its allocation failed and was recorded
+	}
+	size := ob.size
+	if size > d.maxBlock {
+		size = d.maxBlock
+	}
+	gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, ob.id, 0, int(size))
+	gogl.UseProgram(p.id)
+	gogl.DispatchCompute(uint32(l.groups[0]), uint32(l.groups[1]), uint32(l.groups[2]))
+	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
+	d.glCheck(op)
+}
+
+func ceilDiv(a, b int) int { return (a + b - 1) / b }
+
+// grid1D spreads n invocations of local size lx over x and y (see linearId
+// in common.glsl).
+func (d *Device) grid1D(n, lx int) [3]int {
+	g := ceilDiv(n, lx)
+	gx := g
+	if gx > d.maxGroups[0] {
+		gx = d.maxGroups[0]
+	}
+	if gx == 0 {
+		return [3]int{0, 0, 0}
+	}
+	return [3]int{gx, ceilDiv(g, gx), 1}
+}
+
+// gridRows spreads rows work groups over x and y (see groupId).
+func (d *Device) gridRows(rows int) [3]int { return d.grid1D(rows, 1) }

@@ -1,0 +1,42 @@
+// common.glsl: pieces shared by every Stepwise compute shader; shaders.Source
+// splices it in where a shader says #include "common.glsl".
+//
+// Inputs are read through texture buffer objects made over the tensor's buffer
+// (texelFetch is vectorised on llvmpipe, SSBO reads are not). A loader macro
+// declares the sampler on a texture unit and a function `float fn(int i)` that
+// returns element i widened to F32:
+//   F32  storage: samplerBuffer (R32F), one float a texel.
+//   F16  storage: usamplerBuffer (R32UI), two halves a texel, low half first;
+//                 unpackHalf2x16 is exact (subnormals, inf included).
+//   BF16 storage: usamplerBuffer (R32UI); a bf16 is the top 16 bits of an F32.
+// A shader picks the loader for each input with a define set by the host,
+// e.g. `#define B_LOADER LOADER_F16` then `B_LOADER(loadB, tB, 1)`.
+
+#define LOADER_F32(fn, tex, unit) \
+	layout(binding = unit) uniform samplerBuffer tex; \
+	float fn(int i) { return texelFetch(tex, i).r; }
+
+#define LOADER_F16(fn, tex, unit) \
+	layout(binding = unit) uniform usamplerBuffer tex; \
+	float fn(int i) { uint w = texelFetch(tex, i >> 1).r; return unpackHalf2x16((i & 1) != 0 ? (w >> 16) : w).x; }
+
+#define LOADER_BF16(fn, tex, unit) \
+	layout(binding = unit) uniform usamplerBuffer tex; \
+	float fn(int i) { uint w = texelFetch(tex, i >> 1).r; return uintBitsToFloat((i & 1) != 0 ? (w & 0xffff0000u) : (w << 16)); }
+
+// The output of every kernel: an F32 storage buffer on binding 0, bound as a
+// window of at most the driver's largest block size.
+#define DECLARE_OUTPUT layout(std430, binding = 0) writeonly buffer Out { float o[]; };
+
+// linearId flattens a 2-D dispatch (x, then rows of y) for element-wise
+// kernels with more work groups than one dimension allows (LX: local size x).
+int linearId() {
+	return int(gl_GlobalInvocationID.y * gl_NumWorkGroups.x * uint(LX) + gl_GlobalInvocationID.x);
+}
+
+// groupId flattens a 2-D grid of work groups (one group a row).
+int groupId() {
+	return int(gl_WorkGroupID.y * gl_NumWorkGroups.x + gl_WorkGroupID.x);
+}
+
+const float NEG_BIG = -1.0e30;
