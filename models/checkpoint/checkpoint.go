@@ -323,6 +323,15 @@ func (b *builder) missing(c *component, key func(s slot) string) {
 	}
 }
 
+// fail builds the LoadError; unknown tensors are listed too, since a
+// misnamed tensor is often the missing one.
+func (b *builder) fail(path string) error {
+	if len(b.unknown) > 0 {
+		b.problems = append(b.problems, strings.Replace(b.warnings()[0], "ignored", "not recognised (misnamed?)", 1))
+	}
+	return &LoadError{Path: path, Problems: b.problems}
+}
+
 // warnings summarises unknown tensors.
 func (b *builder) warnings() []string {
 	if len(b.unknown) == 0 {
@@ -401,7 +410,7 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 	b.missing(vae, func(s slot) string { return ldmVAE + s.ldm })
 	b.missing(text, func(s slot) string { return ldmText + s.ldm })
 	if len(b.problems) > 0 {
-		return nil, &LoadError{Path: f.Path(), Problems: b.problems}
+		return nil, b.fail(f.Path())
 	}
 	m.Ignored = b.ignored
 	m.Warnings = b.warnings()

@@ -173,7 +173,7 @@ func loadDiffusers(dir string) (*Model, error) {
 	}
 	if len(b.problems) > 0 {
 		m.Close()
-		return nil, &LoadError{Path: dir, Problems: b.problems}
+		return nil, b.fail(dir)
 	}
 	m.Ignored = b.ignored
 	m.Warnings = append(m.Warnings, b.warnings()...)

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/nets"
+	"github.com/stepwise/stepwise/models/safetensors"
+)
+
+func init() {
+	register(command{name: "info", summary: "describe a checkpoint: layout, tensors, parameters, family, configs", run: runInfo})
+}
+
+const infoUsage = "usage: stepwise info PATH [--config FILE] [--json]\n" +
+	"  PATH is a .safetensors single file or a diffusers folder"
+
+// runInfo parses "info PATH [--config FILE] [--json]" (flags may follow
+// PATH) and prints the checkpoint's description to stdout.
+func runInfo(args []string) error {
+	fs := flag.NewFlagSet("info", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	config := fs.String("config", "", "hyper-parameters of a single file: a JSON bundle of diffusers configs or an LDM .yaml")
+	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), infoUsage)
+		fs.PrintDefaults()
+	}
+	var paths []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		paths = append(paths, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+	if len(paths) != 1 {
+		return fmt.Errorf("%w: want exactly one PATH, got %d\n%s", errUsage, len(paths), infoUsage)
+	}
+	return writeInfo(os.Stdout, paths[0], *config, *asJSON)
+}
+
+// componentInfo is one network's share of the weights.
+type componentInfo struct {
+	Name    string `json:"name"`
+	Tensors int    `json:"tensors"`
+	Params  int64  `json:"params"`
+	Bytes   int64  `json:"bytes"`
+}
+
+// checkpointInfo is what "stepwise info" reports (also its JSON form).
+type checkpointInfo struct {
+	Path         string                     `json:"path"`
+	Layout       string                     `json:"layout"`
+	Files        []string                   `json:"files"`
+	FileBytes    int64                      `json:"file_bytes"`
+	Tensors      int                        `json:"tensors"`
+	DTypes       map[string]int             `json:"dtypes"`
+	Ignored      int                        `json:"ignored_tensors"`
+	Components   []componentInfo            `json:"components"`
+	TotalParams  int64                      `json:"total_params"`
+	Family       string                     `json:"family"`
+	FamilyWhy    string                     `json:"family_why"`
+	ConfigSource string                     `json:"config_source"`
+	UNet         nets.UNetConfig            `json:"unet"`
+	VAE          nets.VAEConfig             `json:"vae"`
+	Text         nets.TextConfig            `json:"text_encoder"`
+	Scheduler    checkpoint.SchedulerConfig `json:"scheduler"`
+	Warnings     []string                   `json:"warnings"`
+}
+
+// describe loads the checkpoint and gathers its description.
+func describe(path, config string) (*checkpointInfo, error) {
+	m, err := checkpoint.Load(path, config)
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	info := &checkpointInfo{
+		Path: m.Path, Layout: m.Layout, Files: m.Files, Tensors: m.Tensors, Ignored: m.Ignored,
+		DTypes: map[string]int{}, Family: m.Family, FamilyWhy: m.FamilyWhy, ConfigSource: m.ConfigSource,
+		UNet: m.UNet, VAE: m.VAE, Text: m.Text, Scheduler: m.Scheduler, Warnings: m.Warnings,
+	}
+	if info.Warnings == nil {
+		info.Warnings = []string{}
+	}
+	// Every tensor of the files, loaded or not, for the dtype census.
+	for _, p := range m.Files {
+		f, err := safetensors.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, t := range f.Tensors() {
+			info.DTypes[string(t.DType)]++
+		}
+		f.Close()
+		if st, err := os.Stat(p); err == nil {
+			info.FileBytes += st.Size()
+		}
+	}
+	for _, s := range m.Stats() {
+		info.Components = append(info.Components, componentInfo{Name: s.Name, Tensors: s.Tensors, Params: s.Params, Bytes: s.Bytes})
+		info.TotalParams += s.Params
+	}
+	return info, nil
+}
+
+// writeInfo prints the description of the checkpoint at path.
+func writeInfo(w io.Writer, path, config string, asJSON bool) error {
+	info, err := describe(path, config)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(info)
+	}
+	return writeText(w, info)
+}
+
+func writeText(w io.Writer, in *checkpointInfo) error {
+	var b strings.Builder
+	row := func(k, format string, args ...any) {
+		fmt.Fprintf(&b, "  %-13s "+format+"\n", append([]any{k}, args...)...)
+	}
+	fmt.Fprintf(&b, "%s\n", in.Path)
+	row("layout", "%s: %d file(s), %s, %d tensors", in.Layout, len(in.Files), bytesString(in.FileBytes), in.Tensors)
+	var dts []string
+	for k := range in.DTypes {
+		dts = append(dts, k)
+	}
+	sort.Strings(dts)
+	for i, k := range dts {
+		dts[i] = fmt.Sprintf("%s x%d", k, in.DTypes[k])
+	}
+	row("dtypes", "%s", strings.Join(dts, ", "))
+	row("family", "%s", in.Family)
+	row("why", "%s", in.FamilyWhy)
+	row("config", "%s", in.ConfigSource)
+	for _, c := range in.Components {
+		row(strings.TrimSuffix(c.Name, "_encoder")+" params", "%s in %d tensors (%s)", countString(c.Params), c.Tensors, bytesString(c.Bytes))
+	}
+	row("total params", "%s (%d); %d training-only tensors ignored", countString(in.TotalParams), in.TotalParams, in.Ignored)
+	configRows(row, in)
+	if len(in.Warnings) == 0 {
+		row("warnings", "none")
+	}
+	for _, wn := range in.Warnings {
+		row("warning", "%s", wn)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// configRows prints the configs' key numbers.
+func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
+	u, v, t, s := &in.UNet, &in.VAE, &in.Text, &in.Scheduler
+	var attn []string
+	heads := make([]int, len(u.BlockOutChannels))
+	for i, bt := range u.DownBlockTypes {
+		if strings.Contains(bt, "CrossAttn") {
+			attn = append(attn, fmt.Sprint(i))
+		}
+	}
+	for i := range heads {
+		heads[i] = u.Heads(i)
+	}
+	proj := "1x1-conv"
+	if u.UseLinearProjection {
+		proj = "linear"
+	}
+	row("unet config", "widths %v, %d layers/block, attention at levels %s, heads %v, context %d, groups %d, in %d out %d, %s projections, sample %d",
+		u.BlockOutChannels, u.LayersPerBlock, strings.Join(attn, ","), heads, u.CrossAttentionDim, u.NormNumGroups,
+		u.InChannels, u.OutChannels, proj, u.SampleSize)
+	row("vae config", "widths %v, %d layers/block, latent %d channels, groups %d, scaling %g, x%d downscale",
+		v.BlockOutChannels, v.LayersPerBlock, v.LatentChannels, v.NormNumGroups, v.ScalingFactor, v.Downscale())
+	row("text config", "width %d, %d layers, %d heads, MLP %d %s, %d positions, vocab %d",
+		t.HiddenSize, t.NumHiddenLayers, t.NumAttentionHeads, t.IntermediateSize, t.HiddenAct, t.MaxPositionEmbeddings, t.VocabSize)
+	betas := fmt.Sprintf("%s %g..%g", s.BetaSchedule, s.BetaStart, s.BetaEnd)
+	if len(s.TrainedBetas) > 0 {
+		betas = fmt.Sprintf("%d trained betas", len(s.TrainedBetas))
+	}
+	row("scheduler", "%s, %s over %d steps, %s, %s spacing, steps_offset %d",
+		s.ClassName, betas, s.NumTrainTimesteps, s.PredictionType, s.TimestepSpacing, s.StepsOffset)
+}
+
+func countString(n int64) string {
+	switch {
+	case n >= 1e9:
+		return fmt.Sprintf("%.3f B", float64(n)/1e9)
+	case n >= 1e6:
+		return fmt.Sprintf("%.2f M", float64(n)/1e6)
+	case n >= 1e3:
+		return fmt.Sprintf("%.1f K", float64(n)/1e3)
+	}
+	return fmt.Sprint(n)
+}
+
+func bytesString(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/models/safetensors"
+)
+
+// infoGolden returns ../shared/golden relative to the module root, skipping
+// when it is absent.
+func infoGolden(t *testing.T) string {
+	t.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			break
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			t.Skip("module root not found")
+		}
+		dir = parent
+	}
+	g := filepath.Join(dir, "..", "shared", "golden")
+	if _, err := os.Stat(filepath.Join(g, "sd15-mini.fp16.safetensors")); err != nil {
+		t.Skipf("golden data absent (%s): %v", g, err)
+	}
+	return g
+}
+
+// The sd15-mini parameter counts, summed from the diffusers files' shapes.
+const (
+	miniUNetParams = 8605284
+	miniVAEParams  = 1321207
+	miniTextParams = 3317120
+)
+
+func TestInfoText(t *testing.T) {
+	g := infoGolden(t)
+	single := filepath.Join(g, "sd15-mini.fp16.safetensors")
+	for _, c := range []struct {
+		path, config string
+		want         []string
+	}{
+		{single, "", []string{"single-file: 1 file(s)", "986 tensors", "F16 x986", "SD 1.x", "inferred from tensor shapes",
+			"8.61 M in 686 tensors", "1.32 M in 248 tensors", "3.32 M in 52 tensors", "(13243611)", "widths [32 64 128 128]", "context 64"}},
+		{single, filepath.Join(g, "sd15_mini_config.json"), []string{"SD 1.x", "sd15_mini_config.json", "groups 8", "4 heads", "sample 8",
+			"PNDMScheduler, scaled_linear 0.00085..0.012 over 1000 steps, epsilon, leading spacing, steps_offset 1", "warnings      none"}},
+		{filepath.Join(g, "sd15-mini"), "", []string{"diffusers: 3 file(s)", "986 tensors", "F16 x986", "(13243611)", "widths [16 32 64 64]"}},
+	} {
+		var out bytes.Buffer
+		if err := writeInfo(&out, c.path, c.config, false); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%s (config %q): output lacks %q:\n%s", c.path, c.config, w, out.String())
+			}
+		}
+	}
+}
+
+func TestInfoJSON(t *testing.T) {
+	g := infoGolden(t)
+	var out bytes.Buffer
+	if err := writeInfo(&out, filepath.Join(g, "sd15-mini"), "", true); err != nil {
+		t.Fatal(err)
+	}
+	var got checkpointInfo
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("%v:\n%s", err, out.String())
+	}
+	params := map[string]int64{}
+	for _, c := range got.Components {
+		params[c.Name] = c.Params
+	}
+	if params["unet"] != miniUNetParams || params["vae"] != miniVAEParams || params["text_encoder"] != miniTextParams ||
+		got.TotalParams != miniUNetParams+miniVAEParams+miniTextParams {
+		t.Errorf("params %v total %d", params, got.TotalParams)
+	}
+	if got.Layout != "diffusers" || got.Tensors != 986 || got.DTypes["F16"] != 986 || got.Family != "SD 1.x" ||
+		got.UNet.CrossAttentionDim != 64 || got.VAE.NormNumGroups != 8 || got.Scheduler.ClassName != "PNDMScheduler" {
+		t.Errorf("%+v", got)
+	}
+}
+
+func TestInfoErrors(t *testing.T) {
+	g := infoGolden(t)
+	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cut := filepath.Join(dir, "cut.safetensors")
+	os.WriteFile(cut, data[:len(data)-1000], 0o644)
+	bad := append([]byte(nil), data...)
+	copy(bad[8:], `[`) // the header no longer starts with an object
+	corrupt := filepath.Join(dir, "corrupt.safetensors")
+	os.WriteFile(corrupt, bad, 0o644)
+	for _, c := range []struct{ path, want string }{
+		{cut, "truncated"},
+		{corrupt, "want the header"},
+		{filepath.Join(dir, "absent.safetensors"), "no such file"},
+	} {
+		var out bytes.Buffer
+		err := writeInfo(&out, c.path, "", false)
+		if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.path, err)
+		}
+		var fe *safetensors.FormatError
+		if c.want != "no such file" && !errors.As(err, &fe) {
+			t.Errorf("%s: not a FormatError: %v", c.path, err)
+		}
+	}
+	// Through the command: exit status 1 on a bad file, a usage error
+	// without a path; flags may follow the path.
+	if code := run([]string{"info", cut}); code != 1 {
+		t.Errorf("exit %d for a truncated file", code)
+	}
+	if err := runInfo(nil); !errors.Is(err, errUsage) {
+		t.Errorf("no path: %v", err)
+	}
+	if err := runInfo([]string{cut, "--config", filepath.Join(g, "sd15_mini_config.json"), "--json"}); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Errorf("flags after path: %v", err)
+	}
+}
