@@ -165,6 +165,7 @@ var nonFinite = regexp.MustCompile(`([:\[,]\s*)-?(Infinity|NaN)`)
 type result struct{ status, why string }
 
 func runGoldenFile(t *testing.T, file string, table map[string]result) {
+	short := strings.TrimPrefix(file, "schedulers_")
 	dir, err := golden.Dir()
 	if err != nil {
 		t.Skipf("golden data absent: %v", err)
@@ -209,7 +210,7 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 			net := &analytic{}
 			run, err := NewRun(s, net)
 			if c.Error != "" {
-				checkDiffusersFailure(t, name, c, run, err, table)
+				checkDiffusersFailure(t, short+"/"+name, c, run, err, table)
 				return
 			}
 			if err != nil {
@@ -246,7 +247,7 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 				// Schedule-only case: check the timesteps of a dry run
 				// through the schedule (Heun-style repeats included).
 				checkScheduleTimesteps(t, run, wantTs.Data, c.TimestepsDType)
-				table[name] = result{"schedule", ""}
+				table[short+"/"+name] = result{"schedule", "timesteps, sigmas, init sigma"}
 				return
 			}
 			per := 256
@@ -300,9 +301,9 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 				}
 			}
 			if !t.Failed() {
-				table[name] = result{"matches", fmt.Sprintf("max diff %.2g of %.3g", worst, maxAbs(traj.Data))}
+				table[short+"/"+name] = result{"matches", fmt.Sprintf("max diff %.2g of %.3g", worst, maxAbs(traj.Data))}
 			} else {
-				table[name] = result{"DIFFERS", fmt.Sprintf("max diff %.2g", worst)}
+				table[short+"/"+name] = result{"DIFFERS", fmt.Sprintf("max diff %.2g", worst)}
 			}
 		})
 	}
@@ -375,7 +376,7 @@ func TestGoldenSchedulers(t *testing.T) {
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
-			t.Logf("%-32s %-16s %s", k, table[k].status, table[k].why)
+			t.Logf("%-40s %-16s %s", k, table[k].status, table[k].why)
 		}
 	}
 }

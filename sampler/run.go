@@ -90,7 +90,7 @@ func NewRun(s Settings, net Network) (*Run, error) {
 	sig0 := r.sched.Sigmas[0]
 	x := make([]float64, len(noise))
 	for i, v := range noise {
-		x[i] = v * r.sched.InitNoiseSigma
+		x[i] = float64(float32(v) * float32(r.sched.InitNoiseSigma)) // as torch does
 	}
 	r.st = &state{X: r.toVE(x, sig0), XSigma: sig0}
 	return r, nil

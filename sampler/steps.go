@@ -109,6 +109,28 @@ func ancestralStep(sigma, next, eta float64) (down, up float64) {
 	return math.Sqrt(next*next - up*up), up
 }
 
+// ancestralStep32 is ancestralStep with eta 1 evaluated in float32 in the
+// order diffusers' Euler-ancestral and KDPM2-ancestral schedulers use. Where
+// sigma_down is tiny (squaredcos' sigma_max ~2e4) its float32 cancellation
+// moves sigma_down and the next timestep noticeably; we follow diffusers.
+func ancestralStep32(sigma, next float64) (down, up float64) {
+	if next == 0 {
+		return 0, 0
+	}
+	s, n := float32(sigma), float32(next)
+	n2, s2 := n*n, s*s
+	u := float32(math.Sqrt(float64(n2 * (s2 - n2) / s2)))
+	d := float32(math.Sqrt(math.Max(0, float64(n2-u*u)))) // diffusers gets NaN below 0
+	return float64(d), float64(u)
+}
+
+// logMid32 is exp(lerp(log a, log b, 0.5)) in float32, as torch computes
+// KDPM2's interpolated sigmas.
+func logMid32(a, b float64) float64 {
+	la, lb := float32(math.Log(float64(float32(a)))), float32(math.Log(float64(float32(b))))
+	return float64(float32(math.Exp(float64(lb - (lb-la)*0.5))))
+}
+
 // dpmFirst is the first-order DPM-Solver++ update from sigma to next with
 // denoised den (exact exponential integrator; next = 0 gives den).
 func dpmFirst(x []float64, sigma, next float64, den []float64) []float64 {
@@ -125,7 +147,14 @@ func stepEuler(c *stepCtx) error {
 	}
 	c.noise() // diffusers' Euler draws (and ignores) one tensor a step
 	c.st.Denoised = den
-	c.st.X = addScaled(c.st.X, c.next-c.sigma, toD(c.st.X, c.sigma, den))
+	// In float32, in diffusers' order: at squaredcos' sigma_max (~2e4) the
+	// update cancels catastrophically and float32 rounding is the result.
+	s, dt := float32(c.sigma), float32(c.next)-float32(c.sigma)
+	for k, v := range c.st.X {
+		x := float32(v)
+		d := (x - float32(den[k])) / s
+		c.st.X[k] = float64(x + float32(d*dt))
+	}
 	return nil
 }
 
@@ -136,6 +165,9 @@ func stepEulerAncestral(c *stepCtx) error {
 	}
 	c.st.Denoised = den
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
+	if c.eta == 1 {
+		down, up = ancestralStep32(c.sigma, c.next)
+	}
 	x := addScaled(c.st.X, down-c.sigma, toD(c.st.X, c.sigma, den))
 	c.st.X = addScaled(x, up, c.noise())
 	return nil
@@ -198,11 +230,15 @@ func stepDPM2Ancestral(c *stepCtx) error {
 	c.st.Denoised = den
 	d := toD(x, c.sigma, den)
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
+	mid := logMid(c.sigma, down)
+	if c.eta == 1 {
+		down, up = ancestralStep32(c.sigma, c.next)
+		mid = logMid32(c.sigma, down)
+	}
 	if down == 0 {
 		c.st.X = addScaled(x, down-c.sigma, d)
 		return nil
 	}
-	mid := logMid(c.sigma, down)
 	x2 := lin(1, x, mid-c.sigma, d)
 	den2, err := c.d(x2, mid)
 	if err != nil {
