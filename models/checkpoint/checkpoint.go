@@ -281,22 +281,24 @@ type builder struct {
 func (b *builder) place(c *component, f *safetensors.File, key, name string) {
 	info, _ := f.Lookup(key)
 	s := c.layout.slots[c.slots[name]]
-	label := fmt.Sprintf("%q", key)
-	if key != name {
-		label = fmt.Sprintf("%q (%s %s)", key, c.name, name)
+	label := func() string {
+		if key != name {
+			return fmt.Sprintf("%q (%s %s)", key, c.name, name)
+		}
+		return fmt.Sprintf("%q", key)
 	}
 	if prev, dup := c.from[name]; dup {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s duplicates %q", label, prev))
+		b.problems = append(b.problems, fmt.Sprintf("tensor %s duplicates %q", label(), prev))
 		return
 	}
 	c.from[name] = key
 	dt, ok := info.DType.GPU()
 	if !ok {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s: dtype %s is not supported (want F32, F16 or BF16)", label, info.DType))
+		b.problems = append(b.problems, fmt.Sprintf("tensor %s: dtype %s is not supported (want F32, F16 or BF16)", label(), info.DType))
 		return
 	}
 	if !sameShape(info.Shape, s.shape) && !(s.squeeze && sameShape(info.Shape, append(append([]int{}, s.shape...), 1, 1))) {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label, info.Shape, s.shape))
+		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label(), info.Shape, s.shape))
 		return
 	}
 	raw, err := f.Data(key)
