@@ -139,20 +139,23 @@ func Exec(d gpu.Device, c Case) (Result, error) {
 }
 
 // CheckCase runs c on the oracle (normally ref.New()) and on dev and compares
-// the results with Compare.
+// the results with Compare. The error starts with the case name.
 func CheckCase(oracle, dev gpu.Device, c Case, tol float64) error {
 	want, err := Exec(oracle, c)
 	if err != nil {
-		return fmt.Errorf("reference: %w", err)
+		return fmt.Errorf("%s: reference: %w", c.Name, err)
 	}
 	got, err := Exec(dev, c)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: %w", c.Name, err)
 	}
 	if !got.Shape.Equal(want.Shape) {
-		return fmt.Errorf("output shape %v, want %v", got.Shape, want.Shape)
+		return fmt.Errorf("%s: output shape %v, want %v", c.Name, got.Shape, want.Shape)
 	}
-	return Compare(want.Data, got.Data, want.Shape, tol)
+	if err := Compare(want.Data, got.Data, want.Shape, tol); err != nil {
+		return fmt.Errorf("%s: %w", c.Name, err)
+	}
+	return nil
 }
 
 // Compare checks got against want (both of the given shape) with the

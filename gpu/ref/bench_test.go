@@ -80,3 +80,14 @@ func BenchmarkConv3x3_64x32Direct(b *testing.B) {
 		return d.Conv2D(x, w, nil, gpu.Conv2DOpts{PadH: 1, PadW: 1})
 	})
 }
+
+func BenchmarkAttention1024(b *testing.B) {
+	const L, H, D = 1024, 8, 40
+	d := New()
+	q := d.Upload(randVals(6, L*H*D), 1, L, H*D)
+	k := d.Upload(randVals(7, L*H*D), 1, L, H*D)
+	v := d.Upload(randVals(8, L*H*D), 1, L, H*D)
+	benchOp(b, d, 4*float64(L)*float64(L)*float64(H*D), func() *gpu.Tensor {
+		return d.Attention(q, k, v, gpu.AttentionOpts{Heads: H})
+	})
+}

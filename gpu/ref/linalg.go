@@ -112,15 +112,6 @@ func pick(i, count int) int {
 	return i
 }
 
-// dot is the float32 dot product summed in index order.
-func dot(x, y []float32) float32 {
-	y = y[:len(x)]
-	var s float32
-	for i, v := range x {
-		s += v * y[i]
-	}
-	return s
-}
 
 // axpy adds a*x to y element-wise.
 func axpy(y []float32, a float32, x []float32) {
@@ -324,8 +315,23 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 	qv, kv, vv := d.read(q), d.read(k), d.read(v)
 	out, ov := d.newF32(gpu.Shape{B, Lq, Cv})
 
+	// Keys transposed per (batch, head) to [D, Lk], so that one query's
+	// scores against all keys are D axpys over contiguous rows (each score is
+	// still the dot product summed over the head dim in order).
+	kT := make([]float32, B*heads*D*Lk)
+	for b := 0; b < B; b++ {
+		for j := 0; j < Lk; j++ {
+			for h := 0; h < heads; h++ {
+				for c := 0; c < D; c++ {
+					kT[((b*heads+h)*D+c)*Lk+j] = kv[(b*Lk+j)*Cq+h*D+c]
+				}
+			}
+		}
+	}
+
 	// One task per (batch, head, query).
 	d.parallel(B*heads*Lq, Lk*(D+Dv), func(lo, hi int) {
+		s := make([]float32, Lk)
 		p := make([]float64, Lk)
 		acc := make([]float64, Dv)
 		for task := lo; task < hi; task++ {
@@ -335,12 +341,15 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 			if o.Causal && i+1 < Lk {
 				n = i + 1
 			}
+			kbh := kT[(b*heads+h)*D*Lk : (b*heads+h+1)*D*Lk]
+			clear(s[:n])
+			for c, x := range qi {
+				axpy(s[:n], x, kbh[c*Lk:c*Lk+n])
+			}
 			maxS := math.Inf(-1)
 			for j := 0; j < n; j++ {
-				kj := kv[(b*Lk+j)*Cq+h*D : (b*Lk+j)*Cq+(h+1)*D]
-				s := float64(dot(qi, kj) * scale)
-				p[j] = s
-				maxS = math.Max(maxS, s)
+				p[j] = float64(s[j] * scale)
+				maxS = math.Max(maxS, p[j])
 			}
 			var sum float64
 			for j := 0; j < n; j++ {
