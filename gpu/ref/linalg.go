@@ -112,7 +112,6 @@ func pick(i, count int) int {
 	return i
 }
 
-
 // axpy adds a*x to y element-wise.
 func axpy(y []float32, a float32, x []float32) {
 	x = x[:len(y)]
