@@ -1,6 +1,7 @@
 package nets
 
 import (
+	"fmt"
 	"path/filepath"
 	"testing"
 )
@@ -46,6 +47,28 @@ func TestTextEncoderGolden(t *testing.T) {
 				t.Logf("%s: %s (skip %d) max |diff| %.3g", name, tc.want, tc.skip, worst)
 				d.Release(h)
 			}
+			// Every skip picks hidden_states[-skip] (golden, without the final
+			// LayerNorm) and then applies the final LayerNorm.
+			hs, hsShape := g.f32(t, "hidden_states")
+			per := hs[:len(hs)/hsShape[0]]
+			for skip := 1; skip <= c.NumHiddenLayers; skip++ {
+				layer := hsShape[0] - skip
+				raw := d.Upload(hs[layer*len(per):(layer+1)*len(per)], hsShape[1:]...)
+				ln := te.finalNorm.apply(d, raw)
+				want, err := d.Download(ln)
+				if err != nil {
+					t.Fatal(err)
+				}
+				d.Release(raw)
+				d.Release(ln)
+				h, err := te.EncodeSkip(ids, skip)
+				if err != nil {
+					t.Fatal(err)
+				}
+				compare(t, d, fmt.Sprintf("final_layer_norm(hidden_states[%d]) (skip %d)", layer, skip), h, want, hsShape[1:], 1e-4)
+				d.Release(h)
+			}
+
 			// Encode is EncodeSkip(ids, 1).
 			h, err := te.Encode(ids[:1])
 			if err != nil {
