@@ -1,7 +1,10 @@
 package gputest
 
 import (
+	"testing"
+
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 )
 
 // in is a shorthand for an F32 input.
@@ -186,4 +189,53 @@ func Cases() []Case {
 		return d.TimestepEmbedding(ts, 33, false, 1, 10000)
 	})
 	return cs
+}
+
+// LargeCases returns cases at Stable Diffusion 1.5 sizes (1024 tokens of 320
+// channels, 320-channel 3x3 convolutions at 32x32), to test a device's tiling
+// and work splitting under realistic loads. They take a few seconds on the
+// reference device; RunLargeSuite runs them.
+func LargeCases() []Case {
+	var cs []Case
+	add := func(name string, run func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor, inputs ...Input) {
+		cs = append(cs, Case{Name: name, Inputs: inputs, Run: run})
+	}
+	const F16 = gpu.F16
+	add("Attention/sd_self_l1024_h8_d40", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: 8})
+	}, in(1, 1024, 320), in(1, 1024, 320), in(1, 1024, 320))
+	add("Attention/sd_cross_b2_l1024_lk77_h8_d40", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: 8})
+	}, in(2, 1024, 320), in(2, 77, 320), in(2, 77, 320))
+	add("Conv2D/sd_3x3_p1_1x320x32x32_to320_f16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1})
+	}, in(1, 320, 32, 32), Input{Shape: []int{320, 320, 3, 3}, DType: F16, Scale: 0.02}, typed(F16, 320))
+	add("MatMul/sd_linear_1x1024x320_w1280x320_f16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransB: true, Bias: x[2]})
+	}, in(1, 1024, 320), Input{Shape: []int{1280, 320}, DType: F16, Scale: 0.05}, typed(F16, 1280))
+	add("GroupNorm/sd_2x320x32x32_g32", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNorm(x[0], x[1], x[2], 32, 1e-5)
+	}, Input{Shape: []int{2, 320, 32, 32}, Scale: 3, Offset: 2}, typed(F16, 320), typed(F16, 320))
+	add("LayerNorm/sd_2x1024x320", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.LayerNorm(x[0], x[1], x[2], 1e-5)
+	}, Input{Shape: []int{2, 1024, 320}, Scale: 3, Offset: 2}, typed(F16, 320), typed(F16, 320))
+	add("GEGLU/sd_1x1024x2560", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.GEGLU(x[0]) }, in(1, 1024, 2560))
+	return cs
+}
+
+// RunLargeSuite is RunOpSuite over LargeCases; it is skipped with -short.
+func RunLargeSuite(t *testing.T, dev gpu.Device, tol float64) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("large conformance cases skipped in -short mode")
+	}
+	oracle := ref.New()
+	defer oracle.Close()
+	for _, c := range LargeCases() {
+		t.Run(c.Name, func(t *testing.T) {
+			if err := CheckCase(oracle, dev, c, tol); err != nil {
+				t.Error(err)
+			}
+		})
+	}
 }

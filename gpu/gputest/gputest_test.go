@@ -1,6 +1,7 @@
 package gputest
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -148,4 +149,13 @@ func TestValuesAreDeterministicAndTyped(t *testing.T) {
 	if reflect.DeepEqual(c.Values(0)[:3], c.Values(1)) {
 		t.Fatal("inputs share values")
 	}
+}
+
+// The large cases are valid and deterministic on the reference device. They
+// take several seconds, so they run only with STEPWISE_LARGE_TESTS=1.
+func TestLargeRefAgainstRef(t *testing.T) {
+	if os.Getenv("STEPWISE_LARGE_TESTS") != "1" {
+		t.Skip("set STEPWISE_LARGE_TESTS=1 to run the large conformance cases")
+	}
+	RunLargeSuite(t, ref.New(), 0)
 }
