@@ -119,10 +119,11 @@ func Exec(d gpu.Device, c Case) (Result, error) {
 		ins[i] = c.Upload(d, i)
 	}
 	out := c.Run(d, ins)
-	var res Result
-	if out != nil {
-		res.Shape = out.Shape.Clone()
+	if out == nil {
+		d.PopScope()
+		return Result{}, fmt.Errorf("%s: the op returned a nil tensor", d.Name())
 	}
+	res := Result{Shape: out.Shape.Clone()}
 	data, err := d.Download(out)
 	d.PopScope()
 	if err != nil {
