@@ -279,6 +279,14 @@ type builder struct {
 
 // place stores tensor key of f as the component's parameter name.
 func (b *builder) place(c *component, f *safetensors.File, key, name string) {
+	b.placePart(c, f, key, name, 0, 1)
+}
+
+// placePart stores part `part` of `parts` equal slices along dimension 0
+// of tensor key (OpenCLIP's fused q/k/v projection) as parameter name.
+// The slice of a row-major tensor along its first dimension is contiguous,
+// so nothing is copied.
+func (b *builder) placePart(c *component, f *safetensors.File, key, name string, part, parts int) {
 	info, _ := f.Lookup(key)
 	s := c.layout.slots[c.slots[name]]
 	label := func() string {
@@ -297,8 +305,10 @@ func (b *builder) place(c *component, f *safetensors.File, key, name string) {
 		b.problems = append(b.problems, fmt.Sprintf("tensor %s: dtype %s is not supported (want F32, F16 or BF16)", label(), info.DType))
 		return
 	}
-	if !sameShape(info.Shape, s.shape) && !(s.squeeze && sameShape(info.Shape, append(append([]int{}, s.shape...), 1, 1))) {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label(), info.Shape, s.shape))
+	want := append([]int(nil), s.shape...)
+	want[0] *= parts
+	if !sameShape(info.Shape, want) && !(s.squeeze && sameShape(info.Shape, append(want, 1, 1))) {
+		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label(), info.Shape, want))
 		return
 	}
 	raw, err := f.Data(key)
@@ -306,7 +316,8 @@ func (b *builder) place(c *component, f *safetensors.File, key, name string) {
 		b.problems = append(b.problems, err.Error())
 		return
 	}
-	c.weights[name] = nets.Param{DType: dt, Shape: append([]int(nil), s.shape...), Raw: raw}
+	n := len(raw) / parts
+	c.weights[name] = nets.Param{DType: dt, Shape: append([]int(nil), s.shape...), Raw: raw[part*n : (part+1)*n : (part+1)*n]}
 }
 
 // missing reports the component's slots that received no tensor; ldm
@@ -381,6 +392,7 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 	unet := newComponent("unet", unetLayout(m.UNet))
 	vae := newComponent("vae", vaeLayout(m.VAE))
 	text := newComponent("text_encoder", textLayout(m.Text))
+	openByKey, openKeyOf := openCLIPNames(text.layout)
 	openclip := false
 	var b builder
 	for _, t := range infos {
@@ -400,17 +412,29 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 			b.route(text, f, k, text.byLDM[rest])
 		case strings.HasPrefix(k, ldmOpen):
 			openclip = true
-			b.unknown = append(b.unknown, k)
+			rest := k[len(ldmOpen):]
+			targets := openByKey[rest]
+			for _, tg := range targets {
+				b.placePart(text, f, k, tg.name, tg.part, tg.parts)
+			}
+			if len(targets) == 0 {
+				if openCLIPUnused(rest, m.Text.NumHiddenLayers) {
+					b.ignored++
+				} else {
+					b.unknown = append(b.unknown, k)
+				}
+			}
 		default:
 			b.unknown = append(b.unknown, k)
 		}
 	}
-	if openclip {
-		return nil, &LoadError{Path: f.Path(), Problems: []string{"the text encoder is OpenCLIP (cond_stage_model.model.*, SD 2.x); converting it is not supported yet: use the diffusers folder of this model"}}
-	}
 	b.missing(unet, func(s slot) string { return ldmUNet + s.ldm })
 	b.missing(vae, func(s slot) string { return ldmVAE + s.ldm })
-	b.missing(text, func(s slot) string { return ldmText + s.ldm })
+	if openclip {
+		b.missing(text, func(s slot) string { return ldmOpen + openKeyOf[s.name] })
+	} else {
+		b.missing(text, func(s slot) string { return ldmText + s.ldm })
+	}
 	if len(b.problems) > 0 {
 		return nil, b.fail(f.Path())
 	}

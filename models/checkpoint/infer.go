@@ -171,6 +171,23 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		}
 		notes = append(notes, fmt.Sprintf("CLIP text width %d, %d layers, heads assumed 64 wide", tc.HiddenSize, n))
 	}
+	// OpenCLIP text tower (SD 2.x): diffusers keeps all but the last layer.
+	op := ldmOpen
+	if has(op + "token_embedding.weight") {
+		tc.VocabSize = dim(op+"token_embedding.weight", 0)
+		tc.HiddenSize = dim(op+"token_embedding.weight", 1)
+		tc.MaxPositionEmbeddings = dim(op+"positional_embedding", 0)
+		tc.IntermediateSize = dim(op+"transformer.resblocks.0.mlp.c_fc.weight", 0)
+		n := 0
+		for n < 256 && has(fmt.Sprintf("%stransformer.resblocks.%d.mlp.c_fc.weight", op, n)) {
+			n++
+		}
+		tc.NumHiddenLayers = max(n-1, 1)
+		tc.HiddenAct = "gelu"
+		tc.ProjectionDim = dim(op+"text_projection", 1)
+		tc.NumAttentionHeads = max(tc.HiddenSize/64, 1)
+		notes = append(notes, fmt.Sprintf("OpenCLIP text width %d, %d of %d layers (penultimate output), heads assumed 64 wide", tc.HiddenSize, tc.NumHiddenLayers, n))
+	}
 	notes = append(notes, "groups assumed 32 where widths allow", "prediction type assumed epsilon")
 
 	// Inference can still produce nonsense on a strange file; fall back to
