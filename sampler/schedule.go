@@ -53,7 +53,11 @@ func (c ScheduleConfig) validate() error {
 	return nil
 }
 
-// linspace32 is torch.linspace(start, end, n, dtype=float32) on the CPU.
+// linspace32 is torch.linspace(start, end, n, dtype=float32) on the CPU,
+// bit for bit: ATen's kernel fills vectors of 8 from a base start+step*i
+// (first half) or end-step*(n-1-i) (second half), which the AVX2 build
+// computes with an FMA, adding j*step per lane without one; the last
+// n%16 elements take the scalar path.
 func linspace32(start, end float64, n int) []float32 {
 	out := make([]float32, n)
 	s, e := float32(start), float32(end)
@@ -62,11 +66,24 @@ func linspace32(start, end float64, n int) []float32 {
 		return out
 	}
 	step := (e - s) / float32(n-1)
-	for i := range out {
+	fma := func(a, b, c float32) float32 { return float32(math.FMA(float64(a), float64(b), float64(c))) }
+	i := 0
+	for ; i+16 <= n; i += 8 {
+		var base float32
 		if i < n/2 {
-			out[i] = s + step*float32(i)
+			base = fma(step, float32(i), s)
 		} else {
-			out[i] = e - step*float32(n-i-1)
+			base = fma(-step, float32(n-i-1), e)
+		}
+		for j := 0; j < 8; j++ {
+			out[i+j] = base + float32(float32(j)*step)
+		}
+	}
+	for ; i < n; i++ {
+		if i < n/2 {
+			out[i] = s + float32(step*float32(i))
+		} else {
+			out[i] = e - float32(step*float32(n-i-1))
 		}
 	}
 	return out
