@@ -655,6 +655,30 @@ func TestHalfConversions(t *testing.T) {
 	}
 }
 
+// FloatToHalf must pick the nearest half (ties to the even pattern) for
+// arbitrary floats: checked against both neighbours of its answer.
+func TestFloatToHalfNearest(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n < 200000; n++ {
+		f := math.Float32frombits(r.Uint32())
+		if math.IsNaN(float64(f)) || math.Abs(float64(f)) > 65504 {
+			continue
+		}
+		h := FloatToHalf(f)
+		dist := func(h uint16) float64 { return math.Abs(float64(HalfToFloat(h)) - float64(f)) }
+		best := dist(h)
+		for _, nb := range []uint16{h + 1, h - 1} {
+			if nb&0x7c00 == 0x7c00 || (h&0x7fff == 0 && nb&0x7fff == 0x7fff) {
+				continue // stepped into inf/NaN, or from +-0 across the sign
+			}
+			if dn := dist(nb); dn < best || dn == best && nb&1 == 0 {
+				t.Fatalf("FloatToHalf(%g) = %#04x (%g), but %#04x (%g) is nearer or an even tie",
+					f, h, HalfToFloat(h), nb, HalfToFloat(nb))
+			}
+		}
+	}
+}
+
 func TestF16Weights(t *testing.T) {
 	// F16/BF16 weights must give exactly what their widened F32 copies give.
 	d := New()
