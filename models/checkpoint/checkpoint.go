@@ -369,9 +369,46 @@ const (
 	ldmOpen = "cond_stage_model.model."
 )
 
+// notACheckpoint explains files that hold no LDM single-file keys at all,
+// rather than listing every expected tensor as missing.
+func notACheckpoint(infos []safetensors.TensorInfo) string {
+	var ldm, sdxl, diffusersUNet, diffusersVAE, clip, lora int
+	for _, t := range infos {
+		k := t.Name
+		switch {
+		case strings.HasPrefix(k, ldmUNet), strings.HasPrefix(k, ldmVAE), strings.HasPrefix(k, "cond_stage_model."):
+			ldm++
+		case strings.HasPrefix(k, "conditioner.embedders."):
+			sdxl++
+		case strings.HasPrefix(k, "lora_") || strings.Contains(k, ".lora_") || strings.Contains(k, "lora_down"):
+			lora++
+		case strings.HasPrefix(k, "down_blocks.") || strings.HasPrefix(k, "time_embedding."):
+			diffusersUNet++
+		case strings.HasPrefix(k, "encoder.down_blocks.") || strings.HasPrefix(k, "decoder.up_blocks."):
+			diffusersVAE++
+		case strings.HasPrefix(k, "text_model."):
+			clip++
+		}
+	}
+	switch {
+	case sdxl > 0:
+		return "this is an SDXL checkpoint (conditioner.embedders.*); only SD 1.x/2.x are supported"
+	case ldm > 0:
+		return ""
+	case lora > 0:
+		return "this is a LoRA/adapter file, not a full checkpoint"
+	case diffusersUNet > 0, diffusersVAE > 0, clip > 0:
+		return "this is one component of a diffusers folder (diffusers names, no model.diffusion_model.* keys): pass the folder that holds model_index.json"
+	}
+	return "no Stable Diffusion tensors (model.diffusion_model.*, first_stage_model.*, cond_stage_model.*) in this file"
+}
+
 // fromSingle converts an opened LDM single file; cfg nil means infer.
 func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error) {
 	infos := f.Tensors()
+	if why := notACheckpoint(infos); why != "" {
+		return nil, &LoadError{Path: f.Path(), Problems: []string{why}}
+	}
 	m := &Model{Path: f.Path(), Layout: SingleFile, Files: []string{f.Path()}, Tensors: len(infos)}
 	inferred := cfg == nil
 	if inferred {
