@@ -39,8 +39,8 @@ func TestWritePNGRoundTrip(t *testing.T) {
 	text := map[string]string{
 		"parameters": sampleParams,
 		"Software":   "Stepwise",
-		"Comment":    "café, 100°",  // Latin-1: tEXt
-		"Title":      "宇宙飛行士 ✨", // not Latin-1: iTXt
+		"Comment":    "café, 100°", // Latin-1: tEXt
+		"Title":      "宇宙飛行士 ✨",    // not Latin-1: iTXt
 	}
 	if err := WritePNG(path, img, text, false); err != nil {
 		t.Fatal(err)
