@@ -166,3 +166,29 @@ func TestUnknownKind(t *testing.T) {
 		t.Fatalf("want an error listing valid kinds, got %v", err)
 	}
 }
+
+// TestPhiloxMatchesTorchCUDA checks values printed by torch for
+// torch.randn([1, 64, 2048], generator=torch.Generator('cuda').manual_seed(42),
+// device='cuda') in pytorch/pytorch issue #158398 (4 decimals as printed):
+// the row starts, the end of the first row and the start of the second.
+func TestPhiloxMatchesTorchCUDA(t *testing.T) {
+	g := NewPhilox(42)
+	got := make([]float32, 2051)
+	g.Randn(got)
+	want := map[int]float64{
+		0: 0.1940, 1: 2.1614, 2: -0.1721,
+		2045: 1.4540, 2046: -2.7733, 2047: -0.8932,
+		2048: -0.4574, 2049: 0.8063, 2050: 0.1580,
+	}
+	for i, w := range want {
+		if math.Abs(float64(got[i])-w) > 0.5e-4 {
+			t.Errorf("philox seed 42 element %d = %.5f, torch cuda printed %.4f", i, got[i], w)
+		}
+	}
+	// A second call uses the next philox offset: different values.
+	next := make([]float32, 3)
+	g.Randn(next)
+	if next[0] == got[0] {
+		t.Error("second call repeated the first")
+	}
+}
