@@ -26,7 +26,8 @@ var SD15LatentRGBBias = [3]float32{0, 0, 0}
 // LatentToRGB projects one latent image, laid out [c][h][w], to an h x w RGB
 // image with factors ([c][3]) and bias, then maps [-1, 1] to [0, 255] as
 // ComfyUI's preview_to_image does: (v+1)/2, clamped to [0, 1], times 255,
-// truncated. NaN maps to 0. It costs c*3 multiply-adds a pixel, so a preview
+// truncated. NaN maps to 0. Pass the predicted x0 (denoised) of a step, as
+// ComfyUI does: a noisy x_t at high sigma only saturates. It costs c*3 multiply-adds a pixel, so a preview
 // is free next to a VAE decode (the picture is 1/8 of the final size).
 // It panics if len(latent) < c*h*w or factors is not c rows of 3: a
 // programming error, not bad input.
