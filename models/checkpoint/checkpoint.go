@@ -146,7 +146,9 @@ func refusePickle(path string) error {
 }
 
 // Load opens a checkpoint: path is a .safetensors file in the original
-// single-file layout or a diffusers folder. For a single file, configPath
+// single-file layout or a diffusers folder. A single file may also hold
+// diffusers names under "unet.", "vae." and "text_encoder." prefixes (as
+// a Go trainer writes them); such a file needs its config. For a single file, configPath
 // may name a JSON bundle of diffusers configs ("unet", "vae",
 // "text_encoder", "scheduler") or an original LDM .yaml inference config;
 // without it a side file with the same base name and .json/.yaml/.yml is
@@ -376,7 +378,8 @@ func notACheckpoint(infos []safetensors.TensorInfo) string {
 	for _, t := range infos {
 		k := t.Name
 		switch {
-		case strings.HasPrefix(k, ldmUNet), strings.HasPrefix(k, ldmVAE), strings.HasPrefix(k, "cond_stage_model."):
+		case strings.HasPrefix(k, ldmUNet), strings.HasPrefix(k, ldmVAE), strings.HasPrefix(k, "cond_stage_model."),
+			strings.HasPrefix(k, "unet."), strings.HasPrefix(k, "vae."), strings.HasPrefix(k, "text_encoder."):
 			ldm++
 		case strings.HasPrefix(k, "conditioner.embedders."):
 			sdxl++
@@ -430,7 +433,13 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 	vae := newComponent("vae", vaeLayout(m.VAE))
 	text := newComponent("text_encoder", textLayout(m.Text))
 	openByKey, openKeyOf := openCLIPNames(text.layout)
-	openclip := false
+	openclip, prefixed := false, false
+	for _, t := range infos {
+		if strings.HasPrefix(t.Name, "unet.") || strings.HasPrefix(t.Name, "vae.") || strings.HasPrefix(t.Name, "text_encoder.") {
+			prefixed = true
+			break
+		}
+	}
 	var b builder
 	for _, t := range infos {
 		k := t.Name
@@ -447,6 +456,12 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 				rest = "text_model." + rest
 			}
 			b.route(text, f, k, text.byLDM[rest])
+		case strings.HasPrefix(k, "unet."):
+			b.route(unet, f, k, unet.slotName(k[len("unet."):]))
+		case strings.HasPrefix(k, "vae."):
+			b.route(vae, f, k, vae.slotName(legacyVAE(k[len("vae."):])))
+		case strings.HasPrefix(k, "text_encoder."):
+			b.route(text, f, k, text.slotName(k[len("text_encoder."):]))
 		case strings.HasPrefix(k, ldmOpen):
 			openclip = true
 			rest := k[len(ldmOpen):]
@@ -465,9 +480,16 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 			b.unknown = append(b.unknown, k)
 		}
 	}
-	b.missing(unet, func(s slot) string { return ldmUNet + s.ldm })
-	b.missing(vae, func(s slot) string { return ldmVAE + s.ldm })
-	if openclip {
+	if prefixed {
+		b.missing(unet, func(s slot) string { return "unet." + s.name })
+		b.missing(vae, func(s slot) string { return "vae." + s.name })
+	} else {
+		b.missing(unet, func(s slot) string { return ldmUNet + s.ldm })
+		b.missing(vae, func(s slot) string { return ldmVAE + s.ldm })
+	}
+	if prefixed && !openclip {
+		b.missing(text, func(s slot) string { return "text_encoder." + s.name })
+	} else if openclip {
 		b.missing(text, func(s slot) string { return ldmOpen + openKeyOf[s.name] })
 	} else {
 		b.missing(text, func(s slot) string { return ldmText + s.ldm })
@@ -481,6 +503,14 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 	m.files = []*safetensors.File{f}
 	m.Family, m.FamilyWhy = classify(m, inferred)
 	return m, nil
+}
+
+// slotName returns name if the component expects it, else "".
+func (c *component) slotName(name string) string {
+	if _, ok := c.slots[name]; ok {
+		return name
+	}
+	return ""
 }
 
 // route places key as name, or records it as unknown when name is empty.

@@ -127,3 +127,39 @@ func TestNotACheckpoint(t *testing.T) {
 		t.Errorf("sdxl: %v", err)
 	}
 }
+
+// TestPrefixedDiffusersNames loads one file holding the diffusers folder's
+// tensors under unet./vae./text_encoder. prefixes.
+func TestPrefixedDiffusersNames(t *testing.T) {
+	g := goldenDir(t)
+	folder := load(t, filepath.Join(g, "sd15-mini"), "")
+	var es []safetensors.Entry
+	for _, c := range []struct {
+		prefix string
+		w      nets.Weights
+	}{{"unet.", folder.UNetWeights}, {"vae.", folder.VAEWeights}, {"text_encoder.", folder.TextWeights}} {
+		for name, p := range c.w.(nets.MapWeights) {
+			es = append(es, safetensors.Entry{Name: c.prefix + name, DType: safetensors.F16, Shape: p.Shape, Data: p.Raw})
+		}
+	}
+	cfg, err := os.ReadFile(filepath.Join(g, "sd15_mini_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := LoadBytes("bundled.safetensors", encode(t, es), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, c := range []struct{ a, b nets.Weights }{{m.UNetWeights, folder.UNetWeights}, {m.VAEWeights, folder.VAEWeights}, {m.TextWeights, folder.TextWeights}} {
+		a, b := c.a.(nets.MapWeights), c.b.(nets.MapWeights)
+		if len(a) != len(b) {
+			t.Errorf("%d tensors vs %d", len(a), len(b))
+		}
+		for k, p := range b {
+			if !bytes.Equal(a[k].Raw, p.Raw) || !sameShape(a[k].Shape, p.Shape) {
+				t.Errorf("%s differs", k)
+			}
+		}
+	}
+}
