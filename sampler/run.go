@@ -77,6 +77,8 @@ type Run struct {
 	eta   float64
 	shape [4]int
 	st    *state
+
+	evalSigma float64 // sigma of the network call in flight (read by tests)
 }
 
 // NewRun prepares a run: resolves the names, builds the schedule and draws
@@ -280,6 +282,7 @@ func (r *Run) denoise(ctx context.Context, x []float64, sigma float64) ([]float6
 		}
 	}
 	t := r.timestep(sigma)
+	r.evalSigma = sigma
 	out, err := r.net.Predict(ctx, in, t, rows)
 	if err != nil {
 		return nil, fmt.Errorf("sampler: network at t=%g: %w", t, err)

@@ -493,6 +493,11 @@ func (tr *train) build(fam family, name string, n int) (*Schedule, error) {
 		if fam == famDDPM {
 			finalAlpha = 1
 		}
+		s.Next[n-1] = sigmaOfAlpha(finalAlpha)
+		if name != "leading" && name != "linspace" && name != "trailing" {
+			break
+		}
+		// diffusers steps to t - T/N whatever the spacing.
 		ratio := T / n
 		for i, t := range ts {
 			if pt := int(t) - ratio; pt >= 0 {
