@@ -24,6 +24,12 @@ func TestFixText(t *testing.T) {
 		{"\u2167 \u00bd \u00b2 \u2460", "\u2167 \u00bd \u00b2 \u2460"},
 		{"&EACUTE;t&eacute; &amp;amp; &#0; &#xZZ; &ampx;", "\u00c9t\u00e9 & \ufffd &#xZZ; &ampx;"},
 		{"line\r\nbreak\u2028sep", "line\nbreak\nsep"},
+		// A byte A0 that became a space ("à" as a word), lossy mojibake,
+		// and mojibake next to text that no single-byte encoding covers.
+		{"\u00c3 perturber la r\u00c3\u00a9flexion", "\u00e0 perturber la r\u00e9flexion"},
+		{"\u00e2\u20ac\u0153 like this \u00e2\u20ac\ufffd", "\" like this \ufffd"},
+		{"caf\u00c3\u00a9 \u65e5\u672c", "caf\u00e9 \u65e5\u672c"},
+		{"\u00d0\u00bf\u00d1\u20ac\u00d0\u00b8\u00d0\u00b2\u00d0\u00b5\u00d1\u201a", "\u043f\u0440\u0438\u0432\u0435\u0442"},
 	}
 	for _, c := range cases {
 		if got := FixText(c.in); got != c.want {

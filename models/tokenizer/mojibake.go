@@ -192,7 +192,7 @@ func fixEncodingStep(s string) string {
 			return fixed
 		}
 	}
-	if utf8DetectorRE.MatchString(s) {
+	if hasUTF8Run(s) {
 		if fixed := decodeInconsistentUTF8(s); fixed != s {
 			return fixed
 		}
@@ -256,26 +256,77 @@ func decodeUTF8Variants(b []byte) (string, bool) {
 }
 
 // restoreByteA0 puts back byte 0xA0 where a program replaced it with a
-// space inside a UTF-8 sequence (for lead bytes that form likely
-// characters), so the sequence decodes.
+// space inside a UTF-8 sequence whose lead byte forms a likely character
+// (ftfy's ALTERED_UTF8_RE), first turning "Ã " that stands for the word "à"
+// back into its bytes. It changes nothing when no altered sequence exists.
 func restoreByteA0(b []byte) []byte {
-	if !containsByte(b, ' ') {
+	if !containsByte(b, ' ') || !hasAlteredUTF8(b) {
 		return b
 	}
-	cont := func(c byte) bool { return c >= 0x80 && c <= 0xBF }
-	var out []byte
+	out := make([]byte, 0, len(b)+4)
 	for i := 0; i < len(b); i++ {
-		c := b[i]
-		n := 0 // sequence length when a space stands for A0
-		switch {
-		case (c == 0xC2 || c == 0xC3 || c == 0xC5 || c == 0xCE || c == 0xD0) && i+1 < len(b) && b[i+1] == ' ':
-			n = 2
-		case c >= 0xE0 && c <= 0xEF && i+2 < len(b) &&
-			(b[i+1] == ' ' && cont(b[i+2]) || cont(b[i+1]) && b[i+2] == ' '):
-			n = 3
-		case c >= 0xF0 && c <= 0xF4 && i+3 < len(b):
+		if b[i] == 0xC3 && i+1 < len(b) && b[i+1] == ' ' && !aGraveException(b[i+2:]) {
+			out = append(out, 0xC3, 0xA0)
+			continue
+		}
+		out = append(out, b[i])
+	}
+	b = out
+	out = make([]byte, 0, len(b))
+	for i := 0; i < len(b); {
+		if n := alteredAt(b[i:]); n > 0 {
+			for _, c := range b[i : i+n] {
+				if c == ' ' {
+					c = 0xA0
+				}
+				out = append(out, c)
+			}
+			i += n
+			continue
+		}
+		out = append(out, b[i])
+		i++
+	}
+	return out
+}
+
+// aGraveException lists what may follow "Ã " without it being "à ".
+func aGraveException(rest []byte) bool {
+	for _, p := range []string{" ", "quele", "quela", "quilo", "s "} {
+		if strings.HasPrefix(string(rest), p) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasAlteredUTF8(b []byte) bool {
+	for i := range b {
+		if alteredAt(b[i:]) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// alteredAt returns the length of a UTF-8 sequence with one space in place
+// of 0xA0 starting at b[0], or 0.
+func alteredAt(b []byte) int {
+	cont := func(c byte) bool { return c >= 0x80 && c <= 0xBF }
+	cont3 := func(c byte) bool { return cont(c) && c != 0x85 && c != 0xA0 }
+	switch c := b[0]; {
+	case c == 0xC2 || c == 0xC3 || c == 0xC5 || c == 0xCE || c == 0xD0 || c == 0xD9:
+		if len(b) >= 2 && b[1] == ' ' {
+			return 2
+		}
+	case c >= 0xE0 && c <= 0xE3:
+		if len(b) >= 3 && (c >= 0xE2 && b[1] == ' ' && cont3(b[2]) || cont3(b[1]) && b[2] == ' ') {
+			return 3
+		}
+	case c == 0xF0:
+		if len(b) >= 4 {
 			spaces, conts := 0, 0
-			for _, x := range b[i+1 : i+4] {
+			for _, x := range b[1:4] {
 				if x == ' ' {
 					spaces++
 				} else if cont(x) {
@@ -283,57 +334,64 @@ func restoreByteA0(b []byte) []byte {
 				}
 			}
 			if spaces == 1 && conts == 2 {
-				n = 4
+				return 4
 			}
 		}
-		if n == 0 {
+	}
+	return 0
+}
+
+// replaceLossy replaces UTF-8 sequences that lost bytes to U+FFFD (byte
+// 0x1A in the sloppy encodings, sometimes '?') with the UTF-8 of U+FFFD
+// (ftfy's LOSSY_UTF8_RE).
+func replaceLossy(b []byte) []byte {
+	if !containsByte(b, 0x1A) && !containsByte(b, '?') {
+		return b
+	}
+	var out []byte
+	for i := 0; i < len(b); {
+		if n := lossyAt(b[i:]); n > 0 {
+			out = append(out, "\uFFFD"...)
+			i += n
 			continue
 		}
-		if out == nil {
-			out = append([]byte(nil), b...)
-		}
-		for j := i + 1; j < i+n; j++ {
-			if out[j] == ' ' {
-				out[j] = 0xA0
-			}
-		}
-		i += n - 1
-	}
-	if out == nil {
-		return b
+		out = append(out, b[i])
+		i++
 	}
 	return out
 }
 
-// replaceLossy replaces UTF-8 sequences that lost bytes to U+FFFD (byte
-// 0x1A in the sloppy encodings) with the UTF-8 of U+FFFD.
-func replaceLossy(b []byte) []byte {
-	if !containsByte(b, 0x1A) {
-		return b
-	}
-	cont := func(c byte) bool { return c >= 0x80 && c <= 0xBF || c == 0x1A }
-	var out []byte
-	for i := 0; i < len(b); {
-		c := b[i]
-		n := 1
-		switch {
-		case c >= 0xC2 && c <= 0xDF && i+1 < len(b) && b[i+1] == 0x1A:
-			n = 2
-		case c >= 0xE0 && c <= 0xEF && i+2 < len(b) && cont(b[i+1]) && cont(b[i+2]) && (b[i+1] == 0x1A || b[i+2] == 0x1A):
-			n = 3
-		case c >= 0xF0 && c <= 0xF4 && i+3 < len(b) && cont(b[i+1]) && cont(b[i+2]) && cont(b[i+3]) &&
-			(b[i+1] == 0x1A || b[i+2] == 0x1A || b[i+3] == 0x1A):
-			n = 4
-		case c == 0x1A:
-		default:
-			out = append(out, c)
-			i++
-			continue
+func lossyAt(b []byte) int {
+	in := func(c byte, lo, hi byte) bool { return c >= lo && c <= hi }
+	sub := func(c byte) bool { return c == 0x1A }                       // [\x1a]
+	subQ := func(c byte) bool { return c == 0x1A || c == '?' }          // [\x1a?]
+	cont := func(c byte) bool { return c == 0x1A || in(c, 0x80, 0xBF) } // [\x1a\x80-\xbf]
+	contQ := func(c byte) bool { return c == '?' || cont(c) }           // [\x1a?\x80-\xbf]
+	n := len(b)
+	c := b[0]
+	switch {
+	case c == 0x1A:
+		return 1
+	case in(c, 0xC2, 0xDF):
+		if n >= 2 && (sub(b[1]) || c <= 0xC3 && b[1] == '?') {
+			return 2
 		}
-		out = append(out, "\uFFFD"...)
-		i += n
+	case in(c, 0xE0, 0xEF):
+		if c == 0xED && n >= 6 && in(b[1], 0xA0, 0xAF) && b[3] == 0xED && in(b[4], 0xB0, 0xBF) &&
+			(subQ(b[2]) && contQ(b[5]) || contQ(b[2]) && subQ(b[5])) {
+			return 6
+		}
+		if n >= 3 && (subQ(b[1]) && cont(b[2]) || cont(b[1]) && subQ(b[2])) {
+			return 3
+		}
+	case in(c, 0xF0, 0xF4):
+		if n >= 4 && (subQ(b[1]) && cont(b[2]) && cont(b[3]) ||
+			cont(b[1]) && subQ(b[2]) && cont(b[3]) ||
+			cont(b[1]) && cont(b[2]) && subQ(b[3])) {
+			return 4
+		}
 	}
-	return out
+	return 0
 }
 
 func containsByte(b []byte, c byte) bool {
@@ -345,45 +403,120 @@ func containsByte(b []byte, c byte) bool {
 	return false
 }
 
-// utf8DetectorRE finds runs that would be one UTF-8 character if each
-// character were a byte of one of the single-byte encodings.
-var utf8DetectorRE = func() *regexp.Regexp {
-	sets := [4]map[rune]bool{{}, {}, {}, {}} // lead of 2, 3, 4; continuation
-	for _, enc := range charmapEncs {
-		for b := 0x80; b < 0x100; b++ {
-			r := enc.dec[b]
-			switch {
-			case b >= 0xC2 && b <= 0xDF:
-				sets[0][r] = true
-			case b >= 0xE0 && b <= 0xEF:
-				sets[1][r] = true
-			case b >= 0xF0 && b <= 0xF4:
-				sets[2][r] = true
-			case b <= 0xBF:
-				sets[3][r] = true
-			}
-		}
-	}
-	class := func(m map[rune]bool) string {
-		var b strings.Builder
-		b.WriteByte('[')
-		for r := range m {
-			b.WriteString(regexp.QuoteMeta(string(r)))
-		}
-		b.WriteByte(']')
-		return b.String()
-	}
-	c := class(sets[3])
-	return regexp.MustCompile(class(sets[0]) + c + "|" + class(sets[1]) + c + c + "|" + class(sets[2]) + c + c + c)
-}()
+// Characters that single-byte encodings (Latin-1, Windows-1250/1251/1253/
+// 1254/1257) produce for UTF-8 lead and continuation bytes (ftfy's
+// UTF8_CLUES).
+const (
+	clueFirstOf2 = "ĂÂÄĀÅÃÆĆČÇĎĐÉĚÊËĖÈĒĘÐĞĢÍÎÏİÌĪĶĹĻŁŃŇŅÑÓÔÖŐÒŌØÕŘŚŠŞŢÞÚÛÜŰÙŪŲŮÝŹŽŻß×" +
+		"ΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩΪΫάέήίВГДЕЖЗИЙКЛМНОПРСТУФХЦЧШЩЪЫЬЭЮЯ"
+	clueFirstOf3 = "áăâäàāąåãæćčçďéěêëėèēęģíîïìīįķĺļŕźΰαβγδεζηθικλμνξοабвгдежзийклмноп"
+	clueFirstOf4 = "đðğóšπσру"
+	// Continuations beyond U+0080..U+00BF; the strict set leaves out those
+	// that often stand for themselves next to mojibake (dashes, quotes,
+	// bullet, ellipsis) and the space that may stand for U+00A0.
+	clueContStrict = "ĄÆĽŁØŖŚŠŞŤŸŹŽŻŒąæƒľłøŗśšşťźžżœˆˇ˘˛˜˝΄΅ΆΈΉΊΌΎΏЁЂЃЄЅІЇЈЉЊЋЌЎЏ" +
+		"ёђѓєѕіїјљњћќўџҐґ†‡‰‹›€№™"
+	clueContLoose = " –—―‘’‚“”„•…"
+)
 
-// decodeInconsistentUTF8 fixes mojibake sequences one at a time in text
-// whose other characters are fine.
-func decodeInconsistentUTF8(s string) string {
-	return utf8DetectorRE.ReplaceAllStringFunc(s, func(m string) string {
-		if len(m) < len(s) && isBad(m) {
-			return fixEncoding(m)
+type runeSet map[rune]bool
+
+func newRuneSet(s string) runeSet {
+	m := runeSet{}
+	for _, r := range s {
+		m[r] = true
+	}
+	return m
+}
+
+var (
+	clue2, clue3, clue4 = newRuneSet(clueFirstOf2), newRuneSet(clueFirstOf3), newRuneSet(clueFirstOf4)
+	clueStrictSet       = newRuneSet(clueContStrict)
+	clueLooseSet        = newRuneSet(clueContLoose)
+)
+
+func isContStrict(r rune) bool { return r >= 0x80 && r <= 0xBF || clueStrictSet[r] }
+func isCont(r rune) bool       { return isContStrict(r) || clueLooseSet[r] }
+
+// utf8SeqAt returns how many runes of rs[i:] form one would-be UTF-8
+// sequence (lead plus continuations), or 0.
+func utf8SeqAt(rs []rune, i int) int {
+	n := 0
+	switch r := rs[i]; {
+	case clue2[r]:
+		n = 2
+	case clue3[r]:
+		n = 3
+	case clue4[r]:
+		n = 4
+	default:
+		return 0
+	}
+	if i+n > len(rs) {
+		return 0
+	}
+	for _, r := range rs[i+1 : i+n] {
+		if !isCont(r) {
+			return 0
 		}
-		return m
-	})
+	}
+	return n
+}
+
+// utf8Runs finds maximal runs of would-be UTF-8 sequences that do not
+// directly follow a strict continuation character (ftfy's
+// UTF8_DETECTOR_RE), as rune index ranges.
+func utf8Runs(rs []rune) [][2]int {
+	var runs [][2]int
+	for i := 0; i < len(rs); {
+		if i > 0 && isContStrict(rs[i-1]) {
+			i++
+			continue
+		}
+		j := i
+		for j < len(rs) {
+			n := utf8SeqAt(rs, j)
+			if n == 0 {
+				break
+			}
+			j += n
+		}
+		if j == i {
+			i++
+			continue
+		}
+		runs = append(runs, [2]int{i, j})
+		i = j
+	}
+	return runs
+}
+
+func hasUTF8Run(s string) bool {
+	if isASCII(s) {
+		return false
+	}
+	return len(utf8Runs([]rune(s))) > 0
+}
+
+// decodeInconsistentUTF8 fixes mojibake runs one at a time in text whose
+// other characters are fine.
+func decodeInconsistentUTF8(s string) string {
+	rs := []rune(s)
+	runs := utf8Runs(rs)
+	if len(runs) == 0 {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, r := range runs {
+		b.WriteString(string(rs[last:r[0]]))
+		sub := string(rs[r[0]:r[1]])
+		if r[1]-r[0] < len(rs) && isBad(sub) {
+			sub = fixEncoding(sub)
+		}
+		b.WriteString(sub)
+		last = r[1]
+	}
+	b.WriteString(string(rs[last:]))
+	return b.String()
 }

@@ -23,6 +23,7 @@ type Fragment struct {
 type Encoded struct {
 	Chunks    [][]int32   // each ContextLen ids: BOS, 75 tokens or EOS padding, EOS
 	Weights   [][]float32 // per position of Chunks; 1 for BOS, EOS and padding
+	Lengths   []int       // prompt tokens in each chunk (positions 1..Lengths[i])
 	Fragments []Fragment  // the parsed prompt
 	// TokenCount is A1111's count: 75 for every full chunk plus the tokens
 	// of the last one.
@@ -264,6 +265,7 @@ func (t *Tokenizer) EncodeWeighted(prompt string) (Encoded, error) {
 		ids = append(ids, EOS)
 		w = append(w, 1)
 		enc.Chunks = append(enc.Chunks, ids)
+		enc.Lengths = append(enc.Lengths, len(toks))
 		enc.Weights = append(enc.Weights, w)
 		toks, ws, lastComma = nil, nil, -1
 	}
