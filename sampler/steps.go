@@ -420,39 +420,12 @@ func stepUniPC(c *stepCtx) error {
 	}
 	st.Denoised = den
 	if st.Aux != nil && len(st.Old) > 0 {
-		// Corrector from the last sample (at AuxSigma) to the current sigma.
-		m0, s0 := st.Old[len(st.Old)-1], st.AuxSigma
-		h := math.Log(s0 / c.sigma)
-		hh, hphi1, bh := uniCoeffs(h)
-		x := lin(c.sigma/s0, st.Aux, -hphi1, m0)
-		dt := lin(1, den, -1, m0)
-		if st.Order == 2 && len(st.Old) > 1 {
-			rk := math.Log(s0/st.OldSigma[len(st.OldSigma)-2]) / h
-			d1 := lin(1/rk, st.Old[len(st.Old)-2], -1/rk, m0)
-			hk := hphi1/hh - 1
-			b1 := hk / bh
-			hk = hk/hh - 0.5
-			b2 := hk * 2 / bh
-			// Solve [[1, 1], [rk, 1]] rho = [b1, b2].
-			rho0 := (b1 - b2) / (1 - rk)
-			rho1 := b1 - rho0
-			x = addScaled(x, -bh*rho0, d1)
-			st.X = addScaled(x, -bh*rho1, dt)
-		} else {
-			st.X = addScaled(x, -bh*0.5, dt)
-		}
+		st.X = uniCorrect(st, den, c.sigma)
 	}
 	st.push(den, c.sigma, 2)
-	order := 2
-	if rem := len(c.run.sched.Sigmas) - st.I; rem < order {
-		order = rem
-	}
-	if n := st.I - st.Start + 1; n < order {
-		order = n
-	}
+	order := min(2, len(c.run.sched.Sigmas)-st.I, st.I-st.Start+1) // lower_order_final, warm-up
 	st.Order = order
 	st.Aux, st.AuxSigma = cloneVec(st.X), c.sigma
-	// Predictor.
 	if c.next == 0 {
 		st.X = cloneVec(den)
 		return nil
@@ -462,11 +435,31 @@ func stepUniPC(c *stepCtx) error {
 	x := lin(c.next/c.sigma, st.X, -hphi1, den)
 	if order == 2 {
 		rk := math.Log(c.sigma/st.OldSigma[len(st.OldSigma)-2]) / h
-		d1 := lin(1/rk, st.Old[len(st.Old)-2], -1/rk, den)
-		x = addScaled(x, -bh*0.5, d1)
+		x = addScaled(x, -bh*0.5, lin(1/rk, st.Old[len(st.Old)-2], -1/rk, den))
 	}
 	st.X = x
 	return nil
+}
+
+// uniCorrect is UniC: it moves the last sample (st.Aux at st.AuxSigma) to
+// sigma again, now also using den, the model output at sigma.
+func uniCorrect(st *state, den []float64, sigma float64) []float64 {
+	m0, s0 := st.Old[len(st.Old)-1], st.AuxSigma
+	h := math.Log(s0 / sigma)
+	hh, hphi1, bh := uniCoeffs(h)
+	x := lin(sigma/s0, st.Aux, -hphi1, m0)
+	dt := lin(1, den, -1, m0)
+	if st.Order != 2 || len(st.Old) < 2 {
+		return addScaled(x, -bh*0.5, dt)
+	}
+	rk := math.Log(s0/st.OldSigma[len(st.OldSigma)-2]) / h
+	d1 := lin(1/rk, st.Old[len(st.Old)-2], -1/rk, m0)
+	hk := hphi1/hh - 1
+	b1 := hk / bh
+	b2 := (hk/hh - 0.5) * 2 / bh
+	rho0 := (b1 - b2) / (1 - rk) // solves [[1, 1], [rk, 1]] rho = [b1, b2]
+	rho1 := b1 - rho0
+	return addScaled(addScaled(x, -bh*rho0, d1), -bh*rho1, dt)
 }
 
 // stepDEIS is DEIS multistep order 2 (logrho) on eps.
