@@ -1,0 +1,255 @@
+// Package gen runs one generation: it turns presets.Settings into a
+// sampler.Run over a loaded models.Pipeline, steps it, and decodes and
+// describes the result. Both `stepwise generate` and the studio drive
+// generations through it, so a seed gives the same image in either.
+package gen
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"image"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// Job is one generation in progress.
+type Job struct {
+	Settings presets.Settings // as resolved: the seed is never -1
+	Pipe     *models.Pipeline
+	Cond     *models.Conditioning
+	Run      *sampler.Run
+	// Frames holds every frame produced so far, in order.
+	Frames []sampler.Frame
+	// Started is when the job was created (prompt encoding included).
+	Started time.Time
+}
+
+// Validate checks settings against what the loaded model can do, before
+// any work: sizes must be multiples of the model's latent downscale,
+// names must resolve, numbers must be finite and in range.
+func Validate(p *models.Pipeline, s presets.Settings) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	ds := p.Downscale()
+	if s.Width%ds != 0 || s.Height%ds != 0 {
+		return fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model", s.Width, s.Height, ds)
+	}
+	if _, _, err := sampler.LookupSampler(s.Sampler); err != nil {
+		return err
+	}
+	if s.Schedule != "" {
+		if _, err := sampler.LookupSchedule(s.Schedule); err != nil {
+			return err
+		}
+	}
+	if math.IsNaN(s.CFGScale) || math.IsInf(s.CFGScale, 0) {
+		return fmt.Errorf("cfg scale %v is not a finite number", s.CFGScale)
+	}
+	if s.RNG != "" && s.RNG != presets.RNGTorchCPU && s.RNG != presets.RNGPhilox {
+		return fmt.Errorf("rng %q: want %s or %s", s.RNG, presets.RNGTorchCPU, presets.RNGPhilox)
+	}
+	if layers := p.Model.Text.NumHiddenLayers; s.ClipSkip > layers {
+		return fmt.Errorf("clip skip %d: the text encoder has only %d layers", s.ClipSkip, layers)
+	}
+	return nil
+}
+
+// RandomSeed returns a seed in A1111's range [0, 2^32).
+func RandomSeed() int64 {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return time.Now().UnixNano() & 0xffffffff
+	}
+	return int64(binary.LittleEndian.Uint32(b[:]))
+}
+
+// ScheduleConfig maps a checkpoint's scheduler config onto the sampler's.
+func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
+	sc := sampler.SD15Config()
+	if c.NumTrainTimesteps > 0 {
+		sc.NumTrainTimesteps = c.NumTrainTimesteps
+	}
+	if c.BetaStart > 0 {
+		sc.BetaStart = c.BetaStart
+	}
+	if c.BetaEnd > 0 {
+		sc.BetaEnd = c.BetaEnd
+	}
+	if c.BetaSchedule != "" {
+		sc.BetaSchedule = c.BetaSchedule
+	}
+	sc.TrainedBetas = c.TrainedBetas
+	if c.PredictionType != "" {
+		sc.PredictionType = c.PredictionType
+	}
+	if c.TimestepSpacing != "" {
+		sc.TimestepSpacing = c.TimestepSpacing
+	}
+	sc.StepsOffset = c.StepsOffset
+	sc.SetAlphaToOne = c.SetAlphaToOne
+	sc.ClipSample = c.ClipSample
+	return sc
+}
+
+// SamplerSettings converts image settings to a sampling run's settings for
+// pipeline p. The seed must already be resolved (not -1).
+func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
+	ds := p.Downscale()
+	return sampler.Settings{
+		Sampler:         s.Sampler,
+		Schedule:        s.Schedule,
+		Steps:           s.Steps,
+		CFG:             s.CFGScale,
+		GuidanceRescale: s.GuidanceRescale,
+		Eta:             s.Eta,
+		Seed:            uint64(s.Seed),
+		RNG:             s.RNG,
+		Batch:           max(s.Batch, 1),
+		Channels:        p.LatentChannels(),
+		H:               s.Height / ds,
+		W:               s.Width / ds,
+		Model:           ScheduleConfig(p.Model.Scheduler),
+	}
+}
+
+// Network adapts a pipeline and an encoded prompt pair to sampler.Network.
+type Network struct {
+	Pipe *models.Pipeline
+	Cond *models.Conditioning
+}
+
+// Predict implements sampler.Network.
+func (n Network) Predict(ctx context.Context, x sampler.Latent, t float64, rows []sampler.Cond) (sampler.Latent, error) {
+	if err := ctx.Err(); err != nil {
+		return sampler.Latent{}, err
+	}
+	rs := make([]models.Row, len(rows))
+	for i, r := range rows {
+		rs[i] = models.Row(r == sampler.Positive)
+	}
+	out, err := n.Pipe.PredictNoise(x.Data, x.Shape, t, n.Cond, rs)
+	if err != nil {
+		return sampler.Latent{}, err
+	}
+	return sampler.Latent{Shape: x.Shape, Data: out}, nil
+}
+
+// Start validates s, resolves a random seed, encodes the prompts and
+// prepares the sampling run.
+func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
+	if s.Seed < 0 {
+		s.Seed = RandomSeed()
+	}
+	if s.Batch < 1 {
+		s.Batch = 1
+	}
+	if s.RNG == "" {
+		s.RNG = presets.RNGTorchCPU
+	}
+	if err := Validate(p, s); err != nil {
+		return nil, err
+	}
+	s.Model = p.Name
+	j := &Job{Settings: s, Pipe: p, Started: time.Now()}
+	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
+	if err != nil {
+		return nil, err
+	}
+	j.Cond = c
+	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
+	if err != nil {
+		c.Release()
+		return nil, err
+	}
+	return j, nil
+}
+
+// Step advances the run by one sampler step and records the frame.
+func (j *Job) Step(ctx context.Context) (sampler.Frame, error) {
+	f, err := j.Run.Step(ctx)
+	if err != nil {
+		return f, err
+	}
+	if bad := firstNonFinite(f.X.Data); bad >= 0 {
+		return f, fmt.Errorf("step %d/%d: the latent holds a non-finite value (NaN or Inf) after the U-Net; stopping", f.Index+1, f.Total)
+	}
+	j.Frames = append(j.Frames, f)
+	return f, nil
+}
+
+func firstNonFinite(xs []float32) int {
+	for i, v := range xs {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Done reports whether every step has been taken.
+func (j *Job) Done() bool { return j.Run.Done() }
+
+// Images decodes the run's current latent with the VAE.
+func (j *Job) Images() ([]*image.RGBA, error) {
+	x := j.Run.X()
+	return j.Pipe.Decode(x.Data, x.Shape)
+}
+
+// Close releases the job's device memory (the prompt embeddings).
+func (j *Job) Close() {
+	if j.Cond != nil {
+		j.Cond.Release()
+		j.Cond = nil
+	}
+}
+
+// Infotext is the A1111 "parameters" text for image i of the batch. The
+// images of a batch share one noise draw (as diffusers' num_images_per_prompt
+// does), so each carries the batch's seed with A1111's "Batch size" and
+// "Batch pos" keys.
+func (j *Job) Infotext(i int) string {
+	if j.Settings.Batch > 1 {
+		return j.Settings.InfotextWith(
+			presets.Param{Key: "Batch size", Value: fmt.Sprint(j.Settings.Batch)},
+			presets.Param{Key: "Batch pos", Value: fmt.Sprint(i)})
+	}
+	return j.Settings.Infotext()
+}
+
+// Preview renders a latent as an RGB image without the VAE, using the SD 1.x
+// latent-to-RGB projection; batch row i.
+func Preview(l sampler.Latent, i int) *image.RGBA {
+	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+	n := c * h * w
+	if c != len(render.SD15LatentRGBFactors) {
+		return image.NewRGBA(image.Rect(0, 0, w, h))
+	}
+	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, render.SD15LatentRGBFactors, render.SD15LatentRGBBias)
+}
+
+// SamplerHelp lists the sampler and schedule names for --help texts.
+func SamplerHelp() string {
+	var b strings.Builder
+	b.WriteString("Samplers (any alias works, case-insensitively):\n")
+	for _, s := range sampler.Samplers() {
+		fmt.Fprintf(&b, "  %-22s %s\n", s.Name, s.Description)
+		if len(s.Aliases) > 0 {
+			fmt.Fprintf(&b, "  %-22s aliases: %s\n", "", strings.Join(s.Aliases, ", "))
+		}
+	}
+	b.WriteString("Schedules:\n")
+	for _, s := range sampler.Schedules() {
+		fmt.Fprintf(&b, "  %-22s %s\n", s.Name, s.Description)
+	}
+	return b.String()
+}
