@@ -34,7 +34,7 @@ var specs = []spec{
 	{Info{"lms", []string{"LMS", "LMSDiscreteScheduler"}, "linear multistep, order 4"}, famEuler, stepLMS, false, ""},
 	{Info{"dpmpp_2m", []string{"DPM++ 2M", "dpm++2m", "DPMSolverMultistepScheduler"}, "DPM-Solver++(2M), second order multistep"}, famDPM, stepDPMPP2M, false, ""},
 	{Info{"dpmpp_2m_sde", []string{"DPM++ 2M SDE", "dpm++2m_sde", "sde-dpmsolver++"}, "DPM-Solver++(2M) SDE, midpoint, eta 1"}, famDPM, stepDPMPP2MSDE, true, ""},
-	{Info{"dpmpp_sde", []string{"DPM++ SDE", "dpm++sde", "DPMSolverSDEScheduler"}, "DPM-Solver++ SDE (stochastic 2S), 2 calls a step"}, famEuler, stepDPMPPSDE, true, ""},
+	{Info{"dpmpp_sde", []string{"DPM++ SDE", "dpm++sde", "DPMSolverSDEScheduler"}, "DPM-Solver++ SDE (stochastic 2S), 2 calls a step; noise from the run generator, not a Brownian tree"}, famEuler, stepDPMPPSDE, true, ""},
 	{Info{"dpmpp_2s_ancestral", []string{"DPM++ 2S a", "dpm++2s_a", "dpmpp_2s_a"}, "DPM-Solver++(2S) ancestral, 2 calls a step"}, famEuler, stepDPMPP2SAncestral, true, ""},
 	{Info{"dpmpp_2s", []string{"DPM++ 2S", "dpm++2s", "DPMSolverSinglestepScheduler"}, "DPM-Solver++ singlestep order 2 (diffusers), deterministic"}, famDPM, stepDPMPP2S, false, ""},
 	{Info{"uni_pc", []string{"UniPC", "unipc", "uni_pc_bh2", "UniPCMultistepScheduler"}, "UniPC bh2 predictor-corrector, order 2"}, famDPM, stepUniPC, false, ""},

@@ -46,7 +46,8 @@ type Settings struct {
 	Seed            uint64
 	RNG             string // "torch-cpu" (default) or "philox"
 	// Noise, when set, replaces the generator built from RNG and Seed (tests
-	// replay recorded draws through it).
+	// replay recorded draws through it). The run uses it directly; give each
+	// run its own.
 	Noise                 rng.Generator
 	Batch, Channels, H, W int // latent shape; Channels 0 means 4
 	Model                 ScheduleConfig
@@ -364,6 +365,9 @@ func (r *Run) Schedule() Schedule {
 	s.Sigmas, s.Next, s.Timesteps = cloneVec(s.Sigmas), cloneVec(s.Next), cloneVec(s.Timesteps)
 	return s
 }
+
+// Settings returns the run's settings (guidance as last set).
+func (r *Run) Settings() Settings { return r.set }
 
 // Sampler returns the run's canonical sampler name.
 func (r *Run) Sampler() string { return r.spec.Name }
