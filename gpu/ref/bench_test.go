@@ -12,19 +12,26 @@ import (
 //
 //	go test ./gpu/ref -run '^$' -bench Conv3x3_64 -benchtime=1x
 
-// benchOp times f and reports its arithmetic rate.
+// benchOp times f and reports its arithmetic rate: GFLOP/s by the wall
+// clock, and GFLOP/cpu-s by the process's CPU time, which stays comparable
+// on a machine shared with other work (where it is reported).
 func benchOp(b *testing.B, d *Device, flops float64, f func() *gpu.Tensor) {
 	b.Helper()
 	b.ResetTimer()
+	cpu0 := cpuTime()
 	for i := 0; i < b.N; i++ {
 		d.Release(f())
 	}
+	cpu := cpuTime() - cpu0
 	b.StopTimer()
 	if err := d.Err(); err != nil {
 		b.Fatal(err)
 	}
 	sec := b.Elapsed().Seconds() / float64(b.N)
 	b.ReportMetric(flops/sec/1e9, "GFLOP/s")
+	if cpu > 0 {
+		b.ReportMetric(flops*float64(b.N)/cpu.Seconds()/1e9, "GFLOP/cpu-s")
+	}
 }
 
 func BenchmarkMatMul1024(b *testing.B) {
@@ -42,8 +49,9 @@ func BenchmarkLinear1024(b *testing.B) {
 	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, w, gpu.MatMulOpts{TransB: true}) })
 }
 
-func benchConv(b *testing.B, c, o, hw int) {
+func benchConv(b *testing.B, c, o, hw int, direct bool) {
 	d := New()
+	d.directConv = direct
 	x := d.Upload(randVals(3, c*hw*hw), 1, c, hw, hw)
 	w := d.Upload(randVals(4, o*c*9), o, c, 3, 3)
 	bias := d.Upload(randVals(5, o), o)
@@ -53,9 +61,17 @@ func benchConv(b *testing.B, c, o, hw int) {
 	})
 }
 
-func BenchmarkConv3x3_320x64(b *testing.B) { benchConv(b, 320, 320, 64) }
+func BenchmarkConv3x3_320x64(b *testing.B) { benchConv(b, 320, 320, 64, false) }
 
-func BenchmarkConv3x3_64x32(b *testing.B) { benchConv(b, 64, 64, 32) }
+func BenchmarkConv3x3_64x32(b *testing.B) { benchConv(b, 64, 64, 32, false) }
+
+// The general (any-stride) loop, for comparison with the stride-1 path, at
+// a VAE-like size and at the U-Net's small latent sizes.
+func BenchmarkConv3x3_64x32Direct(b *testing.B) { benchConv(b, 64, 64, 32, true) }
+
+func BenchmarkConv3x3_128x8(b *testing.B) { benchConv(b, 128, 128, 8, false) }
+
+func BenchmarkConv3x3_128x8Direct(b *testing.B) { benchConv(b, 128, 128, 8, true) }
 
 func BenchmarkAttention4096(b *testing.B) {
 	const L, H, D = 4096, 8, 40
@@ -66,18 +82,6 @@ func BenchmarkAttention4096(b *testing.B) {
 	flops := 4 * float64(L) * float64(L) * float64(H*D) // QK^T and PV
 	benchOp(b, d, flops, func() *gpu.Tensor {
 		return d.Attention(q, k, v, gpu.AttentionOpts{Heads: H})
-	})
-}
-
-// BenchmarkConv3x3_64x32Direct is BenchmarkConv3x3_64x32 on the general
-// (any-stride) loop, for comparison with the stride-1 path.
-func BenchmarkConv3x3_64x32Direct(b *testing.B) {
-	d := New()
-	d.directConv = true
-	x := d.Upload(randVals(3, 64*32*32), 1, 64, 32, 32)
-	w := d.Upload(randVals(4, 64*64*9), 64, 64, 3, 3)
-	benchOp(b, d, 2*64*64*9*32*32, func() *gpu.Tensor {
-		return d.Conv2D(x, w, nil, gpu.Conv2DOpts{PadH: 1, PadW: 1})
 	})
 }
 
