@@ -3,6 +3,8 @@ package checkpoint
 import (
 	"errors"
 	"testing"
+
+	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // checkConfigs asserts what a successful parse guarantees: validated
@@ -60,5 +62,24 @@ func FuzzLDMYAML(f *testing.F) {
 			return
 		}
 		checkConfigs(t, c)
+	})
+}
+
+// FuzzLoadBytes feeds arbitrary files to the single-file loader without a
+// config (so the shape inference runs on untrusted shapes): a Model or a
+// typed error, never a panic.
+func FuzzLoadBytes(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := LoadBytes("fuzz.safetensors", data, nil)
+		if err != nil {
+			var le *LoadError
+			var fe *safetensors.FormatError
+			var ce *ConfigError
+			if !errors.As(err, &le) && !errors.As(err, &fe) && !errors.As(err, &ce) {
+				t.Fatalf("untyped error %T: %v", err, err)
+			}
+			return
+		}
+		m.Close()
 	})
 }
