@@ -146,3 +146,37 @@ func TestGoldenEncode(t *testing.T) {
 		}
 	}
 }
+
+// TestVocabMatchesJSON checks the vocabulary built from merges.txt against
+// the published vocab.json, id for id.
+func TestVocabMatchesJSON(t *testing.T) {
+	raw, err := gunzip("vocab.json", mustRead(t, "vocab.json.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var enc map[string]int32
+	if err := json.Unmarshal(raw, &enc); err != nil {
+		t.Fatal(err)
+	}
+	tok := Default()
+	if len(enc) != VocabSize {
+		t.Fatalf("vocab.json has %d entries", len(enc))
+	}
+	for s, id := range enc {
+		if got := tok.Token(id); got != s {
+			t.Fatalf("id %d: built %q, vocab.json %q", id, got, s)
+		}
+	}
+	if tok.Token(-1) != "" || tok.Token(VocabSize) != "" {
+		t.Error("Token outside the vocabulary is not empty")
+	}
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
