@@ -36,6 +36,9 @@ func near(t *testing.T, what string, got []float32, want []float64, tol float64)
 		t.Fatalf("%s: got %d values, want %d", what, len(got), len(want))
 	}
 	for i := range got {
+		if float64(got[i]) == want[i] {
+			continue // also equal infinities
+		}
 		if diff := math.Abs(float64(got[i]) - want[i]); !(diff <= tol*(1+math.Abs(want[i]))) {
 			t.Fatalf("%s: element %d = %v, want %v (diff %g)", what, i, got[i], want[i], diff)
 		}
@@ -545,6 +548,8 @@ func TestEmbeddingAndCast(t *testing.T) {
 	wantShape(t, out, 4, 2)
 	near(t, "embedding", down(t, d, out), []float64{-0.125, 3, 0, 1, -0.125, 3, 65504, 1.0 / 1024}, 0)
 	near(t, "cast f16", down(t, d, d.Cast(tab)), f64(vals), 0)
+	f32 := []float32{1.5, -0, float32(math.Inf(1)), 3e-39}
+	near(t, "raw f32", down(t, d, d.UploadRaw(gpu.F32, EncodeF32(f32), 2, 2)), f64(f32), 0)
 	bf := d.UploadRaw(gpu.BF16, EncodeBF16([]float32{1, -2.5, 1e30}), 3)
 	near(t, "cast bf16", down(t, d, d.Cast(bf)), []float64{1, -2.5, float64(BF16ToFloat(FloatToBF16(1e30)))}, 0)
 }
@@ -649,6 +654,12 @@ func TestHalfConversions(t *testing.T) {
 		if back := FloatToBF16(f); back != uint16(h) {
 			t.Fatalf("bf16 round trip %#04x -> %v -> %#04x", h, f, back)
 		}
+	}
+	if b := FloatToBF16(float32(math.NaN())); !math.IsNaN(float64(BF16ToFloat(b))) {
+		t.Errorf("bf16 NaN became %#04x", b)
+	}
+	if b := FloatToBF16(math.Float32frombits(0x7f800001)); b&0x7f80 != 0x7f80 || b&0x7f == 0 {
+		t.Errorf("bf16 of a NaN with a low payload = %#04x, not a NaN", b)
 	}
 	if FloatToBF16(math.Float32frombits(0x3f808000)) != 0x3f80 || FloatToBF16(math.Float32frombits(0x3f818000)) != 0x3f82 {
 		t.Error("bf16 ties not to even")
