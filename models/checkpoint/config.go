@@ -84,16 +84,6 @@ func decodeJSON(path string, data []byte, v any) error {
 	return nil
 }
 
-// parseSchedulerJSON reads a scheduler_config.json; absent fields keep
-// SD 1.5's values.
-func parseSchedulerJSON(path string, data []byte) (SchedulerConfig, error) {
-	s := DefaultScheduler()
-	if err := decodeJSON(path, data, &s); err != nil {
-		return s, err
-	}
-	return s, validateScheduler(path, &s)
-}
-
 // parseBundle reads a JSON file holding the diffusers configs under "unet",
 // "vae", "text_encoder" and "scheduler" (every part optional).
 func parseBundle(path string, data []byte) (configs, error) {
@@ -326,11 +316,6 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 		return err
 	}
 	return nil
-}
-
-// componentConfig reads one diffusers component config.json into v.
-func componentConfig(path string, data []byte, v any) error {
-	return decodeJSON(path, data, v)
 }
 
 // isLDMYAML reports whether a config path names a YAML file.
