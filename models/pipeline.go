@@ -22,7 +22,8 @@ import (
 type Pipeline struct {
 	// Model is the checkpoint: configs, family, scheduler config, warnings.
 	Model *checkpoint.Model
-	// Name is a short display name (the file or folder name).
+	// Name is a short display name: the file name without its extension (as
+	// A1111 writes it in "Model: ..."), or the folder name.
 	Name string
 
 	dev  gpu.Device
@@ -86,7 +87,13 @@ func displayName(path string) string {
 	}
 	for i := len(path) - 1; i >= 0; i-- {
 		if path[i] == '/' {
-			return path[i+1:]
+			path = path[i+1:]
+			break
+		}
+	}
+	for _, ext := range []string{".safetensors", ".ckpt"} {
+		if len(path) > len(ext) && path[len(path)-len(ext):] == ext {
+			return path[:len(path)-len(ext)]
 		}
 	}
 	return path

@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"image"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/gpu/devices"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+func init() {
+	register(command{name: "generate", summary: "generate an image (or a batch) to PNG, headless", run: runGenerate})
+}
+
+// genFlags are the flags of `stepwise generate`.
+type genFlags struct {
+	model, config, device, output, from string
+	preview, force                      bool
+	s                                   presets.Settings
+	eta                                 float64
+}
+
+func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f.s = presets.Default()
+	f.s.Width, f.s.Height = 0, 0 // 0: the model's native size
+	str := func(p *string, long, short, usage string) {
+		fs.StringVar(p, long, *p, usage)
+		if short != "" {
+			fs.StringVar(p, short, *p, "short for --"+long)
+		}
+	}
+	integer := func(p *int, long, short, usage string) {
+		fs.IntVar(p, long, *p, usage)
+		if short != "" {
+			fs.IntVar(p, short, *p, "short for --"+long)
+		}
+	}
+	str(&f.model, "model", "m", "checkpoint: a .safetensors file or a diffusers folder (default: the bundled model)")
+	str(&f.config, "config", "", "config for a single-file checkpoint (JSON with unet/vae/text_encoder/scheduler, or an LDM .yaml)")
+	str(&f.s.Prompt, "prompt", "p", "the prompt (A1111 weighting syntax: (word:1.2), [word])")
+	str(&f.s.NegativePrompt, "negative-prompt", "n", "the negative prompt")
+	integer(&f.s.Steps, "steps", "", "sampling steps")
+	fs.Float64Var(&f.s.CFGScale, "cfg-scale", f.s.CFGScale, "classifier-free guidance scale (1 = no unconditional pass)")
+	str(&f.s.Sampler, "sampler", "", "sampler name (see the list below)")
+	str(&f.s.Schedule, "schedule", "", "schedule / timestep spacing (see the list below; empty = the sampler's default)")
+	fs.Int64Var(&f.s.Seed, "seed", f.s.Seed, "seed; -1 picks a random one and prints it")
+	fs.Int64Var(&f.s.Seed, "s", f.s.Seed, "short for --seed")
+	str(&f.s.RNG, "rng", "", "noise generator: torch-cpu (diffusers/ComfyUI CPU noise) or philox (A1111 GPU/NV noise)")
+	integer(&f.s.Width, "width", "W", "image width (default: the model's native size)")
+	integer(&f.s.Height, "height", "H", "image height (default: the model's native size)")
+	integer(&f.s.Batch, "batch", "b", "images drawn from one noise tensor (as diffusers' num_images_per_prompt)")
+	integer(&f.s.ClipSkip, "clip-skip", "", "1 = last text-encoder layer, 2 = penultimate (A1111's Clip skip)")
+	fs.Float64Var(&f.s.GuidanceRescale, "guidance-rescale", 0, "diffusers' guidance_rescale phi in [0,1]")
+	fs.Float64Var(&f.eta, "eta", -1, "noise of DDIM/ancestral/SDE samplers (default: the sampler's own)")
+	str(&f.device, "device", "", "compute device: auto, gl or ref")
+	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
+	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
+	fs.BoolVar(&f.preview, "preview", false, "draw each step's half-block preview above the progress bar")
+	fs.BoolVar(&f.force, "force", false, "overwrite existing output files")
+	f.device = "auto"
+	f.output = "out.png"
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: stepwise generate -p PROMPT [flags]\n\nflags:\n")
+		fs.VisitAll(func(fl *flag.Flag) {
+			if strings.HasPrefix(fl.Usage, "short for") {
+				return
+			}
+			short := ""
+			fs.VisitAll(func(o *flag.Flag) {
+				if o.Usage == "short for --"+fl.Name {
+					short = "-" + o.Name + ", "
+				}
+			})
+			def := ""
+			if fl.DefValue != "" && fl.DefValue != "0" && fl.DefValue != "false" {
+				def = fmt.Sprintf(" (default %s)", fl.DefValue)
+			}
+			fmt.Fprintf(stderr, "  %s--%s\n      %s%s\n", short, fl.Name, fl.Usage, def)
+		})
+		fmt.Fprintf(stderr, "\n%s", gen.SamplerHelp())
+	}
+	return fs
+}
+
+func runGenerate(args []string) error {
+	f, err := parseGenerate(args, os.Stderr)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return generate(ctx, f, os.Stderr)
+}
+
+// parseGenerate reads the flags (and --from's PNG) and refuses settings no
+// model accepts, before any model is loaded.
+func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
+	var f genFlags
+	fs := newGenFlagSet(&f, stderr)
+	if err := fs.Parse(args); err != nil {
+		return f, err
+	}
+	if fs.NArg() > 0 {
+		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if f.from != "" {
+		if err := settingsFromPNG(&f, set); err != nil {
+			return f, err
+		}
+	}
+	if set["eta"] {
+		f.s.Eta = presets.Float(f.eta)
+	}
+	return f, precheck(f.s)
+}
+
+// settingsFromPNG loads the settings stored in a PNG's parameters text;
+// flags given on the command line override them.
+func settingsFromPNG(f *genFlags, set map[string]bool) error {
+	text, err := render.ReadPNGTextFile(f.from)
+	if err != nil {
+		return fmt.Errorf("--from: %w", err)
+	}
+	params, ok := text["parameters"]
+	if !ok {
+		return fmt.Errorf("--from %s: the PNG has no \"parameters\" text chunk (not written by Stepwise or AUTOMATIC1111?)", f.from)
+	}
+	s, _, err := presets.ParseInfotext(params)
+	if err != nil {
+		return fmt.Errorf("--from %s: %w", f.from, err)
+	}
+	cur := f.s
+	f.s = s
+	override := map[string]func(){
+		"prompt": func() { f.s.Prompt = cur.Prompt }, "negative-prompt": func() { f.s.NegativePrompt = cur.NegativePrompt },
+		"steps": func() { f.s.Steps = cur.Steps }, "cfg-scale": func() { f.s.CFGScale = cur.CFGScale },
+		"sampler": func() { f.s.Sampler = cur.Sampler }, "schedule": func() { f.s.Schedule = cur.Schedule },
+		"seed": func() { f.s.Seed = cur.Seed }, "rng": func() { f.s.RNG = cur.RNG },
+		"width": func() { f.s.Width = cur.Width }, "height": func() { f.s.Height = cur.Height },
+		"batch": func() { f.s.Batch = cur.Batch }, "clip-skip": func() { f.s.ClipSkip = cur.ClipSkip },
+		"guidance-rescale": func() { f.s.GuidanceRescale = cur.GuidanceRescale },
+	}
+	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch"}
+	for name := range set {
+		if long, ok := aliases[name]; ok {
+			name = long
+		}
+		if o, ok := override[name]; ok {
+			o()
+		}
+	}
+	return nil
+}
+
+// precheck refuses settings that no model accepts, before loading one.
+func precheck(s presets.Settings) error {
+	if s.Width%8 != 0 || s.Height%8 != 0 {
+		return fmt.Errorf("size %dx%d: width and height must be multiples of 8", s.Width, s.Height)
+	}
+	probe := s
+	if probe.Width == 0 {
+		probe.Width = presets.MinSize
+	}
+	if probe.Height == 0 {
+		probe.Height = presets.MinSize
+	}
+	if err := probe.Validate(); err != nil {
+		return err
+	}
+	if _, _, err := sampler.LookupSampler(s.Sampler); err != nil {
+		return err
+	}
+	if s.Schedule != "" {
+		if _, err := sampler.LookupSchedule(s.Schedule); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// outputPaths names the files of a batch and refuses existing ones unless
+// force is set.
+func outputPaths(out string, batch int, force bool) ([]string, error) {
+	if filepath.Ext(out) == "" {
+		out += ".png"
+	}
+	paths := []string{out}
+	if batch > 1 {
+		ext := filepath.Ext(out)
+		base := strings.TrimSuffix(out, ext)
+		paths = paths[:0]
+		for i := 0; i < batch; i++ {
+			paths = append(paths, fmt.Sprintf("%s_%d%s", base, i, ext))
+		}
+	}
+	if !force {
+		for _, p := range paths {
+			if _, err := os.Stat(p); err == nil {
+				return nil, fmt.Errorf("%s exists; pass --force to overwrite it", p)
+			}
+		}
+	}
+	if dir := filepath.Dir(out); dir != "" {
+		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+			return nil, fmt.Errorf("output folder %s does not exist", dir)
+		}
+	}
+	return paths, nil
+}
+
+// loadPipeline opens the device and the model (the bundled one when path is
+// empty).
+func loadPipeline(device, path, config string, warn func(string)) (*models.Pipeline, error) {
+	dev, err := devices.Open(device, warn)
+	if err != nil {
+		return nil, err
+	}
+	var p *models.Pipeline
+	if path == "" {
+		p, err = defaultModel(dev)
+	} else {
+		p, err = models.Load(dev, path, config)
+	}
+	if err != nil {
+		dev.Close()
+		return nil, err
+	}
+	for _, w := range p.Model.Warnings {
+		warn(w)
+	}
+	return p, nil
+}
+
+func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
+	paths, err := outputPaths(f.output, max(f.s.Batch, 1), f.force)
+	if err != nil {
+		return err
+	}
+	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", s) }
+	t0 := time.Now()
+	p, err := loadPipeline(f.device, f.model, f.config, warn)
+	if err != nil {
+		return err
+	}
+	dev := p.Device()
+	defer dev.Close()
+	defer p.Close()
+	s := f.s
+	if s.Width == 0 {
+		s.Width = p.NativeSize()
+	}
+	if s.Height == 0 {
+		s.Height = p.NativeSize()
+	}
+	randomSeed := s.Seed < 0
+	j, err := gen.Start(p, s)
+	if err != nil {
+		return err
+	}
+	defer j.Close()
+	if randomSeed {
+		fmt.Fprintf(stderr, "seed: %d\n", j.Settings.Seed)
+	}
+	if j.Cond.Chunks > 1 {
+		fmt.Fprintf(stderr, "note: the prompt is %d tokens, longer than 75; it was split into %d chunks of 75\n", j.Cond.PromptTokens, j.Cond.Chunks)
+	}
+	fmt.Fprintf(stderr, "model %s on %s, loaded in %.2fs\n", p.Name, dev.Name(), time.Since(t0).Seconds())
+
+	prog := newProgress(stderr, f.preview)
+	for !j.Done() {
+		fr, err := j.Step(ctx)
+		if err != nil {
+			prog.finish()
+			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+				return fmt.Errorf("interrupted at step %d/%d; nothing written", len(j.Frames), j.Run.Total())
+			}
+			return err
+		}
+		prog.step(fr)
+	}
+	prog.finish()
+	imgs, err := j.Images()
+	if err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return errors.New("interrupted before writing; nothing written")
+	}
+	for i, im := range imgs {
+		text := map[string]string{"parameters": j.Infotext(i)}
+		if err := render.WritePNG(paths[i], im, text, f.force); err != nil {
+			return err
+		}
+		fmt.Fprintf(stderr, "wrote %s\n", paths[i])
+	}
+	fmt.Fprintf(stderr, "done in %.2fs\n", time.Since(t0).Seconds())
+	return nil
+}
+
+// progress reports steps on stderr: a redrawn bar (and optional preview)
+// on a terminal, plain lines otherwise.
+type progress struct {
+	w       io.Writer
+	tty     bool
+	preview bool
+	start   time.Time
+	drawn   int // lines drawn last time (to move back over them)
+	mode    render.ColorMode
+}
+
+func newProgress(w io.Writer, preview bool) *progress {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		tty = term.IsTerminal(int(f.Fd()))
+	}
+	return &progress{w: w, tty: tty, preview: preview, start: time.Now(), mode: render.DetectColorMode()}
+}
+
+func (p *progress) step(fr sampler.Frame) {
+	done := fr.Index + 1
+	el := time.Since(p.start).Seconds()
+	rate := float64(done) / el
+	eta := float64(fr.Total-done) / rate
+	if !p.tty {
+		fmt.Fprintf(p.w, "step %d/%d sigma %.4f %.2f it/s eta %.1fs\n", done, fr.Total, fr.Sigma, rate, eta)
+		return
+	}
+	var b strings.Builder
+	if p.drawn > 0 {
+		fmt.Fprintf(&b, "\r\x1b[%dA", p.drawn-1)
+	}
+	lines := 0
+	if p.preview {
+		pic := render.HalfBlock(previewImage(fr), 32, 16, p.mode)
+		for _, l := range strings.Split(pic, "\n") {
+			b.WriteString("\x1b[2K" + l + "\n")
+			lines++
+		}
+	}
+	const width = 30
+	fill := done * width / fr.Total
+	fmt.Fprintf(&b, "\x1b[2K[%s%s] %d/%d  %.2f it/s  ETA %.1fs", strings.Repeat("█", fill), strings.Repeat("░", width-fill), done, fr.Total, rate, eta)
+	lines++
+	p.drawn = lines
+	io.WriteString(p.w, b.String())
+}
+
+func (p *progress) finish() {
+	if p.tty && p.drawn > 0 {
+		io.WriteString(p.w, "\n")
+		p.drawn = 0
+	}
+}
+
+func previewImage(fr sampler.Frame) image.Image { return gen.Preview(fr.Denoised, 0) }
