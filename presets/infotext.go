@@ -17,7 +17,9 @@ package presets
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"unicode"
@@ -291,8 +293,8 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 		}
 	}
 	if v, ok := vals["CFG scale"]; ok {
-		if f, err := strconv.ParseFloat(v, 64); err != nil {
-			bad("CFG scale", "not a number")
+		if f, err := parseFinite(v); err != nil {
+			bad("CFG scale", "not a finite number")
 		} else {
 			s.CFGScale = f
 		}
@@ -313,15 +315,15 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 		}
 	}
 	if v, ok := vals["Clip skip"]; ok {
-		if n, err := strconv.Atoi(v); err != nil {
-			bad("Clip skip", "not an integer")
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			bad("Clip skip", "not an integer >= 1")
 		} else {
 			s.ClipSkip = n
 		}
 	}
 	if v, ok := vals["Batch size"]; ok {
-		if n, err := strconv.Atoi(v); err != nil {
-			bad("Batch size", "not an integer")
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			bad("Batch size", "not an integer >= 1")
 		} else {
 			s.Batch = n
 		}
@@ -338,8 +340,8 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	}
 	for _, k := range []string{"Eta", "Eta DDIM"} {
 		if v, ok := vals[k]; ok {
-			if f, err := strconv.ParseFloat(v, 64); err != nil {
-				bad(k, "not a number")
+			if f, err := parseFinite(v); err != nil {
+				bad(k, "not a finite number")
 			} else {
 				s.Eta = &f
 			}
@@ -347,11 +349,11 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	}
 	for _, k := range []string{"Guidance rescale", "CFG Rescale", "CFG Rescale phi", "CFG rescale"} {
 		if v, ok := vals[k]; ok {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
+			if f, err := parseFinite(v); err == nil {
 				s.GuidanceRescale = f
 				delete(unknown, k)
 			} else if k == "Guidance rescale" {
-				bad(k, "not a number")
+				bad(k, "not a finite number")
 			}
 		}
 	}
@@ -403,6 +405,14 @@ func splitSamplerSchedule(v string) (string, string, bool) {
 		}
 	}
 	return "", "", false
+}
+
+func parseFinite(v string) (float64, error) {
+	f, err := strconv.ParseFloat(v, 64)
+	if err == nil && (math.IsNaN(f) || math.IsInf(f, 0)) {
+		err = errors.New("not finite")
+	}
+	return f, err
 }
 
 func parseSize(v string) (int, int, bool) {
