@@ -20,9 +20,10 @@ import (
 
 // FixText applies ftfy.fix_text's default fixes to text. Like ftfy it works
 // line by line, repeating the fixes on each line until nothing changes, and
-// it leaves HTML entities alone when the text contains a literal '<'.
+// it stops decoding HTML entities from the first line that contains a
+// literal '<' onwards.
 func FixText(text string) string {
-	unescape := !strings.Contains(text, "<")
+	unescape := true
 	var b strings.Builder
 	for pos := 0; pos < len(text); {
 		end := strings.IndexByte(text[pos:], '\n')
@@ -31,7 +32,11 @@ func FixText(text string) string {
 		} else {
 			end += pos + 1
 		}
-		b.WriteString(fixSegment(text[pos:end], unescape))
+		seg := text[pos:end]
+		if strings.Contains(seg, "<") {
+			unescape = false
+		}
+		b.WriteString(fixSegment(seg, unescape))
 		pos = end
 	}
 	return b.String()
@@ -53,12 +58,23 @@ func fixSegment(s string, unescape bool) string {
 		s = fixLineBreaks(s)
 		s = removeTerminalEscapes(s)
 		s = removeControlChars(s)
-		s = norm.NFC.String(s)
+		s = nfc(s)
 		if s == orig {
 			break
 		}
 	}
 	return s
+}
+
+// nfc is Python's unicodedata.normalize("NFC"). Go's norm package follows
+// the Stream-Safe Text Format and inserts U+034F after 30 combining marks;
+// Python does not, so such insertions are taken out again.
+func nfc(s string) string {
+	out := norm.NFC.String(s)
+	if strings.ContainsRune(out, 0x34F) && !strings.ContainsRune(s, 0x34F) {
+		out = strings.ReplaceAll(out, "\u034f", "")
+	}
+	return out
 }
 
 var htmlEntityRE = regexp.MustCompile(`&#?[0-9A-Za-z]{1,24};`)

@@ -1,6 +1,9 @@
 package tokenizer
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // Examples from ftfy's documentation and docstrings (input -> fix_text).
 func TestFixText(t *testing.T) {
@@ -24,6 +27,7 @@ func TestFixText(t *testing.T) {
 		{"\u2167 \u00bd \u00b2 \u2460", "\u2167 \u00bd \u00b2 \u2460"},
 		{"&EACUTE;t&eacute; &amp;amp; &#0; &#xZZ; &ampx;", "\u00c9t\u00e9 & \ufffd &#xZZ; &ampx;"},
 		{"line\r\nbreak\u2028sep", "line\nbreak\nsep"},
+		{"&amp;\n<b>&amp;</b>\n&amp;", "&\n<b>&amp;</b>\n&amp;"},
 		// A byte A0 that became a space ("à" as a word), lossy mojibake,
 		// and mojibake next to text that no single-byte encoding covers.
 		{"\u00c3 perturber la r\u00c3\u00a9flexion", "\u00e0 perturber la r\u00e9flexion"},
@@ -31,6 +35,9 @@ func TestFixText(t *testing.T) {
 		{"caf\u00c3\u00a9 \u65e5\u672c", "caf\u00e9 \u65e5\u672c"},
 		{"\u00d0\u00bf\u00d1\u20ac\u00d0\u00b8\u00d0\u00b2\u00d0\u00b5\u00d1\u201a", "\u043f\u0440\u0438\u0432\u0435\u0442"},
 	}
+	// 40 combining marks: no U+034F (Go's stream-safe marker) may appear.
+	zalgo := "a" + strings.Repeat("\u0301", 40)
+	cases = append(cases, struct{ in, want string }{zalgo, "\u00e1" + strings.Repeat("\u0301", 39)})
 	for _, c := range cases {
 		if got := FixText(c.in); got != c.want {
 			t.Errorf("FixText(%+q) = %+q, want %+q", c.in, got, c.want)
