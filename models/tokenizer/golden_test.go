@@ -4,9 +4,11 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -179,4 +181,35 @@ func mustRead(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestBPEHeapMatchesScan checks the long-word algorithm against the plain
+// one on long words, including repeated pairs ("aaaa...").
+func TestBPEHeapMatchesScan(t *testing.T) {
+	tok := Default()
+	words := []string{
+		strings.Repeat("a", 101), strings.Repeat("ab", 60), strings.Repeat("xxxx", 30) + "y",
+		"supercalifragilisticexpialidociousantidisestablishmentarianismpneumonoultramicroscopic",
+		strings.Repeat("\xe6\x97\xa5\xe6\x9c\xac", 20), strings.Repeat("!?", 40),
+	}
+	rng := rand.New(rand.NewSource(7))
+	for k := 0; k < 200; k++ {
+		b := make([]byte, 48+rng.Intn(80))
+		for i := range b {
+			b[i] = "etaoinshrdlu"[rng.Intn(12)]
+		}
+		words = append(words, string(b))
+	}
+	for _, w := range words {
+		sym := make([]int32, len(w))
+		for i := 0; i < len(w); i++ {
+			sym[i] = tok.byteID[w[i]]
+		}
+		sym[len(sym)-1] = tok.byteEnd[w[len(w)-1]]
+		scan := tok.bpeScan(append([]int32(nil), sym...))
+		fast := tok.bpeHeap(append([]int32(nil), sym...))
+		if !equalIDs(scan, fast) {
+			t.Fatalf("%q: heap %v, scan %v", w, fast, scan)
+		}
+	}
 }

@@ -12,6 +12,7 @@ package tokenizer
 import (
 	"bytes"
 	"compress/gzip"
+	"container/heap"
 	_ "embed" // the vocabulary files
 	"fmt"
 	"io"
@@ -278,13 +279,26 @@ func (t *Tokenizer) appendBPE(ids []int32, tok string) []int32 {
 	return append(ids, word...)
 }
 
-// bpe merges the byte symbols of tok by rank until no listed pair remains.
+// longWord is the length from which bpe switches to the heap algorithm.
+const longWord = 48
+
+// bpe merges the byte symbols of tok by rank until no listed pair remains:
+// each step merges every occurrence, left to right, of the adjacent pair
+// with the lowest rank (CLIP's algorithm).
 func (t *Tokenizer) bpe(tok string) []int32 {
 	word := make([]int32, len(tok))
 	for i := 0; i < len(tok); i++ {
 		word[i] = t.byteID[tok[i]]
 	}
 	word[len(word)-1] = t.byteEnd[tok[len(tok)-1]]
+	if len(word) >= longWord {
+		return t.bpeHeap(word)
+	}
+	return t.bpeScan(word)
+}
+
+// bpeScan is bpe by repeated scans, fast for short words.
+func (t *Tokenizer) bpeScan(word []int32) []int32 {
 	for len(word) > 1 {
 		best := merge{rank: -1}
 		var bestL, bestR int32
@@ -310,4 +324,75 @@ func (t *Tokenizer) bpe(tok string) []int32 {
 		word = out
 	}
 	return word
+}
+
+// bpeHeap is bpe in O(n log n) for long words: candidate pairs wait in a
+// heap ordered by (rank, position). Merging a pair only creates pairs of
+// higher rank, so taking candidates in that order and skipping stale ones
+// merges exactly what bpe's repeated scans would.
+func (t *Tokenizer) bpeHeap(word []int32) []int32 {
+	n := len(word)
+	next := make([]int, n) // index of the next live symbol, n at the end
+	prev := make([]int, n) // index of the previous live symbol, -1 at the start
+	for i := range word {
+		next[i], prev[i] = i+1, i-1
+	}
+	h := &pairHeap{}
+	push := func(i int) {
+		if i < 0 || next[i] >= n {
+			return
+		}
+		j := next[i]
+		if m, ok := t.merges[uint64(uint32(word[i]))<<32|uint64(uint32(word[j]))]; ok {
+			heap.Push(h, pairCand{rank: m.rank, pos: i, left: word[i], right: word[j], id: m.id})
+		}
+	}
+	for i := 0; i+1 < n; i++ {
+		push(i)
+	}
+	dead := make([]bool, n)
+	for h.Len() > 0 {
+		c := heap.Pop(h).(pairCand)
+		i := c.pos
+		if dead[i] || word[i] != c.left || next[i] >= n || word[next[i]] != c.right {
+			continue // stale
+		}
+		j := next[i]
+		word[i] = c.id
+		dead[j] = true
+		next[i] = next[j]
+		if next[j] < n {
+			prev[next[j]] = i
+		}
+		push(prev[i])
+		push(i)
+	}
+	out := word[:0]
+	for i := 0; i < n; i = next[i] {
+		out = append(out, word[i])
+	}
+	return out
+}
+
+type pairCand struct {
+	rank, left, right, id int32
+	pos                   int
+}
+
+type pairHeap []pairCand
+
+func (h pairHeap) Len() int { return len(h) }
+func (h pairHeap) Less(a, b int) bool {
+	if h[a].rank != h[b].rank {
+		return h[a].rank < h[b].rank
+	}
+	return h[a].pos < h[b].pos
+}
+func (h pairHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
+func (h *pairHeap) Push(x any)   { *h = append(*h, x.(pairCand)) }
+func (h *pairHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
