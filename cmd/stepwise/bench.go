@@ -1,0 +1,177 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/devices"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/presets"
+)
+
+func init() {
+	register(command{name: "bench", summary: "time the pipeline stage by stage (GFLOP/s, it/s, memory)", run: runBench})
+}
+
+// stageResult is one row of a benchmark report.
+type stageResult struct {
+	Stage   string  `json:"stage"`
+	Seconds float64 `json:"seconds"`
+	GFLOP   float64 `json:"gflop"`
+	GFLOPS  float64 `json:"gflop_per_s"`
+}
+
+// benchReport is what `stepwise bench --json` prints.
+type benchReport struct {
+	Model        string        `json:"model"`
+	Device       string        `json:"device"`
+	Size         int           `json:"size"`
+	Steps        int           `json:"steps"`
+	CFG          float64       `json:"cfg"`
+	LoadSeconds  float64       `json:"load_seconds"`
+	Stages       []stageResult `json:"stages"`
+	StepSeconds  float64       `json:"unet_step_seconds"` // mean over steps after the first
+	ItPerSec     float64       `json:"it_per_s"`
+	TotalSeconds float64       `json:"total_seconds"` // prompt to decoded image, load excluded
+	PeakBytes    int64         `json:"peak_device_bytes"`
+	Resident     int64         `json:"resident_device_bytes"`
+}
+
+func runBench(args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	model := fs.String("model", "", "checkpoint to benchmark (default: the bundled model)")
+	config := fs.String("config", "", "config for a single-file checkpoint")
+	random := fs.String("random", "", "synthesise random fp16 weights instead: sd15 or sd15-mini")
+	device := fs.String("device", "auto", "compute device: auto, gl or ref")
+	size := fs.Int("size", 0, "image width and height (default: the model's native size)")
+	steps := fs.Int("steps", 4, "sampling steps (the first one includes shader compilation)")
+	cfg := fs.Float64("cfg-scale", 7.5, "guidance scale (1 = one U-Net row per step)")
+	sampler := fs.String("sampler", "euler", "sampler")
+	asJSON := fs.Bool("json", false, "print one JSON object")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	warn := func(s string) { fmt.Fprintf(os.Stderr, "warning: %s\n", s) }
+	dev, err := devices.Open(*device, warn)
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	counter := &gpu.Counter{Device: dev}
+
+	t0 := time.Now()
+	var p *models.Pipeline
+	switch {
+	case *random != "":
+		m, err := models.RandomModel(*random, 1)
+		if err != nil {
+			return err
+		}
+		p, err = models.New(counter, m, "random "+*random)
+		if err != nil {
+			return err
+		}
+	case *model != "":
+		ck, err := checkpoint.Load(*model, *config)
+		if err != nil {
+			return err
+		}
+		if p, err = models.New(counter, ck, filepath.Base(*model)); err != nil {
+			ck.Close()
+			return err
+		}
+	default:
+		if p, err = defaultModel(counter); err != nil {
+			return err
+		}
+	}
+	defer p.Close()
+	load := time.Since(t0)
+
+	s := presets.Default()
+	s.Prompt, s.NegativePrompt = "a photograph of an astronaut riding a horse", "blurry"
+	s.Steps, s.CFGScale, s.Sampler, s.Seed = *steps, *cfg, *sampler, 1
+	s.Width, s.Height = *size, *size
+	if *size == 0 {
+		s.Width, s.Height = p.NativeSize(), p.NativeSize()
+	}
+	r, err := bench(counter, p, s)
+	if err != nil {
+		return err
+	}
+	r.LoadSeconds = load.Seconds()
+	if *asJSON {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printBench(os.Stdout, r)
+	return nil
+}
+
+// bench runs one generation stage by stage, counting FLOPs on c.
+func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport, error) {
+	r := &benchReport{Model: p.Name, Device: c.Name(), Size: s.Width, Steps: s.Steps, CFG: s.CFGScale}
+	stage := func(name string, f func() error) error {
+		f0, t0 := c.FLOPs, time.Now()
+		if err := f(); err != nil {
+			return err
+		}
+		if err := c.Finish(); err != nil {
+			return err
+		}
+		sec := time.Since(t0).Seconds()
+		g := float64(c.FLOPs-f0) / 1e9
+		r.Stages = append(r.Stages, stageResult{Stage: name, Seconds: sec, GFLOP: g, GFLOPS: g / sec})
+		return nil
+	}
+	start := time.Now()
+	var j *gen.Job
+	if err := stage("tokenize + text encoder", func() (err error) { j, err = gen.Start(p, s); return }); err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	var later float64
+	for i := 0; !j.Done(); i++ {
+		name := fmt.Sprintf("unet step %d", i+1)
+		if err := stage(name, func() error { _, err := j.Step(context.Background()); return err }); err != nil {
+			return nil, err
+		}
+		if i > 0 {
+			later += r.Stages[len(r.Stages)-1].Seconds
+		}
+	}
+	if s.Steps > 1 {
+		r.StepSeconds = later / float64(s.Steps-1)
+	} else {
+		r.StepSeconds = r.Stages[len(r.Stages)-1].Seconds
+	}
+	r.ItPerSec = 1 / r.StepSeconds
+	if err := stage("vae decode + readback", func() error { _, err := j.Images(); return err }); err != nil {
+		return nil, err
+	}
+	r.TotalSeconds = time.Since(start).Seconds()
+	st := c.Stats()
+	r.PeakBytes, r.Resident = st.Peak, st.Resident
+	return r, nil
+}
+
+func printBench(w io.Writer, r *benchReport) {
+	fmt.Fprintf(w, "model   %s\ndevice  %s\nimage   %dx%d, %d steps, cfg %g\nload    %.3fs\n\n", r.Model, r.Device, r.Size, r.Size, r.Steps, r.CFG, r.LoadSeconds)
+	fmt.Fprintf(w, "%-26s %10s %10s %10s\n", "stage", "seconds", "GFLOP", "GFLOP/s")
+	for _, s := range r.Stages {
+		fmt.Fprintf(w, "%-26s %10.4f %10.2f %10.2f\n", s.Stage, s.Seconds, s.GFLOP, s.GFLOPS)
+	}
+	fmt.Fprintf(w, "\nunet step (mean after the first) %.4fs = %.2f it/s\n", r.StepSeconds, r.ItPerSec)
+	fmt.Fprintf(w, "prompt to image %.3fs; device memory peak %.1f MiB, resident %.1f MiB\n",
+		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
+}

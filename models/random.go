@@ -1,0 +1,77 @@
+package models
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/nets"
+)
+
+// RandomKinds lists the architectures RandomModel can synthesise.
+var RandomKinds = []string{"sd15", "sd15-mini"}
+
+// RandomModel synthesises a checkpoint with random fp16 weights and the
+// exact shapes of a known architecture: "sd15" (Stable Diffusion 1.5, 1.07 B
+// parameters, 2.1 GB) or "sd15-mini" (the golden test model's topology).
+// Weights are N(0, 1/fan_in) so activations stay finite; 1-D parameters
+// (biases, norm scales) are zero and one, so norms are
+// identity. For benchmarks: the numbers mean nothing, the work is real.
+func RandomModel(kind string, seed uint64) (*checkpoint.Model, error) {
+	m := &checkpoint.Model{Path: "random:" + kind, Layout: "random", Scheduler: checkpoint.DefaultScheduler()}
+	switch kind {
+	case "sd15":
+		m.Family, m.FamilyWhy = "SD 1.x", "synthesised with SD 1.5's shapes"
+	case "sd15-mini":
+		m.Family, m.FamilyWhy = "SD 1.x", "synthesised with sd15-mini's shapes (SD 1.5 topology, narrow)"
+		m.UNet = nets.UNetConfig{SampleSize: 8, BlockOutChannels: []int{32, 64, 128, 128}, CrossAttentionDim: 64}
+		m.VAE = nets.VAEConfig{BlockOutChannels: []int{16, 32, 64, 64}, NormNumGroups: 8, SampleSize: 64}
+		m.Text = nets.TextConfig{HiddenSize: 64, IntermediateSize: 256, ProjectionDim: 64, NumHiddenLayers: 3, NumAttentionHeads: 4}
+	default:
+		return nil, fmt.Errorf("unknown random model %q (want one of %v)", kind, RandomKinds)
+	}
+	m.UNet.Defaults()
+	m.VAE.Defaults()
+	m.Text.Defaults()
+	r := rand.New(rand.NewPCG(seed, 0x5eed))
+	m.UNetWeights = randomWeights(nets.ExpectedUNet(m.UNet), r)
+	m.VAEWeights = randomWeights(nets.ExpectedVAE(m.VAE), r)
+	m.TextWeights = randomWeights(nets.ExpectedText(m.Text), r)
+	return m, nil
+}
+
+func randomWeights(shapes map[string][]int, r *rand.Rand) nets.MapWeights {
+	w := nets.MapWeights{}
+	for name, shape := range shapes {
+		n := 1
+		for _, d := range shape {
+			n *= d
+		}
+		fanIn := 1
+		if len(shape) > 1 {
+			fanIn = n / shape[0]
+		}
+		raw := make([]byte, 2*n)
+		vector := len(shape) == 1
+		for i := 0; i < n; i++ {
+			var v float32
+			switch {
+			case vector && hasSuffix(name, ".weight"):
+				v = 1
+			case vector:
+				v = 0
+			default:
+				v = float32(r.NormFloat64() / math.Sqrt(float64(fanIn)))
+			}
+			binary.LittleEndian.PutUint16(raw[2*i:], ref.FloatToHalf(v))
+		}
+		w[name] = nets.Param{DType: gpu.F16, Shape: shape, Raw: raw}
+	}
+	return w
+}
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
