@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"encoding/json"
 	"errors"
 	"io/fs"
 	"math/rand"
@@ -281,5 +282,21 @@ func TestSaveRemovesStaleTemporaries(t *testing.T) {
 		if _, err := os.Stat(f); (err == nil) != want {
 			t.Errorf("%s exists=%v, want %v", filepath.Base(f), err == nil, want)
 		}
+	}
+}
+
+func TestSettingsJSONRoundTrip(t *testing.T) {
+	s := Default()
+	s.Prompt, s.Eta, s.ModelHash = "x", Float(1), "abc"
+	data, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"cfg_scale":7`) || !strings.Contains(string(data), `"eta":1`) {
+		t.Errorf("json: %s", data)
+	}
+	var back Settings
+	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, s) {
+		t.Fatalf("%+v %v", back, err)
 	}
 }
