@@ -303,8 +303,10 @@ func (t *Tokenizer) EncodeWeighted(prompt string) (Encoded, error) {
 // embedding z (tokens rows of dim values, row-major) in place, the way
 // A1111 does: every row is multiplied by its weight, then the whole chunk
 // is rescaled so its mean equals the mean before weighting
-// (z' = z*w; z' *= mean(z)/mean(z')). When the weighted mean is zero the
-// rescaling is skipped. It panics if the lengths disagree.
+// (z' = z*w; z' *= mean(z)/mean(z')). A1111 takes both means over the
+// whole batch it encodes at once; for a batch of one chunk that is this
+// chunk. When the weighted mean is zero the rescaling is skipped. It panics
+// if the lengths disagree.
 func ApplyWeights(z []float32, tokens, dim int, weights []float32) {
 	if len(z) != tokens*dim || len(weights) != tokens {
 		panic(fmt.Sprintf("tokenizer.ApplyWeights: %d values, %d weights for %dx%d", len(z), len(weights), tokens, dim))
