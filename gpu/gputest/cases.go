@@ -126,6 +126,12 @@ func Cases() []Case {
 	add("Attention/long_l300_h2_d8", attn(gpu.AttentionOpts{Heads: 2}), qkv(1, 300, 300, 2, 8, 8)...)
 	add("Attention/vae_l64_h1_d64_scale", attn(gpu.AttentionOpts{Heads: 1, Scale: 0.05}), qkv(1, 64, 64, 1, 64, 64)...)
 	add("Attention/large_scores_l33_h2_d16", attn(gpu.AttentionOpts{Heads: 2, Scale: 2}), qkv(1, 33, 33, 2, 16, 16)...)
+	// Few queries against many keys with wide heads (cheap, but the key
+	// and value data of one head is large): SD1.5's 40- and 160-wide heads
+	// at hundreds of tokens. LargeCases has the VAE's 512-wide head.
+	add("Attention/wide_lq16_lk700_h1_d40", attn(gpu.AttentionOpts{Heads: 1}), qkv(1, 16, 700, 1, 40, 40)...)
+	add("Attention/wide_lq16_lk700_h2_d40", attn(gpu.AttentionOpts{Heads: 2}), qkv(1, 16, 700, 2, 40, 40)...)
+	add("Attention/wide_causal_lq9_lk333_h1_d160", attn(gpu.AttentionOpts{Heads: 1, Causal: true}), qkv(2, 9, 333, 1, 160, 160)...)
 
 	// --- element-wise ---
 	act := func(f func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
@@ -207,6 +213,9 @@ func LargeCases() []Case {
 	add("Attention/sd_cross_b2_l1024_lk77_h8_d40", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: 8})
 	}, in(2, 1024, 320), in(2, 77, 320), in(2, 77, 320))
+	add("Attention/sd_vae_mid_lq64_lk1024_h1_d512", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: 1})
+	}, in(1, 64, 512), in(1, 1024, 512), in(1, 1024, 512))
 	add("Conv2D/sd_3x3_p1_1x320x32x32_to320_f16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1})
 	}, in(1, 320, 32, 32), Input{Shape: []int{320, 320, 3, 3}, DType: F16, Scale: 0.02}, typed(F16, 320))
