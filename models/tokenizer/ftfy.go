@@ -93,9 +93,12 @@ func unescapeHTML(s string) string {
 		if v, ok := namedEntity(m); ok {
 			return v
 		}
+		// The all-capitals alias of an all-lower-case name counts only
+		// where HTML itself decodes no part of it ("&LTIMES;" starts with
+		// the legacy "&LT").
 		name := m[1 : len(m)-1]
 		lower := strings.ToLower(name)
-		if name == strings.ToUpper(lower) && lower != name {
+		if name == strings.ToUpper(lower) && lower != name && html.UnescapeString(m) == m {
 			if v, ok := namedEntity("&" + lower + ";"); ok {
 				return pyUpper(v)
 			}

@@ -27,6 +27,9 @@ func TestFixText(t *testing.T) {
 		{"\u2167 \u00bd \u00b2 \u2460", "\u2167 \u00bd \u00b2 \u2460"},
 		{"&EACUTE;t&eacute; &amp;amp; &#0; &#xZZ; &ampx;", "\u00c9t\u00e9 & \ufffd &#xZZ; &ampx;"},
 		{"line\r\nbreak\u2028sep", "line\nbreak\nsep"},
+		{"The more you know \u00f0\u0178\u0152 ", "The more you know \U0001f320"},
+		{"BUNDESSTRA&SZLIG;E &ntilde; &Ntilde; &NTILDE; &nTILDE; &LTIMES; &ltimes;", "BUNDESSTRASSE \u00f1 \u00d1 \u00d1 &nTILDE; &LTIMES; \u22c9"},
+		{"&Jscr;ohn &HilbertSpace;ancock &checkmark;", "\U0001d4a5ohn \u210bancock \u2713"},
 		{"&amp;\n<b>&amp;</b>\n&amp;", "&\n<b>&amp;</b>\n&amp;"},
 		// A byte A0 that became a space ("à" as a word), lossy mojibake,
 		// and mojibake next to text that no single-byte encoding covers.
