@@ -173,7 +173,18 @@ func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 	}
 	b.WriteString("\n")
 	for i, c := range wt.Chunks {
-		fmt.Fprintf(&b, "\n-- chunk %d: %d of %d tokens --\n", i+1, c.Count, rep.Limit)
+		why := ""
+		if i+1 < len(wt.Chunks) {
+			switch {
+			case c.Count == rep.Limit:
+				why = " (full)"
+			case c.Count > 0 && c.Tokens[c.Count] == ",</w>":
+				why = " (broken after its last comma; the words after it start the next chunk)"
+			default:
+				why = " (ended by BREAK)"
+			}
+		}
+		fmt.Fprintf(&b, "\n-- chunk %d: %d of %d tokens%s --\n", i+1, c.Count, rep.Limit, why)
 		fmt.Fprintf(&b, "%4s %6s  %-24s %s\n", "pos", "id", "token", "weight")
 		for p := 0; p <= c.Count+1 && p < len(c.IDs); p++ {
 			fmt.Fprintf(&b, "%4d %6d  %-24s %s\n", p, c.IDs[p], c.Tokens[p], fmtWeight(float64(c.Weights[p])))

@@ -123,6 +123,7 @@ func TestTokenizeText(t *testing.T) {
 		"weighted:  76/150 tokens in 2 chunk(s)",
 		`"cat" x1.5`,
 		"| BREAK |",
+		"-- chunk 1: 2 of 75 tokens (ended by BREAK) --",
 		"-- chunk 2: 1 of 75 tokens --",
 		"   2   2368  cat</w>                  1.5\n",
 	} {
@@ -141,8 +142,16 @@ func TestTokenizeText(t *testing.T) {
 	if err := tokenizeTo(&out, nil, []string{strings.Repeat("cat ", 80)}); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(out.String(), "80 tokens: 5 over the 75-token limit") {
+	if !strings.Contains(out.String(), "80 tokens: 5 over the 75-token limit") ||
+		!strings.Contains(out.String(), "-- chunk 1: 75 of 75 tokens (full) --") {
 		t.Errorf("truncation not reported:\n%s", out.String())
+	}
+	out.Reset()
+	if err := tokenizeTo(&out, nil, []string{strings.Repeat("cat ", 70) + ", " + strings.Repeat("dog ", 10)}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "-- chunk 1: 71 of 75 tokens (broken after its last comma;") {
+		t.Errorf("comma break not reported:\n%s", out.String())
 	}
 	if err := tokenizeTo(&out, nil, nil); !errors.Is(err, errUsage) {
 		t.Errorf("no TEXT: err = %v, want errUsage", err)
