@@ -78,6 +78,10 @@ func Cases() []Case {
 	add("Conv2D/3x3_p0_1x4x7x9_to8", conv(gpu.Conv2DOpts{}, true), in(1, 4, 7, 9), in(8, 4, 3, 3), in(8))
 	add("Conv2D/3x3_p1_1x33x9x9_to35_f16", conv(p1, true), in(1, 33, 9, 9), typed(F16, 35, 33, 3, 3), typed(F16, 35))
 	add("Conv2D/3x3_p1_1x16x64x64_to3", conv(p1, true), in(1, 16, 64, 64), in(3, 16, 3, 3), in(3))
+	// The U-Net's deepest levels: 1x1 and 2x2 images under 3x3 kernels.
+	add("Conv2D/3x3_p1_2x35x1x1_to33", conv(p1, true), in(2, 35, 1, 1), in(33, 35, 3, 3), in(33))
+	add("Conv2D/3x3_s2_p1_1x9x2x2_to5", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true),
+		in(1, 9, 2, 2), in(5, 9, 3, 3), in(5))
 	add("Conv2D/2x3_s1x2_p1x0_2x3x8x11_to4", conv(gpu.Conv2DOpts{StrideH: 1, StrideW: 2, PadH: 1}, true),
 		in(2, 3, 8, 11), in(4, 3, 2, 3), in(4))
 
@@ -95,6 +99,7 @@ func Cases() []Case {
 	add("GroupNorm/1x32x8x8_g32", gn(32, 1e-6, true), in(1, 32, 8, 8), in(32), in(32))
 	add("GroupNorm/2x6x13_g2_rank3", gn(2, 1e-5, true), shifted(2, 6, 13), in(6), in(6))
 	add("GroupNorm/1x8x64x64_g8", gn(8, 1e-6, true), shifted(1, 8, 64, 64), in(8), in(8))
+	add("GroupNorm/2x12x1x1_g3_spatial1", gn(3, 1e-5, true), shifted(2, 12, 1, 1), in(12), in(12))
 	add("GroupNorm/2x4x3x3_g1_noaffine", gn(1, 1e-5, false), shifted(2, 4, 3, 3))
 	ln := func(affine bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
@@ -123,6 +128,8 @@ func Cases() []Case {
 	add("Attention/cross_b2_lq9_lk77_h8_d4_dv6", attn(gpu.AttentionOpts{Heads: 8}), qkv(2, 9, 77, 8, 4, 6)...)
 	add("Attention/causal_lq5_lk11_h2_d3", attn(gpu.AttentionOpts{Heads: 2, Causal: true}), qkv(1, 5, 11, 2, 3, 3)...)
 	add("Attention/causal_lq11_lk5_h1_d7", attn(gpu.AttentionOpts{Heads: 1, Causal: true}), qkv(2, 11, 5, 1, 7, 7)...)
+	add("Attention/one_token_b2_l1_h8_d16", attn(gpu.AttentionOpts{Heads: 8}), qkv(2, 1, 1, 8, 16, 16)...)
+	add("Attention/one_query_lq1_lk77_h8_d16", attn(gpu.AttentionOpts{Heads: 8}), qkv(2, 1, 77, 8, 16, 16)...)
 	add("Attention/long_l300_h2_d8", attn(gpu.AttentionOpts{Heads: 2}), qkv(1, 300, 300, 2, 8, 8)...)
 	add("Attention/vae_l64_h1_d64_scale", attn(gpu.AttentionOpts{Heads: 1, Scale: 0.05}), qkv(1, 64, 64, 1, 64, 64)...)
 	add("Attention/large_scores_l33_h2_d16", attn(gpu.AttentionOpts{Heads: 2, Scale: 2}), qkv(1, 33, 33, 2, 16, 16)...)
@@ -163,6 +170,7 @@ func Cases() []Case {
 
 	// --- layout ---
 	add("Upsample2x/2x3x5x7", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Upsample2x(x[0]) }, in(2, 3, 5, 7))
+	add("Upsample2x/1x9x1x1", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Upsample2x(x[0]) }, in(1, 9, 1, 1))
 	add("Concat/dim1_2x3x5x5_2x4x5x5", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.Concat(1, x[0], x[1])
 	}, in(2, 3, 5, 5), in(2, 4, 5, 5))
