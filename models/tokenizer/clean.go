@@ -188,14 +188,19 @@ func contraction(s string) int {
 		return unicode.ToLower(r), n
 	}
 	r, n := fold(0)
+	var want rune // second letter of 're, 've, 'll
 	switch r {
 	case 's', 't', 'm', 'd':
 		return n
-	case 'r', 'v', 'l':
-		want := map[rune]rune{'r': 'e', 'v': 'e', 'l': 'l'}[r]
-		if r2, n2 := fold(n); n2 > 0 && r2 == want {
-			return n + n2
-		}
+	case 'r', 'v':
+		want = 'e'
+	case 'l':
+		want = 'l'
+	default:
+		return 0
+	}
+	if r2, n2 := fold(n); n2 > 0 && r2 == want {
+		return n + n2
 	}
 	return 0
 }
