@@ -1,0 +1,65 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/devices"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/tui"
+)
+
+func init() {
+	register(command{name: "studio", summary: "the interactive studio (the default): edit, watch every step, branch, export", run: runStudio})
+}
+
+const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE]] [--device auto|gl|ref] [--out DIR] [--presets DIR]"
+
+func runStudio(args []string) error {
+	fs := flag.NewFlagSet("studio", flag.ContinueOnError)
+	fs.SetOutput(os.Stderr)
+	model := fs.String("model", "", "checkpoint: a .safetensors file or a diffusers folder (default: the bundled model)")
+	config := fs.String("config", "", "hyper-parameters of a single file: a JSON bundle of diffusers configs or an LDM .yaml")
+	device := fs.String("device", "auto", "compute device: "+strings.Join(devices.Names, ", "))
+	out := fs.String("out", ".", "folder PNG exports are written to")
+	presetDir := fs.String("presets", "", "preset folder (default $XDG_CONFIG_HOME/stepwise/presets)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), studioUsage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected argument %q\n%s", errUsage, fs.Arg(0), studioUsage)
+	}
+	if st, err := os.Stat(*out); err != nil || !st.IsDir() {
+		return fmt.Errorf("--out %s: not a folder", *out)
+	}
+	label := "the bundled model"
+	if *model != "" {
+		label = filepath.Base(*model)
+	}
+	label += " on " + *device
+	load := func(warn func(string)) (gpu.Device, *models.Pipeline, error) {
+		dev, err := devices.Open(*device, warn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("device %s: %w", *device, err)
+		}
+		var p *models.Pipeline
+		if *model == "" {
+			p, err = defaultModel(dev)
+		} else {
+			p, err = models.Load(dev, *model, *config)
+		}
+		if err != nil {
+			return dev, nil, err
+		}
+		return dev, p, nil
+	}
+	return tui.Run(tui.Options{Load: load, ModelLabel: label, OutDir: *out, PresetDir: *presetDir})
+}

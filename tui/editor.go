@@ -1,0 +1,388 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// focus is the component that receives keys on the main view.
+type focus int
+
+const (
+	focusPrompt focus = iota
+	focusNegative
+	focusCFG
+	focusSteps
+	focusSampler
+	focusSchedule
+	focusSeed
+	focusWidth
+	focusHeight
+	focusBatch
+	focusClipSkip
+	focusRNG
+	focusOutDir
+	focusTimeline
+	numFocus
+)
+
+var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder", "Timeline"}
+
+func (f focus) isList() bool { return f == focusSampler || f == focusSchedule || f == focusRNG }
+
+// isText reports whether printable keys type into the field.
+func (f focus) isText() bool { return f != focusTimeline && !f.isList() }
+
+// cfgMax is the right end of the guidance slider.
+const cfgMax = 20.0
+
+// editor holds the settings being edited: two multi-line prompts, numeric
+// fields that take typing and arrow-key nudges, and three lists.
+type editor struct {
+	prompt, negative                             *textEdit
+	cfg, steps, seed, width, height, batch, clip *textEdit
+	outDir                                       *textEdit
+	samplers, schedules, rngs                    []string
+	sampler, schedule, rng                       int
+	seedLocked                                   bool
+	downscale                                    int
+	eta                                          *float64
+	guidanceRescale                              float64
+}
+
+func newEditor(s presets.Settings, outDir string) *editor {
+	e := &editor{
+		prompt: newTextEdit("", true), negative: newTextEdit("", true),
+		cfg: newTextEdit("", false), steps: newTextEdit("", false), seed: newTextEdit("", false),
+		width: newTextEdit("", false), height: newTextEdit("", false), batch: newTextEdit("", false),
+		clip: newTextEdit("", false), outDir: newTextEdit(outDir, false), downscale: 8,
+		rngs: []string{presets.RNGTorchCPU, presets.RNGPhilox},
+	}
+	for _, f := range []*textEdit{e.cfg, e.steps, e.seed, e.width, e.height, e.batch, e.clip} {
+		f.Limit = 24
+	}
+	for _, in := range sampler.Samplers() {
+		e.samplers = append(e.samplers, in.Name)
+	}
+	e.schedules = append([]string(nil), presets.Schedules...)
+	e.set(s)
+	return e
+}
+
+// set shows settings s; a seed >= 0 locks the seed.
+func (e *editor) set(s presets.Settings) {
+	e.prompt.SetValue(s.Prompt)
+	e.negative.SetValue(s.NegativePrompt)
+	e.cfg.SetValue(formatFloat(s.CFGScale))
+	e.steps.SetValue(strconv.Itoa(s.Steps))
+	e.width.SetValue(strconv.Itoa(s.Width))
+	e.height.SetValue(strconv.Itoa(s.Height))
+	e.batch.SetValue(strconv.Itoa(max(s.Batch, 1)))
+	e.clip.SetValue(strconv.Itoa(max(s.ClipSkip, 1)))
+	if s.Seed >= 0 {
+		e.seed.SetValue(strconv.FormatInt(s.Seed, 10))
+		e.seedLocked = true
+	} else {
+		e.seed.SetValue("")
+		e.seedLocked = false
+	}
+	name, sched := s.Sampler, s.Schedule
+	if c, sc, err := sampler.LookupSampler(name); err == nil {
+		name = c
+		if sched == "" && sc != "" {
+			sched = sc
+		}
+	}
+	e.sampler = max(0, indexOf(e.samplers, name))
+	e.schedule = max(0, indexOf(e.schedules, sched))
+	e.rng = max(0, indexOf(e.rngs, s.RNG))
+	e.eta = s.Eta
+	e.guidanceRescale = s.GuidanceRescale
+}
+
+func indexOf(list []string, s string) int {
+	for i, v := range list {
+		if strings.EqualFold(v, s) {
+			return i
+		}
+	}
+	return -1
+}
+
+func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+// settings parses the fields. The seed is -1 when the field is empty.
+func (e *editor) settings() (presets.Settings, error) {
+	s := presets.Default()
+	s.Prompt, s.NegativePrompt = e.prompt.Value(), e.negative.Value()
+	var err error
+	num := func(f *textEdit, name string) int {
+		v, perr := strconv.Atoi(strings.TrimSpace(f.Value()))
+		if perr != nil && err == nil {
+			err = fmt.Errorf("%s: %q is not a whole number", name, f.Value())
+		}
+		return v
+	}
+	s.Steps = num(e.steps, "steps")
+	s.Width = num(e.width, "width")
+	s.Height = num(e.height, "height")
+	s.Batch = num(e.batch, "batch")
+	s.ClipSkip = num(e.clip, "clip skip")
+	cfg, perr := strconv.ParseFloat(strings.TrimSpace(e.cfg.Value()), 64)
+	if perr != nil || math.IsNaN(cfg) || math.IsInf(cfg, 0) {
+		if err == nil {
+			err = fmt.Errorf("cfg scale: %q is not a finite number", e.cfg.Value())
+		}
+	}
+	s.CFGScale = cfg
+	s.Seed = -1
+	if v := strings.TrimSpace(e.seed.Value()); v != "" {
+		seed, serr := strconv.ParseInt(v, 10, 64)
+		if (serr != nil || seed < -1) && err == nil {
+			err = fmt.Errorf("seed: %q is not a whole number >= 0 (or -1 for random)", v)
+		}
+		s.Seed = seed
+	}
+	s.Sampler = e.samplers[e.sampler]
+	s.Schedule = e.schedules[e.schedule]
+	s.RNG = e.rngs[e.rng]
+	s.Eta = e.eta
+	s.GuidanceRescale = e.guidanceRescale
+	return s, err
+}
+
+// field returns the text editor of a focus, or nil for lists and the
+// timeline.
+func (e *editor) field(f focus) *textEdit {
+	switch f {
+	case focusPrompt:
+		return e.prompt
+	case focusNegative:
+		return e.negative
+	case focusCFG:
+		return e.cfg
+	case focusSteps:
+		return e.steps
+	case focusSeed:
+		return e.seed
+	case focusWidth:
+		return e.width
+	case focusHeight:
+		return e.height
+	case focusBatch:
+		return e.batch
+	case focusClipSkip:
+		return e.clip
+	case focusOutDir:
+		return e.outDir
+	}
+	return nil
+}
+
+// update gives a key to the focused field. It reports whether the key was
+// used; an unused up/down on a prompt lets the caller move the focus.
+func (e *editor) update(f focus, k tea.KeyMsg) bool {
+	if f.isList() {
+		d := 0
+		switch k.String() {
+		case "left", "up", "h", "k":
+			d = -1
+		case "right", "down", "l", "j", " ", "enter":
+			d = 1
+		}
+		if d == 0 {
+			return false
+		}
+		switch f {
+		case focusSampler:
+			e.sampler = wrapIndex(e.sampler+d, len(e.samplers))
+		case focusSchedule:
+			e.schedule = wrapIndex(e.schedule+d, len(e.schedules))
+		case focusRNG:
+			e.rng = wrapIndex(e.rng+d, len(e.rngs))
+		}
+		return true
+	}
+	if k.String() == "up" || k.String() == "down" {
+		d := 1.0
+		if k.String() == "down" {
+			d = -1
+		}
+		if e.nudge(f, d) {
+			return true
+		}
+	}
+	switch k.String() {
+	case "ctrl+r":
+		if f == focusSeed {
+			e.seed.SetValue(strconv.FormatInt(gen.RandomSeed(), 10))
+			e.seedLocked = true
+			return true
+		}
+	case "ctrl+l":
+		if f == focusSeed {
+			e.seedLocked = !e.seedLocked
+			return true
+		}
+	}
+	t := e.field(f)
+	if t == nil {
+		return false
+	}
+	if t.Update(k) {
+		if f == focusSeed {
+			e.seedLocked = strings.TrimSpace(e.seed.Value()) != ""
+		}
+		return true
+	}
+	return false
+}
+
+func wrapIndex(i, n int) int { return ((i % n) + n) % n }
+
+// nudge changes a numeric field by d units; false for other fields.
+func (e *editor) nudge(f focus, d float64) bool {
+	step := map[focus]float64{focusCFG: 0.5, focusSteps: 1, focusSeed: 1, focusBatch: 1, focusClipSkip: 1,
+		focusWidth: float64(8 * e.downscale), focusHeight: float64(8 * e.downscale)}[f]
+	if step == 0 {
+		return false
+	}
+	t := e.field(f)
+	v, err := strconv.ParseFloat(strings.TrimSpace(t.Value()), 64)
+	if err != nil {
+		v = 0
+	}
+	v += d * step
+	lo := map[focus]float64{focusCFG: 0, focusSteps: 1, focusSeed: 0, focusBatch: 1, focusClipSkip: 1,
+		focusWidth: presets.MinSize, focusHeight: presets.MinSize}[f]
+	v = math.Max(v, lo)
+	if f == focusCFG {
+		v = math.Round(v*2) / 2
+		t.SetValue(formatFloat(v))
+		return true
+	}
+	if f == focusWidth || f == focusHeight {
+		v = math.Round(v/float64(e.downscale)) * float64(e.downscale)
+	}
+	t.SetValue(strconv.FormatInt(int64(v), 10))
+	if f == focusSeed {
+		e.seedLocked = true
+	}
+	return true
+}
+
+// formLayout is where the form's fields are drawn: rows[f] is the first
+// line of field f within the form, heights[f] its line count.
+type formLayout struct {
+	rows, heights [numFocus]int
+	promptRows    int
+	negRows       int
+	lines         int
+}
+
+func layoutForm(height int) formLayout {
+	var l formLayout
+	l.promptRows, l.negRows = 3, 2
+	if height < 18 {
+		l.promptRows, l.negRows = 2, 1
+	}
+	y := 0
+	for f := focusPrompt; f < focusTimeline; f++ {
+		h := 1
+		switch f {
+		case focusPrompt:
+			h = 1 + l.promptRows
+		case focusNegative:
+			h = 1 + l.negRows
+		}
+		l.rows[f], l.heights[f] = y, h
+		y += h
+	}
+	l.lines = y
+	return l
+}
+
+// view draws the form width cells wide.
+func (e *editor) view(width, height int, cur focus, chunks int) string {
+	l := layoutForm(height)
+	var b strings.Builder
+	label := func(f focus) string {
+		st := styleLabel
+		if f == cur {
+			st = styleLabelOn
+		}
+		return st.Render(fmt.Sprintf("%-9s", focusLabels[f]))
+	}
+	inner := max(width-9, 4)
+	for f := focusPrompt; f < focusTimeline; f++ {
+		switch f {
+		case focusPrompt, focusNegative:
+			t, rows := e.prompt, l.promptRows
+			if f == focusNegative {
+				t, rows = e.negative, l.negRows
+			}
+			head := label(f)
+			if f == focusPrompt && chunks > 1 {
+				head += styleWarn.Render(fmt.Sprintf(" long: split into %d chunks of 75 tokens", chunks))
+			}
+			b.WriteString(head + "\n")
+			b.WriteString(t.View(width, rows, f == cur, styleValue, styleCursor) + "\n")
+		case focusSampler, focusSchedule, focusRNG:
+			list, i := e.samplers, e.sampler
+			if f == focusSchedule {
+				list, i = e.schedules, e.schedule
+			} else if f == focusRNG {
+				list, i = e.rngs, e.rng
+			}
+			v := list[i]
+			if v == "" {
+				v = "automatic"
+			}
+			s := fmt.Sprintf("‹ %s ›", v)
+			if f == cur {
+				s = styleSelected.Render(s) + styleDim.Render(fmt.Sprintf(" %d/%d", i+1, len(list)))
+			} else {
+				s = styleValue.Render(s)
+			}
+			b.WriteString(label(f) + s + "\n")
+		default:
+			t := e.field(f)
+			w := inner
+			extra := ""
+			switch f {
+			case focusCFG:
+				w = 6
+				extra = " " + slider(e.cfg.Value(), max(inner-7, 3))
+			case focusSeed:
+				w = min(12, inner)
+				if e.seedLocked {
+					extra = styleDim.Render(" locked")
+				} else {
+					extra = styleDim.Render(" random")
+				}
+			case focusSteps, focusWidth, focusHeight, focusBatch, focusClipSkip:
+				w = min(6, inner)
+			}
+			b.WriteString(label(f) + t.View(w, 1, f == cur, styleValue, styleCursor) + extra + "\n")
+		}
+	}
+	return strings.TrimSuffix(b.String(), "\n")
+}
+
+// slider draws the guidance scale on a bar of w cells from 0 to cfgMax.
+func slider(v string, w int) string {
+	x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+	if err != nil || math.IsNaN(x) {
+		return styleErr.Render(strings.Repeat("─", w))
+	}
+	p := int(math.Round(math.Min(math.Max(x/cfgMax, 0), 1) * float64(w-1)))
+	return styleBarDone.Render(strings.Repeat("━", p)) + styleSelected.Render("●") + styleBarTodo.Render(strings.Repeat("─", w-1-p))
+}

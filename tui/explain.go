@@ -1,0 +1,596 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"math"
+	"strings"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// ---- Noise schedule -------------------------------------------------------
+
+// scheduleNames are the beta schedules the chart can draw.
+var scheduleNames = []string{"linear", "scaled_linear", "squaredcos_cap_v2"}
+
+// scheduleView charts alpha_bar_t (or log SNR) against t for the three beta
+// schedules, with the timesteps of the run on screen (or of the edited
+// settings) marked on the model's own curve.
+type scheduleView struct {
+	on     [3]bool
+	snr    bool
+	curves [3][]float32
+	model  int // index of the model's schedule in scheduleNames, -1 if trained betas
+	marks  sampler.Schedule
+	what   string
+	err    error
+}
+
+// schedulePreviewMsg carries the schedule the edited settings would use.
+type schedulePreviewMsg struct {
+	sched sampler.Schedule
+	what  string
+	err   error
+}
+
+func newScheduleView() scheduleView { return scheduleView{on: [3]bool{true, true, true}, model: -1} }
+
+// noNet stands in for the network when only a run's schedule is wanted.
+type noNet struct{}
+
+func (noNet) Predict(context.Context, sampler.Latent, float64, []sampler.Cond) (sampler.Latent, error) {
+	return sampler.Latent{}, errors.New("no network")
+}
+
+// enter computes the curves and takes the marks from the run on screen, or
+// asks for the edited settings' schedule (a cheap CPU computation).
+func (v *scheduleView) enter(m *Model) tea.Cmd {
+	if m.pipe == nil {
+		v.err = errors.New("no model loaded")
+		return nil
+	}
+	base := gen.ScheduleConfig(m.pipe.Model.Scheduler)
+	v.model, v.err = -1, nil
+	for i, name := range scheduleNames {
+		c := base
+		c.BetaSchedule, c.TrainedBetas = name, nil
+		ab, err := c.AlphasCumprod()
+		if err != nil {
+			v.err = err
+		}
+		v.curves[i] = ab
+		if name == base.BetaSchedule && len(base.TrainedBetas) == 0 {
+			v.model = i
+		}
+	}
+	if len(m.runs) > 0 && len(m.runs[m.cur].Schedule.Timesteps) > 0 {
+		r := m.runs[m.cur]
+		v.marks, v.what = r.Schedule, fmt.Sprintf("run %d: %s, %d steps", r.ID, r.Settings.Sampler, len(r.Schedule.Timesteps))
+		return nil
+	}
+	s, err := m.ed.settings()
+	if err != nil {
+		v.marks, v.what = sampler.Schedule{}, err.Error()
+		return nil
+	}
+	if s.Seed < 0 {
+		s.Seed = 0
+	}
+	if err := gen.Validate(m.pipe, s); err != nil {
+		v.marks, v.what = sampler.Schedule{}, err.Error()
+		return nil
+	}
+	ss := gen.SamplerSettings(m.pipe, s)
+	ss.Batch, ss.H, ss.W = 1, 1, 1 // only the schedule is wanted
+	return func() tea.Msg {
+		r, err := sampler.NewRun(ss, noNet{})
+		if err != nil {
+			return schedulePreviewMsg{err: err}
+		}
+		return schedulePreviewMsg{sched: r.Schedule(), what: fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)}
+	}
+}
+
+func (v *scheduleView) onMsg(msg schedulePreviewMsg) {
+	if msg.err != nil {
+		v.what = msg.err.Error()
+		return
+	}
+	v.marks, v.what = msg.sched, msg.what
+}
+
+func (v *scheduleView) key(k tea.KeyMsg) {
+	switch k.String() {
+	case "1", "2", "3":
+		i := int(k.String()[0] - '1')
+		v.on[i] = !v.on[i]
+	case "s":
+		v.snr = !v.snr
+	}
+}
+
+// value is what the chart plots for alpha_bar a.
+func (v *scheduleView) value(a float64) float64 {
+	if !v.snr {
+		return a
+	}
+	return math.Log(a / (1 - a))
+}
+
+func (v *scheduleView) view(m *Model, w, h int) string {
+	var b strings.Builder
+	yName := "ᾱ_t (signal kept)"
+	if v.snr {
+		yName = "log SNR = ln(ᾱ/(1-ᾱ))"
+	}
+	b.WriteString(styleTitle.Render("Noise schedule") + styleDim.Render("  "+yName+" against the training timestep t · 1/2/3 toggle · s ᾱ↔SNR") + "\n")
+	if v.err != nil {
+		b.WriteString(styleErr.Render(v.err.Error()))
+		return b.String()
+	}
+	var legend []string
+	for i, name := range scheduleNames {
+		mark := "○"
+		if v.on[i] {
+			mark = "●"
+		}
+		s := fmt.Sprintf("%d %s %s", i+1, mark, name)
+		if i == v.model {
+			s += " (model)"
+		}
+		legend = append(legend, styleCurves[i].Render(s))
+	}
+	b.WriteString(strings.Join(legend, "   ") + "\n")
+	cw, ch := max(w-9, 10), max(h-7, 4)
+	lo, hi := 0.0, 1.0
+	if v.snr {
+		lo, hi = -12.0, 10.0
+	}
+	grid := make([][]string, ch)
+	for y := range grid {
+		grid[y] = make([]string, cw)
+		for x := range grid[y] {
+			grid[y][x] = " "
+		}
+	}
+	row := func(val float64) int {
+		f := (val - lo) / (hi - lo)
+		return min(max(int(math.Round((1-f)*float64(ch-1))), 0), ch-1)
+	}
+	col := func(t float64, n int) int {
+		return min(max(int(math.Round(t/float64(n-1)*float64(cw-1))), 0), cw-1)
+	}
+	for i, c := range v.curves {
+		if !v.on[i] || len(c) == 0 {
+			continue
+		}
+		for x := 0; x < cw; x++ {
+			t := x * (len(c) - 1) / max(cw-1, 1)
+			grid[row(v.value(float64(c[t])))][x] = styleCurves[i].Render("•")
+		}
+	}
+	axis := []rune(strings.Repeat("─", cw))
+	axisStyled := make([]string, cw)
+	for x := range axisStyled {
+		axisStyled[x] = styleDim.Render(string(axis[x]))
+	}
+	cur := -1
+	if len(m.runs) > 0 && m.frame >= 0 && m.frame < len(m.runs[m.cur].Frames) {
+		cur = m.frame
+	}
+	if v.model >= 0 && len(v.curves[v.model]) > 0 {
+		c := v.curves[v.model]
+		for i, t := range v.marks.Timesteps {
+			ti := min(max(int(math.Round(t)), 0), len(c)-1)
+			x := col(t, len(c))
+			st := styleTick
+			if i == cur {
+				st = styleTickOn
+			}
+			grid[row(v.value(float64(c[ti])))][x] = st.Render("◆")
+			axisStyled[x] = st.Render("┴")
+		}
+	}
+	for y := 0; y < ch; y++ {
+		label := "       "
+		switch y {
+		case 0:
+			label = fmt.Sprintf("%6.2f ", hi)
+		case ch - 1:
+			label = fmt.Sprintf("%6.2f ", lo)
+		case (ch - 1) / 2:
+			label = fmt.Sprintf("%6.2f ", (hi+lo)/2)
+		}
+		b.WriteString(styleDim.Render(label) + "│" + strings.Join(grid[y], "") + "\n")
+	}
+	b.WriteString("       └" + strings.Join(axisStyled, "") + "\n")
+	n := 1000
+	if len(v.curves[0]) > 0 {
+		n = len(v.curves[0])
+	}
+	b.WriteString(fmt.Sprintf("        t=0%st=%d\n", strings.Repeat(" ", max(cw-8-len(fmt.Sprint(n-1)), 1)), n-1))
+	sig := make([]string, 0, len(v.marks.Sigmas))
+	for i, s := range v.marks.Sigmas {
+		t := fmt.Sprintf("%.3g", s)
+		if i == cur {
+			t = styleTickOn.Render(t)
+		}
+		sig = append(sig, t)
+	}
+	b.WriteString(truncate(styleTick.Render("◆ ")+v.what+" · σ: "+strings.Join(sig, " "), w))
+	return b.String()
+}
+
+// ---- Forward and reverse process -----------------------------------------
+
+type forwardTickMsg struct{ id int }
+
+// forwardView plays the image being noised with q(x_t|x0) to pure noise,
+// then the run's recorded reverse frames back to the image.
+type forwardView struct {
+	runID, frame int
+	fwd          []*image.RGBA
+	t            []int
+	ab           []float64
+	pos          int
+	playing      bool
+	waiting      bool
+	err          error
+	tickID       int
+}
+
+const forwardFrames = 16
+
+func (v *forwardView) enter(m *Model) tea.Cmd {
+	v.err = nil
+	if len(m.runs) == 0 || len(m.runs[m.cur].Frames) == 0 {
+		v.err = errors.New("generate an image first (ctrl+g): this view noises it and plays the run back")
+		return nil
+	}
+	r := m.runs[m.cur]
+	frame := m.frame
+	if frame < 0 {
+		frame = len(r.Frames) - 1
+	}
+	if v.runID == r.ID && v.frame == frame && len(v.fwd) > 0 {
+		return v.play(true)
+	}
+	v.runID, v.frame, v.fwd, v.waiting, v.pos = r.ID, frame, nil, true, 0
+	m.w.submit(forwardReq{ID: r.ID, Frame: frame, N: forwardFrames})
+	return nil
+}
+
+func (v *forwardView) onMsg(m *Model, msg forwardMsg) tea.Cmd {
+	if msg.ID != v.runID {
+		return nil
+	}
+	v.waiting = false
+	if msg.Err != nil {
+		v.err = msg.Err
+		return nil
+	}
+	v.fwd, v.t, v.ab, v.pos = msg.Images, msg.T, msg.AlphaBar, 0
+	return v.play(true)
+}
+
+func (v *forwardView) play(on bool) tea.Cmd {
+	v.playing = on
+	if !on {
+		return nil
+	}
+	v.tickID++
+	id := v.tickID
+	return tea.Tick(150*time.Millisecond, func(time.Time) tea.Msg { return forwardTickMsg{id} })
+}
+
+// sequence is the number of pictures: forward frames, then the reverse.
+func (v *forwardView) sequence(m *Model) (*runRec, int) {
+	r := m.run(v.runID)
+	if r == nil {
+		return nil, len(v.fwd)
+	}
+	return r, len(v.fwd) + min(v.frame+1, len(r.Frames))
+}
+
+func (v *forwardView) tick(m *Model, msg forwardTickMsg) tea.Cmd {
+	if msg.id != v.tickID || !v.playing || m.state != stateForward {
+		return nil
+	}
+	_, n := v.sequence(m)
+	if n > 0 {
+		v.pos = (v.pos + 1) % n
+	}
+	return v.play(true)
+}
+
+func (v *forwardView) key(m *Model, k tea.KeyMsg) tea.Cmd {
+	_, n := v.sequence(m)
+	switch k.String() {
+	case " ":
+		return v.play(!v.playing)
+	case "right", ".":
+		v.playing = false
+		if n > 0 {
+			v.pos = (v.pos + 1) % n
+		}
+	case "left", ",":
+		v.playing = false
+		if n > 0 {
+			v.pos = (v.pos - 1 + n) % n
+		}
+	case "home":
+		v.pos = 0
+	}
+	return nil
+}
+
+// current returns the picture at the play position and its caption.
+func (v *forwardView) current(m *Model) (*image.RGBA, string) {
+	r, _ := v.sequence(m)
+	if v.pos < len(v.fwd) {
+		a := v.ab[v.pos]
+		return v.fwd[v.pos], fmt.Sprintf("forward  q(x_t|x0) = N(√ᾱ·x0, (1-ᾱ)·I)   t=%d  ᾱ=%.4f  √ᾱ=%.3f  √(1-ᾱ)=%.3f", v.t[v.pos], a, math.Sqrt(a), math.Sqrt(1-a))
+	}
+	if r == nil {
+		return nil, ""
+	}
+	i := v.pos - len(v.fwd)
+	f := r.Frames[i]
+	if i == len(r.Frames)-1 && r.Status == runDone && len(r.Images) > 0 {
+		return r.Images[0], fmt.Sprintf("reverse  step %d/%d: the final image (VAE)", i+1, len(r.Frames))
+	}
+	return f.XT, fmt.Sprintf("reverse  step %d/%d  σ %.3f → %.3f  t=%.0f  (recorded x_t)", i+1, len(r.Frames), f.Sigma, f.Next, f.Timestep)
+}
+
+func (v *forwardView) view(m *Model, w, h int) string {
+	head := styleTitle.Render("Forward and reverse process") + styleDim.Render("  space play/pause · ←/→ step · home restart") + "\n"
+	if v.err != nil {
+		return head + styleErr.Render(v.err.Error())
+	}
+	if v.waiting || len(v.fwd) == 0 {
+		return head + styleDim.Render("noising the image on the worker…")
+	}
+	img, caption := v.current(m)
+	_, n := v.sequence(m)
+	state := "playing"
+	if !v.playing {
+		state = "paused"
+	}
+	pos := fmt.Sprintf("%d/%d %s", v.pos+1, n, state)
+	bw := max(w-len(pos)-3, 4)
+	bar := make([]string, bw)
+	for x := range bar {
+		i := x * n / bw
+		switch {
+		case i == v.pos:
+			bar[x] = styleTickOn.Render("█")
+		case i < len(v.fwd):
+			bar[x] = styleCurves[0].Render("▆")
+		default:
+			bar[x] = styleCurves[1].Render("▆")
+		}
+	}
+	pic := m.cache.halfBlock(img, w, max(h-5, 1), m.opts.Color)
+	return head + truncate(caption, w) + "\n" +
+		lipgloss.PlaceHorizontal(w, lipgloss.Center, pic) + "\n" +
+		strings.Join(bar, "") + " " + pos
+}
+
+// ---- Guidance sweep -------------------------------------------------------
+
+// sweepScales are the guidance scales of the sweep.
+var sweepScales = []float64{1, 3, 7.5, 12}
+
+// sweepView shows the same seed at several guidance scales side by side,
+// computed on the worker on demand; the scale nearest the edited one is
+// highlighted.
+type sweepView struct {
+	sig    string
+	seed   int64
+	imgs   []*image.RGBA
+	took   []time.Duration
+	busy   bool
+	err    error
+	filled int
+}
+
+func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
+	if m.pipe == nil {
+		v.err = errors.New("no model loaded")
+		return nil
+	}
+	s, err := m.ed.settings()
+	if err == nil && (!m.ed.seedLocked || s.Seed < 0) {
+		s.Seed = -1
+		if len(m.runs) > 0 {
+			s.Seed = m.runs[m.cur].Settings.Seed
+		}
+		if s.Seed < 0 {
+			s.Seed = gen.RandomSeed()
+		}
+	}
+	if err == nil {
+		err = gen.Validate(m.pipe, s)
+	}
+	if err != nil {
+		v.err = err
+		return nil
+	}
+	k := s
+	k.CFGScale = 0
+	key := k.Infotext()
+	if key == v.sig && !force && (v.busy || v.filled == len(sweepScales)) {
+		return nil
+	}
+	if v.busy {
+		m.w.cancelWork()
+	}
+	v.sig, v.seed, v.err, v.busy, v.filled = key, s.Seed, nil, true, 0
+	v.imgs = make([]*image.RGBA, len(sweepScales))
+	v.took = make([]time.Duration, len(sweepScales))
+	m.w.submit(sweepReq{Key: key, Settings: s, Scales: sweepScales})
+	return nil
+}
+
+func (v *sweepView) onMsg(m *Model, msg sweepMsg) {
+	if msg.Key != v.sig {
+		return
+	}
+	if msg.Err != nil {
+		v.err, v.busy = msg.Err, false
+		return
+	}
+	if msg.Index >= 0 && msg.Index < len(v.imgs) {
+		v.imgs[msg.Index], v.took[msg.Index] = msg.Image, msg.Took
+		v.filled++
+	}
+	if v.filled == len(sweepScales) {
+		v.busy = false
+		m.setStatus("guidance sweep done")
+	}
+}
+
+func (v *sweepView) key(m *Model, k tea.KeyMsg) tea.Cmd {
+	switch k.String() {
+	case "up", "right", "k":
+		m.ed.nudge(focusCFG, 1)
+	case "down", "left", "j":
+		m.ed.nudge(focusCFG, -1)
+	case "r":
+		return v.enter(m, true)
+	}
+	return nil
+}
+
+// nearest is the index of the sweep scale nearest the edited guidance.
+func nearestScale(cfg float64) int {
+	best := 0
+	for i, s := range sweepScales {
+		if math.Abs(s-cfg) < math.Abs(sweepScales[best]-cfg) {
+			best = i
+		}
+	}
+	return best
+}
+
+func (v *sweepView) view(m *Model, w, h int) string {
+	cur, _ := m.ed.settings()
+	head := styleTitle.Render("Guidance sweep") + styleDim.Render(fmt.Sprintf("  seed %d at cfg %v · ↑/↓ move the slider · r recompute", v.seed, sweepScales)) + "\n" +
+		"cfg " + slider(m.ed.cfg.Value(), max(w-20, 10)) + " " + m.ed.cfg.Value() + "\n"
+	if v.err != nil {
+		return head + styleErr.Render(v.err.Error())
+	}
+	hi := nearestScale(cur.CFGScale)
+	bw := max(w/len(sweepScales)-2, 6)
+	bh := max(h-6, 3)
+	var boxes []string
+	for i, s := range sweepScales {
+		var pic string
+		if i < len(v.imgs) && v.imgs[i] != nil {
+			pic = m.cache.halfBlock(v.imgs[i], bw, bh-1, m.opts.Color)
+		} else {
+			pic = styleDim.Render("computing…")
+		}
+		label := fmt.Sprintf("cfg %s", formatFloat(s))
+		if i < len(v.took) && v.took[i] > 0 {
+			label += styleDim.Render(" " + v.took[i].Round(10*time.Millisecond).String())
+		}
+		st := styleNormalBox
+		if i == hi {
+			st = styleHighlight
+			label = styleSelected.Render("▶ ") + label
+		}
+		boxes = append(boxes, st.Width(bw).Height(bh).Render(label+"\n"+lipgloss.PlaceHorizontal(bw, lipgloss.Center, pic)))
+	}
+	return head + lipgloss.JoinHorizontal(lipgloss.Top, boxes...)
+}
+
+// ---- Pipeline trace -------------------------------------------------------
+
+// traceView follows the run on screen through the pipeline, with each
+// stage's tensor shape and the time it took.
+func traceView(m *Model, w, h int) string {
+	var b strings.Builder
+	b.WriteString(styleTitle.Render("Pipeline trace") + "\n")
+	if m.pipe == nil {
+		b.WriteString(styleErr.Render("no model loaded"))
+		return b.String()
+	}
+	if len(m.runs) == 0 || m.runs[m.cur].Status == runStarting {
+		b.WriteString(styleDim.Render("generate an image first (ctrl+g): the trace shows the last run's shapes and times"))
+		return b.String()
+	}
+	r := m.runs[m.cur]
+	s := r.Settings
+	p := m.pipe
+	tm := func(k string) string {
+		if d, ok := r.Timings[k]; ok {
+			return d.Round(10 * time.Microsecond).String()
+		}
+		return "—"
+	}
+	toks := p.Tokenizer().Tokens(s.Prompt)
+	shown := toks
+	if len(shown) > 12 {
+		shown = shown[:12]
+	}
+	chunks := max(r.Chunks, 1)
+	hid := p.Model.Text.HiddenSize
+	b0, c0, lh, lw := r.Shape[0], r.Shape[1], r.Shape[2], r.Shape[3]
+	rows := 2
+	if s.CFGScale == 1 {
+		rows = 1
+	}
+	nfe := 0
+	if n := len(r.Frames); n > 0 {
+		nfe = r.Frames[n-1].NFE
+	}
+	steps := len(r.Frames) - r.Inherited
+	stage := func(name, shape, detail, t string) {
+		b.WriteString(truncate(fmt.Sprintf("  %s %-34s %s", styleSelected.Render(fmt.Sprintf("%-12s", name)), shape, styleDim.Render(detail)), w-12))
+		b.WriteString("\n")
+		if t != "" {
+			b.WriteString(styleTick.Render(fmt.Sprintf("  %12s │ %s", "", t)) + "\n")
+		}
+	}
+	arrow := func(op, t string) {
+		b.WriteString(fmt.Sprintf("  %12s ▼ %-40s %s\n", "", op, styleOK.Render(t)))
+	}
+	b.WriteString(styleDim.Render(fmt.Sprintf("run %d on %s · shapes are [batch, channels/tokens, …] · times of the last call of each stage", r.ID, p.Name)) + "\n\n")
+	stage("prompt", fmt.Sprintf("%d chars", len(s.Prompt)), truncate(oneLine(s.Prompt), 40), "")
+	arrow("tokenize (CLIP BPE)", tm("tokenize"))
+	chunkNote := ""
+	if chunks > 1 {
+		chunkNote = fmt.Sprintf(" — longer than 75 tokens: split into %d chunks", chunks)
+	}
+	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")), "")
+	arrow(fmt.Sprintf("text encoder (%d layers, clip skip %d) ×2", p.Model.Text.NumHiddenLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "cond + uncond (negative prompt)", "")
+	b.WriteString("\n")
+	stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)), "")
+	arrow(fmt.Sprintf("U-Net ×%d steps, %d evaluations of [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
+		fmt.Sprintf("%s per call · %s all steps", tm("unet"), r.Sampling.Round(time.Millisecond)))
+	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)), "")
+	decode := "—"
+	if r.Status == runDone {
+		decode = tm("vae_decode")
+	}
+	arrow("VAE decoder", decode)
+	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s · total %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)), "")
+	return b.String()
+}
+
+func first(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return xs[0]
+}

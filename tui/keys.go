@@ -1,0 +1,113 @@
+package tui
+
+import "github.com/charmbracelet/bubbles/key"
+
+// keyMap is the studio's one key map: Update matches keys against it and the
+// help bubble draws it.
+type keyMap struct {
+	// Global: work from any field.
+	Generate, Cancel, Quit, Save, Export, Open, Presets, Help key.Binding
+	NextField, PrevField                                      key.Binding
+	ViewMain, ViewSchedule, ViewForward, ViewSweep, ViewTrace key.Binding
+
+	// Fields.
+	Nudge, RollSeed, LockSeed, Cycle key.Binding
+
+	// Timeline (focus on the timeline).
+	Pause, StepFwd, StepBack, First, Last, ToggleX0, Branch, Decode, PrevRun, NextRun key.Binding
+
+	// Lists and views.
+	Up, Down, Enter, Rename, Delete, Import, Toggle, Play, Resweep key.Binding
+
+	focus  focus
+	state  state
+	inText bool
+}
+
+func newKeyMap() keyMap {
+	b := key.NewBinding
+	k, h := key.WithKeys, key.WithHelp
+	return keyMap{
+		Generate:  b(k("ctrl+g"), h("ctrl+g", "generate (restarts a run)")),
+		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
+		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
+		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
+		Export:    b(k("ctrl+e"), h("ctrl+e", "export PNG")),
+		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings")),
+		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p", "presets")),
+		Help:      b(k("?", "f1"), h("?/f1", "full help")),
+		NextField: b(k("tab"), h("tab", "next field")),
+		PrevField: b(k("shift+tab"), h("shift+tab", "previous field")),
+
+		ViewMain:     b(k("alt+1", "f2"), h("alt+1", "studio")),
+		ViewSchedule: b(k("alt+2", "f3"), h("alt+2", "noise schedule")),
+		ViewForward:  b(k("alt+3", "f4"), h("alt+3", "forward/reverse")),
+		ViewSweep:    b(k("alt+4", "f5"), h("alt+4", "guidance sweep")),
+		ViewTrace:    b(k("alt+5", "f7"), h("alt+5", "pipeline trace")),
+
+		Nudge:    b(k("up", "down"), h("↑/↓", "nudge value")),
+		Cycle:    b(k("left", "right"), h("←/→", "choose")),
+		RollSeed: b(k("ctrl+r"), h("ctrl+r", "random seed")),
+		LockSeed: b(k("ctrl+l"), h("ctrl+l", "lock seed")),
+
+		Pause:    b(k(" "), h("space", "pause/resume")),
+		StepFwd:  b(k(".", "right"), h("./→", "step / scrub on")),
+		StepBack: b(k(",", "left"), h(",/←", "scrub back")),
+		First:    b(k("home"), h("home", "first frame")),
+		Last:     b(k("end"), h("end", "last frame")),
+		ToggleX0: b(k("x"), h("x", "x_t / predicted x0")),
+		Branch:   b(k("b"), h("b", "branch here with edits")),
+		Decode:   b(k("v"), h("v", "VAE-decode frame")),
+		PrevRun:  b(k("["), h("[", "previous run")),
+		NextRun:  b(k("]"), h("]", "next run")),
+
+		Up:      b(k("up", "k"), h("↑", "up")),
+		Down:    b(k("down", "j"), h("↓", "down")),
+		Enter:   b(k("enter"), h("enter", "load / apply")),
+		Rename:  b(k("r"), h("r", "rename")),
+		Delete:  b(k("d"), h("d", "delete (twice)")),
+		Import:  b(k("i"), h("i", "import styles.csv")),
+		Toggle:  b(k("1", "2", "3", "s"), h("1/2/3 s", "toggle schedules, SNR")),
+		Play:    b(k(" "), h("space", "play/pause")),
+		Resweep: b(k("r"), h("r", "recompute")),
+	}
+}
+
+// ShortHelp implements help.KeyMap: the keys of what has focus, then the
+// global ones.
+func (k keyMap) ShortHelp() []key.Binding {
+	var local []key.Binding
+	switch k.state {
+	case statePresets:
+		local = []key.Binding{k.Enter, k.Rename, k.Delete, k.Import}
+	case stateSchedule:
+		local = []key.Binding{k.Toggle}
+	case stateForward:
+		local = []key.Binding{k.Play, k.StepBack, k.StepFwd}
+	case stateSweep:
+		local = []key.Binding{k.Nudge, k.Resweep}
+	case stateMain:
+		switch {
+		case k.focus == focusTimeline:
+			local = []key.Binding{k.Pause, k.StepFwd, k.StepBack, k.ToggleX0, k.Branch}
+		case k.focus == focusSeed:
+			local = []key.Binding{k.Nudge, k.RollSeed, k.LockSeed}
+		case k.focus.isList():
+			local = []key.Binding{k.Cycle}
+		case !k.inText || k.focus == focusCFG:
+			local = []key.Binding{k.Nudge}
+		}
+	}
+	return append(local, k.Generate, k.Cancel, k.NextField, k.Help, k.Quit)
+}
+
+// FullHelp implements help.KeyMap.
+func (k keyMap) FullHelp() [][]key.Binding {
+	return [][]key.Binding{
+		{k.Generate, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.Presets, k.Help},
+		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
+		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
+		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},
+		{k.Enter, k.Rename, k.Delete, k.Import, k.Toggle, k.Play, k.Resweep},
+	}
+}

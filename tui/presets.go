@@ -1,0 +1,306 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+)
+
+// Messages of the preset screen.
+type (
+	presetsMsg struct {
+		list []presets.Preset
+		errs []error
+	}
+	presetDoneMsg struct {
+		text string
+		err  error
+	}
+	stylesMsg struct {
+		path   string
+		styles []presets.Style
+		err    error
+	}
+)
+
+// presetsView lists the built-in and saved presets and imported styles.
+type presetsView struct {
+	list      []presets.Preset
+	styles    []presets.Style
+	errs      []error
+	sel       int
+	armDelete bool
+}
+
+func (v *presetsView) load(m *Model) tea.Cmd {
+	st := m.store
+	return func() tea.Msg {
+		list, errs := st.List()
+		return presetsMsg{list: list, errs: errs}
+	}
+}
+
+func (v *presetsView) items() int { return len(v.list) + len(v.styles) }
+
+func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case presetsMsg:
+		v.list, v.errs = msg.list, msg.errs
+		v.sel = min(v.sel, max(v.items()-1, 0))
+		if len(msg.errs) > 0 {
+			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
+		}
+	case presetDoneMsg:
+		if msg.err != nil {
+			m.setError(msg.err)
+		} else {
+			m.setStatus(msg.text)
+		}
+		return v.load(m)
+	case stylesMsg:
+		if msg.err != nil {
+			m.setError(msg.err)
+			return nil
+		}
+		v.styles = msg.styles
+		m.setStatus(fmt.Sprintf("imported %d styles from %s (enter merges one into the prompts)", len(msg.styles), msg.path))
+	}
+	return nil
+}
+
+func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
+	km := m.keys
+	n := v.items()
+	arm := false
+	defer func() { v.armDelete = arm }()
+	switch {
+	case key.Matches(k, km.Up):
+		v.sel = max(v.sel-1, 0)
+	case key.Matches(k, km.Down):
+		v.sel = min(v.sel+1, max(n-1, 0))
+	case key.Matches(k, km.Import):
+		m.openModal(modalImport, "Import an AUTOMATIC1111 styles.csv (path)", "")
+	case n == 0:
+	case key.Matches(k, km.Enter):
+		if v.sel < len(v.list) {
+			p := v.list[v.sel]
+			s := p.Settings
+			if p.Builtin { // built-ins carry Default's size: keep ours
+				if cur, err := m.ed.settings(); err == nil {
+					s.Width, s.Height = cur.Width, cur.Height
+				}
+			}
+			m.applySettings(s, false)
+			m.state = stateMain
+			m.setStatus("loaded preset " + p.Name)
+			return nil
+		}
+		st := v.styles[v.sel-len(v.list)]
+		cur, _ := m.ed.settings()
+		m.applySettings(presets.ApplyStyle(cur, st), false)
+		m.state = stateMain
+		m.setStatus("merged style " + st.Name + " into the prompts")
+	case key.Matches(k, km.Rename):
+		if p, ok := v.user(); ok {
+			m.openModal(modalRename, "Rename preset "+p.Name+" to", p.Name)
+		}
+	case key.Matches(k, km.Delete):
+		p, ok := v.user()
+		if !ok {
+			return nil
+		}
+		if !v.armDelete {
+			arm = true
+			m.setStatus("press d again to delete " + p.Name)
+			return nil
+		}
+		st := m.store
+		return func() tea.Msg {
+			if err := st.Delete(p.Name); err != nil {
+				return presetDoneMsg{err: fmt.Errorf("delete preset %s: %w", p.Name, err)}
+			}
+			return presetDoneMsg{text: "deleted preset " + p.Name}
+		}
+	}
+	return nil
+}
+
+// user returns the selected preset if it is a user's (not a built-in).
+func (v *presetsView) user() (presets.Preset, bool) {
+	if v.sel >= len(v.list) {
+		return presets.Preset{}, false
+	}
+	p := v.list[v.sel]
+	return p, !p.Builtin
+}
+
+func (v *presetsView) view(m *Model, w, h int) string {
+	var b strings.Builder
+	b.WriteString(styleTitle.Render("Presets") + styleDim.Render("  in "+m.store.Dir) + "\n\n")
+	if v.items() == 0 {
+		b.WriteString(styleDim.Render("no presets (ctrl+s saves the current settings)") + "\n")
+	}
+	first := max(0, v.sel-(h-8))
+	for i := first; i < v.items() && i-first < h-6; i++ {
+		var name, desc string
+		if i < len(v.list) {
+			p := v.list[i]
+			name = p.Name
+			if p.Builtin {
+				name += styleDim.Render(" (built-in)")
+			}
+			desc = fmt.Sprintf("%s, %d steps, cfg %s — %s", p.Settings.Sampler, p.Settings.Steps, formatFloat(p.Settings.CFGScale), oneLine(p.Settings.Prompt))
+		} else {
+			st := v.styles[i-len(v.list)]
+			name = "style: " + st.Name
+			desc = oneLine(st.Prompt)
+		}
+		line := fmt.Sprintf("  %-28s %s", name, styleDim.Render(desc))
+		if i == v.sel {
+			line = styleSelected.Render("› ") + truncate(line[2:], w-2)
+		}
+		b.WriteString(truncate(line, w) + "\n")
+	}
+	for _, err := range v.errs {
+		b.WriteString(styleErr.Render(truncate("! "+err.Error(), w)) + "\n")
+	}
+	return b.String()
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// modalKind is what a one-line question is for.
+type modalKind int
+
+const (
+	modalSave modalKind = iota
+	modalOpen
+	modalRename
+	modalImport
+)
+
+// modal asks for one line of text (a name or a path).
+type modal struct {
+	kind   modalKind
+	title  string
+	input  *textEdit
+	target string // the preset being renamed
+}
+
+func (m *Model) openModal(kind modalKind, title, value string) {
+	md := &modal{kind: kind, title: title, input: newTextEdit(value, false)}
+	if kind == modalRename {
+		md.target = value
+	}
+	m.modal = md
+}
+
+func (md *modal) view(w int) string {
+	iw := min(max(w-10, 20), 70)
+	return styleModal.Render(styleTitle.Render(md.title) + "\n" +
+		md.input.View(iw, 1, true, styleValue, styleCursor) + "\n" +
+		styleDim.Render("enter confirms · esc cancels"))
+}
+
+// update handles a key in the modal; enter runs the action in a command.
+func (md *modal) update(m *Model, k tea.KeyMsg) tea.Cmd {
+	switch k.Type {
+	case tea.KeyEsc:
+		m.modal = nil
+		return nil
+	case tea.KeyEnter:
+		m.modal = nil
+		return md.submit(m, strings.TrimSpace(md.input.Value()))
+	}
+	md.input.Update(k)
+	return nil
+}
+
+func (md *modal) submit(m *Model, v string) tea.Cmd {
+	st := m.store
+	switch md.kind {
+	case modalSave:
+		s, err := m.ed.settings()
+		if err == nil {
+			err = presets.ValidateName(v)
+		}
+		if err == nil {
+			err = s.Validate()
+		}
+		if err != nil {
+			m.setError(fmt.Errorf("save preset: %w", err))
+			return nil
+		}
+		return func() tea.Msg {
+			if err := st.Save(v, s); err != nil {
+				return presetDoneMsg{err: fmt.Errorf("save preset %s: %w", v, err)}
+			}
+			return presetDoneMsg{text: fmt.Sprintf("saved preset %s in %s", v, st.Dir)}
+		}
+	case modalRename:
+		old := md.target
+		return func() tea.Msg {
+			if err := st.Rename(old, v); err != nil {
+				return presetDoneMsg{err: fmt.Errorf("rename preset %s: %w", old, err)}
+			}
+			return presetDoneMsg{text: "renamed " + old + " to " + v}
+		}
+	case modalOpen:
+		path := unquotePath(v)
+		return func() tea.Msg { return openPNG(path) }
+	case modalImport:
+		path := unquotePath(v)
+		return func() tea.Msg {
+			f, err := os.Open(path)
+			if err != nil {
+				return stylesMsg{err: fmt.Errorf("import styles: %w", err)}
+			}
+			defer f.Close()
+			styles, err := presets.ImportStyles(f)
+			if err != nil {
+				return stylesMsg{err: fmt.Errorf("import styles %s: %w", path, err)}
+			}
+			return stylesMsg{path: path, styles: styles}
+		}
+	}
+	return nil
+}
+
+// unquotePath undoes what terminals add when a file is dropped in: quotes,
+// backslash escapes and a file:// prefix.
+func unquotePath(s string) string {
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && (s[0] == '\'' || s[0] == '"') && s[len(s)-1] == s[0] {
+		s = s[1 : len(s)-1]
+	}
+	s = strings.TrimPrefix(s, "file://")
+	return strings.ReplaceAll(s, `\ `, " ")
+}
+
+// openPNG reads the settings a PNG carries in its parameters chunk.
+func openPNG(path string) tea.Msg {
+	text, err := render.ReadPNGTextFile(path)
+	if err != nil {
+		return openedMsg{Err: fmt.Errorf("open: %w", err)}
+	}
+	params, ok := text["parameters"]
+	if !ok {
+		return openedMsg{Err: fmt.Errorf("open %s: the PNG has no \"parameters\" text chunk", path)}
+	}
+	s, _, err := presets.ParseInfotext(params)
+	var ie *presets.InfotextError
+	if err != nil && !errors.As(err, &ie) {
+		return openedMsg{Err: fmt.Errorf("open %s: %w", path, err)}
+	}
+	if err != nil {
+		return openedMsg{Err: fmt.Errorf("open %s: %w", path, err)}
+	}
+	return openedMsg{Path: path, Settings: s}
+}

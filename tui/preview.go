@@ -1,0 +1,144 @@
+package tui
+
+import (
+	"fmt"
+	"image"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/stepwise/stepwise/render"
+)
+
+// renderCache keeps the half-block text of recently drawn images, so that
+// redrawing the screen (every key, every frame) does not resample them.
+type renderCache struct {
+	m map[cacheKey]string
+}
+
+type cacheKey struct {
+	img        *image.RGBA
+	cols, rows int
+}
+
+func (c *renderCache) halfBlock(img *image.RGBA, cols, rows int, mode render.ColorMode) string {
+	if img == nil || cols < 1 || rows < 1 {
+		return ""
+	}
+	k := cacheKey{img, cols, rows}
+	if s, ok := c.m[k]; ok {
+		return s
+	}
+	if c.m == nil || len(c.m) > 256 {
+		c.m = map[cacheKey]string{}
+	}
+	opt := render.Options{Mode: mode}
+	if mode != render.TrueColor {
+		opt.Dither = render.DitherOrdered // stable between frames
+	}
+	s := render.HalfBlockWith(img, cols, rows, opt)
+	c.m[k] = s
+	return s
+}
+
+// shown returns the picture on screen for run r at the cursor and what it
+// is.
+func (m *Model) shown(r *runRec) (*image.RGBA, string) {
+	if m.frame < 0 || len(r.Frames) == 0 {
+		if r.Noise == nil {
+			return nil, "encoding the prompt…"
+		}
+		return r.Noise, "initial noise x_T (latent preview)"
+	}
+	i := min(m.frame, len(r.Frames)-1)
+	if r.Status == runDone && i == len(r.Frames)-1 && len(r.Images) > 0 {
+		return r.Images[0], "final image (VAE)"
+	}
+	if img := r.decoded[decodeKey{i, m.showX0}]; img != nil {
+		if m.showX0 {
+			return img, "predicted x0 (VAE)"
+		}
+		return img, "x_t (VAE)"
+	}
+	f := r.Frames[i]
+	if m.showX0 {
+		return f.X0, "predicted x0 (latent preview)"
+	}
+	return f.XT, "x_t (latent preview)"
+}
+
+// previewPane draws the run on screen: a title, the picture sized to the
+// pane, the progress line, the timeline and the history.
+func (m *Model) previewPane(w, h int) string {
+	st := stylePane
+	if m.focus == focusTimeline {
+		st = stylePaneOn
+	}
+	iw, ih := max(w-2, 1), max(h-2, 1)
+	imgRows := max(ih-4, 1)
+	var title, img, progress, bar, hist string
+	if len(m.runs) == 0 {
+		title = styleDim.Render("no run yet")
+		msg := "Type a prompt, then press ctrl+g to generate.\nEvery step appears here; tab to the timeline to pause, step, scrub and branch."
+		if m.loading {
+			msg = "loading the model…"
+		} else if m.pipe == nil {
+			msg = styleErr.Render(m.status)
+		}
+		img = lipgloss.Place(iw, imgRows, lipgloss.Center, lipgloss.Center, lipgloss.NewStyle().Width(min(iw, 60)).Render(msg))
+	} else {
+		r := m.runs[m.cur]
+		pic, what := m.shown(r)
+		title = fmt.Sprintf("run %d", r.ID)
+		if r.Parent >= 0 {
+			title += fmt.Sprintf(" (branch of %d at step %d)", r.Parent, r.At+1)
+		}
+		title += " · " + what
+		if r.Settings.Batch > 1 {
+			title += fmt.Sprintf(" · image 1 of %d", r.Settings.Batch)
+		}
+		img = lipgloss.Place(iw, imgRows, lipgloss.Center, lipgloss.Center, m.cache.halfBlock(pic, iw, imgRows, m.opts.Color))
+		progress = m.progressLine(r)
+		bar = m.timelineBar(r, iw)
+		hist = m.historyLine(iw)
+	}
+	inner := strings.Join([]string{truncate(styleLabelOn.Render(title), iw), img, truncate(progress, iw), bar, hist}, "\n")
+	return st.Width(iw).Height(ih).Render(fitBlock(inner, iw, ih))
+}
+
+// progressLine: step i/N, sigma, it/s, ETA and the run's state.
+func (m *Model) progressLine(r *runRec) string {
+	n := r.total()
+	i := m.frame + 1
+	parts := []string{fmt.Sprintf("step %d/%d", i, n)}
+	if m.frame >= 0 && m.frame < len(r.Frames) {
+		f := r.Frames[m.frame]
+		parts = append(parts, fmt.Sprintf("σ %.3f→%.3f", f.Sigma, f.Next), fmt.Sprintf("t %.0f", f.Timestep))
+	}
+	var took time.Duration
+	for _, f := range r.Frames[r.Inherited:] {
+		took += f.Took
+	}
+	done := len(r.Frames) - r.Inherited
+	if done > 0 && took > 0 {
+		per := took / time.Duration(done)
+		parts = append(parts, fmt.Sprintf("%.2f it/s", float64(time.Second)/float64(per)))
+		if r.Status == runRunning {
+			eta := per * time.Duration(max(n-len(r.Frames), 0))
+			parts = append(parts, "ETA "+eta.Round(100*time.Millisecond).String())
+		}
+	}
+	state := runStatusNames[r.Status]
+	if r.Status == runRunning && m.paused {
+		state = "paused"
+	}
+	if r.Status == runDone {
+		state = "done in " + r.Elapsed.Round(10*time.Millisecond).String()
+	}
+	if r.Status == runFailed && r.Err != nil {
+		state = "failed: " + r.Err.Error()
+	}
+	parts = append(parts, state)
+	return strings.Join(parts, " · ")
+}

@@ -1,0 +1,290 @@
+package tui
+
+import (
+	"fmt"
+	"image"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// runStatus is where a run of the history stands.
+type runStatus int
+
+const (
+	runStarting runStatus = iota
+	runRunning
+	runDone
+	runCancelled
+	runStopped
+	runFailed
+)
+
+var runStatusNames = [...]string{"starting", "running", "done", "cancelled", "stopped", "failed"}
+
+// frameRec is one recorded step: its numbers and two cheap previews (the
+// noisy latent x_t, rescaled to the VP range, and the predicted x0).
+type frameRec struct {
+	Index, Total          int
+	Sigma, Next, Timestep float64
+	NFE                   int
+	Took                  time.Duration
+	XT, X0                *image.RGBA
+}
+
+type decodeKey struct {
+	frame int
+	x0    bool
+}
+
+// runRec is one run of the history. A branch starts with its parent's
+// frames up to the branch point (Inherited of them).
+type runRec struct {
+	ID, Parent, At int
+	Settings       presets.Settings
+	Status         runStatus
+	Err            error
+	Frames         []frameRec
+	Inherited      int
+	Noise          *image.RGBA
+	Images         []*image.RGBA
+	decoded        map[decodeKey]*image.RGBA
+	Schedule       sampler.Schedule
+	Shape          [4]int
+	Chunks         int
+	PromptTokens   int
+	NegativeTokens int
+	Started        time.Time
+	Elapsed        time.Duration
+	Encode         time.Duration
+	Sampling       time.Duration
+	Decode         time.Duration
+	Timings        map[string]time.Duration
+}
+
+func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
+	return &runRec{ID: id, Settings: s, Parent: parent, At: at, Status: runStarting, decoded: map[decodeKey]*image.RGBA{}}
+}
+
+// total is the number of frames the run will have when done.
+func (r *runRec) total() int {
+	n := len(r.Frames)
+	switch {
+	case r.Status > runRunning:
+		return n
+	case n > r.Inherited:
+		f := r.Frames[n-1]
+		return n + max(f.Total-f.Index-1, 0)
+	case r.Inherited == 0:
+		return max(n, r.Settings.Steps)
+	}
+	return n + 1 // a branch before its first new step
+}
+
+// timelineKey handles a key while the timeline has focus.
+func (m *Model) timelineKey(k tea.KeyMsg) tea.Cmd {
+	km := m.keys
+	if len(m.runs) == 0 {
+		return nil
+	}
+	r := m.runs[m.cur]
+	last := len(r.Frames) - 1
+	switch {
+	case key.Matches(k, km.Pause):
+		if a := m.active(); a != nil {
+			m.paused = !m.paused
+			m.w.setPaused(m.paused)
+			if m.paused {
+				m.setStatus(fmt.Sprintf("run %d paused: . steps once, , and . scrub", a.ID))
+			} else {
+				m.follow = true
+				m.setStatus(fmt.Sprintf("run %d resumed", a.ID))
+			}
+		} else {
+			m.setStatus("no run in progress")
+		}
+	case key.Matches(k, km.StepFwd):
+		if m.frame < last {
+			m.frame++
+			m.follow = m.frame == last && r.Status == runRunning && !m.paused
+			return nil
+		}
+		if a := m.active(); a == r && m.paused {
+			m.follow = true
+			m.w.submit(stepReq{ID: r.ID})
+		}
+	case key.Matches(k, km.StepBack):
+		if m.frame > -1 {
+			m.frame--
+		}
+		m.follow = false
+	case key.Matches(k, km.First):
+		m.frame, m.follow = -1, false
+	case key.Matches(k, km.Last):
+		m.frame, m.follow = last, true
+	case key.Matches(k, km.ToggleX0):
+		m.showX0 = !m.showX0
+	case key.Matches(k, km.Branch):
+		return m.branch()
+	case key.Matches(k, km.Decode):
+		if m.frame >= 0 {
+			m.w.submit(decodeReq{ID: r.ID, Frame: m.frame, X0: m.showX0})
+			m.setStatus("decoding with the VAE…")
+		}
+	case key.Matches(k, km.PrevRun):
+		m.selectRun(m.cur - 1)
+	case key.Matches(k, km.NextRun):
+		m.selectRun(m.cur + 1)
+	}
+	return nil
+}
+
+func (m *Model) selectRun(i int) {
+	if i < 0 || i >= len(m.runs) {
+		return
+	}
+	m.cur = i
+	m.frame = len(m.runs[i].Frames) - 1
+	m.follow = m.runs[i].Status == runRunning
+}
+
+// handleMouse: click a field to focus it, click or scroll the timeline to
+// scrub, scroll a numeric field to nudge it.
+func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
+	if m.state != stateMain || m.modal != nil {
+		return nil
+	}
+	y := msg.Y - 1 // below the header line
+	lay := m.mainLayout()
+	inForm := msg.X < lay.formW
+	switch msg.Button {
+	case tea.MouseButtonWheelUp, tea.MouseButtonWheelDown:
+		d := 1
+		if msg.Button == tea.MouseButtonWheelUp {
+			d = -1
+		}
+		if inForm {
+			if f, ok := lay.fieldAt(y); ok && !f.isText() || (ok && f != focusPrompt && f != focusNegative && f != focusOutDir) {
+				m.ed.nudge(f, float64(-d))
+			}
+			return nil
+		}
+		if len(m.runs) > 0 {
+			r := m.runs[m.cur]
+			m.frame = min(max(m.frame+d, -1), len(r.Frames)-1)
+			m.follow = false
+		}
+	case tea.MouseButtonLeft:
+		if msg.Action != tea.MouseActionPress {
+			return nil
+		}
+		if inForm {
+			if f, ok := lay.fieldAt(y); ok {
+				m.focus = f
+			}
+			return nil
+		}
+		m.focus = focusTimeline
+		if y == lay.barRow && len(m.runs) > 0 {
+			r := m.runs[m.cur]
+			n := max(r.total(), 1)
+			x := msg.X - lay.barX
+			if x >= 0 && x < lay.barW {
+				i := x * n / lay.barW
+				m.frame = min(i, len(r.Frames)-1)
+				m.follow = false
+			}
+		}
+	}
+	return nil
+}
+
+// mainLayout is the geometry of the main view, shared by View and the
+// mouse handler.
+type mainLayout struct {
+	formW, paneW, bodyH int
+	form                formLayout
+	imgRows             int
+	barRow, barX, barW  int
+}
+
+func (m *Model) mainLayout() mainLayout {
+	var l mainLayout
+	l.bodyH = max(m.height-3, 3) // header, status, short help
+	w := m.width
+	l.formW = min(46, max(30, w*2/5))
+	if w < 70 {
+		l.formW = max(w/2, 20)
+	}
+	l.paneW = w - l.formW - 1
+	l.form = layoutForm(l.bodyH)
+	// Pane: border (2), title, image, progress, timeline bar, history.
+	l.imgRows = max(l.bodyH-2-4, 1)
+	l.barRow = 1 + 1 + l.imgRows + 1 // border, title, image, progress
+	l.barX = l.formW + 1 + 1
+	l.barW = max(l.paneW-2, 1)
+	return l
+}
+
+func (l mainLayout) fieldAt(y int) (focus, bool) {
+	for f := focusPrompt; f < focusTimeline; f++ {
+		if y >= l.form.rows[f] && y < l.form.rows[f]+l.form.heights[f] {
+			return f, true
+		}
+	}
+	return 0, false
+}
+
+// timelineBar draws one cell per step: taken, on screen, still to come.
+func (m *Model) timelineBar(r *runRec, w int) string {
+	n := max(r.total(), len(r.Frames), 1)
+	var b strings.Builder
+	for x := 0; x < w; x++ {
+		i := x * n / w
+		switch {
+		case i == m.frame || (m.frame < 0 && x == 0 && len(r.Frames) == 0):
+			b.WriteString(styleTickOn.Render("█"))
+		case i < r.Inherited:
+			b.WriteString(styleDim.Render("▆"))
+		case i < len(r.Frames):
+			b.WriteString(styleBarDone.Render("▆"))
+		default:
+			b.WriteString(styleBarTodo.Render("▁"))
+		}
+	}
+	return b.String()
+}
+
+// historyLine lists the runs, the one on screen highlighted.
+func (m *Model) historyLine(w int) string {
+	var parts []string
+	for i, r := range m.runs {
+		s := fmt.Sprintf("#%d", r.ID)
+		if r.Parent >= 0 {
+			s += fmt.Sprintf("⑂%d@%d", r.Parent, r.At+1)
+		}
+		switch r.Status {
+		case runDone:
+			s += "✓"
+		case runRunning, runStarting:
+			s += "▶"
+		case runCancelled, runStopped:
+			s += "■"
+		case runFailed:
+			s += "✗"
+		}
+		if i == m.cur {
+			s = styleSelected.Render("[" + s + "]")
+		} else {
+			s = styleDim.Render(s)
+		}
+		parts = append(parts, s)
+	}
+	line := "history " + strings.Join(parts, " ")
+	return truncate(line, w)
+}

@@ -1,0 +1,690 @@
+// Package tui is the Stepwise studio: a bubbletea program to edit a
+// generation's settings, watch every sampler step as a half-block preview,
+// pause, step, scrub and branch a run, keep presets, export PNGs that carry
+// their parameters, and look at four live explanations of diffusion (noise
+// schedule, forward/reverse process, guidance sweep, pipeline trace).
+//
+// All model work runs on one worker goroutine (worker.go) that owns the
+// device; the UI only sends it requests and draws the messages it returns,
+// so keys are handled while kernels run.
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"image"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// Options configure the studio.
+type Options struct {
+	// Load opens the device and loads the model; it runs on the worker.
+	Load LoadFunc
+	// ModelLabel names the model and device in the header while loading.
+	ModelLabel string
+	// OutDir is the export folder ("" = the current folder).
+	OutDir string
+	// PresetDir is the preset folder ("" = presets.DefaultDir()).
+	PresetDir string
+	// Settings are the initial settings (zero = presets.Default() at the
+	// model's native size).
+	Settings *presets.Settings
+	// Color is the half-block colour mode (zero = render.TrueColor; Run
+	// uses render.DetectColorMode).
+	Color render.ColorMode
+}
+
+// state is the screen shown.
+type state int
+
+const (
+	stateMain state = iota
+	statePresets
+	stateSchedule
+	stateForward
+	stateSweep
+	stateTrace
+)
+
+// Messages from the worker and from commands.
+type (
+	loadedMsg struct {
+		pipe     *models.Pipeline
+		err      error
+		took     time.Duration
+		warnings []string
+	}
+	runStartedMsg struct {
+		ID, Parent, At               int
+		Settings                     presets.Settings
+		Schedule                     sampler.Schedule
+		Chunks                       int
+		PromptTokens, NegativeTokens int
+		Encode                       time.Duration
+		VE                           bool
+		Shape                        [4]int
+		Noise                        *image.RGBA
+	}
+	frameMsg struct {
+		ID    int
+		Frame frameRec
+	}
+	runDoneMsg struct {
+		ID                       int
+		Err                      error
+		Cancelled, Stopped       bool
+		Images                   []*image.RGBA
+		Encode, Sampling, Decode time.Duration
+		Timings                  map[string]time.Duration
+	}
+	decodedMsg struct {
+		ID, Frame int
+		X0        bool
+		Images    []*image.RGBA
+		Err       error
+	}
+	exportedMsg struct {
+		Paths []string
+		Err   error
+	}
+	sweepMsg struct {
+		Key   string
+		Index int
+		Scale float64
+		Image *image.RGBA
+		Took  time.Duration
+		Err   error
+	}
+	forwardMsg struct {
+		ID       int
+		T        []int
+		AlphaBar []float64
+		Images   []*image.RGBA
+		Err      error
+	}
+	openedMsg struct {
+		Path     string
+		Settings presets.Settings
+		Err      error
+	}
+	errMsg    struct{ err error }
+	statusMsg struct{ text string }
+)
+
+// Model is the studio's top model.
+type Model struct {
+	opts  Options
+	w     *worker
+	keys  keyMap
+	help  help.Model
+	store *presets.Store
+
+	width, height int
+	state         state
+	focus         focus
+	ed            *editor
+
+	pipe    *models.Pipeline
+	loading bool
+	loadErr error
+
+	runs   []*runRec
+	cur    int  // index into runs
+	frame  int  // frame on screen in runs[cur]; -1 = the initial noise
+	follow bool // the frame on screen follows new frames
+	showX0 bool
+	paused bool
+	nextID int
+
+	status    string
+	statusErr bool
+	exported  []string
+
+	modal *modal
+	pv    presetsView
+	sv    scheduleView
+	fv    forwardView
+	gv    sweepView
+
+	cache renderCache
+}
+
+// New returns the studio model. Call Start to begin loading the model.
+func New(opts Options) *Model {
+	s := presets.Default()
+	if opts.Settings != nil {
+		s = *opts.Settings
+	}
+	dir := opts.PresetDir
+	if dir == "" {
+		if d, err := presets.DefaultDir(); err == nil {
+			dir = d
+		}
+	}
+	m := &Model{
+		opts: opts, keys: newKeyMap(), help: help.New(), store: presets.NewStore(dir),
+		ed: newEditor(s, opts.OutDir), frame: -1, width: 100, height: 30, loading: true,
+		sv: newScheduleView(),
+	}
+	m.status = "loading " + opts.ModelLabel + "…"
+	return m
+}
+
+// Start starts the worker, which sends its messages through send (a
+// tea.Program's Send), and asks it to load the model.
+func (m *Model) Start(send func(tea.Msg)) {
+	m.w = newWorker(send)
+	if m.opts.Load == nil {
+		m.opts.Load = func(func(string)) (gpu.Device, *models.Pipeline, error) {
+			return nil, nil, errors.New("no model to load")
+		}
+	}
+	m.w.submit(loadReq{load: m.opts.Load})
+}
+
+// Close stops the worker (cancelling its work) and releases the model.
+func (m *Model) Close() {
+	if m.w != nil {
+		m.w.close(5 * time.Second)
+	}
+}
+
+// Run starts the studio on the terminal and returns when it quits.
+func Run(opts Options) error {
+	if opts.Color == render.TrueColor {
+		opts.Color = render.DetectColorMode()
+	}
+	m := New(opts)
+	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion())
+	m.Start(p.Send)
+	_, err := p.Run()
+	m.Close()
+	return err
+}
+
+// Init implements tea.Model.
+func (m *Model) Init() tea.Cmd { return nil }
+
+func (m *Model) setStatus(s string) { m.status, m.statusErr = s, false }
+func (m *Model) setError(err error) { m.status, m.statusErr = err.Error(), true }
+
+// Update implements tea.Model.
+func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.width, m.height = msg.Width, msg.Height
+		m.help.Width = msg.Width
+		return m, nil
+	case tea.KeyMsg:
+		return m, m.handleKey(msg)
+	case tea.MouseMsg:
+		return m, m.handleMouse(msg)
+	case loadedMsg:
+		m.loading = false
+		if msg.err != nil {
+			m.loadErr = msg.err
+			m.setError(fmt.Errorf("model: %w", msg.err))
+			return m, nil
+		}
+		m.pipe = msg.pipe
+		m.ed.downscale = m.pipe.Downscale()
+		if m.opts.Settings == nil {
+			n := m.pipe.NativeSize()
+			m.ed.width.SetValue(fmt.Sprint(n))
+			m.ed.height.SetValue(fmt.Sprint(n))
+		}
+		m.setStatus(fmt.Sprintf("loaded %s in %s — edit the prompt, then ctrl+g", m.pipe.Name, msg.took.Round(time.Millisecond)))
+		if len(msg.warnings) > 0 {
+			m.setError(errors.New(oneLine(strings.Join(msg.warnings, "; "))))
+		}
+		return m, nil
+	case runStartedMsg:
+		m.onRunStarted(msg)
+	case frameMsg:
+		m.onFrame(msg)
+	case runDoneMsg:
+		m.onRunDone(msg)
+	case decodedMsg:
+		if r := m.run(msg.ID); r != nil {
+			if msg.Err != nil {
+				m.setError(fmt.Errorf("decode: %w", msg.Err))
+			} else if len(msg.Images) > 0 {
+				r.decoded[decodeKey{msg.Frame, msg.X0}] = msg.Images[0]
+				m.setStatus(fmt.Sprintf("VAE-decoded frame %d", msg.Frame+1))
+			}
+		}
+	case exportedMsg:
+		if msg.Err != nil {
+			m.setError(msg.Err)
+		} else {
+			m.exported = msg.Paths
+			m.setStatus("exported " + strings.Join(msg.Paths, ", "))
+		}
+	case openedMsg:
+		if msg.Err != nil {
+			m.setError(msg.Err)
+		} else {
+			m.applySettings(msg.Settings, true)
+			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
+		}
+	case presetsMsg, presetDoneMsg, stylesMsg:
+		return m, m.pv.update(m, msg)
+	case sweepMsg:
+		m.gv.onMsg(m, msg)
+	case forwardMsg:
+		return m, m.fv.onMsg(m, msg)
+	case forwardTickMsg:
+		return m, m.fv.tick(m, msg)
+	case schedulePreviewMsg:
+		m.sv.onMsg(msg)
+	case errMsg:
+		m.setError(msg.err)
+	case statusMsg:
+		m.setStatus(msg.text)
+	}
+	return m, nil
+}
+
+// handleKey is the one place that routes keys: global keys first, then the
+// modal, then the screen, then the focused component.
+func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
+	km := m.keys
+	switch {
+	case key.Matches(k, km.Quit):
+		if m.w != nil {
+			m.w.cancelWork()
+		}
+		return tea.Quit
+	case m.modal != nil:
+		return m.modal.update(m, k)
+	case key.Matches(k, km.Generate):
+		return m.generate()
+	case key.Matches(k, km.Save):
+		m.openModal(modalSave, "Save preset as", "")
+		return nil
+	case key.Matches(k, km.Export):
+		return m.export()
+	case key.Matches(k, km.Open):
+		m.openModal(modalOpen, "Open settings from a PNG (type or drop its path)", "")
+		return nil
+	case key.Matches(k, km.Presets):
+		m.state = statePresets
+		return m.pv.load(m)
+	case key.Matches(k, km.ViewMain):
+		m.state = stateMain
+		return nil
+	case key.Matches(k, km.ViewSchedule):
+		m.state = stateSchedule
+		return m.sv.enter(m)
+	case key.Matches(k, km.ViewForward):
+		m.state = stateForward
+		return m.fv.enter(m)
+	case key.Matches(k, km.ViewSweep):
+		m.state = stateSweep
+		return m.gv.enter(m, false)
+	case key.Matches(k, km.ViewTrace):
+		m.state = stateTrace
+		return nil
+	case key.Matches(k, km.Cancel):
+		return m.cancel()
+	case k.String() == "f1" || (k.String() == "?" && !(m.state == stateMain && m.focus.isText())):
+		m.help.ShowAll = !m.help.ShowAll
+		return nil
+	}
+	switch m.state {
+	case statePresets:
+		return m.pv.key(m, k)
+	case stateSchedule:
+		m.sv.key(k)
+		return nil
+	case stateForward:
+		return m.fv.key(m, k)
+	case stateSweep:
+		return m.gv.key(m, k)
+	case stateTrace:
+		return nil
+	}
+	switch {
+	case key.Matches(k, km.NextField):
+		m.focus = (m.focus + 1) % numFocus
+		return nil
+	case key.Matches(k, km.PrevField):
+		m.focus = (m.focus + numFocus - 1) % numFocus
+		return nil
+	}
+	if m.focus == focusTimeline {
+		return m.timelineKey(k)
+	}
+	if !m.ed.update(m.focus, k) {
+		switch k.String() {
+		case "up":
+			if m.focus > 0 {
+				m.focus--
+			}
+		case "down", "enter":
+			m.focus++
+		}
+	}
+	return nil
+}
+
+// cancel handles Esc: close help, leave a view, or cancel the work in
+// progress.
+func (m *Model) cancel() tea.Cmd {
+	switch {
+	case m.help.ShowAll:
+		m.help.ShowAll = false
+	case m.state != stateMain:
+		if m.state == stateSweep && m.gv.busy {
+			m.w.cancelWork()
+			m.gv.busy = false
+			m.setStatus("guidance sweep cancelled")
+			return nil
+		}
+		m.state = stateMain
+	default:
+		if r := m.active(); r != nil {
+			m.w.cancelWork()
+			m.setStatus("cancelling…")
+		}
+	}
+	return nil
+}
+
+// active returns the run the worker is stepping (or holding paused).
+func (m *Model) active() *runRec {
+	for _, r := range m.runs {
+		if r.Status == runRunning || r.Status == runStarting {
+			return r
+		}
+	}
+	return nil
+}
+
+func (m *Model) run(id int) *runRec {
+	for _, r := range m.runs {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// validSettings reads and checks the editor's settings against the model.
+func (m *Model) validSettings() (presets.Settings, error) {
+	if m.pipe == nil {
+		if m.loading {
+			return presets.Settings{}, errors.New("the model is still loading")
+		}
+		return presets.Settings{}, fmt.Errorf("no model loaded: %v", m.loadErr)
+	}
+	s, err := m.ed.settings()
+	if err != nil {
+		return s, err
+	}
+	if !m.ed.seedLocked || s.Seed < 0 {
+		s.Seed = gen.RandomSeed()
+		m.ed.seed.SetValue(fmt.Sprint(s.Seed))
+	}
+	if err := gen.Validate(m.pipe, s); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// generate starts a new run with the edited settings; a run in progress is
+// cancelled first (it stays in the history).
+func (m *Model) generate() tea.Cmd {
+	s, err := m.validSettings()
+	if err != nil {
+		m.setError(fmt.Errorf("not generating: %w", err))
+		return nil
+	}
+	if m.active() != nil {
+		m.w.cancelWork()
+	}
+	m.nextID++
+	r := newRunRec(m.nextID, s, -1, -1)
+	m.runs = append(m.runs, r)
+	m.cur, m.frame, m.follow, m.paused = len(m.runs)-1, -1, true, false
+	m.w.setPaused(false)
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
+	m.state, m.focus = stateMain, focusTimeline
+	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
+	return nil
+}
+
+// branch continues the run on screen from the frame on screen with the
+// edited prompt, guidance, sampler, schedule and steps.
+func (m *Model) branch() tea.Cmd {
+	if len(m.runs) == 0 || m.frame < 0 {
+		m.setError(errors.New("branch: scrub to a frame of a run first"))
+		return nil
+	}
+	parent := m.runs[m.cur]
+	s, err := m.validSettings()
+	if err != nil {
+		m.setError(fmt.Errorf("branch: %w", err))
+		return nil
+	}
+	if m.active() != nil {
+		m.w.cancelWork()
+	}
+	m.nextID++
+	r := newRunRec(m.nextID, s, parent.ID, m.frame)
+	r.Frames = append([]frameRec(nil), parent.Frames[:m.frame+1]...)
+	r.Inherited = m.frame + 1
+	r.Noise = parent.Noise
+	m.runs = append(m.runs, r)
+	m.cur, m.follow, m.paused = len(m.runs)-1, true, false
+	m.w.setPaused(false)
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame})
+	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
+	return nil
+}
+
+func (m *Model) onRunStarted(msg runStartedMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	r.Status = runRunning
+	r.Settings, r.Schedule, r.Chunks = msg.Settings, msg.Schedule, msg.Chunks
+	r.PromptTokens, r.NegativeTokens, r.Encode, r.Shape = msg.PromptTokens, msg.NegativeTokens, msg.Encode, msg.Shape
+	if msg.Parent < 0 {
+		r.Noise = msg.Noise
+	}
+	r.Started = time.Now()
+}
+
+func (m *Model) onFrame(msg frameMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	r.Frames = append(r.Frames, msg.Frame)
+	if m.runs[m.cur] == r && m.follow {
+		m.frame = len(r.Frames) - 1
+	}
+}
+
+func (m *Model) onRunDone(msg runDoneMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	r.Images, r.Timings = msg.Images, msg.Timings
+	r.Sampling, r.Decode = msg.Sampling, msg.Decode
+	if msg.Encode > 0 {
+		r.Encode = msg.Encode
+	}
+	r.Elapsed = time.Since(r.Started)
+	m.paused = false
+	switch {
+	case msg.Stopped:
+		r.Status = runStopped
+	case msg.Cancelled:
+		r.Status = runCancelled
+		m.setStatus(fmt.Sprintf("run %d cancelled after %d steps", r.ID, len(r.Frames)))
+	case msg.Err != nil:
+		r.Status, r.Err = runFailed, msg.Err
+		m.setError(fmt.Errorf("run %d: %w", r.ID, msg.Err))
+	default:
+		r.Status = runDone
+		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+e exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
+	}
+}
+
+// export writes the image on screen: the decoded final image at the last
+// frame of a finished run, otherwise the frame's latent decoded by the VAE.
+func (m *Model) export() tea.Cmd {
+	if len(m.runs) == 0 {
+		m.setError(errors.New("export: nothing generated yet"))
+		return nil
+	}
+	r := m.runs[m.cur]
+	dir := strings.TrimSpace(m.ed.outDir.Value())
+	if dir == "" {
+		dir = "."
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		m.setError(fmt.Errorf("export: folder %q does not exist", dir))
+		return nil
+	}
+	if r.Status == runDone && (m.frame == len(r.Frames)-1 || m.frame < 0) && len(r.Images) > 0 {
+		m.w.submit(exportReq{ID: r.ID, Final: true, Images: r.Images, Dir: dir})
+	} else if m.frame >= 0 {
+		m.w.submit(exportReq{ID: r.ID, Frame: m.frame, X0: m.showX0, Dir: dir})
+	} else {
+		m.setError(errors.New("export: no frame on screen yet"))
+		return nil
+	}
+	m.setStatus("exporting…")
+	return nil
+}
+
+// applySettings shows s in the editor; unless keepSeed, the editor's seed
+// (locked or random) stays.
+func (m *Model) applySettings(s presets.Settings, keepSeed bool) {
+	if !keepSeed {
+		s.Seed = -1
+		if cur, _ := m.ed.settings(); m.ed.seedLocked {
+			s.Seed = cur.Seed
+		}
+	}
+	m.ed.set(s)
+}
+
+// View implements tea.Model.
+func (m *Model) View() string {
+	m.keys.state, m.keys.focus = m.state, m.focus
+	m.keys.inText = m.focus.isText()
+	header := m.headerView()
+	foot := m.footerView()
+	bodyH := max(m.height-lipgloss.Height(header)-lipgloss.Height(foot), 3)
+	var body string
+	switch {
+	case m.modal != nil:
+		body = lipgloss.Place(m.width, bodyH, lipgloss.Center, lipgloss.Center, m.modal.view(m.width))
+	case m.state == statePresets:
+		body = m.pv.view(m, m.width, bodyH)
+	case m.state == stateSchedule:
+		body = m.sv.view(m, m.width, bodyH)
+	case m.state == stateForward:
+		body = m.fv.view(m, m.width, bodyH)
+	case m.state == stateSweep:
+		body = m.gv.view(m, m.width, bodyH)
+	case m.state == stateTrace:
+		body = traceView(m, m.width, bodyH)
+	default:
+		body = m.mainView(m.width, bodyH)
+	}
+	body = fitBlock(body, m.width, bodyH)
+	return header + "\n" + body + "\n" + foot
+}
+
+func (m *Model) headerView() string {
+	name := m.opts.ModelLabel
+	if m.pipe != nil {
+		name = m.pipe.Name
+	}
+	views := []string{"studio", "schedule", "fwd/rev", "sweep", "trace"}
+	var tabs []string
+	for i, v := range views {
+		st := styleDim
+		if (i == 0 && (m.state == stateMain || m.state == statePresets)) || state(i+1) == m.state {
+			st = styleSelected
+		}
+		tabs = append(tabs, st.Render(fmt.Sprintf("%d %s", i+1, v)))
+	}
+	left := styleTitle.Render("stepwise") + styleHeader.Render(" · "+name+" · ") + strings.Join(tabs, " ")
+	return truncate(left, m.width)
+}
+
+func (m *Model) footerView() string {
+	st := styleOK
+	if m.statusErr {
+		st = styleErr
+	}
+	status := truncate(st.Render(m.status), m.width)
+	m.help.Width = m.width
+	return status + "\n" + m.help.View(m.keys)
+}
+
+// mainView is the editor on the left and the preview with its progress
+// line and timeline on the right.
+func (m *Model) mainView(w, h int) string {
+	formW := min(46, max(30, w*2/5))
+	if w < 70 {
+		formW = max(w/2, 20)
+	}
+	form := fitBlock(m.ed.view(formW, h, m.focus, m.chunks()), formW, h)
+	right := m.previewPane(w-formW-1, h)
+	return lipgloss.JoinHorizontal(lipgloss.Top, form, " ", right)
+}
+
+// chunks is the prompt chunk count of the run on screen.
+func (m *Model) chunks() int {
+	if len(m.runs) == 0 {
+		return 0
+	}
+	return m.runs[m.cur].Chunks
+}
+
+// fitBlock pads or cuts s to exactly w x h cells.
+func fitBlock(s string, w, h int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > h {
+		lines = lines[:h]
+	}
+	for len(lines) < h {
+		lines = append(lines, "")
+	}
+	for i, l := range lines {
+		lw := lipgloss.Width(l)
+		if lw > w {
+			l = truncate(l, w)
+			lw = lipgloss.Width(l)
+		}
+		lines[i] = l + strings.Repeat(" ", max(0, w-lw))
+	}
+	return strings.Join(lines, "\n")
+}
+
+func truncate(s string, w int) string {
+	return lipgloss.NewStyle().MaxWidth(w).Render(s)
+}

@@ -1,0 +1,598 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io/fs"
+	"math"
+	"math/rand/v2"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// LoadFunc opens the compute device and loads the model; warn receives
+// notes worth showing (such as a fallback to another device). The worker
+// calls it on its own goroutine (which keeps its OS thread, as a GL context
+// needs).
+type LoadFunc func(warn func(string)) (gpu.Device, *models.Pipeline, error)
+
+// worker owns the device and the pipeline: every kernel runs on its one
+// goroutine, taking requests from a queue and answering with tea.Msgs.
+type worker struct {
+	reqs   chan request
+	send   func(tea.Msg)
+	paused atomic.Bool
+	done   chan struct{}
+
+	mu     sync.Mutex
+	cancel context.CancelFunc // of the work in progress (a run or a sweep)
+	closed bool
+
+	// Owned by the worker goroutine.
+	dev    gpu.Device
+	pipe   *models.Pipeline
+	jobs   map[int]*jobState
+	active *jobState
+}
+
+// jobState is one run as the worker keeps it: the gen.Job and a snapshot
+// after every frame (with the run that took it, for branches of branches).
+type jobState struct {
+	id     int
+	job    *gen.Job
+	snaps  []ownedSnap
+	ctx    context.Context
+	cancel context.CancelFunc
+	ve     bool // the sampler's native space is VE (x = x0 + sigma*eps)
+	encode time.Duration
+	steps  time.Duration
+	last   time.Time
+}
+
+type ownedSnap struct {
+	run  *sampler.Run
+	snap *sampler.Snapshot
+}
+
+// request is a unit of work for the worker.
+type request interface{ isRequest() }
+
+type loadReq struct{ load LoadFunc }
+
+// genReq starts a run (Parent < 0) or branches from frame At of run Parent.
+type genReq struct {
+	ID       int
+	Settings presets.Settings
+	Parent   int
+	At       int
+}
+
+type stepReq struct{ ID int }
+type wakeReq struct{}
+type cancelReq struct{}
+
+// decodeReq asks for the VAE decode of a frame's x_t (X0 false) or x0.
+type decodeReq struct {
+	ID, Frame int
+	X0        bool
+}
+
+// exportReq writes a run's images (given, or decoded from a frame) as PNGs.
+type exportReq struct {
+	ID, Frame int
+	X0        bool
+	Final     bool
+	Images    []*image.RGBA
+	Dir       string
+}
+
+// sweepReq runs the same seed at several guidance scales.
+type sweepReq struct {
+	Key      string
+	Settings presets.Settings
+	Scales   []float64
+}
+
+// forwardReq noises a run's image with q(x_t|x0) at n timesteps.
+type forwardReq struct {
+	ID, Frame int
+	N         int
+}
+
+func (loadReq) isRequest()    {}
+func (genReq) isRequest()     {}
+func (stepReq) isRequest()    {}
+func (wakeReq) isRequest()    {}
+func (cancelReq) isRequest()  {}
+func (decodeReq) isRequest()  {}
+func (exportReq) isRequest()  {}
+func (sweepReq) isRequest()   {}
+func (forwardReq) isRequest() {}
+
+func newWorker(send func(tea.Msg)) *worker {
+	w := &worker{
+		reqs: make(chan request, 1024),
+		send: send,
+		done: make(chan struct{}),
+		jobs: map[int]*jobState{},
+	}
+	go w.loop()
+	return w
+}
+
+// submit queues r without blocking the caller for long; it is dropped after
+// Close.
+func (w *worker) submit(r request) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return
+	}
+	select {
+	case w.reqs <- r:
+	default:
+		go w.send(errMsg{fmt.Errorf("the worker queue is full; dropped a %T", r)})
+	}
+}
+
+// cancelWork cancels the kernel work in progress, right now (a step in
+// flight returns at its next context check), and tells the loop.
+func (w *worker) cancelWork() {
+	w.mu.Lock()
+	if w.cancel != nil {
+		w.cancel()
+	}
+	w.mu.Unlock()
+	w.submit(cancelReq{})
+}
+
+func (w *worker) setPaused(p bool) {
+	w.paused.Store(p)
+	w.submit(wakeReq{})
+}
+
+// close stops the worker after the request in progress, waiting at most d.
+func (w *worker) close(d time.Duration) {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed = true
+	if w.cancel != nil {
+		w.cancel()
+	}
+	close(w.reqs)
+	w.mu.Unlock()
+	select {
+	case <-w.done:
+	case <-time.After(d):
+	}
+}
+
+func (w *worker) setCancel(c context.CancelFunc) {
+	w.mu.Lock()
+	w.cancel = c
+	w.mu.Unlock()
+}
+
+func (w *worker) loop() {
+	runtime.LockOSThread() // a GL context is current on one OS thread
+	defer close(w.done)
+	defer w.release()
+	for {
+		if a := w.active; a != nil && !a.job.Done() && !w.paused.Load() {
+			select {
+			case r, ok := <-w.reqs:
+				if !ok {
+					return
+				}
+				w.handle(r)
+			default:
+				w.step(a)
+			}
+			continue
+		}
+		r, ok := <-w.reqs
+		if !ok {
+			return
+		}
+		w.handle(r)
+	}
+}
+
+func (w *worker) release() {
+	for _, j := range w.jobs {
+		j.job.Close()
+	}
+	if w.pipe != nil {
+		w.pipe.Close()
+	}
+}
+
+func (w *worker) handle(r request) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.send(errMsg{fmt.Errorf("internal error in the worker (%T): %v", r, p)})
+		}
+	}()
+	switch r := r.(type) {
+	case loadReq:
+		start := time.Now()
+		var warns []string
+		dev, pipe, err := r.load(func(s string) { warns = append(warns, s) })
+		w.dev, w.pipe = dev, pipe
+		w.send(loadedMsg{pipe: pipe, err: err, took: time.Since(start), warnings: warns})
+	case genReq:
+		w.start(r)
+	case stepReq:
+		if a := w.active; a != nil && a.id == r.ID && !a.job.Done() {
+			w.step(a)
+		}
+	case wakeReq:
+	case cancelReq:
+		if a := w.active; a != nil {
+			w.finish(a, context.Canceled)
+		}
+	case decodeReq:
+		w.decode(r)
+	case exportReq:
+		w.export(r)
+	case sweepReq:
+		w.sweep(r)
+	case forwardReq:
+		w.forward(r)
+	}
+}
+
+// start begins a run or a branch and sends its first preview (the initial
+// noise, or the frame branched from) at once.
+func (w *worker) start(r genReq) {
+	if w.pipe == nil {
+		w.send(runDoneMsg{ID: r.ID, Err: errors.New("no model is loaded")})
+		return
+	}
+	if a := w.active; a != nil && !a.job.Done() {
+		w.finish(a, errStopped)
+	}
+	t0 := time.Now()
+	var job *gen.Job
+	var snaps []ownedSnap
+	if r.Parent < 0 {
+		j, err := gen.Start(w.pipe, r.Settings)
+		if err != nil {
+			w.send(runDoneMsg{ID: r.ID, Err: err})
+			return
+		}
+		job = j
+	} else {
+		j, s, err := w.branch(r)
+		if err != nil {
+			w.send(runDoneMsg{ID: r.ID, Err: err})
+			return
+		}
+		job, snaps = j, s
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	sched := job.Run.Schedule()
+	js := &jobState{id: r.ID, job: job, snaps: snaps, ctx: ctx, cancel: cancel,
+		ve: sched.InitNoiseSigma > 1.5, encode: time.Since(t0), last: time.Now()}
+	w.jobs[r.ID] = js
+	w.active = js
+	w.setCancel(cancel)
+	x := job.Run.X()
+	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
+		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
+		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
+		Shape: x.Shape, Noise: gen.Preview(w.vpLatent(js, x, sched.InitNoiseSigma), 0)}
+	w.send(msg)
+}
+
+var errStopped = errors.New("stopped: a new run started")
+
+// branch makes a job that continues from frame r.At of run r.Parent with
+// r.Settings (the parent's seed, size and batch are kept).
+func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
+	parent := w.jobs[r.Parent]
+	if parent == nil || r.At < 0 || r.At >= len(parent.snaps) {
+		return nil, nil, fmt.Errorf("branch: run %d has no frame %d", r.Parent, r.At+1)
+	}
+	ps := parent.job.Settings
+	s := r.Settings
+	s.Seed, s.Width, s.Height, s.Batch, s.RNG = ps.Seed, ps.Width, ps.Height, ps.Batch, ps.RNG
+	s.Model = w.pipe.Name
+	if err := gen.Validate(w.pipe, s); err != nil {
+		return nil, nil, err
+	}
+	owner := parent.snaps[r.At]
+	cond, err := w.pipe.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
+	if err != nil {
+		return nil, nil, fmt.Errorf("branch: %w", err)
+	}
+	here := owner.run.Snapshot()
+	if err := owner.run.Restore(owner.snap); err != nil {
+		cond.Release()
+		return nil, nil, fmt.Errorf("branch: %w", err)
+	}
+	run, err := owner.run.Branch(gen.SamplerSettings(w.pipe, s), gen.Network{Pipe: w.pipe, Cond: cond})
+	if rerr := owner.run.Restore(here); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		cond.Release()
+		return nil, nil, fmt.Errorf("branch: %w", err)
+	}
+	if run.Done() {
+		cond.Release()
+		return nil, nil, errors.New("branch: no steps are left after this frame; scrub back first")
+	}
+	frames := append([]sampler.Frame(nil), parent.job.Frames[:r.At+1]...)
+	snaps := append([]ownedSnap(nil), parent.snaps[:r.At+1]...)
+	return &gen.Job{Settings: s, Pipe: w.pipe, Cond: cond, Run: run, Frames: frames, Started: time.Now()}, snaps, nil
+}
+
+// step takes one step of the active run and sends its frame (and, after
+// the last, the VAE-decoded images).
+func (w *worker) step(a *jobState) {
+	t0 := time.Now()
+	f, err := a.job.Step(a.ctx)
+	if err != nil {
+		w.finish(a, err)
+		return
+	}
+	d := time.Since(t0)
+	a.steps += d
+	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot()})
+	sched := a.job.Run.Schedule()
+	next := 0.0
+	if i := f.Index; i >= 0 && i < len(sched.Next) {
+		next = sched.Next[i]
+	}
+	w.send(frameMsg{ID: a.id, Frame: frameRec{
+		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
+		Took: d, XT: gen.Preview(w.vpLatent(a, f.X, next), 0), X0: gen.Preview(f.Denoised, 0),
+	}})
+	if a.job.Done() {
+		w.finish(a, nil)
+	}
+}
+
+// vpLatent rescales a VE-space latent x0+sigma*eps to the VP scale
+// (divides by sqrt(1+sigma^2)) so that its preview does not saturate.
+func (w *worker) vpLatent(a *jobState, x sampler.Latent, sigma float64) sampler.Latent {
+	if !a.ve || sigma <= 0 {
+		return x
+	}
+	k := float32(1 / math.Sqrt(1+sigma*sigma))
+	out := sampler.Latent{Shape: x.Shape, Data: make([]float32, len(x.Data))}
+	for i, v := range x.Data {
+		out.Data[i] = v * k
+	}
+	return out
+}
+
+// finish ends the active run: err nil means every step was taken, and the
+// final latent is decoded with the VAE.
+func (w *worker) finish(a *jobState, err error) {
+	if w.active == a {
+		w.active = nil
+		w.setCancel(nil)
+	}
+	a.cancel()
+	msg := runDoneMsg{ID: a.id, Err: err, Encode: a.encode, Sampling: a.steps}
+	if err == nil {
+		t0 := time.Now()
+		imgs, derr := a.job.Images()
+		msg.Decode = time.Since(t0)
+		msg.Images, msg.Err = imgs, derr
+	}
+	msg.Timings = copyTimings(w.pipe.Timings)
+	msg.Cancelled = errors.Is(err, context.Canceled)
+	msg.Stopped = errors.Is(err, errStopped)
+	w.send(msg)
+}
+
+func copyTimings(m map[string]time.Duration) map[string]time.Duration {
+	out := make(map[string]time.Duration, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// frameLatent returns the latent of a run's frame (or its final state).
+func (w *worker) frameLatent(id, frame int, x0 bool) (*jobState, sampler.Latent, error) {
+	a := w.jobs[id]
+	if a == nil {
+		return nil, sampler.Latent{}, fmt.Errorf("run %d is not known to the worker", id)
+	}
+	if frame < 0 || frame >= len(a.job.Frames) {
+		return a, sampler.Latent{}, fmt.Errorf("run %d has no frame %d", id, frame+1)
+	}
+	f := a.job.Frames[frame]
+	if x0 {
+		return a, f.Denoised, nil
+	}
+	return a, w.vpLatent(a, f.X, nextSigma(a, frame)), nil
+}
+
+func nextSigma(a *jobState, frame int) float64 {
+	s := a.job.Run.Schedule()
+	// Inherited frames of a branch index the parent's schedule; the
+	// rescale only needs a close sigma, so fall back to the frame's own.
+	f := a.job.Frames[frame]
+	if f.Index >= 0 && f.Index < len(s.Next) && frame == len(a.job.Frames)-1 {
+		return s.Next[f.Index]
+	}
+	if frame+1 < len(a.job.Frames) {
+		return a.job.Frames[frame+1].Sigma
+	}
+	return 0
+}
+
+func (w *worker) decode(r decodeReq) {
+	a, l, err := w.frameLatent(r.ID, r.Frame, r.X0)
+	if err != nil {
+		w.send(decodedMsg{ID: r.ID, Frame: r.Frame, X0: r.X0, Err: err})
+		return
+	}
+	imgs, err := a.job.Pipe.Decode(l.Data, l.Shape)
+	w.send(decodedMsg{ID: r.ID, Frame: r.Frame, X0: r.X0, Images: imgs, Err: err})
+}
+
+func (w *worker) export(r exportReq) {
+	a := w.jobs[r.ID]
+	if a == nil {
+		w.send(exportedMsg{Err: fmt.Errorf("run %d is not known to the worker", r.ID)})
+		return
+	}
+	imgs := r.Images
+	var extra []presets.Param
+	if !r.Final {
+		_, l, err := w.frameLatent(r.ID, r.Frame, r.X0)
+		if err == nil {
+			imgs, err = a.job.Pipe.Decode(l.Data, l.Shape)
+		}
+		if err != nil {
+			w.send(exportedMsg{Err: fmt.Errorf("export: %w", err)})
+			return
+		}
+		what := "x_t"
+		if r.X0 {
+			what = "predicted x0"
+		}
+		extra = append(extra, presets.Param{Key: "Stepwise frame", Value: fmt.Sprintf("%d/%d %s", r.Frame+1, len(a.job.Frames), what)})
+	}
+	var paths []string
+	for i, img := range imgs {
+		s := a.job.Settings
+		ps := extra
+		if s.Batch > 1 {
+			ps = append([]presets.Param{{Key: "Batch size", Value: fmt.Sprint(s.Batch)}, {Key: "Batch pos", Value: fmt.Sprint(i)}}, extra...)
+		}
+		text := s.InfotextWith(ps...)
+		p, err := writeUnique(r.Dir, img, text)
+		if err != nil {
+			w.send(exportedMsg{Paths: paths, Err: err})
+			return
+		}
+		paths = append(paths, p)
+	}
+	w.send(exportedMsg{Paths: paths})
+}
+
+// writeUnique writes img as dir/stepwise_NNNN.png, never replacing a file.
+func writeUnique(dir string, img image.Image, infotext string) (string, error) {
+	if dir == "" {
+		dir = "."
+	}
+	for try := 0; try < 20; try++ {
+		p := render.UniquePath(dir, "stepwise", "png")
+		err := render.WritePNG(p, img, map[string]string{"parameters": infotext}, false)
+		if err == nil {
+			if abs, aerr := filepath.Abs(p); aerr == nil {
+				p = abs
+			}
+			return p, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", fmt.Errorf("export: %w", err)
+		}
+	}
+	return "", fmt.Errorf("export: no free file name in %s", dir)
+}
+
+// sweep generates the same seed at every scale; each finished image is sent
+// as it comes, so the view fills in.
+func (w *worker) sweep(r sweepReq) {
+	if w.pipe == nil {
+		w.send(sweepMsg{Key: r.Key, Index: -1, Err: errors.New("no model is loaded")})
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w.setCancel(cancel)
+	defer func() { cancel(); w.setCancel(nil) }()
+	for i, cfg := range r.Scales {
+		t0 := time.Now()
+		s := r.Settings
+		s.CFGScale = cfg
+		s.Batch = 1
+		job, err := gen.Start(w.pipe, s)
+		if err != nil {
+			w.send(sweepMsg{Key: r.Key, Index: i, Err: err})
+			return
+		}
+		for !job.Done() && err == nil {
+			_, err = job.Step(ctx)
+		}
+		var imgs []*image.RGBA
+		if err == nil {
+			imgs, err = job.Images()
+		}
+		job.Close()
+		m := sweepMsg{Key: r.Key, Index: i, Scale: cfg, Took: time.Since(t0), Err: err}
+		if len(imgs) > 0 {
+			m.Image = imgs[0]
+		}
+		w.send(m)
+		if err != nil {
+			return
+		}
+	}
+}
+
+// forward noises the run's image (its final latent, or the predicted x0
+// of the frame) with q(x_t|x0) = sqrt(abar_t) x0 + sqrt(1-abar_t) eps at n
+// timesteps from 0 to T-1 and sends the latent previews.
+func (w *worker) forward(r forwardReq) {
+	a, l, err := w.frameLatent(r.ID, r.Frame, true)
+	if err != nil {
+		w.send(forwardMsg{ID: r.ID, Err: err})
+		return
+	}
+	if last := len(a.job.Frames) - 1; r.Frame == last {
+		l = a.job.Frames[last].X // the finished latent (x0 at sigma 0)
+		if a.ve {
+			l = w.vpLatent(a, l, nextSigma(a, last))
+		}
+	}
+	cfg := gen.ScheduleConfig(w.pipe.Model.Scheduler)
+	ab, err := cfg.AlphasCumprod()
+	if err != nil {
+		w.send(forwardMsg{ID: r.ID, Err: err})
+		return
+	}
+	n := max(r.N, 2)
+	rng := rand.New(rand.NewPCG(uint64(a.job.Settings.Seed), 7))
+	eps := make([]float32, len(l.Data))
+	for i := range eps {
+		eps[i] = float32(rng.NormFloat64())
+	}
+	m := forwardMsg{ID: r.ID}
+	x := sampler.Latent{Shape: l.Shape, Data: make([]float32, len(l.Data))}
+	for k := 0; k < n; k++ {
+		t := k * (len(ab) - 1) / (n - 1)
+		s, q := float32(math.Sqrt(float64(ab[t]))), float32(math.Sqrt(1-float64(ab[t])))
+		for i := range x.Data {
+			x.Data[i] = s*l.Data[i] + q*eps[i]
+		}
+		m.T = append(m.T, t)
+		m.AlphaBar = append(m.AlphaBar, float64(ab[t]))
+		m.Images = append(m.Images, gen.Preview(x, 0))
+	}
+	w.send(m)
+}
