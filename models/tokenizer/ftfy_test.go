@@ -62,3 +62,24 @@ func TestCleanPythonRules(t *testing.T) {
 		}
 	}
 }
+
+// The splits of CLIP's pre-tokenizing pattern (leftmost alternative wins).
+func TestPretokenize(t *testing.T) {
+	cases := map[string][]string{
+		"it's they're":                 {"it", "'s", "they", "'re"},
+		"''s":                          {"''", "s"},
+		"!<|endoftext|>":               {"!<|", "endoftext", "|>"},
+		"<|endoftext|>!":               {"<|endoftext|>", "!"},
+		"a1b22":                        {"a", "1", "b", "2", "2"},
+		"'\u017ft":                     {"'\u017f", "t"},
+		"x'll'd 've":                   {"x", "'ll", "'d", "'ve"},
+		"caf\u00e9\u0301 \u65e5\u672c": {"caf\u00e9", "\u0301", "\u65e5\u672c"},
+	}
+	for in, want := range cases {
+		var got []string
+		pretokenize(in, func(s string) { got = append(got, s) })
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("pretokenize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
