@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 )
 
 const sampleParams = "a photograph of an astronaut riding a horse\nNegative prompt: low quality, blurry\n" +
@@ -263,6 +264,43 @@ func FuzzReadPNGText(f *testing.F) {
 		m2, err := ReadPNGText(bytes.NewReader(out))
 		if err != nil || !reflect.DeepEqual(m, m2) {
 			t.Fatalf("re-read: %v\n%q\n%q", err, m, m2)
+		}
+	})
+}
+
+// FuzzPNGTextChunk fuzzes the text-chunk decoders behind a valid CRC (most
+// mutations of a whole file only break the CRC): the payload is wrapped as a
+// tEXt, zTXt or iTXt chunk of an otherwise valid PNG.
+func FuzzPNGTextChunk(f *testing.F) {
+	f.Add(uint8(0), []byte("parameters\x00"+sampleParams))
+	f.Add(uint8(1), append([]byte("Comment\x00\x00"), zlibBytes("caf\xe9")...))
+	f.Add(uint8(2), append([]byte("parameters\x00\x00\x00en\x00Parameter\x00"), "宇宙, Steps: 20"...))
+	f.Add(uint8(2), append([]byte("zipped\x00\x01\x00\x00\x00"), zlibBytes("ünïcode ✓")...))
+	base, err := EncodePNG(gradient(1, 1), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, kind uint8, payload []byte) {
+		typ := [3]string{"tEXt", "zTXt", "iTXt"}[kind%3]
+		var b bytes.Buffer
+		b.Write(base[:33])
+		writeChunk(&b, typ, payload)
+		b.Write(base[33:])
+		m, err := ReadPNGText(&b)
+		if err != nil {
+			var fe *FormatError
+			if !errors.As(err, &fe) || fe.Chunk != typ {
+				t.Fatalf("error not a *FormatError on the %s chunk: %v", typ, err)
+			}
+			return
+		}
+		if len(m) != 1 {
+			t.Fatalf("%d entries from one chunk", len(m))
+		}
+		for k, v := range m {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) {
+				t.Fatalf("invalid UTF-8 returned: %q %q", k, v)
+			}
 		}
 	})
 }
