@@ -3,6 +3,7 @@ package ref
 import (
 	"encoding/binary"
 	"math"
+	"sync"
 )
 
 // HalfToFloat widens an IEEE 754 binary16 bit pattern to float32 exactly,
@@ -25,6 +26,16 @@ func HalfToFloat(h uint16) float32 {
 	}
 	return math.Float32frombits(sign | (exp+127-15)<<23 | mant<<13)
 }
+
+// halfTable returns HalfToFloat of every bit pattern (256 KiB, built on
+// first use): widening F16 weights on every op is then one lookup each.
+var halfTable = sync.OnceValue(func() *[1 << 16]float32 {
+	var t [1 << 16]float32
+	for h := range t {
+		t[h] = HalfToFloat(uint16(h))
+	}
+	return &t
+})
 
 // FloatToHalf rounds f to the nearest binary16 value (ties to even), the
 // rounding of PyTorch's .half(). Values beyond the largest half (65504, after

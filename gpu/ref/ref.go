@@ -269,9 +269,10 @@ func (d *Device) read(t *gpu.Tensor) []float32 {
 	b := t.Store.Handle.(*buffer)
 	switch t.DType {
 	case gpu.F16:
+		table := halfTable()
 		out := make([]float32, len(b.u16))
 		for i, h := range b.u16 {
-			out[i] = HalfToFloat(h)
+			out[i] = table[h]
 		}
 		return out
 	case gpu.BF16:

@@ -646,6 +646,12 @@ func TestHalfConversions(t *testing.T) {
 			t.Fatalf("round trip %#04x -> %v -> %#04x", h, f, back)
 		}
 	}
+	table := halfTable()
+	for h := range table {
+		if math.Float32bits(table[h]) != math.Float32bits(HalfToFloat(uint16(h))) {
+			t.Fatalf("lookup table disagrees at %#04x", h)
+		}
+	}
 	for h := 0; h < 1<<16; h++ {
 		f := BF16ToFloat(uint16(h))
 		if math.IsNaN(float64(f)) {
