@@ -11,6 +11,20 @@
 // The heavy ops (MatMul, Conv2D, Attention) run on a few goroutines over
 // independent output rows or channels; each output element is still summed in
 // its natural order, so results do not depend on the number of goroutines.
+//
+// Where gpu.Device's docs leave a choice open, ref decides (and gpu/gputest
+// holds other devices to the same):
+//
+//   - GroupNorm and LayerNorm accept nil gamma and beta (scale 1, shift 0).
+//   - AttentionOpts.Heads 0 means one head. With Causal and Lq != Lk, query i
+//     sees keys 0..i (PyTorch's top-left aligned is_causal mask).
+//   - Concat, Slice and Permute accept negative dims; Slice accepts negative
+//     start/end (counted from the end) but never clamps: the range must be
+//     non-empty and inside the dim.
+//   - Any operand may be F16 or BF16; it is widened exactly on read. Results
+//     are always F32.
+//   - Using a released tensor, a tensor of another device or a placeholder is
+//     an error like a shape mismatch. Ops after Close record gpu.ErrClosed.
 package ref
 
 import (
