@@ -182,6 +182,7 @@ func Cases() []Case {
 	}, in(1, 4, 8, 8), in(1, 4, 8, 8))
 	add("Slice/dim1_2x9x5", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Slice(x[0], 1, 2, 7) }, in(2, 9, 5))
 	add("Slice/dim-1_3x7x26", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Slice(x[0], -1, 13, 26) }, in(3, 7, 26))
+	add("Slice/negative_dim_2x9x5", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Slice(x[0], -2, 4, 8) }, in(2, 9, 5))
 	add("Slice/dim0_4x3", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Slice(x[0], 0, 1, 2) }, in(4, 3))
 	perm := func(p ...int) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Permute(x[0], p...) }

@@ -264,10 +264,16 @@ func RunErrorSuite(t *testing.T, newDev func() gpu.Device) {
 			q := up(d, 1, 3, 10)
 			return d.Attention(q, q, q, gpu.AttentionOpts{Heads: 3})
 		}},
+		{"Attention/heads0", true, func(d gpu.Device) *gpu.Tensor {
+			q := up(d, 1, 3, 10)
+			return d.Attention(q, q, q, gpu.AttentionOpts{})
+		}},
 		{"Add/broadcast", true, func(d gpu.Device) *gpu.Tensor { return d.Add(up(d, 2, 3), up(d, 4)) }},
 		{"Concat/dims", true, func(d gpu.Device) *gpu.Tensor { return d.Concat(1, up(d, 2, 3), up(d, 3, 3)) }},
 		{"Slice/range", true, func(d gpu.Device) *gpu.Tensor { return d.Slice(up(d, 2, 3), 1, 1, 5) }},
+		{"Slice/negative", true, func(d gpu.Device) *gpu.Tensor { return d.Slice(up(d, 2, 3), 1, -2, 3) }},
 		{"Permute/perm", true, func(d gpu.Device) *gpu.Tensor { return d.Permute(up(d, 2, 3, 4), 0, 0, 1) }},
+		{"Permute/negative", true, func(d gpu.Device) *gpu.Tensor { return d.Permute(up(d, 2, 3, 4), 0, 1, -1) }},
 		{"Upload/count", true, func(d gpu.Device) *gpu.Tensor { return d.Upload(make([]float32, 5), 2, 3) }},
 		{"View/count", false, func(d gpu.Device) *gpu.Tensor { return d.SiLU(up(d, 6).View(4, 2)) }},
 		{"Embedding/id", false, func(d gpu.Device) *gpu.Tensor { return d.Embedding(up(d, 3, 2), []int32{0, 3}) }},

@@ -101,19 +101,13 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 	return out
 }
 
-// Slice implements gpu.Device: x[..., start:end, ...] along dim. dim, start
-// and end may be negative (counted from the end, like Python); the range must
-// then satisfy 0 <= start < end <= size (no silent clamping).
+// Slice implements gpu.Device: x[..., start:end, ...] along dim. dim may be
+// negative (counted from the end); the range must satisfy
+// 0 <= start < end <= size (no negative indices, no silent clamping).
 func (d *Device) Slice(x *gpu.Tensor, dim, start, end int) *gpu.Tensor {
 	s := shapeOf(x).Clone()
 	dd, dimOK := normDim(dim, len(s))
-	if dimOK {
-		if start < 0 {
-			start += s[dd]
-		}
-		if end < 0 {
-			end += s[dd]
-		}
+	if dimOK && end > start {
 		s[dd] = end - start
 	}
 	if !d.usable() || !d.need("Slice", x) {
@@ -136,15 +130,14 @@ func (d *Device) Slice(x *gpu.Tensor, dim, start, end int) *gpu.Tensor {
 }
 
 // Permute implements gpu.Device: out.Dim(i) = x.Dim(perm[i]), a contiguous
-// copy. perm entries may be negative.
+// copy. perm must hold each of 0..rank-1 once (no negative entries).
 func (d *Device) Permute(x *gpu.Tensor, perm ...int) *gpu.Tensor {
 	xs := shapeOf(x)
 	p := make([]int, len(perm))
 	seen := make([]bool, len(perm))
 	valid := len(perm) == len(xs)
 	for i, v := range perm {
-		v, ok := normDim(v, len(perm))
-		if !ok || seen[v] {
+		if v < 0 || v >= len(perm) || seen[v] {
 			valid = false
 			break
 		}

@@ -280,7 +280,8 @@ func ceilDiv(a, b int) int {
 // Attention implements gpu.Device: for every (batch, head, query) it forms
 // the scores of that one query against the visible keys, applies a
 // max-subtracted softmax and sums the values. Only one row of scores per
-// goroutine exists at a time. Heads 0 means one head.
+// goroutine exists at a time. Heads must be set (0 is an error, so that a
+// forgotten head count cannot silently mean one head).
 func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor {
 	guess := func() gpu.Shape {
 		qs, vs := shapeOf(q), shapeOf(v)
@@ -293,9 +294,6 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 		return d.placeholder(guess())
 	}
 	heads := o.Heads
-	if heads == 0 {
-		heads = 1
-	}
 	why := ""
 	switch {
 	case q.Rank() != 3 || k.Rank() != 3 || v.Rank() != 3:
@@ -306,7 +304,7 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 		why = "k and v have different lengths"
 	case q.Dim(2) != k.Dim(2):
 		why = "q and k have different widths"
-	case heads < 0 || q.Dim(2)%heads != 0 || v.Dim(2)%heads != 0:
+	case heads <= 0 || q.Dim(2)%heads != 0 || v.Dim(2)%heads != 0:
 		why = fmt.Sprintf("widths are not divisible by %d heads", heads)
 	}
 	if why != "" {

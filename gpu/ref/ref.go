@@ -16,11 +16,12 @@
 // holds other devices to the same):
 //
 //   - GroupNorm and LayerNorm accept nil gamma and beta (scale 1, shift 0).
-//   - AttentionOpts.Heads 0 means one head. With Causal and Lq != Lk, query i
-//     sees keys 0..i (PyTorch's top-left aligned is_causal mask).
-//   - Concat, Slice and Permute accept negative dims; Slice accepts negative
-//     start/end (counted from the end) but never clamps: the range must be
-//     non-empty and inside the dim.
+//   - AttentionOpts.Heads must be at least 1 (0 is a shape error). With
+//     Causal and Lq != Lk, query i sees keys 0..i (PyTorch's top-left aligned
+//     is_causal mask).
+//   - Concat and Slice accept a negative dim (counted from the end); Permute's
+//     entries must be 0..rank-1. Slice's range must satisfy
+//     0 <= start < end <= size: no negative indices and no clamping.
 //   - Any operand may be F16 or BF16; it is widened exactly on read. Results
 //     are always F32.
 //   - Using a released tensor, a tensor of another device or a placeholder is
