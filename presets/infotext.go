@@ -132,7 +132,9 @@ func (s Settings) Infotext() string { return s.InfotextWith() }
 // InfotextWith formats s as the A1111 "parameters" text, with extra pairs
 // (e.g. {"Batch pos", "1"}) appended where A1111 puts its extra generation
 // parameters. Keys are written in A1111's order: Steps, Sampler, Schedule
-// type, CFG scale, Seed, Size, Model hash, Model, Clip skip, RNG, then extras.
+// type, CFG scale, Seed, Size, Model hash, Model, Clip skip, RNG, Eta,
+// Guidance rescale, Batch size (when > 1), then extras. An extra whose key
+// is already written replaces that value in place (no key is written twice).
 func (s Settings) InfotextWith(extra ...Param) string {
 	sampler := s.Sampler
 	if l, ok := SamplerLabel(sampler); ok {
@@ -174,7 +176,17 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if s.Batch > 1 {
 		ps = append(ps, Param{"Batch size", strconv.Itoa(s.Batch)})
 	}
-	ps = append(ps, extra...)
+	for _, e := range extra {
+		replaced := false
+		for i := range ps {
+			if ps[i].Key == e.Key {
+				ps[i].Value, replaced = e.Value, true
+			}
+		}
+		if !replaced {
+			ps = append(ps, e)
+		}
+	}
 
 	var b strings.Builder
 	b.WriteString(s.Prompt)

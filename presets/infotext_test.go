@@ -32,6 +32,13 @@ func TestInfotextExactFormat(t *testing.T) {
 	if got := s.InfotextWith(Param{"Batch pos", "1"}); got != want {
 		t.Fatalf("Infotext:\n%s\nwant:\n%s", got, want)
 	}
+
+	// An extra that repeats a key replaces it in place.
+	s.Batch = 2
+	got := s.InfotextWith(Param{"Batch size", "2"}, Param{"Batch pos", "1"}, Param{"Seed", "43"})
+	if strings.Count(got, "Batch size") != 1 || !strings.Contains(got, "Seed: 43, Size") || !strings.HasSuffix(got, "RNG: NV, Batch size: 2, Batch pos: 1") {
+		t.Fatalf("duplicate keys: %s", got)
+	}
 }
 
 func TestInfotextRoundTrip(t *testing.T) {
