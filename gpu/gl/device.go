@@ -51,6 +51,9 @@ type Device struct {
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
+	// attnUnroll is the largest head dim for which attention.comp is compiled
+	// with its head-dim loops unrolled (faster, but slower to compile).
+	attnUnroll int
 }
 
 // buffer is one GL buffer object and the texture buffer views made over it.
@@ -82,7 +85,8 @@ func New() (*Device, error) {
 		live:  map[*buffer]struct{}{},
 		pool:  map[int64][]*buffer{},
 
-		storages: map[*gpu.Storage]struct{}{},
+		storages:   map[*gpu.Storage]struct{}{},
+		attnUnroll: 48,
 	}
 	ready := make(chan error)
 	go d.loop(ready)

@@ -9,15 +9,14 @@ import (
 
 // Tile sizes and local sizes of the kernels (tuned on llvmpipe).
 const (
-	mmTile   = 8  // matmul: outputs per invocation along M and N
+	mmTile   = 8  // matmul: outputs per invocation along M and N (fixed in matmul.comp)
 	mmLX     = 8  // matmul local size x (N tiles)
 	mmLY     = 8  // matmul local size y (M tiles)
-	convOC   = 8  // conv2d: output channels per invocation
-	convPX   = 8  // conv2d: output pixels per invocation
+	convOC   = 8  // conv2d: output channels per invocation (fixed in conv2d.comp)
+	convPX   = 8  // conv2d: output pixels per invocation (fixed in conv2d.comp)
 	convLX   = 64 // conv2d local size
 	elemLX   = 64 // element-wise kernels
 	rowLX    = 64 // one-work-group-per-row kernels (norms, softmax)
-	attnKB   = 8  // attention: keys per online-softmax block
 	attnLX   = 16 // attention local size (query tiles)
 	maxDimsB = 6  // binary.comp MAXR
 	maxDimsC = 8  // copy.comp MAXR
@@ -94,19 +93,14 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		}
 		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
 	} else {
-		tm, tn := mmTile, mmTile
-		if g.M <= 4 {
-			tm = 4
-		}
 		l.file = "matmul.comp"
-		l.defines = []string{fmt.Sprintf("TM=%d", tm), fmt.Sprintf("TN=%d", tn), fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY),
-			loader("A", a), loader("B", b)}
+		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader("A", a), loader("B", b)}
 		l.ins = []input{in(a), in(b)}
 		if o.Bias != nil {
 			l.ins = append(l.ins, in(o.Bias))
 			l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
 		}
-		l.groups = [3]int{ceilDiv(ceilDiv(g.N, tn), mmLX), ceilDiv(ceilDiv(g.M, tm), mmLY), g.Batch}
+		l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
 	}
 	d.run("MatMul", l)
 	return out
@@ -131,7 +125,7 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("OC=%d", convOC), fmt.Sprintf("PX=%d", convPX), fmt.Sprintf("LX=%d", convLX),
+			fmt.Sprintf("LX=%d", convLX),
 			loader("X", x), loader("W", w)}},
 		ins: []input{in(x), in(w)},
 		out: out,
@@ -259,14 +253,14 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(dh)))
 	}
-	qt := 4
-	if dh > 64 || dv > 64 {
-		qt = 2
-	}
-	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("QT=%d", qt),
-		fmt.Sprintf("KB=%d", attnKB), fmt.Sprintf("LX=%d", attnLX), loader("Q", q), loader("K", k), loader("V", v)}
+	const qt = 4 // queries per invocation (fixed in attention.comp)
+	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("LX=%d", attnLX),
+		loader("Q", q), loader("K", k), loader("V", v)}
 	if o.Causal {
 		defs = append(defs, "CAUSAL")
+	}
+	if dh <= d.attnUnroll && dv <= d.attnUnroll {
+		defs = append(defs, "UNROLL")
 	}
 	out := d.out(gpu.Shape{b, lq, h * dv})
 	d.run("Attention", &launch{

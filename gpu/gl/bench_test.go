@@ -1,0 +1,78 @@
+package gl
+
+import (
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+func randn(r *rand.Rand, n int) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	return v
+}
+
+// benchOp times op (one call per iteration, waited for with Finish) and
+// reports GFLOP/s given the op's flop count.
+func benchOp(b *testing.B, d *Device, flops float64, op func() *gpu.Tensor) {
+	b.Helper()
+	d.Release(op()) // compile and warm up outside the timing
+	if err := d.Finish(); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		d.Release(op())
+		if err := d.Finish(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+}
+
+func benchMatMul(b *testing.B, naive bool) {
+	d := fresh(b)
+	d.naiveMatMul = naive
+	r := rand.New(rand.NewPCG(1, 2))
+	const n = 1024
+	x := d.Upload(randn(r, n*n), n, n)
+	y := d.Upload(randn(r, n*n), n, n)
+	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{}) })
+}
+
+func BenchmarkMatMul1024Tiled(b *testing.B) { benchMatMul(b, false) }
+func BenchmarkMatMul1024Naive(b *testing.B) { benchMatMul(b, true) }
+
+func benchConv(b *testing.B, c, hw int) {
+	d := fresh(b)
+	r := rand.New(rand.NewPCG(3, 4))
+	x := d.Upload(randn(r, c*hw*hw), 1, c, hw, hw)
+	w := d.Upload(randn(r, c*c*9), c, c, 3, 3)
+	bias := d.Upload(randn(r, c), c)
+	flops := 2 * float64(c*c*9) * float64(hw*hw)
+	benchOp(b, d, flops, func() *gpu.Tensor {
+		return d.Conv2D(x, w, bias, gpu.Conv2DOpts{PadH: 1, PadW: 1})
+	})
+}
+
+func BenchmarkConv3x3_320_64x64(b *testing.B) { benchConv(b, 320, 64) }
+func BenchmarkConv3x3_64_32x32(b *testing.B)  { benchConv(b, 64, 32) }
+
+func BenchmarkAttention4096x8x40(b *testing.B)      { benchAttention(b, 48) }
+func BenchmarkAttention4096x8x40Loops(b *testing.B) { benchAttention(b, 0) }
+
+func benchAttention(b *testing.B, unroll int) {
+	d := fresh(b)
+	d.attnUnroll = unroll
+	r := rand.New(rand.NewPCG(5, 6))
+	const l, h, dh = 4096, 8, 40
+	q := d.Upload(randn(r, l*h*dh), 1, l, h*dh)
+	k := d.Upload(randn(r, l*h*dh), 1, l, h*dh)
+	v := d.Upload(randn(r, l*h*dh), 1, l, h*dh)
+	flops := 4 * float64(l) * float64(l) * float64(h*dh)
+	benchOp(b, d, flops, func() *gpu.Tensor { return d.Attention(q, k, v, gpu.AttentionOpts{Heads: h}) })
+}

@@ -1,0 +1,277 @@
+package gl
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/gputest"
+	"github.com/stepwise/stepwise/gpu/ref"
+)
+
+// tol is the GL tolerance against gpu/ref: |got - want| <= tol * (1 + |want|)
+// (float32 sums in a different order).
+const tol = 1e-4
+
+func inp(shape ...int) gputest.Input { return gputest.Input{Shape: shape} }
+
+func typed(dt gpu.DType, shape ...int) gputest.Input {
+	return gputest.Input{Shape: shape, DType: dt}
+}
+
+// glCases are GL-specific cases beyond the shared suite: sizes that straddle
+// the 8x8 tiles and the 8-key attention blocks, every weight type on every
+// weight-facing input, strides, paddings and kernel sizes of the U-Net and
+// VAE, long attention, and grids larger than one dispatch dimension.
+func glCases() []gputest.Case {
+	var cs []gputest.Case
+	add := func(name string, run func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor, ins ...gputest.Input) {
+		cs = append(cs, gputest.Case{Name: name, Inputs: ins, Run: run})
+	}
+	mm := func(o gpu.MatMulOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			if bias {
+				o.Bias = x[2]
+			}
+			return d.MatMul(x[0], x[1], o)
+		}
+	}
+	add("MatMul/tile_edges_17x9_9x23", mm(gpu.MatMulOpts{}, false), inp(17, 9), inp(9, 23))
+	add("MatMul/batched_3x65x31_31x15", mm(gpu.MatMulOpts{}, false), inp(3, 65, 31), inp(3, 31, 15))
+	add("MatMul/linear_f16_bias_bf16", mm(gpu.MatMulOpts{TransB: true}, true), inp(2, 41, 70), typed(gpu.F16, 37, 70), typed(gpu.BF16, 37))
+	add("MatMul/linear_bf16_bias_f16", mm(gpu.MatMulOpts{TransB: true}, true), inp(1, 9, 33), typed(gpu.BF16, 35, 33), typed(gpu.F16, 35))
+	add("MatMul/transA_transB_alpha", mm(gpu.MatMulOpts{TransA: true, TransB: true, Alpha: 0.37}, false), inp(2, 13, 11), inp(2, 19, 13))
+	add("MatMul/k1_5x1_1x7", mm(gpu.MatMulOpts{}, false), inp(5, 1), inp(1, 7))
+	add("MatMul/long_k_3x1031_1031x5", mm(gpu.MatMulOpts{}, false), inp(3, 1031), inp(1031, 5))
+
+	conv := func(o gpu.Conv2DOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			var b *gpu.Tensor
+			if bias {
+				b = x[2]
+			}
+			return d.Conv2D(x[0], x[1], b, o)
+		}
+	}
+	add("Conv2D/4x4_s2_p1_2x5x17x15_to9", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 5, 17, 15), inp(9, 5, 4, 4), inp(9))
+	add("Conv2D/4x4_s1_p0_1x3x9x10_to5_bf16", conv(gpu.Conv2DOpts{}, true), inp(1, 3, 9, 10), typed(gpu.BF16, 5, 3, 4, 4), typed(gpu.BF16, 5))
+	add("Conv2D/3x3_s2_p1_2x7x16x16_to11_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 7, 16, 16), typed(gpu.F16, 11, 7, 3, 3), typed(gpu.F16, 11))
+	add("Conv2D/1x1_3x10x5x19_to17_nobias", conv(gpu.Conv2DOpts{}, false), inp(3, 10, 5, 19), inp(17, 10, 1, 1))
+	add("Conv2D/3x3_p1_1x19x23x21_to13", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 19, 23, 21), inp(13, 19, 3, 3), inp(13))
+	add("Conv2D/5x3_p2x1_1x2x9x9_to3", conv(gpu.Conv2DOpts{PadH: 2, PadW: 1}, false), inp(1, 2, 9, 9), inp(3, 2, 5, 3))
+	add("Conv2D/9x9_p4_1x2x12x12_to3", conv(gpu.Conv2DOpts{PadH: 4, PadW: 4}, false), inp(1, 2, 12, 12), inp(3, 2, 9, 9))
+
+	attn := func(h int, causal bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: h, Causal: causal})
+		}
+	}
+	add("Attention/l333_h2_d40", attn(2, false), inp(2, 333, 80), inp(2, 333, 80), inp(2, 333, 80))
+	add("Attention/l333_h2_d40_causal", attn(2, true), inp(1, 333, 80), inp(1, 333, 80), inp(1, 333, 80))
+	add("Attention/lq301_lk77_h3_d24_dv8", attn(3, false), inp(2, 301, 72), inp(2, 77, 72), inp(2, 77, 24))
+	add("Attention/lq7_lk301_h1_d80_causal", attn(1, true), inp(1, 7, 80), inp(1, 301, 80), inp(1, 301, 80))
+	add("Attention/vae_l130_h1_d200", attn(1, false), inp(1, 130, 200), inp(1, 130, 200), inp(1, 130, 200))
+
+	add("Scale/2d_grid_5M", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Scale(x[0], -1.5, 0.25) }, inp(5, 1000, 1001))
+	add("Add/bias_nchw_2x7x33x35_7x1x1", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Add(x[0], x[1]) }, inp(2, 7, 33, 35), inp(7, 1, 1))
+	add("Mul/f16_operand", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Mul(x[0], x[1]) }, inp(3, 5, 9), typed(gpu.F16, 5, 1))
+	add("GroupNorm/bf16_2x64x9x11_g32", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNorm(x[0], x[1], x[2], 32, 1e-6)
+	}, inp(2, 64, 9, 11), typed(gpu.BF16, 64), typed(gpu.BF16, 64))
+	add("LayerNorm/gamma_only_bf16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.LayerNorm(x[0], x[1], nil, 1e-5)
+	}, inp(3, 7, 257), typed(gpu.BF16, 257))
+	add("Softmax/rows_1000x77", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Softmax(x[0]) }, inp(1000, 77))
+	add("Embedding/bf16_table", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Embedding(x[0], []int32{3, 0, 48, 3, 17})
+	}, typed(gpu.BF16, 49, 11))
+	add("Cast/bf16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Cast(x[0]) }, typed(gpu.BF16, 3, 37))
+	add("Permute/5d_collapse", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Permute(x[0], 0, 3, 1, 2, 4) }, inp(2, 3, 4, 5, 6))
+	add("Concat/f16_and_f32_dim2", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Concat(2, x[0], x[1]) }, inp(2, 3, 4, 5), typed(gpu.F16, 2, 3, 7, 5))
+	return cs
+}
+
+func TestGLCases(t *testing.T) {
+	d := shared(t)
+	oracle := ref.New()
+	defer oracle.Close()
+	for _, c := range glCases() {
+		t.Run(c.Name, func(t *testing.T) {
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+// TestVariants runs the kernels that the default choices do not reach: the
+// naive matmul (the benchmark baseline) and attention with loops instead of
+// unrolled head dims (used for large head dims).
+func TestVariants(t *testing.T) {
+	d := fresh(t)
+	d.naiveMatMul = true
+	d.attnUnroll = 0
+	oracle := ref.New()
+	defer oracle.Close()
+	for _, c := range glCases() {
+		if !strings.HasPrefix(c.Name, "MatMul/") && !strings.HasPrefix(c.Name, "Attention/") {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
+
+func TestRawRoundTrip(t *testing.T) {
+	d := shared(t)
+	vals := []float32{0, 1, -2.5, 65504, -65504, 6e-8, 0.333}
+	for _, dt := range []gpu.DType{gpu.F16, gpu.BF16} {
+		var raw []byte
+		if dt == gpu.F16 {
+			raw = ref.EncodeF16(vals)
+		} else {
+			raw = ref.EncodeBF16(vals)
+		}
+		x := d.UploadRaw(dt, raw, len(vals))
+		got, err := d.Download(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cast, err := d.Download(d.Cast(x))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range vals {
+			want := ref.HalfToFloat(ref.FloatToHalf(v))
+			if dt == gpu.BF16 {
+				want = ref.BF16ToFloat(ref.FloatToBF16(v))
+			}
+			if got[i] != want || cast[i] != want {
+				t.Errorf("%v value %v: Download %v, Cast %v, want %v", dt, v, got[i], cast[i], want)
+			}
+		}
+		d.Release(x)
+	}
+}
+
+func TestShaderCompileError(t *testing.T) {
+	d := fresh(t)
+	x := d.Upload([]float32{1, 2}, 2)
+	out := d.out(gpu.Shape{2})
+	// unary.comp without an OP_ define stops at its #error.
+	d.run("Broken", &launch{
+		kernel: kernel{file: "unary.comp", defines: []string{"LX=64", loader("X", x)}},
+		ins:    []input{in(x)}, out: out, ints: map[string]int{"n": 2}, groups: [3]int{1, 1, 1},
+	})
+	err := d.Finish()
+	if err == nil {
+		t.Fatal("no error for a shader that cannot compile")
+	}
+	for _, want := range []string{"unary.comp", "LX=64", "X_LOADER=LOADER_F32", "needs an OP_ define"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+	if _, derr := d.Download(out); derr != err {
+		t.Errorf("Download returned %v, want the sticky error", derr)
+	}
+}
+
+func TestOutOfMemory(t *testing.T) {
+	d := fresh(t)
+	huge := d.alloc(gpu.Shape{1 << 30, 2}, gpu.F32, nil) // 8 GiB
+	err := d.Finish()
+	if err == nil {
+		d.Release(huge)
+		t.Skip("this driver allocated an 8 GiB buffer; cannot provoke an out-of-memory error here")
+	}
+	var oom *gpu.OOMError
+	if !errors.As(err, &oom) || oom.Bytes < 8<<30 {
+		t.Fatalf("error %v (%T), want *gpu.OOMError for >= 8 GiB", err, err)
+	}
+	if y := d.SiLU(huge); y == nil {
+		t.Error("op after OOM returned nil")
+	}
+	d.Release(huge)
+}
+
+func TestBigOutputFails(t *testing.T) {
+	d := fresh(t)
+	d.maxBlock = 1024 // pretend storage blocks hold 256 floats
+	x := d.Upload(make([]float32, 300), 300)
+	d.SiLU(x)
+	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "storage block") {
+		t.Fatalf("output beyond one storage block: error %v", err)
+	}
+}
+
+func TestClosed(t *testing.T) {
+	d := fresh(t)
+	x := d.Upload([]float32{1, 2, 3}, 3)
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if y := d.SiLU(x); y == nil || !errors.Is(d.Err(), gpu.ErrClosed) {
+		t.Errorf("op on a closed device: %v, error %v", y, d.Err())
+	}
+	if _, err := d.Download(x); !errors.Is(err, gpu.ErrClosed) {
+		t.Errorf("Download on a closed device: %v", err)
+	}
+	if s := d.Stats(); s.Buffers != 0 || s.Resident != 0 {
+		t.Errorf("after Close: %+v", s)
+	}
+}
+
+func TestPoolReuse(t *testing.T) {
+	d := fresh(t)
+	x := d.Upload(make([]float32, 1000), 1000)
+	d.Release(x)
+	y := d.Upload([]float32{7, 8, 9}, 3)
+	z := d.Scale(d.Upload(make([]float32, 999), 999), 1, 5) // same size class as x
+	got, err := d.Download(z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range got {
+		if v != 5 {
+			t.Fatalf("element %d of a result in a reused buffer = %v, want 5", i, v)
+		}
+	}
+	if v, _ := d.Download(y); v[2] != 9 {
+		t.Errorf("small upload reads %v", v)
+	}
+	if d.pooled != 0 {
+		// Finish made the GL thread process the release and the reuse.
+		t.Logf("pool holds %d bytes", d.pooled)
+	}
+}
+
+func TestSizeClass(t *testing.T) {
+	for _, c := range []struct{ n, want int64 }{{0, 0}, {1, 16}, {16, 16}, {17, 32}, {255, 256}, {256, 256}, {1000, 1024}, {1025, 1280}, {3 << 20, 3 << 20}, {(3 << 20) + 1, 7 << 19}} {
+		if got := sizeClass(c.n); got != c.want {
+			t.Errorf("sizeClass(%d) = %d, want %d", c.n, got, c.want)
+		}
+		if got := sizeClass(c.n); got < c.n || got%16 != 0 {
+			t.Errorf("sizeClass(%d) = %d is not a 16-byte multiple covering it", c.n, got)
+		}
+	}
+}
+
+func TestCollapse(t *testing.T) {
+	// [2,3,4,5] + [3,1,1] broadcast: b's strides (0,1,0,0) -> dims [2,3,20].
+	out := gpu.Shape{2, 3, 4, 5}
+	dims, st := collapse(out, broadcastStrides(out, out), broadcastStrides(gpu.Shape{3, 1, 1}, out))
+	if len(dims) != 3 || dims[0] != 2 || dims[1] != 3 || dims[2] != 20 {
+		t.Fatalf("dims %v", dims)
+	}
+	if st[0][0] != 60 || st[0][1] != 20 || st[0][2] != 1 || st[1][0] != 0 || st[1][1] != 1 || st[1][2] != 0 {
+		t.Errorf("strides %v", st)
+	}
+}
