@@ -2,6 +2,7 @@ package ref
 
 import (
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -486,6 +487,84 @@ func TestAddMulBroadcast(t *testing.T) {
 	near(t, "outer sum", got, []float64{1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 23, 24}, 0)
 	got = down(t, d, d.Scale(d.Upload([]float32{1, -2}, 2), 3, 0.5))
 	near(t, "scale", got, []float64{3.5, -5.5}, 0)
+}
+
+// TestBroadcastRandom checks Add and Mul on random broadcastable shape pairs
+// against an independent multi-index computation.
+func TestBroadcastRandom(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	for n := 0; n < 60; n++ {
+		rank := 1 + r.IntN(4)
+		out := make([]int, rank)
+		for i := range out {
+			out[i] = 1 + r.IntN(4)
+		}
+		// Each operand drops some leading dims and sets some dims to 1.
+		operand := func() []int {
+			s := append([]int(nil), out[r.IntN(rank):]...)
+			for i := range s {
+				if r.IntN(3) == 0 {
+					s[i] = 1
+				}
+			}
+			if len(s) == 0 {
+				s = []int{1}
+			}
+			return s
+		}
+		as, bs := operand(), operand()
+		d := New()
+		av, bv := randVals(uint64(n), gpu.Shape(as).Numel()), randVals(uint64(n+100), gpu.Shape(bs).Numel())
+		sum := d.Add(d.Upload(av, as...), d.Upload(bv, bs...))
+		prod := d.Mul(d.Upload(av, as...), d.Upload(bv, bs...))
+		want, err := gpu.BroadcastShape(as, bs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantShape(t, sum, want...)
+		got, gotP := down(t, d, sum), down(t, d, prod)
+		// at reads operand v of shape s at output index idx (right-aligned).
+		at := func(v []float32, s []int, idx []int) float32 {
+			off := 0
+			for i := range s {
+				j := idx[len(idx)-len(s)+i]
+				if s[i] == 1 {
+					j = 0
+				}
+				off = off*s[i] + j
+			}
+			return v[off]
+		}
+		for flat := range got {
+			idx := make([]int, len(want))
+			for i, f := len(want)-1, flat; i >= 0; i-- {
+				idx[i], f = f%want[i], f/want[i]
+			}
+			x, y := at(av, as, idx), at(bv, bs, idx)
+			if got[flat] != x+y || gotP[flat] != x*y {
+				t.Fatalf("%v (+|*) %v at %v: got %v, %v want %v, %v", as, bs, idx, got[flat], gotP[flat], x+y, x*y)
+			}
+		}
+	}
+}
+
+// TestConv2DRandomGeometry sweeps random small geometries against conv64.
+func TestConv2DRandomGeometry(t *testing.T) {
+	r := rand.New(rand.NewPCG(10, 11))
+	for n := 0; n < 40; n++ {
+		N, C, O := 1+r.IntN(2), 1+r.IntN(5), 1+r.IntN(5)
+		KH, KW := 1+r.IntN(4), 1+r.IntN(4)
+		SH, SW, PH, PW := 1+r.IntN(3), 1+r.IntN(3), r.IntN(3), r.IntN(3)
+		H, W := KH+r.IntN(8), KW+r.IntN(8)
+		d := New()
+		x, w, b := randVals(uint64(3*n), N*C*H*W), randVals(uint64(3*n+1), O*C*KH*KW), randVals(uint64(3*n+2), O)
+		want, OH, OW := conv64(x, w, b, N, C, H, W, O, KH, KW, SH, SW, PH, PW)
+		out := d.Conv2D(d.Upload(x, N, C, H, W), d.Upload(w, O, C, KH, KW), d.Upload(b, O),
+			gpu.Conv2DOpts{StrideH: SH, StrideW: SW, PadH: PH, PadW: PW})
+		wantShape(t, out, N, O, OH, OW)
+		near(t, fmt.Sprintf("conv N%d C%d %dx%d O%d k%dx%d s%dx%d p%dx%d", N, C, H, W, O, KH, KW, SH, SW, PH, PW),
+			down(t, d, out), want, 1e-5)
+	}
 }
 
 // --- layout ----------------------------------------------------------------
