@@ -538,9 +538,9 @@ func traceView(m *Model, w, h int) string {
 		return "—"
 	}
 	toks := p.Tokenizer().Tokens(s.Prompt)
-	shown := toks
-	if len(shown) > 12 {
-		shown = shown[:12]
+	shown := make([]string, 0, 12)
+	for _, t := range toks[:min(len(toks), 12)] {
+		shown = append(shown, strings.TrimSuffix(t, "</w>"))
 	}
 	chunks := max(r.Chunks, 1)
 	hid := p.Model.Text.HiddenSize
@@ -576,7 +576,7 @@ func traceView(m *Model, w, h int) string {
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "cond + uncond (negative prompt)", "")
 	b.WriteString("\n")
 	stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)), "")
-	arrow(fmt.Sprintf("U-Net ×%d steps, %d evaluations of [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
+	arrow(fmt.Sprintf("U-Net ×%d steps, %d calls on [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
 		fmt.Sprintf("%s per call · %s all steps", tm("unet"), r.Sampling.Round(time.Millisecond)))
 	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)), "")
 	decode := "—"

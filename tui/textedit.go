@@ -67,7 +67,9 @@ func (e *textEdit) insert(rs []rune) {
 // Update applies one key; it reports whether the key was used.
 func (e *textEdit) Update(k tea.KeyMsg) bool {
 	switch k.Type {
-	case tea.KeyRunes, tea.KeySpace:
+	case tea.KeySpace:
+		e.insert([]rune{' '})
+	case tea.KeyRunes:
 		if k.Alt {
 			return false
 		}

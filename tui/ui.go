@@ -642,7 +642,9 @@ func (m *Model) footerView() string {
 	}
 	status := truncate(st.Render(m.status), m.width)
 	m.help.Width = m.width
-	return status + "\n" + m.help.View(m.keys)
+	// bubbles' help adds every item once its ellipsis no longer fits:
+	// cut the lines to the terminal here.
+	return status + "\n" + truncate(m.help.View(m.keys), m.width)
 }
 
 // mainView is the editor on the left and the preview with its progress
