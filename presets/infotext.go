@@ -100,8 +100,8 @@ var scheduleLabels = map[string]string{
 	"normal":       "Normal",
 	"simple":       "Simple",
 	"sgm_uniform":  "SGM Uniform",
-	"ddim_uniform": "DDIM",    // A1111's "DDIM" scheduler is ComfyUI's ddim_uniform
-	"linspace":     "Uniform", // A1111/k-diffusion "Uniform": timesteps evenly spaced over the whole range
+	"ddim_uniform": "DDIM",     // A1111's "DDIM" scheduler is ComfyUI's ddim_uniform
+	"linspace":     "Linspace", // diffusers' spacing; no A1111 equivalent (its "Uniform" is our "normal")
 	"leading":      "Leading",
 	"trailing":     "Trailing",
 }
@@ -121,7 +121,9 @@ func ScheduleFromLabel(label string) (string, bool) {
 	case "ddim", "ddim_uniform":
 		return "ddim_uniform", true
 	case "uniform":
-		return "linspace", true
+		// A1111's "Uniform" is k-diffusion's get_sigmas: timesteps evenly
+		// spaced from T-1 to 0 with log-sigma interpolation, i.e. "normal".
+		return "normal", true
 	}
 	return "", false
 }

@@ -205,7 +205,7 @@ func TestSamplerLabelAndSchedule(t *testing.T) {
 	if _, ok := SamplerLabel("warp drive"); ok {
 		t.Error("unknown sampler reported known")
 	}
-	for in, want := range map[string]string{"Karras": "karras", "SGM Uniform": "sgm_uniform", "DDIM": "ddim_uniform", "Uniform": "linspace", "Automatic": "", "trailing": "trailing"} {
+	for in, want := range map[string]string{"Karras": "karras", "SGM Uniform": "sgm_uniform", "DDIM": "ddim_uniform", "Uniform": "normal", "Linspace": "linspace", "Automatic": "", "trailing": "trailing"} {
 		if got, ok := ScheduleFromLabel(in); !ok || got != want {
 			t.Errorf("ScheduleFromLabel(%q) = %q, %v; want %q", in, got, ok, want)
 		}
