@@ -76,14 +76,14 @@ UNET_CFG = {
     "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
     "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "block_out_channels": [64, 128, 128],
-    "layers_per_block": 1, "attention_head_dim": 4, "cross_attention_dim": 128,
-    "norm_num_groups": 32, "norm_eps": 1e-5, "act_fn": "silu", "center_input_sample": False,
+    "block_out_channels": [32, 64, 128],
+    "layers_per_block": 1, "attention_head_dim": 2, "cross_attention_dim": 64,
+    "norm_num_groups": 16, "norm_eps": 1e-5, "act_fn": "silu", "center_input_sample": False,
     "flip_sin_to_cos": True, "freq_shift": 0, "downsample_padding": 1, "mid_block_scale_factor": 1,
     "use_linear_projection": False, "transformer_layers_per_block": 1, "upcast_attention": False,
 }
 TEXT_CFG = {
-    "vocab_size": 49408, "hidden_size": 128, "intermediate_size": 512, "projection_dim": 128,
+    "vocab_size": 49408, "hidden_size": 64, "intermediate_size": 256, "projection_dim": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 77,
     "hidden_act": "quick_gelu", "layer_norm_eps": 1e-5, "attention_dropout": 0.0, "dropout": 0.0,
     "initializer_range": 0.02, "initializer_factor": 1.0, "pad_token_id": 1, "bos_token_id": 0,
@@ -495,7 +495,7 @@ def stage_unet(args):
                          "ema_text": ema_t.state_dict(), "opt": opt.state_dict(), "step": step,
                          "rng": rng.getstate(), "torch_rng": torch.get_rng_state(),
                          "unet_cfg": UNET_CFG, "text_cfg": TEXT_CFG, "scaling_factor": sf,
-                         "loss": ema_loss}, path)
+                         "loss": ema_loss, "data": {"images": len(items), "concepts": len(concept_ids)}}, path)
             last_ck = time.time()
             log("unet: checkpoint step %d -> %s" % (step, path))
         if time.time() - last_grid > args.grid_every or step == total:
@@ -519,13 +519,13 @@ def main():
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=1e-3)
     ap.add_argument("--vae-kl", type=float, default=1e-6)
-    ap.add_argument("--steps", type=int, default=12000)
-    ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--ema", type=float, default=0.995)
     ap.add_argument("--ckpt-every", type=float, default=180, help="seconds")
-    ap.add_argument("--grid-every", type=float, default=900, help="seconds")
+    ap.add_argument("--grid-every", type=float, default=600, help="seconds")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     os.makedirs(RUNS, exist_ok=True)

@@ -1,0 +1,149 @@
+"""Exports the trained model as one fp16 safetensors file in the original SD (LDM)
+single-file key layout, plus the JSON config Stepwise's loader reads.
+
+Weights: VAE from runs/vae.pt, U-Net and text encoder from the EMA weights in
+runs/unet.pt, scaling_factor from runs/latents.pt.
+
+    /usr/bin/python3 tools/train/export.py [--out-dir models/bundled] [--name stepwise-emoji]
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import sdmodules as M  # noqa: E402
+import ldm_keys  # noqa: E402
+import train as T  # noqa: E402
+
+REPO = os.path.abspath(os.path.join(HERE, "..", ".."))
+
+SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
+TOKENIZER = {
+    "add_prefix_space": False, "bos_token": "<|startoftext|>", "do_lower_case": True,
+    "eos_token": "<|endoftext|>", "errors": "replace", "model_max_length": 77,
+    "pad_token": "<|endoftext|>", "tokenizer_class": "CLIPTokenizer", "unk_token": "<|endoftext|>",
+}
+
+
+def full_unet_cfg(c):
+    d = dict(c)
+    d["_class_name"] = "UNet2DConditionModel"
+    return d
+
+
+def full_vae_cfg(c, sf):
+    d = dict(c)
+    d["_class_name"] = "AutoencoderKL"
+    d["scaling_factor"] = sf
+    return d
+
+
+def full_text_cfg(c):
+    d = dict(c)
+    d["_class_name"] = "CLIPTextModel"
+    d["architectures"] = ["CLIPTextModel"]
+    return d
+
+
+def load_trained(runs):
+    vck = torch.load(os.path.join(runs, "vae.pt"), map_location="cpu")
+    lat = torch.load(os.path.join(runs, "latents.pt"), map_location="cpu")
+    uck = torch.load(os.path.join(runs, "unet.pt"), map_location="cpu")
+    return vck, lat, uck
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", default=T.RUNS)
+    ap.add_argument("--out-dir", default=os.path.join(REPO, "models", "bundled"))
+    ap.add_argument("--name", default="stepwise-emoji")
+    ap.add_argument("--raw", action="store_true", help="export the raw (non-EMA) U-Net/text weights")
+    args = ap.parse_args()
+    vck, lat, uck = load_trained(args.runs)
+    sf = float(lat["scaling_factor"])
+    unet_cfg, text_cfg, vae_cfg = uck["unet_cfg"], uck["text_cfg"], vck["cfg"]
+    usd = uck["unet" if args.raw else "ema_unet"]
+    tsd = uck["text" if args.raw else "ema_text"]
+    vsd = vck["model"]
+    # the modules must accept these state dicts exactly
+    for mod, sd in ((M.UNet2DConditionModel(unet_cfg), usd), (M.CLIPTextModel(text_cfg), tsd),
+                    (M.AutoencoderKL(vae_cfg), vsd)):
+        M.load_into(mod, sd)
+    ldm = ldm_keys.to_ldm(usd, unet_cfg, vsd, vae_cfg, tsd)
+    if len(ldm) != len(usd) + len(tsd) + len(vsd):
+        raise SystemExit("LDM mapping is not one-to-one")
+    out = {}
+    for k, v in ldm.items():
+        v = v.detach().float()
+        if not torch.isfinite(v).all() or v.abs().max() > 60000:
+            raise SystemExit("%s: not representable in fp16" % k)
+        out[k] = v.half()
+    os.makedirs(args.out_dir, exist_ok=True)
+    st = os.path.join(args.out_dir, args.name + ".fp16.safetensors")
+    M.save_safetensors(st, out)
+    sha = hashlib.sha256(open(st, "rb").read()).hexdigest()
+    nparams = sum(v.numel() for v in out.values())
+    info = {
+        "unet_step": uck["step"], "unet_loss_ema": uck.get("loss"), "vae_step": vck["step"],
+        "vae_psnr_db": vck.get("psnr") or lat.get("psnr"), "weights": "raw" if args.raw else "EMA",
+        "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    cfg = {
+        "name": args.name,
+        "unet": full_unet_cfg(unet_cfg),
+        "vae": full_vae_cfg(vae_cfg, sf),
+        "text_encoder": full_text_cfg(text_cfg),
+        "scheduler": SCHEDULER,
+        "tokenizer": TOKENIZER,
+        "notes": [
+            "Stepwise's bundled text-to-emoji latent diffusion model, trained from scratch by tools/train "
+            "on %d Noto Emoji images (%d emoji + skin tones: faces, hearts, hands, animals, food, weather, "
+            "events) with emojibase CLDR captions." % (uck["data"]["images"], uck["data"]["concepts"]),
+            "SD 1.x topology (original LDM single-file keys), narrow: %dx%d RGB <-> %dx%dx4 latent (VAE factor 4), "
+            "U-Net %s, text encoder CLIP width %d, %d layers, vocab 49408, 77 positions." % (
+                vae_cfg["sample_size"], vae_cfg["sample_size"], unet_cfg["sample_size"],
+                unet_cfg["sample_size"], unet_cfg["block_out_channels"], text_cfg["hidden_size"],
+                text_cfg["num_hidden_layers"]),
+            "Prompt with an emoji's CLDR name, e.g. 'red heart', 'cat face', 'waving hand: medium skin tone'; "
+            "20 steps, guidance 5-8.",
+            "Images: Noto Emoji (Apache-2.0) via emoji-datasource-google; captions: emojibase-data (MIT). "
+            "See tools/train/LICENSES.md.",
+            "training: " + json.dumps(info, sort_keys=True),
+        ],
+        "params": nparams,
+        "files_sha256": {os.path.basename(st): sha},
+    }
+    js = os.path.join(args.out_dir, args.name + ".json")
+    with open(js, "w") as f:
+        json.dump(cfg, f, indent=1)
+        f.write("\n")
+    size = os.path.getsize(st) + os.path.getsize(js)
+    print("wrote %s (%d tensors, %.2fM params, %.2f MB) and %s; total %.2f MB; U-Net step %d, scaling_factor %.5f" % (
+        st, len(out), nparams / 1e6, os.path.getsize(st) / 1e6, js, size / 1e6, uck["step"], sf))
+    if size > 32 * 1024 * 1024:
+        raise SystemExit("export is %.1f MB, over the 32 MB budget" % (size / 1e6))
+
+
+if __name__ == "__main__":
+    main()
