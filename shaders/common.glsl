@@ -24,6 +24,22 @@
 	layout(binding = unit) uniform usamplerBuffer tex; \
 	float fn(int i) { uint w = texelFetch(tex, i >> 1).r; return uintBitsToFloat((i & 1) != 0 ? (w & 0xffff0000u) : (w << 16)); }
 
+// Vector loaders: `vec4 fn(int i)` returns elements 4i..4i+3 (i counts
+// texels of four elements; views RGBA32F for F32, RG32UI for F16/BF16).
+#define LOADER4_F32(fn, tex, unit) \
+	layout(binding = unit) uniform samplerBuffer tex; \
+	vec4 fn(int i) { return texelFetch(tex, i); }
+
+#define LOADER4_F16(fn, tex, unit) \
+	layout(binding = unit) uniform usamplerBuffer tex; \
+	vec4 fn(int i) { uvec2 w = texelFetch(tex, i).xy; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+
+#define LOADER4_BF16(fn, tex, unit) \
+	layout(binding = unit) uniform usamplerBuffer tex; \
+	vec4 fn(int i) { uvec2 w = texelFetch(tex, i).xy; \
+		return vec4(uintBitsToFloat(w.x << 16), uintBitsToFloat(w.x & 0xffff0000u), \
+			uintBitsToFloat(w.y << 16), uintBitsToFloat(w.y & 0xffff0000u)); }
+
 // The output of every kernel: an F32 storage buffer on binding 0, bound as a
 // window of at most the driver's largest block size.
 #define DECLARE_OUTPUT layout(std430, binding = 0) writeonly buffer Out { float o[]; };

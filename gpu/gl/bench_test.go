@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 )
 
 func randn(r *rand.Rand, n int) []float32 {
@@ -34,18 +35,28 @@ func benchOp(b *testing.B, d *Device, flops float64, op func() *gpu.Tensor) {
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 }
 
-func benchMatMul(b *testing.B, naive bool) {
+// benchMatMul times a 1024^3 MatMul: A·B (transB false) or A·B^T (a
+// linear layer's layout, B of type dt).
+func benchMatMul(b *testing.B, naive, transB bool, dt gpu.DType) {
 	d := fresh(b)
 	d.naiveMatMul = naive
 	r := rand.New(rand.NewPCG(1, 2))
 	const n = 1024
 	x := d.Upload(randn(r, n*n), n, n)
-	y := d.Upload(randn(r, n*n), n, n)
-	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{}) })
+	var y *gpu.Tensor
+	switch dt {
+	case gpu.F16:
+		y = d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, n*n)), n, n)
+	default:
+		y = d.Upload(randn(r, n*n), n, n)
+	}
+	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: transB}) })
 }
 
-func BenchmarkMatMul1024Tiled(b *testing.B) { benchMatMul(b, false) }
-func BenchmarkMatMul1024Naive(b *testing.B) { benchMatMul(b, true) }
+func BenchmarkMatMul1024Tiled(b *testing.B)     { benchMatMul(b, false, false, gpu.F32) }
+func BenchmarkMatMul1024Naive(b *testing.B)     { benchMatMul(b, true, false, gpu.F32) }
+func BenchmarkMatMul1024LinearNT(b *testing.B)  { benchMatMul(b, false, true, gpu.F32) }
+func BenchmarkMatMul1024LinearF16(b *testing.B) { benchMatMul(b, false, true, gpu.F16) }
 
 func benchConv(b *testing.B, c, hw int) {
 	d := fresh(b)

@@ -51,6 +51,8 @@ type Device struct {
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
+	// noVec4 turns off matmul_nt4.comp (tests, benchmarks).
+	noVec4 bool
 	// attnUnroll is the largest head dim for which attention.comp is compiled
 	// with its head-dim loops unrolled (faster, but slower to compile).
 	attnUnroll int
@@ -60,16 +62,18 @@ type Device struct {
 type buffer struct {
 	id   uint32
 	size int64     // bytes allocated: a size class of the requested bytes
-	tex  [3]uint32 // views as R32F, R32UI, R32I (made when first needed)
+	tex  [5]uint32 // views as R32F, R32UI, R32I, RGBA32F, RG32UI (made when first needed)
 }
 
 const (
-	texF32 = iota
-	texU32
-	texI32
+	texF32   = iota // one F32 a texel
+	texU32          // two F16/BF16 a texel
+	texI32          // one int32 a texel
+	texF32x4        // four F32 a texel
+	texU32x2        // four F16/BF16 a texel
 )
 
-var texFormats = [3]uint32{gogl.R32F, gogl.R32UI, gogl.R32I}
+var texFormats = [5]uint32{gogl.R32F, gogl.R32UI, gogl.R32I, gogl.RGBA32F, gogl.RG32UI}
 
 // poolLimit caps the bytes of released buffers kept for reuse.
 const poolLimit = 512 << 20

@@ -92,6 +92,15 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, "HAS_BIAS")
 		}
 		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
+	} else if o.TransB && !o.TransA && g.K%4 == 0 && !d.noVec4 {
+		l.file = "matmul_nt4.comp"
+		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), loader4("B", b)}
+		l.ins = []input{in4(a), in4(b)}
+		if o.Bias != nil {
+			l.ins = append(l.ins, in(o.Bias))
+			l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
+		}
+		l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
 	} else {
 		l.file = "matmul.comp"
 		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader("A", a), loader("B", b)}

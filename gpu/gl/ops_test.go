@@ -42,6 +42,11 @@ func glCases() []gputest.Case {
 	add("MatMul/linear_f16_bias_bf16", mm(gpu.MatMulOpts{TransB: true}, true), inp(2, 41, 70), typed(gpu.F16, 37, 70), typed(gpu.BF16, 37))
 	add("MatMul/linear_bf16_bias_f16", mm(gpu.MatMulOpts{TransB: true}, true), inp(1, 9, 33), typed(gpu.BF16, 35, 33), typed(gpu.F16, 35))
 	add("MatMul/transA_transB_alpha", mm(gpu.MatMulOpts{TransA: true, TransB: true, Alpha: 0.37}, false), inp(2, 13, 11), inp(2, 19, 13))
+	add("MatMul/nt4_f32_bias_2x13x36_w29x36", mm(gpu.MatMulOpts{TransB: true}, true), inp(2, 13, 36), inp(29, 36), inp(29))
+	add("MatMul/nt4_f16_1x70x132_w17x132", mm(gpu.MatMulOpts{TransB: true, Alpha: 2}, false), inp(1, 70, 132), typed(gpu.F16, 17, 132))
+	add("MatMul/nt4_bf16_bias_f16_9x4_w3x4", mm(gpu.MatMulOpts{TransB: true}, true), inp(9, 4), typed(gpu.BF16, 3, 4), typed(gpu.F16, 3))
+	add("MatMul/nt4_batched_2x3x11x8_2x3x9x8", mm(gpu.MatMulOpts{TransB: true}, false), inp(2, 3, 11, 8), inp(2, 3, 9, 8))
+	add("MatMul/nt4_sharedB_3x5x12_1x7x12", mm(gpu.MatMulOpts{TransB: true}, false), inp(3, 5, 12), inp(1, 7, 12))
 	add("MatMul/k1_5x1_1x7", mm(gpu.MatMulOpts{}, false), inp(5, 1), inp(1, 7))
 	add("MatMul/long_k_3x1031_1031x5", mm(gpu.MatMulOpts{}, false), inp(3, 1031), inp(1031, 5))
 
@@ -106,11 +111,13 @@ func TestGLCases(t *testing.T) {
 }
 
 // TestVariants runs the kernels that the default choices do not reach: the
-// naive matmul (the benchmark baseline) and attention with loops instead of
-// unrolled head dims (used for large head dims).
+// naive matmul (the benchmark baseline; for F32 operands), the scalar tiled
+// matmul on the linear layout (instead of matmul_nt4) and attention with loops
+// instead of unrolled head dims (used for large head dims).
 func TestVariants(t *testing.T) {
 	d := fresh(t)
 	d.naiveMatMul = true
+	d.noVec4 = true
 	d.attnUnroll = 0
 	oracle := ref.New()
 	defer oracle.Close()

@@ -123,6 +123,19 @@ func loader(prefix string, t *gpu.Tensor) string {
 	return prefix + "_LOADER=LOADER_F32"
 }
 
+// loader4 is loader for the vector (four elements a fetch) loaders.
+func loader4(prefix string, t *gpu.Tensor) string {
+	return strings.Replace(loader(prefix, t), "_LOADER=LOADER", "_LOADER4=LOADER4", 1)
+}
+
+// in4 binds t through a four-elements-a-texel view (for LOADER4_*).
+func in4(t *gpu.Tensor) input {
+	if t.DType == gpu.F32 {
+		return input{t, texF32x4}
+	}
+	return input{t, texU32x2}
+}
+
 func in(t *gpu.Tensor) input {
 	if t.DType == gpu.F32 {
 		return input{t, texF32}
