@@ -89,13 +89,16 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 		shape[dd] += t.Dim(dd)
 	}
 	outer := shape[:dd].Numel()
+	srcs := make([][]float32, len(ts))
+	for i, t := range ts {
+		srcs[i] = d.read(t)
+	}
 	out, ov := d.newF32(shape)
 	pos := 0
 	for o := 0; o < outer; o++ {
-		for _, t := range ts {
+		for i, t := range ts {
 			chunk := t.Shape[dd:].Numel()
-			src := d.read(t)
-			pos += copy(ov[pos:], src[o*chunk:(o+1)*chunk])
+			pos += copy(ov[pos:], srcs[i][o*chunk:(o+1)*chunk])
 		}
 	}
 	return out
