@@ -157,9 +157,15 @@ func sizeClass(n int64) int64 {
 	return c
 }
 
+// syncUpload is the size from which uploads wait for the GL thread instead
+// of queueing a copy of the caller's data (no second copy of big weights).
+const syncUpload = 1 << 20
+
 // alloc makes a tensor whose storage is a new buffer, filled with raw when
-// raw is not nil. The buffer is made on the GL thread.
-func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
+// raw is not nil. The buffer is made on the GL thread. raw must not change
+// until the GL thread has used it: callers pass data they own, or borrowed
+// data of at least syncUpload bytes with borrowed set (alloc then waits).
+func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bool) *gpu.Tensor {
 	bytes := int64(shape.Numel()) * int64(dt.Size())
 	buf := &buffer{size: sizeClass(bytes)}
 	if buf.size == 0 {
@@ -169,7 +175,11 @@ func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
 	resident := d.Stats().Resident
 	d.Alloc(bytes)
 	d.storages[st] = struct{}{}
-	d.enqueue(func() { d.glAlloc(buf, raw, resident) })
+	if len(borrowed) > 0 && borrowed[0] {
+		d.call(func() { d.glAlloc(buf, raw, resident) })
+	} else {
+		d.enqueue(func() { d.glAlloc(buf, raw, resident) })
+	}
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
 }
 
@@ -197,11 +207,9 @@ func (d *Device) Upload(data []float32, shape ...int) *gpu.Tensor {
 		d.Fail(&gpu.ShapeError{Op: "Upload", Shapes: []gpu.Shape{s}, Why: err.Error()})
 		return d.placeholder(s)
 	}
-	raw := make([]byte, 4*len(data))
-	for i, v := range data {
-		binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(v))
-	}
-	return d.alloc(s, gpu.F32, raw)
+	// GL's platforms here are little-endian: the float32s are the bytes.
+	raw := unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(data))), 4*len(data))
+	return d.upload(s, gpu.F32, raw)
 }
 
 // UploadRaw copies little-endian raw bytes of type dt to a new tensor of
@@ -221,6 +229,15 @@ func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 		}
 		d.Fail(&gpu.ShapeError{Op: "UploadRaw", Shapes: []gpu.Shape{s}, Why: err.Error()})
 		return d.placeholder(s)
+	}
+	return d.upload(s, dt, raw)
+}
+
+// upload fills a new tensor with the caller's bytes: big ones synchronously
+// (no copy), small ones from a copy through the queue.
+func (d *Device) upload(s gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
+	if len(raw) >= syncUpload {
+		return d.alloc(s, dt, raw, true)
 	}
 	return d.alloc(s, dt, append([]byte(nil), raw...))
 }
