@@ -99,7 +99,7 @@ func (m *Model) previewPane(w, h int) string {
 			title += fmt.Sprintf(" · image 1 of %d", r.Settings.Batch)
 		}
 		img = lipgloss.Place(iw, imgRows, lipgloss.Center, lipgloss.Center, m.cache.halfBlock(pic, iw, imgRows, m.opts.Color))
-		progress = m.progressLine(r)
+		progress = m.progressLine(r, iw)
 		bar = m.timelineBar(r, iw)
 		hist = m.historyLine(iw)
 	}
@@ -107,14 +107,26 @@ func (m *Model) previewPane(w, h int) string {
 	return st.Width(iw).Height(ih).Render(fitBlock(inner, iw, ih))
 }
 
-// progressLine: step i/N, sigma, it/s, ETA and the run's state.
-func (m *Model) progressLine(r *runRec) string {
+// progressLine: step i/N, sigma, it/s, ETA and the run's state, in w
+// cells (shorter words when the pane is narrow).
+func (m *Model) progressLine(r *runRec, w int) string {
+	if s := m.progressText(r, false); lipgloss.Width(s) <= w {
+		return s
+	}
+	return m.progressText(r, true)
+}
+
+func (m *Model) progressText(r *runRec, short bool) string {
 	n := r.total()
 	i := m.frame + 1
 	parts := []string{fmt.Sprintf("step %d/%d", i, n)}
 	if m.frame >= 0 && m.frame < len(r.Frames) {
 		f := r.Frames[m.frame]
-		parts = append(parts, fmt.Sprintf("σ %.3f→%.3f", f.Sigma, f.Next), fmt.Sprintf("t %.0f", f.Timestep))
+		if short {
+			parts = append(parts, fmt.Sprintf("σ %.3g", f.Sigma))
+		} else {
+			parts = append(parts, fmt.Sprintf("σ %.3f→%.3f", f.Sigma, f.Next), fmt.Sprintf("t %.0f", f.Timestep))
+		}
 	}
 	var took time.Duration
 	for _, f := range r.Frames[r.Inherited:] {
@@ -135,10 +147,16 @@ func (m *Model) progressLine(r *runRec) string {
 	}
 	if r.Status == runDone {
 		state = "done in " + r.Elapsed.Round(10*time.Millisecond).String()
+		if short {
+			state = "done " + r.Elapsed.Round(100*time.Millisecond).String()
+		}
 	}
 	if r.Status == runFailed && r.Err != nil {
 		state = "failed: " + r.Err.Error()
 	}
 	parts = append(parts, state)
+	if short {
+		return strings.Join(parts, " ")
+	}
 	return strings.Join(parts, " · ")
 }

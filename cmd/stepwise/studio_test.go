@@ -1,0 +1,179 @@
+package main
+
+import (
+	"fmt"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+)
+
+// TestStudioInTmux runs the real binary in tmux at 120x40 and 80x24: it
+// types a prompt, sets 3 steps, generates, exports, quits, and checks the
+// screen, the exit status, the restored terminal and the PNG. With
+// STEPWISE_CAPTURE_DIR set, the screens are also written there.
+func TestStudioInTmux(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and drives it in tmux; skipped with -short")
+	}
+	tmux, err := exec.LookPath("tmux")
+	if err != nil {
+		t.Skip("tmux is not installed")
+	}
+	g := golden.Dir(t)
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "stepwise")
+	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	for _, sz := range [][2]int{{120, 40}, {80, 24}} {
+		t.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(t *testing.T) {
+			studioSession(t, tmux, bin, g, sz[0], sz[1])
+		})
+	}
+}
+
+// tmuxSession is one tmux server on a private socket.
+type tmuxSession struct {
+	t          *testing.T
+	tmux, sock string
+}
+
+func (s tmuxSession) cmd(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command(s.tmux, append([]string{"-S", s.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("tmux %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+func (s tmuxSession) capture() string { return s.cmd("capture-pane", "-p", "-t", "studio") }
+
+// waitScreen polls the screen until it contains want.
+func (s tmuxSession) waitScreen(want string, d time.Duration) string {
+	s.t.Helper()
+	end := time.Now().Add(d)
+	for {
+		scr := s.capture()
+		if strings.Contains(scr, want) {
+			return scr
+		}
+		if time.Now().After(end) {
+			s.t.Fatalf("screen never showed %q; last screen:\n%s", want, scr)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
+	work := t.TempDir()
+	out := filepath.Join(work, "out")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	exit := filepath.Join(work, "exit")
+	s := tmuxSession{t: t, tmux: tmux, sock: filepath.Join(work, "sock")}
+	shell := fmt.Sprintf("cd %q && XDG_CONFIG_HOME=%q %q --model %q --config %q --device ref --out %q 2>%q; echo $? > %q; sleep 60",
+		work, filepath.Join(work, "cfg"), bin, filepath.Join(g, "sd15-mini.fp16.safetensors"),
+		filepath.Join(g, "sd15_mini_config.json"), out, filepath.Join(work, "stderr"), exit)
+	s.cmd("new-session", "-d", "-s", "studio", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), shell)
+	t.Cleanup(func() { exec.Command(tmux, "-S", s.sock, "kill-server").Run() })
+
+	s.waitScreen("loaded sd15-mini", 60*time.Second)
+	const prompt = "a red fox in snow"
+	s.cmd("send-keys", "-t", "studio", "-l", prompt)
+	s.cmd("send-keys", "-t", "studio", "Tab", "Tab", "Tab", "C-u")
+	s.cmd("send-keys", "-t", "studio", "-l", "3")
+	s.cmd("send-keys", "-t", "studio", "C-g")
+	main := s.waitScreen("run 1 done", 60*time.Second)
+	for _, want := range []string{prompt, "run 1", "step 3/3", "final image (VAE)", "history [#1✓]", "space pause/resume"} {
+		if !strings.Contains(main, want) {
+			t.Errorf("screen lacks %q:\n%s", want, main)
+		}
+	}
+	s.cmd("send-keys", "-t", "studio", "C-e")
+	exported := s.waitScreen("exported", 30*time.Second)
+	pngPath := filepath.Join(out, "stepwise_0001.png")
+	if _, err := os.Stat(pngPath); err != nil {
+		t.Fatalf("export: %v\nscreen:\n%s", err, exported)
+	}
+
+	// The timeline scrubbed back, then the four explanation views.
+	s.cmd("send-keys", "-t", "studio", "Home", ".")
+	timeline := s.waitScreen("step 1/3", 10*time.Second)
+	screens := map[string]string{"main": exported, "timeline": timeline}
+	for _, v := range []struct{ key, name, want string }{
+		{"M-2", "schedule", "Noise schedule"},
+		{"M-3", "forward", "forward  q(x_t|x0)"},
+		{"M-5", "trace", "VAE decoder"},
+	} {
+		s.cmd("send-keys", "-t", "studio", v.key)
+		screens[v.name] = s.waitScreen(v.want, 30*time.Second)
+	}
+	s.cmd("send-keys", "-t", "studio", "M-4")
+	screens["sweep"] = s.waitScreen("guidance sweep done", 90*time.Second)
+
+	s.cmd("send-keys", "-t", "studio", "C-c")
+	end := time.Now().Add(20 * time.Second)
+	var code []byte
+	for {
+		var err error
+		if code, err = os.ReadFile(exit); err == nil && len(code) > 0 {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatalf("the studio did not quit on ctrl+c; screen:\n%s", s.capture())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.TrimSpace(string(code)) != "0" {
+		stderr, _ := os.ReadFile(filepath.Join(work, "stderr"))
+		t.Errorf("exit status %s; stderr:\n%s", code, stderr)
+	}
+	if after := s.capture(); strings.Contains(after, "ctrl+g generate") {
+		t.Errorf("the terminal was not restored after quitting:\n%s", after)
+	}
+
+	text, err := render.ReadPNGTextFile(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _, err := presets.ParseInfotext(text["parameters"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Prompt != prompt || st.Steps != 3 || st.Width != 64 || st.Height != 64 {
+		t.Errorf("PNG parameters: %+v", st)
+	}
+	f, err := os.Open(pngPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := img.Bounds(); b.Dx() != 64 || b.Dy() != 64 {
+		t.Errorf("PNG is %v, want 64x64", b)
+	}
+
+	if cd := os.Getenv("STEPWISE_CAPTURE_DIR"); cd != "" {
+		for name, scr := range screens {
+			p := filepath.Join(cd, fmt.Sprintf("studio_%dx%d_%s.txt", w, h, name))
+			if err := os.WriteFile(p, []byte(scr), 0o644); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+}
