@@ -6,7 +6,6 @@ package testdev
 
 import (
 	"os"
-	"sync"
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -14,24 +13,33 @@ import (
 	"github.com/stepwise/stepwise/gpu/ref"
 )
 
-var (
-	glOnce sync.Once
-	glDev  *gl.Device
-	glErr  error
-)
-
-// GL returns the process-wide GL device (one context per test binary, as
-// the program has one), or skips (fails with STEPWISE_REQUIRE_GL=1).
+// GL returns a new GL device, closed when the test ends, or skips (fails
+// with STEPWISE_REQUIRE_GL=1) where no context can be made. Each test gets
+// its own device so that one test's recorded error cannot leak into the
+// next.
 func GL(t testing.TB) gpu.Device {
 	t.Helper()
-	glOnce.Do(func() { glDev, glErr = gl.New() })
-	if glErr != nil {
-		if os.Getenv("STEPWISE_REQUIRE_GL") == "1" {
-			t.Fatalf("no GL device: %v", glErr)
-		}
-		t.Skipf("no GL device: %v", glErr)
+	d := MaybeGL(t)
+	if d == nil {
+		t.SkipNow()
 	}
-	return glDev
+	return d
+}
+
+// MaybeGL is GL for tests that go on without it: where no context can be
+// made it logs why and returns nil (or fails with STEPWISE_REQUIRE_GL=1).
+func MaybeGL(t testing.TB) gpu.Device {
+	t.Helper()
+	d, err := gl.New()
+	if err != nil {
+		if os.Getenv("STEPWISE_REQUIRE_GL") == "1" {
+			t.Fatalf("no GL device: %v", err)
+		}
+		t.Logf("skipping the GL device: %v", err)
+		return nil
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
 
 // All returns the devices to test on, by name ("ref", "gl").
