@@ -77,7 +77,8 @@ func newEditor(s presets.Settings, outDir string) *editor {
 	return e
 }
 
-// set shows settings s; a seed >= 0 locks the seed.
+// set shows settings s; a seed >= 0 is shown and locked, -1 keeps the
+// editor's seed as it is.
 func (e *editor) set(s presets.Settings) {
 	e.prompt.SetValue(s.Prompt)
 	e.negative.SetValue(s.NegativePrompt)
@@ -90,9 +91,6 @@ func (e *editor) set(s presets.Settings) {
 	if s.Seed >= 0 {
 		e.seed.SetValue(strconv.FormatInt(s.Seed, 10))
 		e.seedLocked = true
-	} else {
-		e.seed.SetValue("")
-		e.seedLocked = false
 	}
 	name, sched := s.Sampler, s.Schedule
 	if c, sc, err := sampler.LookupSampler(name); err == nil {
@@ -119,7 +117,7 @@ func indexOf(list []string, s string) int {
 
 func formatFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 
-// settings parses the fields. The seed is -1 when the field is empty.
+// settings parses the fields. The seed is -1 (random) unless it is locked.
 func (e *editor) settings() (presets.Settings, error) {
 	s := presets.Default()
 	s.Prompt, s.NegativePrompt = e.prompt.Value(), e.negative.Value()
@@ -144,7 +142,7 @@ func (e *editor) settings() (presets.Settings, error) {
 	}
 	s.CFGScale = cfg
 	s.Seed = -1
-	if v := strings.TrimSpace(e.seed.Value()); v != "" {
+	if v := strings.TrimSpace(e.seed.Value()); v != "" && e.seedLocked {
 		seed, serr := strconv.ParseInt(v, 10, 64)
 		if (serr != nil || seed < -1) && err == nil {
 			err = fmt.Errorf("seed: %q is not a whole number >= 0 (or -1 for random)", v)
@@ -319,9 +317,9 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 		if f == cur {
 			st = styleLabelOn
 		}
-		return st.Render(fmt.Sprintf("%-9s", focusLabels[f]))
+		return st.Render(fmt.Sprintf("%-10s", focusLabels[f]))
 	}
-	inner := max(width-9, 4)
+	inner := max(width-10, 4)
 	for f := focusPrompt; f < focusTimeline; f++ {
 		switch f {
 		case focusPrompt, focusNegative:

@@ -408,7 +408,7 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 		return nil
 	}
 	s, err := m.ed.settings()
-	if err == nil && (!m.ed.seedLocked || s.Seed < 0) {
+	if err == nil && s.Seed < 0 {
 		s.Seed = -1
 		if len(m.runs) > 0 {
 			s.Seed = m.runs[m.cur].Settings.Seed
@@ -585,6 +585,10 @@ func traceView(m *Model, w, h int) string {
 	}
 	arrow("VAE decoder", decode)
 	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s · total %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)), "")
+	if r.FirstPreview > 0 || r.FirstStep > 0 {
+		b.WriteString("\n" + styleDim.Render(fmt.Sprintf("  after the key press: first preview (the noise) %s, first step %s",
+			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond))) + "\n")
+	}
 	return b.String()
 }
 

@@ -1,12 +1,20 @@
 package tui
 
-import "github.com/charmbracelet/bubbles/key"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/lipgloss"
+)
 
 // keyMap is the studio's one key map: Update matches keys against it and the
 // help bubble draws it.
 type keyMap struct {
 	// Global: work from any field.
 	Generate, Cancel, Quit, Save, Export, Open, Presets, Help key.Binding
+	// Edits only documents what an edit during a run does.
+	Edits                                                     key.Binding
 	NextField, PrevField                                      key.Binding
 	ViewMain, ViewSchedule, ViewForward, ViewSweep, ViewTrace key.Binding
 
@@ -29,6 +37,7 @@ func newKeyMap() keyMap {
 	k, h := key.WithKeys, key.WithHelp
 	return keyMap{
 		Generate:  b(k("ctrl+g"), h("ctrl+g", "generate (restarts a run)")),
+		Edits:     b(k("ctrl+g"), h("edits", "apply at the next ctrl+g; ctrl+g during a run restarts it")),
 		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
@@ -104,10 +113,41 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp implements help.KeyMap.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Generate, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.Presets, k.Help},
+		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.Presets, k.Help},
 		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},
 		{k.Enter, k.Rename, k.Delete, k.Import, k.Toggle, k.Play, k.Resweep},
 	}
+}
+
+var helpTitles = []string{"everywhere", "fields", "timeline", "views", "presets and views"}
+
+// fullHelpView draws every group of the key map, as many side by side as
+// the width allows.
+func fullHelpView(k keyMap, w int) string {
+	var boxes []string
+	for i, g := range k.FullHelp() {
+		var b strings.Builder
+		b.WriteString(styleTitle.Render(helpTitles[i]) + "\n")
+		for _, kb := range g {
+			h := kb.Help()
+			b.WriteString(fmt.Sprintf("%s %s\n", styleSelected.Render(fmt.Sprintf("%-10s", h.Key)), styleDim.Render(h.Desc)))
+		}
+		boxes = append(boxes, lipgloss.NewStyle().PaddingRight(3).Render(strings.TrimSuffix(b.String(), "\n")))
+	}
+	var rows []string
+	var row []string
+	used := 0
+	for _, bx := range boxes {
+		bw := lipgloss.Width(bx)
+		if used > 0 && used+bw > w {
+			rows = append(rows, lipgloss.JoinHorizontal(lipgloss.Top, row...))
+			row, used = nil, 0
+		}
+		row = append(row, bx)
+		used += bw
+	}
+	rows = append(rows, lipgloss.JoinHorizontal(lipgloss.Top, row...))
+	return strings.Join(rows, "\n\n")
 }

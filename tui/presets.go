@@ -97,14 +97,14 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 					s.Width, s.Height = cur.Width, cur.Height
 				}
 			}
-			m.applySettings(s, false)
+			m.ed.set(s)
 			m.state = stateMain
 			m.setStatus("loaded preset " + p.Name)
 			return nil
 		}
 		st := v.styles[v.sel-len(v.list)]
 		cur, _ := m.ed.settings()
-		m.applySettings(presets.ApplyStyle(cur, st), false)
+		m.ed.set(presets.ApplyStyle(cur, st))
 		m.state = stateMain
 		m.setStatus("merged style " + st.Name + " into the prompts")
 	case key.Matches(k, km.Rename):

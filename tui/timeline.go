@@ -2,6 +2,8 @@ package tui
 
 import (
 	"fmt"
+
+	"github.com/charmbracelet/lipgloss"
 	"image"
 	"strings"
 	"time"
@@ -59,7 +61,10 @@ type runRec struct {
 	Chunks         int
 	PromptTokens   int
 	NegativeTokens int
-	Started        time.Time
+	Requested      time.Time // when the key was pressed
+	Started        time.Time // when the worker started it
+	FirstPreview   time.Duration
+	FirstStep      time.Duration
 	Elapsed        time.Duration
 	Encode         time.Duration
 	Sampling       time.Duration
@@ -68,7 +73,7 @@ type runRec struct {
 }
 
 func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
-	return &runRec{ID: id, Settings: s, Parent: parent, At: at, Status: runStarting, decoded: map[decodeKey]*image.RGBA{}}
+	return &runRec{ID: id, Settings: s, Parent: parent, At: at, Status: runStarting, Requested: time.Now(), decoded: map[decodeKey]*image.RGBA{}}
 }
 
 // total is the number of frames the run will have when done.
@@ -154,14 +159,15 @@ func (m *Model) selectRun(i int) {
 }
 
 // handleMouse: click a field to focus it, click or scroll the timeline to
-// scrub, scroll a numeric field to nudge it.
+// scrub, scroll a numeric field or a list to change it.
 func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 	if m.state != stateMain || m.modal != nil {
 		return nil
 	}
-	y := msg.Y - 1 // below the header line
-	lay := m.mainLayout()
-	inForm := msg.X < lay.formW
+	header := m.headerView()
+	l := m.layoutMain(m.bodyHeight(header, m.footerView()))
+	y := msg.Y - lipgloss.Height(header)
+	inForm := msg.X < l.formW
 	switch msg.Button {
 	case tea.MouseButtonWheelUp, tea.MouseButtonWheelDown:
 		d := 1
@@ -169,8 +175,16 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 			d = -1
 		}
 		if inForm {
-			if f, ok := lay.fieldAt(y); ok && !f.isText() || (ok && f != focusPrompt && f != focusNegative && f != focusOutDir) {
-				m.ed.nudge(f, float64(-d))
+			if f, ok := l.fieldAt(y); ok {
+				if f.isList() {
+					k := tea.KeyMsg{Type: tea.KeyRight}
+					if d < 0 {
+						k.Type = tea.KeyLeft
+					}
+					m.ed.update(f, k)
+				} else {
+					m.ed.nudge(f, float64(-d))
+				}
 			}
 			return nil
 		}
@@ -184,19 +198,16 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 			return nil
 		}
 		if inForm {
-			if f, ok := lay.fieldAt(y); ok {
+			if f, ok := l.fieldAt(y); ok {
 				m.focus = f
 			}
 			return nil
 		}
 		m.focus = focusTimeline
-		if y == lay.barRow && len(m.runs) > 0 {
+		if y == l.barRow && len(m.runs) > 0 {
 			r := m.runs[m.cur]
-			n := max(r.total(), 1)
-			x := msg.X - lay.barX
-			if x >= 0 && x < lay.barW {
-				i := x * n / lay.barW
-				m.frame = min(i, len(r.Frames)-1)
+			if x := msg.X - l.barX; x >= 0 && x < l.barW {
+				m.frame = min(x*max(r.total(), 1)/l.barW, len(r.Frames)-1)
 				m.follow = false
 			}
 		}
@@ -207,25 +218,25 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 // mainLayout is the geometry of the main view, shared by View and the
 // mouse handler.
 type mainLayout struct {
-	formW, paneW, bodyH int
-	form                formLayout
-	imgRows             int
-	barRow, barX, barW  int
+	formW, paneW       int
+	form               formLayout
+	barRow, barX, barW int
 }
 
-func (m *Model) mainLayout() mainLayout {
+// layoutMain lays the main view out in the terminal's width and bodyH
+// lines: the form on the left, the preview pane (border, title, picture,
+// progress line, timeline bar, history) on the right.
+func (m *Model) layoutMain(bodyH int) mainLayout {
 	var l mainLayout
-	l.bodyH = max(m.height-3, 3) // header, status, short help
 	w := m.width
 	l.formW = min(46, max(30, w*2/5))
 	if w < 70 {
 		l.formW = max(w/2, 20)
 	}
-	l.paneW = w - l.formW - 1
-	l.form = layoutForm(l.bodyH)
-	// Pane: border (2), title, image, progress, timeline bar, history.
-	l.imgRows = max(l.bodyH-2-4, 1)
-	l.barRow = 1 + 1 + l.imgRows + 1 // border, title, image, progress
+	l.paneW = max(w-l.formW-1, 4)
+	l.form = layoutForm(bodyH)
+	imgRows := max(bodyH-2-4, 1)
+	l.barRow = 1 + 1 + imgRows + 1 // border, title, picture, progress
 	l.barX = l.formW + 1 + 1
 	l.barW = max(l.paneW-2, 1)
 	return l

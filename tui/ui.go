@@ -79,6 +79,10 @@ type (
 		Shape                        [4]int
 		Noise                        *image.RGBA
 	}
+	noiseMsg struct {
+		ID    int
+		Noise *image.RGBA
+	}
 	frameMsg struct {
 		ID    int
 		Frame frameRec
@@ -254,6 +258,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, nil
 	case runStartedMsg:
 		m.onRunStarted(msg)
+	case noiseMsg:
+		if r := m.run(msg.ID); r != nil {
+			r.Noise = msg.Noise
+			r.FirstPreview = time.Since(r.Requested)
+		}
 	case frameMsg:
 		m.onFrame(msg)
 	case runDoneMsg:
@@ -278,7 +287,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if msg.Err != nil {
 			m.setError(msg.Err)
 		} else {
-			m.applySettings(msg.Settings, true)
+			m.ed.set(msg.Settings)
 			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
 		}
 	case presetsMsg, presetDoneMsg, stylesMsg:
@@ -436,7 +445,7 @@ func (m *Model) validSettings() (presets.Settings, error) {
 	if err != nil {
 		return s, err
 	}
-	if !m.ed.seedLocked || s.Seed < 0 {
+	if s.Seed < 0 {
 		s.Seed = gen.RandomSeed()
 		m.ed.seed.SetValue(fmt.Sprint(s.Seed))
 	}
@@ -454,8 +463,9 @@ func (m *Model) generate() tea.Cmd {
 		m.setError(fmt.Errorf("not generating: %w", err))
 		return nil
 	}
-	if m.active() != nil {
+	if m.active() != nil || m.gv.busy {
 		m.w.cancelWork()
+		m.gv.busy, m.gv.sig = false, ""
 	}
 	m.nextID++
 	r := newRunRec(m.nextID, s, -1, -1)
@@ -481,8 +491,9 @@ func (m *Model) branch() tea.Cmd {
 		m.setError(fmt.Errorf("branch: %w", err))
 		return nil
 	}
-	if m.active() != nil {
+	if m.active() != nil || m.gv.busy {
 		m.w.cancelWork()
+		m.gv.busy, m.gv.sig = false, ""
 	}
 	m.nextID++
 	r := newRunRec(m.nextID, s, parent.ID, m.frame)
@@ -515,6 +526,9 @@ func (m *Model) onFrame(msg frameMsg) {
 	r := m.run(msg.ID)
 	if r == nil {
 		return
+	}
+	if len(r.Frames) == r.Inherited {
+		r.FirstStep = time.Since(r.Requested)
 	}
 	r.Frames = append(r.Frames, msg.Frame)
 	if m.runs[m.cur] == r && m.follow {
@@ -577,29 +591,22 @@ func (m *Model) export() tea.Cmd {
 	return nil
 }
 
-// applySettings shows s in the editor; unless keepSeed, the editor's seed
-// (locked or random) stays.
-func (m *Model) applySettings(s presets.Settings, keepSeed bool) {
-	if !keepSeed {
-		s.Seed = -1
-		if cur, _ := m.ed.settings(); m.ed.seedLocked {
-			s.Seed = cur.Seed
-		}
-	}
-	m.ed.set(s)
-}
-
 // View implements tea.Model.
 func (m *Model) View() string {
 	m.keys.state, m.keys.focus = m.state, m.focus
 	m.keys.inText = m.focus.isText()
+	if m.width < 24 || m.height < 8 {
+		return fitBlock("stepwise: enlarge the terminal", m.width, m.height)
+	}
 	header := m.headerView()
 	foot := m.footerView()
-	bodyH := max(m.height-lipgloss.Height(header)-lipgloss.Height(foot), 3)
+	bodyH := m.bodyHeight(header, foot)
 	var body string
 	switch {
 	case m.modal != nil:
 		body = lipgloss.Place(m.width, bodyH, lipgloss.Center, lipgloss.Center, m.modal.view(m.width))
+	case m.help.ShowAll:
+		body = fullHelpView(m.keys, m.width)
 	case m.state == statePresets:
 		body = m.pv.view(m, m.width, bodyH)
 	case m.state == stateSchedule:
@@ -615,6 +622,11 @@ func (m *Model) View() string {
 	}
 	body = fitBlock(body, m.width, bodyH)
 	return header + "\n" + body + "\n" + foot
+}
+
+// bodyHeight is the height left between the header and the footer.
+func (m *Model) bodyHeight(header, foot string) int {
+	return max(m.height-lipgloss.Height(header)-lipgloss.Height(foot), 3)
 }
 
 func (m *Model) headerView() string {
@@ -643,19 +655,17 @@ func (m *Model) footerView() string {
 	status := truncate(st.Render(m.status), m.width)
 	m.help.Width = m.width
 	// bubbles' help adds every item once its ellipsis no longer fits:
-	// cut the lines to the terminal here.
-	return status + "\n" + truncate(m.help.View(m.keys), m.width)
+	// cut the line to the terminal here. The full help is drawn in the
+	// body (fullHelpView), so the footer keeps one line.
+	return status + "\n" + truncate(m.help.ShortHelpView(m.keys.ShortHelp()), m.width)
 }
 
 // mainView is the editor on the left and the preview with its progress
 // line and timeline on the right.
 func (m *Model) mainView(w, h int) string {
-	formW := min(46, max(30, w*2/5))
-	if w < 70 {
-		formW = max(w/2, 20)
-	}
-	form := fitBlock(m.ed.view(formW, h, m.focus, m.chunks()), formW, h)
-	right := m.previewPane(w-formW-1, h)
+	l := m.layoutMain(h)
+	form := fitBlock(m.ed.view(l.formW, h, m.focus, m.chunks()), l.formW, h)
+	right := m.previewPane(l.paneW, h)
 	return lipgloss.JoinHorizontal(lipgloss.Top, form, " ", right)
 }
 

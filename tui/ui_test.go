@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 
@@ -46,6 +47,10 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	}
 	r := m.runs[0]
 	h.waitFor("run start", func() bool { return r.Status == runRunning })
+	if r.Noise == nil || r.FirstPreview <= 0 {
+		t.Fatal("no preview of the initial noise before the first step")
+	}
+	t.Logf("first preview %s after ctrl+g (mini model, ref device)", r.FirstPreview)
 	h.drain(400 * time.Millisecond)
 	n0 := len(r.Frames)
 	if n0 > 1 {
@@ -466,7 +471,7 @@ func TestResizeAndChunks(t *testing.T) {
 	if r.Chunks < 2 {
 		t.Fatalf("chunks = %d for a long prompt", r.Chunks)
 	}
-	for _, sz := range [][2]int{{120, 40}, {80, 24}, {60, 16}} {
+	for _, sz := range [][2]int{{120, 40}, {80, 24}, {60, 16}, {30, 8}, {1, 1}} {
 		h.update(teaSize(sz[0], sz[1]))
 		v := h.m.View()
 		lines := strings.Split(v, "\n")
@@ -482,5 +487,39 @@ func TestResizeAndChunks(t *testing.T) {
 	h.update(teaSize(120, 40))
 	h.mustView(fmt.Sprintf("split into %d chunks", r.Chunks))
 	h.keys("?")
-	h.mustView("ctrl+s", "save preset", "open PNG settings", "branch here with edits")
+	h.mustView("ctrl+s", "save preset", "open PNG settings", "branch here with edits", "ctrl+g during a run restarts it")
+	h.keys("esc")
+	if h.m.help.ShowAll {
+		t.Error("esc did not close the full help")
+	}
+}
+
+// TestMouse: a click focuses a field, the wheel nudges it, a click on the
+// timeline bar picks a frame and the wheel over the pane scrubs.
+func TestMouse(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	l := m.layoutMain(m.bodyHeight(m.headerView(), m.footerView()))
+	y := 1 + l.form.rows[focusSteps] // below the header line
+	h.update(tea.MouseMsg{X: 3, Y: y, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	if m.focus != focusSteps {
+		t.Fatalf("click on the steps row focused %v", m.focus)
+	}
+	h.update(tea.MouseMsg{X: 3, Y: y, Button: tea.MouseButtonWheelUp, Action: tea.MouseActionPress})
+	if m.ed.steps.Value() != "4" {
+		t.Fatalf("wheel up on steps 3 gave %s", m.ed.steps.Value())
+	}
+	h.keys("ctrl+g")
+	r := h.last()
+	h.waitRun(r)
+	h.update(tea.MouseMsg{X: l.barX, Y: 1 + l.barRow, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	if m.focus != focusTimeline || m.frame != 0 {
+		t.Fatalf("click on the bar's first cell: focus %v frame %d", m.focus, m.frame)
+	}
+	h.update(tea.MouseMsg{X: l.barX + 5, Y: 5, Button: tea.MouseButtonWheelDown, Action: tea.MouseActionPress})
+	h.update(tea.MouseMsg{X: l.barX + 5, Y: 5, Button: tea.MouseButtonWheelDown, Action: tea.MouseActionPress})
+	if m.frame != 2 {
+		t.Fatalf("two wheel steps from frame 0 gave frame %d", m.frame)
+	}
+	h.mustView("step 3/4")
 }

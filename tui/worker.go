@@ -273,6 +273,7 @@ func (w *worker) start(r genReq) {
 	var job *gen.Job
 	var snaps []ownedSnap
 	if r.Parent < 0 {
+		w.sendNoise(r)
 		j, err := gen.Start(w.pipe, r.Settings)
 		if err != nil {
 			w.send(runDoneMsg{ID: r.ID, Err: err})
@@ -303,6 +304,21 @@ func (w *worker) start(r genReq) {
 }
 
 var errStopped = errors.New("stopped: a new run started")
+
+// sendNoise sends the preview of a new run's initial noise before its
+// prompt is encoded: the noise depends only on the seed, the RNG and the
+// shape, so the first picture appears at once.
+func (w *worker) sendNoise(r genReq) {
+	if r.Settings.Seed < 0 || gen.Validate(w.pipe, r.Settings) != nil {
+		return
+	}
+	run, err := sampler.NewRun(gen.SamplerSettings(w.pipe, r.Settings), noNet{})
+	if err != nil {
+		return
+	}
+	s := run.Schedule()
+	w.send(noiseMsg{ID: r.ID, Noise: gen.Preview(vpScale(run.X(), s.InitNoiseSigma, s.InitNoiseSigma > 1.5), 0)})
+}
 
 // branch makes a job that continues from frame r.At of run r.Parent with
 // r.Settings (the parent's seed, size and batch are kept).
@@ -374,7 +390,11 @@ func (w *worker) step(a *jobState) {
 // vpLatent rescales a VE-space latent x0+sigma*eps to the VP scale
 // (divides by sqrt(1+sigma^2)) so that its preview does not saturate.
 func (w *worker) vpLatent(a *jobState, x sampler.Latent, sigma float64) sampler.Latent {
-	if !a.ve || sigma <= 0 {
+	return vpScale(x, sigma, a.ve)
+}
+
+func vpScale(x sampler.Latent, sigma float64, ve bool) sampler.Latent {
+	if !ve || sigma <= 0 {
 		return x
 	}
 	k := float32(1 / math.Sqrt(1+sigma*sigma))
