@@ -8,12 +8,22 @@
 // compiler keeps it in registers. Defines: KH, KW, SW (kernel size and
 // horizontal stride, compile-time), LX, X_LOADER, W_LOADER, HAS_BIAS with
 // BIAS_LOADER.
+//
+// C4 (the host sets it when C is a multiple of 4, KH, KW <= 4 and SW <= 2):
+// the input channels go four at a time, and each output channel's 4*KH*KW
+// weights for them, contiguous in [O, C, KH, KW], come in KH*KW vec4 fetches
+// (W_LOADER4) instead of 4*KH*KW scalar ones. Every loop of that step is
+// spelled out with macros whose guards on constants fold away.
 #include "common.glsl"
 
 layout(local_size_x = LX) in;
 
 X_LOADER(loadX, tX, 0)
+#ifdef C4
+W_LOADER4(loadW4, tW, 1)
+#else
 W_LOADER(loadW, tW, 1)
+#endif
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 2)
 #endif
@@ -50,6 +60,29 @@ void store(int oc, int oh, int ow0, vec4 lo, vec4 hi) {
 	}
 }
 
+#ifdef C4
+// Input rows of four channels: xs[r][s] with r = cc*KH + kh (up to 16 rows)
+// and s < SEG (up to 7*2 + 4 = 18 columns).
+#define XS(r, s) if ((r) < 4 * KH && (s) < SEG) { \
+	int iw = iw0 + (s); int ih = oh * SH - PH + (r) % KH; \
+	bool ok = ih >= 0 && ih < H && iw >= 0 && iw < W; \
+	float v = loadX(plane + ((r) / KH) * H * W + clamp(ih, 0, H - 1) * W + clamp(iw, 0, W - 1)); \
+	xs[r][s] = ok ? v : 0.0; }
+#define XROW(r) if ((r) < 4 * KH) { XS(r, 0) XS(r, 1) XS(r, 2) XS(r, 3) XS(r, 4) XS(r, 5) XS(r, 6) XS(r, 7) XS(r, 8) \
+	XS(r, 9) XS(r, 10) XS(r, 11) XS(r, 12) XS(r, 13) XS(r, 14) XS(r, 15) XS(r, 16) XS(r, 17) }
+// Weight e of the four channels' block: channel e / (KH*KW), row (e / KW) % KH,
+// column e % KW; it meets input row r = (e / KW) at columns p*SW + kw.
+#define WE(q, e) if ((e) < 4 * KH * KW) { float w = wv[(e) / 4][(e) % 4]; int r = (e) / KW; int kw = (e) % KW; \
+	c##q##a += w * vec4(xs[r][kw], xs[r][SW + kw], xs[r][2 * SW + kw], xs[r][3 * SW + kw]); \
+	c##q##b += w * vec4(xs[r][4 * SW + kw], xs[r][5 * SW + kw], xs[r][6 * SW + kw], xs[r][7 * SW + kw]); }
+#define WE8(q, e) WE(q, e) WE(q, e + 1) WE(q, e + 2) WE(q, e + 3) WE(q, e + 4) WE(q, e + 5) WE(q, e + 6) WE(q, e + 7)
+#define WLOAD(t) if ((t) < KH * KW) { wv[t] = loadW4(wq + (t)); }
+#define OCBLOCK(q) { int wq = (wi##q + c * KH * KW) / 4; vec4 wv[16]; \
+	WLOAD(0) WLOAD(1) WLOAD(2) WLOAD(3) WLOAD(4) WLOAD(5) WLOAD(6) WLOAD(7) \
+	WLOAD(8) WLOAD(9) WLOAD(10) WLOAD(11) WLOAD(12) WLOAD(13) WLOAD(14) WLOAD(15) \
+	WE8(q, 0) WE8(q, 8) WE8(q, 16) WE8(q, 24) WE8(q, 32) WE8(q, 40) WE8(q, 48) WE8(q, 56) }
+#endif
+
 void main() {
 	int t = int(gl_GlobalInvocationID.x);
 	int oc0 = int(gl_GlobalInvocationID.y) * 8;
@@ -62,6 +95,15 @@ void main() {
 	WIDX(0) WIDX(1) WIDX(2) WIDX(3) WIDX(4) WIDX(5) WIDX(6) WIDX(7)
 	ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7)
 	int iw0 = ow0 * SW - PW;
+#ifdef C4
+	for (int c = 0; c < C; c += 4) {
+		int plane = (n * C + c) * H * W;
+		float xs[16][18];
+		XROW(0) XROW(1) XROW(2) XROW(3) XROW(4) XROW(5) XROW(6) XROW(7)
+		XROW(8) XROW(9) XROW(10) XROW(11) XROW(12) XROW(13) XROW(14) XROW(15)
+		OCBLOCK(0) OCBLOCK(1) OCBLOCK(2) OCBLOCK(3) OCBLOCK(4) OCBLOCK(5) OCBLOCK(6) OCBLOCK(7)
+	}
+#else
 	for (int c = 0; c < C; c++) {
 		int plane = (n * C + c) * H * W;
 		for (int kh = 0; kh < KH; kh++) {
@@ -100,5 +142,6 @@ void main() {
 #endif
 		}
 	}
+#endif
 	STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
 }

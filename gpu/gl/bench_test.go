@@ -58,8 +58,9 @@ func BenchmarkMatMul1024Naive(b *testing.B)     { benchMatMul(b, true, false, gp
 func BenchmarkMatMul1024LinearNT(b *testing.B)  { benchMatMul(b, false, true, gpu.F32) }
 func BenchmarkMatMul1024LinearF16(b *testing.B) { benchMatMul(b, false, true, gpu.F16) }
 
-func benchConv(b *testing.B, c, hw int) {
+func benchConv(b *testing.B, c, hw int, scalar bool) {
 	d := fresh(b)
+	d.noVec4 = scalar
 	r := rand.New(rand.NewPCG(3, 4))
 	x := d.Upload(randn(r, c*hw*hw), 1, c, hw, hw)
 	w := d.Upload(randn(r, c*c*9), c, c, 3, 3)
@@ -70,8 +71,10 @@ func benchConv(b *testing.B, c, hw int) {
 	})
 }
 
-func BenchmarkConv3x3_320_64x64(b *testing.B) { benchConv(b, 320, 64) }
-func BenchmarkConv3x3_64_32x32(b *testing.B)  { benchConv(b, 64, 32) }
+func BenchmarkConv3x3_320_64x64(b *testing.B)       { benchConv(b, 320, 64, false) }
+func BenchmarkConv3x3_64_32x32(b *testing.B)        { benchConv(b, 64, 32, false) }
+func BenchmarkConv3x3_320_64x64Scalar(b *testing.B) { benchConv(b, 320, 64, true) }
+func BenchmarkConv3x3_64_32x32Scalar(b *testing.B)  { benchConv(b, 64, 32, true) }
 
 func BenchmarkAttention4096x8x40(b *testing.B)      { benchAttention(b, 48) }
 func BenchmarkAttention4096x8x40Loops(b *testing.B) { benchAttention(b, 0) }

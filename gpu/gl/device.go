@@ -51,7 +51,7 @@ type Device struct {
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
-	// noVec4 turns off matmul_nt4.comp (tests, benchmarks).
+	// noVec4 turns off matmul_nt4.comp and conv2d.comp's C4 (tests, benchmarks).
 	noVec4 bool
 	// attnUnroll is the largest head dim for which attention.comp is compiled
 	// with its head-dim loops unrolled (faster, but slower to compile).

@@ -134,13 +134,18 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("LX=%d", convLX),
-			loader("X", x), loader("W", w)}},
+			fmt.Sprintf("LX=%d", convLX), loader("X", x)}},
 		ins: []input{in(x), in(w)},
 		out: out,
 		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
 			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW},
 		groups: [3]int{ceilDiv(g.OH*tilesW, convLX), ceilDiv(g.O, convOC), g.N},
+	}
+	if g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.SW <= 2 && !d.noVec4 {
+		l.ins[1] = in4(w)
+		l.defines = append(l.defines, "C4", loader4("W", w))
+	} else {
+		l.defines = append(l.defines, loader("W", w))
 	}
 	if bias != nil {
 		l.ins = append(l.ins, in(bias))

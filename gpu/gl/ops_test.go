@@ -64,6 +64,11 @@ func glCases() []gputest.Case {
 	add("Conv2D/3x3_s2_p1_2x7x16x16_to11_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 7, 16, 16), typed(gpu.F16, 11, 7, 3, 3), typed(gpu.F16, 11))
 	add("Conv2D/1x1_3x10x5x19_to17_nobias", conv(gpu.Conv2DOpts{}, false), inp(3, 10, 5, 19), inp(17, 10, 1, 1))
 	add("Conv2D/3x3_p1_1x19x23x21_to13", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 19, 23, 21), inp(13, 19, 3, 3), inp(13))
+	add("Conv2D/c4_3x3_p1_2x8x13x19_to11", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 8, 13, 19), inp(11, 8, 3, 3), inp(11))
+	add("Conv2D/c4_4x4_s2_p1_1x12x17x18_to5_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(1, 12, 17, 18), typed(gpu.F16, 5, 12, 4, 4), typed(gpu.F16, 5))
+	add("Conv2D/c4_1x1_2x4x7x9_to9_bf16", conv(gpu.Conv2DOpts{}, false), inp(2, 4, 7, 9), typed(gpu.BF16, 9, 4, 1, 1))
+	add("Conv2D/c4_3x3_s2_p0_1x8x15x12_to17_bf16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2}, true), inp(1, 8, 15, 12), typed(gpu.BF16, 17, 8, 3, 3), inp(17))
+	add("Conv2D/c4_2x3_s1x2_p1x0_1x4x6x11_to3", conv(gpu.Conv2DOpts{StrideW: 2, PadH: 1}, false), inp(1, 4, 6, 11), inp(3, 4, 2, 3))
 	add("Conv2D/5x3_p2x1_1x2x9x9_to3", conv(gpu.Conv2DOpts{PadH: 2, PadW: 1}, false), inp(1, 2, 9, 9), inp(3, 2, 5, 3))
 	add("Conv2D/9x9_p4_1x2x12x12_to3", conv(gpu.Conv2DOpts{PadH: 4, PadW: 4}, false), inp(1, 2, 12, 12), inp(3, 2, 9, 9))
 
@@ -112,7 +117,8 @@ func TestGLCases(t *testing.T) {
 
 // TestVariants runs the kernels that the default choices do not reach: the
 // naive matmul (the benchmark baseline; for F32 operands), the scalar tiled
-// matmul on the linear layout (instead of matmul_nt4) and attention with loops
+// matmul on the linear layout (instead of matmul_nt4), conv2d.comp without C4
+// where C4 would apply, and attention with loops
 // instead of unrolled head dims (used for large head dims).
 func TestVariants(t *testing.T) {
 	d := fresh(t)
@@ -122,7 +128,7 @@ func TestVariants(t *testing.T) {
 	oracle := ref.New()
 	defer oracle.Close()
 	for _, c := range glCases() {
-		if !strings.HasPrefix(c.Name, "MatMul/") && !strings.HasPrefix(c.Name, "Attention/") {
+		if !strings.HasPrefix(c.Name, "MatMul/") && !strings.HasPrefix(c.Name, "Attention/") && !strings.HasPrefix(c.Name, "Conv2D/c4") {
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
