@@ -37,7 +37,7 @@ func newKeyMap() keyMap {
 	k, h := key.WithKeys, key.WithHelp
 	return keyMap{
 		Generate:  b(k("ctrl+g"), h("ctrl+g", "generate (restarts a run)")),
-		Edits:     b(k("ctrl+g"), h("edits", "apply at the next ctrl+g; ctrl+g during a run restarts it")),
+		Edits:     b(k("ctrl+g"), h("edits", "apply at the next ctrl+g (mid-run: restarts)")),
 		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),

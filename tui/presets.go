@@ -8,6 +8,7 @@ import (
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -156,13 +157,16 @@ func (v *presetsView) view(m *Model, w, h int) string {
 			if p.Builtin {
 				name += styleDim.Render(" (built-in)")
 			}
-			desc = fmt.Sprintf("%s, %d steps, cfg %s — %s", p.Settings.Sampler, p.Settings.Steps, formatFloat(p.Settings.CFGScale), oneLine(p.Settings.Prompt))
+			desc = fmt.Sprintf("%s, %d steps, cfg %s", p.Settings.Sampler, p.Settings.Steps, formatFloat(p.Settings.CFGScale))
+			if pr := oneLine(p.Settings.Prompt); pr != "" {
+				desc += " — " + pr
+			}
 		} else {
 			st := v.styles[i-len(v.list)]
 			name = "style: " + st.Name
 			desc = oneLine(st.Prompt)
 		}
-		line := fmt.Sprintf("  %-28s %s", name, styleDim.Render(desc))
+		line := "  " + name + strings.Repeat(" ", max(1, 34-lipgloss.Width(name))) + styleDim.Render(desc)
 		if i == v.sel {
 			line = styleSelected.Render("› ") + truncate(line[2:], w-2)
 		}

@@ -487,7 +487,7 @@ func TestResizeAndChunks(t *testing.T) {
 	h.update(teaSize(120, 40))
 	h.mustView(fmt.Sprintf("split into %d chunks", r.Chunks))
 	h.keys("?")
-	h.mustView("ctrl+s", "save preset", "open PNG settings", "branch here with edits", "ctrl+g during a run restarts it")
+	h.mustView("ctrl+s", "save preset", "open PNG settings", "branch here with edits", "apply at the next ctrl+g (mid-run: restarts)")
 	h.keys("esc")
 	if h.m.help.ShowAll {
 		t.Error("esc did not close the full help")
