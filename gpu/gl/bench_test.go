@@ -37,9 +37,10 @@ func benchOp(b *testing.B, d *Device, flops float64, op func() *gpu.Tensor) {
 
 // benchMatMul times a 1024^3 MatMul: A·B (transB false) or A·B^T (a
 // linear layer's layout, B of type dt).
-func benchMatMul(b *testing.B, naive, transB bool, dt gpu.DType) {
+func benchMatMul(b *testing.B, naive, scalar, transB bool, dt gpu.DType) {
 	d := fresh(b)
 	d.naiveMatMul = naive
+	d.noVec4 = scalar
 	r := rand.New(rand.NewPCG(1, 2))
 	const n = 1024
 	x := d.Upload(randn(r, n*n), n, n)
@@ -53,10 +54,13 @@ func benchMatMul(b *testing.B, naive, transB bool, dt gpu.DType) {
 	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: transB}) })
 }
 
-func BenchmarkMatMul1024Tiled(b *testing.B)     { benchMatMul(b, false, false, gpu.F32) }
-func BenchmarkMatMul1024Naive(b *testing.B)     { benchMatMul(b, true, false, gpu.F32) }
-func BenchmarkMatMul1024LinearNT(b *testing.B)  { benchMatMul(b, false, true, gpu.F32) }
-func BenchmarkMatMul1024LinearF16(b *testing.B) { benchMatMul(b, false, true, gpu.F16) }
+// Tiled is matmul_nn4.comp, TiledScalar matmul.comp, Naive
+// matmul_naive.comp, Linear matmul_nt4.comp.
+func BenchmarkMatMul1024Tiled(b *testing.B)       { benchMatMul(b, false, false, false, gpu.F32) }
+func BenchmarkMatMul1024TiledScalar(b *testing.B) { benchMatMul(b, false, true, false, gpu.F32) }
+func BenchmarkMatMul1024Naive(b *testing.B)       { benchMatMul(b, true, false, false, gpu.F32) }
+func BenchmarkMatMul1024LinearNT(b *testing.B)    { benchMatMul(b, false, false, true, gpu.F32) }
+func BenchmarkMatMul1024LinearF16(b *testing.B)   { benchMatMul(b, false, false, true, gpu.F16) }
 
 func benchConv(b *testing.B, c, hw int, scalar bool) {
 	d := fresh(b)

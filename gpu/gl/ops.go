@@ -92,8 +92,11 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, "HAS_BIAS")
 		}
 		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
-	} else if o.TransB && !o.TransA && g.K%4 == 0 && !d.noVec4 {
+	} else if !o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4 {
 		l.file = "matmul_nt4.comp"
+		if !o.TransB {
+			l.file = "matmul_nn4.comp"
+		}
 		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), loader4("B", b)}
 		l.ins = []input{in4(a), in4(b)}
 		if o.Bias != nil {

@@ -47,6 +47,11 @@ func glCases() []gputest.Case {
 	add("MatMul/nt4_bf16_bias_f16_9x4_w3x4", mm(gpu.MatMulOpts{TransB: true}, true), inp(9, 4), typed(gpu.BF16, 3, 4), typed(gpu.F16, 3))
 	add("MatMul/nt4_batched_2x3x11x8_2x3x9x8", mm(gpu.MatMulOpts{TransB: true}, false), inp(2, 3, 11, 8), inp(2, 3, 9, 8))
 	add("MatMul/nt4_sharedB_3x5x12_1x7x12", mm(gpu.MatMulOpts{TransB: true}, false), inp(3, 5, 12), inp(1, 7, 12))
+	add("MatMul/nn4_f32_bias_2x13x36_36x28", mm(gpu.MatMulOpts{}, true), inp(2, 13, 36), inp(36, 28), inp(28))
+	add("MatMul/nn4_n4_edge_9x8_8x12", mm(gpu.MatMulOpts{Alpha: -1}, false), inp(9, 8), inp(8, 12))
+	add("MatMul/nn4_n4_only_3x4_4x4_f16", mm(gpu.MatMulOpts{}, false), inp(3, 4), typed(gpu.F16, 4, 4))
+	add("MatMul/nn4_batched_bf16_2x3x11x8_2x3x8x20", mm(gpu.MatMulOpts{}, true), inp(2, 3, 11, 8), typed(gpu.BF16, 2, 3, 8, 20), inp(20))
+	add("MatMul/nn4_sharedA_1x5x12_3x12x16", mm(gpu.MatMulOpts{}, false), inp(1, 5, 12), inp(3, 12, 16))
 	add("MatMul/k1_5x1_1x7", mm(gpu.MatMulOpts{}, false), inp(5, 1), inp(1, 7))
 	add("MatMul/long_k_3x1031_1031x5", mm(gpu.MatMulOpts{}, false), inp(3, 1031), inp(1031, 5))
 
