@@ -271,18 +271,26 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 		scale = float32(1 / math.Sqrt(float64(dh)))
 	}
 	const qt = 4 // queries per invocation (fixed in attention.comp)
-	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("LX=%d", attnLX),
-		loader("Q", q), loader("K", k), loader("V", v)}
+	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("LX=%d", attnLX), loader("Q", q)}
+	ins := []input{in(q), in(k), in(v)}
+	unroll := d.attnUnroll / 4
+	if dh%4 == 0 && dv%4 == 0 && !d.noVec4 {
+		defs = append(defs, "VEC4", loader4("K", k), loader4("V", v))
+		ins = []input{in(q), in4(k), in4(v)}
+		unroll = d.attnUnroll
+	} else {
+		defs = append(defs, loader("K", k), loader("V", v))
+	}
 	if o.Causal {
 		defs = append(defs, "CAUSAL")
 	}
-	if dh <= d.attnUnroll && dv <= d.attnUnroll {
+	if dh <= unroll && dv <= unroll {
 		defs = append(defs, "UNROLL")
 	}
 	out := d.out(gpu.Shape{b, lq, h * dv})
 	d.run("Attention", &launch{
 		kernel: kernel{file: "attention.comp", defines: defs},
-		ins:    []input{in(q), in(k), in(v)},
+		ins:    ins,
 		out:    out,
 		ints:   map[string]int{"Lq": lq, "Lk": lk, "H": h},
 		floats: map[string]float32{"scale": scale},
