@@ -9,7 +9,8 @@
 // horizontal stride, compile-time), LX, X_LOADER, W_LOADER, HAS_BIAS with
 // BIAS_LOADER.
 //
-// C4 (the host sets it when C is a multiple of 4, KH, KW <= 4 and SW <= 2):
+// C4 (the host sets it when C is a multiple of 4, KH, KW <= 4, SW <= 2; it
+// keeps to KH*KW <= 9, as bigger kernels compile slowly):
 // the input channels go four at a time, and each output channel's 4*KH*KW
 // weights for them, contiguous in [O, C, KH, KW], come in KH*KW vec4 fetches
 // (W_LOADER4) instead of 4*KH*KW scalar ones. Every loop of that step is

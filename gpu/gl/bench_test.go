@@ -80,7 +80,7 @@ func BenchmarkConv3x3_64_32x32(b *testing.B)        { benchConv(b, 64, 32, false
 func BenchmarkConv3x3_320_64x64Scalar(b *testing.B) { benchConv(b, 320, 64, true) }
 func BenchmarkConv3x3_64_32x32Scalar(b *testing.B)  { benchConv(b, 64, 32, true) }
 
-func BenchmarkAttention4096x8x40(b *testing.B)      { benchAttention(b, 48) }
+func BenchmarkAttention4096x8x40(b *testing.B)      { benchAttention(b, 64) }
 func BenchmarkAttention4096x8x40Loops(b *testing.B) { benchAttention(b, 0) }
 
 func benchAttention(b *testing.B, unroll int) {

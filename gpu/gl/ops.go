@@ -144,7 +144,8 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW},
 		groups: [3]int{ceilDiv(g.OH*tilesW, convLX), ceilDiv(g.O, convOC), g.N},
 	}
-	if g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.SW <= 2 && !d.noVec4 {
+	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
+	if g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4 {
 		l.ins[1] = in4(w)
 		l.defines = append(l.defines, "C4", loader4("W", w))
 	} else {
