@@ -49,8 +49,9 @@ type worker struct {
 	active *jobState
 }
 
-// jobState is one run as the worker keeps it: the gen.Job and a snapshot
-// after every frame (with the run that took it, for branches of branches).
+// jobState is one run as the worker keeps it: the gen.Job and, for every
+// frame, a snapshot after it (with the run that took it, for branches of
+// branches) and the noise level x is at.
 type jobState struct {
 	id     int
 	job    *gen.Job
@@ -66,6 +67,7 @@ type jobState struct {
 type ownedSnap struct {
 	run  *sampler.Run
 	snap *sampler.Snapshot
+	next float64 // sigma of the frame's x
 }
 
 // request is a unit of work for the worker.
@@ -372,12 +374,12 @@ func (w *worker) step(a *jobState) {
 	}
 	d := time.Since(t0)
 	a.steps += d
-	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot()})
 	sched := a.job.Run.Schedule()
 	next := 0.0
 	if i := f.Index; i >= 0 && i < len(sched.Next) {
 		next = sched.Next[i]
 	}
+	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
 		Took: d, XT: gen.Preview(w.vpLatent(a, f.X, next), 0), X0: gen.Preview(f.Denoised, 0),
@@ -450,19 +452,7 @@ func (w *worker) frameLatent(id, frame int, x0 bool) (*jobState, sampler.Latent,
 	return a, w.vpLatent(a, f.X, nextSigma(a, frame)), nil
 }
 
-func nextSigma(a *jobState, frame int) float64 {
-	s := a.job.Run.Schedule()
-	// Inherited frames of a branch index the parent's schedule; the
-	// rescale only needs a close sigma, so fall back to the frame's own.
-	f := a.job.Frames[frame]
-	if f.Index >= 0 && f.Index < len(s.Next) && frame == len(a.job.Frames)-1 {
-		return s.Next[f.Index]
-	}
-	if frame+1 < len(a.job.Frames) {
-		return a.job.Frames[frame+1].Sigma
-	}
-	return 0
-}
+func nextSigma(a *jobState, frame int) float64 { return a.snaps[frame].next }
 
 func (w *worker) decode(r decodeReq) {
 	a, l, err := w.frameLatent(r.ID, r.Frame, r.X0)
