@@ -177,3 +177,19 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 		}
 	}
 }
+
+// TestStudioFlags: bad flags fail before the terminal is touched.
+func TestStudioFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{"studio", "--out", filepath.Join(t.TempDir(), "missing")},
+		{"studio", "stray"},
+		{"--no-such-flag"},
+	} {
+		if code := run(args); code == 0 {
+			t.Errorf("stepwise %v exited 0", args)
+		}
+	}
+	if err := runStudio([]string{"--out", filepath.Join(t.TempDir(), "missing")}); err == nil || !strings.Contains(err.Error(), "not a folder") {
+		t.Errorf("--out missing: %v", err)
+	}
+}
