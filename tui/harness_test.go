@@ -25,6 +25,8 @@ type harness struct {
 	msgs chan tea.Msg
 	out  string // export folder
 	dir  string // preset folder
+	// started records the worker's run-start messages.
+	started []runStartedMsg
 }
 
 // testSettings are small: the golden mini model makes 64x64 images.
@@ -85,6 +87,9 @@ func (h *harness) run(cmd tea.Cmd) {
 }
 
 func (h *harness) update(msg tea.Msg) {
+	if s, ok := msg.(runStartedMsg); ok {
+		h.started = append(h.started, s)
+	}
 	_, cmd := h.m.Update(msg)
 	h.run(cmd)
 }

@@ -259,7 +259,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case runStartedMsg:
 		m.onRunStarted(msg)
 	case noiseMsg:
-		if r := m.run(msg.ID); r != nil {
+		if r := m.run(msg.ID); r != nil && r.FirstPreview == 0 {
 			r.Noise = msg.Noise
 			r.FirstPreview = time.Since(r.Requested)
 		}
@@ -475,7 +475,23 @@ func (m *Model) generate() tea.Cmd {
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
-	return nil
+	return noisePreview(m.pipe, r.ID, s)
+}
+
+// noisePreview draws a new run's initial noise on the CPU, beside the
+// worker: the noise depends only on the seed, the RNG and the shape, so the
+// first picture appears at once even while the worker finishes a step or
+// encodes the prompt. It reads only the pipeline's configuration.
+func noisePreview(p *models.Pipeline, id int, s presets.Settings) tea.Cmd {
+	ss := gen.SamplerSettings(p, s)
+	return func() tea.Msg {
+		run, err := sampler.NewRun(ss, noNet{})
+		if err != nil {
+			return nil
+		}
+		sc := run.Schedule()
+		return noiseMsg{ID: id, Noise: gen.Preview(vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5), 0)}
+	}
 }
 
 // branch continues the run on screen from the frame on screen with the
@@ -516,8 +532,9 @@ func (m *Model) onRunStarted(msg runStartedMsg) {
 	r.Status = runRunning
 	r.Settings, r.Schedule, r.Chunks = msg.Settings, msg.Schedule, msg.Chunks
 	r.PromptTokens, r.NegativeTokens, r.Encode, r.Shape = msg.PromptTokens, msg.NegativeTokens, msg.Encode, msg.Shape
-	if msg.Parent < 0 {
+	if msg.Parent < 0 && r.Noise == nil {
 		r.Noise = msg.Noise
+		r.FirstPreview = time.Since(r.Requested)
 	}
 	r.Started = time.Now()
 }

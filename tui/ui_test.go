@@ -51,6 +51,11 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 		t.Fatal("no preview of the initial noise before the first step")
 	}
 	t.Logf("first preview %s after ctrl+g (mini model, ref device)", r.FirstPreview)
+	// The UI's CPU preview of the noise is the worker's initial latent.
+	quick, ok := noisePreview(m.pipe, r.ID, r.Settings)().(noiseMsg)
+	if !ok || len(h.started) != 1 || !samePixels(quick.Noise.Pix, h.started[0].Noise.Pix) {
+		t.Fatalf("the quick noise preview differs from the run's initial noise")
+	}
 	h.drain(400 * time.Millisecond)
 	n0 := len(r.Frames)
 	if n0 > 1 {

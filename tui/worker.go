@@ -275,7 +275,6 @@ func (w *worker) start(r genReq) {
 	var job *gen.Job
 	var snaps []ownedSnap
 	if r.Parent < 0 {
-		w.sendNoise(r)
 		j, err := gen.Start(w.pipe, r.Settings)
 		if err != nil {
 			w.send(runDoneMsg{ID: r.ID, Err: err})
@@ -306,21 +305,6 @@ func (w *worker) start(r genReq) {
 }
 
 var errStopped = errors.New("stopped: a new run started")
-
-// sendNoise sends the preview of a new run's initial noise before its
-// prompt is encoded: the noise depends only on the seed, the RNG and the
-// shape, so the first picture appears at once.
-func (w *worker) sendNoise(r genReq) {
-	if r.Settings.Seed < 0 || gen.Validate(w.pipe, r.Settings) != nil {
-		return
-	}
-	run, err := sampler.NewRun(gen.SamplerSettings(w.pipe, r.Settings), noNet{})
-	if err != nil {
-		return
-	}
-	s := run.Schedule()
-	w.send(noiseMsg{ID: r.ID, Noise: gen.Preview(vpScale(run.X(), s.InitNoiseSigma, s.InitNoiseSigma > 1.5), 0)})
-}
 
 // branch makes a job that continues from frame r.At of run r.Parent with
 // r.Settings (the parent's seed, size and batch are kept).
