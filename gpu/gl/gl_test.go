@@ -1,6 +1,7 @@
 package gl
 
 import (
+	"os"
 	"sync"
 	"testing"
 
@@ -20,7 +21,7 @@ func shared(t testing.TB) *Device {
 	t.Helper()
 	sharedOnce.Do(func() { sharedDev, sharedErr = New() })
 	if sharedErr != nil {
-		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", sharedErr)
+		skipNoGL(t, sharedErr)
 	}
 	if err := sharedDev.Err(); err != nil {
 		t.Fatalf("shared device already failed: %v", err)
@@ -33,10 +34,20 @@ func fresh(t testing.TB) *Device {
 	t.Helper()
 	d, err := New()
 	if err != nil {
-		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", err)
+		skipNoGL(t, err)
 	}
 	t.Cleanup(func() { d.Close() })
 	return d
+}
+
+// skipNoGL skips a test where no context can be made, or fails it when
+// STEPWISE_REQUIRE_GL=1 (as scripts/test sets).
+func skipNoGL(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("STEPWISE_REQUIRE_GL") == "1" {
+		t.Fatalf("no OpenGL 4.3 context (STEPWISE_REQUIRE_GL=1): %v", err)
+	}
+	t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", err)
 }
 
 func TestName(t *testing.T) {
@@ -59,7 +70,7 @@ func TestErrorSuite(t *testing.T) {
 func TestMemorySuite(t *testing.T) {
 	d, err := New()
 	if err != nil {
-		t.Skipf("no OpenGL 4.3 context on this machine, skipping GL tests: %v", err)
+		skipNoGL(t, err)
 	}
 	gputest.RunMemorySuite(t, d)
 }
