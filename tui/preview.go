@@ -3,12 +3,15 @@ package tui
 import (
 	"fmt"
 	"image"
+	"image/draw"
 	"strings"
 	"time"
 
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
 )
 
 // renderCache keeps the half-block text of recently drawn images, so that
@@ -42,6 +45,37 @@ func (c *renderCache) halfBlock(img *image.RGBA, cols, rows int, mode render.Col
 	return s
 }
 
+// previewAll projects every image of a latent batch to RGB (no VAE) and
+// lays them side by side.
+func previewAll(l sampler.Latent) *image.RGBA {
+	imgs := make([]*image.RGBA, l.Shape[0])
+	for i := range imgs {
+		imgs[i] = gen.Preview(l, i)
+	}
+	return tile(imgs)
+}
+
+// tile lays images side by side with a one-pixel gap (the first image
+// itself when there is one).
+func tile(imgs []*image.RGBA) *image.RGBA {
+	if len(imgs) == 1 {
+		return imgs[0]
+	}
+	w, h := 0, 0
+	for _, im := range imgs {
+		w += im.Bounds().Dx() + 1
+		h = max(h, im.Bounds().Dy())
+	}
+	out := image.NewRGBA(image.Rect(0, 0, max(w-1, 1), max(h, 1)))
+	x := 0
+	for _, im := range imgs {
+		b := im.Bounds()
+		draw.Draw(out, image.Rect(x, 0, x+b.Dx(), b.Dy()), im, b.Min, draw.Src)
+		x += b.Dx() + 1
+	}
+	return out
+}
+
 // shown returns the picture on screen for run r at the cursor and what it
 // is.
 func (m *Model) shown(r *runRec) (*image.RGBA, string) {
@@ -53,7 +87,10 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 	}
 	i := min(m.frame, len(r.Frames)-1)
 	if r.Status == runDone && i == len(r.Frames)-1 && len(r.Images) > 0 {
-		return r.Images[0], "final image (VAE)"
+		if r.final == nil {
+			r.final = tile(r.Images)
+		}
+		return r.final, "final image (VAE)"
 	}
 	if img := r.decoded[decodeKey{i, m.showX0}]; img != nil {
 		if m.showX0 {
@@ -96,7 +133,7 @@ func (m *Model) previewPane(w, h int) string {
 		}
 		title += " · " + what
 		if r.Settings.Batch > 1 {
-			title += fmt.Sprintf(" · image 1 of %d", r.Settings.Batch)
+			title += fmt.Sprintf(" · batch of %d", r.Settings.Batch)
 		}
 		img = lipgloss.Place(iw, imgRows, lipgloss.Center, lipgloss.Center, m.cache.halfBlock(pic, iw, imgRows, m.opts.Color))
 		progress = m.progressLine(r, iw)

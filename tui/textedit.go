@@ -183,8 +183,13 @@ func (e *textEdit) wrapped(width int) (lines [][]rune, cl, cc int) {
 	return lines, cl, cc
 }
 
-// View draws height lines of width cells; focused shows the cursor.
+// View draws height lines of width cells; focused shows the cursor. One
+// line scrolls sideways to keep the cursor in view, with "…" where text is
+// cut off.
 func (e *textEdit) View(width, height int, focused bool, st lipgloss.Style, cursor lipgloss.Style) string {
+	if !e.Multi {
+		return e.lineView(max(width, 2), focused, st, cursor)
+	}
 	lines, cl, cc := e.wrapped(width)
 	if height < 1 {
 		height = 1
@@ -218,6 +223,38 @@ func (e *textEdit) View(width, height int, focused bool, st lipgloss.Style, curs
 		out = append(out, s)
 	}
 	return strings.Join(out, "\n")
+}
+
+func (e *textEdit) lineView(width int, focused bool, st, cursor lipgloss.Style) string {
+	v := e.value
+	start, end := 0, len(v)
+	// The cursor takes a cell of its own only at the end of the text.
+	for runewidth.StringWidth(string(v[start:end]))+boolInt(e.pos >= end) > width && start < end {
+		if end > e.pos+1 {
+			end--
+		} else {
+			start++
+		}
+	}
+	vis := append([]rune(nil), v[start:end]...)
+	if start > 0 && len(vis) > 0 {
+		vis[0] = '…'
+	}
+	if end < len(v) && len(vis) > 0 {
+		vis[len(vis)-1] = '…'
+	}
+	c := e.pos - start
+	var s string
+	if focused {
+		at, after := " ", ""
+		if c < len(vis) {
+			at, after = string(vis[c]), string(vis[c+1:])
+		}
+		s = st.Render(string(vis[:c])) + cursor.Render(at) + st.Render(after)
+	} else {
+		s = st.Render(string(vis))
+	}
+	return s + strings.Repeat(" ", max(0, width-lipgloss.Width(s)))
 }
 
 func boolInt(b bool) int {

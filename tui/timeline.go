@@ -55,6 +55,7 @@ type runRec struct {
 	Inherited      int
 	Noise          *image.RGBA
 	Images         []*image.RGBA
+	final          *image.RGBA // Images side by side, for the preview
 	decoded        map[decodeKey]*image.RGBA
 	Schedule       sampler.Schedule
 	Shape          [4]int

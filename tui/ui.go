@@ -272,7 +272,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			if msg.Err != nil {
 				m.setError(fmt.Errorf("decode: %w", msg.Err))
 			} else if len(msg.Images) > 0 {
-				r.decoded[decodeKey{msg.Frame, msg.X0}] = msg.Images[0]
+				r.decoded[decodeKey{msg.Frame, msg.X0}] = tile(msg.Images)
 				m.setStatus(fmt.Sprintf("VAE-decoded frame %d", msg.Frame+1))
 			}
 		}
@@ -490,7 +490,7 @@ func noisePreview(p *models.Pipeline, id int, s presets.Settings) tea.Cmd {
 			return nil
 		}
 		sc := run.Schedule()
-		return noiseMsg{ID: id, Noise: gen.Preview(vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5), 0)}
+		return noiseMsg{ID: id, Noise: previewAll(vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
 	}
 }
 
@@ -681,9 +681,32 @@ func (m *Model) footerView() string {
 // line and timeline on the right.
 func (m *Model) mainView(w, h int) string {
 	l := m.layoutMain(h)
-	form := fitBlock(m.ed.view(l.formW, h, m.focus, m.chunks()), l.formW, h)
+	form := m.ed.view(l.formW, h, m.focus, m.chunks())
+	if p := m.problem(); p != "" {
+		form += "\n" + lipgloss.NewStyle().Width(l.formW).Render(styleErr.Render("✗ "+p))
+	}
+	form = fitBlock(form, l.formW, h)
 	right := m.previewPane(l.paneW, h)
 	return lipgloss.JoinHorizontal(lipgloss.Top, form, " ", right)
+}
+
+// problem says what is wrong with the edited settings for the loaded model,
+// as the user types ("" when they are fine, or no model is loaded).
+func (m *Model) problem() string {
+	if m.pipe == nil {
+		return ""
+	}
+	s, err := m.ed.settings()
+	if err == nil {
+		if s.Seed < 0 {
+			s.Seed = 0
+		}
+		err = gen.Validate(m.pipe, s)
+	}
+	if err != nil {
+		return oneLine(err.Error())
+	}
+	return ""
 }
 
 // chunks is the prompt chunk count of the run on screen.

@@ -412,6 +412,7 @@ func TestRefusedAndCancelled(t *testing.T) {
 	h := newMini(t)
 	m := h.m
 	h.setField(focusWidth, "100")
+	h.mustView("✗ width: 100 is not a multiple of 8")
 	h.keys("ctrl+g")
 	if len(m.runs) != 0 || !m.statusErr || !strings.Contains(m.status, "multiple of 8") {
 		t.Fatalf("width 100: %d runs, status %q", len(m.runs), m.status)
@@ -527,4 +528,37 @@ func TestMouse(t *testing.T) {
 		t.Fatalf("two wheel steps from frame 0 gave frame %d", m.frame)
 	}
 	h.mustView("step 3/4")
+}
+
+// TestBatch: a batch is previewed side by side and exported as one PNG per
+// image, each with its position in the parameters.
+func TestBatch(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	h.setField(focusSteps, "1")
+	h.setField(focusBatch, "2")
+	h.keys("ctrl+g")
+	r := h.last()
+	h.waitRun(r)
+	if r.Status != runDone || len(r.Images) != 2 {
+		t.Fatalf("batch of 2: %s, %d images (%s)", runStatusNames[r.Status], len(r.Images), m.status)
+	}
+	if samePixels(r.Images[0].Pix, r.Images[1].Pix) {
+		t.Error("the two images of a batch are equal")
+	}
+	if b := r.Frames[0].XT.Bounds(); b.Dx() != 8+1+8 || b.Dy() != 8 {
+		t.Errorf("batch preview is %v, want two 8x8 latents side by side", b)
+	}
+	h.mustView("batch of 2")
+	h.keys("ctrl+e")
+	h.waitFor("export", func() bool { return len(m.exported) == 2 })
+	for i, p := range m.exported {
+		text, err := render.ReadPNGTextFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("Batch size: 2, Batch pos: %d", i); !strings.Contains(text["parameters"], want) {
+			t.Errorf("%s: parameters lack %q: %q", p, want, text["parameters"])
+		}
+	}
 }

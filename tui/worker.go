@@ -300,7 +300,7 @@ func (w *worker) start(r genReq) {
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
 		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
-		Shape: x.Shape, Noise: gen.Preview(w.vpLatent(js, x, sched.InitNoiseSigma), 0)}
+		Shape: x.Shape, Noise: previewAll(w.vpLatent(js, x, sched.InitNoiseSigma))}
 	w.send(msg)
 }
 
@@ -366,7 +366,7 @@ func (w *worker) step(a *jobState) {
 	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
-		Took: d, XT: gen.Preview(w.vpLatent(a, f.X, next), 0), X0: gen.Preview(f.Denoised, 0),
+		Took: d, XT: previewAll(w.vpLatent(a, f.X, next)), X0: previewAll(f.Denoised),
 	}})
 	if a.job.Done() {
 		w.finish(a, nil)
