@@ -8,13 +8,19 @@
 // only in Download and Finish. Tensors live in GL buffers; F16/BF16 weights
 // stay packed and are widened in the kernels, which read their inputs through
 // texture buffer views of those buffers and write through storage buffers.
+//
+// With STEPWISE_GL_PROFILE=1 in the environment, Close prints the time spent
+// in each shader to stderr.
 package gl
 
 import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
+	"sort"
 	"sync"
+	"time"
 	"unsafe"
 
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
@@ -49,6 +55,10 @@ type Device struct {
 	pool   map[int64][]*buffer
 	pooled int64
 
+	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
+	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
+	profile map[string]profileEntry
+
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
 	// noVec4 turns off matmul_nt4.comp and conv2d.comp's C4 (tests, benchmarks).
@@ -58,6 +68,11 @@ type Device struct {
 	// (a quarter of it otherwise): about 1.3x faster, but the first compile of
 	// a head dim of 64 takes seconds on llvmpipe (160: 9 s).
 	attnUnroll int
+}
+
+type profileEntry struct {
+	calls int
+	time  time.Duration
 }
 
 // buffer is one GL buffer object and the texture buffer views made over it.
@@ -93,6 +108,9 @@ func New() (*Device, error) {
 
 		storages:   map[*gpu.Storage]struct{}{},
 		attnUnroll: 64,
+	}
+	if os.Getenv("STEPWISE_GL_PROFILE") == "1" {
+		d.profile = map[string]profileEntry{}
 	}
 	ready := make(chan error)
 	go d.loop(ready)
@@ -359,6 +377,9 @@ func (d *Device) Close() error {
 	if d.closed {
 		return nil
 	}
+	if d.profile != nil {
+		d.call(d.printProfile)
+	}
 	d.closed = true
 	for st := range d.storages {
 		if gpu.MarkFreed(st) {
@@ -369,6 +390,21 @@ func (d *Device) Close() error {
 	close(d.work)
 	<-d.done
 	return nil
+}
+
+// printProfile writes the time spent in each shader to stderr.
+func (d *Device) printProfile() {
+	gogl.Finish()
+	names := make([]string, 0, len(d.profile))
+	for n := range d.profile {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return d.profile[names[i]].time > d.profile[names[j]].time })
+	fmt.Fprintf(os.Stderr, "gl profile (%s):\n", d.name)
+	for _, n := range names {
+		p := d.profile[n]
+		fmt.Fprintf(os.Stderr, "  %-20s %6d calls %10.3f s\n", n, p.calls, p.time.Seconds())
+	}
 }
 
 // glShutdown frees everything the GL thread holds.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
 
@@ -166,6 +167,15 @@ func (d *Device) run(op string, l *launch) {
 func (d *Device) glRun(op string, l *launch) {
 	if d.Err() != nil {
 		return
+	}
+	if d.profile != nil {
+		start := time.Now()
+		defer func() {
+			p := d.profile[l.file]
+			p.calls++
+			p.time += time.Since(start)
+			d.profile[l.file] = p
+		}()
 	}
 	p, err := d.glProgram(l.kernel)
 	if err != nil {
