@@ -430,13 +430,10 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 	if key == v.sig && !force && (v.busy || v.filled == len(sweepScales)) {
 		return nil
 	}
-	if v.busy {
-		m.w.cancelWork()
-	}
 	v.sig, v.seed, v.err, v.busy, v.filled = key, s.Seed, nil, true, 0
 	v.imgs = make([]*image.RGBA, len(sweepScales))
 	v.took = make([]time.Duration, len(sweepScales))
-	m.w.submit(sweepReq{Key: key, Settings: s, Scales: sweepScales})
+	m.w.submit(sweepReq{Gen: m.w.newSweep(), Key: key, Settings: s, Scales: sweepScales})
 	return nil
 }
 

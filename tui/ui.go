@@ -125,8 +125,7 @@ type (
 		Settings presets.Settings
 		Err      error
 	}
-	errMsg    struct{ err error }
-	statusMsg struct{ text string }
+	errMsg struct{ err error }
 )
 
 // Model is the studio's top model.
@@ -302,8 +301,6 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		m.sv.onMsg(msg)
 	case errMsg:
 		m.setError(msg.err)
-	case statusMsg:
-		m.setStatus(msg.text)
 	}
 	return m, nil
 }
@@ -315,7 +312,8 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 	switch {
 	case key.Matches(k, km.Quit):
 		if m.w != nil {
-			m.w.cancelWork()
+			m.w.cancelSweep()
+			m.w.cancelRun()
 		}
 		return tea.Quit
 	case m.modal != nil:
@@ -399,15 +397,15 @@ func (m *Model) cancel() tea.Cmd {
 		m.help.ShowAll = false
 	case m.state != stateMain:
 		if m.state == stateSweep && m.gv.busy {
-			m.w.cancelWork()
-			m.gv.busy = false
+			m.w.cancelSweep()
+			m.gv.busy, m.gv.sig = false, ""
 			m.setStatus("guidance sweep cancelled")
 			return nil
 		}
 		m.state = stateMain
 	default:
 		if r := m.active(); r != nil {
-			m.w.cancelWork()
+			m.w.cancelRun()
 			m.setStatus("cancelling…")
 		}
 	}
@@ -463,10 +461,7 @@ func (m *Model) generate() tea.Cmd {
 		m.setError(fmt.Errorf("not generating: %w", err))
 		return nil
 	}
-	if m.active() != nil || m.gv.busy {
-		m.w.cancelWork()
-		m.gv.busy, m.gv.sig = false, ""
-	}
+	m.stopWork()
 	m.nextID++
 	r := newRunRec(m.nextID, s, -1, -1)
 	m.runs = append(m.runs, r)
@@ -507,10 +502,7 @@ func (m *Model) branch() tea.Cmd {
 		m.setError(fmt.Errorf("branch: %w", err))
 		return nil
 	}
-	if m.active() != nil || m.gv.busy {
-		m.w.cancelWork()
-		m.gv.busy, m.gv.sig = false, ""
-	}
+	m.stopWork()
 	m.nextID++
 	r := newRunRec(m.nextID, s, parent.ID, m.frame)
 	r.Frames = append([]frameRec(nil), parent.Frames[:m.frame+1]...)
@@ -522,6 +514,17 @@ func (m *Model) branch() tea.Cmd {
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame})
 	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
 	return nil
+}
+
+// stopWork cancels the active run and a sweep in progress before new work.
+func (m *Model) stopWork() {
+	if m.gv.busy {
+		m.w.cancelSweep()
+		m.gv.busy, m.gv.sig = false, ""
+	}
+	if m.active() != nil {
+		m.w.cancelRun()
+	}
 }
 
 func (m *Model) onRunStarted(msg runStartedMsg) {

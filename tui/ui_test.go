@@ -562,3 +562,35 @@ func TestBatch(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepCancelKeepsRun: esc cancels a sweep without touching a paused
+// run, which then resumes to the end.
+func TestSweepCancelKeepsRun(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	h.setField(focusSteps, "6")
+	h.keys("ctrl+g", "space")
+	r := h.last()
+	h.waitFor("run start", func() bool { return r.Status == runRunning })
+	h.keys("alt+4")
+	if !m.gv.busy {
+		t.Fatal("the sweep did not start")
+	}
+	h.drain(300 * time.Millisecond)
+	h.keys("esc")
+	if m.gv.busy || m.state != stateSweep {
+		t.Fatalf("esc in a busy sweep: busy %v state %v", m.gv.busy, m.state)
+	}
+	h.drain(time.Second)
+	if r.Status != runRunning {
+		t.Fatalf("cancelling the sweep ended the paused run: %s", runStatusNames[r.Status])
+	}
+	if m.gv.filled == len(sweepScales) {
+		t.Error("the cancelled sweep still finished")
+	}
+	h.keys("esc", "space")
+	h.waitRun(r)
+	if r.Status != runDone || len(r.Frames) != 6 {
+		t.Fatalf("after resuming: %s with %d frames", runStatusNames[r.Status], len(r.Frames))
+	}
+}

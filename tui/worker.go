@@ -38,9 +38,11 @@ type worker struct {
 	paused atomic.Bool
 	done   chan struct{}
 
-	mu     sync.Mutex
-	cancel context.CancelFunc // of the work in progress (a run or a sweep)
-	closed bool
+	mu          sync.Mutex
+	runCancel   context.CancelFunc // of the active run
+	sweepCancel context.CancelFunc // of the sweep in progress
+	sweepGen    int64              // sweeps with another Gen are cancelled
+	closed      bool
 
 	// Owned by the worker goroutine.
 	dev    gpu.Device
@@ -104,6 +106,7 @@ type exportReq struct {
 
 // sweepReq runs the same seed at several guidance scales.
 type sweepReq struct {
+	Gen      int64 // see worker.newSweep
 	Key      string
 	Settings presets.Settings
 	Scales   []float64
@@ -151,15 +154,34 @@ func (w *worker) submit(r request) {
 	}
 }
 
-// cancelWork cancels the kernel work in progress, right now (a step in
-// flight returns at its next context check), and tells the loop.
-func (w *worker) cancelWork() {
+// cancelRun cancels the active run right now (a step in flight returns at
+// its next context check) and tells the loop to end it.
+func (w *worker) cancelRun() {
 	w.mu.Lock()
-	if w.cancel != nil {
-		w.cancel()
+	if w.runCancel != nil {
+		w.runCancel()
 	}
 	w.mu.Unlock()
 	w.submit(cancelReq{})
+}
+
+// cancelSweep cancels the sweep in progress and any queued one.
+func (w *worker) cancelSweep() {
+	w.mu.Lock()
+	w.sweepGen++
+	if w.sweepCancel != nil {
+		w.sweepCancel()
+	}
+	w.mu.Unlock()
+}
+
+// newSweep cancels earlier sweeps and returns the generation number of a
+// new sweepReq.
+func (w *worker) newSweep() int64 {
+	w.cancelSweep()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.sweepGen
 }
 
 func (w *worker) setPaused(p bool) {
@@ -175,8 +197,11 @@ func (w *worker) close(d time.Duration) {
 		return
 	}
 	w.closed = true
-	if w.cancel != nil {
-		w.cancel()
+	w.sweepGen++
+	for _, c := range []context.CancelFunc{w.runCancel, w.sweepCancel} {
+		if c != nil {
+			c()
+		}
 	}
 	close(w.reqs)
 	w.mu.Unlock()
@@ -186,9 +211,9 @@ func (w *worker) close(d time.Duration) {
 	}
 }
 
-func (w *worker) setCancel(c context.CancelFunc) {
+func (w *worker) setRunCancel(c context.CancelFunc) {
 	w.mu.Lock()
-	w.cancel = c
+	w.runCancel = c
 	w.mu.Unlock()
 }
 
@@ -295,7 +320,7 @@ func (w *worker) start(r genReq) {
 		ve: sched.InitNoiseSigma > 1.5, encode: time.Since(t0), last: time.Now()}
 	w.jobs[r.ID] = js
 	w.active = js
-	w.setCancel(cancel)
+	w.setRunCancel(cancel)
 	x := job.Run.X()
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
@@ -396,7 +421,7 @@ func vpScale(x sampler.Latent, sigma float64, ve bool) sampler.Latent {
 func (w *worker) finish(a *jobState, err error) {
 	if w.active == a {
 		w.active = nil
-		w.setCancel(nil)
+		w.setRunCancel(nil)
 	}
 	a.cancel()
 	msg := runDoneMsg{ID: a.id, Err: err, Encode: a.encode, Sampling: a.steps}
@@ -518,8 +543,19 @@ func (w *worker) sweep(r sweepReq) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w.setCancel(cancel)
-	defer func() { cancel(); w.setCancel(nil) }()
+	defer cancel()
+	w.mu.Lock()
+	stale := r.Gen != w.sweepGen
+	w.sweepCancel = cancel
+	w.mu.Unlock()
+	defer func() {
+		w.mu.Lock()
+		w.sweepCancel = nil
+		w.mu.Unlock()
+	}()
+	if stale {
+		return
+	}
 	for i, cfg := range r.Scales {
 		t0 := time.Now()
 		s := r.Settings
@@ -538,6 +574,9 @@ func (w *worker) sweep(r sweepReq) {
 			imgs, err = job.Images()
 		}
 		job.Close()
+		if ctx.Err() != nil {
+			return // cancelled: the view has already let go of it
+		}
 		m := sweepMsg{Key: r.Key, Index: i, Scale: cfg, Took: time.Since(t0), Err: err}
 		if len(imgs) > 0 {
 			m.Image = imgs[0]
