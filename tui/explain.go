@@ -13,6 +13,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -487,7 +488,12 @@ func (v *sweepView) view(m *Model, w, h int) string {
 	}
 	hi := nearestScale(cur.CFGScale)
 	bw := max(w/len(sweepScales)-2, 6)
-	bh := max(h-6, 3)
+	bh := max(min(h-6, bw/2+2), 3) // the pictures are about square
+	if len(v.imgs) > 0 && v.imgs[0] != nil {
+		b := v.imgs[0].Bounds()
+		_, rows := render.FitSize(b.Dx(), b.Dy(), bw, 2*(h-7))
+		bh = max(min(h-6, (rows+1)/2+1), 3)
+	}
 	var boxes []string
 	for i, s := range sweepScales {
 		var pic string
@@ -551,40 +557,44 @@ func traceView(m *Model, w, h int) string {
 		nfe = r.Frames[n-1].NFE
 	}
 	steps := len(r.Frames) - r.Inherited
-	stage := func(name, shape, detail, t string) {
-		b.WriteString(truncate(fmt.Sprintf("  %s %-34s %s", styleSelected.Render(fmt.Sprintf("%-12s", name)), shape, styleDim.Render(detail)), w-12))
-		b.WriteString("\n")
-		if t != "" {
-			b.WriteString(styleTick.Render(fmt.Sprintf("  %12s │ %s", "", t)) + "\n")
+	// A stage is a tensor: name, shape, what it holds. An arrow is the
+	// operation between two stages, with its time.
+	stage := func(name, shape, detail string) {
+		line := "  " + styleSelected.Render(fmt.Sprintf("%-11s", name)) + " " + shape
+		if detail != "" {
+			line += styleDim.Render(" · " + detail)
 		}
+		b.WriteString(truncate(line, w) + "\n")
 	}
+	opW := min(max(w-30, 20), 56)
 	arrow := func(op, t string) {
-		b.WriteString(fmt.Sprintf("  %12s ▼ %-40s %s\n", "", op, styleOK.Render(t)))
+		line := "     " + styleDim.Render("│ ") + fmt.Sprintf("%-*s", opW, op) + " " + styleOK.Render(t)
+		b.WriteString(truncate(line, w) + "\n")
 	}
-	b.WriteString(styleDim.Render(fmt.Sprintf("run %d on %s · shapes are [batch, channels/tokens, …] · times of the last call of each stage", r.ID, p.Name)) + "\n\n")
-	stage("prompt", fmt.Sprintf("%d chars", len(s.Prompt)), truncate(oneLine(s.Prompt), 40), "")
+	b.WriteString(styleDim.Render(truncate(fmt.Sprintf("run %d on %s · shapes [batch, …] · times of the last call of each stage", r.ID, p.Name), w)) + "\n\n")
+	stage("prompt", fmt.Sprintf("%d chars", len(s.Prompt)), oneLine(s.Prompt))
 	arrow("tokenize (CLIP BPE)", tm("tokenize"))
 	chunkNote := ""
 	if chunks > 1 {
-		chunkNote = fmt.Sprintf(" — longer than 75 tokens: split into %d chunks", chunks)
+		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
 	}
-	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")), "")
-	arrow(fmt.Sprintf("text encoder (%d layers, clip skip %d) ×2", p.Model.Text.NumHiddenLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
-	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "cond + uncond (negative prompt)", "")
+	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
+	arrow(fmt.Sprintf("text encoder ×2 (%d layers, clip skip %d)", p.Model.Text.NumHiddenLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	b.WriteString("\n")
-	stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)), "")
+	stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)))
 	arrow(fmt.Sprintf("U-Net ×%d steps, %d calls on [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
-		fmt.Sprintf("%s per call · %s all steps", tm("unet"), r.Sampling.Round(time.Millisecond)))
-	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)), "")
+		fmt.Sprintf("%s/call, %s in all", tm("unet"), r.Sampling.Round(time.Millisecond)))
+	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)))
 	decode := "—"
 	if r.Status == runDone {
 		decode = tm("vae_decode")
 	}
 	arrow("VAE decoder", decode)
-	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s · total %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)), "")
+	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s in %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)))
 	if r.FirstPreview > 0 || r.FirstStep > 0 {
-		b.WriteString("\n" + styleDim.Render(fmt.Sprintf("  after the key press: first preview (the noise) %s, first step %s",
-			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond))) + "\n")
+		b.WriteString("\n" + styleDim.Render(truncate(fmt.Sprintf("  after the key press: first preview (the noise) %s, first step %s",
+			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond)), w)) + "\n")
 	}
 	return b.String()
 }
