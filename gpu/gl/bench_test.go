@@ -83,11 +83,16 @@ func BenchmarkConv3x3_64_32x32Scalar(b *testing.B)  { benchConv(b, 64, 32, true)
 func BenchmarkAttention4096x8x40(b *testing.B)      { benchAttention(b, 64) }
 func BenchmarkAttention4096x8x40Loops(b *testing.B) { benchAttention(b, 0) }
 
-func benchAttention(b *testing.B, unroll int) {
+// BenchmarkAttentionVAE1024x512 is the VAE's single-head attention (head dim
+// 512, the loop variant) at 1024 tokens (a 256x256 image).
+func BenchmarkAttentionVAE1024x512(b *testing.B) { benchAttentionShape(b, 64, 1024, 1, 512) }
+
+func benchAttention(b *testing.B, unroll int) { benchAttentionShape(b, unroll, 4096, 8, 40) }
+
+func benchAttentionShape(b *testing.B, unroll, l, h, dh int) {
 	d := fresh(b)
 	d.attnUnroll = unroll
 	r := rand.New(rand.NewPCG(5, 6))
-	const l, h, dh = 4096, 8, 40
 	q := d.Upload(randn(r, l*h*dh), 1, l, h*dh)
 	k := d.Upload(randn(r, l*h*dh), 1, l, h*dh)
 	v := d.Upload(randn(r, l*h*dh), 1, l, h*dh)

@@ -88,6 +88,7 @@ func glCases() []gputest.Case {
 	add("Attention/lq301_lk77_h3_d24_dv8", attn(3, false), inp(2, 301, 72), inp(2, 77, 72), inp(2, 77, 24))
 	add("Attention/lq7_lk301_h1_d80_causal", attn(1, true), inp(1, 7, 80), inp(1, 301, 80), inp(1, 301, 80))
 	add("Attention/vae_l130_h1_d200", attn(1, false), inp(1, 130, 200), inp(1, 130, 200), inp(1, 130, 200))
+	add("Attention/vae_l70_h1_d512", attn(1, false), inp(1, 70, 512), inp(1, 70, 512), inp(1, 70, 512))
 
 	add("Scale/2d_grid_5M", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Scale(x[0], -1.5, 0.25) }, inp(5, 1000, 1001))
 	add("Add/bias_nchw_2x7x33x35_7x1x1", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Add(x[0], x[1]) }, inp(2, 7, 33, 35), inp(7, 1, 1))
@@ -134,7 +135,8 @@ func TestVariants(t *testing.T) {
 	oracle := ref.New()
 	defer oracle.Close()
 	for _, c := range glCases() {
-		if !strings.HasPrefix(c.Name, "MatMul/") && !strings.HasPrefix(c.Name, "Attention/") && !strings.HasPrefix(c.Name, "Conv2D/c4") {
+		if !strings.HasPrefix(c.Name, "MatMul/") && !strings.HasPrefix(c.Name, "Attention/") && !strings.HasPrefix(c.Name, "Conv2D/c4") ||
+			strings.HasSuffix(c.Name, "d512") { // slow to compile, and D%4 == 0 never takes the scalar path
 			continue
 		}
 		t.Run(c.Name, func(t *testing.T) {
