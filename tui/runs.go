@@ -1,0 +1,218 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// The life of a run as the UI sees it: started by ctrl+g or a branch, fed
+// by the worker's messages, exported.
+
+// active returns the run the worker is stepping (or holding paused).
+func (m *Model) active() *runRec {
+	for _, r := range m.runs {
+		if r.Status == runRunning || r.Status == runStarting {
+			return r
+		}
+	}
+	return nil
+}
+
+func (m *Model) run(id int) *runRec {
+	for _, r := range m.runs {
+		if r.ID == id {
+			return r
+		}
+	}
+	return nil
+}
+
+// validSettings reads and checks the editor's settings against the model.
+func (m *Model) validSettings() (presets.Settings, error) {
+	if m.pipe == nil {
+		if m.loading {
+			return presets.Settings{}, errors.New("the model is still loading")
+		}
+		return presets.Settings{}, fmt.Errorf("no model loaded: %v", m.loadErr)
+	}
+	s, err := m.ed.settings()
+	if err != nil {
+		return s, err
+	}
+	if s.Seed < 0 {
+		s.Seed = gen.RandomSeed()
+		m.ed.seed.SetValue(fmt.Sprint(s.Seed))
+	}
+	if err := gen.Validate(m.pipe, s); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// generate starts a new run with the edited settings; a run in progress is
+// cancelled first (it stays in the history).
+func (m *Model) generate() tea.Cmd {
+	s, err := m.validSettings()
+	if err != nil {
+		m.setError(fmt.Errorf("not generating: %w", err))
+		return nil
+	}
+	m.stopWork()
+	m.nextID++
+	r := newRunRec(m.nextID, s, -1, -1)
+	m.runs = append(m.runs, r)
+	m.cur, m.frame, m.follow, m.paused = len(m.runs)-1, -1, true, false
+	m.w.setPaused(false)
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
+	m.state, m.focus = stateMain, focusTimeline
+	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
+	return noisePreview(m.pipe, r.ID, s)
+}
+
+// noisePreview draws a new run's initial noise on the CPU, beside the
+// worker: the noise depends only on the seed, the RNG and the shape, so the
+// first picture appears at once even while the worker finishes a step or
+// encodes the prompt. It reads only the pipeline's configuration.
+func noisePreview(p *models.Pipeline, id int, s presets.Settings) tea.Cmd {
+	ss := gen.SamplerSettings(p, s)
+	return func() tea.Msg {
+		run, err := sampler.NewRun(ss, noNet{})
+		if err != nil {
+			return nil
+		}
+		sc := run.Schedule()
+		return noiseMsg{ID: id, Noise: previewAll(vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
+	}
+}
+
+// branch continues the run on screen from the frame on screen with the
+// edited prompt, guidance, sampler, schedule and steps.
+func (m *Model) branch() tea.Cmd {
+	if len(m.runs) == 0 || m.frame < 0 {
+		m.setError(errors.New("branch: scrub to a frame of a run first"))
+		return nil
+	}
+	parent := m.runs[m.cur]
+	s, err := m.validSettings()
+	if err != nil {
+		m.setError(fmt.Errorf("branch: %w", err))
+		return nil
+	}
+	m.stopWork()
+	m.nextID++
+	r := newRunRec(m.nextID, s, parent.ID, m.frame)
+	r.Frames = append([]frameRec(nil), parent.Frames[:m.frame+1]...)
+	r.Inherited = m.frame + 1
+	r.Noise = parent.Noise
+	m.runs = append(m.runs, r)
+	m.cur, m.follow, m.paused = len(m.runs)-1, true, false
+	m.w.setPaused(false)
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame})
+	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
+	return nil
+}
+
+// stopWork cancels the active run and a sweep in progress before new work.
+func (m *Model) stopWork() {
+	if m.gv.busy {
+		m.w.cancelSweep()
+		m.gv.busy, m.gv.sig = false, ""
+	}
+	if m.active() != nil {
+		m.w.cancelRun()
+	}
+}
+
+func (m *Model) onRunStarted(msg runStartedMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	r.Status = runRunning
+	r.Settings, r.Schedule, r.Chunks = msg.Settings, msg.Schedule, msg.Chunks
+	r.PromptTokens, r.NegativeTokens, r.Encode, r.Shape = msg.PromptTokens, msg.NegativeTokens, msg.Encode, msg.Shape
+	if msg.Parent < 0 && r.Noise == nil {
+		r.Noise = msg.Noise
+		r.FirstPreview = time.Since(r.Requested)
+	}
+	r.Started = time.Now()
+}
+
+func (m *Model) onFrame(msg frameMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	if len(r.Frames) == r.Inherited {
+		r.FirstStep = time.Since(r.Requested)
+	}
+	r.Frames = append(r.Frames, msg.Frame)
+	if m.runs[m.cur] == r && m.follow {
+		m.frame = len(r.Frames) - 1
+	}
+}
+
+func (m *Model) onRunDone(msg runDoneMsg) {
+	r := m.run(msg.ID)
+	if r == nil {
+		return
+	}
+	r.Images, r.Timings = msg.Images, msg.Timings
+	r.Sampling, r.Decode = msg.Sampling, msg.Decode
+	if msg.Encode > 0 {
+		r.Encode = msg.Encode
+	}
+	r.Elapsed = time.Since(r.Started)
+	m.paused = false
+	switch {
+	case msg.Stopped:
+		r.Status = runStopped
+	case msg.Cancelled:
+		r.Status = runCancelled
+		m.setStatus(fmt.Sprintf("run %d cancelled after %d steps", r.ID, len(r.Frames)))
+	case msg.Err != nil:
+		r.Status, r.Err = runFailed, msg.Err
+		m.setError(fmt.Errorf("run %d: %w", r.ID, msg.Err))
+	default:
+		r.Status = runDone
+		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+e exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
+	}
+}
+
+// export writes the image on screen: the decoded final image at the last
+// frame of a finished run, otherwise the frame's latent decoded by the VAE.
+func (m *Model) export() tea.Cmd {
+	if len(m.runs) == 0 {
+		m.setError(errors.New("export: nothing generated yet"))
+		return nil
+	}
+	r := m.runs[m.cur]
+	dir := strings.TrimSpace(m.ed.outDir.Value())
+	if dir == "" {
+		dir = "."
+	}
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		m.setError(fmt.Errorf("export: folder %q does not exist", dir))
+		return nil
+	}
+	if r.Status == runDone && (m.frame == len(r.Frames)-1 || m.frame < 0) && len(r.Images) > 0 {
+		m.w.submit(exportReq{ID: r.ID, Final: true, Images: r.Images, Dir: dir})
+	} else if m.frame >= 0 {
+		m.w.submit(exportReq{ID: r.ID, Frame: m.frame, X0: m.showX0, Dir: dir})
+	} else {
+		m.setError(errors.New("export: no frame on screen yet"))
+		return nil
+	}
+	m.setStatus("exporting…")
+	return nil
+}
