@@ -9,6 +9,12 @@
 // stay packed and are widened in the kernels, which read their inputs through
 // texture buffer views of those buffers and write through storage buffers.
 //
+// Building needs cgo with libegl-dev and libgl-dev, and for the GLFW
+// fallback the X11 headers (libx11-dev libxrandr-dev libxinerama-dev
+// libxcursor-dev libxi-dev libxxf86vm-dev); -tags noglfw leaves GLFW out.
+// Running needs libegl1 and a driver: libegl-mesa0 and libgl1-mesa-dri for
+// llvmpipe, or a GPU vendor's EGL.
+//
 // With STEPWISE_GL_PROFILE=1 in the environment, Close prints the time spent
 // in each shader to stderr.
 package gl
