@@ -172,20 +172,27 @@ func (m *Model) onRunDone(msg runDoneMsg) {
 	if msg.Encode > 0 {
 		r.Encode = msg.Encode
 	}
-	r.Elapsed = time.Since(r.Started)
-	m.paused = false
+	if !r.Started.IsZero() {
+		r.Elapsed = time.Since(r.Started)
+	}
+	onScreen := m.runs[m.cur] == r
 	switch {
 	case msg.Stopped:
 		r.Status = runStopped
 	case msg.Cancelled:
 		r.Status = runCancelled
-		m.setStatus(fmt.Sprintf("run %d cancelled after %d steps", r.ID, len(r.Frames)))
+		if onScreen {
+			m.setStatus(fmt.Sprintf("run %d cancelled after %d steps", r.ID, len(r.Frames)))
+		}
 	case msg.Err != nil:
 		r.Status, r.Err = runFailed, msg.Err
 		m.setError(fmt.Errorf("run %d: %w", r.ID, msg.Err))
 	default:
 		r.Status = runDone
 		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+e exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
+	}
+	if m.active() == nil {
+		m.paused = false // the pause belonged to the run that ended
 	}
 }
 
