@@ -26,7 +26,7 @@ var Schedules = []string{"", "karras", "exponential", "normal", "simple", "sgm_u
 
 // Limits checked by Validate.
 const (
-	MinSize      = 64
+	MinSize      = 16
 	MaxSize      = 4096
 	MaxSteps     = 1000
 	MaxBatch     = 64

@@ -248,6 +248,12 @@ func classify(m *Model, inferred bool) (string, string) {
 	case sd1Topology && u.CrossAttentionDim == t.HiddenSize && t.HiddenAct == "quick_gelu":
 		family = "SD 1.x"
 		why += fmt.Sprintf(", SD 1.x topology at non-standard widths %v", u.BlockOutChannels)
+	case u.CrossAttentionDim == t.HiddenSize && t.HiddenAct == "quick_gelu" && !u.UseLinearProjection &&
+		len(u.DownBlockTypes) > 0 && hasCrossAttn(u.DownBlockTypes[0]):
+		// A smaller model built from SD 1.x's blocks (the bundled model).
+		family = "SD 1.x"
+		why += fmt.Sprintf(", SD 1.x block types at a smaller size: %d levels x %d layers, widths %v",
+			len(u.BlockOutChannels), u.LayersPerBlock, u.BlockOutChannels)
 	default:
 		why += fmt.Sprintf(", widths %v, linear projections %v: not a family we recognise", u.BlockOutChannels, u.UseLinearProjection)
 	}

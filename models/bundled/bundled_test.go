@@ -1,0 +1,70 @@
+package bundled
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/internal/testdev"
+	"github.com/stepwise/stepwise/presets"
+)
+
+// TestBundledGenerates loads the embedded model on every device and draws
+// one emoji: the image must be the model's native size, mostly white
+// background (emoji are composited on white) and not a flat colour.
+func TestBundledGenerates(t *testing.T) {
+	if Size() > 32<<20 {
+		t.Errorf("bundled weights are %d bytes, over the 32 MiB budget", Size())
+	}
+	for name, open := range testdev.All(t) {
+		t.Run(name, func(t *testing.T) {
+			p, err := Load(open(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if p.Model.Family != "SD 1.x" {
+				t.Errorf("family %q, want SD 1.x (%s)", p.Model.Family, p.Model.FamilyWhy)
+			}
+			s := presets.Default()
+			s.Prompt, s.Seed, s.Steps, s.CFGScale = "red heart", 1, 20, 6
+			s.Width, s.Height = p.NativeSize(), p.NativeSize()
+			j, err := gen.Start(p, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer j.Close()
+			for !j.Done() {
+				if _, err := j.Step(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			imgs, err := j.Images()
+			if err != nil {
+				t.Fatal(err)
+			}
+			im := imgs[0]
+			if im.Bounds().Dx() != s.Width || im.Bounds().Dy() != s.Height {
+				t.Fatalf("image %v, want %dx%d", im.Bounds(), s.Width, s.Height)
+			}
+			var sum, sum2 float64
+			white := 0
+			for i := 0; i < len(im.Pix); i += 4 {
+				r, g, b := float64(im.Pix[i]), float64(im.Pix[i+1]), float64(im.Pix[i+2])
+				l := (r + g + b) / 3
+				sum += l
+				sum2 += l * l
+				if r > 230 && g > 230 && b > 230 {
+					white++
+				}
+			}
+			n := float64(len(im.Pix) / 4)
+			std := math.Sqrt(sum2/n - (sum/n)*(sum/n))
+			t.Logf("%s: %.0f%% near-white pixels, luminance std %.1f", name, 100*float64(white)/n, std)
+			if float64(white)/n < 0.15 || std < 20 {
+				t.Errorf("the image does not look like an emoji on white: %.0f%% white, std %.1f", 100*float64(white)/n, std)
+			}
+		})
+	}
+}
