@@ -38,35 +38,61 @@ func Dir(t testing.TB) string {
 	return g
 }
 
-// File is an open golden safetensors file.
+// Path returns the golden file or folder name (a path inside Dir), or
+// skips the test when it is absent.
+func Path(t testing.TB, name string) string {
+	t.Helper()
+	p := filepath.Join(Dir(t), name)
+	if _, err := os.Stat(p); err != nil {
+		t.Skipf("golden data %s absent: %v", p, err)
+	}
+	return p
+}
+
+// File is an open golden safetensors file. The embedded reader gives raw
+// access (Tensors, Lookup, Data) to what F32, I64 and F64 do not cover.
 type File struct {
-	f *safetensors.File
+	*safetensors.File
 	t testing.TB
 }
 
-// Open opens dir/name and closes it when the test ends.
+// Open opens the safetensors file name, a path inside Dir or an absolute
+// path, and closes it when the test ends. A file that cannot be opened
+// fails the test.
 func Open(t testing.TB, name string) *File {
 	t.Helper()
-	f, err := safetensors.Open(filepath.Join(Dir(t), name))
+	path := name
+	if !filepath.IsAbs(name) {
+		path = filepath.Join(Dir(t), name)
+	}
+	f, err := safetensors.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return &File{f: f, t: t}
+	return &File{File: f, t: t}
+}
+
+// raw returns a tensor's info and bytes; the test fails if it is missing
+// or of another type.
+func (g *File) raw(name string, dt safetensors.DType) (safetensors.TensorInfo, []byte) {
+	g.t.Helper()
+	info, ok := g.Lookup(name)
+	if !ok || info.DType != dt {
+		g.t.Fatalf("golden %s: no %s tensor %q", g.Path(), dt, name)
+	}
+	raw, err := g.Data(name)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return info, raw
 }
 
 // F32 returns an F32 tensor's values and shape; the test fails if it is
 // missing or of another type.
 func (g *File) F32(name string) ([]float32, []int) {
 	g.t.Helper()
-	info, ok := g.f.Lookup(name)
-	if !ok || info.DType != "F32" {
-		g.t.Fatalf("golden %s: no F32 tensor %q", g.f.Path(), name)
-	}
-	raw, err := g.f.Data(name)
-	if err != nil {
-		g.t.Fatal(err)
-	}
+	info, raw := g.raw(name, safetensors.F32)
 	out := make([]float32, len(raw)/4)
 	for i := range out {
 		out[i] = math.Float32frombits(binary.LittleEndian.Uint32(raw[4*i:]))
@@ -77,19 +103,33 @@ func (g *File) F32(name string) ([]float32, []int) {
 // I64 returns an I64 tensor's values.
 func (g *File) I64(name string) []int64 {
 	g.t.Helper()
-	info, ok := g.f.Lookup(name)
-	if !ok || info.DType != "I64" {
-		g.t.Fatalf("golden %s: no I64 tensor %q", g.f.Path(), name)
-	}
-	raw, err := g.f.Data(name)
-	if err != nil {
-		g.t.Fatal(err)
-	}
+	_, raw := g.raw(name, safetensors.I64)
 	out := make([]int64, len(raw)/8)
 	for i := range out {
 		out[i] = int64(binary.LittleEndian.Uint64(raw[8*i:]))
 	}
 	return out
+}
+
+// F64 returns an F32 or I64 tensor's values widened to float64, and its
+// shape; the test fails if it is missing or of another type.
+func (g *File) F64(name string) ([]float64, []int) {
+	g.t.Helper()
+	info, ok := g.Lookup(name)
+	if ok && info.DType == safetensors.I64 {
+		v := g.I64(name)
+		out := make([]float64, len(v))
+		for i, x := range v {
+			out[i] = float64(x)
+		}
+		return out, info.Shape
+	}
+	v, shape := g.F32(name)
+	out := make([]float64, len(v))
+	for i, x := range v {
+		out[i] = float64(x)
+	}
+	return out, shape
 }
 
 // MaxAbsDiff returns max|got-want|, the index where it occurs and

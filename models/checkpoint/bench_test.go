@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -19,7 +20,7 @@ import (
 // next to nothing on disk.
 func writeSD15(tb testing.TB) string {
 	tb.Helper()
-	g := goldenDir(tb)
+	g := golden.Dir(tb)
 	data, err := os.ReadFile(filepath.Join(g, "sd15_keys.txt"))
 	if err != nil {
 		tb.Fatal(err)

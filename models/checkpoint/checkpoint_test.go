@@ -9,34 +9,10 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
-
-// goldenDir returns ../shared/golden relative to the module root, skipping
-// the test when it is absent.
-func goldenDir(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden")
-	if _, err := os.Stat(filepath.Join(g, "sd15-mini.fp16.safetensors")); err != nil {
-		t.Skipf("golden data absent (%s): %v", g, err)
-	}
-	return g
-}
 
 func load(t *testing.T, path, config string) *Model {
 	t.Helper()
@@ -83,7 +59,7 @@ func compareShapes(t *testing.T, what string, got, want map[string][]int) {
 // TestExpectedMatchesDiffusers checks the computed layouts against the
 // tensors diffusers itself wrote for sd15-mini.
 func TestExpectedMatchesDiffusers(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	c, err := readConfigFile(filepath.Join(g, "sd15_mini_config.json"))
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +72,7 @@ func TestExpectedMatchesDiffusers(t *testing.T) {
 // TestExpectedSD15 checks the layouts of the full-size SD 1.5 defaults
 // against the key listing of a real SD 1.5 single file.
 func TestExpectedSD15(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	keys := readKeyList(t, filepath.Join(g, "sd15_keys.txt"))
 	want := map[string][]int{}
 	var u nets.UNetConfig
@@ -150,7 +126,7 @@ func readKeyList(t *testing.T, path string) map[string][]int {
 // TestSingleFileEqualsDiffusers converts the LDM single file and compares
 // names, shapes, dtypes and bytes with the diffusers folder.
 func TestSingleFileEqualsDiffusers(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	folder := load(t, filepath.Join(g, "sd15-mini"), "")
 	for _, cfg := range []string{filepath.Join(g, "sd15_mini_config.json"), ""} {
 		single := load(t, filepath.Join(g, "sd15-mini.fp16.safetensors"), cfg)
@@ -199,7 +175,7 @@ func TestSingleFileEqualsDiffusers(t *testing.T) {
 }
 
 func TestInferredConfig(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	m := load(t, filepath.Join(g, "sd15-mini.fp16.safetensors"), "")
 	u := m.UNet
 	if !sameShape(u.BlockOutChannels, []int{32, 64, 128, 128}) || u.LayersPerBlock != 2 || u.CrossAttentionDim != 64 ||
@@ -218,7 +194,7 @@ func TestInferredConfig(t *testing.T) {
 }
 
 func TestStats(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	m := load(t, filepath.Join(g, "sd15-mini"), "")
 	var n int
 	for _, s := range m.Stats() {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -15,7 +16,7 @@ import (
 // renaming with rename (return "" to leave a file out).
 func copyTree(t *testing.T, rename func(rel string) string) string {
 	t.Helper()
-	src := filepath.Join(goldenDir(t), "sd15-mini")
+	src := filepath.Join(golden.Dir(t), "sd15-mini")
 	dst := t.TempDir()
 	err := filepath.Walk(src, func(p string, info os.FileInfo, err error) error {
 		if err != nil || info.IsDir() {
@@ -52,7 +53,7 @@ func TestDiffusersPlainNamesNoScheduler(t *testing.T) {
 }
 
 func TestDiffusersLegacyVAENames(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	dir := copyTree(t, func(rel string) string {
 		if strings.HasPrefix(rel, "vae/diffusion") {
 			return ""
@@ -109,7 +110,7 @@ func TestDiffusersBrokenFolder(t *testing.T) {
 }
 
 func TestNotACheckpoint(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	for _, c := range []struct{ path, want string }{
 		{filepath.Join(g, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"), "one component of a diffusers folder"},
 		{filepath.Join(g, "unet.safetensors"), "no Stable Diffusion tensors"},
@@ -131,7 +132,7 @@ func TestNotACheckpoint(t *testing.T) {
 // TestPrefixedDiffusersNames loads one file holding the diffusers folder's
 // tensors under unet./vae./text_encoder. prefixes.
 func TestPrefixedDiffusersNames(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	folder := load(t, filepath.Join(g, "sd15-mini"), "")
 	var es []safetensors.Entry
 	for _, c := range []struct {

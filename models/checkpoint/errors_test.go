@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -17,7 +18,7 @@ import (
 // the config bundle.
 func miniEntries(t *testing.T) ([]safetensors.Entry, []byte) {
 	t.Helper()
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	f, err := safetensors.Open(filepath.Join(g, "sd15-mini.fp16.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +172,7 @@ func TestPickleRefused(t *testing.T) {
 }
 
 func TestTruncatedFile(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +190,7 @@ func TestTruncatedFile(t *testing.T) {
 // returns its path.
 func linkMini(t *testing.T, name string) string {
 	t.Helper()
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	p := filepath.Join(t.TempDir(), name)
 	abs, _ := filepath.Abs(filepath.Join(g, "sd15-mini.fp16.safetensors"))
 	if err := os.Symlink(abs, p); err != nil {
@@ -199,7 +200,7 @@ func linkMini(t *testing.T, name string) string {
 }
 
 func TestSideFiles(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	p := linkMini(t, "mini.safetensors")
 	cfg, _ := os.ReadFile(filepath.Join(g, "sd15_mini_config.json"))
 	side := strings.TrimSuffix(p, ".safetensors") + ".json"

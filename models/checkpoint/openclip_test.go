@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -16,7 +17,7 @@ import (
 // extra final layer) and checks that it converts to the same weights as the
 // diffusers folder.
 func TestOpenCLIPSingleFile(t *testing.T) {
-	g := goldenDir(t)
+	g := golden.Dir(t)
 	es, cfgJSON := miniEntries(t)
 	folder := load(t, filepath.Join(g, "sd15-mini"), "")
 	tw := folder.TextWeights.(nets.MapWeights)
