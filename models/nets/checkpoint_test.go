@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
 )
@@ -33,7 +34,7 @@ func TestCheckpointExpectedAgrees(t *testing.T) {
 
 // The networks built from either checkpoint layout reproduce diffusers.
 func TestNetsFromCheckpointLayouts(t *testing.T) {
-	dir := nets.GoldenDir(t)
+	dir := golden.Dir(t)
 	for _, layout := range []struct{ name, path, config string }{
 		{"single file", filepath.Join(dir, "sd15-mini.fp16.safetensors"), filepath.Join(dir, "sd15_mini_config.json")},
 		{"diffusers folder", filepath.Join(dir, "sd15-mini"), ""},

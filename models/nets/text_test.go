@@ -4,15 +4,17 @@ import (
 	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 func TestTextEncoderGolden(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var c TextConfig
 	loadConfig(t, filepath.Join(dir, "sd15-mini/text_encoder/config.json"), &c)
 	w := loadWeights(t, filepath.Join(dir, "sd15-mini/text_encoder/model.fp16.safetensors"))
-	g := openGolden(t, "text_encoder.safetensors")
-	ids := g.ids(t, "input_ids")
+	g := golden.Open(t, "text_encoder.safetensors")
+	ids := ids(t, g, "input_ids")
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
@@ -42,14 +44,14 @@ func TestTextEncoderGolden(t *testing.T) {
 				if got := d.Stats().Buffers; got != live+1 {
 					t.Errorf("skip %d: %d buffers live after EncodeSkip, want %d", tc.skip, got, live+1)
 				}
-				want, shape := g.f32(t, tc.want)
+				want, shape := g.F32(tc.want)
 				worst := compare(t, d, tc.want, h, want, shape, 1e-4)
 				t.Logf("%s: %s (skip %d) max |diff| %.3g", name, tc.want, tc.skip, worst)
 				d.Release(h)
 			}
 			// Every skip picks hidden_states[-skip] (golden, without the final
 			// LayerNorm) and then applies the final LayerNorm.
-			hs, hsShape := g.f32(t, "hidden_states")
+			hs, hsShape := g.F32("hidden_states")
 			per := hs[:len(hs)/hsShape[0]]
 			for skip := 1; skip <= c.NumHiddenLayers; skip++ {
 				layer := hsShape[0] - skip
@@ -74,7 +76,7 @@ func TestTextEncoderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _ := g.f32(t, "last_hidden_state")
+			want, _ := g.F32("last_hidden_state")
 			compare(t, d, "Encode(first prompt)", h, want[:77*c.HiddenSize], []int{1, 77, c.HiddenSize}, 1e-4)
 			d.Release(h)
 		})
@@ -82,7 +84,7 @@ func TestTextEncoderGolden(t *testing.T) {
 }
 
 func TestTextEncoderRejectsBadInput(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var c TextConfig
 	loadConfig(t, filepath.Join(dir, "sd15-mini/text_encoder/config.json"), &c)
 	w := loadWeights(t, filepath.Join(dir, "sd15-mini/text_encoder/model.fp16.safetensors"))

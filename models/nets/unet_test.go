@@ -6,16 +6,17 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 var unetCases = []string{"b1_t999", "b1_t500", "b1_t1", "b1_t937.25", "b2cfg_t999", "b2cfg_t500", "b2cfg_t1", "b2_mixed"}
 
 func TestUNetGolden(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var c UNetConfig
 	loadConfig(t, filepath.Join(dir, "sd15-mini/unet/config.json"), &c)
 	w := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
-	g := openGolden(t, "unet.safetensors")
+	g := golden.Open(t, "unet.safetensors")
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
@@ -26,19 +27,19 @@ func TestUNetGolden(t *testing.T) {
 			defer u.Release()
 			worstOut, worstAt, worstMid := 0.0, "", 0.0
 			for _, cs := range unetCases {
-				x := g.upload(t, d, cs+".sample")
-				ctx := g.upload(t, d, cs+".encoder_hidden_states")
-				ts, _ := g.f32(t, cs+".timestep")
+				x := upload(d, g, cs+".sample")
+				ctx := upload(d, g, cs+".encoder_hidden_states")
+				ts, _ := g.F32(cs + ".timestep")
 				traced := 0
 				if cs == "b1_t500" {
 					// Bisecting aid: every stage diffusers recorded.
 					u.Trace = func(stage string, got *gpu.Tensor) {
 						key := cs + ".intermediate." + stage
-						if _, ok := g.f.Lookup(key); !ok {
+						if _, ok := g.Lookup(key); !ok {
 							t.Errorf("trace stage %q has no golden %s", stage, key)
 							return
 						}
-						want, shape := g.f32(t, key)
+						want, shape := g.F32(key)
 						worstMid = max(worstMid, compare(t, d, key, got, want, shape, 1e-4))
 						traced++
 					}
@@ -52,14 +53,14 @@ func TestUNetGolden(t *testing.T) {
 				if err := d.Err(); err != nil {
 					t.Fatalf("%s: %v", cs, err)
 				}
-				want, shape := g.f32(t, cs+".out")
+				want, shape := g.F32(cs + ".out")
 				diff := compare(t, d, cs+".out", out, want, shape, 1e-4)
 				if diff > worstOut {
 					worstOut, worstAt = diff, cs
 				}
 				if cs == "b1_t500" {
 					n := 0
-					for _, ti := range g.f.Tensors() {
+					for _, ti := range g.Tensors() {
 						if strings.HasPrefix(ti.Name, "b1_t500.intermediate.") {
 							n++
 						}
@@ -81,7 +82,7 @@ func TestUNetGolden(t *testing.T) {
 // numbers do: the mini U-Net rebuilt with linear projections must still
 // match diffusers.
 func TestUNetLinearProjection(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var c UNetConfig
 	loadConfig(t, filepath.Join(dir, "sd15-mini/unet/config.json"), &c)
 	src := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
@@ -98,15 +99,15 @@ func TestUNetLinearProjection(t *testing.T) {
 		t.Fatal("no proj_in/proj_out weights found")
 	}
 	c.UseLinearProjection = true
-	g := openGolden(t, "unet.safetensors")
+	g := golden.Open(t, "unet.safetensors")
 	for name, d := range testDevices(t) {
 		u, err := NewUNet(d, c, w)
 		if err != nil {
 			t.Fatal(err)
 		}
 		const cs = "b2cfg_t500"
-		out := u.Forward(g.upload(t, d, cs+".sample"), []float32{500, 500}, g.upload(t, d, cs+".encoder_hidden_states"))
-		want, shape := g.f32(t, cs+".out")
+		out := u.Forward(upload(d, g, cs+".sample"), []float32{500, 500}, upload(d, g, cs+".encoder_hidden_states"))
+		want, shape := g.F32(cs + ".out")
 		t.Logf("%s: linear projections, %s.out max |diff| %.3g", name, cs, compare(t, d, cs+".out", out, want, shape, 1e-4))
 		u.Release()
 	}

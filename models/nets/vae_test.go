@@ -6,14 +6,15 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 func TestVAEGolden(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var c VAEConfig
 	loadConfig(t, filepath.Join(dir, "sd15-mini/vae/config.json"), &c)
 	w := loadWeights(t, filepath.Join(dir, "sd15-mini/vae/diffusion_pytorch_model.fp16.safetensors"))
-	g := openGolden(t, "vae.safetensors")
+	g := golden.Open(t, "vae.safetensors")
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
@@ -27,11 +28,11 @@ func TestVAEGolden(t *testing.T) {
 			trace := func(prefix string) func(string, *gpu.Tensor) {
 				return func(stage string, got *gpu.Tensor) {
 					key := prefix + ".intermediate." + stage
-					if _, ok := g.f.Lookup(key); !ok {
+					if _, ok := g.Lookup(key); !ok {
 						t.Errorf("trace stage %q has no golden %s", stage, key)
 						return
 					}
-					want, shape := g.f32(t, key)
+					want, shape := g.F32(key)
 					worst["intermediates"] = max(worst["intermediates"], compare(t, d, key, got, want, shape, 1e-4))
 					traced[prefix]++
 				}
@@ -39,10 +40,10 @@ func TestVAEGolden(t *testing.T) {
 
 			// Decode: the caller divides by the scaling factor.
 			for _, cs := range []string{"decode", "decode_b2"} {
-				lat := g.upload(t, d, cs+".latent")
+				lat := upload(d, g, cs+".latent")
 				z := d.Scale(lat, float32(1/v.Config.ScalingFactor), 0)
 				if cs == "decode" {
-					scaled, shape := g.f32(t, "decode.latent_scaled")
+					scaled, shape := g.F32("decode.latent_scaled")
 					compare(t, d, "latent / scaling_factor", z, scaled, shape, 1e-6)
 					v.Trace = trace(cs)
 				}
@@ -55,14 +56,14 @@ func TestVAEGolden(t *testing.T) {
 				if err := d.Err(); err != nil {
 					t.Fatalf("%s: %v", cs, err)
 				}
-				want, shape := g.f32(t, cs+".image")
+				want, shape := g.F32(cs + ".image")
 				worst[cs] = compare(t, d, cs+".image", img, want, shape, 1e-4)
 				d.Release(lat)
 				d.Release(z)
 				d.Release(img)
 			}
 
-			x := g.upload(t, d, "encode.image")
+			x := upload(d, g, "encode.image")
 			v.Trace = trace("encode")
 			live := d.Stats().Buffers
 			moments := v.Encode(x)
@@ -73,14 +74,14 @@ func TestVAEGolden(t *testing.T) {
 			if err := d.Err(); err != nil {
 				t.Fatalf("encode: %v", err)
 			}
-			want, shape := g.f32(t, "encode.moments")
+			want, shape := g.F32("encode.moments")
 			worst["encode"] = compare(t, d, "encode.moments", moments, want, shape, 1e-4)
 			d.Release(x)
 			d.Release(moments)
 
 			for _, prefix := range []string{"decode", "encode"} {
 				n := 0
-				for _, ti := range g.f.Tensors() {
+				for _, ti := range g.Tensors() {
 					if strings.HasPrefix(ti.Name, prefix+".intermediate.") {
 						n++
 					}

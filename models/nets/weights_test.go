@@ -10,11 +10,12 @@ import (
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 // miniConfigs reads sd15-mini's diffusers config.json files.
 func miniConfigs(t *testing.T) (UNetConfig, VAEConfig, TextConfig) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	var u UNetConfig
 	var v VAEConfig
 	var x TextConfig
@@ -27,7 +28,7 @@ func miniConfigs(t *testing.T) (UNetConfig, VAEConfig, TextConfig) {
 // The expected parameter lists are exactly what diffusers/transformers
 // wrote for sd15-mini: every name, every shape, nothing more.
 func TestExpectedMatchesDiffusersFiles(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	u, v, x := miniConfigs(t)
 	for _, tc := range []struct {
 		file string
@@ -37,7 +38,7 @@ func TestExpectedMatchesDiffusersFiles(t *testing.T) {
 		{"vae/diffusion_pytorch_model.fp16.safetensors", ExpectedVAE(v)},
 		{"text_encoder/model.fp16.safetensors", ExpectedText(x)},
 	} {
-		f := openST(t, filepath.Join(dir, "sd15-mini", tc.file))
+		f := golden.Open(t, filepath.Join(dir, "sd15-mini", tc.file))
 		seen := map[string]bool{}
 		for _, ti := range f.Tensors() {
 			seen[ti.Name] = true
@@ -71,7 +72,7 @@ func numel(m map[string][]int) (tensors, params int) {
 // With default configs the networks are SD 1.5's: the same number of
 // tensors and parameters as the full-size single file in sd15_keys.txt.
 func TestExpectedSD15Defaults(t *testing.T) {
-	f, err := os.Open(filepath.Join(goldenDir(t), "sd15_keys.txt"))
+	f, err := os.Open(filepath.Join(golden.Dir(t), "sd15_keys.txt"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +131,7 @@ func TestExpectedSD15Defaults(t *testing.T) {
 // One error names every missing, mis-shaped or truncated tensor with the
 // expected shape, and nothing is left on the device.
 func TestWeightsErrorListsEveryProblem(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	u, _, _ := miniConfigs(t)
 	src := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
 	w := MapWeights{}
@@ -217,7 +218,7 @@ func TestConfigErrors(t *testing.T) {
 
 // Bad operands are reported through the device's sticky error.
 func TestUNetForwardRejectsBadOperands(t *testing.T) {
-	dir := goldenDir(t)
+	dir := golden.Dir(t)
 	u, _, _ := miniConfigs(t)
 	w := loadWeights(t, filepath.Join(dir, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors"))
 	for name, d := range testDevices(t) {
