@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
@@ -18,8 +19,9 @@ func init() {
 	register(command{name: "info", summary: "describe a checkpoint: layout, tensors, parameters, family, configs", run: runInfo})
 }
 
-const infoUsage = "usage: stepwise info PATH [--config FILE] [--json]\n" +
-	"  PATH is a .safetensors single file or a diffusers folder"
+const infoUsage = "usage: stepwise info [PATH] [--config FILE] [--json]\n" +
+	"  PATH is a .safetensors single file or a diffusers folder; without it (or with\n" +
+	"  \"bundled\") the model embedded in this binary is described"
 
 // runInfo parses "info PATH [--config FILE] [--json]" (flags may follow
 // PATH) and prints the checkpoint's description to stdout.
@@ -42,6 +44,9 @@ func runInfo(args []string) error {
 		}
 		paths = append(paths, fs.Arg(0))
 		args = fs.Args()[1:]
+	}
+	if len(paths) == 0 {
+		paths = []string{"bundled"}
 	}
 	if len(paths) != 1 {
 		return fmt.Errorf("%w: want exactly one PATH, got %d\n%s", errUsage, len(paths), infoUsage)
@@ -80,7 +85,14 @@ type checkpointInfo struct {
 
 // describe loads the checkpoint and gathers its description.
 func describe(path, config string) (*checkpointInfo, error) {
-	m, err := checkpoint.Load(path, config)
+	var m *checkpoint.Model
+	var err error
+	embedded := path == "" || path == "bundled"
+	if embedded {
+		m, err = bundled.Checkpoint()
+	} else {
+		m, err = checkpoint.Load(path, config)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -95,6 +107,9 @@ func describe(path, config string) (*checkpointInfo, error) {
 	}
 	// Every tensor of the files, loaded or not, for the dtype census.
 	for _, p := range m.Files {
+		if embedded {
+			break
+		}
 		f, err := safetensors.Open(p)
 		if err != nil {
 			return nil, err
@@ -105,6 +120,16 @@ func describe(path, config string) (*checkpointInfo, error) {
 		f.Close()
 		if st, err := os.Stat(p); err == nil {
 			info.FileBytes += st.Size()
+		}
+	}
+	if embedded { // count the weights themselves
+		for _, w := range []nets.Weights{m.UNetWeights, m.VAEWeights, m.TextWeights} {
+			if mw, ok := w.(nets.MapWeights); ok {
+				for _, p := range mw {
+					info.DTypes[p.DType.String()]++
+					info.FileBytes += int64(len(p.Raw))
+				}
+			}
 		}
 	}
 	for _, s := range m.Stats() {

@@ -9,33 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
-
-// infoGolden returns ../shared/golden relative to the module root, skipping
-// when it is absent.
-func infoGolden(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden")
-	if _, err := os.Stat(filepath.Join(g, "sd15-mini.fp16.safetensors")); err != nil {
-		t.Skipf("golden data absent (%s): %v", g, err)
-	}
-	return g
-}
 
 // The sd15-mini parameter counts, summed from the diffusers files' shapes.
 const (
@@ -45,7 +21,7 @@ const (
 )
 
 func TestInfoText(t *testing.T) {
-	g := infoGolden(t)
+	g := golden.Dir(t)
 	single := filepath.Join(g, "sd15-mini.fp16.safetensors")
 	for _, c := range []struct {
 		path, config string
@@ -70,7 +46,7 @@ func TestInfoText(t *testing.T) {
 }
 
 func TestInfoJSON(t *testing.T) {
-	g := infoGolden(t)
+	g := golden.Dir(t)
 	var out bytes.Buffer
 	if err := writeInfo(&out, filepath.Join(g, "sd15-mini"), "", true); err != nil {
 		t.Fatal(err)
@@ -94,7 +70,7 @@ func TestInfoJSON(t *testing.T) {
 }
 
 func TestInfoErrors(t *testing.T) {
-	g := infoGolden(t)
+	g := golden.Dir(t)
 	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
 	if err != nil {
 		t.Fatal(err)
@@ -122,14 +98,28 @@ func TestInfoErrors(t *testing.T) {
 		}
 	}
 	// Through the command: exit status 1 on a bad file, a usage error
-	// without a path; flags may follow the path.
+	// with two paths; flags may follow the path.
 	if code := run([]string{"info", cut}); code != 1 {
 		t.Errorf("exit %d for a truncated file", code)
 	}
-	if err := runInfo(nil); !errors.Is(err, errUsage) {
-		t.Errorf("no path: %v", err)
+	if err := runInfo([]string{cut, cut}); !errors.Is(err, errUsage) {
+		t.Errorf("two paths: %v", err)
 	}
 	if err := runInfo([]string{cut, "--config", filepath.Join(g, "sd15_mini_config.json"), "--json"}); err == nil || !strings.Contains(err.Error(), "truncated") {
 		t.Errorf("flags after path: %v", err)
+	}
+}
+
+// TestInfoBundled describes the model embedded in the binary when no path
+// is given.
+func TestInfoBundled(t *testing.T) {
+	var out bytes.Buffer
+	if err := writeInfo(&out, "", "", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bundled:stepwise-emoji", "SD 1.x", "F16"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("info of the bundled model lacks %q:\n%s", want, out.String())
+		}
 	}
 }
