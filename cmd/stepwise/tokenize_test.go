@@ -2,39 +2,22 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/stepwise/stepwise/models/safetensors"
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 // tokenizeGolden returns the golden tokenizer prompts and their input_ids
 // rows (diffusers' CLIPTokenizer with ftfy), skipping when absent.
 func tokenizeGolden(t *testing.T) ([]string, [][]int64) {
 	t.Helper()
-	dir, err := os.Getwd()
+	raw, err := os.ReadFile(golden.Path(t, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Skip("module root not found")
-		}
-		dir = parent
-	}
-	g := filepath.Join(dir, "..", "shared", "golden")
-	raw, err := os.ReadFile(filepath.Join(g, "tokenizer.json"))
-	if err != nil {
-		t.Skipf("golden data absent (%s): %v", g, err)
 	}
 	var meta struct {
 		Prompts []struct {
@@ -44,26 +27,15 @@ func tokenizeGolden(t *testing.T) ([]string, [][]int64) {
 	if err := json.Unmarshal(raw, &meta); err != nil {
 		t.Fatalf("tokenizer.json: %v", err)
 	}
-	f, err := safetensors.Open(filepath.Join(g, "tokenizer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	data, err := f.Data("input_ids")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(data) != len(meta.Prompts)*77*8 {
-		t.Fatalf("input_ids has %d bytes for %d prompts", len(data), len(meta.Prompts))
+	ids := golden.Open(t, "tokenizer.safetensors").I64("input_ids")
+	if len(ids) != len(meta.Prompts)*77 {
+		t.Fatalf("input_ids has %d values for %d prompts", len(ids), len(meta.Prompts))
 	}
 	prompts := make([]string, len(meta.Prompts))
 	rows := make([][]int64, len(meta.Prompts))
 	for i, p := range meta.Prompts {
 		prompts[i] = p.Prompt
-		rows[i] = make([]int64, 77)
-		for j := range rows[i] {
-			rows[i][j] = int64(binary.LittleEndian.Uint64(data[(i*77+j)*8:]))
-		}
+		rows[i] = ids[i*77 : (i+1)*77]
 	}
 	return prompts, rows
 }
