@@ -1,73 +1,14 @@
 package tokenizer
 
 import (
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
 	"math/rand"
 	"os"
-	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
+
+	"github.com/stepwise/stepwise/internal/golden"
 )
-
-// goldenDir is ../shared/golden relative to the module root.
-func goldenDir(t testing.TB) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	dir := filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "golden")
-	if _, err := os.Stat(filepath.Join(dir, "tokenizer.safetensors")); err != nil {
-		t.Skipf("golden data not found at %s (%v); skipping", dir, err)
-	}
-	return dir
-}
-
-// readI64Tensors reads the I64 tensors of a safetensors file (8-byte LE
-// header length, JSON header, raw little-endian data).
-func readI64Tensors(path string) (map[string][]int64, map[string][]int, error) {
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(raw) < 8 {
-		return nil, nil, fmt.Errorf("%s: too short", path)
-	}
-	n := binary.LittleEndian.Uint64(raw)
-	if n > uint64(len(raw)-8) {
-		return nil, nil, fmt.Errorf("%s: header length %d past end", path, n)
-	}
-	var hdr map[string]json.RawMessage
-	if err := json.Unmarshal(raw[8:8+n], &hdr); err != nil {
-		return nil, nil, fmt.Errorf("%s: header: %w", path, err)
-	}
-	data := raw[8+n:]
-	vals := map[string][]int64{}
-	shapes := map[string][]int{}
-	for name, msg := range hdr {
-		if name == "__metadata__" {
-			continue
-		}
-		var info struct {
-			Dtype   string   `json:"dtype"`
-			Shape   []int    `json:"shape"`
-			Offsets [2]int64 `json:"data_offsets"`
-		}
-		if err := json.Unmarshal(msg, &info); err != nil {
-			return nil, nil, fmt.Errorf("%s: tensor %s: %w", path, name, err)
-		}
-		if info.Dtype != "I64" {
-			continue
-		}
-		b := data[info.Offsets[0]:info.Offsets[1]]
-		v := make([]int64, len(b)/8)
-		for i := range v {
-			v[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
-		}
-		vals[name], shapes[name] = v, info.Shape
-	}
-	return vals, shapes, nil
-}
 
 // goldenCase is one prompt of tokenizer.json with its expected ids.
 type goldenCase struct {
@@ -80,8 +21,7 @@ type goldenCase struct {
 
 func loadGolden(t testing.TB) []goldenCase {
 	t.Helper()
-	dir := goldenDir(t)
-	raw, err := os.ReadFile(filepath.Join(dir, "tokenizer.json"))
+	raw, err := os.ReadFile(golden.Path(t, "tokenizer.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +31,10 @@ func loadGolden(t testing.TB) []goldenCase {
 	if err := json.Unmarshal(raw, &meta); err != nil {
 		t.Fatalf("tokenizer.json: %v", err)
 	}
-	vals, shapes, err := readI64Tensors(filepath.Join(dir, "tokenizer.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ids, flat, offs := vals["input_ids"], vals["tokens_flat"], vals["tokens_offsets"]
-	if len(shapes["input_ids"]) != 2 || shapes["input_ids"][0] != len(meta.Prompts) || shapes["input_ids"][1] != ContextLen {
-		t.Fatalf("input_ids shape %v, %d prompts", shapes["input_ids"], len(meta.Prompts))
+	f := golden.Open(t, "tokenizer.safetensors")
+	ids, flat, offs := f.I64("input_ids"), f.I64("tokens_flat"), f.I64("tokens_offsets")
+	if info, _ := f.Lookup("input_ids"); len(info.Shape) != 2 || info.Shape[0] != len(meta.Prompts) || info.Shape[1] != ContextLen {
+		t.Fatalf("input_ids shape %v, %d prompts", info.Shape, len(meta.Prompts))
 	}
 	if len(offs) != len(meta.Prompts)+1 {
 		t.Fatalf("tokens_offsets has %d entries for %d prompts", len(offs), len(meta.Prompts))
