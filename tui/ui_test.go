@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strings"
@@ -593,4 +594,49 @@ func TestSweepCancelKeepsRun(t *testing.T) {
 	if r.Status != runDone || len(r.Frames) != 6 {
 		t.Fatalf("after resuming: %s with %d frames", runStatusNames[r.Status], len(r.Frames))
 	}
+}
+
+// TestMonkeyKeys presses random keys (with the worker's messages arriving
+// in between) and checks that the studio never panics, always draws a
+// full screen, and ends with the worker idle. Before each ctrl+g the
+// monkey keeps the size and step count small, so the test stays fast.
+func TestMonkeyKeys(t *testing.T) {
+	for seed := uint64(1); seed <= 2; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { monkey(t, seed) })
+	}
+}
+
+func monkey(t *testing.T, seed uint64) {
+	h := newMini(t)
+	m := h.m
+	keys := []string{"ctrl+g", "esc", "tab", "shift+tab", "up", "down", "left", "right", "enter", "space",
+		".", ",", "x", "b", "v", "[", "]", "home", "end", "backspace", "a", "?", "1", "s", "r", "d", "i",
+		"alt+1", "alt+2", "alt+3", "alt+4", "alt+5", "ctrl+s", "ctrl+e", "ctrl+o", "ctrl+p", "ctrl+r", "ctrl+l", "f1"}
+	rng := rand.New(rand.NewPCG(seed, 2))
+	for i := 0; i < 400; i++ {
+		k := keys[rng.IntN(len(keys))]
+		if k == "ctrl+g" || k == "b" || k == "alt+4" || k == "r" {
+			m.ed.width.SetValue("64")
+			m.ed.height.SetValue("64")
+			m.ed.batch.SetValue("1")
+			m.ed.steps.SetValue(fmt.Sprint(1 + rng.IntN(3)))
+		}
+		h.keys(k)
+		select {
+		case msg := <-h.msgs:
+			h.update(msg)
+		default:
+		}
+		if i%50 == 0 {
+			h.update(teaSize(60+rng.IntN(80), 12+rng.IntN(30)))
+		}
+		v := m.View()
+		if got := strings.Count(v, "\n") + 1; got != m.height {
+			t.Fatalf("after key %d (%q): %d lines on a %d-line screen", i, k, got, m.height)
+		}
+	}
+	m.modal, m.state, m.help.ShowAll = nil, stateMain, false
+	h.keys("esc")
+	h.waitFor("the worker to go idle", func() bool { return m.active() == nil })
+	t.Logf("%d runs, status %q", len(m.runs), m.status)
 }
