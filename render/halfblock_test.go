@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/charmbracelet/lipgloss"
+
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 var update = flag.Bool("update", false, "rewrite render/testdata/*.golden")
@@ -231,9 +233,9 @@ func TestDetectColorMode(t *testing.T) {
 // A real image from the reference pipeline renders without error at the
 // studio's usual sizes, every line the same width.
 func TestHalfBlockGoldenImage(t *testing.T) {
-	f, err := os.Open(filepath.Join("..", "..", "shared", "golden", "e2e_euler_seed42.png"))
+	f, err := os.Open(golden.Path(t, "e2e_euler_seed42.png"))
 	if err != nil {
-		t.Skipf("reference image absent (%v); it lives in ../shared/golden beside the checkout", err)
+		t.Fatal(err)
 	}
 	defer f.Close()
 	img, _, err := image.Decode(f)

@@ -16,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stepwise/stepwise/internal/golden"
 )
 
 const sampleParams = "a photograph of an astronaut riding a horse\nNegative prompt: low quality, blurry\n" +
@@ -211,9 +213,9 @@ func TestReadPNGTextErrors(t *testing.T) {
 // text; reading it is no error. With a parameters chunk spliced in as A1111
 // would write it, the text comes back.
 func TestReadPNGTextForeignFile(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join("..", "..", "shared", "golden", "e2e_euler_seed42.png"))
+	data, err := os.ReadFile(golden.Path(t, "e2e_euler_seed42.png"))
 	if err != nil {
-		t.Skipf("reference image absent (%v); it lives in ../shared/golden beside the checkout", err)
+		t.Fatal(err)
 	}
 	m, err := ReadPNGText(bytes.NewReader(data))
 	if err != nil || len(m) != 0 {
