@@ -358,7 +358,8 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 			switch f {
 			case focusCFG:
 				w = 6
-				extra = " " + slider(e.cfg.Value(), max(inner-7, 3))
+				_, sw := cfgSlider(width)
+				extra = " " + slider(e.cfg.Value(), sw)
 			case focusSeed:
 				w = min(12, inner)
 				if e.seedLocked {
@@ -374,6 +375,10 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
+
+// cfgSlider is where the guidance slider is in a form width cells wide:
+// its first column and its width (after the label and the number).
+func cfgSlider(width int) (x, w int) { return 10 + 6 + 1, max(width-10-7, 3) }
 
 // slider draws the guidance scale on a bar of w cells from 0 to cfgMax.
 func slider(v string, w int) string {

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/charmbracelet/lipgloss"
 	"image"
@@ -201,6 +202,10 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 		if inForm {
 			if f, ok := l.fieldAt(y); ok {
 				m.focus = f
+				if x0, w := cfgSlider(l.formW); f == focusCFG && msg.X >= x0 && msg.X < x0+w {
+					v := math.Round(float64(msg.X-x0)/float64(max(w-1, 1))*cfgMax*2) / 2
+					m.ed.cfg.SetValue(formatFloat(v))
+				}
 			}
 			return nil
 		}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -516,6 +518,17 @@ func TestMouse(t *testing.T) {
 	if m.ed.steps.Value() != "4" {
 		t.Fatalf("wheel up on steps 3 gave %s", m.ed.steps.Value())
 	}
+	cfgY := 1 + l.form.rows[focusCFG]
+	x0, sw := cfgSlider(l.formW)
+	h.update(tea.MouseMsg{X: x0 + sw - 1, Y: cfgY, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	if m.focus != focusCFG || m.ed.cfg.Value() != fmt.Sprint(cfgMax) {
+		t.Fatalf("click on the slider's right end: focus %v cfg %s", m.focus, m.ed.cfg.Value())
+	}
+	h.update(tea.MouseMsg{X: x0 + (sw-1)/2, Y: cfgY, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	if v, _ := strconv.ParseFloat(m.ed.cfg.Value(), 64); math.Abs(v-cfgMax/2) > 0.5 {
+		t.Fatalf("click on the slider's middle: cfg %s", m.ed.cfg.Value())
+	}
+	m.ed.cfg.SetValue("7.5")
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitRun(r)
