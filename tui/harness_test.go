@@ -46,10 +46,17 @@ func miniLoad(t testing.TB) LoadFunc {
 	}
 }
 
+// newHarness starts a studio whose presets live under a temporary
+// XDG_CONFIG_HOME and whose exports go to a temporary folder.
 func newHarness(t *testing.T, s presets.Settings, load LoadFunc) *harness {
 	t.Helper()
-	h := &harness{t: t, msgs: make(chan tea.Msg, 4096), out: t.TempDir(), dir: t.TempDir()}
-	h.m = New(Options{Load: load, ModelLabel: "mini on ref", OutDir: h.out, PresetDir: h.dir, Settings: &s, Color: render.NoColor})
+	xdg := t.TempDir()
+	t.Setenv("XDG_CONFIG_HOME", xdg)
+	h := &harness{t: t, msgs: make(chan tea.Msg, 4096), out: t.TempDir(), dir: filepath.Join(xdg, "stepwise", "presets")}
+	h.m = New(Options{Load: load, ModelLabel: "mini on ref", OutDir: h.out, Settings: &s, Color: render.NoColor})
+	if h.m.store.Dir != h.dir {
+		t.Fatalf("preset folder %s, want %s under XDG_CONFIG_HOME", h.m.store.Dir, h.dir)
+	}
 	h.m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
 	h.m.Start(func(msg tea.Msg) { h.msgs <- msg })
 	t.Cleanup(h.m.Close)
