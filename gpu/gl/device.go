@@ -202,9 +202,9 @@ func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bo
 	d.Alloc(bytes)
 	d.storages[st] = struct{}{}
 	if len(borrowed) > 0 && borrowed[0] {
-		d.call(func() { d.glAlloc(buf, raw, resident) })
+		d.call(func() { d.glAlloc(buf, raw, bytes, resident) })
 	} else {
-		d.enqueue(func() { d.glAlloc(buf, raw, resident) })
+		d.enqueue(func() { d.glAlloc(buf, raw, bytes, resident) })
 	}
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
 }
@@ -433,8 +433,9 @@ func (d *Device) glShutdown() {
 }
 
 // glAlloc gives b a GL buffer (from the pool when one of its size class is
-// free) and fills it with raw. A failed allocation records an OOMError.
-func (d *Device) glAlloc(b *buffer, raw []byte, resident int64) {
+// free) and fills it with raw. A failed allocation records an OOMError for
+// the requested bytes.
+func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 	if list := d.pool[b.size]; len(list) > 0 {
 		p := list[len(list)-1]
 		d.pool[b.size] = list[:len(list)-1]
@@ -450,7 +451,7 @@ func (d *Device) glAlloc(b *buffer, raw []byte, resident int64) {
 			gogl.DeleteBuffers(1, &b.id)
 			b.id = 0
 			if e == gogl.OUT_OF_MEMORY {
-				d.Fail(&gpu.OOMError{Bytes: b.size, Resident: resident, Device: d.name})
+				d.Fail(&gpu.OOMError{Bytes: requested, Resident: resident, Device: d.name})
 			} else {
 				d.Fail(fmt.Errorf("gl: allocating %d bytes: GL error 0x%x", b.size, e))
 			}
