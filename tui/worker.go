@@ -249,6 +249,9 @@ func (w *worker) release() {
 	if w.pipe != nil {
 		w.pipe.Close()
 	}
+	if w.dev != nil {
+		w.dev.Close() // on the thread that made its context
+	}
 }
 
 func (w *worker) handle(r request) {
