@@ -2,10 +2,8 @@ package checkpoint
 
 import (
 	"os"
-	"path/filepath"
 	"reflect"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -15,55 +13,15 @@ import (
 )
 
 // writeSD15 writes a full-size SD 1.5 single file (1130 F16 tensors,
-// 2.13 GB, keys and shapes from sd15_keys.txt plus the training-only
-// extras real files carry) whose data section is sparse zeros, so it costs
-// next to nothing on disk.
+// 2.13 GB, sparse zero data) with the training-only extras real files
+// carry.
 func writeSD15(tb testing.TB) string {
 	tb.Helper()
-	g := golden.Dir(tb)
-	data, err := os.ReadFile(filepath.Join(g, "sd15_keys.txt"))
-	if err != nil {
-		tb.Fatal(err)
+	var extras []safetensors.Entry
+	for _, name := range []string{"alphas_cumprod", "betas", "model_ema.num_updates", "cond_stage_model.transformer.text_model.embeddings.position_ids"} {
+		extras = append(extras, safetensors.Entry{Name: name, DType: safetensors.F32, Shape: []int{1}})
 	}
-	var es []safetensors.Entry
-	for _, line := range strings.Split(string(data), "\n") {
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		f := strings.Split(line, "\t")
-		e := safetensors.Entry{Name: f[0], DType: safetensors.F16, Shape: []int{}}
-		for _, s := range strings.Split(strings.Trim(f[2], "[]"), ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				d, err := strconv.Atoi(s)
-				if err != nil {
-					tb.Fatal(err)
-				}
-				e.Shape = append(e.Shape, d)
-			}
-		}
-		es = append(es, e)
-	}
-	for _, extra := range []string{"alphas_cumprod", "betas", "model_ema.num_updates", "cond_stage_model.transformer.text_model.embeddings.position_ids"} {
-		es = append(es, safetensors.Entry{Name: extra, DType: safetensors.F32, Shape: []int{1}})
-	}
-	sort.Slice(es, func(i, j int) bool { return es[i].Name < es[j].Name })
-	hdr, size, err := safetensors.EncodeHeader(es, map[string]string{"format": "pt"})
-	if err != nil {
-		tb.Fatal(err)
-	}
-	path := filepath.Join(tb.TempDir(), "sd15.safetensors")
-	f, err := os.Create(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(hdr); err != nil {
-		tb.Fatal(err)
-	}
-	if err := f.Truncate(int64(len(hdr)) + size); err != nil {
-		tb.Fatal(err)
-	}
-	return path
+	return golden.SD15File(tb, extras...)
 }
 
 // TestSD15Synthetic loads the full-size layout without a config: the

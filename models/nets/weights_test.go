@@ -1,11 +1,8 @@
 package nets
 
 import (
-	"bufio"
 	"errors"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -72,38 +69,14 @@ func numel(m map[string][]int) (tensors, params int) {
 // With default configs the networks are SD 1.5's: the same number of
 // tensors and parameters as the full-size single file in sd15_keys.txt.
 func TestExpectedSD15Defaults(t *testing.T) {
-	f, err := os.Open(filepath.Join(golden.Dir(t), "sd15_keys.txt"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	wantTensors, wantParams := 0, 0
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || line == "" {
-			continue
-		}
-		fields := strings.Split(line, "\t")
-		if len(fields) != 3 {
-			t.Fatalf("sd15_keys.txt: bad line %q", line)
-		}
+	keys := golden.SD15Keys(t)
+	wantTensors, wantParams := len(keys), 0
+	for _, e := range keys {
 		n := 1
-		for _, d := range strings.Split(strings.Trim(fields[2], "[]"), ",") {
-			if d = strings.TrimSpace(d); d == "" {
-				continue
-			}
-			v, err := strconv.Atoi(d)
-			if err != nil {
-				t.Fatalf("sd15_keys.txt: bad shape in %q", line)
-			}
-			n *= v
+		for _, d := range e.Shape {
+			n *= d
 		}
-		wantTensors++
 		wantParams += n
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
 	}
 	ut, up := numel(ExpectedUNet(UNetConfig{}))
 	vt, vp := numel(ExpectedVAE(VAEConfig{}))
