@@ -42,7 +42,7 @@ func newKeyMap() keyMap {
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
 		Export:    b(k("ctrl+e"), h("ctrl+e", "export PNG")),
-		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings")),
+		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings (or drop a PNG)")),
 		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p", "presets")),
 		Help:      b(k("?", "f1"), h("?/f1", "full help")),
 		NextField: b(k("tab"), h("tab", "next field")),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -286,6 +287,19 @@ func unquotePath(s string) string {
 	}
 	s = strings.TrimPrefix(s, "file://")
 	return strings.ReplaceAll(s, `\ `, " ")
+}
+
+// droppedPNG returns the path when a paste is a PNG file dropped onto the
+// terminal (one existing file ending in .png), else "".
+func droppedPNG(paste string) string {
+	p := unquotePath(paste)
+	if strings.ContainsAny(p, "\n\r") || !strings.EqualFold(filepath.Ext(p), ".png") {
+		return ""
+	}
+	if st, err := os.Stat(p); err != nil || !st.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }
 
 // openPNG reads the settings a PNG carries in its parameters chunk.

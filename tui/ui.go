@@ -317,6 +317,9 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return tea.Quit
 	case m.modal != nil:
 		return m.modal.update(m, k)
+	case k.Paste && droppedPNG(string(k.Runes)) != "":
+		path := droppedPNG(string(k.Runes))
+		return func() tea.Msg { return openPNG(path) }
 	case key.Matches(k, km.Generate):
 		return m.generate()
 	case key.Matches(k, km.Save):

@@ -313,6 +313,15 @@ func TestExportAndOpen(t *testing.T) {
 		t.Fatalf("after open: prompt %q seed %q locked %v (%s)", m.ed.prompt.Value(), m.ed.seed.Value(), m.ed.seedLocked, m.status)
 	}
 
+	// Dropping the PNG onto the terminal (a bracketed paste of its path)
+	// opens it too, from any field.
+	h.setField(focusPrompt, "y")
+	h.update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("'" + p1 + "'"), Paste: true})
+	h.waitFor("open by drop", func() bool { return m.ed.prompt.Value() == "an astronaut riding a horse" || m.statusErr })
+	if m.statusErr {
+		t.Fatalf("drop: %s", m.status)
+	}
+
 	// A PNG without parameters is refused with a message.
 	plain := filepath.Join(t.TempDir(), "plain.png")
 	if err := render.WritePNG(plain, r.Images[0], nil, false); err != nil {
