@@ -591,7 +591,7 @@ func TestBatch(t *testing.T) {
 func TestSweepCancelKeepsRun(t *testing.T) {
 	h := newMini(t)
 	m := h.m
-	h.setField(focusSteps, "6")
+	h.setField(focusSteps, "12")
 	h.keys("ctrl+g", "space")
 	r := h.last()
 	h.waitFor("run start", func() bool { return r.Status == runRunning })
@@ -613,7 +613,7 @@ func TestSweepCancelKeepsRun(t *testing.T) {
 	}
 	h.keys("esc", "space")
 	h.waitRun(r)
-	if r.Status != runDone || len(r.Frames) != 6 {
+	if r.Status != runDone || len(r.Frames) != 12 {
 		t.Fatalf("after resuming: %s with %d frames", runStatusNames[r.Status], len(r.Frames))
 	}
 }
