@@ -19,7 +19,8 @@ import (
 // TestStudioInTmux runs the real binary in tmux at 120x40 and 80x24: it
 // types a prompt, sets 3 steps, generates, exports, quits, and checks the
 // screen, the exit status, the restored terminal and the PNG. With
-// STEPWISE_CAPTURE_DIR set, the screens are also written there.
+// STEPWISE_CAPTURE_DIR set, the screens are also written there
+// (tui/testdata/screens holds a set made this way).
 func TestStudioInTmux(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and drives it in tmux; skipped with -short")
