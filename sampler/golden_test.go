@@ -6,13 +6,12 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"testing"
 
-	"github.com/stepwise/stepwise/sampler/internal/golden"
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/sampler/rng"
 )
 
@@ -166,15 +165,8 @@ type result struct{ status, why string }
 
 func runGoldenFile(t *testing.T, file string, table map[string]result) {
 	short := strings.TrimPrefix(file, "schedulers_")
-	dir, err := golden.Dir()
-	if err != nil {
-		t.Skipf("golden data absent: %v", err)
-	}
-	f, err := golden.Load(filepath.Join(dir, file+".safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, file+".json"))
+	f := golden.Open(t, file+".safetensors")
+	raw, err := os.ReadFile(golden.Path(t, file+".json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,12 +190,21 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tens := func(k string) (golden.Tensor, bool) { v, ok := f.Tensors[name+"."+k]; return v, ok }
+			f := f.For(t)
+			// f64 returns the case's tensor k widened to float64, nil if absent.
+			f64 := func(k string) []float64 {
+				if _, ok := f.Lookup(name + "." + k); !ok {
+					return nil
+				}
+				v, _ := f.F64(name + "." + k)
+				return v
+			}
 			rp := &replay{}
-			if d, ok := tens("noise_draws"); ok {
-				per := len(d.Data) / d.Shape[0]
-				for k := 0; k < d.Shape[0]; k++ {
-					rp.draws = append(rp.draws, d.F32[k*per:(k+1)*per])
+			if _, ok := f.Lookup(name + ".noise_draws"); ok {
+				d, shape := f.F32(name + ".noise_draws")
+				per := len(d) / shape[0]
+				for k := 0; k < shape[0]; k++ {
+					rp.draws = append(rp.draws, d[k*per:(k+1)*per])
 				}
 			}
 			s.Noise = rp
@@ -217,41 +218,41 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 				t.Fatal(err)
 			}
 			sc := run.Schedule()
-			if want, ok := tens("sigmas"); ok {
+			if want := f64("sigmas"); want != nil {
 				got := diffusersSigmas(run.Sampler(), sc)
-				if len(got) != len(want.Data) {
-					t.Fatalf("sigmas: %d values, want %d", len(got), len(want.Data))
+				if len(got) != len(want) {
+					t.Fatalf("sigmas: %d values, want %d", len(got), len(want))
 				}
 				for i := range got {
-					if math.Abs(got[i]-want.Data[i]) > 1e-6*math.Abs(want.Data[i]) {
-						t.Errorf("sigma[%d] = %.9g, want %.9g", i, got[i], want.Data[i])
+					if math.Abs(got[i]-want[i]) > 1e-6*math.Abs(want[i]) {
+						t.Errorf("sigma[%d] = %.9g, want %.9g", i, got[i], want[i])
 					}
 				}
 			}
-			if want, ok := tens("init_noise_sigma"); ok {
-				if g := sc.InitNoiseSigma; math.Abs(g-want.Data[0]) > 1e-6*want.Data[0] {
-					t.Errorf("init_noise_sigma = %.9g, want %.9g", g, want.Data[0])
+			if want := f64("init_noise_sigma"); want != nil {
+				if g := sc.InitNoiseSigma; math.Abs(g-want[0]) > 1e-6*want[0] {
+					t.Errorf("init_noise_sigma = %.9g, want %.9g", g, want[0])
 				}
 			}
-			if want, ok := tens("x_init"); ok {
+			if want := f64("x_init"); want != nil {
 				x := run.X()
-				for i, w := range want.Data {
-					if d := math.Abs(float64(x.Data[i]) - w); d > 1e-6*maxAbs(want.Data) {
+				for i, w := range want {
+					if d := math.Abs(float64(x.Data[i]) - w); d > 1e-6*maxAbs(want) {
 						t.Fatalf("x_init[%d] = %g, want %g", i, x.Data[i], w)
 					}
 				}
 			}
-			wantTs, _ := tens("timesteps")
-			traj, hasTraj := tens("prev_sample")
-			if !hasTraj {
+			wantTs := f64("timesteps")
+			traj := f64("prev_sample")
+			if traj == nil {
 				// Schedule-only case: check the timesteps of a dry run
 				// through the schedule (Heun-style repeats included).
-				checkScheduleTimesteps(t, run, wantTs.Data, c.TimestepsDType)
+				checkScheduleTimesteps(t, run, wantTs, c.TimestepsDType)
 				table[short+"/"+name] = result{"schedule", "timesteps, sigmas, init sigma"}
 				return
 			}
 			per := 256
-			tol := 1e-5 * maxAbs(traj.Data)
+			tol := 1e-5 * maxAbs(traj)
 			var frames []Frame
 			for !run.Done() {
 				fr, err := run.Step(context.Background())
@@ -266,12 +267,12 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 			if rp.used != len(rp.draws) {
 				t.Errorf("used %d noise draws, diffusers drew %d", rp.used, len(rp.draws))
 			}
-			checkTimesteps(t, net.ts, wantTs.Data, c.TimestepsDType)
+			checkTimesteps(t, net.ts, wantTs, c.TimestepsDType)
 			worst, worstAt := 0.0, ""
 			for _, fr := range frames {
 				k := fr.NFE - 1
 				for i := 0; i < per; i++ {
-					d := math.Abs(float64(fr.X.Data[i]) - traj.Data[k*per+i])
+					d := math.Abs(float64(fr.X.Data[i]) - traj[k*per+i])
 					if d > worst {
 						worst, worstAt = d, fmt.Sprintf("call %d elem %d", k, i)
 					}
@@ -280,28 +281,28 @@ func runGoldenFile(t *testing.T, file string, table map[string]result) {
 			if worst > tol {
 				t.Errorf("trajectory: max abs diff %.3g at %s (tolerance %.3g)", worst, worstAt, tol)
 			}
-			if mi, ok := tens("model_input"); ok {
-				mtol := 1e-5 * maxAbs(mi.Data)
+			if mi := f64("model_input"); mi != nil {
+				mtol := 1e-5 * maxAbs(mi)
 				for k, in := range net.ins {
 					for i := 0; i < per; i++ {
-						if d := math.Abs(float64(in[i]) - mi.Data[k*per+i]); d > mtol {
-							t.Fatalf("model_input call %d elem %d: %g want %g", k, i, in[i], mi.Data[k*per+i])
+						if d := math.Abs(float64(in[i]) - mi[k*per+i]); d > mtol {
+							t.Fatalf("model_input call %d elem %d: %g want %g", k, i, in[i], mi[k*per+i])
 						}
 					}
 				}
 			}
-			if dn, ok := tens("denoised"); ok {
-				dtol := 1e-5 * maxAbs(dn.Data)
+			if dn := f64("denoised"); dn != nil {
+				dtol := 1e-5 * maxAbs(dn)
 				for k, fr := range frames {
 					for i := 0; i < per; i++ {
-						if d := math.Abs(float64(fr.Denoised.Data[i]) - dn.Data[k*per+i]); d > dtol {
-							t.Fatalf("denoised step %d elem %d: %g want %g", k, i, fr.Denoised.Data[i], dn.Data[k*per+i])
+						if d := math.Abs(float64(fr.Denoised.Data[i]) - dn[k*per+i]); d > dtol {
+							t.Fatalf("denoised step %d elem %d: %g want %g", k, i, fr.Denoised.Data[i], dn[k*per+i])
 						}
 					}
 				}
 			}
 			if !t.Failed() {
-				table[short+"/"+name] = result{"matches", fmt.Sprintf("max diff %.2g of %.3g", worst, maxAbs(traj.Data))}
+				table[short+"/"+name] = result{"matches", fmt.Sprintf("max diff %.2g of %.3g", worst, maxAbs(traj))}
 			} else {
 				table[short+"/"+name] = result{"DIFFERS", fmt.Sprintf("max diff %.2g", worst)}
 			}

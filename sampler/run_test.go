@@ -5,11 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/stepwise/stepwise/sampler/internal/golden"
+	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/sampler/rng"
 )
 
@@ -17,21 +16,29 @@ import (
 // (timestep, CFG rows, scaled input) and returns the recorded output.
 type recorded struct {
 	t       *testing.T
-	f       *golden.File
+	in      []float64 // unet_input
+	out     []float32 // unet_output
+	ts      []float64 // unet_timestep
 	call    int
 	worstIn float64
 }
 
+func newRecorded(t *testing.T, f *golden.File) *recorded {
+	r := &recorded{t: t}
+	r.in, _ = f.F64("unet_input")
+	r.out, _ = f.F32("unet_output")
+	r.ts, _ = f.F64("unet_timestep")
+	return r
+}
+
 func (r *recorded) Predict(_ context.Context, x Latent, ts float64, rows []Cond) (Latent, error) {
-	in, out := r.f.Tensors["unet_input"], r.f.Tensors["unet_output"]
-	tt := r.f.Tensors["unet_timestep"]
 	k := r.call
 	r.call++
-	if k >= tt.Shape[0] {
+	if k >= len(r.ts) {
 		return Latent{}, fmt.Errorf("call %d beyond the recording", k)
 	}
-	if ts != tt.Data[k] {
-		r.t.Errorf("call %d: timestep %v, want %v", k, ts, tt.Data[k])
+	if ts != r.ts[k] {
+		r.t.Errorf("call %d: timestep %v, want %v", k, ts, r.ts[k])
 	}
 	if len(rows) != 2 || rows[0] != Negative || rows[1] != Positive {
 		r.t.Errorf("call %d: rows %v, want [Negative Positive]", k, rows)
@@ -41,9 +48,9 @@ func (r *recorded) Predict(_ context.Context, x Latent, ts float64, rows []Cond)
 		r.t.Fatalf("call %d: input shape %v", k, x.Shape)
 	}
 	for i, v := range x.Data {
-		r.worstIn = math.Max(r.worstIn, math.Abs(float64(v)-in.Data[k*per+i]))
+		r.worstIn = math.Max(r.worstIn, math.Abs(float64(v)-r.in[k*per+i]))
 	}
-	return Latent{Shape: x.Shape, Data: append([]float32(nil), out.F32[k*per:(k+1)*per]...)}, nil
+	return Latent{Shape: x.Shape, Data: append([]float32(nil), r.out[k*per:(k+1)*per]...)}, nil
 }
 
 // recorder wraps a generator and keeps every draw.
@@ -62,15 +69,7 @@ func (r *recorder) Clone() rng.Generator {
 
 func loadE2E(t *testing.T) *golden.File {
 	t.Helper()
-	dir, err := golden.Dir()
-	if err != nil {
-		t.Skipf("golden data absent: %v", err)
-	}
-	f, err := golden.Load(filepath.Join(dir, "e2e_euler_seed42.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
+	return golden.Open(t, "e2e_euler_seed42.safetensors")
 }
 
 func e2eSettings() Settings {
@@ -88,18 +87,19 @@ func TestE2EEuler(t *testing.T) {
 	gen, _ := rng.New("torch-cpu", 42)
 	rec := &recorder{Generator: gen}
 	s.Noise = rec
-	net := &recorded{t: t, f: f}
+	net := newRecorded(t, f)
 	run, err := NewRun(s, net)
 	if err != nil {
 		t.Fatal(err)
 	}
 	x := run.X()
-	for i, v := range f.Tensors["initial_latents"].F32 {
+	initial, _ := f.F32("initial_latents")
+	for i, v := range initial {
 		if math.Abs(float64(x.Data[i]-v)) > 1e-6*math.Abs(float64(v)) {
 			t.Fatalf("initial latent %d: %v want %v", i, x.Data[i], v)
 		}
 	}
-	after := f.Tensors["latents_after_step"]
+	after, _ := f.F64("latents_after_step")
 	worst := 0.0
 	for !run.Done() {
 		fr, err := run.Step(context.Background())
@@ -107,24 +107,25 @@ func TestE2EEuler(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i, v := range fr.X.Data {
-			worst = math.Max(worst, math.Abs(float64(v)-after.Data[fr.Index*256+i]))
+			worst = math.Max(worst, math.Abs(float64(v)-after[fr.Index*256+i]))
 		}
 	}
-	if tol := 1e-5 * maxAbs(after.Data); worst > tol {
+	if tol := 1e-5 * maxAbs(after); worst > tol {
 		t.Errorf("latents after step: max diff %.3g > %.3g", worst, tol)
 	}
-	if tol := 1e-5 * maxAbs(f.Tensors["unet_input"].Data); net.worstIn > tol {
+	if tol := 1e-5 * maxAbs(net.in); net.worstIn > tol {
 		t.Errorf("unet input: max diff %.3g > %.3g", net.worstIn, tol)
 	}
 	if len(rec.draws) != 21 {
 		t.Fatalf("%d draws, want 21 (initial + one per Euler step)", len(rec.draws))
 	}
-	bitEqual(t, "initial_noise", rec.draws[0], f.Tensors["initial_noise"].F32)
-	nd := f.Tensors["scheduler_noise_draws"].F32
+	noise, _ := f.F32("initial_noise")
+	bitEqual(t, "initial_noise", rec.draws[0], noise)
+	nd, _ := f.F32("scheduler_noise_draws")
 	for k := 0; k < 20; k++ {
 		bitEqual(t, fmt.Sprintf("scheduler draw %d", k), rec.draws[k+1], nd[k*256:(k+1)*256])
 	}
-	t.Logf("e2e: latent max diff %.3g (max |x| %.3g), unet input max diff %.3g", worst, maxAbs(after.Data), net.worstIn)
+	t.Logf("e2e: latent max diff %.3g (max |x| %.3g), unet input max diff %.3g", worst, maxAbs(after), net.worstIn)
 }
 
 func bitEqual(t *testing.T, what string, got, want []float32) {
@@ -398,15 +399,8 @@ func TestScheduleNames(t *testing.T) {
 }
 
 func TestBetasGolden(t *testing.T) {
-	dir, err := golden.Dir()
-	if err != nil {
-		t.Skipf("golden data absent: %v", err)
-	}
 	for _, b := range []string{"scaled_linear", "linear", "squaredcos_cap_v2"} {
-		f, err := golden.Load(filepath.Join(dir, "schedulers_"+b+".safetensors"))
-		if err != nil {
-			t.Fatal(err)
-		}
+		f := golden.Open(t, "schedulers_"+b+".safetensors")
 		c := SD15Config()
 		c.BetaSchedule = b
 		betas, err := c.Betas()
@@ -414,12 +408,14 @@ func TestBetasGolden(t *testing.T) {
 			t.Fatal(err)
 		}
 		ac, _ := c.AlphasCumprod()
-		for i, w := range f.Tensors["betas"].Data {
+		wantBetas, _ := f.F64("betas")
+		for i, w := range wantBetas {
 			if float64(betas[i]) != w { // bit-exact
 				t.Fatalf("%s beta[%d] = %v want %v", b, i, betas[i], w)
 			}
 		}
-		for i, w := range f.Tensors["alphas_cumprod"].Data {
+		wantAC, _ := f.F64("alphas_cumprod")
+		for i, w := range wantAC {
 			if float64(ac[i]) != w { // bit-exact
 				t.Fatalf("%s alphas_cumprod[%d] = %v want %v", b, i, ac[i], w)
 			}

@@ -2,26 +2,12 @@ package rng
 
 import (
 	"math"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/stepwise/stepwise/sampler/internal/golden"
+	"github.com/stepwise/stepwise/internal/golden"
 )
-
-func loadRNG(t *testing.T) *golden.File {
-	t.Helper()
-	dir, err := golden.Dir()
-	if err != nil {
-		t.Skipf("golden data absent: %v", err)
-	}
-	f, err := golden.Load(filepath.Join(dir, "rng.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f
-}
 
 func numel(shape string) int {
 	n := 1
@@ -63,10 +49,10 @@ var sequences = map[string][]int{
 }
 
 func TestTorchCPUGolden(t *testing.T) {
-	f := loadRNG(t)
+	f := golden.Open(t, "rng.safetensors")
 	checked := 0
-	for _, name := range f.Names() {
-		want := f.Tensors[name].F32
+	for _, ti := range f.Tensors() {
+		name := ti.Name
 		parts := strings.SplitN(name, ".", 3)
 		if len(parts) == 2 {
 			parts = append(parts, "")
@@ -77,11 +63,12 @@ func TestTorchCPUGolden(t *testing.T) {
 		}
 		g := NewTorchCPU(seed)
 		if parts[1] == "initial_seed_check" {
-			if v := f.Tensors[name].Data[0]; v != float64(seed) {
-				t.Errorf("%s = %v, want %d", name, v, seed)
+			if v, _ := f.F64(name); v[0] != float64(seed) {
+				t.Errorf("%s = %v, want %d", name, v[0], seed)
 			}
 			continue
 		}
+		want, _ := f.F32(name)
 		switch kind := parts[1]; {
 		case kind == "gen" || kind == "global":
 			got := make([]float32, numel(parts[2]))
