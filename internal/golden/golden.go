@@ -73,6 +73,10 @@ func Open(t testing.TB, name string) *File {
 	return &File{File: f, t: t}
 }
 
+// For returns g reporting its failures to t, a subtest of the test that
+// opened it: a test may only be failed from its own goroutine.
+func (g *File) For(t testing.TB) *File { return &File{File: g.File, t: t} }
+
 // raw returns a tensor's info and bytes; the test fails if it is missing
 // or of another type.
 func (g *File) raw(name string, dt safetensors.DType) (safetensors.TensorInfo, []byte) {

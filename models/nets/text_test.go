@@ -18,6 +18,7 @@ func TestTextEncoderGolden(t *testing.T) {
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
+			g := g.For(t)
 			base := d.Stats().Buffers
 			te, err := NewTextEncoder(d, c, w)
 			if err != nil {

@@ -20,6 +20,7 @@ func TestUNetGolden(t *testing.T) {
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
+			g := g.For(t)
 			u, err := NewUNet(d, c, w)
 			if err != nil {
 				t.Fatal(err)

@@ -18,6 +18,7 @@ func TestVAEGolden(t *testing.T) {
 
 	for name, d := range testDevices(t) {
 		t.Run(name, func(t *testing.T) {
+			g := g.For(t)
 			v, err := NewVAE(d, c, w)
 			if err != nil {
 				t.Fatal(err)
