@@ -180,7 +180,8 @@ func New(opts Options) *Model {
 	m := &Model{
 		opts: opts, keys: newKeyMap(), help: help.New(), store: presets.NewStore(dir),
 		ed: newEditor(s, opts.OutDir), frame: -1, width: 100, height: 30, loading: true,
-		sv: newScheduleView(),
+		showX0: true, // the prediction reads better than the noisy latent
+		sv:     newScheduleView(),
 	}
 	m.status = "loading " + opts.ModelLabel + "…"
 	return m

@@ -77,9 +77,9 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	if f.Index != n0 || f.Total != 3 || f.XT == nil || f.X0 == nil || f.Sigma <= 0 {
 		t.Fatalf("frame %+v", f)
 	}
-	h.mustView(fmt.Sprintf("step %d/3", n0+1), fmt.Sprintf("σ %.3f", f.Sigma), "it/s", "x_t (latent preview)")
+	h.mustView(fmt.Sprintf("step %d/3", n0+1), fmt.Sprintf("σ %.3f", f.Sigma), "it/s", "predicted x0 (latent preview)")
 
-	// Scrub back to the noise and toggle the predicted x0.
+	// Scrub back to the noise and toggle to the noisy x_t.
 	h.keys(",")
 	if m.frame != n0-1 {
 		t.Fatalf("scrub back: frame %d, want %d", m.frame, n0-1)
@@ -87,7 +87,7 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	h.keys("home")
 	h.mustView("initial noise x_T")
 	h.keys(".", "x")
-	h.mustView("predicted x0 (latent preview)")
+	h.mustView("x_t (latent preview)")
 	h.keys("x")
 
 	// Resume to the end.
@@ -285,10 +285,10 @@ func TestExportAndOpen(t *testing.T) {
 		t.Errorf("parameters read back: %+v", s)
 	}
 
-	// The frame on screen (step 1, predicted x0), decoded by the VAE; a
-	// second export never overwrites the first.
+	// The frame on screen (step 1, predicted x0 as shown by default),
+	// decoded by the VAE; a second export never overwrites the first.
 	m.exported = nil
-	h.keys("home", ".", "x", "ctrl+e")
+	h.keys("home", ".", "ctrl+e")
 	h.waitFor("export", func() bool { return len(m.exported) == 1 })
 	p2 := m.exported[0]
 	if p2 == p1 {
