@@ -72,6 +72,16 @@ func (c *stepCtx) d(x []float64, sigma float64) ([]float64, error) {
 	return c.run.denoise(c.ctx, x, sigma)
 }
 
+// denoise evaluates the denoiser at the step's own sample and sigma and
+// keeps the prediction as the step's Denoised (what its frame shows).
+func (c *stepCtx) denoise() ([]float64, error) {
+	den, err := c.d(c.st.X, c.sigma)
+	if err == nil {
+		c.st.Denoised = den
+	}
+	return den, err
+}
+
 // noise draws one standard normal latent from the run's generator.
 func (c *stepCtx) noise() []float64 { return c.run.draw() }
 
@@ -141,12 +151,11 @@ func dpmFirst(x []float64, sigma, next float64, den []float64) []float64 {
 }
 
 func stepEuler(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
 	c.noise() // diffusers' Euler draws (and ignores) one tensor a step
-	c.st.Denoised = den
 	// In float32, in diffusers' order: at squaredcos' sigma_max (~2e4) the
 	// update cancels catastrophically and float32 rounding is the result.
 	s, dt := float32(c.sigma), float32(c.next)-float32(c.sigma)
@@ -159,11 +168,10 @@ func stepEuler(c *stepCtx) error {
 }
 
 func stepEulerAncestral(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
 	if c.eta == 1 {
 		down, up = ancestralStep32(c.sigma, c.next)
@@ -175,11 +183,10 @@ func stepEulerAncestral(c *stepCtx) error {
 
 func stepHeun(c *stepCtx) error {
 	x := c.st.X
-	den, err := c.d(x, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	d := toD(x, c.sigma, den)
 	dt := c.next - c.sigma
 	if c.next == 0 {
@@ -200,11 +207,10 @@ func logMid(a, b float64) float64 { return math.Exp(0.5*math.Log(a) + 0.5*math.L
 
 func stepDPM2(c *stepCtx) error {
 	x := c.st.X
-	den, err := c.d(x, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	d := toD(x, c.sigma, den)
 	if c.next == 0 {
 		c.st.X = addScaled(x, c.next-c.sigma, d)
@@ -222,12 +228,11 @@ func stepDPM2(c *stepCtx) error {
 
 func stepDPM2Ancestral(c *stepCtx) error {
 	x := c.st.X
-	den, err := c.d(x, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
 	c.noise() // diffusers draws on the first call too, unused
-	c.st.Denoised = den
 	d := toD(x, c.sigma, den)
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
 	mid := logMid(c.sigma, down)
@@ -273,11 +278,10 @@ func lmsCoefficient(sig []float64, j int, sigma, next float64) float64 {
 }
 
 func stepLMS(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	c.st.push(toD(c.st.X, c.sigma, den), c.sigma, 4)
 	n := len(c.st.Old)
 	sig := make([]float64, n) // newest first
@@ -291,11 +295,10 @@ func stepLMS(c *stepCtx) error {
 }
 
 func stepDPMPP2M(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	dd := den
 	if len(c.st.Old) > 0 && c.next != 0 {
 		h := math.Log(c.sigma / c.next)
@@ -308,11 +311,10 @@ func stepDPMPP2M(c *stepCtx) error {
 }
 
 func stepDPMPP2MSDE(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	n := c.noise()
 	if c.next == 0 {
 		c.st.X = cloneVec(den)
@@ -333,11 +335,10 @@ func stepDPMPP2MSDE(c *stepCtx) error {
 
 func stepDPMPPSDE(c *stepCtx) error {
 	x := c.st.X
-	den, err := c.d(x, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	if c.next == 0 {
 		c.st.X = addScaled(x, c.next-c.sigma, toD(x, c.sigma, den))
 		return nil
@@ -356,11 +357,10 @@ func stepDPMPPSDE(c *stepCtx) error {
 
 func stepDPMPP2SAncestral(c *stepCtx) error {
 	x := c.st.X
-	den, err := c.d(x, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
 	if down == 0 {
 		c.st.X = addScaled(x, down-c.sigma, toD(x, c.sigma, den))
@@ -383,11 +383,10 @@ func stepDPMPP2SAncestral(c *stepCtx) error {
 // alternate order 1 (saving the sample) and order 2 (from the saved sample,
 // using both predictions); the final step is order 1.
 func stepDPMPP2S(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	if (c.st.I-c.st.Start)%2 == 0 || c.last || len(c.st.Old) == 0 {
 		c.st.Aux, c.st.AuxSigma = cloneVec(c.st.X), c.sigma
 		c.st.X = dpmFirst(c.st.X, c.sigma, c.next, den)
@@ -414,11 +413,10 @@ func uniCoeffs(h float64) (hh, hphi1, bh float64) {
 // predictor (UniP) moves it to the next sigma.
 func stepUniPC(c *stepCtx) error {
 	st := c.st
-	den, err := c.d(st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	st.Denoised = den
 	if st.Aux != nil && len(st.Old) > 0 {
 		st.X = uniCorrect(st, den, c.sigma)
 	}
@@ -465,11 +463,10 @@ func uniCorrect(st *state, den []float64, sigma float64) []float64 {
 // stepDEIS is DEIS multistep order 2 (logrho) on eps.
 func stepDEIS(c *stepCtx) error {
 	st := c.st
-	den, err := c.d(st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	st.Denoised = den
 	eps := toD(st.X, c.sigma, den)
 	total := len(c.run.sched.Sigmas)
 	lowerFinal := c.last && total < 15
@@ -491,11 +488,10 @@ func stepDEIS(c *stepCtx) error {
 // stepDDIM is DDIM: with eta 0 it is Euler on DDIM's grid; with eta > 0 the
 // ancestral split of the same step (DDIM's sigma_t, in VE units).
 func stepDDIM(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	eps := toD(c.st.X, c.sigma, den)
 	down, up := ancestralStep(c.sigma, c.next, c.eta)
 	x := lin(1, den, down, eps)
@@ -508,11 +504,10 @@ func stepDDIM(c *stepCtx) error {
 
 // stepDDPM is DDPM's posterior sample, which equals DDIM with eta 1.
 func stepDDPM(c *stepCtx) error {
-	den, err := c.d(c.st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	c.st.Denoised = den
 	eps := toD(c.st.X, c.sigma, den)
 	down, up := ancestralStep(c.sigma, c.next, 1)
 	x := lin(1, den, down, eps)
@@ -527,11 +522,10 @@ func stepDDPM(c *stepCtx) error {
 // call that restarts from the first sample, then Adams-Bashforth on eps.
 func stepPLMS(c *stepCtx) error {
 	st := c.st
-	den, err := c.d(st.X, c.sigma)
+	den, err := c.denoise()
 	if err != nil {
 		return err
 	}
-	st.Denoised = den
 	e := toD(st.X, c.sigma, den)
 	n := st.I - st.Start
 	if n == 1 && st.Aux != nil {
