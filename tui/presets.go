@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -312,11 +311,8 @@ func openPNG(path string) tea.Msg {
 	if !ok {
 		return openedMsg{Err: fmt.Errorf("open %s: the PNG has no \"parameters\" text chunk", path)}
 	}
+	// A missing or malformed key is an *presets.InfotextError naming it.
 	s, _, err := presets.ParseInfotext(params)
-	var ie *presets.InfotextError
-	if err != nil && !errors.As(err, &ie) {
-		return openedMsg{Err: fmt.Errorf("open %s: %w", path, err)}
-	}
 	if err != nil {
 		return openedMsg{Err: fmt.Errorf("open %s: %w", path, err)}
 	}
