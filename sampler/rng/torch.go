@@ -103,15 +103,30 @@ func (g *TorchCPU) normal64() float64 {
 
 // Randn fills dst like torch.randn(len(dst), generator=g) in float32.
 func (g *TorchCPU) Randn(dst []float32) {
+	fillNormal(dst, func() float32 { return float32(g.normal64()) }, g.uniform24, normal16)
+}
+
+// RandnF64 fills dst like torch.randn(..., dtype=torch.float64): the scalar
+// path below 16 elements, else ATen's generic (non-vectorised) 16-wide
+// Box-Muller in float64 over 53-bit uniforms with libm ln/sin/cos.
+func (g *TorchCPU) RandnF64(dst []float64) {
+	fillNormal(dst, g.normal64, g.uniform53, normal16f64)
+}
+
+// fillNormal is ATen's order of draws for randn: below 16 elements one
+// scalar normal each; else a uniform for every element, Box-Muller over each
+// whole block of 16, and when 16 does not divide the length, fresh uniforms
+// and Box-Muller again over the last 16 elements.
+func fillNormal[T float32 | float64](dst []T, scalar, uniform func() T, normal16 func([]T)) {
 	n := len(dst)
 	if n < 16 {
 		for i := range dst {
-			dst[i] = float32(g.normal64())
+			dst[i] = scalar()
 		}
 		return
 	}
 	for i := range dst {
-		dst[i] = g.uniform24()
+		dst[i] = uniform()
 	}
 	for i := 0; i+16 <= n; i += 16 {
 		normal16(dst[i : i+16])
@@ -119,35 +134,9 @@ func (g *TorchCPU) Randn(dst []float32) {
 	if n%16 != 0 {
 		tail := dst[n-16:]
 		for i := range tail {
-			tail[i] = g.uniform24()
+			tail[i] = uniform()
 		}
 		normal16(tail)
-	}
-}
-
-// RandnF64 fills dst like torch.randn(..., dtype=torch.float64): the scalar
-// path below 16 elements, else ATen's generic (non-vectorised) 16-wide
-// Box-Muller in float64 over 53-bit uniforms with libm ln/sin/cos.
-func (g *TorchCPU) RandnF64(dst []float64) {
-	n := len(dst)
-	if n < 16 {
-		for i := range dst {
-			dst[i] = g.normal64()
-		}
-		return
-	}
-	for i := range dst {
-		dst[i] = g.uniform53()
-	}
-	for i := 0; i+16 <= n; i += 16 {
-		normal16f64(dst[i : i+16])
-	}
-	if n%16 != 0 {
-		tail := dst[n-16:]
-		for i := range tail {
-			tail[i] = g.uniform53()
-		}
-		normal16f64(tail)
 	}
 }
 
