@@ -25,6 +25,15 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		return 0
 	}
 	has := func(name string) bool { _, ok := shapes[name]; return ok }
+	// count is how many of prefix+format(0), prefix+format(1), ... exist in a
+	// row, at most limit.
+	count := func(limit int, prefix, format string) int {
+		n := 0
+		for n < limit && has(prefix+fmt.Sprintf(format, n)) {
+			n++
+		}
+		return n
+	}
 	c := configs{Scheduler: DefaultScheduler()}
 	var notes []string
 
@@ -55,11 +64,7 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 			if layers == 0 {
 				ch = append(ch, dim(b+"0.out_layers.3.weight", 0))
 				attn = append(attn, has(b+"1.proj_in.weight"))
-				d := 0
-				for has(fmt.Sprintf("%s1.transformer_blocks.%d.norm1.weight", b, d)) {
-					d++
-				}
-				depth = append(depth, max(d, 1))
+				depth = append(depth, max(count(len(infos), b, "1.transformer_blocks.%d.norm1.weight"), 1))
 			}
 			layers++
 		}
@@ -127,11 +132,7 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		if len(ch) > 0 {
 			v.BlockOutChannels = ch
 		}
-		lpb := 0
-		for lpb < 16 && has(fmt.Sprintf("%sencoder.down.0.block.%d.conv1.weight", p, lpb)) {
-			lpb++
-		}
-		v.LayersPerBlock = lpb
+		v.LayersPerBlock = count(16, p, "encoder.down.0.block.%d.conv1.weight")
 		t, f := true, false
 		v.UseQuantConv, v.UsePostQuantConv, v.MidBlockAddAttention = &f, &f, &f
 		if has(p + "quant_conv.weight") {
@@ -158,10 +159,7 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		tc.HiddenSize = dim(tp+"embeddings.token_embedding.weight", 1)
 		tc.MaxPositionEmbeddings = dim(tp+"embeddings.position_embedding.weight", 0)
 		tc.IntermediateSize = dim(tp+"encoder.layers.0.mlp.fc1.weight", 0)
-		n := 0
-		for n < 256 && has(fmt.Sprintf("%sencoder.layers.%d.mlp.fc1.weight", tp, n)) {
-			n++
-		}
+		n := count(256, tp, "encoder.layers.%d.mlp.fc1.weight")
 		tc.NumHiddenLayers = n
 		tc.ProjectionDim = tc.HiddenSize
 		if tc.HiddenSize%64 == 0 {
@@ -178,10 +176,7 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		tc.HiddenSize = dim(op+"token_embedding.weight", 1)
 		tc.MaxPositionEmbeddings = dim(op+"positional_embedding", 0)
 		tc.IntermediateSize = dim(op+"transformer.resblocks.0.mlp.c_fc.weight", 0)
-		n := 0
-		for n < 256 && has(fmt.Sprintf("%stransformer.resblocks.%d.mlp.c_fc.weight", op, n)) {
-			n++
-		}
+		n := count(256, op, "transformer.resblocks.%d.mlp.c_fc.weight")
 		tc.NumHiddenLayers = max(n-1, 1)
 		tc.HiddenAct = "gelu"
 		tc.ProjectionDim = dim(op+"text_projection", 1)
