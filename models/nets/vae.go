@@ -230,6 +230,21 @@ func advance(d gpu.Device, h *gpu.Tensor, f func(*gpu.Tensor) *gpu.Tensor) *gpu.
 	return next
 }
 
+// forward runs the level's resnets, then its downsampler or upsampler,
+// freeing each intermediate as soon as the next exists.
+func (l *vaeLevel) forward(d gpu.Device, h *gpu.Tensor) *gpu.Tensor {
+	for _, r := range l.resnets {
+		h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return r.forward(d, h, nil) })
+	}
+	if l.down != nil {
+		h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return l.down.forward(d, h) })
+	}
+	if l.up != nil {
+		h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return l.up.forward(d, h) })
+	}
+	return h
+}
+
 // Decode turns latents z [B,latent,h,w] (already divided by the scaling
 // factor) into images [B,3,8h,8w], roughly in [-1,1] and not clamped.
 // Errors are reported by the device's Err.
@@ -249,12 +264,7 @@ func (v *VAE) Decode(z *gpu.Tensor) *gpu.Tensor {
 	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.decMid.forward(d, h) })
 	v.trace("decoder.mid_block", h)
 	for i, lvl := range v.decUp {
-		for _, r := range lvl.resnets {
-			h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return r.forward(d, h, nil) })
-		}
-		if lvl.up != nil {
-			h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return lvl.up.forward(d, h) })
-		}
+		h = lvl.forward(d, h)
 		v.trace(fmt.Sprintf("decoder.up_blocks.%d", i), h)
 	}
 	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.decNorm.apply(d, h) })
@@ -277,12 +287,7 @@ func (v *VAE) Encode(x *gpu.Tensor) *gpu.Tensor {
 	h := v.encIn.apply(d, x)
 	v.trace("encoder.conv_in", h)
 	for i, lvl := range v.encDown {
-		for _, r := range lvl.resnets {
-			h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return r.forward(d, h, nil) })
-		}
-		if lvl.down != nil {
-			h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return lvl.down.forward(d, h) })
-		}
+		h = lvl.forward(d, h)
 		v.trace(fmt.Sprintf("encoder.down_blocks.%d", i), h)
 	}
 	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.encMid.forward(d, h) })
