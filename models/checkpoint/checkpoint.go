@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -309,7 +310,7 @@ func (b *builder) placePart(c *component, f *safetensors.File, key, name string,
 	}
 	want := append([]int(nil), s.shape...)
 	want[0] *= parts
-	if !sameShape(info.Shape, want) && !(s.squeeze && sameShape(info.Shape, append(want, 1, 1))) {
+	if !slices.Equal(info.Shape, want) && !(s.squeeze && slices.Equal(info.Shape, append(want, 1, 1))) {
 		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label(), info.Shape, want))
 		return
 	}
@@ -520,16 +521,4 @@ func (b *builder) route(c *component, f *safetensors.File, key, name string) {
 		return
 	}
 	b.place(c, f, key, name)
-}
-
-func sameShape(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

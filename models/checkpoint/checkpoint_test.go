@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -45,7 +46,7 @@ func compareShapes(t *testing.T, what string, got, want map[string][]int) {
 		g, ok := got[k]
 		if !ok {
 			t.Errorf("%s: missing %s", what, k)
-		} else if !sameShape(g, s) {
+		} else if !slices.Equal(g, s) {
 			t.Errorf("%s: %s has shape %v, want %v", what, k, g, s)
 		}
 	}
@@ -149,7 +150,7 @@ func TestSingleFileEqualsDiffusers(t *testing.T) {
 					t.Errorf("%s: %s missing from the single file", p.name, k)
 					continue
 				}
-				if pa.DType != gpu.F16 || pa.DType != pb.DType || !sameShape(pa.Shape, pb.Shape) || !bytes.Equal(pa.Raw, pb.Raw) {
+				if pa.DType != gpu.F16 || pa.DType != pb.DType || !slices.Equal(pa.Shape, pb.Shape) || !bytes.Equal(pa.Raw, pb.Raw) {
 					t.Errorf("%s: %s differs: %v %v vs %v %v", p.name, k, pa.DType, pa.Shape, pb.DType, pb.Shape)
 				}
 			}
@@ -178,11 +179,11 @@ func TestInferredConfig(t *testing.T) {
 	g := golden.Dir(t)
 	m := load(t, filepath.Join(g, "sd15-mini.fp16.safetensors"), "")
 	u := m.UNet
-	if !sameShape(u.BlockOutChannels, []int{32, 64, 128, 128}) || u.LayersPerBlock != 2 || u.CrossAttentionDim != 64 ||
+	if !slices.Equal(u.BlockOutChannels, []int{32, 64, 128, 128}) || u.LayersPerBlock != 2 || u.CrossAttentionDim != 64 ||
 		u.DownBlockTypes[2] != "CrossAttnDownBlock2D" || u.DownBlockTypes[3] != "DownBlock2D" || u.UpBlockTypes[0] != "UpBlock2D" {
 		t.Errorf("unet inferred %+v", u)
 	}
-	if !sameShape(m.VAE.BlockOutChannels, []int{16, 32, 64, 64}) || m.VAE.LatentChannels != 4 {
+	if !slices.Equal(m.VAE.BlockOutChannels, []int{16, 32, 64, 64}) || m.VAE.LatentChannels != 4 {
 		t.Errorf("vae inferred %+v", m.VAE)
 	}
 	if m.Text.HiddenSize != 64 || m.Text.NumHiddenLayers != 3 || m.Text.IntermediateSize != 256 {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -158,7 +159,7 @@ func TestPrefixedDiffusersNames(t *testing.T) {
 			t.Errorf("%d tensors vs %d", len(a), len(b))
 		}
 		for k, p := range b {
-			if !bytes.Equal(a[k].Raw, p.Raw) || !sameShape(a[k].Shape, p.Shape) {
+			if !bytes.Equal(a[k].Raw, p.Raw) || !slices.Equal(a[k].Shape, p.Shape) {
 				t.Errorf("%s differs", k)
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -132,7 +133,7 @@ func TestExtrasAndOldTextPrefix(t *testing.T) {
 		t.Errorf("ignored %d, warnings %q", m.Ignored, m.Warnings)
 	}
 	p, ok := m.TextWeights.Get("text_model.encoder.layers.2.mlp.fc2.weight")
-	if !ok || !sameShape(p.Shape, []int{64, 256}) {
+	if !ok || !slices.Equal(p.Shape, []int{64, 256}) {
 		t.Errorf("old-style text key not converted: %+v", p.Shape)
 	}
 	if p, _ := m.UNetWeights.Get("conv_norm_out.weight"); p.DType != gpu.BF16 {
@@ -324,7 +325,7 @@ func TestLDMYAML(t *testing.T) {
 	}
 	u := c.UNet
 	if !u.UseLinearProjection || u.CrossAttentionDim != 1024 || u.Heads(0) != 5 || u.Heads(3) != 20 ||
-		!sameShape(u.BlockOutChannels, []int{320, 640, 1280, 1280}) || u.SampleSize != 96 {
+		!slices.Equal(u.BlockOutChannels, []int{320, 640, 1280, 1280}) || u.SampleSize != 96 {
 		t.Errorf("unet %+v", u)
 	}
 	if c.Text.HiddenSize != 1024 || c.Text.NumHiddenLayers != 23 || c.Text.HiddenAct != "gelu" || c.Text.NumAttentionHeads != 16 {
@@ -339,10 +340,10 @@ func TestLDMYAML(t *testing.T) {
 	}
 	// SD 2.x U-Net: proj_in is linear, cross-attention keys are 1024 wide.
 	e := ExpectedUNet(c.UNet)
-	if s := e["down_blocks.0.attentions.0.proj_in.weight"]; !sameShape(s, []int{320, 320}) {
+	if s := e["down_blocks.0.attentions.0.proj_in.weight"]; !slices.Equal(s, []int{320, 320}) {
 		t.Errorf("proj_in %v", s)
 	}
-	if s := e["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"]; !sameShape(s, []int{1280, 1024}) {
+	if s := e["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"]; !slices.Equal(s, []int{1280, 1024}) {
 		t.Errorf("attn2.to_k %v", s)
 	}
 

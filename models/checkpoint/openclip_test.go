@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,13 +93,13 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 			t.Errorf("%s: %d text tensors, want %d", c.name, len(got), len(tw))
 		}
 		for k, p := range tw {
-			if q := got[k]; q.DType != p.DType || !sameShape(q.Shape, p.Shape) || !bytes.Equal(q.Raw, p.Raw) {
+			if q := got[k]; q.DType != p.DType || !slices.Equal(q.Shape, p.Shape) || !bytes.Equal(q.Raw, p.Raw) {
 				t.Errorf("%s: %s differs (%v vs %v)", c.name, k, q.Shape, p.Shape)
 			}
 		}
 		pin, _ := m.UNetWeights.Get("down_blocks.1.attentions.0.proj_in.weight")
 		want, _ := folder.UNetWeights.Get("down_blocks.1.attentions.0.proj_in.weight")
-		if !sameShape(pin.Shape, []int{64, 64}) || !bytes.Equal(pin.Raw, want.Raw) {
+		if !slices.Equal(pin.Shape, []int{64, 64}) || !bytes.Equal(pin.Raw, want.Raw) {
 			t.Errorf("%s: linear proj_in %v", c.name, pin.Shape)
 		}
 		m.Close()

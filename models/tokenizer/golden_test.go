@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"math/rand"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -53,27 +54,15 @@ func loadGolden(t testing.TB) []goldenCase {
 	return meta.Prompts
 }
 
-func equalIDs(a, b []int32) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 func TestGoldenEncode(t *testing.T) {
 	tok := Default()
 	for _, c := range loadGolden(t) {
 		got := tok.Encode(c.Prompt)
-		if !equalIDs(got, c.Flat) {
+		if !slices.Equal(got, c.Flat) {
 			t.Errorf("prompt %d %q:\n got  %v %q\n want %v %q\n clean %q", c.Index, c.Prompt, got, tok.Tokens(c.Prompt), c.Flat, c.Tokens, Clean(c.Prompt))
 			continue
 		}
-		if p := Pad77(got); !equalIDs(p, c.Padded) {
+		if p := Pad77(got); !slices.Equal(p, c.Padded) {
 			t.Errorf("prompt %d %q: Pad77 = %v, want %v", c.Index, c.Prompt, p, c.Padded)
 		}
 		strs := tok.Tokens(c.Prompt)
@@ -145,7 +134,7 @@ func TestBPEHeapMatchesScan(t *testing.T) {
 		sym[len(sym)-1] = tok.byteEnd[w[len(w)-1]]
 		scan := tok.bpeScan(append([]int32(nil), sym...))
 		fast := tok.bpeHeap(append([]int32(nil), sym...))
-		if !equalIDs(scan, fast) {
+		if !slices.Equal(scan, fast) {
 			t.Fatalf("%q: heap %v, scan %v", w, fast, scan)
 		}
 	}

@@ -2,6 +2,7 @@ package tokenizer
 
 import (
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -72,7 +73,7 @@ func TestEncodeWeightedChunks(t *testing.T) {
 			t.Fatalf("%s: %d chunks, %d weight rows, want %d", name, len(e.Chunks), len(e.Weights), len(wantChunks))
 		}
 		for i := range wantChunks {
-			if !equalIDs(e.Chunks[i], Pad77(wantChunks[i])) {
+			if !slices.Equal(e.Chunks[i], Pad77(wantChunks[i])) {
 				t.Errorf("%s: chunk %d = %v, want Pad77(%v)", name, i, e.Chunks[i], wantChunks[i])
 			}
 		}
