@@ -90,6 +90,14 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	h.mustView("x_t (latent preview)")
 	h.keys("x")
 
+	// Decode the frame on screen with the VAE.
+	h.keys("v")
+	h.waitFor("VAE decode", func() bool { return r.decoded[decodeKey{m.frame, true}] != nil || m.statusErr })
+	if b := r.decoded[decodeKey{m.frame, true}].Bounds(); b.Dx() != 64 {
+		t.Fatalf("decoded frame is %v", b)
+	}
+	h.mustView("predicted x0 (VAE)")
+
 	// Resume to the end.
 	h.keys("space")
 	h.waitRun(r)
@@ -423,6 +431,14 @@ func TestExplanationViews(t *testing.T) {
 func TestRefusedAndCancelled(t *testing.T) {
 	h := newMini(t)
 	m := h.m
+	// Before any run, the schedule chart marks the edited settings' steps.
+	h.keys("alt+2")
+	h.waitFor("schedule of the edited settings", func() bool { return len(m.sv.marks.Timesteps) > 0 })
+	if got := len(m.sv.marks.Timesteps); got != 3 {
+		t.Fatalf("%d marks for 3 steps", got)
+	}
+	h.mustView("edited settings: euler, 3 steps")
+	h.keys("alt+1")
 	h.setField(focusWidth, "100")
 	h.mustView("✗ width: 100 is not a multiple of 8")
 	h.keys("ctrl+g")
