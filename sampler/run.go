@@ -231,12 +231,12 @@ func (r *Run) draw() []float64 {
 	return out
 }
 
-// timestep returns the network timestep for sigma: the schedule's own where
-// sigma is on the grid, else diffusers' log-sigma interpolation.
-func (r *Run) timestep(sigma float64) float64 {
-	for i, s := range r.sched.Sigmas {
+// timestep returns the network timestep for sigma: sc's own where sigma is
+// on sc's grid, else diffusers' log-sigma interpolation.
+func (r *Run) timestep(sc *Schedule, sigma float64) float64 {
+	for i, s := range sc.Sigmas {
 		if s == sigma {
-			return r.sched.Timesteps[i]
+			return sc.Timesteps[i]
 		}
 	}
 	if r.tr.cfg.isFlow() {
@@ -282,7 +282,7 @@ func (r *Run) denoise(ctx context.Context, x []float64, sigma float64) ([]float6
 			in.Data[len(x)+i] = f
 		}
 	}
-	t := r.timestep(sigma)
+	t := r.timestep(r.sched, sigma)
 	r.evalSigma = sigma
 	out, err := r.net.Predict(ctx, in, t, rows)
 	if err != nil {
@@ -514,24 +514,8 @@ func (r *Run) Branch(s Settings, net Network) (*Run, error) {
 	sc.Next[len(sc.Next)-1] = old.Next[len(old.Next)-1]
 	nr.sched = sc
 	for _, sg := range sc.Sigmas {
-		sc.Timesteps = append(sc.Timesteps, nr.timestepOffGrid(sg, old))
+		sc.Timesteps = append(sc.Timesteps, nr.timestep(old, sg))
 	}
 	nr.st = &state{X: x, XSigma: cur, NFE: r.st.NFE}
 	return nr, nil
-}
-
-func (r *Run) timestepOffGrid(sigma float64, old *Schedule) float64 {
-	for i, s := range old.Sigmas {
-		if s == sigma {
-			return old.Timesteps[i]
-		}
-	}
-	if r.tr.cfg.isFlow() {
-		return sigma * float64(r.tr.cfg.NumTrainTimesteps)
-	}
-	t := r.tr.sigmaToT(sigma)
-	if r.spec.fam != famEuler {
-		t = math.RoundToEven(t)
-	}
-	return t
 }
