@@ -277,6 +277,34 @@ func (e *editor) nudge(f focus, d float64) bool {
 	return true
 }
 
+// hint describes the focused list entry (a sampler or a schedule).
+func (e *editor) hint(f focus) string {
+	switch f {
+	case focusSampler:
+		for _, in := range sampler.Samplers() {
+			if in.Name == e.samplers[e.sampler] {
+				return in.Description
+			}
+		}
+	case focusSchedule:
+		name := e.schedules[e.schedule]
+		if name == "" {
+			return "the sampler's own default schedule (A1111 \"Automatic\")"
+		}
+		for _, in := range sampler.Schedules() {
+			if in.Name == name {
+				return in.Description
+			}
+		}
+	case focusRNG:
+		if e.rngs[e.rng] == presets.RNGPhilox {
+			return "torch.randn on an NVIDIA GPU (A1111 \"NV\")"
+		}
+		return "torch.randn on the CPU (A1111 \"CPU\", diffusers' default)"
+	}
+	return ""
+}
+
 // formLayout is where the form's fields are drawn: rows[f] is the first
 // line of field f within the form, heights[f] its line count.
 type formLayout struct {

@@ -60,6 +60,11 @@ func TestEditorFields(t *testing.T) {
 		t.Errorf("left from automatic gave %q", e.schedules[e.schedule])
 	}
 	e.update(focusRNG, key1("right"))
+	for _, f := range []focus{focusSampler, focusSchedule, focusRNG} {
+		if e.hint(f) == "" {
+			t.Errorf("no hint for %s", focusLabels[f])
+		}
+	}
 
 	// The seed: random until rolled, typed or locked.
 	got, err := e.settings()

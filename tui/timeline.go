@@ -151,13 +151,18 @@ func (m *Model) timelineKey(k tea.KeyMsg) tea.Cmd {
 	return nil
 }
 
+// selectRun shows run i of the history. While scrubbing, the frame on
+// screen keeps its step, so two runs compare step by step.
 func (m *Model) selectRun(i int) {
 	if i < 0 || i >= len(m.runs) {
 		return
 	}
 	m.cur = i
-	m.frame = len(m.runs[i].Frames) - 1
-	m.follow = m.runs[i].Status == runRunning
+	last := len(m.runs[i].Frames) - 1
+	if m.follow || m.frame > last {
+		m.frame = last
+	}
+	m.follow = m.runs[i].Status == runRunning && m.frame == last
 }
 
 // handleMouse: click a field to focus it, click or scroll the timeline to

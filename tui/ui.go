@@ -491,6 +491,8 @@ func (m *Model) mainView(w, h int) string {
 	form := m.ed.view(l.formW, h, m.focus, m.chunks())
 	if p := m.problem(); p != "" {
 		form += "\n" + lipgloss.NewStyle().Width(l.formW).Render(styleErr.Render("✗ "+p))
+	} else if hint := m.ed.hint(m.focus); hint != "" {
+		form += "\n" + lipgloss.NewStyle().Width(l.formW).Render(styleDim.Render(hint))
 	}
 	form = fitBlock(form, l.formW, h)
 	right := m.previewPane(l.paneW, h)

@@ -134,9 +134,9 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	h.mustView("branch of 1 at step 1", "#2⑂1@1✓")
 
 	// Branch at step 1 with guidance 1: the steps after it differ.
-	h.keys("[")
-	if m.runs[m.cur] != r {
-		t.Fatal("[ did not go back to run 1")
+	h.keys("home", ".", "[")
+	if m.runs[m.cur] != r || m.frame != 0 {
+		t.Fatalf("[ while scrubbing: run %d frame %d, want run 1 at the same step", m.runs[m.cur].ID, m.frame)
 	}
 	h.setField(focusCFG, "1")
 	h.keys("shift+tab", "shift+tab", "shift+tab")
