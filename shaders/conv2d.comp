@@ -1,12 +1,15 @@
 #version 430
 // conv2d.comp: direct 2-D convolution, NCHW, cross-correlation like PyTorch.
-// Each invocation computes 8 output channels x 8 consecutive output pixels of
-// one output row, held in 16 vec4 accumulators and read through texture
-// buffers. For each (input channel, kernel row) it loads the input row segment
+// Each invocation computes 8 output channels x PX (1, 2, 4 or 8; default 8)
+// consecutive output pixels of one output row, held in registers (two vec4s,
+// a vec4, a vec2 or a float per channel), reading through texture buffers.
+// Invocations are numbered flat over (sample, channel block, pixel tile), so
+// small outputs still fill whole SIMD vectors and every work group; the host
+// picks a PX near the output width so narrow maps waste no lanes. For each (input channel, kernel row) it loads the input row segment
 // the 8 pixels touch once and reuses it for every kernel column. The 8x8 block
 // is spelled out with macros (and kernel columns with #if up to 7) so the
 // compiler keeps it in registers. Defines: KH, KW, SW (kernel size and
-// horizontal stride, compile-time), LX, X_LOADER, W_LOADER, HAS_BIAS with
+// horizontal stride, compile-time), PX, LX, X_LOADER, W_LOADER, HAS_BIAS with
 // BIAS_LOADER.
 //
 // C4 (the host sets it when C is a multiple of 4, KH, KW <= 4, SW <= 2; it
@@ -31,20 +34,44 @@ BIAS_LOADER(loadBias, tBias, 2)
 DECLARE_OUTPUT
 
 uniform int C, H, W, O, OH, OW, SH, PH, PW;
-uniform int tilesW; // ceil(OW / 8)
+uniform int tilesW; // ceil(OW / PX)
+uniform int NB;     // samples
 
-const int SEG = 7 * SW + KW; // input columns one tile touches
+#ifndef PX
+#define PX 8
+#endif
+
+const int SEG = (PX - 1) * SW + KW; // input columns one tile touches
+
+// XV(A, kw, p): the PX-wide (or, for PX 8, the 4-wide from pixel p) vector of
+// row A's inputs that kernel column kw meets.
+#define X4(A, kw, p) vec4(A[(p) * SW + kw], A[((p) + 1) * SW + kw], A[((p) + 2) * SW + kw], A[((p) + 3) * SW + kw])
+#if PX == 8
+#define ZERO(q) vec4 c##q##a = vec4(0.0); vec4 c##q##b = vec4(0.0);
+#define ACC(q, w, A, kw) { c##q##a += (w) * X4(A, kw, 0); c##q##b += (w) * X4(A, kw, 4); }
+#define STORE(q) store(oc0 + q, n, oh, ow0, c##q##a, c##q##b);
+#elif PX == 4
+#define ZERO(q) vec4 c##q##a = vec4(0.0);
+#define ACC(q, w, A, kw) c##q##a += (w) * X4(A, kw, 0);
+#define STORE(q) store(oc0 + q, n, oh, ow0, c##q##a, vec4(0.0));
+#elif PX == 2
+#define ZERO(q) vec2 c##q##a = vec2(0.0);
+#define ACC(q, w, A, kw) c##q##a += (w) * vec2(A[kw], A[SW + kw]);
+#define STORE(q) store(oc0 + q, n, oh, ow0, vec4(c##q##a, 0.0, 0.0), vec4(0.0));
+#elif PX == 1
+#define ZERO(q) float c##q##a = 0.0;
+#define ACC(q, w, A, kw) c##q##a += (w) * A[kw];
+#define STORE(q) store(oc0 + q, n, oh, ow0, vec4(c##q##a, 0.0, 0.0, 0.0), vec4(0.0));
+#else
+#error PX must be 1, 2, 4 or 8
+#endif
 
 #define WIDX(q) int wi##q = min(oc0 + q, O - 1) * C * KH * KW;
-#define ZERO(q) vec4 c##q##a = vec4(0.0); vec4 c##q##b = vec4(0.0);
-#define FMA(q, kw) { float w = loadW(wi##q + wk + kw); c##q##a += w * xa; c##q##b += w * xb; }
+#define FMA(q, kw) { float w = loadW(wi##q + wk + kw); ACC(q, w, xs, kw) }
 #define COLUMN(kw) { \
-	vec4 xa = vec4(xs[kw], xs[SW + kw], xs[2 * SW + kw], xs[3 * SW + kw]); \
-	vec4 xb = vec4(xs[4 * SW + kw], xs[5 * SW + kw], xs[6 * SW + kw], xs[7 * SW + kw]); \
 	FMA(0, kw) FMA(1, kw) FMA(2, kw) FMA(3, kw) FMA(4, kw) FMA(5, kw) FMA(6, kw) FMA(7, kw) }
-#define STORE(q) store(oc0 + q, oh, ow0, c##q##a, c##q##b);
 
-void store(int oc, int oh, int ow0, vec4 lo, vec4 hi) {
+void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 	if (oc >= O) {
 		return;
 	}
@@ -52,9 +79,9 @@ void store(int oc, int oh, int ow0, vec4 lo, vec4 hi) {
 #ifdef HAS_BIAS
 	bv = loadBias(oc);
 #endif
-	int row = ((int(gl_GlobalInvocationID.z) * O + oc) * OH + oh) * OW;
+	int row = ((n * O + oc) * OH + oh) * OW;
 	float v[8] = float[8](lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-	for (int p = 0; p < 8; p++) {
+	for (int p = 0; p < PX; p++) {
 		if (ow0 + p < OW) {
 			o[row + ow0 + p] = v[p] + bv;
 		}
@@ -74,8 +101,7 @@ void store(int oc, int oh, int ow0, vec4 lo, vec4 hi) {
 // Weight e of the four channels' block: channel e / (KH*KW), row (e / KW) % KH,
 // column e % KW; it meets input row r = (e / KW) at columns p*SW + kw.
 #define WE(q, e) if ((e) < 4 * KH * KW) { float w = wv[(e) / 4][(e) % 4]; int r = (e) / KW; int kw = (e) % KW; \
-	c##q##a += w * vec4(xs[r][kw], xs[r][SW + kw], xs[r][2 * SW + kw], xs[r][3 * SW + kw]); \
-	c##q##b += w * vec4(xs[r][4 * SW + kw], xs[r][5 * SW + kw], xs[r][6 * SW + kw], xs[r][7 * SW + kw]); }
+	ACC(q, w, xs[r], kw) }
 #define WE8(q, e) WE(q, e) WE(q, e + 1) WE(q, e + 2) WE(q, e + 3) WE(q, e + 4) WE(q, e + 5) WE(q, e + 6) WE(q, e + 7)
 #define WLOAD(t) if ((t) < KH * KW) { wv[t] = loadW4(wq + (t)); }
 #define OCBLOCK(q) { int wq = (wi##q + c * KH * KW) / 4; vec4 wv[16]; \
@@ -85,14 +111,18 @@ void store(int oc, int oh, int ow0, vec4 lo, vec4 hi) {
 #endif
 
 void main() {
-	int t = int(gl_GlobalInvocationID.x);
-	int oc0 = int(gl_GlobalInvocationID.y) * 8;
-	int n = int(gl_GlobalInvocationID.z);
-	int oh = t / tilesW;
-	int ow0 = (t - oh * tilesW) * 8;
-	if (oh >= OH || oc0 >= O) {
+	int id = linearId();
+	int tiles = OH * tilesW;
+	int blocks = (O + 7) / 8;
+	int t = id % tiles;
+	int rest = id / tiles;
+	int oc0 = (rest % blocks) * 8;
+	int n = rest / blocks;
+	if (n >= NB) {
 		return;
 	}
+	int oh = t / tilesW;
+	int ow0 = (t - oh * tilesW) * PX;
 	WIDX(0) WIDX(1) WIDX(2) WIDX(3) WIDX(4) WIDX(5) WIDX(6) WIDX(7)
 	ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7)
 	int iw0 = ow0 * SW - PW;

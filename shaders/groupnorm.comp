@@ -4,6 +4,10 @@
 // passes, for precision), then y = (x - mean) / sqrt(var + eps) * gamma + beta.
 // Defines: LX (a power of two), X_LOADER, HAS_G with G_LOADER
 // and HAS_B with B_LOADER (gamma 1 and beta 0 without them).
+//
+// SERIAL (the host sets it for short rows): one invocation per row, which
+// loops over it alone (no shared memory or barriers, which are slow on
+// llvmpipe), with invocations numbered flat (linearId).
 #include "common.glsl"
 
 layout(local_size_x = LX) in;
@@ -24,8 +28,19 @@ DECLARE_OUTPUT
 uniform int C, S, G, rows;
 uniform float eps;
 
+#ifdef SERIAL
+#define REDUCE(v) (v)
+#define ROW linearId()
+#define FIRST 0
+#define STEP 1
+#else
 shared float red[LX];
+#define ROW groupId()
+#define FIRST int(gl_LocalInvocationID.x)
+#define STEP LX
+#endif
 
+#ifndef SERIAL
 float groupSum(float v) {
 	int l = int(gl_LocalInvocationID.x);
 	red[l] = v;
@@ -43,30 +58,32 @@ float groupSum(float v) {
 	barrier();
 	return r;
 }
+#define REDUCE(v) groupSum(v)
+#endif
 
 void main() {
-	int row = groupId();
+	int row = ROW;
 	if (row >= rows) {
-		return; // uniform across the work group
+		return; // uniform across the work group (unless SERIAL)
 	}
-	int l = int(gl_LocalInvocationID.x);
+	int l = FIRST;
 	int cpg = C / G;
 	int n = row / G;
 	int g = row - n * G;
 	int base = (n * C + g * cpg) * S;
 	int count = cpg * S;
 	float s = 0.0;
-	for (int i = l; i < count; i += LX) {
+	for (int i = l; i < count; i += STEP) {
 		s += loadX(base + i);
 	}
-	float mean = groupSum(s) / float(count);
+	float mean = REDUCE(s) / float(count);
 	float v = 0.0;
-	for (int i = l; i < count; i += LX) {
+	for (int i = l; i < count; i += STEP) {
 		float d = loadX(base + i) - mean;
 		v += d * d;
 	}
-	float inv = inversesqrt(groupSum(v) / float(count) + eps);
-	for (int i = l; i < count; i += LX) {
+	float inv = inversesqrt(REDUCE(v) / float(count) + eps);
+	for (int i = l; i < count; i += STEP) {
 		int c = g * cpg + i / S;
 		o[base + i] = (loadX(base + i) - mean) * inv * loadG(c) + loadB(c);
 	}

@@ -3,6 +3,10 @@
 // per row: mean, variance around it, then (x - mean) / sqrt(var + eps) *
 // gamma + beta. Defines: LX (a power of two), X_LOADER, HAS_G with G_LOADER
 // and HAS_B with B_LOADER (gamma 1 and beta 0 without them).
+//
+// SERIAL (the host sets it for short rows): one invocation per row, which
+// loops over it alone (no shared memory or barriers, which are slow on
+// llvmpipe), with invocations numbered flat (linearId).
 #include "common.glsl"
 
 layout(local_size_x = LX) in;
@@ -23,8 +27,19 @@ DECLARE_OUTPUT
 uniform int C, rows;
 uniform float eps;
 
+#ifdef SERIAL
+#define REDUCE(v) (v)
+#define ROW linearId()
+#define FIRST 0
+#define STEP 1
+#else
 shared float red[LX];
+#define ROW groupId()
+#define FIRST int(gl_LocalInvocationID.x)
+#define STEP LX
+#endif
 
+#ifndef SERIAL
 float rowSum(float v) {
 	int l = int(gl_LocalInvocationID.x);
 	red[l] = v;
@@ -42,26 +57,28 @@ float rowSum(float v) {
 	barrier();
 	return r;
 }
+#define REDUCE(v) rowSum(v)
+#endif
 
 void main() {
-	int row = groupId();
+	int row = ROW;
 	if (row >= rows) {
-		return; // uniform across the work group
+		return; // uniform across the work group (unless SERIAL)
 	}
-	int l = int(gl_LocalInvocationID.x);
+	int l = FIRST;
 	int base = row * C;
 	float s = 0.0;
-	for (int i = l; i < C; i += LX) {
+	for (int i = l; i < C; i += STEP) {
 		s += loadX(base + i);
 	}
-	float mean = rowSum(s) / float(C);
+	float mean = REDUCE(s) / float(C);
 	float v = 0.0;
-	for (int i = l; i < C; i += LX) {
+	for (int i = l; i < C; i += STEP) {
 		float d = loadX(base + i) - mean;
 		v += d * d;
 	}
-	float inv = inversesqrt(rowSum(v) / float(C) + eps);
-	for (int i = l; i < C; i += LX) {
+	float inv = inversesqrt(REDUCE(v) / float(C) + eps);
+	for (int i = l; i < C; i += STEP) {
 		o[base + i] = (loadX(base + i) - mean) * inv * loadG(i) + loadB(i);
 	}
 }

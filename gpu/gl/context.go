@@ -110,6 +110,7 @@ func (d *Device) loop(ready chan<- error) {
 		gogl.GetIntegeri_v(gogl.MAX_COMPUTE_WORK_GROUP_COUNT, uint32(i), &v)
 		d.maxGroups[i] = int(v)
 	}
+	d.cache = newProgCache()
 	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {
 	}
 	ready <- nil

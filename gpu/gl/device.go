@@ -57,6 +57,7 @@ type Device struct {
 	// GL-thread state.
 	ctx    glContext
 	progs  map[string]*program
+	cache  progCache // linked program binaries on disk
 	live   map[*buffer]struct{}
 	pool   map[int64][]*buffer
 	pooled int64
@@ -64,6 +65,9 @@ type Device struct {
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
 	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
 	profile map[string]profileEntry
+	// profileDetail (STEPWISE_GL_PROFILE=2) keys the profile by shader,
+	// grid and integer uniforms instead of by shader alone.
+	profileDetail bool
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
@@ -115,8 +119,12 @@ func New() (*Device, error) {
 		storages:   map[*gpu.Storage]struct{}{},
 		attnUnroll: 64,
 	}
-	if os.Getenv("STEPWISE_GL_PROFILE") == "1" {
+	switch os.Getenv("STEPWISE_GL_PROFILE") {
+	case "1":
 		d.profile = map[string]profileEntry{}
+	case "2":
+		d.profile = map[string]profileEntry{}
+		d.profileDetail = true
 	}
 	ready := make(chan error)
 	go d.loop(ready)
@@ -409,7 +417,7 @@ func (d *Device) printProfile() {
 	fmt.Fprintf(os.Stderr, "gl profile (%s):\n", d.name)
 	for _, n := range names {
 		p := d.profile[n]
-		fmt.Fprintf(os.Stderr, "  %-20s %6d calls %10.3f s\n", n, p.calls, p.time.Seconds())
+		fmt.Fprintf(os.Stderr, "  %-20s %6d calls %10.3f s %8.1f us/call\n", n, p.calls, p.time.Seconds(), 1e6*p.time.Seconds()/float64(p.calls))
 	}
 }
 

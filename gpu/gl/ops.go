@@ -9,17 +9,24 @@ import (
 
 // Tile sizes and local sizes of the kernels (tuned on llvmpipe).
 const (
-	mmTile   = 8  // matmul: outputs per invocation along M and N (fixed in matmul.comp)
-	mmLX     = 8  // matmul local size x (N tiles)
-	mmLY     = 8  // matmul local size y (M tiles)
-	convOC   = 8  // conv2d: output channels per invocation (fixed in conv2d.comp)
-	convPX   = 8  // conv2d: output pixels per invocation (fixed in conv2d.comp)
-	convLX   = 64 // conv2d local size
-	elemLX   = 64 // element-wise kernels
-	rowLX    = 64 // one-work-group-per-row kernels (norms, softmax)
-	attnLX   = 16 // attention local size (query tiles)
-	maxDimsB = 6  // binary.comp MAXR
-	maxDimsC = 8  // copy.comp MAXR
+	mmTile = 8  // matmul: outputs per invocation along M and N (fixed in matmul.comp)
+	mmLX   = 8  // matmul local size x (N tiles)
+	mmLY   = 8  // matmul local size y (M tiles)
+	convOC = 8  // conv2d: output channels per invocation (fixed in conv2d.comp)
+	convPX = 8  // conv2d: most output pixels per invocation (PX in conv2d.comp)
+	convLX = 64 // conv2d local size
+	// convLXSmall is conv2d's local size when it has fewer than 4*convLX
+	// invocations, so that both llvmpipe threads get work groups.
+	convLXSmall = 16
+	elemLX      = 64 // element-wise kernels
+	rowLX       = 64 // one-work-group-per-row kernels (norms, softmax)
+	// serialRow is the longest row (elements) that the norms' SERIAL
+	// variant handles, one invocation a row, in serialLX-wide work groups.
+	serialRow = 1024
+	serialLX  = 8
+	attnLX    = 16 // attention local size (query tiles)
+	maxDimsB  = 6  // binary.comp MAXR
+	maxDimsC  = 8  // copy.comp MAXR
 )
 
 func (d *Device) shapeFail(op, why string, ts ...*gpu.Tensor) {
@@ -133,16 +140,22 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		return d.placeholder(shapeOf(x))
 	}
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
-	tilesW := ceilDiv(g.OW, convPX)
+	px := convPixels(g.OW)
+	tilesW := ceilDiv(g.OW, px)
+	total := g.N * ceilDiv(g.O, convOC) * g.OH * tilesW
+	lx := convLX
+	if total < 4*convLX {
+		lx = convLXSmall
+	}
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("LX=%d", convLX), loader("X", x)}},
+			fmt.Sprintf("PX=%d", px), fmt.Sprintf("LX=%d", lx), loader("X", x)}},
 		ins: []input{in(x), in(w)},
 		out: out,
 		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
-			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW},
-		groups: [3]int{ceilDiv(g.OH*tilesW, convLX), ceilDiv(g.O, convOC), g.N},
+			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "NB": g.N},
+		groups: d.grid1D(total, lx),
 	}
 	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
 	if g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4 {
@@ -157,6 +170,16 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	}
 	d.run("Conv2D", l)
 	return out
+}
+
+// convPixels is conv2d.comp's PX for an output width: the smallest of 1, 2,
+// 4, 8 that covers it, so narrow maps compute no dead pixels.
+func convPixels(ow int) int {
+	px := 1
+	for px < convPX && px < ow {
+		px *= 2
+	}
+	return px
 }
 
 // GroupNorm normalises groups of channels over all positions (see
@@ -174,16 +197,29 @@ func (d *Device) GroupNorm(x, gamma, beta *gpu.Tensor, groups int, eps float32) 
 	out := d.out(x.Shape)
 	rows := n * groups
 	l := &launch{
-		kernel: kernel{file: "groupnorm.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
+		kernel: kernel{file: "groupnorm.comp", defines: []string{loader("X", x)}},
 		ins:    []input{in(x)},
 		out:    out,
 		ints:   map[string]int{"C": c, "S": x.Numel() / (n * c), "G": groups, "rows": rows},
 		floats: map[string]float32{"eps": eps},
-		groups: d.gridRows(rows),
 	}
+	d.rowGrid(l, rows, x.Numel()/rows)
 	affine(l, gamma, beta)
 	d.run("GroupNorm", l)
 	return out
+}
+
+// rowGrid sets the grid of a norm kernel over rows of n elements: one
+// invocation per row (SERIAL) when rows are short, so that a row costs no
+// barriers and many rows share a SIMD vector, else one work group per row.
+func (d *Device) rowGrid(l *launch, rows, n int) {
+	if n <= serialRow {
+		l.defines = append(l.defines, "SERIAL", fmt.Sprintf("LX=%d", serialLX))
+		l.groups = d.grid1D(rows, serialLX)
+		return
+	}
+	l.defines = append(l.defines, fmt.Sprintf("LX=%d", rowLX))
+	l.groups = d.gridRows(rows)
 }
 
 // affine adds the optional gamma (unit 1) and beta (unit 2) of a norm.
@@ -223,13 +259,13 @@ func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor 
 	out := d.out(x.Shape)
 	rows := x.Numel() / c
 	l := &launch{
-		kernel: kernel{file: "layernorm.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
+		kernel: kernel{file: "layernorm.comp", defines: []string{loader("X", x)}},
 		ins:    []input{in(x)},
 		out:    out,
 		ints:   map[string]int{"C": c, "rows": rows},
 		floats: map[string]float32{"eps": eps},
-		groups: d.gridRows(rows),
 	}
+	d.rowGrid(l, rows, c)
 	affine(l, gamma, beta)
 	d.run("LayerNorm", l)
 	return out

@@ -76,6 +76,13 @@ func glCases() []gputest.Case {
 	add("Conv2D/c4_3x3_s2_p0_1x8x15x12_to17_bf16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2}, true), inp(1, 8, 15, 12), typed(gpu.BF16, 17, 8, 3, 3), inp(17))
 	add("Conv2D/c4_2x3_s1x2_p1x0_1x4x6x11_to3", conv(gpu.Conv2DOpts{StrideW: 2, PadH: 1}, false), inp(1, 4, 6, 11), inp(3, 4, 2, 3))
 	add("Conv2D/5x3_p2x1_1x2x9x9_to3", conv(gpu.Conv2DOpts{PadH: 2, PadW: 1}, false), inp(1, 2, 9, 9), inp(3, 2, 5, 3))
+	// Narrow outputs pick conv2d.comp's PX 1, 2 and 4 and its small local size.
+	add("Conv2D/px1_c4_3x3_p1_2x12x3x1_to19_f16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 12, 3, 1), typed(gpu.F16, 19, 12, 3, 3), typed(gpu.F16, 19))
+	add("Conv2D/px2_c4_3x3_p1_2x20x2x2_to13", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 20, 2, 2), inp(13, 20, 3, 3), inp(13))
+	add("Conv2D/px2_3x3_s2_p1_1x7x4x3_to9_bf16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, false), inp(1, 7, 4, 3), typed(gpu.BF16, 9, 7, 3, 3))
+	add("Conv2D/px4_c4_1x1_2x36x3x3_to17", conv(gpu.Conv2DOpts{}, true), inp(2, 36, 3, 3), inp(17, 36, 1, 1), inp(17))
+	add("Conv2D/px4_3x3_p1_1x5x5x4_to3_f16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 5, 5, 4), typed(gpu.F16, 3, 5, 3, 3), inp(3))
+	add("Conv2D/px8_c4_3x3_s2_p1_2x8x9x13_to70", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 8, 9, 13), inp(70, 8, 3, 3), inp(70))
 	add("Conv2D/9x9_p4_1x2x12x12_to3", conv(gpu.Conv2DOpts{PadH: 4, PadW: 4}, false), inp(1, 2, 12, 12), inp(3, 2, 9, 9))
 
 	attn := func(h int, causal bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
@@ -96,6 +103,16 @@ func glCases() []gputest.Case {
 	add("GroupNorm/bf16_2x64x9x11_g32", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.GroupNorm(x[0], x[1], x[2], 32, 1e-6)
 	}, inp(2, 64, 9, 11), typed(gpu.BF16, 64), typed(gpu.BF16, 64))
+	// Rows longer than serialRow take the work-group-per-row variant.
+	add("GroupNorm/wide_groups_1x8x33x35_g2", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNorm(x[0], x[1], x[2], 2, 1e-5)
+	}, inp(1, 8, 33, 35), inp(8), typed(gpu.F16, 8))
+	add("LayerNorm/long_rows_3x1500", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.LayerNorm(x[0], x[1], x[2], 1e-5)
+	}, inp(3, 1500), inp(1500), inp(1500))
+	add("LayerNorm/serial_odd_rows_37x3", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.LayerNorm(x[0], nil, x[1], 1e-5)
+	}, inp(37, 3), typed(gpu.F16, 3))
 	add("LayerNorm/gamma_only_bf16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.LayerNorm(x[0], x[1], nil, 1e-5)
 	}, inp(3, 7, 257), typed(gpu.BF16, 257))

@@ -38,16 +38,30 @@ func (d *Device) glProgram(k kernel) (*program, error) {
 		return p, p.err
 	}
 	p := &program{locs: map[string]int32{}}
-	p.id, p.err = compile(k)
+	p.id, p.err = d.compile(k)
 	d.progs[key] = p
 	return p, p.err
 }
 
-func compile(k kernel) (uint32, error) {
+// compile links k's program: from the program binary cache when it holds
+// k's source for this driver, else from GLSL (and then stores it there).
+func (d *Device) compile(k kernel) (uint32, error) {
 	src, err := shaders.Source(k.file, k.defines)
 	if err != nil {
 		return 0, err
 	}
+	if id := d.cache.load(src); id != 0 {
+		return id, nil
+	}
+	id, err := compileGLSL(k, src)
+	if err == nil {
+		d.cache.store(src, id)
+	}
+	return id, err
+}
+
+// compileGLSL compiles and links src, k's source.
+func compileGLSL(k kernel, src string) (uint32, error) {
 	where := fmt.Sprintf("shader %s [%s]", k.file, strings.Join(k.defines, " "))
 	sh := gogl.CreateShader(gogl.COMPUTE_SHADER)
 	csrc, free := gogl.Strs(src + "\x00")
@@ -62,6 +76,7 @@ func compile(k kernel) (uint32, error) {
 		return 0, fmt.Errorf("gl: %s does not compile: %s", where, log)
 	}
 	prog := gogl.CreateProgram()
+	gogl.ProgramParameteri(prog, gogl.PROGRAM_BINARY_RETRIEVABLE_HINT, gogl.TRUE)
 	gogl.AttachShader(prog, sh)
 	gogl.LinkProgram(prog)
 	gogl.DeleteShader(sh)
@@ -171,10 +186,14 @@ func (d *Device) glRun(op string, l *launch) {
 	if d.profile != nil {
 		start := time.Now()
 		defer func() {
-			p := d.profile[l.file]
+			key := l.file
+			if d.profileDetail {
+				key = fmt.Sprintf("%s %v %v", l.file, l.groups, l.ints)
+			}
+			p := d.profile[key]
 			p.calls++
 			p.time += time.Since(start)
-			d.profile[l.file] = p
+			d.profile[key] = p
 		}()
 	}
 	p, err := d.glProgram(l.kernel)
