@@ -42,8 +42,8 @@ type Options struct {
 	// Settings are the initial settings (zero = presets.Default() at the
 	// model's native size).
 	Settings *presets.Settings
-	// Color is the half-block colour mode (zero = render.TrueColor; Run
-	// uses render.DetectColorMode).
+	// Color is the half-block colour mode. Run sets it from the terminal
+	// (render.DetectColorMode: NO_COLOR, COLORTERM, TERM).
 	Color render.ColorMode
 }
 
@@ -208,9 +208,7 @@ func (m *Model) Close() {
 
 // Run starts the studio on the terminal and returns when it quits.
 func Run(opts Options) error {
-	if opts.Color == render.TrueColor {
-		opts.Color = render.DetectColorMode()
-	}
+	opts.Color = render.DetectColorMode()
 	m := New(opts)
 	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion())
 	m.Start(p.Send)
