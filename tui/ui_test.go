@@ -678,3 +678,17 @@ func monkey(t *testing.T, seed uint64) {
 	h.waitFor("the worker to go idle", func() bool { return m.active() == nil })
 	t.Logf("%d runs, status %q", len(m.runs), m.status)
 }
+
+// TestLoadWarning: a note from loading (such as a fallback to the reference
+// device) is shown once the model is up.
+func TestLoadWarning(t *testing.T) {
+	load := miniLoad(t)
+	h := newHarness(t, testSettings(), func(warn func(string)) (gpu.Device, *models.Pipeline, error) {
+		warn("no GL 4.3 context\nfalling back to the plain-Go reference device")
+		return load(warn)
+	})
+	if h.m.pipe == nil {
+		t.Fatalf("not loaded: %s", h.m.status)
+	}
+	h.mustView("no GL 4.3 context falling back to the plain-Go reference device")
+}
