@@ -306,6 +306,15 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 // handleKey is the one place that routes keys: global keys first, then the
 // modal, then the screen, then the focused component.
 func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
+	if k.Type == tea.KeyRunes && len(k.Runes) > 1 && !k.Paste {
+		// Keys typed faster than the terminal is read arrive as one
+		// message ("..."): handle them one by one, so each is a key.
+		var cmds []tea.Cmd
+		for _, r := range k.Runes {
+			cmds = append(cmds, m.handleKey(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: k.Alt}))
+		}
+		return tea.Batch(cmds...)
+	}
 	km := m.keys
 	switch {
 	case key.Matches(k, km.Quit):

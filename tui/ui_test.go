@@ -98,6 +98,12 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	}
 	h.mustView("predicted x0 (VAE)")
 
+	// Keys typed faster than they are read come as one message.
+	h.update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(",.")})
+	if m.frame != 0 {
+		t.Fatalf("\",.\" in one message: frame %d, want 0", m.frame)
+	}
+
 	// Resume to the end.
 	h.keys("space")
 	h.waitRun(r)
