@@ -226,8 +226,22 @@ func (j *Job) Infotext(i int) string {
 	return j.Settings.Infotext()
 }
 
-// Preview renders a latent as an RGB image without the VAE, using the SD 1.x
-// latent-to-RGB projection; batch row i.
+// Preview renders batch row i of a latent (best the predicted x0) as an RGB
+// image without the VAE, through the model's linear latent -> RGB
+// projection: it costs nothing, so every step can show one.
+func PreviewFor(p *models.Pipeline, l sampler.Latent, i int) *image.RGBA {
+	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+	n := c * h * w
+	factors, bias := p.LatentRGB()
+	if c != len(factors) || (i+1)*n > len(l.Data) {
+		return image.NewRGBA(image.Rect(0, 0, w, h))
+	}
+	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, factors, bias)
+}
+
+// Preview is PreviewFor with SD 1.x's projection.
+//
+// Deprecated: use PreviewFor, which knows the model's latent space.
 func Preview(l sampler.Latent, i int) *image.RGBA {
 	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
 	n := c * h * w

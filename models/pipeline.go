@@ -16,6 +16,7 @@ import (
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/tokenizer"
+	"github.com/stepwise/stepwise/render"
 )
 
 // Pipeline is one loaded model on one device.
@@ -114,6 +115,22 @@ func (p *Pipeline) Downscale() int { return p.vae.Config.Downscale() }
 // NativeSize is the image size the model was trained at (sample_size x
 // downscale), e.g. 512 for SD 1.5.
 func (p *Pipeline) NativeSize() int { return p.unet.Config.SampleSize * p.Downscale() }
+
+// LatentRGB returns the linear latent -> RGB projection for step previews:
+// the model's own when its config carries one, else SD 1.x's.
+func (p *Pipeline) LatentRGB() (factors [][]float32, bias [3]float32) {
+	c := p.vae.Config
+	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
+		ok := true
+		for _, f := range c.LatentRGBFactors {
+			ok = ok && len(f) == 3
+		}
+		if ok {
+			return c.LatentRGBFactors, [3]float32{c.LatentRGBBias[0], c.LatentRGBBias[1], c.LatentRGBBias[2]}
+		}
+	}
+	return render.SD15LatentRGBFactors, render.SD15LatentRGBBias
+}
 
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"image"
 	"io"
 	"os"
 	"os/signal"
@@ -286,7 +285,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "model %s on %s, loaded in %.2fs\n", p.Name, dev.Name(), time.Since(t0).Seconds())
 
-	prog := newProgress(stderr, f.preview)
+	prog := newProgress(stderr, f.preview, p)
 	for !j.Done() {
 		fr, err := j.Step(ctx)
 		if err != nil {
@@ -326,14 +325,15 @@ type progress struct {
 	start   time.Time
 	drawn   int // lines drawn last time (to move back over them)
 	mode    render.ColorMode
+	pipe    *models.Pipeline
 }
 
-func newProgress(w io.Writer, preview bool) *progress {
+func newProgress(w io.Writer, preview bool, p *models.Pipeline) *progress {
 	tty := false
 	if f, ok := w.(*os.File); ok {
 		tty = term.IsTerminal(int(f.Fd()))
 	}
-	return &progress{w: w, tty: tty, preview: preview, start: time.Now(), mode: render.DetectColorMode()}
+	return &progress{w: w, tty: tty, preview: preview, pipe: p, start: time.Now(), mode: render.DetectColorMode()}
 }
 
 func (p *progress) step(fr sampler.Frame) {
@@ -351,7 +351,7 @@ func (p *progress) step(fr sampler.Frame) {
 	}
 	lines := 0
 	if p.preview {
-		pic := render.HalfBlock(previewImage(fr), 32, 16, p.mode)
+		pic := render.HalfBlock(gen.PreviewFor(p.pipe, fr.Denoised, 0), 32, 16, p.mode)
 		for _, l := range strings.Split(pic, "\n") {
 			b.WriteString("\x1b[2K" + l + "\n")
 			lines++
@@ -371,5 +371,3 @@ func (p *progress) finish() {
 		p.drawn = 0
 	}
 }
-
-func previewImage(fr sampler.Frame) image.Image { return gen.Preview(fr.Denoised, 0) }

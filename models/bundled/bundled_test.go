@@ -2,6 +2,7 @@ package bundled
 
 import (
 	"context"
+	"image"
 	"math"
 	"testing"
 
@@ -45,6 +46,7 @@ func TestBundledGenerates(t *testing.T) {
 				t.Fatal(err)
 			}
 			im := imgs[0]
+			checkPreview(t, gen.PreviewFor(p, j.Frames[len(j.Frames)-1].Denoised, 0), im)
 			if im.Bounds().Dx() != s.Width || im.Bounds().Dy() != s.Height {
 				t.Fatalf("image %v, want %dx%d", im.Bounds(), s.Width, s.Height)
 			}
@@ -66,5 +68,34 @@ func TestBundledGenerates(t *testing.T) {
 				t.Errorf("the image does not look like an emoji on white: %.0f%% white, std %.1f", 100*float64(white)/n, std)
 			}
 		})
+	}
+}
+
+// checkPreview compares the free latent -> RGB preview with the VAE's image
+// average-pooled to latent size: the model's own projection must track it.
+func checkPreview(t *testing.T, pre, img *image.RGBA) {
+	t.Helper()
+	f := img.Bounds().Dx() / pre.Bounds().Dx()
+	var sum float64
+	n := 0
+	for y := 0; y < pre.Bounds().Dy(); y++ {
+		for x := 0; x < pre.Bounds().Dx(); x++ {
+			for ch := 0; ch < 3; ch++ {
+				var avg float64
+				for dy := 0; dy < f; dy++ {
+					for dx := 0; dx < f; dx++ {
+						avg += float64(img.Pix[img.PixOffset(x*f+dx, y*f+dy)+ch])
+					}
+				}
+				avg /= float64(f * f)
+				sum += math.Abs(avg - float64(pre.Pix[pre.PixOffset(x, y)+ch]))
+				n++
+			}
+		}
+	}
+	mae := sum / float64(n)
+	t.Logf("latent preview vs pooled VAE image: mean |diff| %.1f of 255", mae)
+	if mae > 40 {
+		t.Errorf("the latent preview is far from the decoded image: mean |diff| %.1f of 255", mae)
 	}
 }

@@ -174,6 +174,12 @@ type VAEConfig struct {
 	UseQuantConv         *bool    `json:"use_quant_conv"`
 	UsePostQuantConv     *bool    `json:"use_post_quant_conv"`
 	MidBlockAddAttention *bool    `json:"mid_block_add_attention"`
+	// LatentRGBFactors ([latent channels][3]) and LatentRGBBias project a
+	// scaled latent linearly to RGB in [-1, 1] for free step previews. Not
+	// a diffusers field: Stepwise's bundled model carries its own (fitted by
+	// tools/train/latent_rgb.py); other models use SD 1.x's published ones.
+	LatentRGBFactors [][]float32 `json:"latent_rgb_factors,omitempty"`
+	LatentRGBBias    []float32   `json:"latent_rgb_bias,omitempty"`
 }
 
 // Defaults fills unset fields with SD 1.5's values.
