@@ -553,14 +553,17 @@ func traceView(m *Model, w, h int) string {
 		rows = 1
 	}
 	nfe := 0
-	if n := len(r.Frames); n > 0 {
+	if n := len(r.Frames); n > r.Inherited {
 		nfe = r.Frames[n-1].NFE
+		if r.Inherited > 0 {
+			nfe -= r.Frames[r.Inherited-1].NFE
+		}
 	}
 	steps := len(r.Frames) - r.Inherited
 	// A stage is a tensor: name, shape, what it holds. An arrow is the
 	// operation between two stages, with its time.
 	stage := func(name, shape, detail string) {
-		line := "  " + styleSelected.Render(fmt.Sprintf("%-11s", name)) + " " + shape
+		line := "  " + styleSelected.Render(fmt.Sprintf("%-12s", name)) + " " + shape
 		if detail != "" {
 			line += styleDim.Render(" · " + detail)
 		}
@@ -582,7 +585,11 @@ func traceView(m *Model, w, h int) string {
 	arrow(fmt.Sprintf("text encoder ×2 (%d layers, clip skip %d)", p.Model.Text.NumHiddenLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	b.WriteString("\n")
-	stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)))
+	if r.Parent >= 0 {
+		stage(fmt.Sprintf("x at step %d", r.Inherited), fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("branched from run %d: seed %d, σ %.3g", r.Parent, s.Seed, first(r.Schedule.Sigmas)))
+	} else {
+		stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)))
+	}
 	arrow(fmt.Sprintf("U-Net ×%d steps, %d calls on [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
 		fmt.Sprintf("%s/call, %s in all", tm("unet"), r.Sampling.Round(time.Millisecond)))
 	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)))
@@ -592,7 +599,7 @@ func traceView(m *Model, w, h int) string {
 	}
 	arrow("VAE decoder", decode)
 	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s in %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)))
-	if r.FirstPreview > 0 || r.FirstStep > 0 {
+	if r.Parent < 0 && (r.FirstPreview > 0 || r.FirstStep > 0) {
 		b.WriteString("\n" + styleDim.Render(truncate(fmt.Sprintf("  after the key press: first preview (the noise) %s, first step %s",
 			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond)), w)) + "\n")
 	}

@@ -38,7 +38,9 @@ func (m *Model) run(id int) *runRec {
 }
 
 // validSettings reads and checks the editor's settings against the model.
-func (m *Model) validSettings() (presets.Settings, error) {
+// A seed >= 0 is used as given (a branch keeps its parent's); otherwise an
+// unlocked seed is rolled and shown.
+func (m *Model) validSettings(seed int64) (presets.Settings, error) {
 	if m.pipe == nil {
 		if m.loading {
 			return presets.Settings{}, errors.New("the model is still loading")
@@ -49,7 +51,10 @@ func (m *Model) validSettings() (presets.Settings, error) {
 	if err != nil {
 		return s, err
 	}
-	if s.Seed < 0 {
+	switch {
+	case seed >= 0:
+		s.Seed = seed
+	case s.Seed < 0:
 		s.Seed = gen.RandomSeed()
 		m.ed.seed.SetValue(fmt.Sprint(s.Seed))
 	}
@@ -62,7 +67,7 @@ func (m *Model) validSettings() (presets.Settings, error) {
 // generate starts a new run with the edited settings; a run in progress is
 // cancelled first (it stays in the history).
 func (m *Model) generate() tea.Cmd {
-	s, err := m.validSettings()
+	s, err := m.validSettings(-1)
 	if err != nil {
 		m.setError(fmt.Errorf("not generating: %w", err))
 		return nil
@@ -103,7 +108,7 @@ func (m *Model) branch() tea.Cmd {
 		return nil
 	}
 	parent := m.runs[m.cur]
-	s, err := m.validSettings()
+	s, err := m.validSettings(parent.Settings.Seed)
 	if err != nil {
 		m.setError(fmt.Errorf("branch: %w", err))
 		return nil

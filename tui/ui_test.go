@@ -167,6 +167,13 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	if len(m.runs) != 3 {
 		t.Errorf("%d runs in history, want 3", len(m.runs))
 	}
+	// The branch keeps its parent's seed whatever the editor shows, and
+	// the trace counts only its own steps (guidance 1: one row a call).
+	if low.Settings.Seed != r.Settings.Seed {
+		t.Errorf("branch seed %d, parent %d", low.Settings.Seed, r.Settings.Seed)
+	}
+	h.keys("alt+5")
+	h.mustView("x at step 1", "branched from run 1", "U-Net ×2 steps, 2 calls on [1, 4, 8, 8]")
 }
 
 // TestPresetsSaveLoadRenameDelete saves the edited settings, changes them,
