@@ -239,18 +239,6 @@ func PreviewFor(p *models.Pipeline, l sampler.Latent, i int) *image.RGBA {
 	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, factors, bias)
 }
 
-// Preview is PreviewFor with SD 1.x's projection.
-//
-// Deprecated: use PreviewFor, which knows the model's latent space.
-func Preview(l sampler.Latent, i int) *image.RGBA {
-	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
-	n := c * h * w
-	if c != len(render.SD15LatentRGBFactors) {
-		return image.NewRGBA(image.Rect(0, 0, w, h))
-	}
-	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, render.SD15LatentRGBFactors, render.SD15LatentRGBBias)
-}
-
 // SamplerHelp lists the sampler and schedule names for --help texts.
 func SamplerHelp() string {
 	var b strings.Builder

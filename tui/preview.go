@@ -10,6 +10,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -45,12 +46,13 @@ func (c *renderCache) halfBlock(img *image.RGBA, cols, rows int, mode render.Col
 	return s
 }
 
-// previewAll projects every image of a latent batch to RGB (no VAE) and
+// previewAll projects every image of a latent batch to RGB (no VAE, the
+// model's own latent projection) and
 // lays them side by side.
-func previewAll(l sampler.Latent) *image.RGBA {
+func previewAll(p *models.Pipeline, l sampler.Latent) *image.RGBA {
 	imgs := make([]*image.RGBA, l.Shape[0])
 	for i := range imgs {
-		imgs[i] = gen.Preview(l, i)
+		imgs[i] = gen.PreviewFor(p, l, i)
 	}
 	return tile(imgs)
 }

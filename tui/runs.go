@@ -96,7 +96,7 @@ func noisePreview(p *models.Pipeline, id int, s presets.Settings) tea.Cmd {
 			return nil
 		}
 		sc := run.Schedule()
-		return noiseMsg{ID: id, Noise: previewAll(vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
+		return noiseMsg{ID: id, Noise: previewAll(p, vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
 	}
 }
 

@@ -328,7 +328,7 @@ func (w *worker) start(r genReq) {
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
 		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
-		Shape: x.Shape, Noise: previewAll(w.vpLatent(js, x, sched.InitNoiseSigma))}
+		Shape: x.Shape, Noise: previewAll(w.pipe, w.vpLatent(js, x, sched.InitNoiseSigma))}
 	w.send(msg)
 }
 
@@ -394,7 +394,7 @@ func (w *worker) step(a *jobState) {
 	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
-		Took: d, XT: previewAll(w.vpLatent(a, f.X, next)), X0: previewAll(f.Denoised),
+		Took: d, XT: previewAll(w.pipe, w.vpLatent(a, f.X, next)), X0: previewAll(w.pipe, f.Denoised),
 	}})
 	if a.job.Done() {
 		w.finish(a, nil)
@@ -628,7 +628,7 @@ func (w *worker) forward(r forwardReq) {
 		}
 		m.T = append(m.T, t)
 		m.AlphaBar = append(m.AlphaBar, float64(ab[t]))
-		m.Images = append(m.Images, gen.Preview(x, 0))
+		m.Images = append(m.Images, gen.PreviewFor(w.pipe, x, 0))
 	}
 	w.send(m)
 }
