@@ -35,6 +35,7 @@ DECLARE_OUTPUT
 
 uniform int C, H, W, O, OH, OW, SH, PH, PW;
 uniform int tilesW; // ceil(OW / PX)
+uniform int tilesH; // ceil(OH / PY)
 uniform int NB;     // samples
 
 #ifndef PX
@@ -43,36 +44,72 @@ uniform int NB;     // samples
 
 const int SEG = (PX - 1) * SW + KW; // input columns one tile touches
 
-// XV(A, kw, p): the PX-wide (or, for PX 8, the 4-wide from pixel p) vector of
-// row A's inputs that kernel column kw meets.
+#ifndef PY
+#define PY 1
+#endif
+// Input rows one tile touches per input channel (PY > 1 only with stride 1).
+const int RW = (PY - 1) + KH;
+
+// Accumulators: c<q>_<py> holds output channel oc0+q, output row oh0+py, as
+// a float, vec2 or vec4 over PX pixels; PX 8 (PY 1 only) keeps pixels 4..7 in
+// c<q>_h. ACCROW(q, py, w, A, kw) adds weight w times row A's inputs at
+// kernel column kw to row py; STOREROW writes one.
 #define X4(A, kw, p) vec4(A[(p) * SW + kw], A[((p) + 1) * SW + kw], A[((p) + 2) * SW + kw], A[((p) + 3) * SW + kw])
 #if PX == 8
-#define ZERO(q) vec4 c##q##a = vec4(0.0); vec4 c##q##b = vec4(0.0);
-#define ACC(q, w, A, kw) { c##q##a += (w) * X4(A, kw, 0); c##q##b += (w) * X4(A, kw, 4); }
-#define STORE(q) store(oc0 + q, n, oh, ow0, c##q##a, c##q##b);
+#if PY != 1
+#error PX 8 needs PY 1
+#endif
+#define ZROW(q, py) vec4 c##q##_##py = vec4(0.0); vec4 c##q##_h = vec4(0.0);
+#define ACCROW(q, py, w, A, kw) { c##q##_##py += (w) * X4(A, kw, 0); c##q##_h += (w) * X4(A, kw, 4); }
+#define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, c##q##_##py, c##q##_h);
 #elif PX == 4
-#define ZERO(q) vec4 c##q##a = vec4(0.0);
-#define ACC(q, w, A, kw) c##q##a += (w) * X4(A, kw, 0);
-#define STORE(q) store(oc0 + q, n, oh, ow0, c##q##a, vec4(0.0));
+#define ZROW(q, py) vec4 c##q##_##py = vec4(0.0);
+#define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * X4(A, kw, 0);
+#define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, c##q##_##py, vec4(0.0));
 #elif PX == 2
-#define ZERO(q) vec2 c##q##a = vec2(0.0);
-#define ACC(q, w, A, kw) c##q##a += (w) * vec2(A[kw], A[SW + kw]);
-#define STORE(q) store(oc0 + q, n, oh, ow0, vec4(c##q##a, 0.0, 0.0), vec4(0.0));
+#define ZROW(q, py) vec2 c##q##_##py = vec2(0.0);
+#define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * vec2(A[kw], A[SW + kw]);
+#define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, vec4(c##q##_##py, 0.0, 0.0), vec4(0.0));
 #elif PX == 1
-#define ZERO(q) float c##q##a = 0.0;
-#define ACC(q, w, A, kw) c##q##a += (w) * A[kw];
-#define STORE(q) store(oc0 + q, n, oh, ow0, vec4(c##q##a, 0.0, 0.0, 0.0), vec4(0.0));
+#define ZROW(q, py) float c##q##_##py = 0.0;
+#define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * A[kw];
+#define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, vec4(c##q##_##py, 0.0, 0.0, 0.0), vec4(0.0));
 #else
 #error PX must be 1, 2, 4 or 8
 #endif
+// ACCPY(q, w, r0, kw): weight w of input row r0 (for output row 0) to every
+// output row of the tile; ZERO and STORE cover every row.
+// (Rows are taken modulo 24, xs's size, so that the guarded-off weights of
+// small kernels still index in range: GLSL rejects constant indices past the
+// end even in code that never runs.)
+#define XR(r) xs[(r) % 24]
+#if PY == 1
+#define ZERO(q) ZROW(q, 0)
+#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw)
+#define STORE(q) STOREROW(q, 0)
+#elif PY == 2
+#define ZERO(q) ZROW(q, 0) ZROW(q, 1)
+#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw) ACCROW(q, 1, w, XR((r0) + 1), kw)
+#define STORE(q) STOREROW(q, 0) STOREROW(q, 1)
+#elif PY == 4
+#define ZERO(q) ZROW(q, 0) ZROW(q, 1) ZROW(q, 2) ZROW(q, 3)
+#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw) ACCROW(q, 1, w, XR((r0) + 1), kw) \
+	ACCROW(q, 2, w, XR((r0) + 2), kw) ACCROW(q, 3, w, XR((r0) + 3), kw)
+#define STORE(q) STOREROW(q, 0) STOREROW(q, 1) STOREROW(q, 2) STOREROW(q, 3)
+#else
+#error PY must be 1, 2 or 4
+#endif
+#if PY > 1 && !defined(C4)
+#error PY > 1 needs C4
+#endif
 
 #define WIDX(q) int wi##q = min(oc0 + q, O - 1) * C * KH * KW;
-#define FMA(q, kw) { float w = loadW(wi##q + wk + kw); ACC(q, w, xs, kw) }
+#define FMA(q, kw) { float w = loadW(wi##q + wk + kw); ACCROW(q, 0, w, xs, kw) }
 #define COLUMN(kw) { \
 	FMA(0, kw) FMA(1, kw) FMA(2, kw) FMA(3, kw) FMA(4, kw) FMA(5, kw) FMA(6, kw) FMA(7, kw) }
 
 void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
-	if (oc >= O) {
+	if (oc >= O || oh >= OH) {
 		return;
 	}
 	float bv = 0.0;
@@ -89,19 +126,20 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 }
 
 #ifdef C4
-// Input rows of four channels: xs[r][s] with r = cc*KH + kh (up to 16 rows)
+// Input rows of four channels: xs[r][s] with r = cc*RW + rr (up to 24 rows)
 // and s < SEG (up to 7*2 + 4 = 18 columns).
-#define XS(r, s) if ((r) < 4 * KH && (s) < SEG) { \
-	int iw = iw0 + (s); int ih = oh * SH - PH + (r) % KH; \
+#define XS(r, s) if ((r) < 4 * RW && (s) < SEG) { \
+	int iw = iw0 + (s); int ih = oh0 * SH - PH + (r) % RW; \
 	bool ok = ih >= 0 && ih < H && iw >= 0 && iw < W; \
-	float v = loadX(plane + ((r) / KH) * H * W + clamp(ih, 0, H - 1) * W + clamp(iw, 0, W - 1)); \
+	float v = loadX(plane + ((r) / RW) * H * W + clamp(ih, 0, H - 1) * W + clamp(iw, 0, W - 1)); \
 	xs[r][s] = ok ? v : 0.0; }
-#define XROW(r) if ((r) < 4 * KH) { XS(r, 0) XS(r, 1) XS(r, 2) XS(r, 3) XS(r, 4) XS(r, 5) XS(r, 6) XS(r, 7) XS(r, 8) \
+#define XROW(r) if ((r) < 4 * RW) { XS(r, 0) XS(r, 1) XS(r, 2) XS(r, 3) XS(r, 4) XS(r, 5) XS(r, 6) XS(r, 7) XS(r, 8) \
 	XS(r, 9) XS(r, 10) XS(r, 11) XS(r, 12) XS(r, 13) XS(r, 14) XS(r, 15) XS(r, 16) XS(r, 17) }
 // Weight e of the four channels' block: channel e / (KH*KW), row (e / KW) % KH,
-// column e % KW; it meets input row r = (e / KW) at columns p*SW + kw.
-#define WE(q, e) if ((e) < 4 * KH * KW) { float w = wv[(e) / 4][(e) % 4]; int r = (e) / KW; int kw = (e) % KW; \
-	ACC(q, w, xs[r], kw) }
+// column e % KW; for output row py it meets input row
+// r = (e / (KH*KW))*RW + (e / KW) % KH + py at columns p*SW + kw.
+#define WE(q, e) if ((e) < 4 * KH * KW) { float w = wv[(e) / 4][(e) % 4]; \
+	ACCPY(q, w, ((e) / (KH * KW)) * RW + ((e) / KW) % KH, (e) % KW) }
 #define WE8(q, e) WE(q, e) WE(q, e + 1) WE(q, e + 2) WE(q, e + 3) WE(q, e + 4) WE(q, e + 5) WE(q, e + 6) WE(q, e + 7)
 #define WLOAD(t) if ((t) < KH * KW) { wv[t] = loadW4(wq + (t)); }
 #define OCBLOCK(q) { int wq = (wi##q + c * KH * KW) / 4; vec4 wv[16]; \
@@ -112,7 +150,7 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 
 void main() {
 	int id = linearId();
-	int tiles = OH * tilesW;
+	int tiles = tilesH * tilesW;
 	int blocks = (O + 7) / 8;
 	int t = id % tiles;
 	int rest = id / tiles;
@@ -121,24 +159,26 @@ void main() {
 	if (n >= NB) {
 		return;
 	}
-	int oh = t / tilesW;
-	int ow0 = (t - oh * tilesW) * PX;
+	int th = t / tilesW;
+	int oh0 = th * PY;
+	int ow0 = (t - th * tilesW) * PX;
 	WIDX(0) WIDX(1) WIDX(2) WIDX(3) WIDX(4) WIDX(5) WIDX(6) WIDX(7)
 	ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7)
 	int iw0 = ow0 * SW - PW;
 #ifdef C4
 	for (int c = 0; c < C; c += 4) {
 		int plane = (n * C + c) * H * W;
-		float xs[16][18];
+		float xs[24][18];
 		XROW(0) XROW(1) XROW(2) XROW(3) XROW(4) XROW(5) XROW(6) XROW(7)
 		XROW(8) XROW(9) XROW(10) XROW(11) XROW(12) XROW(13) XROW(14) XROW(15)
+		XROW(16) XROW(17) XROW(18) XROW(19) XROW(20) XROW(21) XROW(22) XROW(23)
 		OCBLOCK(0) OCBLOCK(1) OCBLOCK(2) OCBLOCK(3) OCBLOCK(4) OCBLOCK(5) OCBLOCK(6) OCBLOCK(7)
 	}
 #else
 	for (int c = 0; c < C; c++) {
 		int plane = (n * C + c) * H * W;
 		for (int kh = 0; kh < KH; kh++) {
-			int ih = oh * SH - PH + kh;
+			int ih = oh0 * SH - PH + kh;
 			bool rowOk = ih >= 0 && ih < H;
 			int rowBase = plane + clamp(ih, 0, H - 1) * W;
 			float xs[SEG];

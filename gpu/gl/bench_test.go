@@ -99,3 +99,31 @@ func benchAttentionShape(b *testing.B, unroll, l, h, dh int) {
 	flops := 4 * float64(l) * float64(l) * float64(h*dh)
 	benchOp(b, d, flops, func() *gpu.Tensor { return d.Attention(q, k, v, gpu.AttentionOpts{Heads: h}) })
 }
+
+// BenchmarkTinyOps times a chain of 100 Scale ops on 4096 elements, the
+// per-dispatch cost that dominates small models (reported per op).
+func BenchmarkTinyOps(b *testing.B) {
+	d := fresh(b)
+	x := d.Upload(make([]float32, 4096), 4096)
+	run := func() {
+		y := x
+		for i := 0; i < 100; i++ {
+			z := d.Scale(y, 1, 1)
+			if y != x {
+				d.Release(y)
+			}
+			y = z
+		}
+		d.Release(y)
+		if err := d.Finish(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	run()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		run()
+	}
+	b.StopTimer()
+	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N*100)*1e6, "us/op")
+}

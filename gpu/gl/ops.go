@@ -140,9 +140,11 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		return d.placeholder(shapeOf(x))
 	}
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
-	px := convPixels(g.OW)
-	tilesW := ceilDiv(g.OW, px)
-	total := g.N * ceilDiv(g.O, convOC) * g.OH * tilesW
+	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
+	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4
+	px, py := convTile(g.OW, g.OH, c4 && g.SH == 1)
+	tilesW, tilesH := ceilDiv(g.OW, px), ceilDiv(g.OH, py)
+	total := g.N * ceilDiv(g.O, convOC) * tilesH * tilesW
 	lx := convLX
 	if total < 4*convLX {
 		lx = convLXSmall
@@ -150,15 +152,14 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("PX=%d", px), fmt.Sprintf("LX=%d", lx), loader("X", x)}},
+			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("LX=%d", lx), loader("X", x)}},
 		ins: []input{in(x), in(w)},
 		out: out,
 		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
-			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "NB": g.N},
+			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "tilesH": tilesH, "NB": g.N},
 		groups: d.grid1D(total, lx),
 	}
-	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
-	if g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4 {
+	if c4 {
 		l.ins[1] = in4(w)
 		l.defines = append(l.defines, "C4", loader4("W", w))
 	} else {
@@ -172,14 +173,20 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	return out
 }
 
-// convPixels is conv2d.comp's PX for an output width: the smallest of 1, 2,
-// 4, 8 that covers it, so narrow maps compute no dead pixels.
-func convPixels(ow int) int {
-	px := 1
+// convTile is conv2d.comp's output tile per invocation, PX pixels of PY
+// rows: PX the smallest of 1, 2, 4, 8 that covers the width, so narrow maps
+// compute no dead pixels, and when that is under 8 and rows may be stacked
+// (rows2), PY rows (1, 2 or 4, PX*PY <= 8) so each weight fetched serves more
+// pixels.
+func convTile(ow, oh int, rows2 bool) (px, py int) {
+	px, py = 1, 1
 	for px < convPX && px < ow {
 		px *= 2
 	}
-	return px
+	for rows2 && py < 4 && px*py < convPX && py < oh {
+		py *= 2
+	}
+	return px, py
 }
 
 // GroupNorm normalises groups of channels over all positions (see

@@ -83,6 +83,13 @@ func glCases() []gputest.Case {
 	add("Conv2D/px4_c4_1x1_2x36x3x3_to17", conv(gpu.Conv2DOpts{}, true), inp(2, 36, 3, 3), inp(17, 36, 1, 1), inp(17))
 	add("Conv2D/px4_3x3_p1_1x5x5x4_to3_f16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 5, 5, 4), typed(gpu.F16, 3, 5, 3, 3), inp(3))
 	add("Conv2D/px8_c4_3x3_s2_p1_2x8x9x13_to70", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 8, 9, 13), inp(70, 8, 3, 3), inp(70))
+	// Short maps stack PY rows per invocation (C4, stride 1 only).
+	add("Conv2D/py2_px2_c4_3x3_p1_2x16x3x2_to9", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 16, 3, 2), inp(9, 16, 3, 3), inp(9))
+	add("Conv2D/py4_px2_c4_3x3_p1_1x8x5x2_to17_bf16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 8, 5, 2), typed(gpu.BF16, 17, 8, 3, 3), inp(17))
+	add("Conv2D/py2_px4_c4_3x3_p0_2x4x6x6_to8_f16", conv(gpu.Conv2DOpts{}, true), inp(2, 4, 6, 6), typed(gpu.F16, 8, 4, 3, 3), typed(gpu.F16, 8))
+	add("Conv2D/py4_px1_c4_3x3_p1_1x12x7x1_to5", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, false), inp(1, 12, 7, 1), inp(5, 12, 3, 3))
+	add("Conv2D/py2_px4_c4_1x1_2x8x2x3_to11", conv(gpu.Conv2DOpts{}, true), inp(2, 8, 2, 3), inp(11, 8, 1, 1), inp(11))
+	add("Conv2D/py2_px2_c4_2x3_p1_1x4x3x2_to3_s1x2", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1, StrideW: 2}, false), inp(1, 4, 3, 3), inp(3, 4, 2, 3))
 	add("Conv2D/9x9_p4_1x2x12x12_to3", conv(gpu.Conv2DOpts{PadH: 4, PadW: 4}, false), inp(1, 2, 12, 12), inp(3, 2, 9, 9))
 
 	attn := func(h int, causal bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
