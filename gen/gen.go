@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"image"
 	"math"
@@ -137,9 +138,15 @@ func (n Network) Predict(ctx context.Context, x sampler.Latent, t float64, rows 
 	for i, r := range rows {
 		rs[i] = models.Row(r == sampler.Positive)
 	}
+	if i := firstNonFinite(x.Data); i >= 0 {
+		return sampler.Latent{}, &NonFiniteError{Stage: "U-Net input", Index: i, Value: x.Data[i]}
+	}
 	out, err := n.Pipe.PredictNoise(x.Data, x.Shape, t, n.Cond, rs)
 	if err != nil {
 		return sampler.Latent{}, err
+	}
+	if i := firstNonFinite(out); i >= 0 {
+		return sampler.Latent{}, &NonFiniteError{Stage: fmt.Sprintf("U-Net output at timestep %g", t), Index: i, Value: out[i]}
 	}
 	return sampler.Latent{Shape: x.Shape, Data: out}, nil
 }
@@ -175,16 +182,34 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 }
 
 // Step advances the run by one sampler step and records the frame.
+// A step whose network output is not finite fails before the run moves
+// (the error says which step and which stage); the run is left as it was.
 func (j *Job) Step(ctx context.Context) (sampler.Frame, error) {
 	f, err := j.Run.Step(ctx)
 	if err != nil {
+		var nf *NonFiniteError
+		if errors.As(err, &nf) {
+			return f, fmt.Errorf("step %d/%d: %w", len(j.Frames)+1, j.Run.Total(), err)
+		}
 		return f, err
 	}
-	if bad := firstNonFinite(f.X.Data); bad >= 0 {
-		return f, fmt.Errorf("step %d/%d: the latent holds a non-finite value (NaN or Inf) after the U-Net; stopping", f.Index+1, f.Total)
+	if i := firstNonFinite(f.X.Data); i >= 0 {
+		return f, fmt.Errorf("step %d/%d: %w", f.Index+1, f.Total, &NonFiniteError{Stage: "sampler update", Index: i, Value: f.X.Data[i]})
 	}
 	j.Frames = append(j.Frames, f)
 	return f, nil
+}
+
+// NonFiniteError reports a NaN or Inf where a generation computed numbers:
+// which stage, and the first bad element.
+type NonFiniteError struct {
+	Stage string
+	Index int
+	Value float32
+}
+
+func (e *NonFiniteError) Error() string {
+	return fmt.Sprintf("%s holds a non-finite value (%v at element %d); the run was stopped", e.Stage, e.Value, e.Index)
 }
 
 func firstNonFinite(xs []float32) int {
@@ -202,6 +227,9 @@ func (j *Job) Done() bool { return j.Run.Done() }
 // Images decodes the run's current latent with the VAE.
 func (j *Job) Images() ([]*image.RGBA, error) {
 	x := j.Run.X()
+	if i := firstNonFinite(x.Data); i >= 0 {
+		return nil, &NonFiniteError{Stage: "final latent", Index: i, Value: x.Data[i]}
+	}
 	return j.Pipe.Decode(x.Data, x.Shape)
 }
 
