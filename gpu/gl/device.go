@@ -83,6 +83,7 @@ type Device struct {
 type profileEntry struct {
 	calls int
 	time  time.Duration
+	first time.Duration // the first call, which includes the driver's compile
 }
 
 // buffer is one GL buffer object and the texture buffer views made over it.
@@ -178,16 +179,27 @@ func (d *Device) call(f func()) {
 }
 
 // sizeClass rounds n up to a size with at most three significant bits (at
-// most 25% slack), a multiple of 16 bytes, so released buffers can be reused.
+// most 25% slack), a multiple of 16 bytes, so released buffers can be reused,
+// and never a power of two: llvmpipe keys its compiled shader variants on
+// whether each texture's width is a power of two, so views of buffers of
+// both kinds would compile every program up to twice per input (seconds
+// each for the big kernels). A power of two gets 16 more bytes (32 more for
+// 16), so that the views of every format (4, 8 or 16 bytes a texel) have
+// widths that are not powers of two either.
 func sizeClass(n int64) int64 {
+	var c int64
 	if n < 256 {
-		return (n + 15) &^ 15
+		c = (n + 15) &^ 15
+	} else {
+		shift := 0
+		for (n >> shift) >= 8 {
+			shift++
+		}
+		c = ((n + (1 << shift) - 1) >> shift) << shift
 	}
-	shift := 0
-	for (n >> shift) >= 8 {
-		shift++
+	for c > 0 && c&(c-1) == 0 {
+		c += 16
 	}
-	c := ((n + (1 << shift) - 1) >> shift) << shift
 	return c
 }
 
@@ -201,10 +213,7 @@ const syncUpload = 1 << 20
 // data of at least syncUpload bytes with borrowed set (alloc then waits).
 func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bool) *gpu.Tensor {
 	bytes := int64(shape.Numel()) * int64(dt.Size())
-	buf := &buffer{size: sizeClass(bytes)}
-	if buf.size == 0 {
-		buf.size = 16
-	}
+	buf := &buffer{size: sizeClass(max(bytes, 1))}
 	st := &gpu.Storage{Handle: buf, Bytes: bytes, Dev: d}
 	resident := d.Stats().Resident
 	d.Alloc(bytes)
@@ -417,7 +426,8 @@ func (d *Device) printProfile() {
 	fmt.Fprintf(os.Stderr, "gl profile (%s):\n", d.name)
 	for _, n := range names {
 		p := d.profile[n]
-		fmt.Fprintf(os.Stderr, "  %-20s %6d calls %10.3f s %8.1f us/call\n", n, p.calls, p.time.Seconds(), 1e6*p.time.Seconds()/float64(p.calls))
+		fmt.Fprintf(os.Stderr, "  %-20s %6d calls %10.3f s %8.1f us/call, first %.3f s\n",
+			n, p.calls, p.time.Seconds(), 1e6*p.time.Seconds()/float64(p.calls), p.first.Seconds())
 	}
 }
 

@@ -9,17 +9,17 @@ import (
 
 // Tile sizes and local sizes of the kernels (tuned on llvmpipe).
 const (
-	mmTile = 8  // matmul: outputs per invocation along M and N (fixed in matmul.comp)
-	mmLX   = 8  // matmul local size x (N tiles)
-	mmLY   = 8  // matmul local size y (M tiles)
-	convOC = 8  // conv2d: output channels per invocation (fixed in conv2d.comp)
-	convPX = 8  // conv2d: most output pixels per invocation (PX in conv2d.comp)
-	convLX = 64 // conv2d local size
-	// convLXSmall is conv2d's local size when it has fewer than 4*convLX
-	// invocations, so that both llvmpipe threads get work groups.
-	convLXSmall = 16
-	elemLX      = 64 // element-wise kernels
-	rowLX       = 64 // one-work-group-per-row kernels (norms, softmax)
+	mmTile = 8 // matmul: outputs per invocation along M and N (fixed in matmul.comp)
+	mmLX   = 8 // matmul local size x (N tiles)
+	mmLY   = 8 // matmul local size y (M tiles)
+	convOC = 8 // conv2d: output channels per invocation (fixed in conv2d.comp)
+	convPX = 8 // conv2d: most output pixels per invocation (PX in conv2d.comp)
+	// convLX is conv2d's local size: small, so that small outputs still
+	// make several work groups for llvmpipe's threads (64 was no faster on
+	// big ones), and one size, so that it adds no program variants.
+	convLX = 16
+	elemLX = 64 // element-wise kernels
+	rowLX  = 64 // one-work-group-per-row kernels (norms, softmax)
 	// serialRow is the longest row (elements) that the norms' SERIAL
 	// variant handles, one invocation a row, in serialLX-wide work groups.
 	serialRow = 1024
@@ -145,19 +145,15 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	px, py := convTile(g.OW, g.OH, c4 && g.SH == 1)
 	tilesW, tilesH := ceilDiv(g.OW, px), ceilDiv(g.OH, py)
 	total := g.N * ceilDiv(g.O, convOC) * tilesH * tilesW
-	lx := convLX
-	if total < 4*convLX {
-		lx = convLXSmall
-	}
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("LX=%d", lx), loader("X", x)}},
+			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("LX=%d", convLX), loader("X", x)}},
 		ins: []input{in(x), in(w)},
 		out: out,
 		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
 			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "tilesH": tilesH, "NB": g.N},
-		groups: d.grid1D(total, lx),
+		groups: d.grid1D(total, convLX),
 	}
 	if c4 {
 		l.ins[1] = in4(w)

@@ -299,12 +299,16 @@ func TestPoolReuse(t *testing.T) {
 }
 
 func TestSizeClass(t *testing.T) {
-	for _, c := range []struct{ n, want int64 }{{0, 0}, {1, 16}, {16, 16}, {17, 32}, {255, 256}, {256, 256}, {1000, 1024}, {1025, 1280}, {3 << 20, 3 << 20}, {(3 << 20) + 1, 7 << 19}} {
+	for _, c := range []struct{ n, want int64 }{{0, 0}, {1, 48}, {16, 48}, {17, 48}, {33, 48}, {65, 80}, {255, 272}, {256, 272}, {1000, 1040},
+		{1025, 1280}, {3 << 20, 3 << 20}, {(3 << 20) + 1, 7 << 19}, {1 << 30, 1<<30 + 16}} {
 		if got := sizeClass(c.n); got != c.want {
 			t.Errorf("sizeClass(%d) = %d, want %d", c.n, got, c.want)
 		}
-		if got := sizeClass(c.n); got < c.n || got%16 != 0 {
-			t.Errorf("sizeClass(%d) = %d is not a 16-byte multiple covering it", c.n, got)
+	}
+	for n := int64(1); n < 1<<22; n = n*5/4 + 1 {
+		got := sizeClass(n)
+		if got < n || got%16 != 0 || got&(got-1) == 0 || got > n+n/4+48 {
+			t.Errorf("sizeClass(%d) = %d: want a 16-byte multiple covering it, not a power of two, at most 25%% (or 48 bytes) more", n, got)
 		}
 	}
 }

@@ -191,8 +191,12 @@ func (d *Device) glRun(op string, l *launch) {
 				key = fmt.Sprintf("%s %v %v", l.file, l.groups, l.ints)
 			}
 			p := d.profile[key]
+			t := time.Since(start)
+			if p.calls == 0 {
+				p.first = t
+			}
 			p.calls++
-			p.time += time.Since(start)
+			p.time += t
 			d.profile[key] = p
 		}()
 	}
