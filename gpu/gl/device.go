@@ -16,7 +16,10 @@
 // llvmpipe, or a GPU vendor's EGL.
 //
 // With STEPWISE_GL_PROFILE=1 in the environment, Close prints the time spent
-// in each shader to stderr.
+// in each shader to stderr (=2: per shader, grid and integer uniforms).
+// Linked programs are cached as GL program binaries in
+// os.UserCacheDir()/stepwise/gl-programs (STEPWISE_GL_CACHE names another
+// folder, or "off"), so a second start compiles no GLSL; see progcache.go.
 package gl
 
 import (
