@@ -18,7 +18,7 @@ const (
 	// make several work groups for llvmpipe's threads (64 was no faster on
 	// big ones), and one size, so that it adds no program variants.
 	convLX = 16
-	elemLX = 64 // element-wise kernels
+	elemLX = 256 // element-wise kernels
 	rowLX  = 64 // one-work-group-per-row kernels (norms, softmax)
 	// serialRow is the longest row (elements) that the norms' SERIAL
 	// variant handles, one invocation a row, in serialLX-wide work groups.
