@@ -66,14 +66,23 @@ const int RW = (PY - 1) + KH;
 #define ZROW(q, py) vec4 c##q##_##py = vec4(0.0);
 #define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * X4(A, kw, 0);
 #define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, c##q##_##py, vec4(0.0));
+#define ZROW2(q, py) vec4 e##q##_##py = vec4(0.0);
+#define ACCROW2(q, py, w, A, kw) e##q##_##py += (w) * X4(A, kw, 0);
+#define STOREROW2(q, py) store(oc0 + q, n + 1, oh0 + py, ow0, e##q##_##py, vec4(0.0));
 #elif PX == 2
 #define ZROW(q, py) vec2 c##q##_##py = vec2(0.0);
 #define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * vec2(A[kw], A[SW + kw]);
 #define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, vec4(c##q##_##py, 0.0, 0.0), vec4(0.0));
+#define ZROW2(q, py) vec2 e##q##_##py = vec2(0.0);
+#define ACCROW2(q, py, w, A, kw) e##q##_##py += (w) * vec2(A[kw], A[SW + kw]);
+#define STOREROW2(q, py) store(oc0 + q, n + 1, oh0 + py, ow0, vec4(e##q##_##py, 0.0, 0.0), vec4(0.0));
 #elif PX == 1
 #define ZROW(q, py) float c##q##_##py = 0.0;
 #define ACCROW(q, py, w, A, kw) c##q##_##py += (w) * A[kw];
 #define STOREROW(q, py) store(oc0 + q, n, oh0 + py, ow0, vec4(c##q##_##py, 0.0, 0.0, 0.0), vec4(0.0));
+#define ZROW2(q, py) float e##q##_##py = 0.0;
+#define ACCROW2(q, py, w, A, kw) e##q##_##py += (w) * A[kw];
+#define STOREROW2(q, py) store(oc0 + q, n + 1, oh0 + py, ow0, vec4(e##q##_##py, 0.0, 0.0, 0.0), vec4(0.0));
 #else
 #error PX must be 1, 2, 4 or 8
 #endif
@@ -83,19 +92,40 @@ const int RW = (PY - 1) + KH;
 // small kernels still index in range: GLSL rejects constant indices past the
 // end even in code that never runs.)
 #define XR(r) xs[(r) % 24]
+// NT 2 (C4, PX*PY <= 4 only): the invocation also computes sample n+1, from
+// its own input rows xs2, into accumulators e<q>_<py>, so each weight fetched
+// serves twice the pixels.
+#ifndef NT
+#define NT 1
+#endif
+#if NT == 2
+#if !defined(C4) || PX * PY > 4
+#error NT 2 needs C4 and PX*PY <= 4
+#endif
+#define XR2(r) xs2[(r) % 24]
+#define ZS(q, py) ZROW(q, py) ZROW2(q, py)
+#define ACCS(q, py, w, r, kw) ACCROW(q, py, w, XR(r), kw) ACCROW2(q, py, w, XR2(r), kw)
+#define SS(q, py) STOREROW(q, py) STOREROW2(q, py)
+#elif NT == 1
+#define ZS(q, py) ZROW(q, py)
+#define ACCS(q, py, w, r, kw) ACCROW(q, py, w, XR(r), kw)
+#define SS(q, py) STOREROW(q, py)
+#else
+#error NT must be 1 or 2
+#endif
 #if PY == 1
-#define ZERO(q) ZROW(q, 0)
-#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw)
-#define STORE(q) STOREROW(q, 0)
+#define ZERO(q) ZS(q, 0)
+#define ACCPY(q, w, r0, kw) ACCS(q, 0, w, r0, kw)
+#define STORE(q) SS(q, 0)
 #elif PY == 2
-#define ZERO(q) ZROW(q, 0) ZROW(q, 1)
-#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw) ACCROW(q, 1, w, XR((r0) + 1), kw)
-#define STORE(q) STOREROW(q, 0) STOREROW(q, 1)
+#define ZERO(q) ZS(q, 0) ZS(q, 1)
+#define ACCPY(q, w, r0, kw) ACCS(q, 0, w, r0, kw) ACCS(q, 1, w, (r0) + 1, kw)
+#define STORE(q) SS(q, 0) SS(q, 1)
 #elif PY == 4
-#define ZERO(q) ZROW(q, 0) ZROW(q, 1) ZROW(q, 2) ZROW(q, 3)
-#define ACCPY(q, w, r0, kw) ACCROW(q, 0, w, XR(r0), kw) ACCROW(q, 1, w, XR((r0) + 1), kw) \
-	ACCROW(q, 2, w, XR((r0) + 2), kw) ACCROW(q, 3, w, XR((r0) + 3), kw)
-#define STORE(q) STOREROW(q, 0) STOREROW(q, 1) STOREROW(q, 2) STOREROW(q, 3)
+#define ZERO(q) ZS(q, 0) ZS(q, 1) ZS(q, 2) ZS(q, 3)
+#define ACCPY(q, w, r0, kw) ACCS(q, 0, w, r0, kw) ACCS(q, 1, w, (r0) + 1, kw) \
+	ACCS(q, 2, w, (r0) + 2, kw) ACCS(q, 3, w, (r0) + 3, kw)
+#define STORE(q) SS(q, 0) SS(q, 1) SS(q, 2) SS(q, 3)
 #else
 #error PY must be 1, 2 or 4
 #endif
@@ -109,7 +139,7 @@ const int RW = (PY - 1) + KH;
 	FMA(0, kw) FMA(1, kw) FMA(2, kw) FMA(3, kw) FMA(4, kw) FMA(5, kw) FMA(6, kw) FMA(7, kw) }
 
 void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
-	if (oc >= O || oh >= OH) {
+	if (oc >= O || oh >= OH || n >= NB) {
 		return;
 	}
 	float bv = 0.0;
@@ -131,8 +161,14 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 #define XS(r, s) if ((r) < 4 * RW && (s) < SEG) { \
 	int iw = iw0 + (s); int ih = oh0 * SH - PH + (r) % RW; \
 	bool ok = ih >= 0 && ih < H && iw >= 0 && iw < W; \
-	float v = loadX(plane + ((r) / RW) * H * W + clamp(ih, 0, H - 1) * W + clamp(iw, 0, W - 1)); \
-	xs[r][s] = ok ? v : 0.0; }
+	int xi = plane + ((r) / RW) * H * W + clamp(ih, 0, H - 1) * W + clamp(iw, 0, W - 1); \
+	float v = loadX(xi); \
+	xs[r][s] = ok ? v : 0.0; XS2(r, s) }
+#if NT == 2
+#define XS2(r, s) { float v2 = loadX(xi + off2); xs2[r][s] = ok ? v2 : 0.0; }
+#else
+#define XS2(r, s)
+#endif
 #define XROW(r) if ((r) < 4 * RW) { XS(r, 0) XS(r, 1) XS(r, 2) XS(r, 3) XS(r, 4) XS(r, 5) XS(r, 6) XS(r, 7) XS(r, 8) \
 	XS(r, 9) XS(r, 10) XS(r, 11) XS(r, 12) XS(r, 13) XS(r, 14) XS(r, 15) XS(r, 16) XS(r, 17) }
 // Weight e of the four channels' block: channel e / (KH*KW), row (e / KW) % KH,
@@ -155,7 +191,7 @@ void main() {
 	int t = id % tiles;
 	int rest = id / tiles;
 	int oc0 = (rest % blocks) * 8;
-	int n = rest / blocks;
+	int n = (rest / blocks) * NT;
 	if (n >= NB) {
 		return;
 	}
@@ -166,9 +202,14 @@ void main() {
 	ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7)
 	int iw0 = ow0 * SW - PW;
 #ifdef C4
+	// Sample n+1's inputs are off2 further (0 past the last sample: read, unused).
+	int off2 = n + 1 < NB ? C * H * W : 0;
 	for (int c = 0; c < C; c += 4) {
 		int plane = (n * C + c) * H * W;
 		float xs[24][18];
+#if NT == 2
+		float xs2[24][18];
+#endif
 		XROW(0) XROW(1) XROW(2) XROW(3) XROW(4) XROW(5) XROW(6) XROW(7)
 		XROW(8) XROW(9) XROW(10) XROW(11) XROW(12) XROW(13) XROW(14) XROW(15)
 		XROW(16) XROW(17) XROW(18) XROW(19) XROW(20) XROW(21) XROW(22) XROW(23)

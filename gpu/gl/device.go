@@ -74,6 +74,8 @@ type Device struct {
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
+	// noFoldSamples turns off conv2d.comp's NT 2 (benchmarks).
+	noFoldSamples bool
 	// noVec4 turns off matmul_nt4.comp and conv2d.comp's C4 (tests, benchmarks).
 	noVec4 bool
 	// attnUnroll is the largest head dim for which attention.comp is compiled

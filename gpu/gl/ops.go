@@ -19,7 +19,7 @@ const (
 	// big ones), and one size, so that it adds no program variants.
 	convLX = 16
 	elemLX = 256 // element-wise kernels
-	rowLX  = 64 // one-work-group-per-row kernels (norms, softmax)
+	rowLX  = 64  // one-work-group-per-row kernels (norms, softmax)
 	// serialRow is the longest row (elements) that the norms' SERIAL
 	// variant handles, one invocation a row, in serialLX-wide work groups.
 	serialRow = 1024
@@ -144,16 +144,23 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4
 	px, py := convTile(g.OW, g.OH, c4 && g.SH == 1)
 	tilesW, tilesH := ceilDiv(g.OW, px), ceilDiv(g.OH, py)
-	total := g.N * ceilDiv(g.O, convOC) * tilesH * tilesW
+	// Tiles of at most 4 pixels take two samples an invocation (NT 2), in
+	// work groups of 8 so that the halved count still spreads over threads.
+	nt, lx := 1, convLX
+	if c4 && px*py <= 4 && g.N > 1 && !d.noFoldSamples {
+		nt, lx = 2, 8
+	}
+	total := ceilDiv(g.N, nt) * ceilDiv(g.O, convOC) * tilesH * tilesW
 	l := &launch{
 		kernel: kernel{file: "conv2d.comp", defines: []string{
 			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("LX=%d", convLX), loader("X", x)}},
+			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("NT=%d", nt),
+			fmt.Sprintf("LX=%d", lx), loader("X", x)}},
 		ins: []input{in(x), in(w)},
 		out: out,
 		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
 			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "tilesH": tilesH, "NB": g.N},
-		groups: d.grid1D(total, convLX),
+		groups: d.grid1D(total, lx),
 	}
 	if c4 {
 		l.ins[1] = in4(w)

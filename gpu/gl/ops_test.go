@@ -90,6 +90,11 @@ func glCases() []gputest.Case {
 	add("Conv2D/py4_px1_c4_3x3_p1_1x12x7x1_to5", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, false), inp(1, 12, 7, 1), inp(5, 12, 3, 3))
 	add("Conv2D/py2_px4_c4_1x1_2x8x2x3_to11", conv(gpu.Conv2DOpts{}, true), inp(2, 8, 2, 3), inp(11, 8, 1, 1), inp(11))
 	add("Conv2D/py2_px2_c4_2x3_p1_1x4x3x2_to3_s1x2", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1, StrideW: 2}, false), inp(1, 4, 3, 3), inp(3, 4, 2, 3))
+	// Tiles of at most 4 pixels fold two samples into one invocation (NT 2),
+	// an odd batch leaves the last one alone.
+	add("Conv2D/nt2_odd_batch_c4_3x3_p1_3x8x2x2_to9_f16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(3, 8, 2, 2), typed(gpu.F16, 9, 8, 3, 3), inp(9))
+	add("Conv2D/nt2_s2_c4_3x3_p1_5x4x4x3_to10", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(5, 4, 4, 3), inp(10, 4, 3, 3), inp(10))
+	add("Conv2D/nt2_1x1_c4_2x12x1x3_to7_bf16", conv(gpu.Conv2DOpts{}, false), inp(2, 12, 1, 3), typed(gpu.BF16, 7, 12, 1, 1))
 	add("Conv2D/9x9_p4_1x2x12x12_to3", conv(gpu.Conv2DOpts{PadH: 4, PadW: 4}, false), inp(1, 2, 12, 12), inp(3, 2, 9, 9))
 
 	attn := func(h int, causal bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
