@@ -134,6 +134,9 @@ def main():
         "params": nparams,
         "files_sha256": {os.path.basename(st): sha},
     }
+    # The free step-preview projection fitted to this VAE's latent space.
+    import latent_rgb  # noqa: E402
+    cfg["vae"].update(latent_rgb.fit())
     js = os.path.join(args.out_dir, args.name + ".json")
     with open(js, "w") as f:
         json.dump(cfg, f, indent=1)

@@ -18,10 +18,8 @@ sys.path.insert(0, HERE)
 import train as T  # noqa: E402
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", default=os.path.join(HERE, "..", "..", "models", "bundled", "stepwise-emoji.json"))
-    a = ap.parse_args()
+def fit():
+    """Returns {"latent_rgb_factors", "latent_rgb_bias"} and prints the fit's R^2."""
     lat = torch.load(os.path.join(T.RUNS, "latents.pt"))
     z = (lat["mean"] * lat["scaling_factor"]).numpy()  # [N, C, h, w], the sampler's space
     imgs, _ = T.load_data()
@@ -34,15 +32,23 @@ def main():
     W, *_ = np.linalg.lstsq(A, B, rcond=None)
     pred = A @ W
     r2 = 1 - ((B - pred) ** 2).sum(0) / ((B - B.mean(0)) ** 2).sum(0)
+    out = {"latent_rgb_factors": [[round(float(v), 6) for v in W[i]] for i in range(c)],
+           "latent_rgb_bias": [round(float(v), 6) for v in W[c]]}
+    print("latent_rgb: R^2 per colour", [round(float(v), 3) for v in r2])
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default=os.path.join(HERE, "..", "..", "models", "bundled", "stepwise-emoji.json"))
+    a = ap.parse_args()
     cfg = json.load(open(a.config))
-    cfg["vae"]["latent_rgb_factors"] = [[round(float(v), 6) for v in W[i]] for i in range(c)]
-    cfg["vae"]["latent_rgb_bias"] = [round(float(v), 6) for v in W[c]]
+    cfg["vae"].update(fit())
     tmp = a.config + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(cfg, fh, indent=1)
+        fh.write("\n")
     os.replace(tmp, a.config)
-    print("latent_rgb_factors", cfg["vae"]["latent_rgb_factors"], "bias", cfg["vae"]["latent_rgb_bias"],
-          "R^2 per colour", [round(float(v), 3) for v in r2])
 
 
 if __name__ == "__main__":
