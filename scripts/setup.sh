@@ -24,7 +24,13 @@ for p in "${apt_packages[@]}"; do
 done
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
-  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "stepwise setup: missing Debian packages: ${missing[*]}; install them as root (apt-get install ...) and run this again" >&2
+      exit 1
+    fi
+    sudo="sudo"
+  fi
   echo "stepwise setup: installing ${missing[*]}" >&2
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
