@@ -74,11 +74,11 @@ type Plan struct {
 	Kind Kind
 	Trigger
 
-	mu        sync.Mutex
-	ops, dls  int
-	fired     bool
-	armed     bool
-	firedAt   string
+	mu       sync.Mutex
+	ops, dls int
+	fired    bool
+	armed    bool
+	firedAt  string
 }
 
 // NewPlan returns an armed plan.
