@@ -1,16 +1,20 @@
 package gen
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"math"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/faulty"
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
 )
 
 // nanDevice poisons one read-back: the nth Download returns a NaN, as a
@@ -72,5 +76,145 @@ func TestNaNStopsTheStepAndSaysWhere(t *testing.T) {
 	defer j2.Close()
 	if _, err := j2.Step(context.Background()); err != nil {
 		t.Errorf("a new run after the fault: %v", err)
+	}
+}
+
+// miniOn loads the single-file sd15-mini on dev.
+func miniOn(t *testing.T, dev gpu.Device) *models.Pipeline {
+	t.Helper()
+	dir := golden.Dir(t)
+	p, err := models.Load(dev, filepath.Join(dir, "sd15-mini.fp16.safetensors"), filepath.Join(dir, "sd15_mini_config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// generateAll runs s to the end on p and returns the images' pixels.
+func generateAll(t *testing.T, p *models.Pipeline, s presets.Settings) [][]byte {
+	t.Helper()
+	j, err := Start(p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer j.Close()
+	for !j.Done() {
+		if _, err := j.Step(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	imgs, err := j.Images()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for _, im := range imgs {
+		out = append(out, im.Pix)
+	}
+	return out
+}
+
+// TestDeviceFaults injects each device fault at a stage of a 5-step run:
+// the error is a *DeviceError naming the step and stage and carrying the
+// device's message, the run has not moved past the failed step, and after
+// the pipeline and device are reopened (as the studio and the CLI do) the
+// same seed gives exactly the image of a fault-free run.
+func TestDeviceFaults(t *testing.T) {
+	s := e2eSettings()
+	s.Steps = 5
+	ref0 := ref.New()
+	p0 := miniOn(t, ref0)
+	want := generateAll(t, p0, s)
+	p0.Close()
+	ref0.Close()
+
+	type when int
+	const (
+		atStart  when = iota // armed before Start: the text encoder
+		atStep3              // armed after two steps: step 3's U-Net
+		atDecode             // armed after every step: the VAE decoder
+	)
+	for _, tc := range []struct {
+		name  string
+		kind  faulty.Kind
+		trig  faulty.Trigger
+		when  when
+		stage string
+		want  []string
+	}{
+		{"lost context on the U-Net read-back", faulty.LostContext, faulty.Trigger{Downloads: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"context was lost"}},
+		{"lost context in the text encoder", faulty.LostContext, faulty.Trigger{Op: "Embedding", After: 1}, atStart, "GPU error in the text encoder", []string{"Embedding: gl: the OpenGL context was lost"}},
+		{"shader compile failure in attention", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"shader attention.comp", "does not compile", "error: `acc' undeclared"}},
+		{"out of memory on the latent upload", faulty.OOM, faulty.Trigger{Op: "Upload", After: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"out of memory allocating", "try a smaller size or batch"}},
+		{"out of memory in the VAE decoder", faulty.OOM, faulty.Trigger{Op: "Conv2D", After: 3}, atDecode, "GPU error in the VAE decoder", []string{"out of memory allocating"}},
+		{"lost context mid-U-Net", faulty.LostContext, faulty.Trigger{Op: "Conv2D", After: 7}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"Conv2D: gl: the OpenGL context was lost"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			plan := faulty.NewPlan(tc.kind, tc.trig)
+			plan.Disarm()
+			dev := faulty.Wrap(ref.New(), plan)
+			p := miniOn(t, dev)
+			var err error
+			frames := -1
+			if tc.when == atStart {
+				plan.Arm(tc.trig)
+				_, err = Start(p, s)
+			} else {
+				j, serr := Start(p, s)
+				if serr != nil {
+					t.Fatal(serr)
+				}
+				for i := 0; i < 2; i++ {
+					if _, err := j.Step(context.Background()); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if tc.when == atDecode {
+					for !j.Done() {
+						if _, err := j.Step(context.Background()); err != nil {
+							t.Fatal(err)
+						}
+					}
+					plan.Arm(tc.trig)
+					_, err = j.Images()
+				} else {
+					plan.Arm(tc.trig)
+					_, err = j.Step(context.Background())
+				}
+				frames = len(j.Frames)
+				j.Close()
+			}
+			var de *DeviceError
+			if !errors.As(err, &de) {
+				t.Fatalf("err = %v (%T), want a *DeviceError", err, err)
+			}
+			t.Logf("reported: %v", err)
+			for _, w := range append([]string{tc.stage}, tc.want...) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if fired, _ := plan.Fired(); !fired {
+				t.Error("the fault never fired")
+			}
+			if tc.when == atStep3 && frames != 2 {
+				t.Errorf("%d frames after a fault at step 3, want 2", frames)
+			}
+			// The device stays failed: the pipeline cannot go on.
+			if _, err := Start(p, s); err == nil {
+				t.Error("a new run on the failed device started")
+			}
+			p.Close()
+			dev.Close()
+
+			dev2 := faulty.Wrap(ref.New(), plan)
+			defer dev2.Close()
+			p2 := miniOn(t, dev2)
+			defer p2.Close()
+			got := generateAll(t, p2, s)
+			if len(got) != len(want) || !bytes.Equal(got[0], want[0]) {
+				t.Errorf("the run after reopening differs from a fault-free run")
+			}
+		})
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/presets"
@@ -170,7 +171,7 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 	j := &Job{Settings: s, Pipe: p, Started: time.Now()}
 	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
 	if err != nil {
-		return nil, err
+		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
@@ -187,6 +188,9 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 func (j *Job) Step(ctx context.Context) (sampler.Frame, error) {
 	f, err := j.Run.Step(ctx)
 	if err != nil {
+		if derr := deviceFault(j.Pipe, "U-Net", len(j.Frames)+1, j.Run.Total(), err); derr != err {
+			return f, derr
+		}
 		var nf *NonFiniteError
 		if errors.As(err, &nf) {
 			return f, fmt.Errorf("step %d/%d: %w", len(j.Frames)+1, j.Run.Total(), err)
@@ -230,7 +234,51 @@ func (j *Job) Images() ([]*image.RGBA, error) {
 	if i := firstNonFinite(x.Data); i >= 0 {
 		return nil, &NonFiniteError{Stage: "final latent", Index: i, Value: x.Data[i]}
 	}
-	return j.Pipe.Decode(x.Data, x.Shape)
+	imgs, err := j.Pipe.Decode(x.Data, x.Shape)
+	if err != nil {
+		return nil, deviceFault(j.Pipe, "VAE decoder", 0, 0, err)
+	}
+	return imgs, nil
+}
+
+// DeviceError reports that the compute device failed (a lost context, a
+// shader that does not compile, an allocation that does not fit) and where
+// the generation met it. Device errors are sticky (see gpu.Device): the
+// pipeline and its device are unusable afterwards, and the caller must
+// close both and open new ones before the next generation.
+type DeviceError struct {
+	Stage       string // "text encoder", "U-Net" or "VAE decoder"
+	Step, Total int    // the U-Net's step (1-based) of Total; 0 elsewhere
+	Err         error  // the device's error
+}
+
+func (e *DeviceError) Error() string {
+	where := "in the " + e.Stage
+	if e.Step > 0 {
+		where = fmt.Sprintf("at step %d/%d (%s)", e.Step, e.Total, e.Stage)
+	}
+	msg := fmt.Sprintf("GPU error %s: %v", where, e.Err)
+	var oom *gpu.OOMError
+	if errors.As(e.Err, &oom) {
+		msg += " (try a smaller size or batch)"
+	}
+	return msg
+}
+
+func (e *DeviceError) Unwrap() error { return e.Err }
+
+// deviceFault wraps err in a *DeviceError when p's device has recorded an
+// error, and returns err unchanged otherwise.
+func deviceFault(p *models.Pipeline, stage string, step, total int, err error) error {
+	derr := p.Device().Err()
+	if derr == nil {
+		return err
+	}
+	var de *DeviceError
+	if errors.As(err, &de) {
+		return err
+	}
+	return &DeviceError{Stage: stage, Step: step, Total: total, Err: derr}
 }
 
 // Close releases the job's device memory (the prompt embeddings).
