@@ -75,6 +75,33 @@ func benchConv(b *testing.B, c, hw int, scalar bool) {
 	})
 }
 
+// benchConvAlgo times a batch-1 3x3 conv with F16 weights (the VAE's
+// case) by the given algorithm.
+func benchConvAlgo(b *testing.B, c, hw, algo int) {
+	d := fresh(b)
+	d.convAlgo = algo
+	r := rand.New(rand.NewPCG(3, 4))
+	x := d.Upload(randn(r, c*hw*hw), 1, c, hw, hw)
+	w := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c*c*9)), c, c, 3, 3)
+	bias := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c)), c)
+	flops := 2 * float64(c*c*9) * float64(hw*hw)
+	benchOp(b, d, flops, func() *gpu.Tensor {
+		return d.Conv2D(x, w, bias, gpu.Conv2DOpts{PadH: 1, PadW: 1})
+	})
+}
+
+// Direct-form GFLOP/s (2*C*O*9 per output pixel) for both algorithms.
+func BenchmarkConvDirect_512_32x32(b *testing.B)     { benchConvAlgo(b, 512, 32, convDirect) }
+func BenchmarkConvWinograd_512_32x32(b *testing.B)   { benchConvAlgo(b, 512, 32, convWinograd) }
+func BenchmarkConvDirect_512_16x16(b *testing.B)     { benchConvAlgo(b, 512, 16, convDirect) }
+func BenchmarkConvWinograd_512_16x16(b *testing.B)   { benchConvAlgo(b, 512, 16, convWinograd) }
+func BenchmarkConvDirect_256_64x64(b *testing.B)     { benchConvAlgo(b, 256, 64, convDirect) }
+func BenchmarkConvWinograd_256_64x64(b *testing.B)   { benchConvAlgo(b, 256, 64, convWinograd) }
+func BenchmarkConvDirect_128_128x128(b *testing.B)   { benchConvAlgo(b, 128, 128, convDirect) }
+func BenchmarkConvWinograd_128_128x128(b *testing.B) { benchConvAlgo(b, 128, 128, convWinograd) }
+func BenchmarkConvDirect_320_64x64(b *testing.B)     { benchConvAlgo(b, 320, 64, convDirect) }
+func BenchmarkConvWinograd_320_64x64(b *testing.B)   { benchConvAlgo(b, 320, 64, convWinograd) }
+
 func BenchmarkConv3x3_320_64x64(b *testing.B)       { benchConv(b, 320, 64, false) }
 func BenchmarkConv3x3_64_32x32(b *testing.B)        { benchConv(b, 64, 32, false) }
 func BenchmarkConv3x3_320_64x64Scalar(b *testing.B) { benchConv(b, 320, 64, true) }

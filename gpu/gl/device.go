@@ -72,6 +72,11 @@ type Device struct {
 	// grid and integer uniforms instead of by shader alone.
 	profileDetail bool
 
+	// convAlgo picks Conv2D's algorithm (convAuto but in tests and
+	// benchmarks); winogradChunk caps a Winograd intermediate (bytes).
+	convAlgo      int
+	winogradChunk int64
+
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
 	// noFoldSamples turns off conv2d.comp's NT 2 (benchmarks).
@@ -124,6 +129,8 @@ func New() (*Device, error) {
 
 		storages:   map[*gpu.Storage]struct{}{},
 		attnUnroll: 64,
+
+		winogradChunk: winogradChunk,
 	}
 	switch os.Getenv("STEPWISE_GL_PROFILE") {
 	case "1":

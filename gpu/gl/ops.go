@@ -139,6 +139,9 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		d.shapeFail("Conv2D", err.Error(), x, w)
 		return d.placeholder(shapeOf(x))
 	}
+	if d.useWinograd(g) {
+		return d.convWinograd(x, w, bias, g)
+	}
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
 	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4

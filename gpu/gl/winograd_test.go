@@ -1,0 +1,89 @@
+package gl
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/gputest"
+	"github.com/stepwise/stepwise/gpu/ref"
+)
+
+// winogradCases are convolutions Winograd F(4x4, 3x3) takes: output sizes
+// that are not multiples of the 4x4 tile, paddings 0, 1 and 2, two samples,
+// every weight type, with and without bias.
+func winogradCases() []gputest.Case {
+	var cs []gputest.Case
+	add := func(n, c, h, w, o, pad int, dt gpu.DType, bias bool) {
+		ins := []gputest.Input{inp(n, c, h, w), typed(dt, o, c, 3, 3)}
+		if bias {
+			ins = append(ins, typed(dt, o))
+		}
+		cs = append(cs, gputest.Case{
+			Name:   fmt.Sprintf("Winograd/%dx%dx%dx%d_o%d_pad%d_%v_bias%v", n, c, h, w, o, pad, dt, bias),
+			Inputs: ins,
+			Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+				var b *gpu.Tensor
+				if bias {
+					b = x[2]
+				}
+				return d.Conv2D(x[0], x[1], b, gpu.Conv2DOpts{PadH: pad, PadW: pad})
+			},
+		})
+	}
+	add(1, 4, 4, 4, 4, 1, gpu.F32, true)
+	add(1, 8, 7, 13, 12, 1, gpu.F32, false)
+	add(2, 12, 9, 5, 20, 1, gpu.F16, true)
+	add(2, 4, 11, 10, 8, 0, gpu.BF16, true)
+	add(1, 16, 6, 6, 4, 2, gpu.F16, false)
+	add(1, 20, 17, 19, 36, 1, gpu.F32, true)
+	return cs
+}
+
+// TestWinograd checks the Winograd path against gpu/ref's direct
+// convolution, whole and in chunks of a few tiles (so that chunk edges fall
+// inside rows and across samples).
+func TestWinograd(t *testing.T) {
+	oracle := ref.New()
+	defer oracle.Close()
+	for _, chunk := range []int64{winogradChunk, 36 * 4 * 36 * 3} { // 3 tiles of 36 channels
+		d := fresh(t)
+		d.convAlgo = convWinograd
+		d.winogradChunk = chunk
+		for _, c := range winogradCases() {
+			t.Run(fmt.Sprintf("chunk%d/%s", chunk, c.Name), func(t *testing.T) {
+				if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		if s := d.Stats(); s.Buffers != 0 {
+			t.Errorf("chunk %d: %d buffers left after the cases (want 0: intermediates released)", chunk, s.Buffers)
+		}
+	}
+}
+
+// TestWinogradChoice: the default picks Winograd for big 3x3 convolutions
+// only, and both paths agree with gpu/ref there.
+func TestWinogradChoice(t *testing.T) {
+	big := gpu.ConvGeom{N: 1, C: 8, H: 32, W: 32, O: 8, KH: 3, KW: 3, OH: 32, OW: 32, SH: 1, SW: 1, PH: 1, PW: 1}
+	d := &Device{}
+	if !d.useWinograd(big) {
+		t.Error("32x32 3x3 conv: want Winograd")
+	}
+	for name, g := range map[string]gpu.ConvGeom{
+		"small map": {N: 1, C: 8, H: 16, W: 16, O: 8, KH: 3, KW: 3, OH: 16, OW: 16, SH: 1, SW: 1, PH: 1, PW: 1},
+		"stride 2":  {N: 1, C: 8, H: 64, W: 64, O: 8, KH: 3, KW: 3, OH: 32, OW: 32, SH: 2, SW: 2, PH: 1, PW: 1},
+		"1x1":       {N: 1, C: 8, H: 64, W: 64, O: 8, KH: 1, KW: 1, OH: 64, OW: 64, SH: 1, SW: 1},
+		"C % 4":     {N: 1, C: 3, H: 64, W: 64, O: 8, KH: 3, KW: 3, OH: 64, OW: 64, SH: 1, SW: 1, PH: 1, PW: 1},
+		"O % 4":     {N: 1, C: 8, H: 64, W: 64, O: 3, KH: 3, KW: 3, OH: 64, OW: 64, SH: 1, SW: 1, PH: 1, PW: 1},
+	} {
+		if d.useWinograd(g) {
+			t.Errorf("%s: Winograd chosen", name)
+		}
+	}
+	d.convAlgo = convDirect
+	if d.useWinograd(big) {
+		t.Error("convDirect: Winograd chosen")
+	}
+}

@@ -1,0 +1,71 @@
+#version 430
+// winograd_output.comp: the output transform of a Winograd F(4x4, 3x3)
+// convolution. Each invocation reads the 36 products m[p] = M[p][tc][o] of one
+// tile (tile0 + tc) and output channel, and writes y = A^T m A, a 4x4 block of
+// out[n][o] (cut at the image's edge), plus the bias.
+// A^T:
+//   [1  1   1  1   1  0]
+//   [0  1  -1  2  -2  0]
+//   [0  1   1  4   4  0]
+//   [0  1  -1  8  -8  1]
+// Defines: LX, M_LOADER, HAS_BIAS with BIAS_LOADER.
+#include "common.glsl"
+
+layout(local_size_x = LX) in;
+
+M_LOADER(loadM, tM, 0)
+#ifdef HAS_BIAS
+BIAS_LOADER(loadBias, tBias, 1)
+#endif
+DECLARE_OUTPUT
+
+uniform int O, OH, OW;
+uniform int tilesH, tilesW;
+uniform int tile0, Tc;
+
+float[4] at(float[6] m) {
+	float a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
+	return float[4](m[0] + a + c, b + 2.0 * d, a + 4.0 * c, b + 8.0 * d + m[5]);
+}
+
+void main() {
+	int id = linearId();
+	if (id >= Tc * O) {
+		return;
+	}
+	int oc = id % O;
+	int tc = id / O;
+	int t = tile0 + tc;
+	int per = tilesH * tilesW;
+	int n = t / per;
+	int r = t - n * per;
+	int ty = r / tilesW;
+	int oh0 = ty * 4;
+	int ow0 = (r - ty * tilesW) * 4;
+	int stride = Tc * O;
+	// s = A^T m, one column of m at a time: s[j][i] is row i, column j.
+	float s[6][4];
+	for (int j = 0; j < 6; j++) {
+		float[6] m;
+		for (int i = 0; i < 6; i++) {
+			m[i] = loadM((6 * i + j) * stride + id);
+		}
+		s[j] = at(m);
+	}
+	float bv = 0.0;
+#ifdef HAS_BIAS
+	bv = loadBias(oc);
+#endif
+	int base = (n * O + oc) * OH * OW;
+	for (int i = 0; i < 4; i++) {
+		float[4] y = at(float[6](s[0][i], s[1][i], s[2][i], s[3][i], s[4][i], s[5][i]));
+		int oh = oh0 + i;
+		if (oh < OH) {
+			for (int j = 0; j < 4; j++) {
+				if (ow0 + j < OW) {
+					o[base + oh * OW + ow0 + j] = y[j] + bv;
+				}
+			}
+		}
+	}
+}
