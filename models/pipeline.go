@@ -62,13 +62,26 @@ func Load(dev gpu.Device, path, configPath string) (*Pipeline, error) {
 func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	start := time.Now()
 	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{}}
+	// Each component's weights are scanned for NaN/Inf just before its
+	// upload reads the same bytes (the mapped pages are then resident).
 	var err error
+	if err := m.CheckFinite("text_encoder"); err != nil {
+		return nil, err
+	}
 	if p.text, err = nets.NewTextEncoder(dev, m.Text, m.TextWeights); err != nil {
 		return nil, fmt.Errorf("%s: text encoder: %w", m.Path, err)
+	}
+	if err := m.CheckFinite("unet"); err != nil {
+		p.Close()
+		return nil, err
 	}
 	if p.unet, err = nets.NewUNet(dev, m.UNet, m.UNetWeights); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("%s: unet: %w", m.Path, err)
+	}
+	if err := m.CheckFinite("vae"); err != nil {
+		p.Close()
+		return nil, err
 	}
 	if p.vae, err = nets.NewVAE(dev, m.VAE, m.VAEWeights); err != nil {
 		p.Close()

@@ -51,6 +51,8 @@ type Model struct {
 	Ignored int
 
 	files []*safetensors.File
+	// origins maps "component/param" to the file and key it came from.
+	origins map[string]origin
 }
 
 // Close releases the mapped files; the weights must not be used after.
@@ -98,10 +100,16 @@ func (m *Model) Stats() []ComponentStats {
 type LoadError struct {
 	Path     string
 	Problems []string
+	// NotModel: the file holds no Stable Diffusion checkpoint at all
+	// (a LoRA, one diffusers component, SDXL, ...); Problems says what.
+	NotModel bool
 }
 
 func (e *LoadError) Error() string {
 	const show = 25
+	if e.NotModel && len(e.Problems) == 1 {
+		return fmt.Sprintf("checkpoint %s: not a loadable Stable Diffusion checkpoint: %s", e.Path, e.Problems[0])
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "checkpoint %s: %d problem", e.Path, len(e.Problems))
 	if len(e.Problems) != 1 {
@@ -411,7 +419,7 @@ func notACheckpoint(infos []safetensors.TensorInfo) string {
 func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error) {
 	infos := f.Tensors()
 	if why := notACheckpoint(infos); why != "" {
-		return nil, &LoadError{Path: f.Path(), Problems: []string{why}}
+		return nil, &LoadError{Path: f.Path(), Problems: []string{why}, NotModel: true}
 	}
 	m := &Model{Path: f.Path(), Layout: SingleFile, Files: []string{f.Path()}, Tensors: len(infos)}
 	inferred := cfg == nil
@@ -501,6 +509,9 @@ func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error
 	m.Ignored = b.ignored
 	m.Warnings = b.warnings()
 	m.UNetWeights, m.VAEWeights, m.TextWeights = unet.weights, vae.weights, text.weights
+	for _, c := range []*component{unet, vae, text} {
+		m.setOrigins(c, func(string) string { return f.Path() })
+	}
 	m.files = []*safetensors.File{f}
 	m.Family, m.FamilyWhy = classify(m, inferred)
 	return m, nil

@@ -103,9 +103,14 @@ func loadDiffusers(dir string) (*Model, error) {
 	for i, p := range names {
 		data, err := readSmall(p)
 		if err != nil {
-			if i == 3 && errors.Is(err, os.ErrNotExist) {
-				m.Warnings = append(m.Warnings, "no scheduler/scheduler_config.json: using SD 1.5's scheduler")
-				continue
+			if errors.Is(err, os.ErrNotExist) {
+				if i == 3 {
+					m.Warnings = append(m.Warnings, "no scheduler/scheduler_config.json: using SD 1.5's scheduler")
+					continue
+				}
+				rel, _ := filepath.Rel(dir, p)
+				return nil, fmt.Errorf("checkpoint %s: %s is missing (a diffusers folder holds unet/, vae/ and text_encoder/, each with its config.json): %w",
+					dir, rel, os.ErrNotExist)
 			}
 			return nil, err
 		}
@@ -170,6 +175,7 @@ func loadDiffusers(dir string) (*Model, error) {
 			}
 		}
 		b.missing(cp.c, func(s slot) string { return s.name })
+		m.setOrigins(cp.c, func(string) string { return path })
 	}
 	if len(b.problems) > 0 {
 		m.Close()

@@ -178,7 +178,7 @@ func intList(dec *json.Decoder, tensor, what string) ([]int64, error) {
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
-			return nil, herr(tensor, "%s: %v", what, err)
+			return nil, tokenErr(tensor, "an integer in "+what, err)
 		}
 		num, ok := tok.(json.Number)
 		if !ok {
@@ -200,10 +200,19 @@ func intList(dec *json.Decoder, tensor, what string) ([]int64, error) {
 	return out, expectDelim(dec, ']', tensor, "the end of "+what)
 }
 
+// tokenErr describes a failed read of the next header token; the end of
+// the input is named as such rather than as a bare EOF.
+func tokenErr(tensor, what string, err error) error {
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return herr(tensor, "want %s, got the end of the header (truncated header?)", what)
+	}
+	return herr(tensor, "want %s: %v", what, err)
+}
+
 func stringToken(dec *json.Decoder, tensor, what string) (string, error) {
 	tok, err := dec.Token()
 	if err != nil {
-		return "", herr(tensor, "want %s: %v", what, err)
+		return "", tokenErr(tensor, what, err)
 	}
 	s, ok := tok.(string)
 	if !ok {
@@ -215,10 +224,7 @@ func stringToken(dec *json.Decoder, tensor, what string) (string, error) {
 func expectDelim(dec *json.Decoder, d json.Delim, tensor, what string) error {
 	tok, err := dec.Token()
 	if err != nil {
-		if err == io.EOF {
-			return herr(tensor, "want %s, got the end of the header", what)
-		}
-		return herr(tensor, "want %s: %v", what, err)
+		return tokenErr(tensor, what, err)
 	}
 	if got, ok := tok.(json.Delim); !ok || got != d {
 		return herr(tensor, "want %s, got %v", what, describe(tok))

@@ -124,7 +124,7 @@ func Open(path string) (*File, error) {
 		return nil, &FormatError{Path: path, Msg: "not a regular file"}
 	}
 	if st.Size() < 8 {
-		return nil, &FormatError{Path: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length", st.Size())}
+		return nil, &FormatError{Path: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (empty or truncated file?)", st.Size())}
 	}
 	if st.Size() > math.MaxInt {
 		return nil, &FormatError{Path: path, Msg: "file too large to map"}
@@ -219,7 +219,7 @@ func parse(path string, b []byte) (*File, error) {
 		return &FormatError{Path: path, Tensor: tensor, Msg: fmt.Sprintf(format, args...)}
 	}
 	if len(b) < 8 {
-		return nil, fail("", "file is %d bytes, too short for the 8-byte header length", len(b))
+		return nil, fail("", "file is %d bytes, too short for the 8-byte header length (empty or truncated file?)", len(b))
 	}
 	n := binary.LittleEndian.Uint64(b)
 	if n > MaxHeaderSize {
