@@ -188,6 +188,7 @@ const (
 	modalOpen
 	modalRename
 	modalImport
+	modalModel
 )
 
 // modal asks for one line of text (a name or a path).
@@ -258,7 +259,12 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	case modalOpen:
 		path := unquotePath(v)
+		if isModelPath(path) || strings.Contains(v, "--config") {
+			return m.loadModel(v)
+		}
 		return func() tea.Msg { return openPNG(path) }
+	case modalModel:
+		return m.loadModel(v)
 	case modalImport:
 		path := unquotePath(v)
 		return func() tea.Msg {

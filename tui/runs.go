@@ -41,6 +41,9 @@ func (m *Model) run(id int) *runRec {
 // A seed >= 0 is used as given (a branch keeps its parent's); otherwise an
 // unlocked seed is rolled and shown.
 func (m *Model) validSettings(seed int64) (presets.Settings, error) {
+	if m.switching {
+		return presets.Settings{}, errors.New("a model is loading")
+	}
 	if m.pipe == nil {
 		if m.loading {
 			return presets.Settings{}, errors.New("the model is still loading")

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -33,6 +34,10 @@ import (
 type Options struct {
 	// Load opens the device and loads the model; it runs on the worker.
 	Load LoadFunc
+	// Open opens a fresh device without a model (optional): after a
+	// device error the worker reopens the device with it and loads the
+	// model the user switched to, instead of Load's model first.
+	Open OpenFunc
 	// ModelLabel names the model and device in the header while loading.
 	ModelLabel string
 	// OutDir is the export folder ("" = the current folder).
@@ -45,7 +50,20 @@ type Options struct {
 	// Color is the half-block colour mode. Run sets it from the terminal
 	// (render.DetectColorMode: NO_COLOR, COLORTERM, TERM).
 	Color render.ColorMode
+	// CrashTest is for tests of the crash handler only: "update" panics in
+	// Update at ctrl+g, "view" in View once a run exists, "worker" on the
+	// worker's next step.
+	CrashTest string
 }
+
+// CrashError is a panic caught in the studio (in Update, View or the
+// worker): where it happened, the panic value and the stack. Run returns it
+// once the terminal is restored, for the caller to print.
+type CrashError struct {
+	Where, Value, Stack string
+}
+
+func (e *CrashError) Error() string { return fmt.Sprintf("a panic in %s: %s", e.Where, e.Value) }
 
 // state is the screen shown.
 type state int
@@ -125,6 +143,22 @@ type (
 		Err      error
 	}
 	errMsg struct{ err error }
+	// modelMsg answers a model switch: the new pipeline, or why it failed
+	// (the previous model is then still loaded).
+	modelMsg struct {
+		path     string
+		pipe     *models.Pipeline
+		err      error
+		took     time.Duration
+		warnings []string
+	}
+	// reopenedMsg: after a device error the worker reopened the device
+	// and loaded the model again (pipe), or could not (err).
+	reopenedMsg struct {
+		pipe *models.Pipeline
+		err  error
+	}
+	crashMsg struct{ err *CrashError }
 )
 
 // Model is the studio's top model.
@@ -140,9 +174,12 @@ type Model struct {
 	focus         focus
 	ed            *editor
 
-	pipe    *models.Pipeline
-	loading bool
-	loadErr error
+	pipe      *models.Pipeline
+	loading   bool
+	loadErr   error
+	switching bool          // a model switch is in progress
+	send      func(tea.Msg) // the program's Send (the worker's too)
+	crash     *CrashError   // a caught panic; the studio is quitting
 
 	runs   []*runRec
 	cur    int  // index into runs
@@ -190,13 +227,14 @@ func New(opts Options) *Model {
 // Start starts the worker, which sends its messages through send (a
 // tea.Program's Send), and asks it to load the model.
 func (m *Model) Start(send func(tea.Msg)) {
+	m.send = send
 	m.w = newWorker(send)
 	if m.opts.Load == nil {
 		m.opts.Load = func(func(string)) (gpu.Device, *models.Pipeline, error) {
 			return nil, nil, errors.New("no model to load")
 		}
 	}
-	m.w.submit(loadReq{load: m.opts.Load})
+	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest})
 }
 
 // Close stops the worker (cancelling its work) and releases the model.
@@ -214,6 +252,14 @@ func Run(opts Options) error {
 	m.Start(p.Send)
 	_, err := p.Run()
 	m.Close()
+	if m.crash != nil {
+		return m.crash
+	}
+	if errors.Is(err, tea.ErrProgramPanic) {
+		// A command's goroutine panicked: bubbletea restored the
+		// terminal and printed the trace.
+		return &CrashError{Where: "a studio command", Value: "see the trace printed above"}
+	}
 	return err
 }
 
@@ -223,23 +269,40 @@ func (m *Model) Init() tea.Cmd { return nil }
 func (m *Model) setStatus(s string) { m.status, m.statusErr = s, false }
 func (m *Model) setError(err error) { m.status, m.statusErr = err.Error(), true }
 
-// Update implements tea.Model.
-func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+// Update implements tea.Model. A panic in it is caught: the studio quits
+// (restoring the terminal) and Run returns the *CrashError.
+func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
+	defer func() {
+		if p := recover(); p != nil {
+			m.crash = &CrashError{Where: "the studio's update", Value: fmt.Sprint(p), Stack: string(debug.Stack())}
+			cmd = tea.Quit
+		}
+	}()
+	if m.crash != nil {
+		return m, tea.Quit
+	}
+	return m, m.update(msg)
+}
+
+func (m *Model) update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.width, m.height = msg.Width, msg.Height
 		m.help.Width = msg.Width
-		return m, nil
+		return nil
 	case tea.KeyMsg:
-		return m, m.handleKey(msg)
+		if m.opts.CrashTest == "update" && msg.String() == "ctrl+g" {
+			panic("STEPWISE_TEST_PANIC=update: a panic in Update, as the test asked")
+		}
+		return m.handleKey(msg)
 	case tea.MouseMsg:
-		return m, m.handleMouse(msg)
+		return m.handleMouse(msg)
 	case loadedMsg:
 		m.loading = false
 		if msg.err != nil {
 			m.loadErr = msg.err
 			m.setError(fmt.Errorf("model: %w", msg.err))
-			return m, nil
+			return nil
 		}
 		m.pipe = msg.pipe
 		m.ed.downscale = m.pipe.Downscale()
@@ -252,7 +315,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if len(msg.warnings) > 0 {
 			m.setError(errors.New(oneLine(strings.Join(msg.warnings, "; "))))
 		}
-		return m, nil
+		return nil
 	case runStartedMsg:
 		m.onRunStarted(msg)
 	case noiseMsg:
@@ -288,19 +351,30 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
 		}
 	case presetsMsg, presetDoneMsg, stylesMsg:
-		return m, m.pv.update(m, msg)
+		return m.pv.update(m, msg)
 	case sweepMsg:
 		m.gv.onMsg(m, msg)
 	case forwardMsg:
-		return m, m.fv.onMsg(m, msg)
+		return m.fv.onMsg(m, msg)
 	case forwardTickMsg:
-		return m, m.fv.tick(m, msg)
+		return m.fv.tick(m, msg)
 	case schedulePreviewMsg:
 		m.sv.onMsg(msg)
 	case errMsg:
 		m.setError(msg.err)
+	case modelMsg:
+		m.onModel(msg)
+	case reopenedMsg:
+		if msg.err != nil {
+			m.pipe, m.loadErr = nil, msg.err
+		} else {
+			m.pipe = msg.pipe
+		}
+	case crashMsg:
+		m.crash = msg.err
+		return tea.Quit
 	}
-	return m, nil
+	return nil
 }
 
 // handleKey is the one place that routes keys: global keys first, then the
@@ -328,6 +402,11 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 	case k.Paste && droppedPNG(string(k.Runes)) != "":
 		path := droppedPNG(string(k.Runes))
 		return func() tea.Msg { return openPNG(path) }
+	case k.Paste && droppedModel(string(k.Runes)) != "":
+		return m.loadModel(droppedModel(string(k.Runes)))
+	case key.Matches(k, km.LoadModel):
+		m.openModal(modalModel, "Load a model: a .safetensors file or a diffusers folder (PATH [--config FILE])", "")
+		return nil
 	case key.Matches(k, km.Generate):
 		return m.generate()
 	case key.Matches(k, km.Save):
@@ -336,7 +415,7 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 	case key.Matches(k, km.Export):
 		return m.export()
 	case key.Matches(k, km.Open):
-		m.openModal(modalOpen, "Open settings from a PNG (type or drop its path)", "")
+		m.openModal(modalOpen, "Open settings from a PNG, or a model (type or drop its path)", "")
 		return nil
 	case key.Matches(k, km.Presets):
 		m.state = statePresets
@@ -422,8 +501,27 @@ func (m *Model) cancel() tea.Cmd {
 	return nil
 }
 
-// View implements tea.Model.
-func (m *Model) View() string {
+// View implements tea.Model. A panic in it is caught like one in Update.
+func (m *Model) View() (out string) {
+	if m.crash != nil {
+		return ""
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			m.crash = &CrashError{Where: "the studio's view", Value: fmt.Sprint(p), Stack: string(debug.Stack())}
+			out = ""
+			if m.send != nil {
+				go m.send(tea.QuitMsg{})
+			}
+		}
+	}()
+	if m.opts.CrashTest == "view" && len(m.runs) > 0 {
+		panic("STEPWISE_TEST_PANIC=view: a panic in View, as the test asked")
+	}
+	return m.view()
+}
+
+func (m *Model) view() string {
 	m.keys.state, m.keys.focus = m.state, m.focus
 	m.keys.inText = m.focus.isText()
 	if m.width < 24 || m.height < 8 {

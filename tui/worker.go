@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,6 +31,16 @@ import (
 // needs).
 type LoadFunc func(warn func(string)) (gpu.Device, *models.Pipeline, error)
 
+// OpenFunc opens a fresh compute device (no model). The worker uses it to
+// reopen the device after a device error when the model loaded is not the
+// one LoadFunc loads (the user switched models); without it, the worker
+// calls LoadFunc and replaces its model.
+type OpenFunc func(warn func(string)) (gpu.Device, error)
+
+// modelSpec is a model the user switched to: a checkpoint path and its
+// optional config. The zero spec is LoadFunc's own model.
+type modelSpec struct{ Path, Config string }
+
 // worker owns the device and the pipeline: every kernel runs on its one
 // goroutine, taking requests from a queue and answering with tea.Msgs.
 type worker struct {
@@ -49,6 +60,10 @@ type worker struct {
 	pipe   *models.Pipeline
 	jobs   map[int]*jobState
 	active *jobState
+	load   LoadFunc
+	open   OpenFunc
+	model  modelSpec // what a reopened device loads
+	crash  string    // test-only: "worker" panics on the next step
 }
 
 // jobState is one run as the worker keeps it: the gen.Job and, for every
@@ -64,6 +79,9 @@ type jobState struct {
 	encode time.Duration
 	steps  time.Duration
 	last   time.Time
+	// gone names the model the run was made with once another model
+	// replaced it; its frames can no longer be decoded or branched.
+	gone string
 }
 
 type ownedSnap struct {
@@ -75,7 +93,14 @@ type ownedSnap struct {
 // request is a unit of work for the worker.
 type request interface{ isRequest() }
 
-type loadReq struct{ load LoadFunc }
+type loadReq struct {
+	load  LoadFunc
+	open  OpenFunc
+	crash string
+}
+
+// modelReq switches to another model on the same device.
+type modelReq struct{ Path, Config string }
 
 // genReq starts a run (Parent < 0) or branches from frame At of run Parent.
 type genReq struct {
@@ -119,6 +144,7 @@ type forwardReq struct {
 }
 
 func (loadReq) isRequest()    {}
+func (modelReq) isRequest()   {}
 func (genReq) isRequest()     {}
 func (stepReq) isRequest()    {}
 func (wakeReq) isRequest()    {}
@@ -230,8 +256,9 @@ func (w *worker) loop() {
 				}
 				w.handle(r)
 			default:
-				w.step(a)
+				w.guard("a step", func() { w.step(a) })
 			}
+			w.checkDevice()
 			continue
 		}
 		r, ok := <-w.reqs
@@ -239,7 +266,118 @@ func (w *worker) loop() {
 			return
 		}
 		w.handle(r)
+		w.checkDevice()
 	}
+}
+
+// guard runs f; a panic in it is a bug: the UI is told (with the stack) and
+// quits, restoring the terminal, and the worker takes no more work.
+func (w *worker) guard(what string, f func()) {
+	defer func() {
+		if p := recover(); p != nil {
+			stack := string(debug.Stack())
+			w.active = nil
+			w.mu.Lock()
+			w.closed = true
+			w.mu.Unlock()
+			w.send(crashMsg{&CrashError{Where: "the worker (" + what + ")", Value: fmt.Sprint(p), Stack: stack}})
+		}
+	}()
+	f()
+}
+
+// checkDevice reopens the device when it recorded an error that no run
+// reported (a failed decode, export or sweep), and says so.
+func (w *worker) checkDevice() {
+	if w.dev == nil || w.dev.Err() == nil {
+		return
+	}
+	err := w.dev.Err()
+	w.send(errMsg{w.recoverDevice(fmt.Errorf("GPU error: %w", err))})
+}
+
+// recoverDevice drops the failed device and the pipeline on it, opens a
+// new device and loads the current model again (the one switched to, if
+// any). Runs keep their host-side frames, so they can still be scrubbed,
+// decoded and branched. It returns err with what was done appended.
+func (w *worker) recoverDevice(err error) error {
+	if w.dev == nil || w.dev.Err() == nil {
+		return err
+	}
+	stopped := w.active
+	if a := stopped; a != nil {
+		w.active = nil
+		w.setRunCancel(nil)
+		a.cancel()
+	}
+	t0 := time.Now()
+	for _, j := range w.jobs {
+		j.job.Close() // the prompt embeddings lived on the failed device
+		j.job.Pipe = nil
+	}
+	if w.pipe != nil {
+		w.pipe.Close()
+	}
+	w.dev.Close()
+	w.dev, w.pipe = nil, nil
+	var warns []string
+	dev, pipe, lerr := w.openModel(w.model, func(s string) { warns = append(warns, s) })
+	w.dev, w.pipe = dev, pipe
+	for _, j := range w.jobs {
+		if j.gone == "" {
+			j.job.Pipe = pipe
+		}
+	}
+	w.send(reopenedMsg{pipe: pipe, err: lerr})
+	var out error = &recoveryError{err: err, note: fmt.Sprintf("device reopened, model reloaded in %.1fs", time.Since(t0).Seconds())}
+	if lerr != nil {
+		out = &recoveryError{err: err, note: fmt.Sprintf("reopening the device failed: %v", lerr)}
+	}
+	if stopped != nil {
+		// A run held paused while something else failed the device: its
+		// prompt embeddings are gone, so it ends here.
+		w.send(runDoneMsg{ID: stopped.id, Err: fmt.Errorf("stopped at step %d: %w", len(stopped.job.Frames), out)})
+	}
+	return out
+}
+
+// recoveryError is a device error and what the worker did about it.
+type recoveryError struct {
+	err  error
+	note string
+}
+
+func (e *recoveryError) Error() string { return e.err.Error() + "; " + e.note }
+func (e *recoveryError) Unwrap() error { return e.err }
+
+// openModel opens a device and loads spec on it (LoadFunc's own model for
+// the zero spec).
+func (w *worker) openModel(spec modelSpec, warn func(string)) (gpu.Device, *models.Pipeline, error) {
+	if w.load == nil {
+		return nil, nil, errors.New("no model to load")
+	}
+	if spec.Path == "" {
+		return w.load(warn)
+	}
+	var dev gpu.Device
+	var err error
+	if w.open != nil {
+		dev, err = w.open(warn)
+	} else {
+		var p *models.Pipeline
+		dev, p, err = w.load(warn)
+		if p != nil {
+			p.Close()
+		}
+	}
+	if err != nil {
+		return dev, nil, err
+	}
+	if dev == nil {
+		return nil, nil, errors.New("no device was opened")
+	}
+	p, err := models.Load(dev, spec.Path, spec.Config)
+	return dev, p, err
 }
 
 func (w *worker) release() {
@@ -255,18 +393,20 @@ func (w *worker) release() {
 }
 
 func (w *worker) handle(r request) {
-	defer func() {
-		if p := recover(); p != nil {
-			w.send(errMsg{fmt.Errorf("internal error in the worker (%T): %v", r, p)})
-		}
-	}()
+	w.guard(fmt.Sprintf("%T", r), func() { w.handle1(r) })
+}
+
+func (w *worker) handle1(r request) {
 	switch r := r.(type) {
 	case loadReq:
 		start := time.Now()
+		w.load, w.open, w.crash = r.load, r.open, r.crash
 		var warns []string
-		dev, pipe, err := r.load(func(s string) { warns = append(warns, s) })
+		dev, pipe, err := w.openModel(modelSpec{}, func(s string) { warns = append(warns, s) })
 		w.dev, w.pipe = dev, pipe
 		w.send(loadedMsg{pipe: pipe, err: err, took: time.Since(start), warnings: warns})
+	case modelReq:
+		w.switchModel(r)
 	case genReq:
 		w.start(r)
 	case stepReq:
@@ -305,14 +445,14 @@ func (w *worker) start(r genReq) {
 	if r.Parent < 0 {
 		j, err := gen.Start(w.pipe, r.Settings)
 		if err != nil {
-			w.send(runDoneMsg{ID: r.ID, Err: err})
+			w.send(runDoneMsg{ID: r.ID, Err: w.recoverDevice(err)})
 			return
 		}
 		job = j
 	} else {
 		j, s, err := w.branch(r)
 		if err != nil {
-			w.send(runDoneMsg{ID: r.ID, Err: err})
+			w.send(runDoneMsg{ID: r.ID, Err: w.recoverDevice(err)})
 			return
 		}
 		job, snaps = j, s
@@ -340,6 +480,9 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 	parent := w.jobs[r.Parent]
 	if parent == nil || r.At < 0 || r.At >= len(parent.snaps) {
 		return nil, nil, fmt.Errorf("branch: run %d has no frame %d", r.Parent, r.At+1)
+	}
+	if parent.gone != "" {
+		return nil, nil, fmt.Errorf("branch: run %d was made with %s, which is no longer loaded", r.Parent, parent.gone)
 	}
 	ps := parent.job.Settings
 	s := r.Settings
@@ -378,6 +521,9 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 // step takes one step of the active run and sends its frame (and, after
 // the last, the VAE-decoded images).
 func (w *worker) step(a *jobState) {
+	if w.crash == "worker" {
+		panic("STEPWISE_TEST_PANIC=worker: a panic in the worker, as the test asked")
+	}
 	t0 := time.Now()
 	f, err := a.job.Step(a.ctx)
 	if err != nil {
@@ -434,9 +580,14 @@ func (w *worker) finish(a *jobState, err error) {
 		msg.Decode = time.Since(t0)
 		msg.Images, msg.Err = imgs, derr
 	}
-	msg.Timings = copyTimings(w.pipe.Timings)
-	msg.Cancelled = errors.Is(err, context.Canceled)
-	msg.Stopped = errors.Is(err, errStopped)
+	if msg.Err != nil {
+		msg.Err = w.recoverDevice(msg.Err)
+	}
+	if w.pipe != nil {
+		msg.Timings = copyTimings(w.pipe.Timings)
+	}
+	msg.Cancelled = errors.Is(msg.Err, context.Canceled)
+	msg.Stopped = errors.Is(msg.Err, errStopped)
 	w.send(msg)
 }
 
@@ -453,6 +604,12 @@ func (w *worker) frameLatent(id, frame int, x0 bool) (*jobState, sampler.Latent,
 	a := w.jobs[id]
 	if a == nil {
 		return nil, sampler.Latent{}, fmt.Errorf("run %d is not known to the worker", id)
+	}
+	if a.gone != "" {
+		return a, sampler.Latent{}, fmt.Errorf("run %d was made with %s, which is no longer loaded", id, a.gone)
+	}
+	if a.job.Pipe == nil {
+		return a, sampler.Latent{}, errors.New("no model is loaded")
 	}
 	if frame < 0 || frame >= len(a.job.Frames) {
 		return a, sampler.Latent{}, fmt.Errorf("run %d has no frame %d", id, frame+1)
@@ -473,6 +630,9 @@ func (w *worker) decode(r decodeReq) {
 		return
 	}
 	imgs, err := a.job.Pipe.Decode(l.Data, l.Shape)
+	if err != nil {
+		err = w.recoverDevice(err)
+	}
 	w.send(decodedMsg{ID: r.ID, Frame: r.Frame, X0: r.X0, Images: imgs, Err: err})
 }
 
@@ -490,7 +650,7 @@ func (w *worker) export(r exportReq) {
 			imgs, err = a.job.Pipe.Decode(l.Data, l.Shape)
 		}
 		if err != nil {
-			w.send(exportedMsg{Err: fmt.Errorf("export: %w", err)})
+			w.send(exportedMsg{Err: w.recoverDevice(fmt.Errorf("export: %w", err))})
 			return
 		}
 		what := "x_t"
@@ -566,7 +726,7 @@ func (w *worker) sweep(r sweepReq) {
 		s.Batch = 1
 		job, err := gen.Start(w.pipe, s)
 		if err != nil {
-			w.send(sweepMsg{Key: r.Key, Index: i, Err: err})
+			w.send(sweepMsg{Key: r.Key, Index: i, Err: w.recoverDevice(err)})
 			return
 		}
 		for !job.Done() && err == nil {
@@ -579,6 +739,9 @@ func (w *worker) sweep(r sweepReq) {
 		job.Close()
 		if ctx.Err() != nil {
 			return // cancelled: the view has already let go of it
+		}
+		if err != nil {
+			err = w.recoverDevice(err)
 		}
 		m := sweepMsg{Key: r.Key, Index: i, Scale: cfg, Took: time.Since(t0), Err: err}
 		if len(imgs) > 0 {
@@ -631,4 +794,71 @@ func (w *worker) forward(r forwardReq) {
 		m.Images = append(m.Images, gen.PreviewFor(w.pipe, x, 0))
 	}
 	w.send(m)
+}
+
+// switchModel loads r's checkpoint onto the device in use and, when that
+// works, unloads the previous model: its runs keep what the UI holds (their
+// frames and final images) but can no longer be decoded or branched. When
+// the load fails the previous model stays loaded; should the failure have
+// left the device failed, the device is reopened with the previous model.
+func (w *worker) switchModel(r modelReq) {
+	if a := w.active; a != nil && !a.job.Done() {
+		w.finish(a, errStopped)
+	}
+	t0 := time.Now()
+	spec := modelSpec{Path: r.Path, Config: r.Config}
+	if w.dev == nil || w.dev.Err() != nil {
+		// No usable device (the first load failed): open one with the
+		// new model.
+		oldName := ""
+		if w.pipe != nil {
+			oldName = w.pipe.Name
+		}
+		w.unloadJobs(oldName)
+		if w.pipe != nil {
+			w.pipe.Close()
+		}
+		if w.dev != nil {
+			w.dev.Close()
+		}
+		var warns []string
+		dev, pipe, err := w.openModel(spec, func(s string) { warns = append(warns, s) })
+		w.dev, w.pipe = dev, pipe
+		if err != nil {
+			w.send(modelMsg{path: r.Path, err: err})
+			return
+		}
+		w.model = spec
+		w.send(modelMsg{path: r.Path, pipe: pipe, took: time.Since(t0), warnings: append(warns, pipe.Model.Warnings...)})
+		return
+	}
+	pipe, err := models.Load(w.dev, r.Path, r.Config)
+	if err != nil {
+		if pipe != nil {
+			pipe.Close()
+		}
+		err = w.recoverDevice(err)
+		w.send(modelMsg{path: r.Path, err: err})
+		return
+	}
+	old := w.pipe
+	w.unloadJobs(old.Name)
+	old.Close()
+	w.pipe, w.model = pipe, spec
+	w.send(modelMsg{path: r.Path, pipe: pipe, took: time.Since(t0), warnings: pipe.Model.Warnings})
+}
+
+// unloadJobs releases every run's device memory and marks the runs as made
+// with the model name (no longer loaded).
+func (w *worker) unloadJobs(name string) {
+	if name == "" {
+		name = "a model that is no longer loaded"
+	}
+	for _, j := range w.jobs {
+		j.job.Close()
+		j.job.Pipe = nil
+		if j.gone == "" {
+			j.gone = name
+		}
+	}
 }
