@@ -662,7 +662,7 @@ func monkey(t *testing.T, seed uint64) {
 	m := h.m
 	keys := []string{"ctrl+g", "esc", "tab", "shift+tab", "up", "down", "left", "right", "enter", "space",
 		".", ",", "x", "b", "v", "[", "]", "home", "end", "backspace", "a", "?", "1", "s", "r", "d", "i",
-		"alt+1", "alt+2", "alt+3", "alt+4", "alt+5", "ctrl+s", "ctrl+e", "ctrl+o", "ctrl+p", "ctrl+r", "ctrl+l", "f1"}
+		"alt+1", "alt+2", "alt+3", "alt+4", "alt+5", "ctrl+s", "ctrl+e", "ctrl+o", "ctrl+p", "ctrl+r", "ctrl+l", "ctrl+n", "f1"}
 	rng := rand.New(rand.NewPCG(seed, 2))
 	for i := 0; i < 400; i++ {
 		k := keys[rng.IntN(len(keys))]

@@ -329,7 +329,7 @@ func (w *worker) recoverDevice(err error) error {
 		}
 	}
 	w.send(reopenedMsg{pipe: pipe, err: lerr})
-	var out error = &recoveryError{err: err, note: fmt.Sprintf("device reopened, model reloaded in %.1fs", time.Since(t0).Seconds())}
+	var out error = &recoveryError{err: err, note: fmt.Sprintf("device reopened, model reloaded in %.2fs", time.Since(t0).Seconds())}
 	if lerr != nil {
 		out = &recoveryError{err: err, note: fmt.Sprintf("reopening the device failed: %v", lerr)}
 	}
