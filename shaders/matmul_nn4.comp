@@ -4,7 +4,8 @@
 // fetch and B [K, N] four N elements a fetch, so a step of four K values costs
 // 8 + 8 vec4 fetches for 64 vec4 FMAs. Register-tiled like matmul.comp (8 x 8
 // outputs per invocation). Defines: LX, LY, A_LOADER4, B_LOADER4, HAS_BIAS with
-// BIAS_LOADER.
+// BIAS_LOADER, and BIAS_ROWS to add bias[m] to row m instead of bias[n] to
+// column n (a 1x1 convolution's bias).
 #include "common.glsl"
 
 layout(local_size_x = LX, local_size_y = LY) in;
@@ -39,7 +40,9 @@ void store(int m, vec4 lo, vec4 hi) {
 		int n = n0 + j;
 		if (n < N) {
 			float r = v[j] * alpha;
-#ifdef HAS_BIAS
+#if defined(HAS_BIAS) && defined(BIAS_ROWS)
+			r += loadBias(m);
+#elif defined(HAS_BIAS)
 			r += loadBias(n);
 #endif
 			o[base + n] = r;

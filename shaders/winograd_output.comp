@@ -1,8 +1,9 @@
 #version 430
 // winograd_output.comp: the output transform of a Winograd F(4x4, 3x3)
-// convolution. Each invocation reads the 36 products m[p] = M[p][tc][o] of one
-// tile (tile0 + tc) and output channel, and writes y = A^T m A, a 4x4 block of
-// out[n][o] (cut at the image's edge), plus the bias.
+// convolution. Each invocation reads the 36 products m[p] = M[p][tc][oc] of
+// one tile (tile0 + tc) and output channel (o0 + oc; M holds Oc channels), and
+// writes y = A^T m A, a 4x4 block of out[n][o0 + oc] (cut at the image's
+// edge), plus the bias.
 // A^T:
 //   [1  1   1  1   1  0]
 //   [0  1  -1  2  -2  0]
@@ -19,7 +20,7 @@ BIAS_LOADER(loadBias, tBias, 1)
 #endif
 DECLARE_OUTPUT
 
-uniform int O, OH, OW;
+uniform int O, o0, Oc, OH, OW;
 uniform int tilesH, tilesW;
 uniform int tile0, Tc;
 
@@ -30,11 +31,11 @@ float[4] at(float[6] m) {
 
 void main() {
 	int id = linearId();
-	if (id >= Tc * O) {
+	if (id >= Tc * Oc) {
 		return;
 	}
-	int oc = id % O;
-	int tc = id / O;
+	int oc = o0 + id % Oc;
+	int tc = id / Oc;
 	int t = tile0 + tc;
 	int per = tilesH * tilesW;
 	int n = t / per;
@@ -42,7 +43,7 @@ void main() {
 	int ty = r / tilesW;
 	int oh0 = ty * 4;
 	int ow0 = (r - ty * tilesW) * 4;
-	int stride = Tc * O;
+	int stride = Tc * Oc;
 	// s = A^T m, one column of m at a time: s[j][i] is row i, column j.
 	float s[6][4];
 	for (int j = 0; j < 6; j++) {

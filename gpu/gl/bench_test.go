@@ -77,18 +77,29 @@ func benchConv(b *testing.B, c, hw int, scalar bool) {
 
 // benchConvAlgo times a batch-1 3x3 conv with F16 weights (the VAE's
 // case) by the given algorithm.
-func benchConvAlgo(b *testing.B, c, hw, algo int) {
+func benchConvAlgo(b *testing.B, c, hw, algo int) { benchConvN(b, 1, c, hw, algo) }
+
+// benchConvN is benchConvAlgo for n samples (2: the U-Net's CFG batch).
+func benchConvN(b *testing.B, n, c, hw, algo int) {
 	d := fresh(b)
 	d.convAlgo = algo
 	r := rand.New(rand.NewPCG(3, 4))
-	x := d.Upload(randn(r, c*hw*hw), 1, c, hw, hw)
+	x := d.Upload(randn(r, n*c*hw*hw), n, c, hw, hw)
 	w := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c*c*9)), c, c, 3, 3)
 	bias := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c)), c)
-	flops := 2 * float64(c*c*9) * float64(hw*hw)
+	flops := 2 * float64(c*c*9) * float64(n*hw*hw)
 	benchOp(b, d, flops, func() *gpu.Tensor {
 		return d.Conv2D(x, w, bias, gpu.Conv2DOpts{PadH: 1, PadW: 1})
 	})
 }
+
+// The U-Net's CFG batch of two at SD 1.5's inner levels (512x512 image).
+func BenchmarkConvDirect_N2_640_32x32(b *testing.B)    { benchConvN(b, 2, 640, 32, convDirect) }
+func BenchmarkConvWinograd_N2_640_32x32(b *testing.B)  { benchConvN(b, 2, 640, 32, convWinograd) }
+func BenchmarkConvDirect_N2_1280_16x16(b *testing.B)   { benchConvN(b, 2, 1280, 16, convDirect) }
+func BenchmarkConvWinograd_N2_1280_16x16(b *testing.B) { benchConvN(b, 2, 1280, 16, convWinograd) }
+func BenchmarkConvDirect_N2_1280_8x8(b *testing.B)     { benchConvN(b, 2, 1280, 8, convDirect) }
+func BenchmarkConvWinograd_N2_1280_8x8(b *testing.B)   { benchConvN(b, 2, 1280, 8, convWinograd) }
 
 // Direct-form GFLOP/s (2*C*O*9 per output pixel) for both algorithms.
 func BenchmarkConvDirect_512_32x32(b *testing.B)     { benchConvAlgo(b, 512, 32, convDirect) }

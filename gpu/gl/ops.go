@@ -139,6 +139,9 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		d.shapeFail("Conv2D", err.Error(), x, w)
 		return d.placeholder(shapeOf(x))
 	}
+	if d.usePointwise(g) {
+		return d.convPointwise(x, w, bias, g)
+	}
 	if d.useWinograd(g) {
 		return d.convWinograd(x, w, bias, g)
 	}

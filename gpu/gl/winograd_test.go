@@ -87,3 +87,46 @@ func TestWinogradChoice(t *testing.T) {
 		t.Error("convDirect: Winograd chosen")
 	}
 }
+
+// TestPointwise checks 1x1 convolutions, which run as matrix products,
+// against gpu/ref: odd output channel counts, two samples, every weight type.
+func TestPointwise(t *testing.T) {
+	oracle := ref.New()
+	defer oracle.Close()
+	d := fresh(t)
+	for _, tc := range []struct {
+		n, c, h, w, o int
+		dt            gpu.DType
+		bias          bool
+	}{
+		{1, 4, 1, 4, 1, gpu.F32, true},
+		{2, 12, 3, 4, 5, gpu.F16, true},
+		{2, 8, 5, 4, 17, gpu.BF16, false},
+		{1, 36, 9, 12, 23, gpu.F16, true},
+	} {
+		ins := []gputest.Input{inp(tc.n, tc.c, tc.h, tc.w), typed(tc.dt, tc.o, tc.c, 1, 1)}
+		if tc.bias {
+			ins = append(ins, typed(tc.dt, tc.o))
+		}
+		c := gputest.Case{
+			Name:   fmt.Sprintf("Pointwise/%dx%dx%dx%d_o%d_%v_bias%v", tc.n, tc.c, tc.h, tc.w, tc.o, tc.dt, tc.bias),
+			Inputs: ins,
+			Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+				var b *gpu.Tensor
+				if len(x) > 2 {
+					b = x[2]
+				}
+				return d.Conv2D(x[0], x[1], b, gpu.Conv2DOpts{})
+			},
+		}
+		g := gpu.ConvGeom{N: tc.n, C: tc.c, H: tc.h, W: tc.w, O: tc.o, KH: 1, KW: 1, OH: tc.h, OW: tc.w, SH: 1, SW: 1}
+		if !d.usePointwise(g) {
+			t.Fatalf("%s: not taken as a matrix product", c.Name)
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+}
