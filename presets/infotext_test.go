@@ -252,7 +252,14 @@ func FuzzParseInfotext(f *testing.F) {
 		if unknown == nil {
 			t.Fatal("nil unknown map")
 		}
-		if err != nil || !utf8.ValidString(text) {
+		if err != nil {
+			var ie *InfotextError
+			if !errors.As(err, &ie) || (!ie.NoLine && len(ie.Missing)+len(ie.Bad) == 0) {
+				t.Fatalf("error %T is not an *InfotextError saying what is wrong: %v", err, err)
+			}
+			return
+		}
+		if !utf8.ValidString(text) {
 			return // JSON quoting replaces invalid UTF-8, so only valid text round-trips
 		}
 		// What we parsed, written and read back, must give the same settings

@@ -1,6 +1,7 @@
 package presets
 
 import (
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -71,6 +72,9 @@ func FuzzImportStyles(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data string) {
 		styles, err := ImportStyles(strings.NewReader(data))
 		if err != nil {
+			if !strings.HasPrefix(err.Error(), "styles.csv: ") {
+				t.Fatalf("error does not name styles.csv: %v", err)
+			}
 			return
 		}
 		seen := map[string]bool{}
@@ -96,10 +100,26 @@ func FuzzLoadPreset(f *testing.F) {
 	}
 	f.Add(data)
 	f.Add([]byte("format = 1\nsteps = 30\nsampler = \"DPM++ 2M\"\nschedule = \"karras\"\n"))
+	st := NewStore(f.TempDir())
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Through the store, as the studio reads a preset file: an error
+		// names the file, a success is what DecodePreset gives.
+		if err := os.WriteFile(st.path("fuzz"), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, ferr := st.Load("fuzz")
 		s, err := DecodePreset(data)
+		if (err == nil) != (ferr == nil) {
+			t.Fatalf("DecodePreset: %v; Store.Load: %v", err, ferr)
+		}
 		if err != nil {
+			if !strings.Contains(ferr.Error(), st.path("fuzz")) {
+				t.Fatalf("error does not name the file: %v", ferr)
+			}
 			return
+		}
+		if !reflect.DeepEqual(p.Settings, s) || p.Path != st.path("fuzz") {
+			t.Fatalf("Store.Load gave %+v, DecodePreset %+v", p.Settings, s)
 		}
 		if err := s.Validate(); err != nil {
 			t.Fatalf("decoded invalid settings: %v", err)

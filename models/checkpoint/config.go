@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/stepwise/stepwise/models/nets"
@@ -78,7 +79,9 @@ func decodeJSON(path string, data []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		return cfgErr(path, "%v", err)
 	}
-	if dec.More() {
+	// More() alone misses a stray closing bracket ("{} }"); only the end
+	// of the input may follow.
+	if _, err := dec.Token(); err != io.EOF {
 		return cfgErr(path, "trailing data after the JSON object")
 	}
 	return nil

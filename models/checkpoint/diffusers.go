@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -79,6 +80,83 @@ func parseDiffusersConfigs(unet, vae, text, sched []byte, names [4]string) (conf
 	return c, nil
 }
 
+// modelIndex is what a diffusers folder's model_index.json says: the
+// pipeline class and, for each component folder, its [library, class]
+// (either may be empty: diffusers writes [null, null] for an absent one).
+type modelIndex struct {
+	ClassName  string
+	Components map[string][2]string
+}
+
+// parseModelIndex reads model_index.json: one JSON object whose
+// "_class_name" is a string and whose component entries are
+// [library, class] pairs of strings or nulls. Other "_" keys and
+// non-pair values (such as requires_safety_checker) are skipped.
+func parseModelIndex(path string, data []byte) (modelIndex, error) {
+	var raw map[string]json.RawMessage
+	if err := decodeJSON(path, data, &raw); err != nil {
+		return modelIndex{}, err
+	}
+	if raw == nil {
+		return modelIndex{}, cfgErr(path, "want a JSON object, got null")
+	}
+	idx := modelIndex{Components: map[string][2]string{}}
+	if v, ok := raw["_class_name"]; ok {
+		var name *string
+		if err := json.Unmarshal(v, &name); err != nil {
+			return modelIndex{}, cfgErr(path, "_class_name: want a string, got %s", clip(v))
+		}
+		if name != nil {
+			idx.ClassName = *name
+		}
+	}
+	for k, v := range raw {
+		if strings.HasPrefix(k, "_") {
+			continue
+		}
+		var pair []*string
+		if json.Unmarshal(v, &pair) != nil || len(pair) != 2 {
+			continue
+		}
+		var c [2]string
+		for i, p := range pair {
+			if p != nil {
+				c[i] = *p
+			}
+		}
+		idx.Components[k] = c
+	}
+	return idx, nil
+}
+
+// clip shortens a raw JSON value for a message.
+func clip(v []byte) string {
+	if len(v) > 40 {
+		return string(v[:40]) + "..."
+	}
+	return string(v)
+}
+
+// supported explains pipelines whose folders this loader cannot read, from
+// their model_index.json alone (before any weights are opened).
+func (idx modelIndex) supported(path string) error {
+	what := "this pipeline"
+	if idx.ClassName != "" {
+		what = idx.ClassName
+	}
+	if _, ok := idx.Components["text_encoder_2"]; ok {
+		return cfgErr(path, "%s has a second text encoder (text_encoder_2, as SDXL): only SD 1.x/2.x pipelines are supported", what)
+	}
+	unet, hasUNet := idx.Components["unet"]
+	if _, ok := idx.Components["transformer"]; ok && !hasUNet {
+		return cfgErr(path, "%s has a transformer denoiser, not a U-Net (SD3, Flux, PixArt, ...): only SD 1.x/2.x pipelines are supported", what)
+	}
+	if hasUNet && unet[1] != "" && unet[1] != "UNet2DConditionModel" {
+		return cfgErr(path, "%s: unet is a %s; only UNet2DConditionModel (SD 1.x/2.x) is supported", what, unet[1])
+	}
+	return nil
+}
+
 // legacyVAE maps the attention names of VAE files written by diffusers
 // before 0.14 (query, key, value, proj_attn) to the current ones.
 func legacyVAE(name string) string {
@@ -99,6 +177,20 @@ func loadDiffusers(dir string) (*Model, error) {
 		filepath.Join(dir, "text_encoder", "config.json"),
 		filepath.Join(dir, "scheduler", "scheduler_config.json"),
 	}
+	pipeline := ""
+	indexPath := filepath.Join(dir, "model_index.json")
+	if data, err := readSmall(indexPath); err == nil {
+		idx, err := parseModelIndex(indexPath, data)
+		if err != nil {
+			return nil, err
+		}
+		if err := idx.supported(indexPath); err != nil {
+			return nil, err
+		}
+		pipeline = idx.ClassName
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
 	var raw [4][]byte
 	for i, p := range names {
 		data, err := readSmall(p)
@@ -115,16 +207,6 @@ func loadDiffusers(dir string) (*Model, error) {
 			return nil, err
 		}
 		raw[i] = data
-	}
-	pipeline := ""
-	if data, err := readSmall(filepath.Join(dir, "model_index.json")); err == nil {
-		var idx struct {
-			ClassName string `json:"_class_name"`
-		}
-		if err := decodeJSON(filepath.Join(dir, "model_index.json"), data, &idx); err != nil {
-			return nil, err
-		}
-		pipeline = idx.ClassName
 	}
 	cfg, err := parseDiffusersConfigs(raw[0], raw[1], raw[2], raw[3], names)
 	if err != nil {

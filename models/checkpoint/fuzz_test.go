@@ -1,9 +1,17 @@
 package checkpoint
 
 import (
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -66,20 +74,150 @@ func FuzzLDMYAML(f *testing.F) {
 }
 
 // FuzzLoadBytes feeds arbitrary files to the single-file loader without a
-// config (so the shape inference runs on untrusted shapes): a Model or a
-// typed error, never a panic.
+// config (so the shape inference runs on untrusted shapes): a Model whose
+// weights match its configs' layouts, or a typed error naming the file;
+// never a panic. The weights of a loaded model go through the NaN/Inf scan.
 func FuzzLoadBytes(f *testing.F) {
+	const name = "fuzz.safetensors"
 	f.Fuzz(func(t *testing.T, data []byte) {
-		m, err := LoadBytes("fuzz.safetensors", data, nil)
+		m, err := LoadBytes(name, data, nil)
 		if err != nil {
 			var le *LoadError
 			var fe *safetensors.FormatError
 			var ce *ConfigError
-			if !errors.As(err, &le) && !errors.As(err, &fe) && !errors.As(err, &ce) {
+			switch {
+			case errors.As(err, &le):
+				if le.Path != name || len(le.Problems) == 0 {
+					t.Fatalf("LoadError for %q with %d problems: %v", le.Path, len(le.Problems), err)
+				}
+			case errors.As(err, &fe):
+				if fe.Path != name || fe.Msg == "" {
+					t.Fatalf("FormatError %+v", fe)
+				}
+			case errors.As(err, &ce):
+				if !strings.HasPrefix(ce.Path, name) {
+					t.Fatalf("ConfigError for %q", ce.Path)
+				}
+			default:
 				t.Fatalf("untyped error %T: %v", err, err)
+			}
+			if !strings.Contains(err.Error(), name) {
+				t.Fatalf("error does not name the file: %v", err)
 			}
 			return
 		}
-		m.Close()
+		defer m.Close()
+		checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Text: m.Text})
+		for _, c := range []struct {
+			w    nets.Weights
+			want map[string][]int
+		}{{m.UNetWeights, ExpectedUNet(m.UNet)}, {m.VAEWeights, ExpectedVAE(m.VAE)}, {m.TextWeights, ExpectedText(m.Text)}} {
+			for n, shape := range c.want {
+				p, ok := c.w.Get(n)
+				if !ok || !slices.Equal(p.Shape, shape) || len(p.Raw) != gpu.Shape(shape).Numel()*p.DType.Size() {
+					t.Fatalf("loaded model: %s is %v (%d bytes), want %v", n, p.Shape, len(p.Raw), shape)
+				}
+			}
+		}
+		if err := m.CheckFinite(); err != nil {
+			var ne *NonFiniteError
+			if !errors.As(err, &ne) || len(ne.Tensors) == 0 || ne.Tensors[0].Count <= 0 || ne.Tensors[0].Count > ne.Tensors[0].Total {
+				t.Fatalf("CheckFinite: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzModelIndex feeds arbitrary bytes as a diffusers folder's
+// model_index.json: a *ConfigError naming the file, or an index that agrees
+// with encoding/json on the class name and holds only component entries.
+func FuzzModelIndex(f *testing.F) {
+	const path = "folder/model_index.json"
+	f.Fuzz(func(t *testing.T, data []byte) {
+		idx, err := parseModelIndex(path, data)
+		if err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Path != path {
+				t.Fatalf("error %T is not a *ConfigError naming %s: %v", err, path, err)
+			}
+			return
+		}
+		var oracle struct {
+			ClassName *string `json:"_class_name"`
+		}
+		if err := json.Unmarshal(data, &oracle); err != nil {
+			t.Fatalf("parsed what encoding/json rejects (%v): %q", err, data)
+		}
+		if oracle.ClassName != nil && *oracle.ClassName != idx.ClassName {
+			t.Fatalf("class %q, encoding/json says %q", idx.ClassName, *oracle.ClassName)
+		}
+		for k := range idx.Components {
+			if strings.HasPrefix(k, "_") {
+				t.Fatalf("metadata key %q taken as a component", k)
+			}
+		}
+		if err := idx.supported(path); err != nil {
+			var ce *ConfigError
+			if !errors.As(err, &ce) || ce.Path != path || !strings.Contains(err.Error(), "supported") {
+				t.Fatalf("supported: %v", err)
+			}
+		}
+	})
+}
+
+// FuzzSideConfig writes arbitrary bytes as the config file beside the
+// sd15-mini checkpoint (mini.json, then mini.yaml: the same-named side file
+// a user drops next to a .safetensors, read as --config would be) and loads
+// the checkpoint: a *ConfigError naming the side file, a *LoadError naming
+// the checkpoint (a valid config that does not fit the weights), or a model
+// whose hyper-parameters came from the side file.
+func FuzzSideConfig(f *testing.F) {
+	g := golden.Dir(f)
+	dir := f.TempDir()
+	src, err := filepath.Abs(filepath.Join(g, "sd15-mini.fp16.safetensors"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	type pair struct{ model, side string }
+	var pairs []pair
+	for _, ext := range []string{".json", ".yaml"} {
+		p := filepath.Join(dir, "mini"+strings.TrimPrefix(ext, ".")+".safetensors")
+		if err := os.Symlink(src, p); err != nil {
+			f.Skip("symlinks unavailable:", err)
+		}
+		pairs = append(pairs, pair{p, strings.TrimSuffix(p, ".safetensors") + ext})
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, c := range pairs {
+			if err := os.WriteFile(c.side, data, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			m, err := Load(c.model, "")
+			if err != nil {
+				var ce *ConfigError
+				var le *LoadError
+				switch {
+				case errors.As(err, &ce):
+					if ce.Path != c.side {
+						t.Fatalf("ConfigError names %q, not the side file %s: %v", ce.Path, c.side, err)
+					}
+				case errors.As(err, &le):
+					if le.Path != c.model || len(le.Problems) == 0 {
+						t.Fatalf("LoadError names %q with %d problems", le.Path, len(le.Problems))
+					}
+				default:
+					t.Fatalf("untyped error %T: %v", err, err)
+				}
+				continue
+			}
+			if !strings.HasPrefix(m.ConfigSource, c.side) {
+				t.Fatalf("config source %q, want the side file %s", m.ConfigSource, c.side)
+			}
+			checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Text: m.Text})
+			if err := validateScheduler(c.side, &m.Scheduler); err != nil {
+				t.Fatalf("loaded an invalid scheduler: %v", err)
+			}
+			m.Close()
+		}
 	})
 }

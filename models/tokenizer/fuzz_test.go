@@ -1,6 +1,7 @@
 package tokenizer
 
 import (
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -41,6 +42,12 @@ func FuzzParseWeights(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		frags, err := ParseWeights(s)
 		if err != nil {
+			if !strings.Contains(err.Error(), "prompt weight") {
+				t.Fatalf("ParseWeights(%q): error does not name the weight: %v", s, err)
+			}
+			if _, err2 := tok.EncodeWeighted(s); err2 == nil {
+				t.Fatalf("EncodeWeighted(%q) accepted what ParseWeights rejects (%v)", s, err)
+			}
 			return
 		}
 		if len(frags) == 0 {
