@@ -227,10 +227,13 @@ func outputPaths(out string, batch int, force bool) ([]string, error) {
 	return paths, nil
 }
 
+// openDevice opens the named device; tests replace it to inject faults.
+var openDevice = devices.Open
+
 // loadPipeline opens the device and the model (the bundled one when path is
 // empty).
 func loadPipeline(device, path, config string, warn func(string)) (*models.Pipeline, error) {
-	dev, err := devices.Open(device, warn)
+	dev, err := openDevice(device, warn)
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +277,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	randomSeed := s.Seed < 0
 	j, err := gen.Start(p, s)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; nothing written", err)
 	}
 	defer j.Close()
 	if randomSeed {
@@ -293,14 +296,14 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
 				return fmt.Errorf("interrupted at step %d/%d; nothing written", len(j.Frames), j.Run.Total())
 			}
-			return err
+			return fmt.Errorf("%w; nothing written", err)
 		}
 		prog.step(fr)
 	}
 	prog.finish()
 	imgs, err := j.Images()
 	if err != nil {
-		return err
+		return fmt.Errorf("%w; nothing written", err)
 	}
 	if ctx.Err() != nil {
 		return errors.New("interrupted before writing; nothing written")

@@ -7,8 +7,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"runtime/debug"
 	"sort"
+
+	"github.com/stepwise/stepwise/tui"
 )
 
 // command is one subcommand. Files of this package register theirs in init.
@@ -29,7 +33,27 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-func run(args []string) int {
+// reportURL is where crashes are reported.
+const reportURL = "https://github.com/stepwise/stepwise/issues"
+
+// printCrash tells the user that stepwise crashed, where to report it, and
+// the trace to include.
+func printCrash(w io.Writer, what, stack string) {
+	fmt.Fprintf(w, "\nstepwise crashed: %s\nPlease report it at %s (the Stepwise issue tracker) with this trace:\n\n", what, reportURL)
+	if stack != "" {
+		fmt.Fprintln(w, stack)
+	}
+}
+
+func run(args []string) (code int) {
+	// A panic on this goroutine outside the studio (the studio catches its
+	// own and restores the terminal first) ends here.
+	defer func() {
+		if p := recover(); p != nil {
+			printCrash(os.Stderr, fmt.Sprint(p), string(debug.Stack()))
+			code = 2
+		}
+	}()
 	name := "studio"
 	if len(args) > 0 && len(args[0]) > 0 && args[0][0] != '-' {
 		name, args = args[0], args[1:]
@@ -47,6 +71,11 @@ func run(args []string) int {
 	if err := c.run(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
+		}
+		var crash *tui.CrashError
+		if errors.As(err, &crash) {
+			printCrash(os.Stderr, crash.Error(), crash.Stack)
+			return 2
 		}
 		fmt.Fprintf(os.Stderr, "stepwise %s: %v\n", name, err)
 		return 1

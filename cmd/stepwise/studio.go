@@ -61,5 +61,13 @@ func runStudio(args []string) error {
 		}
 		return dev, p, nil
 	}
-	return tui.Run(tui.Options{Load: load, ModelLabel: label, OutDir: *out, PresetDir: *presetDir})
+	open := func(warn func(string)) (gpu.Device, error) {
+		dev, err := devices.Open(*device, warn)
+		if err != nil {
+			return nil, fmt.Errorf("device %s: %w", *device, err)
+		}
+		return dev, nil
+	}
+	return tui.Run(tui.Options{Load: load, Open: open, ModelLabel: label, OutDir: *out, PresetDir: *presetDir,
+		CrashTest: os.Getenv("STEPWISE_TEST_PANIC")})
 }

@@ -41,6 +41,51 @@ func TestStudioInTmux(t *testing.T) {
 			studioSession(t, tmux, bin, g, sz[0], sz[1])
 		})
 	}
+	for _, where := range []string{"update", "view", "worker"} {
+		t.Run("panic in "+where, func(t *testing.T) { crashSession(t, tmux, bin, g, where) })
+	}
+}
+
+// crashSession makes the studio panic (STEPWISE_TEST_PANIC) in Update, View
+// or the worker at ctrl+g and checks that it exits with status 2, prints
+// where to report the crash with the trace, and leaves the terminal as it
+// found it (echo and canonical mode on, the alternate screen left).
+func crashSession(t *testing.T, tmux, bin, g, where string) {
+	work := t.TempDir()
+	exit, sttyOut, stderrPath := filepath.Join(work, "exit"), filepath.Join(work, "stty"), filepath.Join(work, "stderr")
+	s := tmuxSession{t: t, tmux: tmux, sock: filepath.Join(work, "sock")}
+	shell := fmt.Sprintf("cd %q && STEPWISE_TEST_PANIC=%s XDG_CONFIG_HOME=%q %q --model %q --config %q --device ref 2>%q; echo $? > %q; stty -a > %q; echo shell-is-back; sleep 60",
+		work, where, filepath.Join(work, "cfg"), bin, filepath.Join(g, "sd15-mini.fp16.safetensors"),
+		filepath.Join(g, "sd15_mini_config.json"), stderrPath, exit, sttyOut)
+	s.cmd("new-session", "-d", "-s", "studio", "-x", "100", "-y", "30", shell)
+	t.Cleanup(func() { exec.Command(tmux, "-S", s.sock, "kill-server").Run() })
+	s.waitScreen("loaded sd15-mini", 60*time.Second)
+	s.cmd("send-keys", "-t", "studio", "C-g")
+	screen := s.waitScreen("shell-is-back", 30*time.Second)
+	code, _ := os.ReadFile(exit)
+	if strings.TrimSpace(string(code)) != "2" {
+		t.Errorf("exit status %q, want 2", strings.TrimSpace(string(code)))
+	}
+	stderr, _ := os.ReadFile(stderrPath)
+	for _, want := range []string{"stepwise crashed: a panic in ", "STEPWISE_TEST_PANIC=" + where,
+		"Please report it at " + reportURL, "with this trace", "goroutine "} {
+		if !strings.Contains(string(stderr), want) {
+			t.Errorf("stderr lacks %q:\n%s", want, stderr)
+		}
+	}
+	stty, _ := os.ReadFile(sttyOut)
+	modes := map[string]bool{}
+	for _, f := range strings.Fields(string(stty)) {
+		modes[f] = true
+	}
+	for _, m := range []string{"echo", "icanon", "isig"} {
+		if !modes[m] || modes["-"+m] {
+			t.Errorf("terminal not restored: stty shows %s off:\n%s", m, stty)
+		}
+	}
+	if strings.Contains(screen, "ctrl+g generate") {
+		t.Errorf("the studio's screen is still up:\n%s", screen)
+	}
 }
 
 // tmuxSession is one tmux server on a private socket.
