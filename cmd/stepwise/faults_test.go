@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/faulty"
+	"github.com/stepwise/stepwise/gpu/ref"
+	"github.com/stepwise/stepwise/internal/golden"
+)
+
+// TestGenerateFaults runs `stepwise generate` with each fault injected
+// through the device hook: it exits 1 with a message saying what failed
+// and where, writes no PNG, and the next run in the same process writes
+// the same bytes as a fault-free one.
+func TestGenerateFaults(t *testing.T) {
+	dir := golden.Dir(t)
+	tmp := t.TempDir()
+	plan := faulty.NewPlan(faulty.LostContext, faulty.Trigger{})
+	plan.Disarm()
+	saved := openDevice
+	openDevice = func(string, func(string)) (gpu.Device, error) { return faulty.Wrap(ref.New(), plan), nil }
+	t.Cleanup(func() { openDevice = saved })
+	args := func(out string) []string {
+		return []string{"--model", filepath.Join(dir, "sd15-mini.fp16.safetensors"), "--config", filepath.Join(dir, "sd15_mini_config.json"),
+			"-p", "a red fox", "--steps", "3", "--seed", "9", "-W", "64", "-H", "64", "-o", out}
+	}
+	clean := filepath.Join(tmp, "clean.png")
+	if log, err := runGen(t, args(clean)); err != nil {
+		t.Fatalf("%v\n%s", err, log)
+	}
+	want, _ := os.ReadFile(clean)
+
+	for _, tc := range []struct {
+		name string
+		kind faulty.Kind
+		trig faulty.Trigger
+		want []string
+	}{
+		// One U-Net read-back a step (the prompt has no weights).
+		{"lost context", faulty.LostContext, faulty.Trigger{Downloads: 2}, []string{"GPU error at step 2/3 (U-Net)", "context was lost", "nothing written"}},
+		{"compile failure", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 1}, []string{"GPU error in the text encoder", "shader attention.comp", "does not compile", "nothing written"}},
+		{"out of memory while loading", faulty.OOM, faulty.Trigger{Op: "UploadRaw", After: 10}, []string{"sd15-mini.fp16.safetensors", "out of memory allocating"}},
+		{"out of memory in the VAE", faulty.OOM, faulty.Trigger{Downloads: 4}, []string{"GPU error in the VAE decoder", "out of memory", "nothing written"}},
+		{"NaN", faulty.NaN, faulty.Trigger{Downloads: 2}, []string{"step 2/3", "U-Net output", "non-finite", "nothing written"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(tmp, strings.ReplaceAll(tc.name, " ", "_")+".png")
+			plan.Kind = tc.kind
+			plan.Arm(tc.trig)
+			log, err := runGen(t, args(out))
+			if err == nil {
+				t.Fatalf("no error\n%s", log)
+			}
+			t.Logf("stepwise generate: %v", err)
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if fired, _ := plan.Fired(); !fired {
+				t.Error("the fault never fired")
+			}
+			if _, serr := os.Stat(out); !os.IsNotExist(serr) {
+				t.Errorf("%s was written (stat: %v)", out, serr)
+			}
+			// The exit status, through run as main calls it (once: it
+			// costs a run).
+			if tc.kind == faulty.LostContext {
+				plan.Arm(tc.trig)
+				if code := run(append([]string{"generate"}, args(out)...)); code != 1 {
+					t.Errorf("exit status %d, want 1", code)
+				}
+			}
+			// The next run works and matches the fault-free one.
+			if log, err := runGen(t, args(out)); err != nil {
+				t.Fatalf("the run after the fault: %v\n%s", err, log)
+			}
+			if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
+				t.Error("the run after the fault wrote other bytes than the fault-free run")
+			}
+		})
+	}
+}
