@@ -89,8 +89,7 @@ func TestStudioFaults(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			before, pipe := opens, m.pipe
 			r := h.pausedAt(2)
-			plan.Kind = tc.kind
-			plan.Arm(tc.trig)
+			plan.ArmKind(tc.kind, tc.trig)
 			h.keys(".")
 			h.waitRun(r)
 			t.Logf("status: %s", m.status)
@@ -123,8 +122,7 @@ func TestStudioFaults(t *testing.T) {
 		// fails, the device is reopened, and the same decode then works
 		// on the new device (the run's frames are host-side).
 		h.keys("home", ".")
-		plan.Kind = faulty.OOM
-		plan.Arm(faulty.Trigger{Op: "Conv2D", After: 2})
+		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "Conv2D", After: 2})
 		h.keys("v")
 		h.waitFor("the decode error", func() bool { return m.statusErr })
 		if !strings.Contains(m.status, "out of memory") || !strings.Contains(m.status, "device reopened") {
@@ -325,5 +323,31 @@ func TestCrashes(t *testing.T) {
 				t.Error("a crashed studio did not quit on the next message")
 			}
 		})
+	}
+}
+
+// TestStudioMemoryFlat: many runs in one studio session (each ending,
+// cancelled, or stopped by the next) leave the device holding exactly what
+// it held after the first few: ended runs keep no device memory.
+func TestStudioMemoryFlat(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	h.setField(focusSteps, "1")
+	var at3 gpu.MemStats
+	const n = 12
+	for i := 1; i <= n; i++ {
+		r := h.finishRun()
+		if r.Status != runDone {
+			t.Fatalf("run %d: %s (%s)", i, runStatusNames[r.Status], m.status)
+		}
+		if i == 3 {
+			at3 = m.w.dev.Stats() // the worker is idle between runs
+		}
+	}
+	end := m.w.dev.Stats()
+	t.Logf("device after 3 runs: %d B in %d buffers; after %d: %d B in %d buffers", at3.Resident, at3.Buffers, n, end.Resident, end.Buffers)
+	if end.Resident != at3.Resident || end.Buffers != at3.Buffers {
+		t.Errorf("device memory grew over %d studio runs: %d B / %d buffers after 3, %d B / %d after %d",
+			n, at3.Resident, at3.Buffers, end.Resident, end.Buffers, n)
 	}
 }

@@ -588,6 +588,10 @@ func (w *worker) finish(a *jobState, err error) {
 	}
 	msg.Cancelled = errors.Is(msg.Err, context.Canceled)
 	msg.Stopped = errors.Is(msg.Err, errStopped)
+	// An ended run never steps again (a branch encodes its own prompt):
+	// its prompt embeddings leave the device now, so that a long session
+	// holds no more device memory than its first run did.
+	a.job.Close()
 	w.send(msg)
 }
 

@@ -50,8 +50,7 @@ func TestGenerateFaults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(tmp, strings.ReplaceAll(tc.name, " ", "_")+".png")
-			plan.Kind = tc.kind
-			plan.Arm(tc.trig)
+			plan.ArmKind(tc.kind, tc.trig)
 			log, err := runGen(t, args(out))
 			if err == nil {
 				t.Fatalf("no error\n%s", log)

@@ -68,8 +68,9 @@ type Trigger struct {
 
 // Plan is one fault to inject, shared by the devices made with it: it fires
 // once, on the first device that reaches its trigger, so a device reopened
-// after the fault runs clean. Arm re-arms it. A Plan is safe to share
-// between goroutines.
+// after the fault runs clean. Arm and ArmKind re-arm it. A Plan is safe to
+// share between goroutines; set Kind and Trigger directly only before the
+// devices using it run.
 type Plan struct {
 	Kind Kind
 	Trigger
@@ -89,6 +90,14 @@ func (p *Plan) Arm(t Trigger) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.Trigger, p.ops, p.dls, p.fired, p.armed, p.firedAt = t, 0, 0, false, true, ""
+}
+
+// ArmKind re-arms the plan with another fault and trigger.
+func (p *Plan) ArmKind(k Kind, t Trigger) {
+	p.mu.Lock()
+	p.Kind = k
+	p.mu.Unlock()
+	p.Arm(t)
 }
 
 // Disarm stops the plan from firing.
@@ -113,34 +122,36 @@ func (p *Plan) Counts() (ops, downloads int) {
 	return p.ops, p.dls
 }
 
-// op counts an op and reports whether the plan fires on it.
-func (p *Plan) op(name string) bool {
+// op counts an op and reports whether the plan fires on it, with which
+// fault. A NaN plan never fires on an op.
+func (p *Plan) op(name string) (Kind, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.armed || p.fired || p.Downloads > 0 || (p.Op != "" && p.Op != name) {
-		return false
+	if !p.armed || p.fired || p.Kind == NaN || p.Downloads > 0 || (p.Op != "" && p.Op != name) {
+		return 0, false
 	}
 	p.ops++
 	if p.ops < max(p.After, 1) {
-		return false
+		return 0, false
 	}
 	p.fired, p.firedAt = true, name
-	return true
+	return p.Kind, true
 }
 
-// download counts a Download and reports whether the plan fires on it.
-func (p *Plan) download() bool {
+// download counts a Download and reports whether the plan fires on it,
+// with which fault.
+func (p *Plan) download() (Kind, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.armed || p.fired || p.Downloads <= 0 {
-		return false
+		return 0, false
 	}
 	p.dls++
 	if p.dls < p.Downloads {
-		return false
+		return 0, false
 	}
 	p.fired, p.firedAt = true, "Download"
-	return true
+	return p.Kind, true
 }
 
 // Device injects a Plan's fault into the wrapped device. A nil Plan
@@ -185,20 +196,26 @@ func FaultError(k Kind, op string, resident int64) error {
 // before runs ahead of every op: when the plan fires, the wrapped device
 // records the fault, and the op (run next) returns a placeholder.
 func (d *Device) before(op string) {
-	if d.Plan == nil || d.Plan.Kind == NaN || !d.Plan.op(op) {
+	if d.Plan == nil {
 		return
 	}
-	d.Device.Fail(FaultError(d.Plan.Kind, op, d.Device.Stats().Resident))
+	if k, fire := d.Plan.op(op); fire {
+		d.Device.Fail(FaultError(k, op, d.Device.Stats().Resident))
+	}
 }
 
 // Download implements gpu.Device; a NaN plan poisons the chosen read-back.
 func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
-	fire := d.Plan != nil && d.Plan.download()
-	if fire && d.Plan.Kind != NaN {
-		d.Device.Fail(FaultError(d.Plan.Kind, "Download", d.Device.Stats().Resident))
+	var k Kind
+	var fire bool
+	if d.Plan != nil {
+		k, fire = d.Plan.download()
+	}
+	if fire && k != NaN {
+		d.Device.Fail(FaultError(k, "Download", d.Device.Stats().Resident))
 	}
 	out, err := d.Device.Download(t)
-	if fire && d.Plan.Kind == NaN && err == nil && len(out) > 0 {
+	if fire && k == NaN && err == nil && len(out) > 0 {
 		out[len(out)/2] = float32(math.NaN())
 	}
 	return out, err
