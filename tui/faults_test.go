@@ -58,7 +58,7 @@ func (h *harness) pausedAt(n int) *runRec {
 	return r
 }
 
-// TestStudioFaults injects each fault at step 3 of a paused 5-step run (and
+// TestStudioFaults injects each fault at step 2 of a paused 3-step run (and
 // one in a VAE decode): the run is marked failed, the status says where
 // and what, a device fault reopens the device and reloads the model, and
 // the next run with the same seed gives the fault-free image.
@@ -67,7 +67,7 @@ func TestStudioFaults(t *testing.T) {
 	plan.Disarm()
 	opens := 0
 	s := testSettings()
-	s.Steps = 5
+	s.CFGScale = 1 // one U-Net pass a step: faster, and the faults are the same
 	h := newHarness(t, s, faultyLoad(t, plan, &opens))
 	m := h.m
 	want := h.finishRun()
@@ -81,20 +81,20 @@ func TestStudioFaults(t *testing.T) {
 		want   []string
 		reopen bool
 	}{
-		{"lost context", faulty.LostContext, faulty.Trigger{Downloads: 1}, []string{"GPU error at step 3/5 (U-Net)", "context was lost"}, true},
-		{"compile failure", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 2}, []string{"GPU error at step 3/5 (U-Net)", "shader attention.comp", "does not compile"}, true},
-		{"out of memory", faulty.OOM, faulty.Trigger{Op: "Upload", After: 1}, []string{"GPU error at step 3/5 (U-Net)", "out of memory", "try a smaller size or batch"}, true},
-		{"NaN", faulty.NaN, faulty.Trigger{Downloads: 1}, []string{"step 3/5", "U-Net output", "non-finite"}, false},
+		{"lost context", faulty.LostContext, faulty.Trigger{Downloads: 1}, []string{"GPU error at step 2/3 (U-Net)", "context was lost"}, true},
+		{"compile failure", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 2}, []string{"GPU error at step 2/3 (U-Net)", "shader attention.comp", "does not compile"}, true},
+		{"out of memory", faulty.OOM, faulty.Trigger{Op: "Upload", After: 1}, []string{"GPU error at step 2/3 (U-Net)", "out of memory", "try a smaller size or batch"}, true},
+		{"NaN", faulty.NaN, faulty.Trigger{Downloads: 1}, []string{"step 2/3", "U-Net output", "non-finite"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before, pipe := opens, m.pipe
-			r := h.pausedAt(2)
+			r := h.pausedAt(1)
 			plan.ArmKind(tc.kind, tc.trig)
 			h.keys(".")
 			h.waitRun(r)
 			t.Logf("status: %s", m.status)
-			if r.Status != runFailed || len(r.Frames) != 2 {
-				t.Fatalf("%s with %d frames, want failed with 2 (%s)", runStatusNames[r.Status], len(r.Frames), m.status)
+			if r.Status != runFailed || len(r.Frames) != 1 {
+				t.Fatalf("%s with %d frames, want failed with 1 (%s)", runStatusNames[r.Status], len(r.Frames), m.status)
 			}
 			for _, w := range tc.want {
 				if !strings.Contains(m.status, w) || !strings.Contains(r.Err.Error(), w) {
@@ -231,12 +231,11 @@ func TestModelSwitch(t *testing.T) {
 	}
 }
 
-// TestCancelAtEveryStepStudio cancels a 4-step run with esc at each step
+// TestCancelAtEveryStepStudio cancels a 3-step run with esc at each step
 // index: the run ends cancelled with exactly the frames taken, the worker
 // is idle, and the next run gives the image of an uncancelled one.
 func TestCancelAtEveryStepStudio(t *testing.T) {
 	s := testSettings()
-	s.Steps = 4
 	h := newHarness(t, s, miniLoad(t))
 	m := h.m
 	want := h.finishRun()
@@ -263,7 +262,7 @@ func TestCancelAtEveryStepStudio(t *testing.T) {
 func TestResizeDuringRun(t *testing.T) {
 	h := newMini(t)
 	m := h.m
-	h.setField(focusSteps, "12")
+	h.setField(focusSteps, "8")
 	h.keys("ctrl+g")
 	r := h.last()
 	sizes := [][2]int{{20, 5}, {1, 1}, {400, 120}, {80, 24}, {23, 7}, {24, 8}, {37, 11}, {250, 9}, {9, 250}, {120, 40}}
@@ -288,7 +287,7 @@ func TestResizeDuringRun(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if r.Status != runDone || len(r.Frames) != 12 {
+	if r.Status != runDone || len(r.Frames) != 8 {
 		t.Fatalf("run resized throughout: %s with %d frames (%s)", runStatusNames[r.Status], len(r.Frames), m.status)
 	}
 	if len(seen) < 4 {
@@ -334,7 +333,7 @@ func TestStudioMemoryFlat(t *testing.T) {
 	m := h.m
 	h.setField(focusSteps, "1")
 	var at3 gpu.MemStats
-	const n = 12
+	const n = 8
 	for i := 1; i <= n; i++ {
 		r := h.finishRun()
 		if r.Status != runDone {
