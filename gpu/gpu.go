@@ -249,6 +249,9 @@ type Device interface {
 	// GroupNorm normalises x [N, C, ...] over groups of C/groups channels and
 	// all spatial positions, then applies gamma, beta [C].
 	GroupNorm(x, gamma, beta *Tensor, groups int, eps float32) *Tensor
+	// GroupNormSiLU is SiLU(GroupNorm(x, ...)), the pair every ResNet block
+	// opens with, in one pass over the output.
+	GroupNormSiLU(x, gamma, beta *Tensor, groups int, eps float32) *Tensor
 	// LayerNorm normalises over the last dim, then applies gamma, beta [C].
 	LayerNorm(x, gamma, beta *Tensor, eps float32) *Tensor
 	// Softmax over the last dim.

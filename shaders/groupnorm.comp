@@ -3,7 +3,9 @@
 // group per (sample, group): the mean, then the variance around it (two
 // passes, for precision), then y = (x - mean) / sqrt(var + eps) * gamma + beta.
 // Defines: LX (a power of two), X_LOADER, HAS_G with G_LOADER
-// and HAS_B with B_LOADER (gamma 1 and beta 0 without them).
+// and HAS_B with B_LOADER (gamma 1 and beta 0 without them), SILU to apply
+// y * sigmoid(y) to the result. Long rows go to groupnorm_stats.comp,
+// groupnorm_merge.comp and groupnorm_apply.comp instead (see gl.GroupNorm).
 //
 // SERIAL (the host sets it for short rows): one invocation per row, which
 // loops over it alone (no shared memory or barriers, which are slow on
@@ -85,6 +87,10 @@ void main() {
 	float inv = inversesqrt(REDUCE(v) / float(count) + eps);
 	for (int i = l; i < count; i += STEP) {
 		int c = g * cpg + i / S;
-		o[base + i] = (loadX(base + i) - mean) * inv * loadG(c) + loadB(c);
+		float y = (loadX(base + i) - mean) * inv * loadG(c) + loadB(c);
+#ifdef SILU
+		y = y / (1.0 + exp(-y));
+#endif
+		o[base + i] = y;
 	}
 }

@@ -201,27 +201,103 @@ func convTile(ow, oh int, rows2 bool) (px, py int) {
 // GroupNorm normalises groups of channels over all positions (see
 // gpu.Device). gamma and beta may be nil (1 and 0).
 func (d *Device) GroupNorm(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
-	if !d.check("GroupNorm", x) || !d.checkOptional("GroupNorm", gamma, beta) {
+	return d.groupNorm("GroupNorm", x, gamma, beta, groups, eps, false)
+}
+
+// GroupNormSiLU is SiLU(GroupNorm(...)) in the same kernels (see gpu.Device).
+func (d *Device) GroupNormSiLU(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
+	return d.groupNorm("GroupNormSiLU", x, gamma, beta, groups, eps, true)
+}
+
+// splitNormRow is the shortest row (elements of one sample and group) that
+// GroupNorm splits over three kernels: per-chunk statistics, their merge,
+// and an element-wise apply, all with every invocation busy, instead of one
+// work group per row walking it three times (the VAE's 128 channels at
+// 256x256 in 32 groups: 32 work groups for two threads, rows of 262144).
+const splitNormRow = 16384
+
+// normChunk is groupnorm_stats.comp's chunk (elements an invocation sums).
+const normChunk = 1024
+
+func (d *Device) groupNorm(op string, x, gamma, beta *gpu.Tensor, groups int, eps float32, silu bool) *gpu.Tensor {
+	if !d.check(op, x) || !d.checkOptional(op, gamma, beta) {
 		return d.placeholder(shapeOf(x))
 	}
 	if x.Rank() < 2 || groups <= 0 || x.Dim(1)%groups != 0 ||
 		(gamma != nil && gamma.Numel() != x.Dim(1)) || (beta != nil && beta.Numel() != x.Dim(1)) {
-		d.shapeFail("GroupNorm", fmt.Sprintf("want x [N, C, ...] with C divisible by %d groups and gamma, beta [C]", groups), x, gamma, beta)
+		d.shapeFail(op, fmt.Sprintf("want x [N, C, ...] with C divisible by %d groups and gamma, beta [C]", groups), x, gamma, beta)
 		return d.placeholder(x.Shape)
 	}
 	n, c := x.Dim(0), x.Dim(1)
+	s := x.Numel() / (n * c)
+	rows, count := n*groups, x.Numel()/(n*groups)
+	var act []string
+	if silu {
+		act = []string{"SILU"}
+	}
+	if s%4 == 0 && count >= splitNormRow {
+		return d.groupNormSplit(op, x, gamma, beta, groups, eps, act)
+	}
 	out := d.out(x.Shape)
-	rows := n * groups
 	l := &launch{
-		kernel: kernel{file: "groupnorm.comp", defines: []string{loader("X", x)}},
+		kernel: kernel{file: "groupnorm.comp", defines: append([]string{loader("X", x)}, act...)},
 		ins:    []input{in(x)},
 		out:    out,
-		ints:   map[string]int{"C": c, "S": x.Numel() / (n * c), "G": groups, "rows": rows},
+		ints:   map[string]int{"C": c, "S": s, "G": groups, "rows": rows},
 		floats: map[string]float32{"eps": eps},
 	}
-	d.rowGrid(l, rows, x.Numel()/rows)
+	d.rowGrid(l, rows, count)
 	affine(l, gamma, beta)
-	d.run("GroupNorm", l)
+	d.run(op, l)
+	return out
+}
+
+// groupNormSplit is GroupNorm over groupnorm_stats.comp, groupnorm_merge.comp
+// and groupnorm_apply.comp (rows long enough to fill the device by chunks).
+func (d *Device) groupNormSplit(op string, x, gamma, beta *gpu.Tensor, groups int, eps float32, act []string) *gpu.Tensor {
+	n, c := x.Dim(0), x.Dim(1)
+	s := x.Numel() / (n * c)
+	rows, count := n*groups, x.Numel()/(n*groups)
+	chunks := ceilDiv(count, normChunk)
+	part := d.alloc(gpu.Shape{rows * chunks * 3}, gpu.F32, nil)
+	d.run(op, &launch{
+		kernel: kernel{file: "groupnorm_stats.comp", defines: []string{
+			fmt.Sprintf("LX=%d", serialLX), fmt.Sprintf("CH=%d", normChunk), loader4("X", x)}},
+		ins:    []input{in4(x)},
+		out:    part,
+		ints:   map[string]int{"count": count, "chunks": chunks, "rows": rows},
+		groups: d.grid1D(rows*chunks, serialLX),
+	})
+	stats := d.alloc(gpu.Shape{rows * 2}, gpu.F32, nil)
+	d.run(op, &launch{
+		kernel: kernel{file: "groupnorm_merge.comp", defines: []string{fmt.Sprintf("LX=%d", serialLX), loader("P", part)}},
+		ins:    []input{in(part)},
+		out:    stats,
+		ints:   map[string]int{"chunks": chunks, "rows": rows},
+		floats: map[string]float32{"eps": eps},
+		groups: d.grid1D(rows, serialLX),
+	})
+	d.Release(part)
+	out := d.out(x.Shape)
+	n4 := x.Numel() / 4
+	l := &launch{
+		kernel: kernel{file: "groupnorm_apply.comp", defines: append([]string{
+			fmt.Sprintf("LX=%d", elemLX), loader4("X", x), loader("R", stats)}, act...)},
+		ins:    []input{in4(x), in(stats), {}, {}},
+		out:    out,
+		ints:   map[string]int{"C": c, "S": s, "cpg": c / groups, "n4": n4},
+		groups: d.grid1D(n4, elemLX),
+	}
+	if gamma != nil {
+		l.ins[2] = in(gamma)
+		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
+	}
+	if beta != nil {
+		l.ins[3] = in(beta)
+		l.defines = append(l.defines, "HAS_B", loader("B", beta))
+	}
+	d.run(op, l)
+	d.Release(stats)
 	return out
 }
 
@@ -552,10 +628,16 @@ func (d *Device) Upsample2x(x *gpu.Tensor) *gpu.Tensor {
 		d.shapeFail("Upsample2x", "want [N, C, H, W]", x)
 		return d.placeholder(x.Shape)
 	}
-	nc, h, w := x.Dim(0)*x.Dim(1), x.Dim(2), x.Dim(3)
+	h, w := x.Dim(2), x.Dim(3)
 	out := d.out(gpu.Shape{x.Dim(0), x.Dim(1), 2 * h, 2 * w})
-	d.copyRegion("Upsample2x", x, out, []int{nc, h, 2, w, 2},
-		[]int{h * w, w, 0, 1, 0}, []int{4 * h * w, 4 * w, 2 * w, 2, 1}, 0, 0)
+	n := out.Numel()
+	d.run("Upsample2x", &launch{
+		kernel: kernel{file: "upsample.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"H": h, "W": w, "n": n},
+		groups: d.grid1D(n, elemLX),
+	})
 	return out
 }
 

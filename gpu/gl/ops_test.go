@@ -119,6 +119,22 @@ func glCases() []gputest.Case {
 	add("GroupNorm/wide_groups_1x8x33x35_g2", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.GroupNorm(x[0], x[1], x[2], 2, 1e-5)
 	}, inp(1, 8, 33, 35), inp(8), typed(gpu.F16, 8))
+	// Rows of at least splitNormRow with S % 4 == 0 take the three-kernel
+	// split (chunks of normChunk, the last one partial); S % 4 != 0 does not.
+	offset := func(shape ...int) gputest.Input { return gputest.Input{Shape: shape, Scale: 2, Offset: 5} }
+	add("GroupNorm/split_2x6x96x100_g3_f16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNorm(x[0], x[1], x[2], 3, 1e-6)
+	}, offset(2, 6, 96, 100), typed(gpu.F16, 6), typed(gpu.F16, 6))
+	add("GroupNormSiLU/split_1x4x128x130_g1_noaffine", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNormSiLU(x[0], nil, nil, 1, 1e-5)
+	}, offset(1, 4, 128, 130))
+	add("GroupNormSiLU/split_1x8x64x64_g2_bf16", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNormSiLU(x[0], x[1], x[2], 2, 1e-5)
+	}, offset(1, 8, 64, 64), typed(gpu.BF16, 8), inp(8))
+	add("GroupNormSiLU/odd_spatial_1x4x127x131_g1", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.GroupNormSiLU(x[0], x[1], x[2], 1, 1e-5)
+	}, offset(1, 4, 127, 131), inp(4), inp(4))
+	add("Upsample2x/3x5x33x35", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Upsample2x(x[0]) }, inp(3, 5, 33, 35))
 	add("LayerNorm/long_rows_3x1500", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return d.LayerNorm(x[0], x[1], x[2], 1e-5)
 	}, inp(3, 1500), inp(1500), inp(1500))

@@ -101,6 +101,17 @@ func Cases() []Case {
 	add("GroupNorm/1x8x64x64_g8", gn(8, 1e-6, true), shifted(1, 8, 64, 64), in(8), in(8))
 	add("GroupNorm/2x12x1x1_g3_spatial1", gn(3, 1e-5, true), shifted(2, 12, 1, 1), in(12), in(12))
 	add("GroupNorm/2x4x3x3_g1_noaffine", gn(1, 1e-5, false), shifted(2, 4, 3, 3))
+	gns := func(groups int, affine bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			if !affine {
+				return d.GroupNormSiLU(x[0], nil, nil, groups, 1e-6)
+			}
+			return d.GroupNormSiLU(x[0], x[1], x[2], groups, 1e-6)
+		}
+	}
+	add("GroupNormSiLU/2x12x5x7_g3_f16", gns(3, true), shifted(2, 12, 5, 7), typed(F16, 12), typed(F16, 12))
+	add("GroupNormSiLU/1x8x64x64_g4", gns(4, true), shifted(1, 8, 64, 64), in(8), in(8))
+	add("GroupNormSiLU/2x8x40x41_g2_noaffine", gns(2, false), shifted(2, 8, 40, 41))
 	ln := func(affine bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
 			if !affine {

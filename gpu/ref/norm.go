@@ -54,6 +54,14 @@ func (d *Device) GroupNorm(x, gamma, beta *gpu.Tensor, groups int, eps float32) 
 	return out
 }
 
+// GroupNormSiLU implements gpu.Device: SiLU of GroupNorm, as two ops.
+func (d *Device) GroupNormSiLU(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
+	n := d.GroupNorm(x, gamma, beta, groups, eps)
+	y := d.SiLU(n)
+	d.Release(n)
+	return y
+}
+
 // LayerNorm implements gpu.Device like torch.nn.functional.layer_norm over
 // the last dim, with float64 statistics. gamma or beta may be nil.
 func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor {

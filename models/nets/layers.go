@@ -53,6 +53,14 @@ func (b builder) layerNorm(name string, channels int, eps float64) norm {
 	return norm{gamma: m.param("weight", channels), beta: m.param("bias", channels), eps: float32(eps)}
 }
 
+// applySiLU is SiLU(apply(x)), fused for a GroupNorm.
+func (n norm) applySiLU(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
+	if n.groups > 0 {
+		return d.GroupNormSiLU(x, n.gamma, n.beta, n.groups, n.eps)
+	}
+	return d.SiLU(d.LayerNorm(x, n.gamma, n.beta, n.eps))
+}
+
 func (n norm) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
 	if n.groups > 0 {
 		return d.GroupNorm(x, n.gamma, n.beta, n.groups, n.eps)
@@ -95,12 +103,12 @@ func (b builder) resnet(name string, in, out, tembDim, groups int, eps, outScale
 // [B,T] (nil in the VAE).
 func (r *resnet) forward(d gpu.Device, x, tembAct *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
-		h := r.conv1.apply(d, d.SiLU(r.norm1.apply(d, x)))
+		h := r.conv1.apply(d, r.norm1.applySiLU(d, x))
 		if r.temb != nil {
 			t := r.temb.apply(d, tembAct)
 			h = d.Add(h, t.View(t.Dim(0), t.Dim(1), 1, 1))
 		}
-		h = r.conv2.apply(d, d.SiLU(r.norm2.apply(d, h)))
+		h = r.conv2.apply(d, r.norm2.applySiLU(d, h))
 		skip := x
 		if r.shortcut != nil {
 			skip = r.shortcut.apply(d, x)

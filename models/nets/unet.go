@@ -317,9 +317,14 @@ func (u *UNet) Forward(x *gpu.Tensor, t []float32, context *gpu.Tensor) *gpu.Ten
 		u.trace(fmt.Sprintf("up_blocks.%d", i), h)
 	}
 
-	h = u.normOut.apply(d, h)
-	u.trace("conv_norm_out", h)
-	h = u.convOut.apply(d, d.SiLU(h))
+	if u.Trace != nil { // the traced intermediate is the norm's output
+		h = u.normOut.apply(d, h)
+		u.trace("conv_norm_out", h)
+		h = d.SiLU(h)
+	} else {
+		h = u.normOut.applySiLU(d, h)
+	}
+	h = u.convOut.apply(d, h)
 	u.trace("conv_out", h)
 	d.PopScope(h)
 	return h

@@ -223,6 +223,17 @@ func (v *VAE) trace(name string, t *gpu.Tensor) {
 	}
 }
 
+// normSiLU replaces h by SiLU(n(h)), in one kernel unless a Trace wants
+// the norm's output (traced as name).
+func (v *VAE) normSiLU(d gpu.Device, h *gpu.Tensor, n norm, name string) *gpu.Tensor {
+	if v.Trace == nil {
+		return advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return n.applySiLU(d, h) })
+	}
+	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return n.apply(d, h) })
+	v.trace(name, h)
+	return advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return d.SiLU(h) })
+}
+
 // advance replaces h by f(h) and frees h (which must not be the caller's).
 func advance(d gpu.Device, h *gpu.Tensor, f func(*gpu.Tensor) *gpu.Tensor) *gpu.Tensor {
 	next := gpu.Scoped(d, func() *gpu.Tensor { return f(h) })
@@ -267,9 +278,8 @@ func (v *VAE) Decode(z *gpu.Tensor) *gpu.Tensor {
 		h = lvl.forward(d, h)
 		v.trace(fmt.Sprintf("decoder.up_blocks.%d", i), h)
 	}
-	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.decNorm.apply(d, h) })
-	v.trace("decoder.conv_norm_out", h)
-	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.decOut.apply(d, d.SiLU(h)) })
+	h = v.normSiLU(d, h, v.decNorm, "decoder.conv_norm_out")
+	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.decOut.apply(d, h) })
 	v.trace("decoder.conv_out", h)
 	d.PopScope(h)
 	return h
@@ -292,9 +302,8 @@ func (v *VAE) Encode(x *gpu.Tensor) *gpu.Tensor {
 	}
 	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.encMid.forward(d, h) })
 	v.trace("encoder.mid_block", h)
-	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.encNorm.apply(d, h) })
-	v.trace("encoder.conv_norm_out", h)
-	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.encOut.apply(d, d.SiLU(h)) })
+	h = v.normSiLU(d, h, v.encNorm, "encoder.conv_norm_out")
+	h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.encOut.apply(d, h) })
 	v.trace("encoder.conv_out", h)
 	if v.quant != nil {
 		h = advance(d, h, func(h *gpu.Tensor) *gpu.Tensor { return v.quant.apply(d, h) })
