@@ -114,14 +114,14 @@ func generateAll(t *testing.T, p *models.Pipeline, s presets.Settings) [][]byte 
 	return out
 }
 
-// TestDeviceFaults injects each device fault at a stage of a 5-step run:
+// TestDeviceFaults injects each device fault at a stage of a 4-step run:
 // the error is a *DeviceError naming the step and stage and carrying the
 // device's message, the run has not moved past the failed step, and after
 // the pipeline and device are reopened (as the studio and the CLI do) the
 // same seed gives exactly the image of a fault-free run.
 func TestDeviceFaults(t *testing.T) {
 	s := e2eSettings()
-	s.Steps = 5
+	s.Steps, s.CFGScale = 4, 1 // one U-Net pass a step keeps the test quick
 	ref0 := ref.New()
 	p0 := miniOn(t, ref0)
 	want := generateAll(t, p0, s)
@@ -142,12 +142,12 @@ func TestDeviceFaults(t *testing.T) {
 		stage string
 		want  []string
 	}{
-		{"lost context on the U-Net read-back", faulty.LostContext, faulty.Trigger{Downloads: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"context was lost"}},
+		{"lost context on the U-Net read-back", faulty.LostContext, faulty.Trigger{Downloads: 1}, atStep3, "GPU error at step 3/4 (U-Net)", []string{"context was lost"}},
 		{"lost context in the text encoder", faulty.LostContext, faulty.Trigger{Op: "Embedding", After: 1}, atStart, "GPU error in the text encoder", []string{"Embedding: gl: the OpenGL context was lost"}},
-		{"shader compile failure in attention", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"shader attention.comp", "does not compile", "error: `acc' undeclared"}},
-		{"out of memory on the latent upload", faulty.OOM, faulty.Trigger{Op: "Upload", After: 1}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"out of memory allocating", "try a smaller size or batch"}},
+		{"shader compile failure in attention", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 1}, atStep3, "GPU error at step 3/4 (U-Net)", []string{"shader attention.comp", "does not compile", "error: `acc' undeclared"}},
+		{"out of memory on the latent upload", faulty.OOM, faulty.Trigger{Op: "Upload", After: 1}, atStep3, "GPU error at step 3/4 (U-Net)", []string{"out of memory allocating", "try a smaller size or batch"}},
 		{"out of memory in the VAE decoder", faulty.OOM, faulty.Trigger{Op: "Conv2D", After: 3}, atDecode, "GPU error in the VAE decoder", []string{"out of memory allocating"}},
-		{"lost context mid-U-Net", faulty.LostContext, faulty.Trigger{Op: "Conv2D", After: 7}, atStep3, "GPU error at step 3/5 (U-Net)", []string{"Conv2D: gl: the OpenGL context was lost"}},
+		{"lost context mid-U-Net", faulty.LostContext, faulty.Trigger{Op: "Conv2D", After: 7}, atStep3, "GPU error at step 3/4 (U-Net)", []string{"Conv2D: gl: the OpenGL context was lost"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			plan := faulty.NewPlan(tc.kind, tc.trig)

@@ -112,7 +112,7 @@ func TestCancelAtEveryStep(t *testing.T) {
 	}
 	defer p.Close()
 	s := bundledSettings(p, 7)
-	s.Steps = 6
+	s.Steps, s.CFGScale = 4, 1
 	want := generateAll(t, p, s)
 	for i := 0; i < s.Steps; i++ {
 		t.Run(fmt.Sprint("step", i), func(t *testing.T) {
