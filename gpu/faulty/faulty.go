@@ -167,11 +167,11 @@ func Wrap(d gpu.Device, plan *Plan) *Device { return &Device{Device: d, Plan: pl
 // shaderFiles names the compute shader of the ops that have one, so that an
 // injected compile failure looks like gpu/gl's.
 var shaderFiles = map[string]string{
-	"MatMul": "matmul.comp", "Conv2D": "conv2d.comp", "GroupNorm": "groupnorm.comp",
+	"MatMul": "matmul.comp", "Conv2D": "conv2d.comp", "GroupNorm": "groupnorm.comp", "GroupNormSiLU": "groupnorm.comp",
 	"LayerNorm": "layernorm.comp", "Softmax": "softmax.comp", "Attention": "attention.comp",
 	"SiLU": "unary.comp", "GELU": "unary.comp", "GELUTanh": "unary.comp", "QuickGELU": "unary.comp",
 	"GEGLU": "unary.comp", "Scale": "unary.comp", "Add": "binary.comp", "Mul": "binary.comp",
-	"Upsample2x": "copy.comp", "Concat": "copy.comp", "Slice": "copy.comp",
+	"Upsample2x": "upsample.comp", "Concat": "copy.comp", "Slice": "copy.comp",
 	"Permute": "copy.comp", "Cast": "copy.comp", "Embedding": "embedding.comp",
 }
 
@@ -249,6 +249,12 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 func (d *Device) GroupNorm(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
 	d.before("GroupNorm")
 	return d.Device.GroupNorm(x, gamma, beta, groups, eps)
+}
+
+// GroupNormSiLU implements gpu.Device.
+func (d *Device) GroupNormSiLU(x, gamma, beta *gpu.Tensor, groups int, eps float32) *gpu.Tensor {
+	d.before("GroupNormSiLU")
+	return d.Device.GroupNormSiLU(x, gamma, beta, groups, eps)
 }
 
 // LayerNorm implements gpu.Device.
