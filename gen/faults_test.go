@@ -13,6 +13,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/faulty"
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/internal/testdev"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 )
@@ -216,5 +217,44 @@ func TestDeviceFaults(t *testing.T) {
 				t.Errorf("the run after reopening differs from a fault-free run")
 			}
 		})
+	}
+}
+
+// TestDeviceFaultOnGL: on the GL device, as the studio runs, a lost
+// context at step 2 stays recorded (GL's errors are sticky), and a new GL
+// device gives the image of a fault-free GL run.
+func TestDeviceFaultOnGL(t *testing.T) {
+	s := e2eSettings()
+	s.Steps, s.CFGScale = 3, 1
+	clean := testdev.GL(t)
+	p0 := miniOn(t, clean)
+	want := generateAll(t, p0, s)
+	p0.Close()
+
+	plan := faulty.NewPlan(faulty.LostContext, faulty.Trigger{Downloads: 2})
+	dev := faulty.Wrap(testdev.GL(t), plan)
+	p := miniOn(t, dev)
+	j, err := Start(p, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := j.Step(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err = j.Step(context.Background())
+	var de *DeviceError
+	if !errors.As(err, &de) || de.Step != 2 || de.Stage != "U-Net" || !errors.Is(err, faulty.ErrContextLost) {
+		t.Fatalf("err = %v, want a lost context at step 2 (U-Net)", err)
+	}
+	if _, err := dev.Download(dev.Upload([]float32{1}, 1)); !errors.Is(err, faulty.ErrContextLost) {
+		t.Errorf("the GL device forgot the fault: %v", err)
+	}
+	j.Close()
+	p.Close()
+
+	p2 := miniOn(t, faulty.Wrap(testdev.GL(t), plan))
+	defer p2.Close()
+	if got := generateAll(t, p2, s); !equalPix(got, want) {
+		t.Error("the run on a new GL device differs from the fault-free GL run")
 	}
 }

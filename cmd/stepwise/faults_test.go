@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/faulty"
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/tui"
 )
 
 // TestGenerateFaults runs `stepwise generate` with each fault injected
@@ -83,5 +85,43 @@ func TestGenerateFaults(t *testing.T) {
 				t.Error("the run after the fault wrote other bytes than the fault-free run")
 			}
 		})
+	}
+}
+
+// TestCrashReport: a panic in a command is caught by run, which prints
+// where to report it with the trace and returns exit status 2; a
+// *tui.CrashError from the studio is reported the same way.
+func TestCrashReport(t *testing.T) {
+	register(command{name: "crash-test", summary: "test only", run: func([]string) error { panic("boom in a command") }})
+	register(command{name: "crash-studio-test", summary: "test only", run: func([]string) error {
+		return &tui.CrashError{Where: "the worker (a step)", Value: "boom in the worker", Stack: "goroutine 7 [running]:\nworker.go:42"}
+	}})
+	t.Cleanup(func() {
+		delete(commands, "crash-test")
+		delete(commands, "crash-studio-test")
+	})
+	for _, tc := range []struct{ cmd, want string }{
+		{"crash-test", "stepwise crashed: boom in a command"},
+		{"crash-studio-test", "stepwise crashed: a panic in the worker (a step): boom in the worker"},
+	} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		saved := os.Stderr
+		os.Stderr = w
+		code := run([]string{tc.cmd})
+		os.Stderr = saved
+		w.Close()
+		out, _ := io.ReadAll(r)
+		r.Close()
+		if code != 2 {
+			t.Errorf("%s: exit status %d, want 2", tc.cmd, code)
+		}
+		for _, want := range []string{tc.want, "Please report it at " + reportURL, "with this trace", "goroutine "} {
+			if !strings.Contains(string(out), want) {
+				t.Errorf("%s: stderr lacks %q:\n%s", tc.cmd, want, out)
+			}
+		}
 	}
 }
