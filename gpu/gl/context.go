@@ -111,6 +111,7 @@ func (d *Device) loop(ready chan<- error) {
 		d.maxGroups[i] = int(v)
 	}
 	d.cache = newProgCache()
+	d.tune = newTuner(cacheDir(), glString(gogl.RENDERER)+"\n"+glString(gogl.VERSION)+"\n"+glString(gogl.VENDOR))
 	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {
 	}
 	ready <- nil

@@ -76,6 +76,7 @@ type Device struct {
 	// benchmarks); winogradChunk caps a Winograd intermediate (bytes).
 	convAlgo      int
 	winogradChunk int64
+	tune          tuner // decisions between kernels, see autotune.go
 
 	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool

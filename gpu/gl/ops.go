@@ -142,9 +142,18 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	if d.usePointwise(g) {
 		return d.convPointwise(x, w, bias, g)
 	}
-	if d.useWinograd(g) {
+	if winogradApplies(g) && d.convAlgo == convAuto {
+		if d.tunedWinograd(x, w, bias, g) {
+			return d.convWinograd(x, w, bias, g)
+		}
+	} else if d.useWinograd(g) {
 		return d.convWinograd(x, w, bias, g)
 	}
+	return d.convDirect(x, w, bias, g)
+}
+
+// convDirect is conv2d.comp.
+func (d *Device) convDirect(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
 	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4

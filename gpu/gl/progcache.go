@@ -46,19 +46,30 @@ func newProgCache() progCache {
 	if n <= 0 {
 		return progCache{}
 	}
-	dir := os.Getenv("STEPWISE_GL_CACHE")
-	switch dir {
-	case "off":
+	dir := cacheDir()
+	if dir == "" {
 		return progCache{}
-	case "":
-		base, err := os.UserCacheDir()
-		if err != nil {
-			return progCache{}
-		}
-		dir = filepath.Join(base, "stepwise", "gl-programs")
 	}
 	driver := glString(gogl.RENDERER) + "\n" + glString(gogl.VERSION) + "\n" + glString(gogl.VENDOR)
 	return progCache{dir: dir, driver: driver}
+}
+
+// cacheDir is the folder of the program cache and the tuner's decisions:
+// STEPWISE_GL_CACHE, or os.UserCacheDir()/stepwise/gl-programs; empty when
+// STEPWISE_GL_CACHE is "off" or there is no user cache folder.
+func cacheDir() string {
+	switch dir := os.Getenv("STEPWISE_GL_CACHE"); dir {
+	case "off":
+		return ""
+	case "":
+		base, err := os.UserCacheDir()
+		if err != nil {
+			return ""
+		}
+		return filepath.Join(base, "stepwise", "gl-programs")
+	default:
+		return dir
+	}
 }
 
 // path is the entry file for a program's source.

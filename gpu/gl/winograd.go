@@ -37,10 +37,7 @@ func (d *Device) useWinograd(g gpu.ConvGeom) bool {
 	if !winogradApplies(g) || d.convAlgo == convDirect {
 		return false
 	}
-	if d.convAlgo == convWinograd {
-		return true
-	}
-	return g.N*ceilDiv(g.OH, 4)*ceilDiv(g.OW, 4) >= winogradMinTiles
+	return d.convAlgo == convWinograd || g.N*ceilDiv(g.OH, 4)*ceilDiv(g.OW, 4) >= winogradMinTiles
 }
 
 // convWinograd computes conv g as Winograd F(4x4, 3x3) (Lavin & Gray): the

@@ -1,7 +1,10 @@
 package gl
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -128,5 +131,65 @@ func TestPointwise(t *testing.T) {
 				t.Error(err)
 			}
 		})
+	}
+}
+
+// TestTuner: a convolution near the Winograd threshold is timed both ways
+// once, the decision is written beside the program cache and read by the
+// next device (which times nothing); shapes far from the threshold are not
+// timed; a damaged decisions file is timed again and rewritten. Every way
+// agrees with gpu/ref.
+func TestTuner(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("STEPWISE_GL_CACHE", dir)
+	t.Setenv("STEPWISE_GL_TUNE", "")
+	oracle := ref.New()
+	defer oracle.Close()
+	near := winogradCase(1, 8, 32, 32, 8) // 64 tiles: in the band
+	far := winogradCase(1, 8, 8, 8, 8)    // 4 tiles: below it
+	run := func(wantTimed int) *Device {
+		d := fresh(t)
+		for _, c := range []gputest.Case{near, far} {
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Error(err)
+			}
+		}
+		if d.tune.timed != wantTimed {
+			t.Errorf("timed %d shapes, want %d (decisions %v)", d.tune.timed, wantTimed, d.tune.choices)
+		}
+		return d
+	}
+	d := run(1)
+	files, _ := filepath.Glob(filepath.Join(dir, "tune-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("decision files %v, want one", files)
+	}
+	raw, _ := os.ReadFile(files[0])
+	var saved map[string]bool
+	if err := json.Unmarshal(raw, &saved); err != nil || len(saved) != 1 {
+		t.Fatalf("decisions file %s: %v, %q", files[0], err, raw)
+	}
+	if _, ok := saved[convKey(gpu.ConvGeom{N: 1, C: 8, H: 32, W: 32, O: 8, PH: 1, PW: 1}, gpu.F32)]; !ok {
+		t.Errorf("decisions %v lack the 32x32 shape", saved)
+	}
+	d.Close()
+	run(0).Close()
+	if err := os.WriteFile(files[0], []byte("{not json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run(1).Close()
+	if raw, _ := os.ReadFile(files[0]); json.Unmarshal(raw, &saved) != nil {
+		t.Errorf("damaged decisions file not rewritten: %q", raw)
+	}
+}
+
+// winogradCase is a padded 3x3 conv with bias on an n x c x h x w input.
+func winogradCase(n, c, h, w, o int) gputest.Case {
+	return gputest.Case{
+		Name:   fmt.Sprintf("Conv2D/%dx%dx%dx%d_o%d", n, c, h, w, o),
+		Inputs: []gputest.Input{inp(n, c, h, w), inp(o, c, 3, 3), inp(o)},
+		Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1})
+		},
 	}
 }
