@@ -117,6 +117,27 @@ func TestStudioFaults(t *testing.T) {
 		})
 	}
 
+	t.Run("OOM while switching models", func(t *testing.T) {
+		// The new model's weights do not fit: the device is left failed,
+		// so it is reopened with the model that was loaded, which stays.
+		pipe := m.pipe
+		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "UploadRaw", After: 5})
+		h.typeText(filepath.Join(golden.Dir(t), "sd15-mini"))
+		h.waitFor("the switch", func() bool { return !m.switching })
+		t.Logf("status: %s", m.status)
+		for _, w := range []string{"load model", "out of memory", "device reopened, model reloaded in", "sd15-mini.fp16 stays loaded"} {
+			if !strings.Contains(m.status, w) {
+				t.Errorf("status %q lacks %q", m.status, w)
+			}
+		}
+		if m.pipe == nil || m.pipe == pipe || m.pipe.Name != "sd15-mini.fp16" {
+			t.Fatalf("after the failed switch: %v", m.pipe)
+		}
+		if r := h.finishRun(); r.Status != runDone || !samePixels(r.Images[0].Pix, want.Images[0].Pix) {
+			t.Errorf("a run after the failed switch: %s (%s)", runStatusNames[r.Status], m.status)
+		}
+	})
+
 	t.Run("OOM in a VAE decode", func(t *testing.T) {
 		// Scrub to frame 1 of the last run and decode it: the decode
 		// fails, the device is reopened, and the same decode then works
@@ -348,5 +369,27 @@ func TestStudioMemoryFlat(t *testing.T) {
 	if end.Resident != at3.Resident || end.Buffers != at3.Buffers {
 		t.Errorf("device memory grew over %d studio runs: %d B / %d buffers after 3, %d B / %d after %d",
 			n, at3.Resident, at3.Buffers, end.Resident, end.Buffers, n)
+	}
+}
+
+// TestSwitchAfterFailedLoad: when the first model fails to load (the
+// device opened), ctrl+n loads another onto that device and runs work.
+func TestSwitchAfterFailedLoad(t *testing.T) {
+	g := golden.Dir(t)
+	h := newHarness(t, testSettings(), func(func(string)) (gpu.Device, *models.Pipeline, error) {
+		return ref.New(), nil, fmt.Errorf("checkpoint /models/missing.safetensors: no such file")
+	})
+	m := h.m
+	h.mustView("missing.safetensors")
+	h.keys("ctrl+n")
+	h.typeText(filepath.Join(g, "sd15-mini"))
+	h.keys("enter")
+	h.waitFor("the model", func() bool { return !m.switching })
+	if m.pipe == nil || m.pipe.Name != "sd15-mini" {
+		t.Fatalf("no model after ctrl+n: %s", m.status)
+	}
+	m.ed.steps.SetValue("1")
+	if r := h.finishRun(); r.Status != runDone {
+		t.Fatalf("run: %s (%s)", runStatusNames[r.Status], m.status)
 	}
 }

@@ -845,9 +845,10 @@ func (w *worker) switchModel(r modelReq) {
 		w.send(modelMsg{path: r.Path, err: err})
 		return
 	}
-	old := w.pipe
-	w.unloadJobs(old.Name)
-	old.Close()
+	if old := w.pipe; old != nil {
+		w.unloadJobs(old.Name)
+		old.Close()
+	}
 	w.pipe, w.model = pipe, spec
 	w.send(modelMsg{path: r.Path, pipe: pipe, took: time.Since(t0), warnings: pipe.Model.Warnings})
 }
