@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -329,10 +330,14 @@ func (w *worker) recoverDevice(err error) error {
 		}
 	}
 	w.send(reopenedMsg{pipe: pipe, err: lerr})
-	var out error = &recoveryError{err: err, note: fmt.Sprintf("device reopened, model reloaded in %.2fs", time.Since(t0).Seconds())}
+	note := fmt.Sprintf("device reopened, model reloaded in %.2fs", time.Since(t0).Seconds())
 	if lerr != nil {
-		out = &recoveryError{err: err, note: fmt.Sprintf("reopening the device failed: %v", lerr)}
+		note = fmt.Sprintf("reopening the device failed: %v", lerr)
 	}
+	if len(warns) > 0 {
+		note += " (" + oneLine(strings.Join(warns, "; ")) + ")"
+	}
+	var out error = &recoveryError{err: err, note: note}
 	if stopped != nil {
 		// A run held paused while something else failed the device: its
 		// prompt embeddings are gone, so it ends here.
