@@ -173,3 +173,17 @@ func BenchmarkCheckFinite(b *testing.B) {
 		}
 	}
 }
+
+// FuzzCountNonFinite compares the eight-bytes-at-a-time scan with the
+// one-value-at-a-time oracle on arbitrary bytes, for every storage type.
+func FuzzCountNonFinite(f *testing.F) {
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		for _, dt := range []gpu.DType{gpu.F16, gpu.BF16, gpu.F32} {
+			n := len(raw) / dt.Size() * dt.Size()
+			got, want := CountNonFinite(dt, raw[:n]), slowNonFinite(dt, raw[:n])
+			if got != want {
+				t.Fatalf("%v over %d bytes: %d, oracle %d", dt, n, got, want)
+			}
+		}
+	})
+}
