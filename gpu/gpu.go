@@ -192,6 +192,9 @@ type MatMulOpts struct {
 type Conv2DOpts struct {
 	StrideH, StrideW int
 	PadH, PadW       int
+	// Residual, when set, is an F32 tensor of the output's shape added to the
+	// result (a ResNet block's skip connection, in the same pass).
+	Residual *Tensor
 }
 
 // AttentionOpts modifies Attention.

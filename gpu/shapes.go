@@ -124,6 +124,9 @@ func Conv2DShape(x, w Shape, bias *Tensor, o Conv2DOpts) (ConvGeom, error) {
 	if bias != nil && bias.Numel() != g.O {
 		return g, fmt.Errorf("conv2d: bias %v does not match %d output channels", bias.Shape, g.O)
 	}
+	if r := o.Residual; r != nil && !r.Shape.Equal(Shape{g.N, g.O, g.OH, g.OW}) {
+		return g, fmt.Errorf("conv2d: residual %v does not match the output [%d,%d,%d,%d]", r.Shape, g.N, g.O, g.OH, g.OW)
+	}
 	return g, nil
 }
 

@@ -10,7 +10,8 @@
 // is spelled out with macros (and kernel columns with #if up to 7) so the
 // compiler keeps it in registers. Defines: KH, KW, SW (kernel size and
 // horizontal stride, compile-time), PX, LX, X_LOADER, W_LOADER, HAS_BIAS with
-// BIAS_LOADER.
+// BIAS_LOADER, HAS_RES with RES_LOADER (a residual of the output's shape,
+// added at the store).
 //
 // C4 (the host sets it when C is a multiple of 4, KH, KW <= 4, SW <= 2; it
 // keeps to KH*KW <= 9, as bigger kernels compile slowly):
@@ -30,6 +31,9 @@ W_LOADER(loadW, tW, 1)
 #endif
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 2)
+#endif
+#ifdef HAS_RES
+RES_LOADER(loadRes, tRes, 3)
 #endif
 DECLARE_OUTPUT
 
@@ -150,7 +154,11 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 	float v[8] = float[8](lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
 	for (int p = 0; p < PX; p++) {
 		if (ow0 + p < OW) {
+#ifdef HAS_RES
+			o[row + ow0 + p] = v[p] + bv + loadRes(row + ow0 + p);
+#else
 			o[row + ow0 + p] = v[p] + bv;
+#endif
 		}
 	}
 }

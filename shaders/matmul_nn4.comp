@@ -5,7 +5,8 @@
 // 8 + 8 vec4 fetches for 64 vec4 FMAs. Register-tiled like matmul.comp (8 x 8
 // outputs per invocation). Defines: LX, LY, A_LOADER4, B_LOADER4, HAS_BIAS with
 // BIAS_LOADER, and BIAS_ROWS to add bias[m] to row m instead of bias[n] to
-// column n (a 1x1 convolution's bias).
+// column n (a 1x1 convolution's bias), HAS_RES with RES_LOADER to add a
+// residual of the output's shape.
 #include "common.glsl"
 
 layout(local_size_x = LX, local_size_y = LY) in;
@@ -14,6 +15,9 @@ A_LOADER4(loadA4, tA, 0)
 B_LOADER4(loadB4, tB, 1)
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 2)
+#endif
+#ifdef HAS_RES
+RES_LOADER(loadRes, tRes, 3)
 #endif
 DECLARE_OUTPUT
 
@@ -44,6 +48,9 @@ void store(int m, vec4 lo, vec4 hi) {
 			r += loadBias(m);
 #elif defined(HAS_BIAS)
 			r += loadBias(n);
+#endif
+#ifdef HAS_RES
+			r += loadRes(base + n);
 #endif
 			o[base + n] = r;
 		}

@@ -9,7 +9,8 @@
 //   [0  1  -1  2  -2  0]
 //   [0  1   1  4   4  0]
 //   [0  1  -1  8  -8  1]
-// Defines: LX, M_LOADER, HAS_BIAS with BIAS_LOADER.
+// Defines: LX, M_LOADER, HAS_BIAS with BIAS_LOADER, HAS_RES with RES_LOADER
+// (a residual of the output's shape, added at the store).
 #include "common.glsl"
 
 layout(local_size_x = LX) in;
@@ -17,6 +18,9 @@ layout(local_size_x = LX) in;
 M_LOADER(loadM, tM, 0)
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 1)
+#endif
+#ifdef HAS_RES
+RES_LOADER(loadRes, tRes, 2)
 #endif
 DECLARE_OUTPUT
 
@@ -64,7 +68,12 @@ void main() {
 		if (oh < OH) {
 			for (int j = 0; j < 4; j++) {
 				if (ow0 + j < OW) {
-					o[base + oh * OW + ow0 + j] = y[j] + bv;
+					int i = base + oh * OW + ow0 + j;
+#ifdef HAS_RES
+					o[i] = y[j] + bv + loadRes(i);
+#else
+					o[i] = y[j] + bv;
+#endif
 				}
 			}
 		}

@@ -88,8 +88,8 @@ func (d *Device) tunedWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) bool {
 		d.Finish()
 		return time.Since(start)
 	}
-	tw := timeIt(func() *gpu.Tensor { return d.convWinograd(x, w, bias, g) })
-	td := timeIt(func() *gpu.Tensor { return d.convDirect(x, w, bias, g) })
+	tw := timeIt(func() *gpu.Tensor { return d.convWinograd(x, w, bias, nil, g) })
+	td := timeIt(func() *gpu.Tensor { return d.convDirect(x, w, bias, nil, g) })
 	if d.Err() != nil {
 		return rule
 	}

@@ -131,6 +131,10 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	if bias != nil {
 		ts = append(ts, bias)
 	}
+	res := o.Residual
+	if res != nil {
+		ts = append(ts, res)
+	}
 	if !d.check("Conv2D", ts...) {
 		return d.placeholder(shapeOf(x))
 	}
@@ -140,20 +144,20 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		return d.placeholder(shapeOf(x))
 	}
 	if d.usePointwise(g) {
-		return d.convPointwise(x, w, bias, g)
+		return d.convPointwise(x, w, bias, res, g)
 	}
 	if winogradApplies(g) && d.convAlgo == convAuto {
 		if d.tunedWinograd(x, w, bias, g) {
-			return d.convWinograd(x, w, bias, g)
+			return d.convWinograd(x, w, bias, res, g)
 		}
 	} else if d.useWinograd(g) {
-		return d.convWinograd(x, w, bias, g)
+		return d.convWinograd(x, w, bias, res, g)
 	}
-	return d.convDirect(x, w, bias, g)
+	return d.convDirect(x, w, bias, res, g)
 }
 
 // convDirect is conv2d.comp.
-func (d *Device) convDirect(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
+func (d *Device) convDirect(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	// C4 for kernels up to 3x3: a 4x4 one compiles for over 10 s on llvmpipe.
 	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4
@@ -187,8 +191,22 @@ func (d *Device) convDirect(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor 
 		l.ins = append(l.ins, in(bias))
 		l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
 	}
+	residual(l, 3, res)
 	d.run("Conv2D", l)
 	return out
+}
+
+// residual binds a conv's residual (when not nil) to texture unit `unit`
+// for the kernel's HAS_RES/RES_LOADER.
+func residual(l *launch, unit int, res *gpu.Tensor) {
+	if res == nil {
+		return
+	}
+	for len(l.ins) < unit {
+		l.ins = append(l.ins, input{})
+	}
+	l.ins = append(l.ins, in(res))
+	l.defines = append(l.defines, "HAS_RES", loader("RES", res))
 }
 
 // convTile is conv2d.comp's output tile per invocation, PX pixels of PY

@@ -47,7 +47,7 @@ func (d *Device) useWinograd(g gpu.ConvGeom) bool {
 // block: 2.25x fewer multiplications per output than the 3x3 direct form,
 // in kernels that vectorise well. Tiles go in chunks that keep the
 // intermediates under winogradChunk bytes.
-func (d *Device) convWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
+func (d *Device) convWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	tilesH, tilesW := ceilDiv(g.OH, 4), ceilDiv(g.OW, 4)
 	tiles := g.N * tilesH * tilesW
@@ -91,6 +91,7 @@ func (d *Device) convWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tenso
 				l.ins = append(l.ins, in(bias))
 				l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
 			}
+			residual(l, 2, res)
 			d.run("Conv2D", l)
 			d.Release(m)
 		}
@@ -110,7 +111,7 @@ func (d *Device) usePointwise(g gpu.ConvGeom) bool {
 
 // convPointwise computes the 1x1 conv g as out[n] = w · x[n] + bias (per
 // output channel, matmul_nn4.comp's BIAS_ROWS).
-func (d *Device) convPointwise(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
+func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	hw := g.H * g.W
 	l := &launch{
@@ -126,6 +127,7 @@ func (d *Device) convPointwise(x, w, bias *gpu.Tensor, g gpu.ConvGeom) *gpu.Tens
 		l.ins = append(l.ins, in(bias))
 		l.defines = append(l.defines, "HAS_BIAS", "BIAS_ROWS", loader("BIAS", bias))
 	}
+	residual(l, 3, res)
 	d.run("Conv2D", l)
 	return out
 }

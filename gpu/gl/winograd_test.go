@@ -40,6 +40,13 @@ func winogradCases() []gputest.Case {
 	add(2, 4, 11, 10, 8, 0, gpu.BF16, true)
 	add(1, 16, 6, 6, 4, 2, gpu.F16, false)
 	add(1, 20, 17, 19, 36, 1, gpu.F32, true)
+	cs = append(cs, gputest.Case{
+		Name:   "Winograd/residual_2x8x9x10_o12",
+		Inputs: []gputest.Input{inp(2, 8, 9, 10), typed(gpu.F16, 12, 8, 3, 3), inp(12), inp(2, 12, 9, 10)},
+		Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1, Residual: x[3]})
+		},
+	})
 	return cs
 }
 

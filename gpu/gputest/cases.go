@@ -68,6 +68,24 @@ func Cases() []Case {
 		}
 	}
 	p1 := gpu.Conv2DOpts{PadH: 1, PadW: 1}
+	// convRes adds the last input as the residual (a ResNet's skip).
+	convRes := func(o gpu.Conv2DOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			var b *gpu.Tensor
+			if bias {
+				b = x[2]
+			}
+			o.Residual = x[len(x)-1]
+			return d.Conv2D(x[0], x[1], b, o)
+		}
+	}
+	add("Conv2D/residual_3x3_s2_p1_2x5x9x11_to6", convRes(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true),
+		in(2, 5, 9, 11), in(6, 5, 3, 3), in(6), in(2, 6, 5, 6))
+	add("Conv2D/residual_3x3_p1_1x8x33x35_to12_f16", convRes(p1, true),
+		in(1, 8, 33, 35), typed(F16, 12, 8, 3, 3), typed(F16, 12), in(1, 12, 33, 35))
+	add("Conv2D/residual_1x1_2x12x5x4_to7_nobias", convRes(gpu.Conv2DOpts{}, false),
+		in(2, 12, 5, 4), in(7, 12, 1, 1), in(2, 7, 5, 4))
+	add("Conv2D/residual_3x3_p1_2x4x6x6_to8_direct", convRes(p1, false), in(2, 4, 6, 6), in(8, 4, 3, 3), in(2, 8, 6, 6))
 	add("Conv2D/3x3_p1_2x3x13x11_to5_f16", conv(p1, true), in(2, 3, 13, 11), typed(F16, 5, 3, 3, 3), typed(F16, 5))
 	add("Conv2D/3x3_s2_p1_1x6x13x13_to7", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true),
 		in(1, 6, 13, 13), in(7, 6, 3, 3), in(7))

@@ -257,6 +257,9 @@ func RunErrorSuite(t *testing.T, newDev func() gpu.Device) {
 		{"Conv2D/channels", true, func(d gpu.Device) *gpu.Tensor {
 			return d.Conv2D(up(d, 1, 3, 5, 5), up(d, 4, 2, 3, 3), nil, gpu.Conv2DOpts{})
 		}},
+		{"Conv2D/residual", true, func(d gpu.Device) *gpu.Tensor {
+			return d.Conv2D(up(d, 1, 2, 5, 5), up(d, 4, 2, 3, 3), nil, gpu.Conv2DOpts{Residual: up(d, 1, 4, 5, 5)})
+		}},
 		{"GroupNorm/groups", true, func(d gpu.Device) *gpu.Tensor {
 			return d.GroupNorm(up(d, 1, 6, 2, 2), nil, nil, 4, 1e-5)
 		}},

@@ -140,7 +140,8 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		}
 		return gpu.Shape{1, 1, 1, 1}
 	}
-	if !d.usable() || !d.need("Conv2D", x, w) || !d.allow("Conv2D", bias) {
+	if !d.usable() || !d.need("Conv2D", x, w) || !d.allow("Conv2D", bias) ||
+		(o.Residual != nil && !d.need("Conv2D", o.Residual)) {
 		return d.placeholder(guess())
 	}
 	g, err := gpu.Conv2DShape(x.Shape, w.Shape, bias, o)
@@ -154,6 +155,11 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		d.convStride1(ov, xv, wv, bv, &g)
 	} else {
 		d.convDirect(ov, xv, wv, bv, &g)
+	}
+	if o.Residual != nil {
+		for i, r := range d.read(o.Residual) {
+			ov[i] += r
+		}
 	}
 	return out
 }

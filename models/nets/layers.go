@@ -35,6 +35,13 @@ func (b builder) conv(name string, in, out, kernel, stride, pad int) conv {
 
 func (c conv) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor { return d.Conv2D(x, c.w, c.b, c.opts) }
 
+// applyAdd is apply(x) + res, the sum made by the convolution's store.
+func (c conv) applyAdd(d gpu.Device, x, res *gpu.Tensor) *gpu.Tensor {
+	o := c.opts
+	o.Residual = res
+	return d.Conv2D(x, c.w, c.b, o)
+}
+
 // norm is a GroupNorm (groups > 0) or a LayerNorm (groups == 0) with affine
 // parameters.
 type norm struct {
@@ -108,12 +115,11 @@ func (r *resnet) forward(d gpu.Device, x, tembAct *gpu.Tensor) *gpu.Tensor {
 			t := r.temb.apply(d, tembAct)
 			h = d.Add(h, t.View(t.Dim(0), t.Dim(1), 1, 1))
 		}
-		h = r.conv2.apply(d, r.norm2.applySiLU(d, h))
 		skip := x
 		if r.shortcut != nil {
 			skip = r.shortcut.apply(d, x)
 		}
-		out := d.Add(skip, h)
+		out := r.conv2.applyAdd(d, r.norm2.applySiLU(d, h), skip) // skip + conv2(...)
 		if r.outScale != 1 {
 			out = d.Scale(out, 1/r.outScale, 0)
 		}
