@@ -89,6 +89,10 @@ type Device struct {
 	// (a quarter of it otherwise): about 1.3x faster, but the first compile of
 	// a head dim of 64 takes seconds on llvmpipe (160: 9 s).
 	attnUnroll int
+	// attnUnfused lets big single-head attention run as matmuls (see
+	// useUnfusedAttention); off in tests of attention.comp itself.
+	attnUnfused    bool
+	attnScoreBytes int64
 }
 
 type profileEntry struct {
@@ -128,8 +132,10 @@ func New() (*Device, error) {
 		live:  map[*buffer]struct{}{},
 		pool:  map[int64][]*buffer{},
 
-		storages:   map[*gpu.Storage]struct{}{},
-		attnUnroll: 64,
+		storages:       map[*gpu.Storage]struct{}{},
+		attnUnroll:     64,
+		attnUnfused:    true,
+		attnScoreBytes: unfusedScores,
 
 		winogradChunk: winogradChunk,
 	}

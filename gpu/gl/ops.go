@@ -426,6 +426,9 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 	if scale == 0 {
 		scale = float32(1 / math.Sqrt(float64(dh)))
 	}
+	if d.useUnfusedAttention(h, dh, dv) {
+		return d.attentionUnfused(q, k, v, scale)
+	}
 	const qt = 4 // queries per invocation (fixed in attention.comp)
 	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("LX=%d", attnLX), loader("Q", q)}
 	ins := []input{in(q), in(k), in(v)}
@@ -452,6 +455,51 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 		floats: map[string]float32{"scale": scale},
 		groups: [3]int{ceilDiv(ceilDiv(lq, qt), attnLX), h, b},
 	})
+	return out
+}
+
+// unfusedHeadDim is the smallest head dim for which single-head attention
+// runs as two matrix products around a softmax: attention.comp keeps a
+// query's head-dim accumulators in registers, which a head dim of 512 (the
+// VAE's mid block) spills.
+const unfusedHeadDim = 256
+
+// unfusedScores caps the bytes of the score matrix of one query chunk
+// (Device.attnScoreBytes).
+const unfusedScores = 64 << 20
+
+func (d *Device) useUnfusedAttention(h, dh, dv int) bool {
+	return d.attnUnfused && h == 1 && dh >= unfusedHeadDim && dh%4 == 0 && dv%4 == 0 && !d.noVec4
+}
+
+// attentionUnfused is single-head attention as softmax(scale q·k^T)·v with
+// the vector matmuls, in chunks of queries whose [chunk, Lk] scores fit
+// unfusedScores (and one storage block).
+func (d *Device) attentionUnfused(q, k, v *gpu.Tensor, scale float32) *gpu.Tensor {
+	lq, lk := q.Dim(1), k.Dim(1)
+	chunk := max(1, int(min(d.attnScoreBytes, d.maxBlock)/(4*int64(lk)*int64(q.Dim(0)))))
+	if chunk >= lq {
+		s := d.MatMul(q, k, gpu.MatMulOpts{TransB: true, Alpha: scale})
+		p := d.Softmax(s)
+		d.Release(s)
+		out := d.MatMul(p, v, gpu.MatMulOpts{})
+		d.Release(p)
+		return out
+	}
+	var parts []*gpu.Tensor
+	for q0 := 0; q0 < lq; q0 += chunk {
+		qc := d.Slice(q, 1, q0, min(q0+chunk, lq))
+		s := d.MatMul(qc, k, gpu.MatMulOpts{TransB: true, Alpha: scale})
+		d.Release(qc)
+		p := d.Softmax(s)
+		d.Release(s)
+		parts = append(parts, d.MatMul(p, v, gpu.MatMulOpts{}))
+		d.Release(p)
+	}
+	out := d.Concat(1, parts...)
+	for _, t := range parts {
+		d.Release(t)
+	}
 	return out
 }
 

@@ -200,3 +200,37 @@ func winogradCase(n, c, h, w, o int) gputest.Case {
 		},
 	}
 }
+
+// TestAttentionPaths runs big single-head attention both ways against
+// gpu/ref: attention.comp (the flash kernel) and the unfused matmuls,
+// whole and in chunks of queries that do not divide Lq.
+func TestAttentionPaths(t *testing.T) {
+	oracle := ref.New()
+	defer oracle.Close()
+	c := gputest.Case{
+		Name:   "Attention/2x37x256_lk45",
+		Inputs: []gputest.Input{inp(2, 37, 256), inp(2, 45, 256), inp(2, 45, 260)},
+		Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			return d.Attention(x[0], x[1], x[2], gpu.AttentionOpts{Heads: 1})
+		},
+	}
+	for _, tc := range []struct {
+		name    string
+		unfused bool
+		scores  int64
+	}{{"flash", false, unfusedScores}, {"unfused", true, unfusedScores}, {"unfused_chunks_of_5", true, 4 * 45 * 2 * 5}} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := fresh(t)
+			d.attnUnfused, d.attnScoreBytes = tc.unfused, tc.scores
+			if got := d.useUnfusedAttention(1, 256, 260); got != tc.unfused {
+				t.Fatalf("useUnfusedAttention = %v", got)
+			}
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Error(err)
+			}
+			if s := d.Stats(); s.Buffers != 0 {
+				t.Errorf("%d buffers left (intermediates not released)", s.Buffers)
+			}
+		})
+	}
+}
