@@ -310,19 +310,12 @@ func (d *Device) groupNormSplit(op string, x, gamma, beta *gpu.Tensor, groups in
 	l := &launch{
 		kernel: kernel{file: "groupnorm_apply.comp", defines: append([]string{
 			fmt.Sprintf("LX=%d", elemLX), loader4("X", x), loader("R", stats)}, act...)},
-		ins:    []input{in4(x), in(stats), {}, {}},
+		ins:    []input{in4(x), in(stats)},
 		out:    out,
 		ints:   map[string]int{"C": c, "S": s, "cpg": c / groups, "n4": n4},
 		groups: d.grid1D(n4, elemLX),
 	}
-	if gamma != nil {
-		l.ins[2] = in(gamma)
-		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
-	}
-	if beta != nil {
-		l.ins[3] = in(beta)
-		l.defines = append(l.defines, "HAS_B", loader("B", beta))
-	}
+	affine(l, gamma, beta)
 	d.run(op, l)
 	d.Release(stats)
 	return out
@@ -341,15 +334,17 @@ func (d *Device) rowGrid(l *launch, rows, n int) {
 	l.groups = d.gridRows(rows)
 }
 
-// affine adds the optional gamma (unit 1) and beta (unit 2) of a norm.
+// affine adds the optional gamma and beta of a norm on the next two texture
+// units.
 func affine(l *launch, gamma, beta *gpu.Tensor) {
+	u := len(l.ins)
 	l.ins = append(l.ins, input{}, input{})
 	if gamma != nil {
-		l.ins[1] = in(gamma)
+		l.ins[u] = in(gamma)
 		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
 	}
 	if beta != nil {
-		l.ins[2] = in(beta)
+		l.ins[u+1] = in(beta)
 		l.defines = append(l.defines, "HAS_B", loader("B", beta))
 	}
 }
