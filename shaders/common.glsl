@@ -7,7 +7,8 @@
 // returns element i widened to F32:
 //   F32  storage: samplerBuffer (R32F), one float a texel.
 //   F16  storage: usamplerBuffer (R32UI), two halves a texel, low half first;
-//                 unpackHalf2x16 is exact (subnormals, inf included).
+//                 unpackHalf2x16 is exact (subnormals, inf included). The
+//                 vector loader widens with halves4 (below).
 //   BF16 storage: usamplerBuffer (R32UI); a bf16 is the top 16 bits of an F32.
 // A shader picks the loader for each input with a define set by the host,
 // e.g. `#define B_LOADER LOADER_F16` then `B_LOADER(loadB, tB, 1)`.
@@ -24,6 +25,20 @@
 	layout(binding = unit) uniform usamplerBuffer tex; \
 	float fn(int i) { uint w = texelFetch(tex, i >> 1).r; return uintBitsToFloat((i & 1) != 0 ? (w & 0xffff0000u) : (w << 16)); }
 
+// halves4 widens four packed halves (low half of w.x first). Bit
+// arithmetic instead of unpackHalf2x16, which llvmpipe runs about a third
+// slower in the matmul kernels: a normal half moves its exponent up by
+// 127 - 15 in the F32 bits; a subnormal (or zero) is its mantissa times
+// 2^-24, exact; the exponent 31 (Inf, NaN) reads as a large finite value
+// (weights that hold one are refused when a checkpoint is loaded).
+vec4 halves4(uvec2 w) {
+	uvec4 h = uvec4(w.x & 0xffffu, w.x >> 16, w.y & 0xffffu, w.y >> 16);
+	uvec4 sign = (h & 0x8000u) << 16;
+	vec4 normal = uintBitsToFloat(sign | (((h & 0x7fffu) << 13) + 0x38000000u));
+	vec4 sub = uintBitsToFloat(sign | floatBitsToUint(vec4(h & 0x3ffu) * 5.9604644775390625e-8));
+	return mix(sub, normal, notEqual(h & 0x7c00u, uvec4(0u)));
+}
+
 // Vector loaders: `vec4 fn(int i)` returns elements 4i..4i+3 (i counts
 // texels of four elements; views RGBA32F for F32, RG32UI for F16/BF16).
 #define LOADER4_F32(fn, tex, unit) \
@@ -32,7 +47,7 @@
 
 #define LOADER4_F16(fn, tex, unit) \
 	layout(binding = unit) uniform usamplerBuffer tex; \
-	vec4 fn(int i) { uvec2 w = texelFetch(tex, i).xy; return vec4(unpackHalf2x16(w.x), unpackHalf2x16(w.y)); }
+	vec4 fn(int i) { uvec2 w = texelFetch(tex, i).xy; return halves4(w); }
 
 #define LOADER4_BF16(fn, tex, unit) \
 	layout(binding = unit) uniform usamplerBuffer tex; \

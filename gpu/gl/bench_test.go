@@ -165,3 +165,28 @@ func BenchmarkTinyOps(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(b.Elapsed().Seconds()/float64(b.N*100)*1e6, "us/op")
 }
+
+// benchLinear times a linear layer x [m, k] · w^T with F16 weights stored as
+// PyTorch does ([n, k], matmul_nt4.comp) or transposed ([k, n],
+// matmul_nn4.comp).
+func benchLinear(b *testing.B, m, k, n int, transposed bool) {
+	d := fresh(b)
+	r := rand.New(rand.NewPCG(7, 8))
+	x := d.Upload(randn(r, m*k), m, k)
+	if transposed {
+		w := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, k*n)), k, n)
+		benchOp(b, d, 2*float64(m)*float64(k)*float64(n), func() *gpu.Tensor { return d.MatMul(x, w, gpu.MatMulOpts{}) })
+		return
+	}
+	w := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, k*n)), n, k)
+	benchOp(b, d, 2*float64(m)*float64(k)*float64(n), func() *gpu.Tensor { return d.MatMul(x, w, gpu.MatMulOpts{TransB: true}) })
+}
+
+// The U-Net's feed-forward input projection at 512x512 (CFG batch of two:
+// 8192 tokens, 320 -> 2560).
+func BenchmarkLinearFF_NT(b *testing.B) { benchLinear(b, 8192, 320, 2560, false) }
+func BenchmarkLinearFF_NN(b *testing.B) { benchLinear(b, 8192, 320, 2560, true) }
+
+func BenchmarkLinearX_NT_1024(b *testing.B) { benchLinear(b, 1024, 1024, 1024, false) }
+func BenchmarkLinearX_NT_8192x320x1024(b *testing.B) { benchLinear(b, 8192, 320, 1024, false) }
+func BenchmarkLinearX_NT_1024x320x2560(b *testing.B) { benchLinear(b, 1024, 320, 2560, false) }
