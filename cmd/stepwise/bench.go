@@ -44,6 +44,9 @@ type benchReport struct {
 	TotalSeconds float64       `json:"total_seconds"` // prompt to decoded image, load excluded
 	PeakBytes    int64         `json:"peak_device_bytes"`
 	Resident     int64         `json:"resident_device_bytes"`
+	// NewBuffers counts the GL buffer objects made during steps after the
+	// first (0 when every step reuses the pool); -1 for devices without a pool.
+	NewBuffers int `json:"buffers_created_after_first_step"`
 }
 
 func runBench(args []string) error {
@@ -141,7 +144,13 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport
 	}
 	defer j.Close()
 	var later float64
+	pool, _ := c.Device.(interface{ BuffersCreated() int })
+	r.NewBuffers = -1
+	var created int
 	for i := 0; !j.Done(); i++ {
+		if i == 1 && pool != nil {
+			created = pool.BuffersCreated()
+		}
 		name := fmt.Sprintf("unet step %d", i+1)
 		if err := stage(name, func() error { _, err := j.Step(context.Background()); return err }); err != nil {
 			return nil, err
@@ -149,6 +158,9 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport
 		if i > 0 {
 			later += r.Stages[len(r.Stages)-1].Seconds
 		}
+	}
+	if pool != nil && s.Steps > 1 {
+		r.NewBuffers = pool.BuffersCreated() - created
 	}
 	if s.Steps > 1 {
 		r.StepSeconds = later / float64(s.Steps-1)
@@ -174,4 +186,7 @@ func printBench(w io.Writer, r *benchReport) {
 	fmt.Fprintf(w, "\nunet step (mean after the first) %.4fs = %.2f it/s\n", r.StepSeconds, r.ItPerSec)
 	fmt.Fprintf(w, "prompt to image %.3fs; device memory peak %.1f MiB, resident %.1f MiB\n",
 		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
+	if r.NewBuffers >= 0 {
+		fmt.Fprintf(w, "GL buffers created during steps 2..%d: %d\n", r.Steps, r.NewBuffers)
+	}
 }

@@ -64,6 +64,8 @@ type Device struct {
 	live   map[*buffer]struct{}
 	pool   map[int64][]*buffer
 	pooled int64
+	// created counts the GL buffer objects made (not taken from the pool).
+	created int
 
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
 	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
@@ -152,6 +154,15 @@ func New() (*Device, error) {
 		return nil, err
 	}
 	return d, nil
+}
+
+// BuffersCreated is how many GL buffer objects the device has made so far;
+// allocations served from its pool of released buffers do not count. A
+// sampler step that reuses the previous step's buffers adds none.
+func (d *Device) BuffersCreated() int {
+	var n int
+	d.call(func() { n = d.created })
+	return n
 }
 
 // Name describes the renderer and the GL version.
@@ -479,6 +490,7 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 		d.pooled -= p.size
 		b.id, b.tex = p.id, p.tex
 	} else {
+		d.created++
 		d.glDrainErrors()
 		gogl.GenBuffers(1, &b.id)
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
