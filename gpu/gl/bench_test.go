@@ -187,6 +187,3 @@ func benchLinear(b *testing.B, m, k, n int, transposed bool) {
 func BenchmarkLinearFF_NT(b *testing.B) { benchLinear(b, 8192, 320, 2560, false) }
 func BenchmarkLinearFF_NN(b *testing.B) { benchLinear(b, 8192, 320, 2560, true) }
 
-func BenchmarkLinearX_NT_1024(b *testing.B)          { benchLinear(b, 1024, 1024, 1024, false) }
-func BenchmarkLinearX_NT_8192x320x1024(b *testing.B) { benchLinear(b, 8192, 320, 1024, false) }
-func BenchmarkLinearX_NT_1024x320x2560(b *testing.B) { benchLinear(b, 1024, 320, 2560, false) }
