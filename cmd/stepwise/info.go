@@ -19,7 +19,7 @@ func init() {
 	register(command{name: "info", summary: "describe a checkpoint: layout, tensors, parameters, family, configs", run: runInfo})
 }
 
-const infoUsage = "usage: stepwise info [PATH] [--config FILE] [--json]\n" +
+const infoUsage = "usage: stepwise info [PATH] [--config FILE] [--check] [--json]\n" +
 	"  PATH is a .safetensors single file or a diffusers folder; without it (or with\n" +
 	"  \"bundled\") the model embedded in this binary is described"
 
@@ -30,6 +30,7 @@ func runInfo(args []string) error {
 	fs.SetOutput(os.Stderr)
 	config := fs.String("config", "", "hyper-parameters of a single file: a JSON bundle of diffusers configs or an LDM .yaml")
 	asJSON := fs.Bool("json", false, "print JSON instead of text")
+	check := fs.Bool("check", false, "also read every weight and report NaN or Inf values (reads the whole file)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), infoUsage)
 		fs.PrintDefaults()
@@ -51,7 +52,7 @@ func runInfo(args []string) error {
 	if len(paths) != 1 {
 		return fmt.Errorf("%w: want exactly one PATH, got %d\n%s", errUsage, len(paths), infoUsage)
 	}
-	return writeInfo(os.Stdout, paths[0], *config, *asJSON)
+	return writeInfo(os.Stdout, paths[0], *config, *check, *asJSON)
 }
 
 // componentInfo is one network's share of the weights.
@@ -81,10 +82,13 @@ type checkpointInfo struct {
 	Text         nets.TextConfig            `json:"text_encoder"`
 	Scheduler    checkpoint.SchedulerConfig `json:"scheduler"`
 	Warnings     []string                   `json:"warnings"`
+	// Weights is the result of --check: "all finite", or which tensors hold
+	// NaN or Inf values (empty without --check).
+	Weights string `json:"weights,omitempty"`
 }
 
 // describe loads the checkpoint and gathers its description.
-func describe(path, config string) (*checkpointInfo, error) {
+func describe(path, config string, check bool) (*checkpointInfo, error) {
 	var m *checkpoint.Model
 	var err error
 	embedded := path == "" || path == "bundled"
@@ -104,6 +108,12 @@ func describe(path, config string) (*checkpointInfo, error) {
 	}
 	if info.Warnings == nil {
 		info.Warnings = []string{}
+	}
+	if check {
+		info.Weights = "all finite"
+		if err := m.CheckFinite(); err != nil {
+			info.Weights = err.Error()
+		}
 	}
 	// Every tensor of the files, loaded or not, for the dtype census.
 	for _, p := range m.Files {
@@ -140,8 +150,8 @@ func describe(path, config string) (*checkpointInfo, error) {
 }
 
 // writeInfo prints the description of the checkpoint at path.
-func writeInfo(w io.Writer, path, config string, asJSON bool) error {
-	info, err := describe(path, config)
+func writeInfo(w io.Writer, path, config string, check, asJSON bool) error {
+	info, err := describe(path, config, check)
 	if err != nil {
 		return err
 	}
@@ -182,6 +192,9 @@ func writeText(w io.Writer, in *checkpointInfo) error {
 	}
 	for _, wn := range in.Warnings {
 		row("warning", "%s", wn)
+	}
+	if in.Weights != "" {
+		row("weights", "%s", in.Weights)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

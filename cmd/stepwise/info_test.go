@@ -34,7 +34,7 @@ func TestInfoText(t *testing.T) {
 		{filepath.Join(g, "sd15-mini"), "", []string{"diffusers: 3 file(s)", "986 tensors", "F16 x986", "(13243611)", "widths [16 32 64 64]"}},
 	} {
 		var out bytes.Buffer
-		if err := writeInfo(&out, c.path, c.config, false); err != nil {
+		if err := writeInfo(&out, c.path, c.config, false, false); err != nil {
 			t.Fatal(err)
 		}
 		for _, w := range c.want {
@@ -48,7 +48,7 @@ func TestInfoText(t *testing.T) {
 func TestInfoJSON(t *testing.T) {
 	g := golden.Dir(t)
 	var out bytes.Buffer
-	if err := writeInfo(&out, filepath.Join(g, "sd15-mini"), "", true); err != nil {
+	if err := writeInfo(&out, filepath.Join(g, "sd15-mini"), "", false, true); err != nil {
 		t.Fatal(err)
 	}
 	var got checkpointInfo
@@ -88,7 +88,7 @@ func TestInfoErrors(t *testing.T) {
 		{filepath.Join(dir, "absent.safetensors"), "no such file"},
 	} {
 		var out bytes.Buffer
-		err := writeInfo(&out, c.path, "", false)
+		err := writeInfo(&out, c.path, "", false, false)
 		if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.path, err)
 		}
@@ -114,12 +114,58 @@ func TestInfoErrors(t *testing.T) {
 // is given.
 func TestInfoBundled(t *testing.T) {
 	var out bytes.Buffer
-	if err := writeInfo(&out, "", "", false); err != nil {
+	if err := writeInfo(&out, "", "", false, false); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"bundled:stepwise-emoji", "SD 1.x", "F16"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("info of the bundled model lacks %q:\n%s", want, out.String())
 		}
+	}
+}
+
+// TestInfoCheck: --check reads every weight; a copy of sd15-mini with one
+// F16 NaN in a VAE tensor is reported with the tensor's name.
+func TestInfoCheck(t *testing.T) {
+	g := golden.Dir(t)
+	src := filepath.Join(g, "sd15-mini.fp16.safetensors")
+	config := filepath.Join(g, "sd15_mini_config.json")
+	var out bytes.Buffer
+	if err := writeInfo(&out, src, config, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "weights       all finite") {
+		t.Errorf("clean file: output lacks the weights check:\n%s", out.String())
+	}
+	f, err := safetensors.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var es []safetensors.Entry
+	poisoned := ""
+	for _, ti := range f.Tensors() {
+		d, _ := f.Data(ti.Name)
+		d = append([]byte(nil), d...)
+		if poisoned == "" && strings.HasPrefix(ti.Name, "first_stage_model.decoder.") && ti.DType == safetensors.F16 {
+			poisoned = ti.Name
+			d[0], d[1] = 0x00, 0x7e // F16 NaN
+		}
+		es = append(es, safetensors.Entry{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: d})
+	}
+	var buf bytes.Buffer
+	if err := safetensors.Write(&buf, es, nil); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "nan.safetensors")
+	if err := os.WriteFile(bad, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := writeInfo(&out, bad, config, true, false); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), poisoned) || !strings.Contains(out.String(), "NaN or Inf") {
+		t.Errorf("NaN in %s not reported:\n%s", poisoned, out.String())
 	}
 }
