@@ -5,13 +5,13 @@
 // v = B^T d B to V[p][t - tile0][c] (p = 6*row + column): the A operand of the
 // 36 matrix products, for the chunk of Tc tiles starting at tile0. Channels are
 // the fastest index so that a SIMD vector of invocations writes contiguously.
-// B^T:
-//   [4   0  -5   0  1  0]
-//   [0  -4  -4   1  1  0]
-//   [0   4  -4  -1  1  0]
-//   [0  -2  -1   2  1  0]
-//   [0   2  -1  -2  1  0]
-//   [0   4   0  -5  0  1]
+// B^T (points 0, 1, -1, 1/2, -1/2 and infinity; see winograd_weights.comp):
+//   [1/4    0   -5/4    0    1  0]
+//   [ 0   -1/4  -1/4    1    1  0]
+//   [ 0    1/4  -1/4   -1    1  0]
+//   [ 0   -1/2   -1    1/2   1  0]
+//   [ 0    1/2   -1   -1/2   1  0]
+//   [ 0    1/4    0   -5/4   0  1]
 // Defines: LX, X_LOADER.
 #include "common.glsl"
 
@@ -25,12 +25,12 @@ uniform int tilesH, tilesW; // tiles per sample
 uniform int tile0, Tc;      // this chunk's first tile and tile count
 
 float[6] bt(float[6] d) {
-	return float[6](4.0 * d[0] - 5.0 * d[2] + d[4],
-		-4.0 * (d[1] + d[2]) + d[3] + d[4],
-		4.0 * (d[1] - d[2]) - d[3] + d[4],
-		2.0 * (d[3] - d[1]) - d[2] + d[4],
-		2.0 * (d[1] - d[3]) - d[2] + d[4],
-		4.0 * d[1] - 5.0 * d[3] + d[5]);
+	return float[6](0.25 * d[0] - 1.25 * d[2] + d[4],
+		-0.25 * (d[1] + d[2]) + d[3] + d[4],
+		0.25 * (d[1] - d[2]) - d[3] + d[4],
+		0.5 * (d[3] - d[1]) - d[2] + d[4],
+		0.5 * (d[1] - d[3]) - d[2] + d[4],
+		0.25 * d[1] - 1.25 * d[3] + d[5]);
 }
 
 void main() {

@@ -4,11 +4,11 @@
 // one tile (tile0 + tc) and output channel (o0 + oc; M holds Oc channels), and
 // writes y = A^T m A, a 4x4 block of out[n][o0 + oc] (cut at the image's
 // edge), plus the bias.
-// A^T:
-//   [1  1   1  1   1  0]
-//   [0  1  -1  2  -2  0]
-//   [0  1   1  4   4  0]
-//   [0  1  -1  8  -8  1]
+// A^T (points 0, 1, -1, 1/2, -1/2 and infinity):
+//   [1  1   1   1     1    0]
+//   [0  1  -1  1/2  -1/2   0]
+//   [0  1   1  1/4   1/4   0]
+//   [0  1  -1  1/8  -1/8   1]
 // Defines: LX, M_LOADER, HAS_BIAS with BIAS_LOADER, HAS_RES with RES_LOADER
 // (a residual of the output's shape, added at the store).
 #include "common.glsl"
@@ -30,7 +30,7 @@ uniform int tile0, Tc;
 
 float[4] at(float[6] m) {
 	float a = m[1] + m[2], b = m[1] - m[2], c = m[3] + m[4], d = m[3] - m[4];
-	return float[4](m[0] + a + c, b + 2.0 * d, a + 4.0 * c, b + 8.0 * d + m[5]);
+	return float[4](m[0] + a + c, b + 0.5 * d, a + 0.25 * c, b + 0.125 * d + m[5]);
 }
 
 void main() {

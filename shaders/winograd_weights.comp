@@ -5,13 +5,15 @@
 // column), the B operand of the 36 matrix products, for the Oc output
 // channels from o0. Output channels are the fastest index, so a SIMD vector
 // of invocations writes contiguous floats.
-// G (points 0, 1, -1, 2, -2 and infinity):
-//   [ 1/4     0     0  ]
-//   [-1/6  -1/6  -1/6  ]
-//   [-1/6   1/6  -1/6  ]
-//   [1/24  1/12   1/6  ]
-//   [1/24 -1/12   1/6  ]
-//   [  0     0     1   ]
+// G (interpolation points 0, 1, -1, 1/2, -1/2 and infinity, which keep the
+// input and output transforms' coefficients at most 1.25 and 1 in magnitude:
+// about half the rounding error of the usual 0, +-1, +-2):
+//   [  4     0     0  ]
+//   [ 2/3   2/3   2/3 ]
+//   [ 2/3  -2/3   2/3 ]
+//   [-8/3  -4/3  -2/3 ]
+//   [-8/3   4/3  -2/3 ]
+//   [  0     0     1  ]
 // Defines: LX, W_LOADER.
 #include "common.glsl"
 
@@ -23,8 +25,9 @@ DECLARE_OUTPUT
 uniform int C, o0, Oc;
 
 float[6] g6(float a, float b, float c) {
-	return float[6](0.25 * a, -(a + b + c) / 6.0, -(a - b + c) / 6.0,
-		a / 24.0 + b / 12.0 + c / 6.0, a / 24.0 - b / 12.0 + c / 6.0, c);
+	const float third = 1.0 / 3.0;
+	return float[6](4.0 * a, 2.0 * third * (a + b + c), 2.0 * third * (a - b + c),
+		-third * (8.0 * a + 4.0 * b + 2.0 * c), -third * (8.0 * a - 4.0 * b + 2.0 * c), c);
 }
 
 void main() {

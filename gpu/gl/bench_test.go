@@ -186,4 +186,3 @@ func benchLinear(b *testing.B, m, k, n int, transposed bool) {
 // 8192 tokens, 320 -> 2560).
 func BenchmarkLinearFF_NT(b *testing.B) { benchLinear(b, 8192, 320, 2560, false) }
 func BenchmarkLinearFF_NN(b *testing.B) { benchLinear(b, 8192, 320, 2560, true) }
-

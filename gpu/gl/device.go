@@ -77,6 +77,7 @@ type Device struct {
 	// convAlgo picks Conv2D's algorithm (convAuto but in tests and
 	// benchmarks); winogradChunk caps a Winograd intermediate (bytes).
 	convAlgo      int
+	noWinograd    bool // STEPWISE_GL_WINOGRAD=off
 	winogradChunk int64
 	tune          tuner // decisions between kernels, see autotune.go
 
@@ -141,6 +142,7 @@ func New() (*Device, error) {
 
 		winogradChunk: winogradChunk,
 	}
+	d.noWinograd = os.Getenv("STEPWISE_GL_WINOGRAD") == "off"
 	switch os.Getenv("STEPWISE_GL_PROFILE") {
 	case "1":
 		d.profile = map[string]profileEntry{}

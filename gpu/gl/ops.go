@@ -146,7 +146,7 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	if d.usePointwise(g) {
 		return d.convPointwise(x, w, bias, res, g)
 	}
-	if winogradApplies(g) && d.convAlgo == convAuto {
+	if winogradApplies(g) && d.convAlgo == convAuto && !d.noWinograd {
 		if d.tunedWinograd(x, w, bias, g) {
 			return d.convWinograd(x, w, bias, res, g)
 		}
