@@ -142,14 +142,20 @@ func FuzzModelIndex(f *testing.F) {
 			}
 			return
 		}
-		var oracle struct {
-			ClassName *string `json:"_class_name"`
-		}
+		// The oracle looks the key up exactly: diffusers (Python's json)
+		// matches keys by case, where encoding/json's struct fields do not.
+		var oracle map[string]json.RawMessage
 		if err := json.Unmarshal(data, &oracle); err != nil {
 			t.Fatalf("parsed what encoding/json rejects (%v): %q", err, data)
 		}
-		if oracle.ClassName != nil && *oracle.ClassName != idx.ClassName {
-			t.Fatalf("class %q, encoding/json says %q", idx.ClassName, *oracle.ClassName)
+		if v, ok := oracle["_class_name"]; ok {
+			var name *string
+			if err := json.Unmarshal(v, &name); err != nil {
+				t.Fatalf("accepted _class_name %s that is not a string", v)
+			}
+			if name != nil && *name != idx.ClassName {
+				t.Fatalf("class %q, encoding/json says %q", idx.ClassName, *name)
+			}
 		}
 		for k := range idx.Components {
 			if strings.HasPrefix(k, "_") {
