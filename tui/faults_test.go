@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -391,5 +392,27 @@ func TestSwitchAfterFailedLoad(t *testing.T) {
 	m.ed.steps.SetValue("1")
 	if r := h.finishRun(); r.Status != runDone {
 		t.Fatalf("run: %s (%s)", runStatusNames[r.Status], m.status)
+	}
+}
+
+// TestLongErrorWraps: an error longer than the terminal is wide wraps onto
+// up to three footer lines, so its end (what was kept) stays readable, and
+// the screen still fits the terminal.
+func TestLongErrorWraps(t *testing.T) {
+	h := newMini(t)
+	h.update(teaSize(80, 24))
+	h.m.setError(errors.New("load model /tmp/some/long/path/broken.safetensors: checkpoint: safetensors: header length 128480 exceeds the data; sd15-mini.fp16 stays loaded"))
+	v := h.view()
+	if !strings.Contains(strings.ReplaceAll(v, "\n", " "), "stays loaded") {
+		t.Errorf("the end of the error is cut:\n%s", v)
+	}
+	lines := strings.Split(h.m.View(), "\n")
+	if len(lines) != 24 {
+		t.Errorf("%d lines on a 24-line terminal", len(lines))
+	}
+	for i, l := range lines {
+		if w := lipgloss.Width(l); w > 80 {
+			t.Errorf("line %d is %d wide", i, w)
+		}
 	}
 }

@@ -577,11 +577,16 @@ func (m *Model) headerView() string {
 }
 
 func (m *Model) footerView() string {
-	st := styleOK
+	status := truncate(styleOK.Render(m.status), m.width)
 	if m.statusErr {
-		st = styleErr
+		// An error wraps onto up to three lines (on a terminal of at least
+		// 20 rows): its end often says what was kept or done about it.
+		lines := 1
+		if m.height >= 20 {
+			lines = 3
+		}
+		status = lipgloss.NewStyle().Width(m.width).MaxHeight(lines).Render(styleErr.Render(m.status))
 	}
-	status := truncate(st.Render(m.status), m.width)
 	m.help.Width = m.width
 	// bubbles' help adds every item once its ellipsis no longer fits:
 	// cut the line to the terminal here. The full help is drawn in the
