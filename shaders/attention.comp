@@ -58,7 +58,7 @@ uniform float scale;
 #define VROW(j) int vr##j = ((b * Lk + min(j0 + j, Lk - 1)) * vStride + h * DV) / 4;
 #endif
 #define ZERO(d) acc[d] = vec4(0.0);
-#define STORE(d) o[ob + (d)] = acc[d][i] * inv[i];
+#define STORE(d) put(ob + (d), acc[d][i] * inv[i]);
 
 #ifdef UNROLL
 // UNROLL (the host sets it for small head dims, at most 160): every loop

@@ -41,9 +41,9 @@ void main() {
 	float x = loadA(ia);
 	float y = loadB(ib);
 #if defined(OP_ADD)
-	o[i] = x + y;
+	put(i, x + y);
 #elif defined(OP_MUL)
-	o[i] = x * y;
+	put(i, x * y);
 #else
 #error binary.comp needs OP_ADD or OP_MUL
 #endif

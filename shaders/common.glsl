@@ -55,9 +55,27 @@ vec4 halves4(uvec2 w) {
 		return vec4(uintBitsToFloat(w.x << 16), uintBitsToFloat(w.x & 0xffff0000u), \
 			uintBitsToFloat(w.y << 16), uintBitsToFloat(w.y & 0xffff0000u)); }
 
-// The output of every kernel: an F32 storage buffer on binding 0, bound as a
-// window of at most the driver's largest block size.
-#define DECLARE_OUTPUT layout(std430, binding = 0) writeonly buffer Out { float o[]; };
+// The output of every kernel: an F32 storage buffer, written with put(i, v).
+// One binding (0) holds at most the driver's largest storage block
+// (llvmpipe: 128 MiB, a VAE activation of 256 channels at 512x512 is twice
+// that); with OUT_WINDOWS the host binds the buffer as consecutive windows of
+// outWindow floats on bindings 0, 4, 5, 6 and 7, and put picks the window.
+#ifndef OUT_WINDOWS
+#define DECLARE_OUTPUT layout(std430, binding = 0) writeonly buffer Out { float o[]; }; \
+	void put(int i, float v) { o[i] = v; }
+#else
+#define DECLARE_OUTPUT layout(std430, binding = 0) writeonly buffer Out { float o[]; }; \
+	layout(std430, binding = 4) writeonly buffer Out1 { float o1[]; }; \
+	layout(std430, binding = 5) writeonly buffer Out2 { float o2[]; }; \
+	layout(std430, binding = 6) writeonly buffer Out3 { float o3[]; }; \
+	layout(std430, binding = 7) writeonly buffer Out4 { float o4[]; }; \
+	uniform int outWindow; \
+	void put(int i, float v) { \
+		int w = i / outWindow; \
+		int j = i - w * outWindow; \
+		if (w == 0) { o[j] = v; } else if (w == 1) { o1[j] = v; } else if (w == 2) { o2[j] = v; } \
+		else if (w == 3) { o3[j] = v; } else { o4[j] = v; } }
+#endif
 
 // linearId flattens a 2-D dispatch (x, then rows of y) for element-wise
 // kernels with more work groups than one dimension allows (LX: local size x).

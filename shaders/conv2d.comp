@@ -155,9 +155,9 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 	for (int p = 0; p < PX; p++) {
 		if (ow0 + p < OW) {
 #ifdef HAS_RES
-			o[row + ow0 + p] = v[p] + bv + loadRes(row + ow0 + p);
+			put(row + ow0 + p, v[p] + bv + loadRes(row + ow0 + p));
 #else
-			o[row + ow0 + p] = v[p] + bv;
+			put(row + ow0 + p, v[p] + bv);
 #endif
 		}
 	}

@@ -32,5 +32,5 @@ void main() {
 		si += c * ss[d];
 		di += c * ds[d];
 	}
-	o[di] = loadX(si);
+	put(di, loadX(si));
 }

@@ -19,5 +19,5 @@ void main() {
 	int r = i / C;
 	int c = i - r * C;
 	int id = texelFetch(tIds, r).r;
-	o[i] = loadX(id * C + c);
+	put(i, loadX(id * C + c));
 }

@@ -91,6 +91,6 @@ void main() {
 #ifdef SILU
 		y = y / (1.0 + exp(-y));
 #endif
-		o[base + i] = y;
+		put(base + i, y);
 	}
 }

@@ -40,8 +40,8 @@ void main() {
 #ifdef SILU
 	y = y / (1.0 + exp(-y));
 #endif
-	o[e] = y.x;
-	o[e + 1] = y.y;
-	o[e + 2] = y.z;
-	o[e + 3] = y.w;
+	put(e, y.x);
+	put(e + 1, y.y);
+	put(e + 2, y.z);
+	put(e + 3, y.w);
 }

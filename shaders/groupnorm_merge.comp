@@ -30,6 +30,6 @@ void main() {
 		m2 += qb + delta * delta * n * nb / tot;
 		n = tot;
 	}
-	o[2 * row] = mean;
-	o[2 * row + 1] = inversesqrt(m2 / n + eps);
+	put(2 * row, mean);
+	put(2 * row + 1, inversesqrt(m2 / n + eps));
 }

@@ -38,7 +38,7 @@ void main() {
 		vec4 d = loadX4(base + i) - mean;
 		q += d * d;
 	}
-	o[3 * id] = n;
-	o[3 * id + 1] = mean;
-	o[3 * id + 2] = q.x + q.y + q.z + q.w;
+	put(3 * id, n);
+	put(3 * id + 1, mean);
+	put(3 * id + 2, q.x + q.y + q.z + q.w);
 }

@@ -79,6 +79,6 @@ void main() {
 	}
 	float inv = inversesqrt(REDUCE(v) / float(C) + eps);
 	for (int i = l; i < C; i += STEP) {
-		o[base + i] = (loadX(base + i) - mean) * inv * loadG(i) + loadB(i);
+		put(base + i, (loadX(base + i) - mean) * inv * loadG(i) + loadB(i));
 	}
 }

@@ -42,7 +42,7 @@ void store(int m, vec4 lo, vec4 hi) {
 #ifdef HAS_BIAS
 			r += loadBias(n);
 #endif
-			o[base + n] = r;
+			put(base + n, r);
 		}
 	}
 }

@@ -33,5 +33,5 @@ void main() {
 #ifdef HAS_BIAS
 	acc += bias[n];
 #endif
-	o[z * M * N + m * N + n] = acc;
+	put(z * M * N + m * N + n, acc);
 }

@@ -52,7 +52,7 @@ void store(int m, vec4 lo, vec4 hi) {
 #ifdef HAS_RES
 			r += loadRes(base + n);
 #endif
-			o[base + n] = r;
+			put(base + n, r);
 		}
 	}
 }

@@ -53,6 +53,6 @@ void main() {
 	}
 	float inv = 1.0 / red[0];
 	for (int i = l; i < C; i += LX) {
-		o[base + i] = exp(loadX(base + i) - m) * inv;
+		put(base + i, exp(loadX(base + i) - m) * inv);
 	}
 }

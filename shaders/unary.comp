@@ -43,20 +43,20 @@ void main() {
 	int c = i - r * halfC;
 	float a = loadX(r * 2 * halfC + c);
 	float g = loadX(r * 2 * halfC + halfC + c);
-	o[i] = a * gelu(g);
+	put(i, a * gelu(g));
 #else
 	float x = loadX(i);
 #if defined(OP_SILU)
-	o[i] = x * sigmoid(x);
+	put(i, x * sigmoid(x));
 #elif defined(OP_GELU)
-	o[i] = gelu(x);
+	put(i, gelu(x));
 #elif defined(OP_GELU_TANH)
 	float u = 0.79788456080286536 * (x + 0.044715 * x * x * x);
-	o[i] = 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0)));
+	put(i, 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0))));
 #elif defined(OP_QUICKGELU)
-	o[i] = x * sigmoid(1.702 * x);
+	put(i, x * sigmoid(1.702 * x));
 #elif defined(OP_SCALE)
-	o[i] = x * s + b;
+	put(i, x * s + b);
 #else
 #error unary.comp needs an OP_ define
 #endif

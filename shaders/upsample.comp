@@ -20,5 +20,5 @@ void main() {
 	int r = i / (2 * W); // plane * 2H + output row
 	int oh = r % (2 * H);
 	int plane = r / (2 * H);
-	o[i] = loadX((plane * H + oh / 2) * W + ow / 2);
+	put(i, loadX((plane * H + oh / 2) * W + ow / 2));
 }

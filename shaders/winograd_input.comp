@@ -65,7 +65,7 @@ void main() {
 	for (int i = 0; i < 6; i++) {
 		float[6] v = bt(float[6](s[0][i], s[1][i], s[2][i], s[3][i], s[4][i], s[5][i]));
 		for (int j = 0; j < 6; j++) {
-			o[(6 * i + j) * stride + id] = v[j];
+			put((6 * i + j) * stride + id, v[j]);
 		}
 	}
 }

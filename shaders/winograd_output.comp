@@ -70,9 +70,9 @@ void main() {
 				if (ow0 + j < OW) {
 					int i = base + oh * OW + ow0 + j;
 #ifdef HAS_RES
-					o[i] = y[j] + bv + loadRes(i);
+					put(i, y[j] + bv + loadRes(i));
 #else
-					o[i] = y[j] + bv;
+					put(i, y[j] + bv);
 #endif
 				}
 			}

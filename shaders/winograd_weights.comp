@@ -46,7 +46,7 @@ void main() {
 	for (int i = 0; i < 6; i++) {
 		float[6] u = g6(t0[i], t1[i], t2[i]);
 		for (int j = 0; j < 6; j++) {
-			o[(6 * i + j) * plane + id] = u[j];
+			put((6 * i + j) * plane + id, u[j]);
 		}
 	}
 }

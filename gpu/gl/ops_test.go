@@ -268,10 +268,47 @@ func TestOutOfMemory(t *testing.T) {
 func TestBigOutputFails(t *testing.T) {
 	d := fresh(t)
 	d.maxBlock = 1024 // pretend storage blocks hold 256 floats
-	x := d.Upload(make([]float32, 300), 300)
+	x := d.Upload(make([]float32, 5*256+1), 5*256+1)
 	d.SiLU(x)
-	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "storage block") {
-		t.Fatalf("output beyond one storage block: error %v", err)
+	if err := d.Err(); err == nil || !strings.Contains(err.Error(), "storage blocks") {
+		t.Fatalf("output beyond five storage blocks: error %v", err)
+	}
+}
+
+// TestOutputWindows runs the op suite on a device that pretends a storage
+// block holds 1024 floats, so every output between 1024 and 5120 floats is
+// written through two to five windows (OUT_WINDOWS); bigger ones must fail
+// with a clear error and are counted.
+func TestOutputWindows(t *testing.T) {
+	oracle := ref.New()
+	defer oracle.Close()
+	newDev := func() *Device {
+		d := fresh(t)
+		d.maxBlock = 4096
+		return d
+	}
+	d := newDev()
+	windowed, tooBig := 0, 0
+	for _, c := range append(gputest.Cases(), glCases()...) {
+		res, err := gputest.Exec(d, c)
+		if err != nil {
+			if !strings.Contains(err.Error(), "storage blocks") {
+				t.Errorf("%s: %v", c.Name, err)
+			}
+			tooBig++
+			d = newDev()
+			continue
+		}
+		if n := res.Shape.Numel(); n > 1024 {
+			windowed++
+			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
+				t.Errorf("%s (%d floats): %v", c.Name, n, err)
+			}
+		}
+	}
+	t.Logf("%d cases wrote through windows, %d were too big", windowed, tooBig)
+	if windowed < 15 {
+		t.Errorf("only %d cases used windows", windowed)
 	}
 }
 

@@ -159,13 +159,29 @@ func in(t *gpu.Tensor) input {
 	return input{t, texU32}
 }
 
-// run queues l. The output must fit one storage block binding and the grid
-// the dispatch limits; otherwise it records an error.
+// outWindows is the most storage-block windows an output is bound as (see
+// DECLARE_OUTPUT in common.glsl).
+const outWindows = 5
+
+// window is the bytes of one output window: the largest storage block, cut
+// to a multiple of 256 (every driver's largest binding-offset alignment).
+func (d *Device) window() int64 { return d.maxBlock / 256 * 256 }
+
+// run queues l. The output must fit outWindows storage-block windows and the
+// grid the dispatch limits; otherwise it records an error.
 func (d *Device) run(op string, l *launch) {
-	if ob := int64(l.out.Numel()) * 4; ob > d.maxBlock {
-		d.Fail(fmt.Errorf("gl: %s: output %v is %d bytes, more than one storage block (%d bytes) holds",
-			op, l.out.Shape, ob, d.maxBlock))
-		return
+	ob := int64(l.out.Numel()) * 4
+	if w := d.window(); ob > w {
+		if ob > outWindows*w {
+			d.Fail(fmt.Errorf("gl: %s: output %v is %d bytes, more than %d storage blocks of %d bytes hold (try a smaller size)",
+				op, l.out.Shape, ob, outWindows, w))
+			return
+		}
+		l.defines = append(l.defines, "OUT_WINDOWS")
+		if l.ints == nil {
+			l.ints = map[string]int{}
+		}
+		l.ints["outWindow"] = int(w / 4)
 	}
 	for i, g := range l.groups {
 		if g > d.maxGroups[i] {
@@ -240,11 +256,16 @@ func (d *Device) glRun(op string, l *launch) {
 	if ob.id == 0 {
 		return // its allocation failed and was recorded
 	}
-	size := ob.size
-	if size > d.maxBlock {
-		size = d.maxBlock
+	if w := d.window(); ob.size > w {
+		// Windows 0..4 on bindings 0, 4, 5, 6, 7; the ones past the end
+		// repeat the last (never written).
+		for i, binding := range [outWindows]uint32{0, 4, 5, 6, 7} {
+			off := min(int64(i)*w, (ob.size-1)/w*w)
+			gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, binding, ob.id, int(off), int(min(w, ob.size-off)))
+		}
+	} else {
+		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, ob.id, 0, int(ob.size))
 	}
-	gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, ob.id, 0, int(size))
 	gogl.UseProgram(p.id)
 	gogl.DispatchCompute(uint32(l.groups[0]), uint32(l.groups[1]), uint32(l.groups[2]))
 	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
