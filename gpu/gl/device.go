@@ -66,6 +66,9 @@ type Device struct {
 	pooled int64
 	// created counts the GL buffer objects made (not taken from the pool).
 	created int
+	// liveBytes sums the buffers in live; highWater is its maximum.
+	liveBytes, highWater int64
+	poolCap              int64 // poolLimit but in tests
 
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
 	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
@@ -121,7 +124,8 @@ const (
 
 var texFormats = [5]uint32{gogl.R32F, gogl.R32UI, gogl.R32I, gogl.RGBA32F, gogl.RG32UI}
 
-// poolLimit caps the bytes of released buffers kept for reuse.
+// poolLimit is the bytes of released buffers always kept for reuse
+// (Device.poolCap; more while under the high-water mark, see glRelease).
 const poolLimit = 512 << 20
 
 // New makes an OpenGL 4.3 context (see the package doc for the order of
@@ -141,6 +145,7 @@ func New() (*Device, error) {
 		attnScoreBytes: unfusedScores,
 
 		winogradChunk: winogradChunk,
+		poolCap:       poolLimit,
 	}
 	d.noWinograd = os.Getenv("STEPWISE_GL_WINOGRAD") == "off"
 	switch os.Getenv("STEPWISE_GL_PROFILE") {
@@ -510,6 +515,8 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 		}
 	}
 	d.live[b] = struct{}{}
+	d.liveBytes += b.size
+	d.highWater = max(d.highWater, d.liveBytes)
 	if len(raw) > 0 {
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
 		gogl.BufferSubData(gogl.COPY_WRITE_BUFFER, 0, len(raw), unsafe.Pointer(&raw[0]))
@@ -518,13 +525,18 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 	}
 }
 
-// glRelease returns b to the pool, or deletes it when the pool is full.
+// glRelease returns b to the pool, or deletes it when the pool is full: the
+// pool keeps up to poolLimit bytes, or more while live and pooled buffers
+// together stay within the most ever live at once, so a sampler step as big
+// as the first one (an SD 1.5 U-Net step at 512x512 frees over a GiB of
+// activations) finds every buffer it needs in the pool.
 func (d *Device) glRelease(b *buffer) {
 	if b.id == 0 {
 		return
 	}
 	delete(d.live, b)
-	if d.pooled+b.size > poolLimit {
+	d.liveBytes -= b.size
+	if d.pooled+b.size > max(d.poolCap, d.highWater-d.liveBytes) {
 		d.glDelete(b)
 		return
 	}

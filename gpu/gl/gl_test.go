@@ -74,3 +74,37 @@ func TestMemorySuite(t *testing.T) {
 	}
 	gputest.RunMemorySuite(t, d)
 }
+
+// TestPoolHoldsAStep: a "step" that allocates and frees far more than the
+// pool's fixed cap finds every buffer in the pool the second time (the pool
+// may grow up to the high-water mark), and a step that stays below the mark
+// does not raise it.
+func TestPoolHoldsAStep(t *testing.T) {
+	d := fresh(t)
+	d.poolCap = 4 << 10
+	x := d.Upload(make([]float32, 1<<14), 1<<14) // 64 KiB
+	step := func() {
+		d.PushScope()
+		h := x
+		for i := 0; i < 12; i++ { // 12 live activations of 64 KiB, then all freed
+			h = d.Scale(h, 1.01, 0)
+		}
+		if _, err := d.Download(h); err != nil {
+			t.Fatal(err)
+		}
+		d.PopScope()
+	}
+	step()
+	created := d.BuffersCreated()
+	for i := 0; i < 3; i++ {
+		step()
+	}
+	if n := d.BuffersCreated() - created; n != 0 {
+		t.Errorf("steps after the first created %d buffers", n)
+	}
+	var high int64
+	d.call(func() { high = d.highWater })
+	if high > 14*(64<<10) {
+		t.Errorf("high-water mark %d bytes for 13 live 64 KiB buffers", high)
+	}
+}
