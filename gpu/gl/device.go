@@ -526,17 +526,18 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 }
 
 // glRelease returns b to the pool, or deletes it when the pool is full: the
-// pool keeps up to poolLimit bytes, or more while live and pooled buffers
-// together stay within the most ever live at once, so a sampler step as big
-// as the first one (an SD 1.5 U-Net step at 512x512 frees over a GiB of
-// activations) finds every buffer it needs in the pool.
+// pool keeps up to poolLimit bytes, or up to the most bytes ever live at
+// once, so that a sampler step as big as the first one (an SD 1.5 U-Net step
+// at 512x512 frees over a GiB of activations, in many sizes) finds every
+// buffer it needs in the pool. (Capping live + pooled at that mark instead
+// deleted buffers mid-step whenever the pool held other sizes.)
 func (d *Device) glRelease(b *buffer) {
 	if b.id == 0 {
 		return
 	}
 	delete(d.live, b)
 	d.liveBytes -= b.size
-	if d.pooled+b.size > max(d.poolCap, d.highWater-d.liveBytes) {
+	if d.pooled+b.size > max(d.poolCap, d.highWater) {
 		d.glDelete(b)
 		return
 	}
