@@ -99,12 +99,7 @@ func generateAll(t *testing.T, p *models.Pipeline, s presets.Settings) [][]byte 
 		t.Fatal(err)
 	}
 	defer j.Close()
-	for !j.Done() {
-		if _, err := j.Step(context.Background()); err != nil {
-			t.Fatal(err)
-		}
-	}
-	imgs, err := j.Images()
+	imgs, err := j.Finish(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

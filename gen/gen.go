@@ -228,6 +228,17 @@ func firstNonFinite(xs []float32) int {
 // Done reports whether every step has been taken.
 func (j *Job) Done() bool { return j.Run.Done() }
 
+// Finish takes the remaining steps (stopping at the first error or when
+// ctx is cancelled) and decodes the final latent.
+func (j *Job) Finish(ctx context.Context) ([]*image.RGBA, error) {
+	for !j.Done() {
+		if _, err := j.Step(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return j.Images()
+}
+
 // Images decodes the run's current latent with the VAE.
 func (j *Job) Images() ([]*image.RGBA, error) {
 	x := j.Run.X()

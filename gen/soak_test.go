@@ -71,12 +71,7 @@ func TestSoak(t *testing.T) {
 		if err != nil {
 			t.Fatalf("generation %d: %v", i, err)
 		}
-		for !j.Done() {
-			if _, err := j.Step(context.Background()); err != nil {
-				t.Fatalf("generation %d: %v", i, err)
-			}
-		}
-		imgs, err := j.Images()
+		imgs, err := j.Finish(context.Background())
 		j.Close()
 		if err != nil || len(imgs) != 1 {
 			t.Fatalf("generation %d: %d images, %v", i, len(imgs), err)

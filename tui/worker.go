@@ -738,13 +738,7 @@ func (w *worker) sweep(r sweepReq) {
 			w.send(sweepMsg{Key: r.Key, Index: i, Err: w.recoverDevice(err)})
 			return
 		}
-		for !job.Done() && err == nil {
-			_, err = job.Step(ctx)
-		}
-		var imgs []*image.RGBA
-		if err == nil {
-			imgs, err = job.Images()
-		}
+		imgs, err := job.Finish(ctx)
 		job.Close()
 		if ctx.Err() != nil {
 			return // cancelled: the view has already let go of it

@@ -36,12 +36,7 @@ func TestBundledGenerates(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer j.Close()
-			for !j.Done() {
-				if _, err := j.Step(context.Background()); err != nil {
-					t.Fatal(err)
-				}
-			}
-			imgs, err := j.Images()
+			imgs, err := j.Finish(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
