@@ -42,9 +42,9 @@ func Validate(p *models.Pipeline, s presets.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	ds := p.Downscale()
-	if s.Width%ds != 0 || s.Height%ds != 0 {
-		return fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model", s.Width, s.Height, ds)
+	if m := p.SizeMultiple(); s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
+		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the U-Net's %d levels by %d more)",
+			s.Width, s.Height, m, p.Model.Family, p.Downscale(), len(p.Model.UNet.BlockOutChannels), m/p.Downscale())
 	}
 	if _, _, err := sampler.LookupSampler(s.Sampler); err != nil {
 		return err
@@ -60,8 +60,10 @@ func Validate(p *models.Pipeline, s presets.Settings) error {
 	if s.RNG != "" && s.RNG != presets.RNGTorchCPU && s.RNG != presets.RNGPhilox {
 		return fmt.Errorf("rng %q: want %s or %s", s.RNG, presets.RNGTorchCPU, presets.RNGPhilox)
 	}
-	if layers := p.Model.Text.NumHiddenLayers; s.ClipSkip > layers {
-		return fmt.Errorf("clip skip %d: the text encoder has only %d layers", s.ClipSkip, layers)
+	for _, t := range p.Model.Texts {
+		if layers := t.Config.NumHiddenLayers - t.Spec.Skip + 1; s.ClipSkip > layers {
+			return fmt.Errorf("clip skip %d: the %s has only %d layers to skip to", s.ClipSkip, t.Spec.Role, layers)
+		}
 	}
 	return nil
 }

@@ -546,7 +546,11 @@ func traceView(m *Model, w, h int) string {
 		shown = append(shown, strings.TrimSuffix(t, "</w>"))
 	}
 	chunks := max(r.Chunks, 1)
-	hid := p.Model.Text.HiddenSize
+	hid := p.Model.UNet.CrossAttentionDim
+	var encs []string
+	for _, t := range p.Model.Texts {
+		encs = append(encs, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
+	}
 	b0, c0, lh, lw := r.Shape[0], r.Shape[1], r.Shape[2], r.Shape[3]
 	rows := 2
 	if s.CFGScale == 1 {
@@ -582,7 +586,7 @@ func traceView(m *Model, w, h int) string {
 		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
 	}
 	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
-	arrow(fmt.Sprintf("text encoder ×2 (%d layers, clip skip %d)", p.Model.Text.NumHiddenLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
+	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(encs, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	b.WriteString("\n")
 	if r.Parent >= 0 {

@@ -427,7 +427,7 @@ func TestExplanationViews(t *testing.T) {
 
 	// Pipeline trace with the mini model's shapes.
 	h.keys("alt+5")
-	hid := m.pipe.Model.Text.HiddenSize
+	hid := m.pipe.Model.UNet.CrossAttentionDim
 	h.mustView("Pipeline trace", "a bowl of fruit", fmt.Sprintf("[1, 77, %d] ×2", hid), "[1, 4, 8, 8]",
 		"U-Net ×3 steps, 3 calls on [2, 4, 8, 8]", "[1, 3, 64, 64]", "VAE decoder")
 	if strings.Contains(h.view(), "</w>") {

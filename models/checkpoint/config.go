@@ -49,13 +49,49 @@ func DefaultScheduler() SchedulerConfig {
 
 // configs is the set of hyper-parameters of one model.
 type configs struct {
-	UNet      nets.UNetConfig
-	VAE       nets.VAEConfig
-	Text      nets.TextConfig
+	UNet nets.UNetConfig
+	VAE  nets.VAEConfig
+	// Texts holds the text encoder configs by role ("text_encoder",
+	// "text_encoder_2"); Pads the padding ids the tokenizer configs name.
+	Texts     map[string]nets.TextConfig
+	Pads      map[string]int32
 	Scheduler SchedulerConfig
 	// textFromShapes: the config only names the text encoder's kind (LDM
 	// YAML), so its sizes are read from the checkpoint's shapes.
 	textFromShapes bool
+	// family, when the config names it (an LDM YAML's target).
+	family *Family
+}
+
+func newConfigs() configs {
+	return configs{Scheduler: DefaultScheduler(), Texts: map[string]nets.TextConfig{}, Pads: map[string]int32{}}
+}
+
+// padID maps a tokenizer config's pad_token (a string or {"content": ...})
+// to its CLIP id.
+func padID(path string, raw json.RawMessage) (int32, bool, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, false, nil
+	}
+	var tok string
+	if err := json.Unmarshal(raw, &tok); err != nil {
+		var obj struct {
+			Content string `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return 0, false, cfgErr(path, "pad_token: want a string or {\"content\": ...}, got %s", clip(raw))
+		}
+		tok = obj.Content
+	}
+	switch tok {
+	case "<|endoftext|>":
+		return 49407, true, nil
+	case "!":
+		return 0, true, nil
+	case "<|startoftext|>":
+		return 49406, true, nil
+	}
+	return 0, false, cfgErr(path, "pad_token %q is not one Stepwise knows (want <|endoftext|> or !)", tok)
 }
 
 // ConfigError reports an unusable config file.
@@ -88,30 +124,61 @@ func decodeJSON(path string, data []byte, v any) error {
 }
 
 // parseBundle reads a JSON file holding the diffusers configs under "unet",
-// "vae", "text_encoder" and "scheduler" (every part optional).
+// "vae", "text_encoder", "text_encoder_2" and "scheduler", and the
+// tokenizer configs under "tokenizer" and "tokenizer_2" (every part
+// optional).
 func parseBundle(path string, data []byte) (configs, error) {
-	var raw struct {
-		UNet      json.RawMessage `json:"unet"`
-		VAE       json.RawMessage `json:"vae"`
-		Text      json.RawMessage `json:"text_encoder"`
-		Scheduler json.RawMessage `json:"scheduler"`
-	}
-	c := configs{Scheduler: DefaultScheduler()}
+	var raw map[string]json.RawMessage
+	c := newConfigs()
 	if err := decodeJSON(path, data, &raw); err != nil {
 		return c, err
 	}
 	parts := []struct {
 		name string
-		raw  json.RawMessage
 		v    any
-	}{{"unet", raw.UNet, &c.UNet}, {"vae", raw.VAE, &c.VAE}, {"text_encoder", raw.Text, &c.Text}, {"scheduler", raw.Scheduler, &c.Scheduler}}
+	}{{"unet", &c.UNet}, {"vae", &c.VAE}, {"scheduler", &c.Scheduler}}
 	for _, p := range parts {
-		if len(p.raw) == 0 || string(p.raw) == "null" {
+		r := raw[p.name]
+		if len(r) == 0 || string(r) == "null" {
 			continue
 		}
-		if err := json.Unmarshal(p.raw, p.v); err != nil {
+		if err := json.Unmarshal(r, p.v); err != nil {
 			return c, cfgErr(path, "%s: %v", p.name, err)
 		}
+	}
+	for _, role := range []string{"text_encoder", "text_encoder_2"} {
+		r := raw[role]
+		if len(r) == 0 || string(r) == "null" {
+			continue
+		}
+		var t nets.TextConfig
+		if err := json.Unmarshal(r, &t); err != nil {
+			return c, cfgErr(path, "%s: %v", role, err)
+		}
+		c.Texts[role] = t
+	}
+	for _, tok := range []string{"tokenizer", "tokenizer_2"} {
+		r := raw[tok]
+		if len(r) == 0 || string(r) == "null" {
+			continue
+		}
+		var t struct {
+			Pad json.RawMessage `json:"pad_token"`
+		}
+		if err := json.Unmarshal(r, &t); err != nil {
+			return c, cfgErr(path, "%s: %v", tok, err)
+		}
+		id, ok, err := padID(path, t.Pad)
+		if err != nil {
+			return c, err
+		}
+		if ok {
+			c.Pads[tok] = id
+		}
+	}
+	if _, ok := raw["text_encoder"]; !ok && len(c.Texts) == 0 {
+		// SD 1.5's CLIP ViT-L when the bundle names no encoder.
+		c.Texts["text_encoder"] = nets.TextConfig{}
 	}
 	return c, c.validate(path)
 }
@@ -121,15 +188,18 @@ func parseBundle(path string, data []byte) (configs, error) {
 func (c *configs) validate(path string) error {
 	c.UNet.Defaults()
 	c.VAE.Defaults()
-	c.Text.Defaults()
 	if err := validateUNet(path, &c.UNet); err != nil {
 		return err
 	}
 	if err := validateVAE(path, &c.VAE); err != nil {
 		return err
 	}
-	if err := validateText(path, &c.Text); err != nil {
-		return err
+	for role, t := range c.Texts {
+		t.Defaults()
+		if err := validateText(path, role, &t); err != nil {
+			return err
+		}
+		c.Texts[role] = t
 	}
 	return validateScheduler(path, &c.Scheduler)
 }
@@ -215,6 +285,17 @@ func validateUNet(path string, c *nets.UNetConfig) error {
 	if !(c.NormEps > 0 && c.NormEps < 1) {
 		return cfgErr(path, "unet norm_eps = %g, want 0 < eps < 1", c.NormEps)
 	}
+	switch c.AdditionEmbedType {
+	case "":
+	case "text_time":
+		if c.AdditionTimeEmbedDim < 2 || c.AdditionTimeEmbedDim%2 != 0 || c.AdditionTimeEmbedDim > 1<<12 ||
+			c.ProjectionClassEmbeddingsInputDim <= c.AdditionTimeEmbedDim || c.ProjectionClassEmbeddingsInputDim > 1<<16 {
+			return cfgErr(path, "unet addition_time_embed_dim %d / projection_class_embeddings_input_dim %d do not describe text_time embeddings",
+				c.AdditionTimeEmbedDim, c.ProjectionClassEmbeddingsInputDim)
+		}
+	default:
+		return cfgErr(path, "unet addition_embed_type %q is not supported (want text_time or none)", c.AdditionEmbedType)
+	}
 	return nil
 }
 
@@ -252,17 +333,18 @@ func validateVAE(path string, c *nets.VAEConfig) error {
 	return nil
 }
 
-func validateText(path string, c *nets.TextConfig) error {
+func validateText(path, role string, c *nets.TextConfig) error {
 	checks := []struct {
 		what      string
 		v, lo, hi int
 	}{
-		{"text_encoder vocab_size", c.VocabSize, 1, 1 << 20},
-		{"text_encoder hidden_size", c.HiddenSize, 1, 1 << 14},
-		{"text_encoder intermediate_size", c.IntermediateSize, 1, 1 << 16},
-		{"text_encoder num_hidden_layers", c.NumHiddenLayers, 1, 256},
-		{"text_encoder num_attention_heads", c.NumAttentionHeads, 1, c.HiddenSize},
-		{"text_encoder max_position_embeddings", c.MaxPositionEmbeddings, 1, 1 << 16},
+		{role + " vocab_size", c.VocabSize, 1, 1 << 20},
+		{role + " hidden_size", c.HiddenSize, 1, 1 << 14},
+		{role + " intermediate_size", c.IntermediateSize, 1, 1 << 16},
+		{role + " num_hidden_layers", c.NumHiddenLayers, 1, 256},
+		{role + " num_attention_heads", c.NumAttentionHeads, 1, c.HiddenSize},
+		{role + " max_position_embeddings", c.MaxPositionEmbeddings, 1, 1 << 16},
+		{role + " projection_dim", c.ProjectionDim, 1, 1 << 14},
 	}
 	for _, k := range checks {
 		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
@@ -270,12 +352,15 @@ func validateText(path string, c *nets.TextConfig) error {
 		}
 	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 {
-		return cfgErr(path, "text_encoder hidden_size %d is not divisible by num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+		return cfgErr(path, "%s hidden_size %d is not divisible by num_attention_heads %d", role, c.HiddenSize, c.NumAttentionHeads)
 	}
 	switch c.HiddenAct {
 	case "quick_gelu", "gelu":
 	default:
-		return cfgErr(path, "text_encoder hidden_act %q is not supported (want quick_gelu or gelu)", c.HiddenAct)
+		return cfgErr(path, "%s hidden_act %q is not supported (want quick_gelu or gelu)", role, c.HiddenAct)
+	}
+	if !(c.LayerNormEps > 0 && c.LayerNormEps < 1) {
+		return cfgErr(path, "%s layer_norm_eps = %g, want 0 < eps < 1", role, c.LayerNormEps)
 	}
 	return nil
 }

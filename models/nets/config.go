@@ -95,6 +95,11 @@ type UNetConfig struct {
 	ConvInKernel         int       `json:"conv_in_kernel"`
 	ConvOutKernel        int       `json:"conv_out_kernel"`
 	ResnetTimeScaleShift string    `json:"resnet_time_scale_shift"`
+	// SDXL's added conditioning: "text_time" adds add_embedding(pooled
+	// text embedding ++ sinusoidal(time ids)) to the timestep embedding.
+	AdditionEmbedType                 string `json:"addition_embed_type"`
+	AdditionTimeEmbedDim              int    `json:"addition_time_embed_dim"`
+	ProjectionClassEmbeddingsInputDim int    `json:"projection_class_embeddings_input_dim"`
 }
 
 // Defaults fills unset fields with SD 1.5's values.
@@ -235,6 +240,19 @@ type TextConfig struct {
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
 	HiddenAct             string  `json:"hidden_act"`
 	LayerNormEps          float64 `json:"layer_norm_eps"`
+	// Architectures is transformers' class list; CLIPTextModelWithProjection
+	// adds text_projection (SDXL's second encoder, for the pooled vector).
+	Architectures []string `json:"architectures,omitempty"`
+}
+
+// WithProjection reports a CLIPTextModelWithProjection.
+func (c *TextConfig) WithProjection() bool {
+	for _, a := range c.Architectures {
+		if a == "CLIPTextModelWithProjection" {
+			return true
+		}
+	}
+	return false
 }
 
 // Defaults fills unset fields with SD 1.5's CLIP ViT-L/14 text model.
