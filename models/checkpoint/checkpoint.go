@@ -272,5 +272,3 @@ func readConfigFile(path string) (configs, error) {
 	}
 	return parseBundle(path, data)
 }
-
-

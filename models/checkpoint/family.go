@@ -136,7 +136,9 @@ var Families = []*Family{
 		UNetPrefix: "model.diffusion_model.", VAEPrefix: "first_stage_model.",
 		NativeSize: 512, Scaling: 0.18215, Scheduler: DefaultScheduler(),
 		Pipelines: []string{"StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline", "StableDiffusionInpaintPipeline"},
-		keys:      func(has func(string) bool) bool { return has("cond_stage_model.transformer.") || has("model.diffusion_model.") },
+		keys: func(has func(string) bool) bool {
+			return has("cond_stage_model.transformer.") || has("model.diffusion_model.")
+		},
 	},
 }
 
