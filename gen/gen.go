@@ -176,12 +176,22 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
+	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
 	if err != nil {
 		c.Release()
 		return nil, err
 	}
 	return j, nil
+}
+
+// SizeCond is the SDXL size conditioning that settings ask for.
+func SizeCond(s presets.Settings) models.SizeCond {
+	return models.SizeCond{
+		OriginalW: s.OriginalWidth, OriginalH: s.OriginalHeight,
+		CropLeft: s.CropLeft, CropTop: s.CropTop,
+		TargetW: s.TargetWidth, TargetH: s.TargetHeight,
+	}
 }
 
 // Step advances the run by one sampler step and records the frame.
