@@ -30,7 +30,8 @@ type Pipeline struct {
 
 	dev   gpu.Device
 	tok   *tokenizer.Tokenizer
-	texts []*nets.TextEncoder // parallel to Model.Texts
+	texts []*nets.TextEncoder   // parallel to Model.Texts
+	toks  []*tokenizer.Tokenizer // each text encoder's tokenizer
 	unet  *nets.UNet
 	vae   *nets.VAE
 
@@ -80,6 +81,11 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 			return nil, fmt.Errorf("%s: %s: %w", m.Path, t.Spec.Role, err)
 		}
 		p.texts = append(p.texts, te)
+		tok := p.tok
+		if t.Pad != tokenizer.EOS && t.Pad != tokenizer.BOS {
+			tok = tok.WithSpecial(tok.Token(t.Pad), t.Pad) // "!" as an added pad token
+		}
+		p.toks = append(p.toks, tok)
 	}
 	if err := p.checkContracts(); err != nil {
 		p.Close()
@@ -329,21 +335,30 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 // (SDXL, diffusers' force_zeros_for_empty_prompt) is all zeros.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
 	t0 := time.Now()
-	pos, err := p.tok.EncodeWeighted(prompt)
-	if err != nil {
-		return nil, fmt.Errorf("prompt: %w", err)
+	// Each encoder tokenizes on its own (their pad tokens split text
+	// differently); all are padded to the same number of chunks.
+	pos := make([]tokenizer.Encoded, len(p.toks))
+	neg := make([]tokenizer.Encoded, len(p.toks))
+	n := 0
+	for i, tok := range p.toks {
+		var err error
+		if pos[i], err = tok.EncodeWeighted(prompt); err != nil {
+			return nil, fmt.Errorf("prompt: %w", err)
+		}
+		if neg[i], err = tok.EncodeWeighted(negative); err != nil {
+			return nil, fmt.Errorf("negative prompt: %w", err)
+		}
+		n = max(n, len(pos[i].Chunks), len(neg[i].Chunks))
 	}
-	neg, err := p.tok.EncodeWeighted(negative)
-	if err != nil {
-		return nil, fmt.Errorf("negative prompt: %w", err)
+	for i := range p.toks {
+		padChunks(&pos[i], n, nil)
+		padChunks(&neg[i], n, nil)
 	}
-	n := max(len(pos.Chunks), len(neg.Chunks))
-	padChunks(&pos, n, p.tok)
-	padChunks(&neg, n, p.tok)
 	p.Timings["tokenize"] = time.Since(t0)
 
 	t1 := time.Now()
-	c := &Conditioning{Chunks: n, PromptTokens: pos.TokenCount, NegativeTokens: neg.TokenCount, dev: p.dev}
+	c := &Conditioning{Chunks: n, PromptTokens: pos[0].TokenCount, NegativeTokens: neg[0].TokenCount, dev: p.dev}
+	var err error
 	if c.Cond, c.CondPooled, err = p.encode(pos, clipSkip); err != nil {
 		return nil, err
 	}
@@ -403,19 +418,11 @@ func withPad(chunks [][]int32, pad int32) [][]int32 {
 // encode runs every text encoder on every chunk and returns the context
 // [1, 77*chunks, C] (the encoders' outputs side by side) and the pooled
 // vector [1, P] of the first chunk (nil without one).
-func (p *Pipeline) encode(e tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *gpu.Tensor, error) {
+func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *gpu.Tensor, error) {
 	if clipSkip < 1 {
 		clipSkip = 1
 	}
 	d := p.dev
-	weighted := false
-	for _, ws := range e.Weights {
-		for _, w := range ws {
-			if w != 1 {
-				weighted = true
-			}
-		}
-	}
 	var hs []*gpu.Tensor
 	var pooled *gpu.Tensor
 	release := func() {
@@ -427,7 +434,15 @@ func (p *Pipeline) encode(e tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *gpu.
 		}
 	}
 	for i, t := range p.Model.Texts {
-		te := p.texts[i]
+		te, e := p.texts[i], es[i]
+		weighted := false
+		for _, ws := range e.Weights {
+			for _, w := range ws {
+				if w != 1 {
+					weighted = true
+				}
+			}
+		}
 		skip := t.Spec.Skip + clipSkip - 1
 		if skip > te.Config.NumHiddenLayers {
 			release()
