@@ -30,7 +30,7 @@ type Pipeline struct {
 
 	dev   gpu.Device
 	tok   *tokenizer.Tokenizer
-	texts []*nets.TextEncoder   // parallel to Model.Texts
+	texts []*nets.TextEncoder    // parallel to Model.Texts
 	toks  []*tokenizer.Tokenizer // each text encoder's tokenizer
 	unet  *nets.UNet
 	vae   *nets.VAE
