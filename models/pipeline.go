@@ -111,6 +111,12 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		p.Close()
 		return nil, fmt.Errorf("%s: uploading weights: %w", m.Path, err)
 	}
+	// The device holds the weights now: the file's pages need not stay
+	// resident beside them (on llvmpipe both would count against RAM).
+	if err := m.DropPages(); err != nil {
+		p.Close()
+		return nil, err
+	}
 	p.LoadTime = time.Since(start)
 	return p, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/stepwise/stepwise/gen"
@@ -47,13 +48,33 @@ type benchReport struct {
 	// NewBuffers counts the GL buffer objects made during steps after the
 	// first (0 when every step reuses the pool); -1 for devices without a pool.
 	NewBuffers int `json:"buffers_created_after_first_step"`
+	// WeightBytes is the size of the weights as stored; PeakRSS the
+	// process's peak resident memory (VmHWM; 0 where /proc is missing).
+	WeightBytes int64 `json:"weight_bytes"`
+	PeakRSS     int64 `json:"peak_rss_bytes"`
+}
+
+// peakRSS reads the process's peak resident set size from /proc.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	model := fs.String("model", "", "checkpoint to benchmark (default: the bundled model)")
 	config := fs.String("config", "", "config for a single-file checkpoint")
-	random := fs.String("random", "", "synthesise random fp16 weights instead: sd15 or sd15-mini")
+	random := fs.String("random", "", "synthesise random fp16 weights instead: "+strings.Join(models.RandomKinds, ", "))
 	device := fs.String("device", "auto", "compute device: auto, gl or ref")
 	size := fs.Int("size", 0, "image width and height (default: the model's native size)")
 	steps := fs.Int("steps", 4, "sampling steps (the first one includes shader compilation)")
@@ -174,6 +195,10 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport
 	r.TotalSeconds = time.Since(start).Seconds()
 	st := c.Stats()
 	r.PeakBytes, r.Resident = st.Peak, st.Resident
+	for _, cs := range p.Model.Stats() {
+		r.WeightBytes += cs.Bytes
+	}
+	r.PeakRSS = peakRSS()
 	return r, nil
 }
 
@@ -188,5 +213,9 @@ func printBench(w io.Writer, r *benchReport) {
 		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
 	if r.NewBuffers >= 0 {
 		fmt.Fprintf(w, "GL buffers created during steps 2..%d: %d\n", r.Steps, r.NewBuffers)
+	}
+	if r.PeakRSS > 0 && r.WeightBytes > 0 {
+		fmt.Fprintf(w, "weights %.1f MiB; peak process RSS %.1f MiB = %.2f x the weights\n",
+			float64(r.WeightBytes)/(1<<20), float64(r.PeakRSS)/(1<<20), float64(r.PeakRSS)/float64(r.WeightBytes))
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -412,6 +413,86 @@ func SingleFileKeys(m *Model) (map[string][]int, error) {
 				out[t.Spec.Prefix+d.Orig] = d.OrigShape()
 			} else {
 				out[t.Spec.Prefix+d.Name] = d.Shape
+			}
+		}
+	}
+	return out, nil
+}
+
+// SingleFileEntries lays m's weights out as an original single file of its
+// family (the inverse of loading one), from the same declarations: fused
+// q/k/v rebuilt, transposed and squeezed tensors stored as the original
+// code stores them. An encoder whose single file holds one block more
+// (SD 2.x) gets a copy of its last block there, which loading drops again.
+func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
+	if m.Spec == nil {
+		return nil, fmt.Errorf("checkpoint %s: no family", m.Path)
+	}
+	ud, vd, tds, err := declsOf(m)
+	if err != nil {
+		return nil, err
+	}
+	var out []safetensors.Entry
+	dtype := func(p nets.Param) safetensors.DType {
+		switch p.DType {
+		case gpu.F32:
+			return safetensors.F32
+		case gpu.BF16:
+			return safetensors.BF16
+		}
+		return safetensors.F16
+	}
+	emit := func(component string, w nets.Weights, decls []nets.Decl, key func(d nets.Decl) string, orig bool) error {
+		fused := map[string]int{} // key -> index in out
+		for _, d := range decls {
+			p, ok := w.Get(d.Name)
+			if !ok {
+				return fmt.Errorf("checkpoint %s: %s has no %s", m.Path, component, d.Name)
+			}
+			k := key(d)
+			shape, data := d.Shape, p.Raw
+			if orig {
+				shape = d.OrigShape()
+				if d.Transpose {
+					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
+				}
+			}
+			if orig && d.Parts > 1 {
+				if i, ok := fused[k]; ok {
+					out[i].Data = append(out[i].Data, data...)
+					continue
+				}
+				fused[k] = len(out)
+				data = append(make([]byte, 0, len(data)*d.Parts), data...)
+			}
+			out = append(out, safetensors.Entry{Name: k, DType: dtype(p), Shape: shape, Data: data})
+		}
+		return nil
+	}
+	if err := emit("unet", m.UNetWeights, ud, func(d nets.Decl) string { return m.Spec.UNetPrefix + d.Orig }, true); err != nil {
+		return nil, err
+	}
+	if err := emit("vae", m.VAEWeights, vd, func(d nets.Decl) string { return m.Spec.VAEPrefix + d.Orig }, true); err != nil {
+		return nil, err
+	}
+	for i, t := range m.Texts {
+		spec := t.Spec
+		key := func(d nets.Decl) string { return spec.Prefix + d.Name }
+		if spec.OpenCLIP {
+			key = func(d nets.Decl) string { return spec.Prefix + d.Orig }
+		}
+		start := len(out)
+		if err := emit(spec.Role, t.Weights, tds[i], key, spec.OpenCLIP); err != nil {
+			return nil, err
+		}
+		if spec.ExtraBlock && spec.OpenCLIP {
+			last := fmt.Sprintf("transformer.resblocks.%d.", t.Config.NumHiddenLayers-1)
+			extra := fmt.Sprintf("transformer.resblocks.%d.", t.Config.NumHiddenLayers)
+			for _, e := range out[start:] {
+				if rest, ok := strings.CutPrefix(e.Name, spec.Prefix+last); ok {
+					e.Name = spec.Prefix + extra + rest
+					out = append(out, e)
+				}
 			}
 		}
 	}

@@ -77,6 +77,17 @@ func (m *Model) Text(role string) *TextModel {
 	return nil
 }
 
+// DropPages releases the resident pages of the mapped files (see
+// safetensors.File.DropPages); the weights stay readable. Pipelines call it
+// after uploading every network.
+func (m *Model) DropPages() error {
+	var errs []error
+	for _, f := range m.files {
+		errs = append(errs, f.DropPages())
+	}
+	return errors.Join(errs...)
+}
+
 // Close releases the mapped files; the weights must not be used after.
 func (m *Model) Close() error {
 	var errs []error
