@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -16,6 +17,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/safetensors"
 	"github.com/stepwise/stepwise/presets"
 )
 
@@ -81,6 +83,7 @@ func runBench(args []string) error {
 	cfg := fs.Float64("cfg-scale", 7.5, "guidance scale (1 = one U-Net row per step)")
 	sampler := fs.String("sampler", "euler", "sampler")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	save := fs.String("save", "", "with --random: write the synthesised model as a single-file checkpoint in its family's original layout (and FILE's .json config beside it), then stop")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -99,6 +102,9 @@ func runBench(args []string) error {
 		m, err := models.RandomModel(*random, 1)
 		if err != nil {
 			return err
+		}
+		if *save != "" {
+			return saveRandom(m, *save)
 		}
 		p, err = models.New(counter, m, "random "+*random)
 		if err != nil {
@@ -139,6 +145,60 @@ func runBench(args []string) error {
 		return enc.Encode(r)
 	}
 	printBench(os.Stdout, r)
+	return nil
+}
+
+// saveRandom writes a synthesised model as a single file plus its config
+// bundle (FILE without .safetensors + .json), atomically.
+func saveRandom(m *checkpoint.Model, path string) error {
+	entries, err := checkpoint.SingleFileEntries(m)
+	if err != nil {
+		return err
+	}
+	cfg := map[string]any{"unet": m.UNet, "vae": m.VAE, "scheduler": m.Scheduler}
+	for _, t := range m.Texts {
+		cfg[t.Spec.Role] = t.Config
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Streamed to a temporary file beside path, synced, then renamed: a
+	// 6.9 GB SDXL file is never held twice in memory.
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.tmp")
+	if err != nil {
+		return fmt.Errorf("--save: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o644); err != nil {
+		return fmt.Errorf("--save: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = safetensors.Write(bw, entries, map[string]string{"stepwise": "random weights, " + m.FamilyWhy})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--save %s: %w", path, err)
+	}
+	side := strings.TrimSuffix(path, filepath.Ext(path)) + ".json"
+	if err := presets.WriteFileAtomic(side, js, 0o644); err != nil {
+		return err
+	}
+	var n int64
+	for _, e := range entries {
+		n += int64(len(e.Data))
+	}
+	fmt.Printf("wrote %s (%d tensors, %.1f MiB) and %s\n", path, len(entries), float64(n)/(1<<20), side)
 	return nil
 }
 
