@@ -50,4 +50,3 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
-
