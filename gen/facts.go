@@ -1,0 +1,77 @@
+package gen
+
+import (
+	"image"
+	"slices"
+
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/tokenizer"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// Facts are what a user interface needs to know about a loaded model,
+// copied from the pipeline when it loads: settings can then be validated
+// and previews drawn on any goroutine, while the goroutine that owns the
+// pipeline may close it at any time (a device recovery, a model switch).
+// Facts hold no reference to the pipeline or its device.
+type Facts struct {
+	Name           string // the pipeline's display name
+	Downscale      int    // image size / latent size (8 for SD)
+	NativeSize     int    // the size the model was trained at
+	LatentChannels int
+	TextLayers     int // text encoder layers (the largest clip skip)
+	TextHidden     int // text encoder width
+	Scheduler      checkpoint.SchedulerConfig
+	// LatentRGB is the linear latent -> RGB projection of step previews.
+	LatentRGB     [][]float32
+	LatentRGBBias [3]float32
+	// Tokenizer is the model's tokenizer (immutable, safe for concurrent use).
+	Tokenizer *tokenizer.Tokenizer
+}
+
+// FactsOf copies p's facts. Call it on the goroutine that owns p, before
+// anything may close it.
+func FactsOf(p *models.Pipeline) *Facts {
+	factors, bias := p.LatentRGB()
+	f := &Facts{
+		Name: p.Name, Downscale: p.Downscale(), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
+		TextLayers: p.Model.Text.NumHiddenLayers, TextHidden: p.Model.Text.HiddenSize,
+		Scheduler: p.Model.Scheduler, LatentRGBBias: bias, Tokenizer: p.Tokenizer(),
+	}
+	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)
+	for _, row := range factors {
+		f.LatentRGB = append(f.LatentRGB, slices.Clone(row))
+	}
+	return f
+}
+
+// Validate checks settings against what the model can do; see the
+// package function Validate.
+func (f *Facts) Validate(s presets.Settings) error {
+	return validate(f.Downscale, f.TextLayers, s)
+}
+
+// SamplerSettings converts image settings to a sampling run's settings for
+// this model; see the package function SamplerSettings.
+func (f *Facts) SamplerSettings(s presets.Settings) sampler.Settings {
+	return samplerSettings(f.Downscale, f.LatentChannels, f.Scheduler, s)
+}
+
+// Preview renders batch row i of a latent as RGB without the VAE; see
+// PreviewFor.
+func (f *Facts) Preview(l sampler.Latent, i int) *image.RGBA {
+	return preview(f.LatentRGB, f.LatentRGBBias, l, i)
+}
+
+// preview is PreviewFor with the projection given.
+func preview(factors [][]float32, bias [3]float32, l sampler.Latent, i int) *image.RGBA {
+	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+	n := c * h * w
+	if c != len(factors) || (i+1)*n > len(l.Data) {
+		return image.NewRGBA(image.Rect(0, 0, w, h))
+	}
+	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, factors, bias)
+}
