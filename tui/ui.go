@@ -156,7 +156,7 @@ type (
 	// and loaded the model again (pipe), or could not (err).
 	reopenedMsg struct {
 		model *gen.Facts
-		err  error
+		err   error
 	}
 	crashMsg struct{ err *CrashError }
 )
