@@ -1,7 +1,10 @@
 package tui
 
 import (
+	"image"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -13,6 +16,8 @@ import (
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
 )
 
 // TestViewDuringDeviceRecovery: a run fails on the device, and while the
@@ -65,4 +70,63 @@ func TestViewDuringDeviceRecovery(t *testing.T) {
 	assert.Nil(t, m.crash)
 	next := h.finishRun()
 	assert.Equal(t, runDone, next.Status, m.status)
+}
+
+// evil holds escape sequences that retitle the terminal, leave the
+// alternate screen and clear it when printed raw.
+const evil = "\x1b]0;pwned\x07\x1b[?1049l\x1b[2J\u009b2J"
+
+// assertNoRawEscapes checks a rendered screen for the injected sequences
+// (lipgloss's own styling is off in tests).
+func assertNoRawEscapes(t *testing.T, screen, where string) {
+	t.Helper()
+	for _, bad := range []string{"\x1b]0;", "\x07", "\x1b[?1049l", "\x1b[2J", "\u009b"} {
+		assert.NotContains(t, screen, bad, "%s: raw %q reached the terminal", where, bad)
+	}
+}
+
+// TestFileTextEscaped: a PNG's parameters, a styles.csv name and a preset
+// file's name and contents reach the screen with control characters
+// escaped.
+func TestFileTextEscaped(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	dir := t.TempDir()
+	png := filepath.Join(dir, "evil.png")
+	params := "a cat " + evil + "\nNegative prompt: ugly" + evil + "\nSteps: 3, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, Model: m" + evil
+	img := image.NewRGBA(image.Rect(0, 0, 8, 8))
+	require.NoError(t, render.WritePNG(png, img, map[string]string{"parameters": params}, false))
+	h.keys("ctrl+o")
+	h.typeText(png)
+	h.keys("enter")
+	h.waitFor("the PNG's settings", func() bool { return strings.Contains(m.status, "settings from") || m.statusErr })
+	require.False(t, m.statusErr, m.status)
+	s, err := m.ed.settings()
+	require.NoError(t, err)
+	assert.Equal(t, "a cat "+evil, s.Prompt, "the prompt itself is kept as the file has it")
+	assertNoRawEscapes(t, m.View(), "main view after ctrl+o")
+	h.keys("alt+5")
+	assertNoRawEscapes(t, m.View(), "trace view")
+	h.keys("alt+1")
+
+	csv := filepath.Join(dir, "styles.csv")
+	require.NoError(t, os.WriteFile(csv, []byte("name,prompt,negative_prompt\n\"sty"+evil+"\",\"p"+evil+"\",n\n"), 0o644))
+	require.NoError(t, os.MkdirAll(h.dir, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "bad"+evil+".toml"), []byte("format = 1\n"), 0o644))
+	ps := presets.Default()
+	ps.Prompt = "x" + evil
+	data, err := presets.EncodePreset(ps)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "ok.toml"), data, 0o644))
+	h.keys("ctrl+p")
+	h.waitFor("the preset list", func() bool { return len(m.pv.list) > len(presets.Builtins()) || len(m.pv.errs) > 0 })
+	h.keys("i")
+	h.typeText(csv)
+	h.keys("enter")
+	h.waitFor("the styles", func() bool { return len(m.pv.styles) > 0 || strings.Contains(m.status, "import styles") })
+	require.Len(t, m.pv.styles, 1, m.status)
+	scr := m.View()
+	assertNoRawEscapes(t, scr, "preset screen")
+	assert.Contains(t, scr, `style: sty\x1b]0;pwned\a`)
+	assertNoRawEscapes(t, m.status, "status")
 }

@@ -10,6 +10,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/stepwise/stepwise/internal/safefile"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 )
@@ -110,7 +112,7 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 		m.setStatus("merged style " + st.Name + " into the prompts")
 	case key.Matches(k, km.Rename):
 		if p, ok := v.user(); ok {
-			m.openModal(modalRename, "Rename preset "+p.Name+" to", p.Name)
+			m.openModal(modalRename, "Rename preset "+termsafe.Escape(p.Name)+" to", p.Name)
 		}
 	case key.Matches(k, km.Delete):
 		p, ok := v.user()
@@ -144,7 +146,7 @@ func (v *presetsView) user() (presets.Preset, bool) {
 
 func (v *presetsView) view(m *Model, w, h int) string {
 	var b strings.Builder
-	b.WriteString(styleTitle.Render("Presets") + styleDim.Render("  in "+m.store.Dir) + "\n\n")
+	b.WriteString(styleTitle.Render("Presets") + styleDim.Render("  in "+termsafe.Escape(m.store.Dir)) + "\n\n")
 	if v.items() == 0 {
 		b.WriteString(styleDim.Render("no presets (ctrl+s saves the current settings)") + "\n")
 	}
@@ -153,7 +155,7 @@ func (v *presetsView) view(m *Model, w, h int) string {
 		var name, desc string
 		if i < len(v.list) {
 			p := v.list[i]
-			name = p.Name
+			name = termsafe.Escape(p.Name)
 			if p.Builtin {
 				name += styleDim.Render(" (built-in)")
 			}
@@ -163,7 +165,7 @@ func (v *presetsView) view(m *Model, w, h int) string {
 			}
 		} else {
 			st := v.styles[i-len(v.list)]
-			name = "style: " + st.Name
+			name = "style: " + termsafe.Escape(st.Name)
 			desc = oneLine(st.Prompt)
 		}
 		line := "  " + name + strings.Repeat(" ", max(1, 34-lipgloss.Width(name))) + styleDim.Render(desc)
@@ -173,12 +175,13 @@ func (v *presetsView) view(m *Model, w, h int) string {
 		b.WriteString(truncate(line, w) + "\n")
 	}
 	for _, err := range v.errs {
-		b.WriteString(styleErr.Render(truncate("! "+err.Error(), w)) + "\n")
+		b.WriteString(styleErr.Render(truncate("! "+oneLine(err.Error()), w)) + "\n")
 	}
 	return b.String()
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine puts s on one line for display, control characters escaped.
+func oneLine(s string) string { return termsafe.Escape(strings.Join(strings.Fields(s), " ")) }
 
 // modalKind is what a one-line question is for.
 type modalKind int
@@ -268,7 +271,7 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 	case modalImport:
 		path := unquotePath(v)
 		return func() tea.Msg {
-			f, err := os.Open(path)
+			f, _, err := safefile.Open(path) // a FIFO must not hang the studio
 			if err != nil {
 				return stylesMsg{err: fmt.Errorf("import styles: %w", err)}
 			}

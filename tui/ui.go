@@ -24,6 +24,7 @@ import (
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -269,8 +270,10 @@ func Run(opts Options) error {
 // Init implements tea.Model.
 func (m *Model) Init() tea.Cmd { return nil }
 
-func (m *Model) setStatus(s string) { m.status, m.statusErr = s, false }
-func (m *Model) setError(err error) { m.status, m.statusErr = err.Error(), true }
+// setStatus and setError show a message; text from files in it (names,
+// prompts, errors quoting a file) has its control characters escaped.
+func (m *Model) setStatus(s string) { m.status, m.statusErr = termsafe.Text(s), false }
+func (m *Model) setError(err error) { m.status, m.statusErr = termsafe.Text(err.Error()), true }
 
 // Update implements tea.Model. A panic in it is caught: the studio quits
 // (restoring the terminal) and Run returns the *CrashError.
@@ -575,7 +578,7 @@ func (m *Model) headerView() string {
 		}
 		tabs = append(tabs, st.Render(fmt.Sprintf("%d %s", i+1, v)))
 	}
-	left := styleTitle.Render("stepwise") + styleHeader.Render(" · "+name+" · ") + strings.Join(tabs, " ")
+	left := styleTitle.Render("stepwise") + styleHeader.Render(" · "+termsafe.Escape(name)+" · ") + strings.Join(tabs, " ")
 	return truncate(left, m.width)
 }
 

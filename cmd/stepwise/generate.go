@@ -17,6 +17,7 @@ import (
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu/devices"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -258,7 +259,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", s) }
+	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", termsafe.Text(s)) }
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models/tokenizer"
 )
 
@@ -155,7 +156,7 @@ func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 	wt := rep.Weighted
 	if wt.Error != "" {
 		fmt.Fprintf(&b, "weighted:  %s\n", wt.Error)
-		_, err := io.WriteString(w, b.String())
+		_, err := io.WriteString(w, termsafe.Text(b.String()))
 		return err
 	}
 	fmt.Fprintf(&b, "weighted:  %d/%d tokens in %d chunk(s) (A1111 syntax and count, BREAK, comma backtracking)\n",
@@ -193,6 +194,6 @@ func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 			fmt.Fprintf(&b, "     (%d x %d padding)\n", pad, tokenizer.EOS)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, termsafe.Text(b.String()))
 	return err
 }

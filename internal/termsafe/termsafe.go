@@ -82,3 +82,19 @@ func unsafe(r rune) bool {
 	}
 	return false
 }
+
+// Rune returns a printable stand-in for a rune that Escape would escape:
+// the Unicode control picture for C0 controls and DEL (␛ for ESC, ␀ for
+// NUL), U+FFFD for the others; any other rune is returned as it is. It is
+// for editors that lay text out one cell per rune and must keep positions.
+func Rune(r rune) rune {
+	switch {
+	case r < 0x20:
+		return 0x2400 + r
+	case r == 0x7f:
+		return 0x2421
+	case unsafe(r):
+		return utf8.RuneError
+	}
+	return r
+}

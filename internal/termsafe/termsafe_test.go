@@ -50,3 +50,12 @@ func FuzzEscape(f *testing.F) {
 		}
 	})
 }
+
+func TestRune(t *testing.T) {
+	assert.Equal(t, '␛', Rune(0x1b))
+	assert.Equal(t, '␀', Rune(0))
+	assert.Equal(t, '␡', Rune(0x7f))
+	assert.Equal(t, '\uFFFD', Rune(0x9b))
+	assert.Equal(t, 'a', Rune('a'))
+	assert.Equal(t, '😀', Rune('😀'))
+}
