@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -64,28 +65,44 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{}}
 	// Each component's weights are scanned for NaN/Inf just before its
 	// upload reads the same bytes (the mapped pages are then resident).
-	var err error
-	if err := m.CheckFinite("text_encoder"); err != nil {
-		return nil, err
+	// Both reads are guarded: a file truncated meanwhile gives an error
+	// naming it instead of a SIGBUS.
+	upload := func(comp string, build func(w nets.Weights) error) error {
+		if err := m.CheckFinite(comp); err != nil {
+			return err
+		}
+		gw, err := m.GuardedWeights(comp)
+		if err != nil {
+			return err
+		}
+		err = build(gw)
+		if ferr := gw.Err(); ferr != nil {
+			return ferr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", m.Path, strings.ReplaceAll(comp, "_", " "), err)
+		}
+		return nil
 	}
-	if p.text, err = nets.NewTextEncoder(dev, m.Text, m.TextWeights); err != nil {
-		return nil, fmt.Errorf("%s: text encoder: %w", m.Path, err)
+	err := upload("text_encoder", func(w nets.Weights) (err error) {
+		p.text, err = nets.NewTextEncoder(dev, m.Text, w)
+		return err
+	})
+	if err == nil {
+		err = upload("unet", func(w nets.Weights) (err error) {
+			p.unet, err = nets.NewUNet(dev, m.UNet, w)
+			return err
+		})
 	}
-	if err := m.CheckFinite("unet"); err != nil {
+	if err == nil {
+		err = upload("vae", func(w nets.Weights) (err error) {
+			p.vae, err = nets.NewVAE(dev, m.VAE, w)
+			return err
+		})
+	}
+	if err != nil {
 		p.Close()
 		return nil, err
-	}
-	if p.unet, err = nets.NewUNet(dev, m.UNet, m.UNetWeights); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("%s: unet: %w", m.Path, err)
-	}
-	if err := m.CheckFinite("vae"); err != nil {
-		p.Close()
-		return nil, err
-	}
-	if p.vae, err = nets.NewVAE(dev, m.VAE, m.VAEWeights); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("%s: vae: %w", m.Path, err)
 	}
 	if err := dev.Finish(); err != nil {
 		p.Close()

@@ -14,6 +14,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/stepwise/stepwise/internal/safefile"
 )
 
 // Preset is named settings: a user's file or a built-in.
@@ -148,27 +150,11 @@ func (st *Store) loadFile(name string) (Preset, error) {
 	return Preset{Name: name, Settings: s, Path: path}, nil
 }
 
+// readLimited reads a regular file of at most limit bytes: a FIFO named
+// *.toml in the folder must not hang the listing, nor a symlink to
+// /dev/zero fill the memory.
 func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than %d", path, fi.Size(), limit)
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return buf.Bytes(), nil
+	return safefile.ReadFile(path, limit)
 }
 
 // presetFile is the on-disk form: a format number and the settings' keys.

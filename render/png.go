@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/stepwise/stepwise/internal/safefile"
 )
 
 // FormatError reports a PNG that is malformed where its text is read.
@@ -40,6 +42,7 @@ const (
 	maxTextChunk = 16 << 20 // stored bytes of one text chunk
 	maxTextValue = 16 << 20 // decompressed bytes of one value
 	maxChunkLen  = 1<<31 - 1
+	maxTextTotal = 32 << 20 // decompressed bytes of all values together
 )
 
 // WritePNG encodes img as a PNG at path with one text chunk per entry of
@@ -202,8 +205,11 @@ func writeChunk(w *bytes.Buffer, typ string, data []byte) {
 }
 
 // ReadPNGTextFile is ReadPNGText on a file; errors name the file.
+//
+// Only regular files are read: a folder, a FIFO (whose open would block) or
+// a device gives an error saying what the path is.
 func ReadPNGTextFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+	f, _, err := safefile.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +233,7 @@ func ReadPNGText(r io.Reader) (map[string]string, error) {
 		return nil, &FormatError{Offset: 0, Msg: "not a PNG file (bad signature)"}
 	}
 	out := map[string]string{}
+	total := 0 // decompressed text bytes kept
 	off := int64(8)
 	first := true
 	for {
@@ -276,6 +283,10 @@ func ReadPNGText(r io.Reader) (map[string]string, error) {
 			k, v, err := parseTextChunk(typ, data)
 			if err != nil {
 				return nil, ferr("%v", err)
+			}
+			total += len(v) - len(out[k])
+			if total > maxTextTotal {
+				return nil, ferr("the text chunks hold more than %d bytes in all", maxTextTotal)
 			}
 			out[k] = v
 		}

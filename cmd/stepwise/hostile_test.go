@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -87,3 +89,104 @@ func TestErrorsEscaped(t *testing.T) {
 	assert.NotContains(t, out, "\x1b")
 	assert.NotContains(t, out, "\x07")
 }
+
+// within fails the test when f does not return in d (a FIFO that blocks).
+func within(t *testing.T, d time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { defer close(done); f() }()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s hung for %s", what, d)
+	}
+}
+
+// mkfifo makes a FIFO at path (nothing ever writes to it).
+func mkfifo(t *testing.T, path string) string {
+	t.Helper()
+	require.NoError(t, syscall.Mkfifo(path, 0o644))
+	return path
+}
+
+// TestHostilePaths: FIFOs, folders and devices where files are expected,
+// and oversized files, are refused at once with what the path is.
+func TestHostilePaths(t *testing.T) {
+	g := golden.Dir(t)
+	dir := t.TempDir()
+	mini := filepath.Join(g, "sd15-mini.fp16.safetensors")
+	zero := filepath.Join(dir, "zero.json")
+	require.NoError(t, os.Symlink("/dev/zero", zero))
+	big := filepath.Join(dir, "big.json")
+	require.NoError(t, os.WriteFile(big, append([]byte(`{"unet": {}, "pad": "`), bytes.Repeat([]byte("x"), 5<<20)...), 0o644))
+	// A single file whose side config (same name, .json) is a FIFO.
+	side := filepath.Join(dir, "side.safetensors")
+	require.NoError(t, os.Symlink(mini, side))
+	mkfifo(t, filepath.Join(dir, "side.json"))
+	// Diffusers folders: model_index.json a FIFO; unet/config.json /dev/zero.
+	diffusers := func(name string, poison func(d string)) string {
+		d := filepath.Join(dir, name)
+		for _, sub := range []string{"unet", "vae", "text_encoder", "scheduler"} {
+			src := filepath.Join(g, "sd15-mini", sub)
+			entries, err := os.ReadDir(src)
+			require.NoError(t, err)
+			require.NoError(t, os.MkdirAll(filepath.Join(d, sub), 0o755))
+			for _, e := range entries {
+				require.NoError(t, os.Symlink(filepath.Join(src, e.Name()), filepath.Join(d, sub, e.Name())))
+			}
+		}
+		poison(d)
+		return d
+	}
+	indexFIFO := diffusers("index-fifo", func(d string) { mkfifo(t, filepath.Join(d, "model_index.json")) })
+	unetZero := diffusers("unet-zero", func(d string) {
+		p := filepath.Join(d, "unet", "config.json")
+		require.NoError(t, os.Remove(p))
+		require.NoError(t, os.Symlink("/dev/zero", p))
+	})
+	for _, tc := range []struct {
+		name, path, config, want string
+	}{
+		{"model FIFO", mkfifo(t, filepath.Join(dir, "m.safetensors")), "", "is a named pipe (FIFO), not a .safetensors file or a diffusers folder"},
+		{"--config FIFO", mini, mkfifo(t, filepath.Join(dir, "c.json")), "c.json is a named pipe (FIFO), not a regular file"},
+		{"--config /dev/zero", mini, zero, "zero.json is a character device, not a regular file"},
+		{"--config too large", mini, big, "big.json: larger than the 4194304-byte limit"},
+		{"side config FIFO", side, "", "side.json is a named pipe (FIFO), not a regular file"},
+		{"model_index.json FIFO", indexFIFO, "", "model_index.json is a named pipe (FIFO), not a regular file"},
+		{"unet/config.json /dev/zero", unetZero, "", "config.json is a character device, not a regular file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var err error
+			within(t, 10*time.Second, "info", func() { err = writeInfo(io.Discard, tc.path, tc.config, false, false) })
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), tc.want)
+		})
+	}
+
+	t.Run("--from", func(t *testing.T) {
+		for path, want := range map[string]string{
+			mkfifo(t, filepath.Join(dir, "p.png")): "p.png is a named pipe (FIFO), not a regular file",
+			dir:                                    "is a folder, not a regular file",
+		} {
+			var err error
+			within(t, 10*time.Second, "--from", func() { _, err = parseGenerate([]string{"--from", path}, io.Discard) })
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), want)
+			assert.NotContains(t, err.Error(), "bad signature")
+		}
+	})
+
+	t.Run("tokenize - caps stdin", func(t *testing.T) {
+		err := tokenizeTo(io.Discard, io.LimitReader(zeroReader{}, 2<<20), []string{"-"})
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "the prompt on stdin is larger than the 1 MiB limit")
+		var out bytes.Buffer
+		require.NoError(t, tokenizeTo(&out, strings.NewReader("red heart\n"), []string{"-"}))
+		assert.Contains(t, out.String(), `"red heart"`)
+	})
+}
+
+// zeroReader reads NULs forever, as /dev/zero does.
+type zeroReader struct{}
+
+func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }

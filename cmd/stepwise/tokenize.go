@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models/tokenizer"
 )
@@ -19,6 +20,10 @@ func init() {
 
 const tokenizeUsage = "usage: stepwise tokenize [--json] TEXT...\n" +
 	"  TEXT is the prompt (several arguments are joined with spaces; \"-\" reads it from stdin)"
+
+// maxStdinPrompt caps a prompt read from stdin: a prompt is a few KiB, and
+// a stream of NULs must not take the memory.
+const maxStdinPrompt = 1 << 20
 
 // runTokenize parses "tokenize [--json] TEXT..." and prints the prompt's
 // tokenization to stdout.
@@ -48,9 +53,9 @@ func tokenizeTo(w io.Writer, stdin io.Reader, args []string) error {
 	}
 	text := strings.Join(words, " ")
 	if len(words) == 1 && text == "-" {
-		b, err := io.ReadAll(stdin)
+		b, err := safefile.ReadAll(stdin, "the prompt on stdin", maxStdinPrompt)
 		if err != nil {
-			return fmt.Errorf("reading the prompt from stdin: %w", err)
+			return err
 		}
 		text = strings.TrimSuffix(string(b), "\n")
 	}
