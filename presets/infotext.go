@@ -240,7 +240,9 @@ func quoteShort(v string) string {
 // "Negative prompt:" would otherwise come back split in two.
 func (s Settings) roundTrip() error {
 	back, _, _ := ParseInfotext(s.Infotext())
-	same := func(a, b string) bool { return strings.Join(strings.Fields(a), " ") == strings.Join(strings.Fields(b), " ") }
+	same := func(a, b string) bool {
+		return strings.Join(strings.Fields(a), " ") == strings.Join(strings.Fields(b), " ")
+	}
 	if same(back.Prompt, s.Prompt) && same(back.NegativePrompt, s.NegativePrompt) {
 		return nil
 	}
@@ -321,7 +323,9 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 		}
 	}
 	perr := &InfotextError{}
-	bad := func(key, why string) { perr.Bad = append(perr.Bad, fmt.Sprintf("%s: %s (%s)", key, quoteShort(vals[key]), why)) }
+	bad := func(key, why string) {
+		perr.Bad = append(perr.Bad, fmt.Sprintf("%s: %s (%s)", key, quoteShort(vals[key]), why))
+	}
 	for _, k := range []string{"Steps", "Sampler", "CFG scale", "Seed", "Size"} {
 		if _, ok := vals[k]; !ok {
 			perr.Missing = append(perr.Missing, k)
