@@ -201,6 +201,10 @@ func precheck(s presets.Settings) error {
 // outputPaths names the files of a batch and refuses existing ones unless
 // force is set.
 func outputPaths(out string, batch int, force bool) ([]string, error) {
+	// "-o ''" and "-o dir/" used to write ./.png and dir/.png.
+	if out == "" || strings.HasSuffix(out, "/") {
+		return nil, fmt.Errorf("-o: %w", render.CheckOutput(out))
+	}
 	if filepath.Ext(out) == "" {
 		out += ".png"
 	}
@@ -220,9 +224,11 @@ func outputPaths(out string, batch int, force bool) ([]string, error) {
 			}
 		}
 	}
-	if dir := filepath.Dir(out); dir != "" {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("output folder %s does not exist", dir)
+	// Every name is checked before the work: a name too long for the file
+	// system, or a folder that cannot be written, used to fail after it.
+	for _, p := range paths {
+		if err := render.CheckOutput(p); err != nil {
+			return nil, fmt.Errorf("-o: %w", err)
 		}
 	}
 	return paths, nil

@@ -190,3 +190,26 @@ func TestHostilePaths(t *testing.T) {
 type zeroReader struct{}
 
 func (zeroReader) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+// TestOutputPathsCheckedFirst: "-o ”" and "-o dir/" used to write ./.png
+// and dir/.png; a name too long for the file system failed after the run.
+func TestOutputPathsCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		out   string
+		batch int
+		want  string
+	}{
+		{"", 1, "-o: the output file name is empty"},
+		{dir + "/", 1, "is a folder name; name a file in it"},
+		{filepath.Join(dir, strings.Repeat("n", 252)), 1, "more than the 255 a file system accepts"},
+		{filepath.Join(dir, strings.Repeat("n", 250)), 2, "more than the 255 a file system accepts"},
+	} {
+		_, err := outputPaths(tc.out, tc.batch, false)
+		require.Error(t, err, "%q", tc.out)
+		assert.Contains(t, err.Error(), tc.want)
+	}
+	paths, err := outputPaths(filepath.Join(dir, strings.Repeat("n", 250)), 1, false)
+	require.NoError(t, err)
+	assert.Len(t, filepath.Base(paths[0]), 254)
+}
