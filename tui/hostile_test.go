@@ -130,3 +130,53 @@ func TestFileTextEscaped(t *testing.T) {
 	assert.Contains(t, scr, `style: sty\x1b]0;pwned\a`)
 	assertNoRawEscapes(t, m.status, "status")
 }
+
+// TestSavePresetAsks: ctrl+s under an existing name asks before replacing;
+// n keeps the file; y replaces it unless another studio wrote it after
+// the question.
+func TestSavePresetAsks(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	save := func(name string) {
+		h.keys("ctrl+s")
+		h.typeText(name)
+		h.keys("enter")
+	}
+	h.setField(focusSteps, "7")
+	save("mine")
+	h.waitFor("the first save", func() bool { return strings.Contains(m.status, "saved preset mine") || m.statusErr })
+	require.False(t, m.statusErr, m.status)
+
+	h.setField(focusSteps, "9")
+	save("mine")
+	h.waitFor("the question", func() bool { return m.modal != nil && m.modal.kind == modalReplace || m.statusErr })
+	require.NotNil(t, m.modal, m.status)
+	assert.Contains(t, h.view(), "Preset mine exists. Replace it? (y/n)")
+	h.keys("n")
+	assert.Contains(t, m.status, "kept")
+	p, err := m.store.Load("mine")
+	require.NoError(t, err)
+	assert.Equal(t, 7, p.Settings.Steps)
+
+	save("mine")
+	h.waitFor("the question", func() bool { return m.modal != nil })
+	h.keys("y")
+	h.waitFor("the replace", func() bool { return strings.Contains(m.status, "replaced preset mine") || m.statusErr })
+	p, err = m.store.Load("mine")
+	require.NoError(t, err)
+	assert.Equal(t, 9, p.Settings.Steps)
+
+	// Another studio saves after the question: the replace is refused.
+	h.setField(focusSteps, "12")
+	save("mine")
+	h.waitFor("the question", func() bool { return m.modal != nil })
+	other := presets.Default()
+	other.Steps = 40
+	require.NoError(t, presets.NewStore(m.store.Dir).Save("mine", other))
+	h.keys("y")
+	h.waitFor("the refusal", func() bool { return m.statusErr })
+	assert.Contains(t, m.status, "changed since it was read")
+	p, err = m.store.Load("mine")
+	require.NoError(t, err)
+	assert.Equal(t, 40, p.Settings.Steps)
+}

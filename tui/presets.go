@@ -1,7 +1,9 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +27,12 @@ type (
 	presetDoneMsg struct {
 		text string
 		err  error
+	}
+	// presetExistsMsg: saving would replace a preset; the user is asked.
+	presetExistsMsg struct {
+		name     string
+		settings presets.Settings
+		stamp    presets.Stamp // the file as it was when the user was asked
 	}
 	stylesMsg struct {
 		path   string
@@ -60,6 +68,10 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 		if len(msg.errs) > 0 {
 			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
 		}
+	case presetExistsMsg:
+		m.modal = &modal{kind: modalReplace, title: fmt.Sprintf("Preset %s exists. Replace it? (y/n)", termsafe.Escape(msg.name)),
+			input: newTextEdit("", false), target: msg.name, settings: msg.settings, stamp: msg.stamp}
+		return nil
 	case presetDoneMsg:
 		if msg.err != nil {
 			m.setError(msg.err)
@@ -192,6 +204,7 @@ const (
 	modalRename
 	modalImport
 	modalModel
+	modalReplace // y/n: replace an existing preset
 )
 
 // modal asks for one line of text (a name or a path).
@@ -199,7 +212,10 @@ type modal struct {
 	kind   modalKind
 	title  string
 	input  *textEdit
-	target string // the preset being renamed
+	target string // the preset being renamed (or replaced)
+	// For modalReplace: what to save, and the file as it was when asked.
+	settings presets.Settings
+	stamp    presets.Stamp
 }
 
 func (m *Model) openModal(kind modalKind, title, value string) {
@@ -212,6 +228,9 @@ func (m *Model) openModal(kind modalKind, title, value string) {
 
 func (md *modal) view(w int) string {
 	iw := min(max(w-10, 20), 70)
+	if md.kind == modalReplace {
+		return styleModal.Render(styleTitle.Render(md.title) + "\n" + styleDim.Render("y replaces it · n or esc keeps it"))
+	}
 	return styleModal.Render(styleTitle.Render(md.title) + "\n" +
 		md.input.View(iw, 1, true, styleValue, styleCursor) + "\n" +
 		styleDim.Render("enter confirms · esc cancels"))
@@ -219,6 +238,17 @@ func (md *modal) view(w int) string {
 
 // update handles a key in the modal; enter runs the action in a command.
 func (md *modal) update(m *Model, k tea.KeyMsg) tea.Cmd {
+	if md.kind == modalReplace {
+		switch k.String() {
+		case "y", "Y":
+			m.modal = nil
+			return md.replace(m)
+		case "n", "N", "esc":
+			m.modal = nil
+			m.setStatus("preset " + md.target + " kept; not saved")
+		}
+		return nil
+	}
 	switch k.Type {
 	case tea.KeyEsc:
 		m.modal = nil
@@ -247,7 +277,15 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 			return nil
 		}
 		return func() tea.Msg {
-			if err := st.Save(v, s); err != nil {
+			err := st.Create(v, s)
+			if errors.Is(err, fs.ErrExist) {
+				stamp, serr := st.Stamp(v)
+				if serr != nil {
+					return presetDoneMsg{err: fmt.Errorf("save preset %s: %w", v, serr)}
+				}
+				return presetExistsMsg{name: v, settings: s, stamp: stamp}
+			}
+			if err != nil {
 				return presetDoneMsg{err: fmt.Errorf("save preset %s: %w", v, err)}
 			}
 			return presetDoneMsg{text: fmt.Sprintf("saved preset %s in %s", v, st.Dir)}
@@ -284,6 +322,18 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// replace overwrites the preset the user agreed to replace, unless its file
+// changed since they were asked.
+func (md *modal) replace(m *Model) tea.Cmd {
+	st, name, s, stamp := m.store, md.target, md.settings, md.stamp
+	return func() tea.Msg {
+		if err := st.Replace(name, s, stamp); err != nil {
+			return presetDoneMsg{err: err}
+		}
+		return presetDoneMsg{text: fmt.Sprintf("replaced preset %s in %s", name, st.Dir)}
+	}
 }
 
 // unquotePath undoes what terminals add when a file is dropped in: quotes,

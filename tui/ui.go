@@ -356,7 +356,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			m.ed.set(msg.Settings)
 			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
 		}
-	case presetsMsg, presetDoneMsg, stylesMsg:
+	case presetsMsg, presetDoneMsg, presetExistsMsg, stylesMsg:
 		return m.pv.update(m, msg)
 	case sweepMsg:
 		m.gv.onMsg(m, msg)
