@@ -19,7 +19,6 @@ import (
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/presets"
-	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -39,12 +38,16 @@ type Job struct {
 // any work: sizes must be multiples of the model's latent downscale,
 // names must resolve, numbers must be finite and in range.
 func Validate(p *models.Pipeline, s presets.Settings) error {
+	return validate(FactsOf(p), s)
+}
+
+func validate(f *Facts, s presets.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if m := p.SizeMultiple(); s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
+	if m := f.SizeMultiple; s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
 		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the U-Net's %d levels by %d more)",
-			s.Width, s.Height, m, p.Model.Family, p.Downscale(), len(p.Model.UNet.BlockOutChannels), m/p.Downscale())
+			s.Width, s.Height, m, f.Family, f.Downscale, f.Levels, m/f.Downscale)
 	}
 	if _, _, err := sampler.LookupSampler(s.Sampler); err != nil {
 		return err
@@ -60,10 +63,8 @@ func Validate(p *models.Pipeline, s presets.Settings) error {
 	if s.RNG != "" && s.RNG != presets.RNGTorchCPU && s.RNG != presets.RNGPhilox {
 		return fmt.Errorf("rng %q: want %s or %s", s.RNG, presets.RNGTorchCPU, presets.RNGPhilox)
 	}
-	for _, t := range p.Model.Texts {
-		if layers := t.Config.NumHiddenLayers - t.Spec.Skip + 1; s.ClipSkip > layers {
-			return fmt.Errorf("clip skip %d: the %s has only %d layers to skip to", s.ClipSkip, t.Spec.Role, layers)
-		}
+	if s.ClipSkip > f.MaxClipSkip {
+		return fmt.Errorf("clip skip %d: the text encoders allow at most %d", s.ClipSkip, f.MaxClipSkip)
 	}
 	return nil
 }
@@ -108,7 +109,10 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 // SamplerSettings converts image settings to a sampling run's settings for
 // pipeline p. The seed must already be resolved (not -1).
 func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
-	ds := p.Downscale()
+	return samplerSettings(p.Downscale(), p.LatentChannels(), p.Model.Scheduler, s)
+}
+
+func samplerSettings(ds, channels int, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
 	return sampler.Settings{
 		Sampler:         s.Sampler,
 		Schedule:        s.Schedule,
@@ -119,10 +123,10 @@ func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
 		Seed:            uint64(s.Seed),
 		RNG:             s.RNG,
 		Batch:           max(s.Batch, 1),
-		Channels:        p.LatentChannels(),
+		Channels:        channels,
 		H:               s.Height / ds,
 		W:               s.Width / ds,
-		Model:           ScheduleConfig(p.Model.Scheduler),
+		Model:           ScheduleConfig(sched),
 	}
 }
 
@@ -329,13 +333,8 @@ func (j *Job) Infotext(i int) string {
 // image without the VAE, through the model's linear latent -> RGB
 // projection: it costs nothing, so every step can show one.
 func PreviewFor(p *models.Pipeline, l sampler.Latent, i int) *image.RGBA {
-	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
-	n := c * h * w
 	factors, bias := p.LatentRGB()
-	if c != len(factors) || (i+1)*n > len(l.Data) {
-		return image.NewRGBA(image.Rect(0, 0, w, h))
-	}
-	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, factors, bias)
+	return preview(factors, bias, l, i)
 }
 
 // SamplerHelp lists the sampler and schedule names for --help texts.

@@ -66,46 +66,64 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{}}
 	// Each component's weights are scanned for NaN/Inf just before its
 	// upload reads the same bytes (the mapped pages are then resident).
-	var err error
+	// Both reads are guarded: a file truncated meanwhile gives an error
+	// naming it instead of a SIGBUS.
+	upload := func(comp string, build func(w nets.Weights) error) error {
+		if err := m.CheckFinite(comp); err != nil {
+			return err
+		}
+		gw, err := m.GuardedWeights(comp)
+		if err != nil {
+			return err
+		}
+		err = build(gw)
+		if ferr := gw.Err(); ferr != nil {
+			return ferr
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", m.Path, strings.ReplaceAll(comp, "_", " "), err)
+		}
+		return nil
+	}
 	if len(m.Texts) == 0 {
 		return nil, fmt.Errorf("%s: no text encoder", m.Path)
 	}
+	var err error
 	for _, t := range m.Texts {
-		if err := m.CheckFinite(t.Spec.Role); err != nil {
-			p.Close()
-			return nil, err
-		}
-		te, err := nets.NewTextEncoder(dev, t.Config, t.Weights)
+		err = upload(t.Spec.Role, func(w nets.Weights) error {
+			te, err := nets.NewTextEncoder(dev, t.Config, w)
+			if err == nil {
+				p.texts = append(p.texts, te)
+			}
+			return err
+		})
 		if err != nil {
-			p.Close()
-			return nil, fmt.Errorf("%s: %s: %w", m.Path, t.Spec.Role, err)
+			break
 		}
-		p.texts = append(p.texts, te)
 		tok := p.tok
 		if t.Pad != tokenizer.EOS && t.Pad != tokenizer.BOS {
 			tok = tok.WithSpecial(tok.Token(t.Pad), t.Pad) // "!" as an added pad token
 		}
 		p.toks = append(p.toks, tok)
 	}
-	if err := p.checkContracts(); err != nil {
+	if err == nil {
+		err = p.checkContracts()
+	}
+	if err == nil {
+		err = upload("unet", func(w nets.Weights) (err error) {
+			p.unet, err = nets.NewUNet(dev, m.UNet, w)
+			return err
+		})
+	}
+	if err == nil {
+		err = upload("vae", func(w nets.Weights) (err error) {
+			p.vae, err = nets.NewVAE(dev, m.VAE, w)
+			return err
+		})
+	}
+	if err != nil {
 		p.Close()
 		return nil, err
-	}
-	if err := m.CheckFinite("unet"); err != nil {
-		p.Close()
-		return nil, err
-	}
-	if p.unet, err = nets.NewUNet(dev, m.UNet, m.UNetWeights); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("%s: unet: %w", m.Path, err)
-	}
-	if err := m.CheckFinite("vae"); err != nil {
-		p.Close()
-		return nil, err
-	}
-	if p.vae, err = nets.NewVAE(dev, m.VAE, m.VAEWeights); err != nil {
-		p.Close()
-		return nil, fmt.Errorf("%s: vae: %w", m.Path, err)
 	}
 	if err := dev.Finish(); err != nil {
 		p.Close()
@@ -594,10 +612,21 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error) {
 	t0 := time.Now()
 	d := p.dev
-	inv := float32(1 / p.vae.Config.ScalingFactor)
+	c := &p.vae.Config
+	inv := float32(1 / c.ScalingFactor)
 	shift := float32(0)
-	if s := p.vae.Config.ShiftFactor; s != nil {
+	if s := c.ShiftFactor; s != nil {
 		shift = float32(*s)
+	}
+	if ch := shape[1]; len(c.LatentsMean) == ch && len(c.LatentsStd) == ch {
+		// Per channel: latent * std / scaling + mean, on the host copy.
+		z := make([]float32, len(latent))
+		plane := shape[2] * shape[3]
+		for i := range z {
+			k := (i / plane) % ch
+			z[i] = latent[i]*float32(c.LatentsStd[k])*inv + float32(c.LatentsMean[k])
+		}
+		latent, inv, shift = z, 1, 0
 	}
 	d.PushScope()
 	z := d.Upload(latent, shape[:]...)

@@ -242,6 +242,37 @@ func quoteValue(v string) string {
 	return strings.TrimSuffix(buf.String(), "\n")
 }
 
+// quoteShort quotes a value for a message, cut to its first 60 characters:
+// a parameters text may be megabytes long, and an error must not echo it.
+func quoteShort(v string) string {
+	const max = 60
+	if r := []rune(v); len(r) > max {
+		return fmt.Sprintf("%q… (%d bytes)", string(r[:max]), len(v))
+	}
+	return fmt.Sprintf("%q", v)
+}
+
+// roundTrip reports what of s's prompts its infotext cannot carry: the text
+// is written and read back, and the prompts must come back the same up to
+// whitespace (which the tokenizer ignores). A prompt with a line starting
+// "Negative prompt:" would otherwise come back split in two.
+func (s Settings) roundTrip() error {
+	back, _, _ := ParseInfotext(s.Infotext())
+	same := func(a, b string) bool {
+		return strings.Join(strings.Fields(a), " ") == strings.Join(strings.Fields(b), " ")
+	}
+	if same(back.Prompt, s.Prompt) && same(back.NegativePrompt, s.NegativePrompt) {
+		return nil
+	}
+	for _, line := range strings.Split(s.Prompt, "\n") {
+		if strings.HasPrefix(line, "Negative prompt:") {
+			return errors.New("a line starts with \"Negative prompt:\", which A1111's parameters text (and so the PNG) cannot carry: the image could not be reproduced from its PNG; reword that line")
+		}
+	}
+	return fmt.Errorf("the PNG's parameters text cannot carry these prompts: it would read back as prompt %s, negative prompt %s",
+		quoteShort(back.Prompt), quoteShort(back.NegativePrompt))
+}
+
 // known keys that ParseInfotext maps onto Settings fields.
 var knownKeys = map[string]bool{
 	"Steps": true, "Sampler": true, "Schedule type": true, "CFG scale": true, "Seed": true,
@@ -311,7 +342,9 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 		}
 	}
 	perr := &InfotextError{}
-	bad := func(key, why string) { perr.Bad = append(perr.Bad, fmt.Sprintf("%s: %q (%s)", key, vals[key], why)) }
+	bad := func(key, why string) {
+		perr.Bad = append(perr.Bad, fmt.Sprintf("%s: %s (%s)", key, quoteShort(vals[key]), why))
+	}
 	for _, k := range []string{"Steps", "Sampler", "CFG scale", "Seed", "Size"} {
 		if _, ok := vals[k]; !ok {
 			perr.Missing = append(perr.Missing, k)

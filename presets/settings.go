@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"unicode"
 )
 
 // RNG names: which random number generator draws the initial noise.
@@ -98,8 +99,24 @@ type FieldError struct {
 	Reason string // what is wrong, e.g. "100 is not a multiple of 8"
 }
 
-func (e *FieldError) Error() string {
-	return strings.ToLower(e.Field[:1]) + e.Field[1:] + ": " + e.Reason
+func (e *FieldError) Error() string { return fieldLabel(e.Field) + ": " + e.Reason }
+
+// fieldLabel writes a Settings field name as words: "CFGScale" -> "cfg
+// scale", "RNG" -> "rng", "ClipSkip" -> "clip skip".
+func fieldLabel(field string) string {
+	var b strings.Builder
+	rs := []rune(field)
+	for i, r := range rs {
+		upper := unicode.IsUpper(r)
+		// A word starts at an upper-case letter that follows a lower-case
+		// one, or that ends an acronym (the last capital before a
+		// lower-case letter: the S of "CFGScale").
+		if i > 0 && upper && (unicode.IsLower(rs[i-1]) || i+1 < len(rs) && unicode.IsLower(rs[i+1]) && unicode.IsUpper(rs[i-1])) {
+			b.WriteByte(' ')
+		}
+		b.WriteRune(unicode.ToLower(r))
+	}
+	return b.String()
 }
 
 // Validate checks what can be known without a model: sizes, step count,
@@ -157,6 +174,8 @@ func (s Settings) Validate() error {
 	}
 	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
 		bad("Prompt", "longer than %d bytes", MaxPromptLen)
+	} else if err := s.roundTrip(); err != nil {
+		bad("Prompt", "%v", err)
 	}
 	return errors.Join(errs...)
 }

@@ -2,6 +2,7 @@ package presets
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +15,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/stepwise/stepwise/internal/safefile"
 )
 
 // Preset is named settings: a user's file or a built-in.
@@ -148,27 +151,11 @@ func (st *Store) loadFile(name string) (Preset, error) {
 	return Preset{Name: name, Settings: s, Path: path}, nil
 }
 
+// readLimited reads a regular file of at most limit bytes: a FIFO named
+// *.toml in the folder must not hang the listing, nor a symlink to
+// /dev/zero fill the memory.
 func readLimited(path string, limit int64) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if fi.Size() > limit {
-		return nil, fmt.Errorf("%s is %d bytes, more than %d", path, fi.Size(), limit)
-	}
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(f); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	return buf.Bytes(), nil
+	return safefile.ReadFile(path, limit)
 }
 
 // presetFile is the on-disk form: a format number and the settings' keys.
@@ -217,7 +204,9 @@ func DecodePreset(data []byte) (Settings, error) {
 	return pf.Settings, nil
 }
 
-// Save writes the preset name atomically, replacing an existing one.
+// Save writes the preset name atomically, replacing an existing one
+// without asking; the studio uses Create, then Replace once the user said
+// yes.
 func (st *Store) Save(name string, s Settings) error {
 	if err := ValidateName(name); err != nil {
 		return err
@@ -240,6 +229,113 @@ func (st *Store) Save(name string, s Settings) error {
 	}
 	st.removeStaleTemps(name)
 	return nil
+}
+
+// ErrChanged is returned by Replace when the preset file is no longer what
+// the caller read: another program (another studio sharing the folder)
+// wrote it meanwhile.
+var ErrChanged = errors.New("the preset file changed since it was read")
+
+// Stamp identifies the contents of a preset file as read (a SHA-256 of the
+// bytes); the zero Stamp means no file.
+type Stamp [sha256.Size]byte
+
+// Stamp returns the stamp of the preset file name as it is now; a missing
+// file gives the zero Stamp and an error wrapping fs.ErrNotExist.
+func (st *Store) Stamp(name string) (Stamp, error) {
+	if err := ValidateName(name); err != nil {
+		return Stamp{}, err
+	}
+	data, err := readLimited(st.path(name), maxFileSize)
+	if err != nil {
+		return Stamp{}, fmt.Errorf("preset %q: %w", name, err)
+	}
+	return sha256.Sum256(data), nil
+}
+
+// Create saves a new preset: it fails with an error wrapping fs.ErrExist,
+// without a race, when a preset of that name exists (ask the user, then
+// Replace).
+func (st *Store) Create(name string, s Settings) error {
+	data, err := st.encode(name, s)
+	if err != nil {
+		return err
+	}
+	// The complete file is written under a temporary name and hard-linked
+	// to its name, which fails if the name exists.
+	tmp, err := os.CreateTemp(st.Dir, "."+name+presetExt+tempMarker+"*")
+	if err != nil {
+		return fmt.Errorf("save preset %q: %w", name, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(0o644)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Link(tmp.Name(), st.path(name))
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("save preset %q: a preset of that name exists: %w", name, fs.ErrExist)
+	}
+	if err != nil {
+		return fmt.Errorf("save preset %q: %w", name, err)
+	}
+	if err := syncDir(st.Dir); err != nil {
+		return fmt.Errorf("save preset %q: sync folder: %w", name, err)
+	}
+	st.removeStaleTemps(name)
+	return nil
+}
+
+// Replace overwrites the preset name (atomically) when its file still has
+// the stamp seen, the one read when the user was asked; otherwise it
+// changes nothing and returns an error wrapping ErrChanged. (Between the
+// check and the rename another writer has a moment of a few microseconds.)
+func (st *Store) Replace(name string, s Settings, seen Stamp) error {
+	data, err := st.encode(name, s)
+	if err != nil {
+		return err
+	}
+	now, err := st.Stamp(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("save preset %q: %w", name, err)
+	}
+	if now != seen {
+		return fmt.Errorf("save preset %q: %w (another studio saved it?); not replaced: load it to see it, or save under another name", name, ErrChanged)
+	}
+	if err := WriteFileAtomic(st.path(name), data, 0o644); err != nil {
+		return err
+	}
+	st.removeStaleTemps(name)
+	return nil
+}
+
+// encode validates and encodes a preset for saving and makes the folder.
+func (st *Store) encode(name string, s Settings) ([]byte, error) {
+	if err := ValidateName(name); err != nil {
+		return nil, err
+	}
+	if _, ok := builtin(name); ok {
+		return nil, fmt.Errorf("save preset %q: %w", name, ErrReadOnly)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("save preset %q: %w", name, err)
+	}
+	data, err := EncodePreset(s)
+	if err != nil {
+		return nil, fmt.Errorf("save preset %q: %w", name, err)
+	}
+	if err := os.MkdirAll(st.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("save preset %q: %w", name, err)
+	}
+	return data, nil
 }
 
 // staleTemp is the age after which a temporary file left by a killed save

@@ -16,7 +16,10 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 	"unicode/utf8"
+
+	"github.com/stepwise/stepwise/internal/safefile"
 )
 
 // FormatError reports a PNG that is malformed where its text is read.
@@ -40,6 +43,7 @@ const (
 	maxTextChunk = 16 << 20 // stored bytes of one text chunk
 	maxTextValue = 16 << 20 // decompressed bytes of one value
 	maxChunkLen  = 1<<31 - 1
+	maxTextTotal = 32 << 20 // decompressed bytes of all values together
 )
 
 // WritePNG encodes img as a PNG at path with one text chunk per entry of
@@ -60,7 +64,9 @@ func WritePNG(path string, img image.Image, text map[string]string, overwrite bo
 			return fmt.Errorf("write %s: %w", path, fs.ErrExist)
 		}
 	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	// A short temporary name: one made from a long file name would pass
+	// the file system's limit after all the work that made the image.
+	f, err := os.CreateTemp(dir, tempPattern)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -103,6 +109,66 @@ func WritePNG(path string, img image.Image, text map[string]string, overwrite bo
 		d.Sync() // best effort: makes the new name durable
 		d.Close()
 	}
+	RemoveStaleTemps(dir)
+	return nil
+}
+
+// Temporary files of WritePNG: ".stepwise-RANDOM.tmp" (older versions wrote
+// ".NAME.png.tmp-RANDOM").
+const (
+	tempPattern    = ".stepwise-*.tmp"
+	oldTempPattern = ".*.png.tmp-*"
+	// StaleTemp is the age after which a temporary file is taken for one
+	// left by a killed write (no write takes that long) and removed.
+	StaleTemp = 10 * time.Minute
+)
+
+// RemoveStaleTemps removes WritePNG's temporary files in dir that are older
+// than StaleTemp: those of a write that was killed (SIGKILL, power loss)
+// between creating and renaming them. WritePNG calls it after each write.
+func RemoveStaleTemps(dir string) {
+	for _, pat := range []string{tempPattern, oldTempPattern} {
+		matches, _ := filepath.Glob(filepath.Join(dir, pat))
+		for _, m := range matches {
+			if fi, err := os.Lstat(m); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > StaleTemp {
+				os.Remove(m)
+			}
+		}
+	}
+}
+
+// MaxNameLen is the longest file name (one path element, in bytes) that
+// common file systems accept.
+const MaxNameLen = 255
+
+// CheckOutput checks, before any work, that an image can be written at
+// path: a file name (not empty, not a folder, at most MaxNameLen bytes) in
+// an existing folder that accepts new files. The check creates and removes
+// a temporary file there.
+func CheckOutput(path string) error {
+	if path == "" {
+		return errors.New("the output file name is empty")
+	}
+	if strings.HasSuffix(path, "/") || strings.HasSuffix(path, string(filepath.Separator)) {
+		return fmt.Errorf("%s is a folder name; name a file in it (e.g. %s)", path, filepath.Join(path, "out.png"))
+	}
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return fmt.Errorf("%s is a folder; name a file in it (e.g. %s)", path, filepath.Join(path, "out.png"))
+	}
+	base := filepath.Base(path)
+	if len(base) > MaxNameLen {
+		return fmt.Errorf("the file name %.40s… is %d bytes, more than the %d a file system accepts", base, len(base), MaxNameLen)
+	}
+	dir := filepath.Dir(path)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return fmt.Errorf("output folder %s does not exist", dir)
+	}
+	f, err := os.CreateTemp(dir, tempPattern)
+	if err != nil {
+		return fmt.Errorf("output folder %s: cannot write there: %w", dir, err)
+	}
+	f.Close()
+	os.Remove(f.Name())
 	return nil
 }
 
@@ -202,8 +268,11 @@ func writeChunk(w *bytes.Buffer, typ string, data []byte) {
 }
 
 // ReadPNGTextFile is ReadPNGText on a file; errors name the file.
+//
+// Only regular files are read: a folder, a FIFO (whose open would block) or
+// a device gives an error saying what the path is.
 func ReadPNGTextFile(path string) (map[string]string, error) {
-	f, err := os.Open(path)
+	f, _, err := safefile.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -227,6 +296,7 @@ func ReadPNGText(r io.Reader) (map[string]string, error) {
 		return nil, &FormatError{Offset: 0, Msg: "not a PNG file (bad signature)"}
 	}
 	out := map[string]string{}
+	total := 0 // decompressed text bytes kept
 	off := int64(8)
 	first := true
 	for {
@@ -276,6 +346,10 @@ func ReadPNGText(r io.Reader) (map[string]string, error) {
 			k, v, err := parseTextChunk(typ, data)
 			if err != nil {
 				return nil, ferr("%v", err)
+			}
+			total += len(v) - len(out[k])
+			if total > maxTextTotal {
+				return nil, ferr("the text chunks hold more than %d bytes in all", maxTextTotal)
 			}
 			out[k] = v
 		}

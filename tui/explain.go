@@ -54,11 +54,11 @@ func (noNet) Predict(context.Context, sampler.Latent, float64, []sampler.Cond) (
 // enter computes the curves and takes the marks from the run on screen, or
 // asks for the edited settings' schedule (a cheap CPU computation).
 func (v *scheduleView) enter(m *Model) tea.Cmd {
-	if m.pipe == nil {
+	if m.model == nil {
 		v.err = errors.New("no model loaded")
 		return nil
 	}
-	base := gen.ScheduleConfig(m.pipe.Model.Scheduler)
+	base := gen.ScheduleConfig(m.model.Scheduler)
 	v.model, v.err = -1, nil
 	for i, name := range scheduleNames {
 		c := base
@@ -85,11 +85,11 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 	if s.Seed < 0 {
 		s.Seed = 0
 	}
-	if err := gen.Validate(m.pipe, s); err != nil {
+	if err := m.model.Validate(s); err != nil {
 		v.marks, v.what = sampler.Schedule{}, err.Error()
 		return nil
 	}
-	ss := gen.SamplerSettings(m.pipe, s)
+	ss := m.model.SamplerSettings(s)
 	ss.Batch, ss.H, ss.W = 1, 1, 1 // only the schedule is wanted
 	return func() tea.Msg {
 		r, err := sampler.NewRun(ss, noNet{})
@@ -404,7 +404,7 @@ type sweepView struct {
 }
 
 func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
-	if m.pipe == nil {
+	if m.model == nil {
 		v.err = errors.New("no model loaded")
 		return nil
 	}
@@ -419,7 +419,7 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 		}
 	}
 	if err == nil {
-		err = gen.Validate(m.pipe, s)
+		err = m.model.Validate(s)
 	}
 	if err != nil {
 		v.err = err
@@ -523,7 +523,7 @@ func (v *sweepView) view(m *Model, w, h int) string {
 func traceView(m *Model, w, h int) string {
 	var b strings.Builder
 	b.WriteString(styleTitle.Render("Pipeline trace") + "\n")
-	if m.pipe == nil {
+	if m.model == nil {
 		b.WriteString(styleErr.Render("no model loaded"))
 		return b.String()
 	}
@@ -533,24 +533,20 @@ func traceView(m *Model, w, h int) string {
 	}
 	r := m.runs[m.cur]
 	s := r.Settings
-	p := m.pipe
+	p := m.model
 	tm := func(k string) string {
 		if d, ok := r.Timings[k]; ok {
 			return d.Round(10 * time.Microsecond).String()
 		}
 		return "—"
 	}
-	toks := p.Tokenizer().Tokens(s.Prompt)
+	toks := p.Tokenizer.Tokens(s.Prompt)
 	shown := make([]string, 0, 12)
 	for _, t := range toks[:min(len(toks), 12)] {
 		shown = append(shown, strings.TrimSuffix(t, "</w>"))
 	}
 	chunks := max(r.Chunks, 1)
-	hid := p.Model.UNet.CrossAttentionDim
-	var encs []string
-	for _, t := range p.Model.Texts {
-		encs = append(encs, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
-	}
+	hid := p.TextHidden
 	b0, c0, lh, lw := r.Shape[0], r.Shape[1], r.Shape[2], r.Shape[3]
 	rows := 2
 	if s.CFGScale == 1 {
@@ -586,7 +582,7 @@ func traceView(m *Model, w, h int) string {
 		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
 	}
 	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
-	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(encs, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
+	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	b.WriteString("\n")
 	if r.Parent >= 0 {
@@ -602,7 +598,7 @@ func traceView(m *Model, w, h int) string {
 		decode = tm("vae_decode")
 	}
 	arrow("VAE decoder", decode)
-	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale(), lw*p.Downscale()), fmt.Sprintf("%s in %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)))
+	stage("image", fmt.Sprintf("[%d, 3, %d, %d]", b0, lh*p.Downscale, lw*p.Downscale), fmt.Sprintf("%s in %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)))
 	if r.Parent < 0 && (r.FirstPreview > 0 || r.FirstStep > 0) {
 		b.WriteString("\n" + styleDim.Render(truncate(fmt.Sprintf("  after the key press: first preview (the noise) %s, first step %s",
 			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond)), w)) + "\n")

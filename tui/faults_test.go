@@ -88,7 +88,7 @@ func TestStudioFaults(t *testing.T) {
 		{"NaN", faulty.NaN, faulty.Trigger{Downloads: 1}, []string{"step 2/3", "U-Net output", "non-finite"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			before, pipe := opens, m.pipe
+			before, pipe := opens, m.model
 			r := h.pausedAt(1)
 			plan.ArmKind(tc.kind, tc.trig)
 			h.keys(".")
@@ -103,8 +103,8 @@ func TestStudioFaults(t *testing.T) {
 				}
 			}
 			reopened := strings.Contains(m.status, "device reopened, model reloaded in")
-			if reopened != tc.reopen || (opens > before) != tc.reopen || (m.pipe != pipe) != tc.reopen {
-				t.Errorf("reopened: status says %v, %d devices opened, new pipeline %v; want %v", reopened, opens-before, m.pipe != pipe, tc.reopen)
+			if reopened != tc.reopen || (opens > before) != tc.reopen || (m.model != pipe) != tc.reopen {
+				t.Errorf("reopened: status says %v, %d devices opened, new model %v; want %v", reopened, opens-before, m.model != pipe, tc.reopen)
 			}
 			if m.paused || m.active() != nil {
 				t.Errorf("after the fault: paused %v, active run %v", m.paused, m.active() != nil)
@@ -121,7 +121,7 @@ func TestStudioFaults(t *testing.T) {
 	t.Run("OOM while switching models", func(t *testing.T) {
 		// The new model's weights do not fit: the device is left failed,
 		// so it is reopened with the model that was loaded, which stays.
-		pipe := m.pipe
+		pipe := m.model
 		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "UploadRaw", After: 5})
 		h.typeText(filepath.Join(golden.Dir(t), "sd15-mini"))
 		h.waitFor("the switch", func() bool { return !m.switching })
@@ -131,8 +131,8 @@ func TestStudioFaults(t *testing.T) {
 				t.Errorf("status %q lacks %q", m.status, w)
 			}
 		}
-		if m.pipe == nil || m.pipe == pipe || m.pipe.Name != "sd15-mini.fp16" {
-			t.Fatalf("after the failed switch: %v", m.pipe)
+		if m.model == nil || m.model == pipe || m.model.Name != "sd15-mini.fp16" {
+			t.Fatalf("after the failed switch: %v", m.model)
 		}
 		if r := h.finishRun(); r.Status != runDone || !samePixels(r.Images[0].Pix, want.Images[0].Pix) {
 			t.Errorf("a run after the failed switch: %s (%s)", runStatusNames[r.Status], m.status)
@@ -188,7 +188,7 @@ func TestModelSwitch(t *testing.T) {
 	if err := os.WriteFile(bad, data[:len(data)/2], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	old := m.pipe
+	old := m.model
 	h.keys("ctrl+n")
 	if m.modal == nil || m.modal.kind != modalModel {
 		t.Fatal("ctrl+n did not open the model field")
@@ -210,7 +210,7 @@ func TestModelSwitch(t *testing.T) {
 			t.Errorf("status %q lacks %q", m.status, w)
 		}
 	}
-	if m.pipe != old {
+	if m.model != old {
 		t.Fatal("the failed load replaced the model")
 	}
 	again := h.finishRun()
@@ -224,8 +224,8 @@ func TestModelSwitch(t *testing.T) {
 		t.Fatalf("dropping a diffusers folder did not load it: %s", m.status)
 	}
 	h.waitFor("the new model", func() bool { return !m.switching })
-	if m.pipe == old || m.pipe == nil || m.pipe.Name != "sd15-mini" {
-		t.Fatalf("model after the switch: %v (%s)", m.pipe, m.status)
+	if m.model == old || m.model == nil || m.model.Name != "sd15-mini" {
+		t.Fatalf("model after the switch: %v (%s)", m.model, m.status)
 	}
 	h.mustView("loaded sd15-mini in", "stepwise · sd15-mini ·")
 	h.setField(focusSteps, "2")
@@ -386,7 +386,7 @@ func TestSwitchAfterFailedLoad(t *testing.T) {
 	h.typeText(filepath.Join(g, "sd15-mini"))
 	h.keys("enter")
 	h.waitFor("the model", func() bool { return !m.switching })
-	if m.pipe == nil || m.pipe.Name != "sd15-mini" {
+	if m.model == nil || m.model.Name != "sd15-mini" {
 		t.Fatalf("no model after ctrl+n: %s", m.status)
 	}
 	m.ed.steps.SetValue("1")

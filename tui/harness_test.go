@@ -67,7 +67,7 @@ func newHarness(t *testing.T, s presets.Settings, load LoadFunc) *harness {
 func newMini(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t, testSettings(), miniLoad(t))
-	if h.m.pipe == nil {
+	if h.m.model == nil {
 		t.Fatalf("model did not load: %s", h.m.status)
 	}
 	return h

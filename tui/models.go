@@ -102,18 +102,18 @@ func (m *Model) onModel(msg modelMsg) {
 	m.switching = false
 	if msg.err != nil {
 		keep := ""
-		if m.pipe != nil {
-			keep = "; " + m.pipe.Name + " stays loaded"
+		if m.model != nil {
+			keep = "; " + m.model.Name + " stays loaded"
 		}
 		m.setError(fmt.Errorf("load model %s: %w%s", msg.path, msg.err, keep))
 		return
 	}
-	m.pipe, m.loadErr = msg.pipe, nil
-	m.ed.downscale = m.pipe.Downscale()
-	n := m.pipe.NativeSize()
+	m.model, m.loadErr = msg.model, nil
+	m.ed.downscale = m.model.Downscale
+	n := m.model.NativeSize
 	m.ed.width.SetValue(fmt.Sprint(n))
 	m.ed.height.SetValue(fmt.Sprint(n))
-	m.setStatus(fmt.Sprintf("loaded %s in %s (size set to its native %dx%d) — earlier runs keep their images", m.pipe.Name, msg.took.Round(time.Millisecond), n, n))
+	m.setStatus(fmt.Sprintf("loaded %s in %s (size set to its native %dx%d) — earlier runs keep their images", m.model.Name, msg.took.Round(time.Millisecond), n, n))
 	if len(msg.warnings) > 0 {
 		m.setError(errors.New(oneLine(strings.Join(msg.warnings, "; "))))
 	}

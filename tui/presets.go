@@ -1,7 +1,9 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 
+	"github.com/stepwise/stepwise/internal/safefile"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 )
@@ -23,6 +27,12 @@ type (
 	presetDoneMsg struct {
 		text string
 		err  error
+	}
+	// presetExistsMsg: saving would replace a preset; the user is asked.
+	presetExistsMsg struct {
+		name     string
+		settings presets.Settings
+		stamp    presets.Stamp // the file as it was when the user was asked
 	}
 	stylesMsg struct {
 		path   string
@@ -58,6 +68,10 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 		if len(msg.errs) > 0 {
 			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
 		}
+	case presetExistsMsg:
+		m.modal = &modal{kind: modalReplace, title: fmt.Sprintf("Preset %s exists. Replace it? (y/n)", termsafe.Escape(msg.name)),
+			input: newTextEdit("", false), target: msg.name, settings: msg.settings, stamp: msg.stamp}
+		return nil
 	case presetDoneMsg:
 		if msg.err != nil {
 			m.setError(msg.err)
@@ -110,7 +124,7 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 		m.setStatus("merged style " + st.Name + " into the prompts")
 	case key.Matches(k, km.Rename):
 		if p, ok := v.user(); ok {
-			m.openModal(modalRename, "Rename preset "+p.Name+" to", p.Name)
+			m.openModal(modalRename, "Rename preset "+termsafe.Escape(p.Name)+" to", p.Name)
 		}
 	case key.Matches(k, km.Delete):
 		p, ok := v.user()
@@ -144,7 +158,7 @@ func (v *presetsView) user() (presets.Preset, bool) {
 
 func (v *presetsView) view(m *Model, w, h int) string {
 	var b strings.Builder
-	b.WriteString(styleTitle.Render("Presets") + styleDim.Render("  in "+m.store.Dir) + "\n\n")
+	b.WriteString(styleTitle.Render("Presets") + styleDim.Render("  in "+termsafe.Escape(m.store.Dir)) + "\n\n")
 	if v.items() == 0 {
 		b.WriteString(styleDim.Render("no presets (ctrl+s saves the current settings)") + "\n")
 	}
@@ -153,7 +167,7 @@ func (v *presetsView) view(m *Model, w, h int) string {
 		var name, desc string
 		if i < len(v.list) {
 			p := v.list[i]
-			name = p.Name
+			name = termsafe.Escape(p.Name)
 			if p.Builtin {
 				name += styleDim.Render(" (built-in)")
 			}
@@ -163,7 +177,7 @@ func (v *presetsView) view(m *Model, w, h int) string {
 			}
 		} else {
 			st := v.styles[i-len(v.list)]
-			name = "style: " + st.Name
+			name = "style: " + termsafe.Escape(st.Name)
 			desc = oneLine(st.Prompt)
 		}
 		line := "  " + name + strings.Repeat(" ", max(1, 34-lipgloss.Width(name))) + styleDim.Render(desc)
@@ -173,12 +187,13 @@ func (v *presetsView) view(m *Model, w, h int) string {
 		b.WriteString(truncate(line, w) + "\n")
 	}
 	for _, err := range v.errs {
-		b.WriteString(styleErr.Render(truncate("! "+err.Error(), w)) + "\n")
+		b.WriteString(styleErr.Render(truncate("! "+oneLine(err.Error()), w)) + "\n")
 	}
 	return b.String()
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine puts s on one line for display, control characters escaped.
+func oneLine(s string) string { return termsafe.Escape(strings.Join(strings.Fields(s), " ")) }
 
 // modalKind is what a one-line question is for.
 type modalKind int
@@ -189,6 +204,7 @@ const (
 	modalRename
 	modalImport
 	modalModel
+	modalReplace // y/n: replace an existing preset
 )
 
 // modal asks for one line of text (a name or a path).
@@ -196,7 +212,10 @@ type modal struct {
 	kind   modalKind
 	title  string
 	input  *textEdit
-	target string // the preset being renamed
+	target string // the preset being renamed (or replaced)
+	// For modalReplace: what to save, and the file as it was when asked.
+	settings presets.Settings
+	stamp    presets.Stamp
 }
 
 func (m *Model) openModal(kind modalKind, title, value string) {
@@ -209,6 +228,9 @@ func (m *Model) openModal(kind modalKind, title, value string) {
 
 func (md *modal) view(w int) string {
 	iw := min(max(w-10, 20), 70)
+	if md.kind == modalReplace {
+		return styleModal.Render(styleTitle.Render(md.title) + "\n" + styleDim.Render("y replaces it · n or esc keeps it"))
+	}
 	return styleModal.Render(styleTitle.Render(md.title) + "\n" +
 		md.input.View(iw, 1, true, styleValue, styleCursor) + "\n" +
 		styleDim.Render("enter confirms · esc cancels"))
@@ -216,6 +238,17 @@ func (md *modal) view(w int) string {
 
 // update handles a key in the modal; enter runs the action in a command.
 func (md *modal) update(m *Model, k tea.KeyMsg) tea.Cmd {
+	if md.kind == modalReplace {
+		switch k.String() {
+		case "y", "Y":
+			m.modal = nil
+			return md.replace(m)
+		case "n", "N", "esc":
+			m.modal = nil
+			m.setStatus("preset " + md.target + " kept; not saved")
+		}
+		return nil
+	}
 	switch k.Type {
 	case tea.KeyEsc:
 		m.modal = nil
@@ -244,7 +277,15 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 			return nil
 		}
 		return func() tea.Msg {
-			if err := st.Save(v, s); err != nil {
+			err := st.Create(v, s)
+			if errors.Is(err, fs.ErrExist) {
+				stamp, serr := st.Stamp(v)
+				if serr != nil {
+					return presetDoneMsg{err: fmt.Errorf("save preset %s: %w", v, serr)}
+				}
+				return presetExistsMsg{name: v, settings: s, stamp: stamp}
+			}
+			if err != nil {
 				return presetDoneMsg{err: fmt.Errorf("save preset %s: %w", v, err)}
 			}
 			return presetDoneMsg{text: fmt.Sprintf("saved preset %s in %s", v, st.Dir)}
@@ -268,7 +309,7 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 	case modalImport:
 		path := unquotePath(v)
 		return func() tea.Msg {
-			f, err := os.Open(path)
+			f, _, err := safefile.Open(path) // a FIFO must not hang the studio
 			if err != nil {
 				return stylesMsg{err: fmt.Errorf("import styles: %w", err)}
 			}
@@ -281,6 +322,18 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// replace overwrites the preset the user agreed to replace, unless its file
+// changed since they were asked.
+func (md *modal) replace(m *Model) tea.Cmd {
+	st, name, s, stamp := m.store, md.target, md.settings, md.stamp
+	return func() tea.Msg {
+		if err := st.Replace(name, s, stamp); err != nil {
+			return presetDoneMsg{err: err}
+		}
+		return presetDoneMsg{text: fmt.Sprintf("replaced preset %s in %s", name, st.Dir)}
+	}
 }
 
 // unquotePath undoes what terminals add when a file is dropped in: quotes,

@@ -10,7 +10,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
-	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -49,10 +48,10 @@ func (c *renderCache) halfBlock(img *image.RGBA, cols, rows int, mode render.Col
 // previewAll projects every image of a latent batch to RGB (no VAE, the
 // model's own latent projection) and
 // lays them side by side.
-func previewAll(p *models.Pipeline, l sampler.Latent) *image.RGBA {
+func previewAll(f *gen.Facts, l sampler.Latent) *image.RGBA {
 	imgs := make([]*image.RGBA, l.Shape[0])
 	for i := range imgs {
-		imgs[i] = gen.PreviewFor(p, l, i)
+		imgs[i] = f.Preview(l, i)
 	}
 	return tile(imgs)
 }
@@ -122,7 +121,7 @@ func (m *Model) previewPane(w, h int) string {
 		msg := "Type a prompt, then press ctrl+g to generate.\nEvery step appears here; tab to the timeline to pause, step, scrub and branch."
 		if m.loading {
 			msg = "loading the model…"
-		} else if m.pipe == nil {
+		} else if m.model == nil {
 			msg = styleErr.Render(m.status)
 		}
 		img = lipgloss.Place(iw, imgRows, lipgloss.Center, lipgloss.Center, lipgloss.NewStyle().Width(min(iw, 60)).Render(msg))

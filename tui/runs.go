@@ -10,7 +10,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/stepwise/stepwise/gen"
-	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -44,7 +43,7 @@ func (m *Model) validSettings(seed int64) (presets.Settings, error) {
 	if m.switching {
 		return presets.Settings{}, errors.New("a model is loading")
 	}
-	if m.pipe == nil {
+	if m.model == nil {
 		if m.loading {
 			return presets.Settings{}, errors.New("the model is still loading")
 		}
@@ -61,7 +60,7 @@ func (m *Model) validSettings(seed int64) (presets.Settings, error) {
 		s.Seed = gen.RandomSeed()
 		m.ed.seed.SetValue(fmt.Sprint(s.Seed))
 	}
-	if err := gen.Validate(m.pipe, s); err != nil {
+	if err := m.model.Validate(s); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -84,22 +83,22 @@ func (m *Model) generate() tea.Cmd {
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
-	return noisePreview(m.pipe, r.ID, s)
+	return noisePreview(m.model, r.ID, s)
 }
 
 // noisePreview draws a new run's initial noise on the CPU, beside the
 // worker: the noise depends only on the seed, the RNG and the shape, so the
 // first picture appears at once even while the worker finishes a step or
-// encodes the prompt. It reads only the pipeline's configuration.
-func noisePreview(p *models.Pipeline, id int, s presets.Settings) tea.Cmd {
-	ss := gen.SamplerSettings(p, s)
+// encodes the prompt. It reads only the model's facts.
+func noisePreview(f *gen.Facts, id int, s presets.Settings) tea.Cmd {
+	ss := f.SamplerSettings(s)
 	return func() tea.Msg {
 		run, err := sampler.NewRun(ss, noNet{})
 		if err != nil {
 			return nil
 		}
 		sc := run.Schedule()
-		return noiseMsg{ID: id, Noise: previewAll(p, vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
+		return noiseMsg{ID: id, Noise: previewAll(f, vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
 	}
 }
 

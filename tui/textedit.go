@@ -7,6 +7,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/mattn/go-runewidth"
+
+	"github.com/stepwise/stepwise/internal/termsafe"
 )
 
 // textEdit is a small text editor: one line, or several (Multi) that wrap
@@ -164,6 +166,7 @@ func (e *textEdit) wrapped(width int) (lines [][]rune, cl, cc int) {
 			cur, w = nil, 0
 			continue
 		}
+		r = termsafe.Rune(r) // a prompt read from a file may hold ESC
 		rw := runewidth.RuneWidth(r)
 		if w+rw > width {
 			lines = append(lines, cur)
@@ -237,6 +240,9 @@ func (e *textEdit) lineView(width int, focused bool, st, cursor lipgloss.Style) 
 		}
 	}
 	vis := append([]rune(nil), v[start:end]...)
+	for i, r := range vis {
+		vis[i] = termsafe.Rune(r)
+	}
 	if start > 0 && len(vis) > 0 {
 		vis[0] = '…'
 	}

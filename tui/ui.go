@@ -24,6 +24,7 @@ import (
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -80,7 +81,7 @@ const (
 // Messages from the worker and from commands.
 type (
 	loadedMsg struct {
-		pipe     *models.Pipeline
+		model    *gen.Facts
 		err      error
 		took     time.Duration
 		warnings []string
@@ -147,7 +148,7 @@ type (
 	// (the previous model is then still loaded).
 	modelMsg struct {
 		path     string
-		pipe     *models.Pipeline
+		model    *gen.Facts
 		err      error
 		took     time.Duration
 		warnings []string
@@ -155,8 +156,8 @@ type (
 	// reopenedMsg: after a device error the worker reopened the device
 	// and loaded the model again (pipe), or could not (err).
 	reopenedMsg struct {
-		pipe *models.Pipeline
-		err  error
+		model *gen.Facts
+		err   error
 	}
 	crashMsg struct{ err *CrashError }
 )
@@ -174,7 +175,10 @@ type Model struct {
 	focus         focus
 	ed            *editor
 
-	pipe      *models.Pipeline
+	// model describes the loaded model (nil: none). It is a copy made at
+	// load time: the UI never touches the pipeline, which the worker owns
+	// and may close at any moment (a device recovery, a model switch).
+	model     *gen.Facts
 	loading   bool
 	loadErr   error
 	switching bool          // a model switch is in progress
@@ -266,8 +270,10 @@ func Run(opts Options) error {
 // Init implements tea.Model.
 func (m *Model) Init() tea.Cmd { return nil }
 
-func (m *Model) setStatus(s string) { m.status, m.statusErr = s, false }
-func (m *Model) setError(err error) { m.status, m.statusErr = err.Error(), true }
+// setStatus and setError show a message; text from files in it (names,
+// prompts, errors quoting a file) has its control characters escaped.
+func (m *Model) setStatus(s string) { m.status, m.statusErr = termsafe.Text(s), false }
+func (m *Model) setError(err error) { m.status, m.statusErr = termsafe.Text(err.Error()), true }
 
 // Update implements tea.Model. A panic in it is caught: the studio quits
 // (restoring the terminal) and Run returns the *CrashError.
@@ -304,14 +310,14 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			m.setError(fmt.Errorf("model: %w", msg.err))
 			return nil
 		}
-		m.pipe = msg.pipe
-		m.ed.downscale = m.pipe.Downscale()
+		m.model = msg.model
+		m.ed.downscale = m.model.Downscale
 		if m.opts.Settings == nil {
-			n := m.pipe.NativeSize()
+			n := m.model.NativeSize
 			m.ed.width.SetValue(fmt.Sprint(n))
 			m.ed.height.SetValue(fmt.Sprint(n))
 		}
-		m.setStatus(fmt.Sprintf("loaded %s in %s — edit the prompt, then ctrl+g", m.pipe.Name, msg.took.Round(time.Millisecond)))
+		m.setStatus(fmt.Sprintf("loaded %s in %s — edit the prompt, then ctrl+g", m.model.Name, msg.took.Round(time.Millisecond)))
 		if len(msg.warnings) > 0 {
 			m.setError(errors.New(oneLine(strings.Join(msg.warnings, "; "))))
 		}
@@ -350,7 +356,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			m.ed.set(msg.Settings)
 			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
 		}
-	case presetsMsg, presetDoneMsg, stylesMsg:
+	case presetsMsg, presetDoneMsg, presetExistsMsg, stylesMsg:
 		return m.pv.update(m, msg)
 	case sweepMsg:
 		m.gv.onMsg(m, msg)
@@ -366,9 +372,9 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		m.onModel(msg)
 	case reopenedMsg:
 		if msg.err != nil {
-			m.pipe, m.loadErr = nil, msg.err
+			m.model, m.loadErr = nil, msg.err
 		} else {
-			m.pipe = msg.pipe
+			m.model = msg.model
 		}
 	case crashMsg:
 		m.crash = msg.err
@@ -560,8 +566,8 @@ func (m *Model) bodyHeight(header, foot string) int {
 
 func (m *Model) headerView() string {
 	name := m.opts.ModelLabel
-	if m.pipe != nil {
-		name = m.pipe.Name
+	if m.model != nil {
+		name = m.model.Name
 	}
 	views := []string{"studio", "schedule", "fwd/rev", "sweep", "trace"}
 	var tabs []string
@@ -572,7 +578,7 @@ func (m *Model) headerView() string {
 		}
 		tabs = append(tabs, st.Render(fmt.Sprintf("%d %s", i+1, v)))
 	}
-	left := styleTitle.Render("stepwise") + styleHeader.Render(" · "+name+" · ") + strings.Join(tabs, " ")
+	left := styleTitle.Render("stepwise") + styleHeader.Render(" · "+termsafe.Escape(name)+" · ") + strings.Join(tabs, " ")
 	return truncate(left, m.width)
 }
 
@@ -612,7 +618,7 @@ func (m *Model) mainView(w, h int) string {
 // problem says what is wrong with the edited settings for the loaded model,
 // as the user types ("" when they are fine, or no model is loaded).
 func (m *Model) problem() string {
-	if m.pipe == nil {
+	if m.model == nil {
 		return ""
 	}
 	s, err := m.ed.settings()
@@ -620,7 +626,7 @@ func (m *Model) problem() string {
 		if s.Seed < 0 {
 			s.Seed = 0
 		}
-		err = gen.Validate(m.pipe, s)
+		err = m.model.Validate(s)
 	}
 	if err != nil {
 		return oneLine(err.Error())

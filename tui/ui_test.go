@@ -55,7 +55,7 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	}
 	t.Logf("first preview %s after ctrl+g (mini model, ref device)", r.FirstPreview)
 	// The UI's CPU preview of the noise is the worker's initial latent.
-	quick, ok := noisePreview(m.pipe, r.ID, r.Settings)().(noiseMsg)
+	quick, ok := noisePreview(m.model, r.ID, r.Settings)().(noiseMsg)
 	if !ok || len(h.started) != 1 || !samePixels(quick.Noise.Pix, h.started[0].Noise.Pix) {
 		t.Fatalf("the quick noise preview differs from the run's initial noise")
 	}
@@ -427,7 +427,7 @@ func TestExplanationViews(t *testing.T) {
 
 	// Pipeline trace with the mini model's shapes.
 	h.keys("alt+5")
-	hid := m.pipe.Model.UNet.CrossAttentionDim
+	hid := m.model.TextHidden
 	h.mustView("Pipeline trace", "a bowl of fruit", fmt.Sprintf("[1, 77, %d] ×2", hid), "[1, 4, 8, 8]",
 		"U-Net ×3 steps, 3 calls on [2, 4, 8, 8]", "[1, 3, 64, 64]", "VAE decoder")
 	if strings.Contains(h.view(), "</w>") {
@@ -700,7 +700,7 @@ func TestLoadWarning(t *testing.T) {
 		warn("no GL 4.3 context\nfalling back to the plain-Go reference device")
 		return load(warn)
 	})
-	if h.m.pipe == nil {
+	if h.m.model == nil {
 		t.Fatalf("not loaded: %s", h.m.status)
 	}
 	h.mustView("no GL 4.3 context falling back to the plain-Go reference device")

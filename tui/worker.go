@@ -329,7 +329,7 @@ func (w *worker) recoverDevice(err error) error {
 			j.job.Pipe = pipe
 		}
 	}
-	w.send(reopenedMsg{pipe: pipe, err: lerr})
+	w.send(reopenedMsg{model: factsOf(pipe), err: lerr})
 	note := fmt.Sprintf("device reopened, model reloaded in %.2fs", time.Since(t0).Seconds())
 	if lerr != nil {
 		note = fmt.Sprintf("reopening the device failed: %v", lerr)
@@ -344,6 +344,15 @@ func (w *worker) recoverDevice(err error) error {
 		w.send(runDoneMsg{ID: stopped.id, Err: fmt.Errorf("stopped at step %d: %w", len(stopped.job.Frames), out)})
 	}
 	return out
+}
+
+// factsOf copies what the UI may know of p (nil for no pipeline): the UI
+// reads the copy, never the pipeline, which this goroutine may close.
+func factsOf(p *models.Pipeline) *gen.Facts {
+	if p == nil {
+		return nil
+	}
+	return gen.FactsOf(p)
 }
 
 // recoveryError is a device error and what the worker did about it.
@@ -409,7 +418,7 @@ func (w *worker) handle1(r request) {
 		var warns []string
 		dev, pipe, err := w.openModel(modelSpec{}, func(s string) { warns = append(warns, s) })
 		w.dev, w.pipe = dev, pipe
-		w.send(loadedMsg{pipe: pipe, err: err, took: time.Since(start), warnings: warns})
+		w.send(loadedMsg{model: factsOf(pipe), err: err, took: time.Since(start), warnings: warns})
 	case modelReq:
 		w.switchModel(r)
 	case genReq:
@@ -473,7 +482,7 @@ func (w *worker) start(r genReq) {
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
 		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
-		Shape: x.Shape, Noise: previewAll(w.pipe, w.vpLatent(js, x, sched.InitNoiseSigma))}
+		Shape: x.Shape, Noise: previewAll(factsOf(w.pipe), w.vpLatent(js, x, sched.InitNoiseSigma))}
 	w.send(msg)
 }
 
@@ -546,7 +555,7 @@ func (w *worker) step(a *jobState) {
 	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
-		Took: d, XT: previewAll(w.pipe, w.vpLatent(a, f.X, next)), X0: previewAll(w.pipe, f.Denoised),
+		Took: d, XT: previewAll(factsOf(w.pipe), w.vpLatent(a, f.X, next)), X0: previewAll(factsOf(w.pipe), f.Denoised),
 	}})
 	if a.job.Done() {
 		w.finish(a, nil)
@@ -833,7 +842,7 @@ func (w *worker) switchModel(r modelReq) {
 			return
 		}
 		w.model = spec
-		w.send(modelMsg{path: r.Path, pipe: pipe, took: time.Since(t0), warnings: append(warns, pipe.Model.Warnings...)})
+		w.send(modelMsg{path: r.Path, model: factsOf(pipe), took: time.Since(t0), warnings: append(warns, pipe.Model.Warnings...)})
 		return
 	}
 	pipe, err := models.Load(w.dev, r.Path, r.Config)
@@ -850,7 +859,7 @@ func (w *worker) switchModel(r modelReq) {
 		old.Close()
 	}
 	w.pipe, w.model = pipe, spec
-	w.send(modelMsg{path: r.Path, pipe: pipe, took: time.Since(t0), warnings: pipe.Model.Warnings})
+	w.send(modelMsg{path: r.Path, model: factsOf(pipe), took: time.Since(t0), warnings: pipe.Model.Warnings})
 }
 
 // unloadJobs releases every run's device memory and marks the runs as made

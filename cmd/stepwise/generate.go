@@ -18,6 +18,7 @@ import (
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu/devices"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -240,6 +241,10 @@ func precheck(s presets.Settings) error {
 // outputPaths names the files of a batch and refuses existing ones unless
 // force is set.
 func outputPaths(out string, batch int, force bool) ([]string, error) {
+	// "-o ''" and "-o dir/" used to write ./.png and dir/.png.
+	if out == "" || strings.HasSuffix(out, "/") {
+		return nil, fmt.Errorf("-o: %w", render.CheckOutput(out))
+	}
 	if filepath.Ext(out) == "" {
 		out += ".png"
 	}
@@ -259,9 +264,11 @@ func outputPaths(out string, batch int, force bool) ([]string, error) {
 			}
 		}
 	}
-	if dir := filepath.Dir(out); dir != "" {
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("output folder %s does not exist", dir)
+	// Every name is checked before the work: a name too long for the file
+	// system, or a folder that cannot be written, used to fail after it.
+	for _, p := range paths {
+		if err := render.CheckOutput(p); err != nil {
+			return nil, fmt.Errorf("-o: %w", err)
 		}
 	}
 	return paths, nil
@@ -298,7 +305,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", s) }
+	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", termsafe.Text(s)) }
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
@@ -177,10 +178,17 @@ func writeInfo(w io.Writer, path, config string, check, asJSON bool) error {
 
 func writeText(w io.Writer, in *checkpointInfo) error {
 	var b strings.Builder
+	// Every string here may come from the file (tensor and class names,
+	// warnings quoting keys): control characters are escaped.
 	row := func(k, format string, args ...any) {
+		for i, a := range args {
+			if s, ok := a.(string); ok {
+				args[i] = termsafe.Escape(s)
+			}
+		}
 		fmt.Fprintf(&b, "  %-13s "+format+"\n", append([]any{k}, args...)...)
 	}
-	fmt.Fprintf(&b, "%s\n", in.Path)
+	fmt.Fprintf(&b, "%s\n", termsafe.Escape(in.Path))
 	row("layout", "%s: %d file(s), %s, %d tensors", in.Layout, len(in.Files), bytesString(in.FileBytes), in.Tensors)
 	var dts []string
 	for k := range in.DTypes {

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"sort"
 
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/tui"
 )
 
@@ -77,7 +78,8 @@ func run(args []string) (code int) {
 			printCrash(os.Stderr, crash.Error(), crash.Stack)
 			return 2
 		}
-		fmt.Fprintf(os.Stderr, "stepwise %s: %v\n", name, err)
+		// Errors quote file names and contents: escape what a terminal obeys.
+		fmt.Fprintf(os.Stderr, "stepwise %s: %s\n", name, termsafe.Text(err.Error()))
 		return 1
 	}
 	return 0

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/stepwise/stepwise/internal/safefile"
+	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models/tokenizer"
 )
 
@@ -18,6 +20,10 @@ func init() {
 
 const tokenizeUsage = "usage: stepwise tokenize [--json] TEXT...\n" +
 	"  TEXT is the prompt (several arguments are joined with spaces; \"-\" reads it from stdin)"
+
+// maxStdinPrompt caps a prompt read from stdin: a prompt is a few KiB, and
+// a stream of NULs must not take the memory.
+const maxStdinPrompt = 1 << 20
 
 // runTokenize parses "tokenize [--json] TEXT..." and prints the prompt's
 // tokenization to stdout.
@@ -47,9 +53,9 @@ func tokenizeTo(w io.Writer, stdin io.Reader, args []string) error {
 	}
 	text := strings.Join(words, " ")
 	if len(words) == 1 && text == "-" {
-		b, err := io.ReadAll(stdin)
+		b, err := safefile.ReadAll(stdin, "the prompt on stdin", maxStdinPrompt)
 		if err != nil {
-			return fmt.Errorf("reading the prompt from stdin: %w", err)
+			return err
 		}
 		text = strings.TrimSuffix(string(b), "\n")
 	}
@@ -155,7 +161,7 @@ func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 	wt := rep.Weighted
 	if wt.Error != "" {
 		fmt.Fprintf(&b, "weighted:  %s\n", wt.Error)
-		_, err := io.WriteString(w, b.String())
+		_, err := io.WriteString(w, termsafe.Text(b.String()))
 		return err
 	}
 	fmt.Fprintf(&b, "weighted:  %d/%d tokens in %d chunk(s) (A1111 syntax and count, BREAK, comma backtracking)\n",
@@ -193,6 +199,6 @@ func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 			fmt.Fprintf(&b, "     (%d x %d padding)\n", pad, tokenizer.EOS)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, termsafe.Text(b.String()))
 	return err
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -177,7 +178,7 @@ func refusePickle(path string) error {
 			return fmt.Errorf("checkpoint %s: %w", path, ErrPickle)
 		}
 	}
-	f, err := os.Open(path)
+	f, _, err := safefile.Open(path) // regular files only; never blocks
 	if err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
@@ -211,6 +212,9 @@ func Load(path, configPath string) (*Model, error) {
 			m.Warnings = append(m.Warnings, fmt.Sprintf("config %s ignored: a diffusers folder carries its own config.json files", configPath))
 		}
 		return m, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("checkpoint: %w", &safefile.NotRegularError{Path: path, Kind: safefile.Kind(st.Mode()), Want: "a .safetensors file or a diffusers folder"})
 	}
 	if err := refusePickle(path); err != nil {
 		return nil, err
@@ -267,19 +271,27 @@ func LoadBytes(name string, data []byte, configJSON []byte) (*Model, error) {
 
 // readConfigFile reads a JSON config bundle or an LDM YAML config.
 func readConfigFile(path string) (configs, error) {
-	st, err := os.Stat(path)
+	data, err := readConfig(path)
 	if err != nil {
-		return configs{}, fmt.Errorf("config: %w", err)
-	}
-	if st.Size() > maxConfigSize {
-		return configs{}, cfgErr(path, "%d bytes is larger than the %d-byte limit", st.Size(), maxConfigSize)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return configs{}, fmt.Errorf("config: %w", err)
+		return configs{}, err
 	}
 	if isLDMYAML(path) {
 		return parseLDMYAML(path, data)
 	}
 	return parseBundle(path, data)
+}
+
+// readConfig reads a config file: a regular file (a FIFO, a device or
+// /dev/zero behind a symlink is refused by what it is) of at most
+// maxConfigSize bytes, however large it claims or grows to be.
+func readConfig(path string) ([]byte, error) {
+	data, err := safefile.ReadFile(path, maxConfigSize)
+	var tl *safefile.TooLargeError
+	if errors.As(err, &tl) {
+		return nil, cfgErr(path, "larger than the %d-byte limit", maxConfigSize)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return data, nil
 }

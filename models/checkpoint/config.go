@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/stepwise/stepwise/models/nets"
@@ -65,6 +66,56 @@ type configs struct {
 
 func newConfigs() configs {
 	return configs{Scheduler: DefaultScheduler(), Texts: map[string]nets.TextConfig{}, Pads: map[string]int32{}}
+}
+
+// unsupportedKeys lists, per component, diffusers config keys that change
+// the result and that Stepwise does not implement, with the value that
+// means "off" ("" for JSON null/absent). A config setting one of them to
+// anything else is refused by name rather than silently ignored.
+var unsupportedKeys = map[string][]struct{ key, off string }{
+	"unet": {
+		{"class_embed_type", ""}, {"num_class_embeds", ""}, {"time_cond_proj_dim", ""},
+		{"timestep_post_act", ""}, {"time_embedding_act_fn", ""}, {"time_embedding_type", `"positional"`},
+		{"resnet_out_scale_factor", "1"}, {"resnet_out_scale_factor", "1.0"}, {"resnet_skip_time_act", "false"},
+		{"only_cross_attention", "false"}, {"mid_block_only_cross_attention", ""}, {"dual_cross_attention", "false"},
+		{"cross_attention_norm", ""}, {"attention_type", `"default"`}, {"encoder_hid_dim", ""},
+		{"encoder_hid_dim_type", ""}, {"class_embeddings_concat", "false"}, {"reverse_transformer_layers_per_block", ""},
+		{"attention_legacy_order", "false"},
+	},
+	"scheduler": {
+		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"},
+	},
+}
+
+// refuseUnsupported reports the first key of data (a component's config
+// object) that unsupportedKeys lists with another value than its off one.
+func refuseUnsupported(path, component string, data []byte) error {
+	keys := unsupportedKeys[component]
+	if len(keys) == 0 || len(data) == 0 {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return nil // the typed decode reports the syntax
+	}
+	for _, k := range keys {
+		v, ok := raw[k.key]
+		if !ok {
+			continue
+		}
+		val := strings.TrimSpace(string(v))
+		if val == "null" || val == k.off || (k.off == "false" && val == "[]") {
+			continue
+		}
+		if k.key == "resnet_out_scale_factor" && (val == "1" || val == "1.0") {
+			continue
+		}
+		if k.key == "only_cross_attention" && !strings.Contains(val, "true") {
+			continue
+		}
+		return cfgErr(path, "%s %s = %s is not supported by Stepwise (it changes the result, so the model is refused rather than run without it)", component, k.key, clip(v))
+	}
+	return nil
 }
 
 // padID maps a tokenizer config's pad_token (a string or {"content": ...})
@@ -144,6 +195,9 @@ func parseBundle(path string, data []byte) (configs, error) {
 		}
 		if err := json.Unmarshal(r, p.v); err != nil {
 			return c, cfgErr(path, "%s: %v", p.name, err)
+		}
+		if err := refuseUnsupported(path, p.name, r); err != nil {
+			return c, err
 		}
 	}
 	for _, role := range []string{"text_encoder", "text_encoder_2"} {
@@ -327,8 +381,18 @@ func validateVAE(path string, c *nets.VAEConfig) error {
 			return err
 		}
 	}
-	if !(c.ScalingFactor > 0) {
+	if !(c.ScalingFactor > 0) || math.IsInf(c.ScalingFactor, 0) {
 		return cfgErr(path, "vae scaling_factor = %g, want > 0", c.ScalingFactor)
+	}
+	if (c.LatentsMean == nil) != (c.LatentsStd == nil) ||
+		(c.LatentsMean != nil && (len(c.LatentsMean) != c.LatentChannels || len(c.LatentsStd) != c.LatentChannels)) {
+		return cfgErr(path, "vae latents_mean (%d values) and latents_std (%d values) must both be set, one per latent channel (%d)",
+			len(c.LatentsMean), len(c.LatentsStd), c.LatentChannels)
+	}
+	for i, v := range c.LatentsStd {
+		if !(v > 0) || math.IsInf(v, 0) || math.IsNaN(c.LatentsMean[i]) || math.IsInf(c.LatentsMean[i], 0) {
+			return cfgErr(path, "vae latents_std[%d] = %g / latents_mean[%d] = %g: want a positive std and a finite mean", i, v, i, c.LatentsMean[i])
+		}
 	}
 	return nil
 }
@@ -366,7 +430,7 @@ func validateText(path, role string, c *nets.TextConfig) error {
 }
 
 func validateScheduler(path string, s *SchedulerConfig) error {
-	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 1, 100000); err != nil {
+	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 2, 100000); err != nil {
 		return err
 	}
 	switch s.BetaSchedule {
@@ -390,6 +454,10 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 			}
 		}
 	}
+	if acp := finalAlphaCumprod(s); !(acp > 1e-12) {
+		return cfgErr(path, "scheduler betas leave alphas_cumprod at %.3g by the last timestep: the noise level would be %.3g, not a usable schedule (is beta_end or a trained beta near 1?)",
+			acp, math.Sqrt((1-acp)/acp))
+	}
 	switch s.PredictionType {
 	case "epsilon", "v_prediction", "sample":
 	default:
@@ -404,6 +472,33 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 		return err
 	}
 	return nil
+}
+
+// finalAlphaCumprod is the product of (1 - beta) over the schedule's betas.
+func finalAlphaCumprod(s *SchedulerConfig) float64 {
+	n := s.NumTrainTimesteps
+	acp := 1.0
+	if len(s.TrainedBetas) > 0 {
+		for _, b := range s.TrainedBetas {
+			acp *= 1 - b
+		}
+		return acp
+	}
+	for i := 0; i < n; i++ {
+		f := float64(i) / float64(n-1)
+		var b float64
+		switch s.BetaSchedule {
+		case "linear":
+			b = s.BetaStart + f*(s.BetaEnd-s.BetaStart)
+		case "scaled_linear":
+			r := math.Sqrt(s.BetaStart) + f*(math.Sqrt(s.BetaEnd)-math.Sqrt(s.BetaStart))
+			b = r * r
+		default:
+			return 1 // squaredcos_cap_v2 caps its betas at 0.999 by construction
+		}
+		acp *= 1 - b
+	}
+	return acp
 }
 
 // isLDMYAML reports whether a config path names a YAML file.

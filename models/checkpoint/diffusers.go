@@ -34,20 +34,7 @@ func weightFile(dir, base string) (string, error) {
 }
 
 // readSmall reads a config file, refusing oversized ones.
-func readSmall(path string) ([]byte, error) {
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	if st.Size() > maxConfigSize {
-		return nil, cfgErr(path, "%d bytes is larger than the %d-byte limit", st.Size(), maxConfigSize)
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	return data, nil
-}
+func readSmall(path string) ([]byte, error) { return readConfig(path) }
 
 // parseDiffusersConfigs reads the config.json files of a diffusers folder
 // (unet, vae or scheduler nil: SD 1.5 defaults) and validates them together;
@@ -64,6 +51,9 @@ func parseDiffusersConfigs(unet, vae, sched []byte, texts map[string][]byte, nam
 			continue
 		}
 		if err := decodeJSON(names[p.role], p.data, p.v); err != nil {
+			return c, err
+		}
+		if err := refuseUnsupported(names[p.role], p.role, p.data); err != nil {
 			return c, err
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/models/nets"
 )
 
@@ -132,6 +133,9 @@ func (m *Model) CheckFinite(components ...string) error {
 	// Largest first, so the workers finish together.
 	sort.Slice(jobs, func(i, j int) bool { return len(jobs[i].p.Raw) > len(jobs[j].p.Raw) })
 	counts := make([]int64, len(jobs))
+	// The weights are mapped: a file truncated meanwhile faults on read
+	// (SIGBUS), which each goroutine turns into an error naming the file.
+	faults := make([]error, len(jobs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	workers := min(runtime.GOMAXPROCS(0), 4, len(jobs))
@@ -144,11 +148,20 @@ func (m *Model) CheckFinite(components ...string) error {
 				if i >= len(jobs) {
 					return
 				}
-				counts[i] = CountNonFinite(jobs[i].p.DType, jobs[i].p.Raw)
+				j := jobs[i]
+				faults[i] = safefile.Guard(m.fileOf(j.comp, j.name), func() { counts[i] = CountNonFinite(j.p.DType, j.p.Raw) })
+				if faults[i] != nil {
+					return
+				}
 			}
 		}()
 	}
 	wg.Wait()
+	for _, err := range faults {
+		if err != nil {
+			return err
+		}
+	}
 	var bad []NonFiniteTensor
 	for i, n := range counts {
 		if n == 0 {
@@ -173,6 +186,56 @@ func (m *Model) CheckFinite(components ...string) error {
 	})
 	return &NonFiniteError{Path: m.Path, Tensors: bad}
 }
+
+// fileOf names the file a component's parameter was read from.
+func (m *Model) fileOf(component, param string) string {
+	if o, ok := m.origins[component+"/"+param]; ok && o.file != "" {
+		return o.file
+	}
+	return m.Path
+}
+
+// GuardedWeights returns a component's weights for uploading: each Get
+// copies the parameter's bytes out of the mapped file under safefile.Guard,
+// so that a file truncated while it is read gives an error, not a SIGBUS
+// (the GL device reads upload bytes in C, where no fault can be caught).
+// After the upload, Err says whether a read faulted; the parameters read
+// then are zeros.
+func (m *Model) GuardedWeights(component string) (*GuardedWeights, error) {
+	w, err := m.weightsOf(component)
+	if err != nil {
+		return nil, err
+	}
+	return &GuardedWeights{m: m, comp: component, w: w}, nil
+}
+
+// GuardedWeights is a nets.Weights over mapped bytes; see Model.GuardedWeights.
+type GuardedWeights struct {
+	m    *Model
+	comp string
+	w    nets.Weights
+	err  error
+}
+
+// Get implements nets.Weights.
+func (g *GuardedWeights) Get(name string) (nets.Param, bool) {
+	if g.w == nil {
+		return nets.Param{}, false
+	}
+	p, ok := g.w.Get(name)
+	if !ok {
+		return p, ok
+	}
+	raw := make([]byte, len(p.Raw))
+	if g.err == nil {
+		g.err = safefile.Guard(g.m.fileOf(g.comp, name), func() { copy(raw, p.Raw) })
+	}
+	p.Raw = raw
+	return p, true
+}
+
+// Err reports a read that faulted because the file changed.
+func (g *GuardedWeights) Err() error { return g.err }
 
 // Lane masks of the exponent bits: a value is NaN or Inf exactly when its
 // exponent bits are all ones.

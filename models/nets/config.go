@@ -176,6 +176,11 @@ type VAEConfig struct {
 	SampleSize           int      `json:"sample_size"`
 	ScalingFactor        float64  `json:"scaling_factor"`
 	ShiftFactor          *float64 `json:"shift_factor"`
+	// LatentsMean and LatentsStd (per latent channel), when set, replace the
+	// scaling: the decoder sees latent * std / scaling_factor + mean (as
+	// diffusers' SDXL pipeline does for VAEs that carry them).
+	LatentsMean []float64 `json:"latents_mean"`
+	LatentsStd  []float64 `json:"latents_std"`
 	UseQuantConv         *bool    `json:"use_quant_conv"`
 	UsePostQuantConv     *bool    `json:"use_post_quant_conv"`
 	MidBlockAddAttention *bool    `json:"mid_block_add_attention"`

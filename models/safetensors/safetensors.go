@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
 	"sort"
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/safefile"
 )
 
 // MaxHeaderSize bounds the JSON header a file may declare (100 MiB).
@@ -112,18 +112,17 @@ type File struct {
 // copied: a multi-gigabyte checkpoint opens in the time it takes to parse
 // its header.
 func Open(path string) (*File, error) {
-	fd, err := os.Open(path)
+	// Regular files only: a FIFO would block the open, a device map
+	// garbage. The open never blocks.
+	fd, st, err := safefile.Open(path)
 	if err != nil {
+		var nr *safefile.NotRegularError
+		if errors.As(err, &nr) {
+			return nil, &FormatError{Path: path, Msg: fmt.Sprintf("not a regular file: it is %s", nr.Kind)}
+		}
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
 	defer fd.Close()
-	st, err := fd.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("safetensors: %w", err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, &FormatError{Path: path, Msg: "not a regular file"}
-	}
 	if st.Size() < 8 {
 		return nil, &FormatError{Path: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (empty or truncated file?)", st.Size())}
 	}
@@ -134,7 +133,10 @@ func Open(path string) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("safetensors %s: mapping: %w", path, err)
 	}
-	f, err := parse(path, mm)
+	var f *File
+	if ferr := safefile.Guard(path, func() { f, err = parse(path, mm) }); ferr != nil {
+		err = ferr // truncated since the Stat above
+	}
 	if err != nil {
 		mm.Unmap()
 		return nil, err

@@ -1,0 +1,90 @@
+package gen
+
+import (
+	"fmt"
+	"image"
+	"slices"
+
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/tokenizer"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+	"github.com/stepwise/stepwise/sampler"
+)
+
+// Facts are what a user interface needs to know about a loaded model,
+// copied from the pipeline when it loads: settings can then be validated
+// and previews drawn on any goroutine, while the goroutine that owns the
+// pipeline may close it at any time (a device recovery, a model switch).
+// Facts hold no reference to the pipeline or its device.
+type Facts struct {
+	Name           string // the pipeline's display name
+	Family         string // the model family ("SD 1.x", "SDXL", ...)
+	Downscale      int    // image size / latent size (8 for SD)
+	SizeMultiple   int    // what image sides must be multiples of (64 for SD 1.x/2.x, 32 for SDXL)
+	Levels         int    // U-Net levels
+	NativeSize     int    // the size the model was trained at
+	LatentChannels int
+	// MaxClipSkip is the largest clip skip every text encoder allows.
+	MaxClipSkip int
+	// TextHidden is the width of the text context (the encoders' widths
+	// added); Encoders describes each ("text_encoder 12 layers").
+	TextHidden int
+	Encoders   []string
+	Scheduler  checkpoint.SchedulerConfig
+	// LatentRGB is the linear latent -> RGB projection of step previews.
+	LatentRGB     [][]float32
+	LatentRGBBias [3]float32
+	// Tokenizer is the model's tokenizer (immutable, safe for concurrent use).
+	Tokenizer *tokenizer.Tokenizer
+}
+
+// FactsOf copies p's facts. Call it on the goroutine that owns p, before
+// anything may close it.
+func FactsOf(p *models.Pipeline) *Facts {
+	factors, bias := p.LatentRGB()
+	f := &Facts{
+		Name: p.Name, Family: p.Model.Family, Downscale: p.Downscale(), SizeMultiple: p.SizeMultiple(),
+		Levels: len(p.Model.UNet.BlockOutChannels), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
+		TextHidden: p.Model.UNet.CrossAttentionDim, MaxClipSkip: 1 << 30,
+		Scheduler: p.Model.Scheduler, LatentRGBBias: bias, Tokenizer: p.Tokenizer(),
+	}
+	for _, t := range p.Model.Texts {
+		f.MaxClipSkip = min(f.MaxClipSkip, t.Config.NumHiddenLayers-t.Spec.Skip+1)
+		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
+	}
+	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)
+	for _, row := range factors {
+		f.LatentRGB = append(f.LatentRGB, slices.Clone(row))
+	}
+	return f
+}
+
+// Validate checks settings against what the model can do; see the
+// package function Validate.
+func (f *Facts) Validate(s presets.Settings) error {
+	return validate(f, s)
+}
+
+// SamplerSettings converts image settings to a sampling run's settings for
+// this model; see the package function SamplerSettings.
+func (f *Facts) SamplerSettings(s presets.Settings) sampler.Settings {
+	return samplerSettings(f.Downscale, f.LatentChannels, f.Scheduler, s)
+}
+
+// Preview renders batch row i of a latent as RGB without the VAE; see
+// PreviewFor.
+func (f *Facts) Preview(l sampler.Latent, i int) *image.RGBA {
+	return preview(f.LatentRGB, f.LatentRGBBias, l, i)
+}
+
+// preview is PreviewFor with the projection given.
+func preview(factors [][]float32, bias [3]float32, l sampler.Latent, i int) *image.RGBA {
+	c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+	n := c * h * w
+	if c != len(factors) || (i+1)*n > len(l.Data) {
+		return image.NewRGBA(image.Rect(0, 0, w, h))
+	}
+	return render.LatentToRGB(l.Data[i*n:(i+1)*n], c, h, w, factors, bias)
+}
