@@ -164,26 +164,26 @@ func (c *UNetConfig) Heads(i int) int {
 
 // VAEConfig is diffusers' AutoencoderKL config.json.
 type VAEConfig struct {
-	InChannels           int      `json:"in_channels"`
-	OutChannels          int      `json:"out_channels"`
-	DownBlockTypes       []string `json:"down_block_types"`
-	UpBlockTypes         []string `json:"up_block_types"`
-	BlockOutChannels     []int    `json:"block_out_channels"`
-	LayersPerBlock       int      `json:"layers_per_block"`
-	ActFn                string   `json:"act_fn"`
-	LatentChannels       int      `json:"latent_channels"`
-	NormNumGroups        int      `json:"norm_num_groups"`
-	SampleSize           int      `json:"sample_size"`
-	ScalingFactor        float64  `json:"scaling_factor"`
-	ShiftFactor          *float64 `json:"shift_factor"`
+	InChannels       int      `json:"in_channels"`
+	OutChannels      int      `json:"out_channels"`
+	DownBlockTypes   []string `json:"down_block_types"`
+	UpBlockTypes     []string `json:"up_block_types"`
+	BlockOutChannels []int    `json:"block_out_channels"`
+	LayersPerBlock   int      `json:"layers_per_block"`
+	ActFn            string   `json:"act_fn"`
+	LatentChannels   int      `json:"latent_channels"`
+	NormNumGroups    int      `json:"norm_num_groups"`
+	SampleSize       int      `json:"sample_size"`
+	ScalingFactor    float64  `json:"scaling_factor"`
+	ShiftFactor      *float64 `json:"shift_factor"`
 	// LatentsMean and LatentsStd (per latent channel), when set, replace the
 	// scaling: the decoder sees latent * std / scaling_factor + mean (as
 	// diffusers' SDXL pipeline does for VAEs that carry them).
-	LatentsMean []float64 `json:"latents_mean"`
-	LatentsStd  []float64 `json:"latents_std"`
-	UseQuantConv         *bool    `json:"use_quant_conv"`
-	UsePostQuantConv     *bool    `json:"use_post_quant_conv"`
-	MidBlockAddAttention *bool    `json:"mid_block_add_attention"`
+	LatentsMean          []float64 `json:"latents_mean"`
+	LatentsStd           []float64 `json:"latents_std"`
+	UseQuantConv         *bool     `json:"use_quant_conv"`
+	UsePostQuantConv     *bool     `json:"use_post_quant_conv"`
+	MidBlockAddAttention *bool     `json:"mid_block_add_attention"`
 	// LatentRGBFactors ([latent channels][3]) and LatentRGBBias project a
 	// scaled latent linearly to RGB in [-1, 1] for free step previews. Not
 	// a diffusers field: Stepwise's bundled model carries its own (fitted by
