@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -72,6 +73,7 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		if err := m.CheckFinite(comp); err != nil {
 			return err
 		}
+		_ = m.DropPages() // the scan's pages; each upload reads its own again
 		gw, err := m.GuardedWeights(comp)
 		if err != nil {
 			return err
@@ -135,6 +137,9 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
+	// The upload copies are garbage now: give their memory back at once
+	// rather than when the runtime's scavenger gets to it.
+	debug.FreeOSMemory()
 	p.LoadTime = time.Since(start)
 	return p, nil
 }

@@ -230,6 +230,11 @@ func (g *GuardedWeights) Get(name string) (nets.Param, bool) {
 	if g.err == nil {
 		g.err = safefile.Guard(g.m.fileOf(g.comp, name), func() { copy(raw, p.Raw) })
 	}
+	// The copy goes to the device; the mapped pages need not stay resident
+	// (the file and the device's copy would otherwise both count).
+	for _, f := range g.m.files {
+		f.DropData(p.Raw)
+	}
 	p.Raw = raw
 	return p, true
 }

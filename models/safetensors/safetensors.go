@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
@@ -181,6 +182,25 @@ func (f *File) DropPages() error {
 		return fmt.Errorf("safetensors %s: madvise: %w", f.path, err)
 	}
 	return nil
+}
+
+// DropData is DropPages for the whole pages of the mapping that b (a slice
+// returned by Data) covers; b outside the mapping is ignored.
+func (f *File) DropData(b []byte) {
+	if f.closed || len(f.mm) == 0 || len(b) == 0 {
+		return
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	if start < base || start+uintptr(len(b)) > base+uintptr(len(f.mm)) {
+		return
+	}
+	page := uintptr(unix.Getpagesize())
+	lo := (start - base + page - 1) / page * page
+	hi := (start - base + uintptr(len(b))) / page * page
+	if hi > lo {
+		_ = unix.Madvise(f.mm[lo:hi], unix.MADV_DONTNEED) // advice only
+	}
 }
 
 // Path returns the path (or name) the file was opened with.
