@@ -65,6 +65,17 @@ type worker struct {
 	open   OpenFunc
 	model  modelSpec // what a reopened device loads
 	crash  string    // test-only: "worker" panics on the next step
+	// pf are the facts of pfOf (the pipeline of the last preview).
+	pf   *gen.Facts
+	pfOf *models.Pipeline
+}
+
+// facts returns the loaded pipeline's facts, copied once per pipeline.
+func (w *worker) facts() *gen.Facts {
+	if w.pf == nil || w.pfOf != w.pipe {
+		w.pf, w.pfOf = factsOf(w.pipe), w.pipe
+	}
+	return w.pf
 }
 
 // jobState is one run as the worker keeps it: the gen.Job and, for every
@@ -482,7 +493,7 @@ func (w *worker) start(r genReq) {
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
 		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
-		Shape: x.Shape, Noise: previewAll(factsOf(w.pipe), w.vpLatent(js, x, sched.InitNoiseSigma))}
+		Shape: x.Shape, Noise: previewAll(w.facts(), w.vpLatent(js, x, sched.InitNoiseSigma))}
 	w.send(msg)
 }
 
@@ -554,7 +565,7 @@ func (w *worker) step(a *jobState) {
 	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
-		Took: d, XT: previewAll(factsOf(w.pipe), w.vpLatent(a, f.X, next)), X0: previewAll(factsOf(w.pipe), f.Denoised),
+		Took: d, XT: previewAll(w.facts(), w.vpLatent(a, f.X, next)), X0: previewAll(w.facts(), f.Denoised),
 	}})
 	if a.job.Done() {
 		w.finish(a, nil)
