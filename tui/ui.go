@@ -178,11 +178,13 @@ type (
 	// modelMsg answers a model switch: the new pipeline, or why it failed
 	// (the previous model is then still loaded).
 	modelMsg struct {
-		path     string
-		model    *gen.Facts
-		err      error
-		took     time.Duration
-		warnings []string
+		path      string
+		seq       int64
+		cancelled bool // the user cancelled it; the previous model stays
+		model     *gen.Facts
+		err       error
+		took      time.Duration
+		warnings  []string
 	}
 	// reopenedMsg: after a device error the worker reopened the device
 	// and loaded the model again (pipe), or could not (err).
@@ -213,6 +215,7 @@ type Model struct {
 	loading   bool
 	loadErr   error
 	switching bool          // a model switch is in progress
+	switchSeq int64         // the last switch asked for
 	send      func(tea.Msg) // the program's Send (the worker's too)
 	crash     *CrashError   // a caught panic; the studio is quitting
 
@@ -558,6 +561,16 @@ func (m *Model) cancel() tea.Cmd {
 			return nil
 		}
 		m.state = stateMain
+	case m.switching:
+		// The load goes on in the worker (a read cannot be interrupted)
+		// but its model is dropped; the studio is free at once.
+		m.w.cancelledSwitch.Store(m.switchSeq)
+		m.switching = false
+		keep := ""
+		if m.model != nil {
+			keep = "; " + m.model.Name + " stays loaded"
+		}
+		m.setStatus("model load cancelled" + keep)
 	default:
 		if r := m.active(); r != nil {
 			m.w.cancelRun()

@@ -50,6 +50,10 @@ type worker struct {
 	paused atomic.Bool
 	done   chan struct{}
 
+	// cancelledSwitch is the Seq of a model switch the user cancelled: the
+	// worker skips it, or drops the model it loaded.
+	cancelledSwitch atomic.Int64
+
 	mu          sync.Mutex
 	runCancel   context.CancelFunc // of the active run
 	sweepCancel context.CancelFunc // of the sweep in progress
@@ -111,8 +115,12 @@ type loadReq struct {
 	crash string
 }
 
-// modelReq switches to another model on the same device.
-type modelReq struct{ Path, Config string }
+// modelReq switches to another model on the same device. Seq numbers the
+// switches, for cancelling one (see worker.cancelSwitch).
+type modelReq struct {
+	Path, Config string
+	Seq          int64
+}
 
 // genReq starts a run (Parent < 0) or branches from frame At of run Parent.
 type genReq struct {
@@ -825,6 +833,11 @@ func (w *worker) forward(r forwardReq) {
 // the load fails the previous model stays loaded; should the failure have
 // left the device failed, the device is reopened with the previous model.
 func (w *worker) switchModel(r modelReq) {
+	cancelled := func() bool { return r.Seq != 0 && w.cancelledSwitch.Load() == r.Seq }
+	if cancelled() {
+		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
+		return
+	}
 	if a := w.active; a != nil && !a.job.Done() {
 		w.finish(a, errStopped)
 	}
@@ -856,12 +869,18 @@ func (w *worker) switchModel(r modelReq) {
 		return
 	}
 	pipe, err := models.Load(w.dev, r.Path, r.Config)
+	if err == nil && cancelled() {
+		// Cancelled while it loaded: the previous model stays.
+		pipe.Close()
+		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
+		return
+	}
 	if err != nil {
 		if pipe != nil {
 			pipe.Close()
 		}
 		err = w.recoverDevice(err)
-		w.send(modelMsg{path: r.Path, err: err})
+		w.send(modelMsg{path: r.Path, seq: r.Seq, err: err})
 		return
 	}
 	if old := w.pipe; old != nil {
@@ -869,7 +888,7 @@ func (w *worker) switchModel(r modelReq) {
 		old.Close()
 	}
 	w.pipe, w.model = pipe, spec
-	w.send(modelMsg{path: r.Path, model: factsOf(pipe), took: time.Since(t0), warnings: pipe.Model.Warnings})
+	w.send(modelMsg{path: r.Path, seq: r.Seq, model: factsOf(pipe), took: time.Since(t0), warnings: pipe.Model.Warnings})
 }
 
 // unloadJobs releases every run's device memory and marks the runs as made
