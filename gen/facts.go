@@ -1,6 +1,7 @@
 package gen
 
 import (
+	"fmt"
 	"image"
 	"slices"
 	"strings"
@@ -20,12 +21,19 @@ import (
 // Facts hold no reference to the pipeline or its device.
 type Facts struct {
 	Name           string // the pipeline's display name
+	Family         string // the model family ("SD 1.x", "SDXL", ...)
 	Downscale      int    // image size / latent size (8 for SD)
+	SizeMultiple   int    // what image sides must be multiples of (64 for SD 1.x/2.x, 32 for SDXL)
+	Levels         int    // U-Net levels
 	NativeSize     int    // the size the model was trained at
 	LatentChannels int
-	TextLayers     int // text encoder layers (the largest clip skip)
-	TextHidden     int // text encoder width
-	Scheduler      checkpoint.SchedulerConfig
+	// MaxClipSkip is the largest clip skip every text encoder allows.
+	MaxClipSkip int
+	// TextHidden is the width of the text context (the encoders' widths
+	// added); Encoders describes each ("text_encoder 12 layers").
+	TextHidden int
+	Encoders   []string
+	Scheduler  checkpoint.SchedulerConfig
 	// LatentRGB is the linear latent -> RGB projection of step previews.
 	LatentRGB     [][]float32
 	LatentRGBBias [3]float32
@@ -48,9 +56,14 @@ type Facts struct {
 func FactsOf(p *models.Pipeline) *Facts {
 	factors, bias := p.LatentRGB()
 	f := &Facts{
-		Name: p.Name, Downscale: p.Downscale(), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
-		TextLayers: p.Model.Text.NumHiddenLayers, TextHidden: p.Model.Text.HiddenSize,
+		Name: p.Name, Family: p.Model.Family, Downscale: p.Downscale(), SizeMultiple: p.SizeMultiple(),
+		Levels: len(p.Model.UNet.BlockOutChannels), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
+		TextHidden: p.Model.UNet.CrossAttentionDim, MaxClipSkip: 1 << 30,
 		Scheduler: p.Model.Scheduler, LatentRGBBias: bias, Tokenizer: p.Tokenizer(),
+	}
+	for _, t := range p.Model.Texts {
+		f.MaxClipSkip = min(f.MaxClipSkip, t.Config.NumHiddenLayers-t.Spec.Skip+1)
+		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
 	}
 	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)
 	u := p.Model.UNet
@@ -71,7 +84,7 @@ func FactsOf(p *models.Pipeline) *Facts {
 // Validate checks settings against what the model can do; see the
 // package function Validate.
 func (f *Facts) Validate(s presets.Settings) error {
-	if err := validate(f.Downscale, f.TextLayers, s); err != nil {
+	if err := validate(f, s); err != nil {
 		return err
 	}
 	return f.CheckMemory(s)

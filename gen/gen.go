@@ -38,15 +38,16 @@ type Job struct {
 // any work: sizes must be multiples of the model's latent downscale,
 // names must resolve, numbers must be finite and in range.
 func Validate(p *models.Pipeline, s presets.Settings) error {
-	return validate(p.Downscale(), p.Model.Text.NumHiddenLayers, s)
+	return validate(FactsOf(p), s)
 }
 
-func validate(ds, textLayers int, s presets.Settings) error {
+func validate(f *Facts, s presets.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if s.Width%ds != 0 || s.Height%ds != 0 {
-		return fmt.Errorf("size %dx%d: width and height must be multiples of %d for this model", s.Width, s.Height, ds)
+	if m := f.SizeMultiple; s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
+		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the U-Net's %d levels by %d more)",
+			s.Width, s.Height, m, f.Family, f.Downscale, f.Levels, m/f.Downscale)
 	}
 	if _, _, err := sampler.LookupSampler(s.Sampler); err != nil {
 		return err
@@ -62,8 +63,8 @@ func validate(ds, textLayers int, s presets.Settings) error {
 	if s.RNG != "" && s.RNG != presets.RNGTorchCPU && s.RNG != presets.RNGPhilox {
 		return fmt.Errorf("rng %q: want %s or %s", s.RNG, presets.RNGTorchCPU, presets.RNGPhilox)
 	}
-	if s.ClipSkip > textLayers {
-		return fmt.Errorf("clip skip %d: the text encoder has only %d layers", s.ClipSkip, textLayers)
+	if s.ClipSkip > f.MaxClipSkip {
+		return fmt.Errorf("clip skip %d: the text encoders allow at most %d", s.ClipSkip, f.MaxClipSkip)
 	}
 	return nil
 }
@@ -183,12 +184,22 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
+	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
 	if err != nil {
 		c.Release()
 		return nil, err
 	}
 	return j, nil
+}
+
+// SizeCond is the SDXL size conditioning that settings ask for.
+func SizeCond(s presets.Settings) models.SizeCond {
+	return models.SizeCond{
+		OriginalW: s.OriginalWidth, OriginalH: s.OriginalHeight,
+		CropLeft: s.CropLeft, CropTop: s.CropTop,
+		TargetW: s.TargetWidth, TargetH: s.TargetHeight,
+	}
 }
 
 // Step advances the run by one sampler step and records the frame.

@@ -583,8 +583,8 @@ func brokenCases() []brokenCase {
 				writeFile(t, filepath.Join(d, "model_index.json"), []byte(`{"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}`))
 				return d, "", ""
 			}},
-		brokenCase{class: "diffusers folder", name: "an SDXL pipeline", typed: isConfig,
-			want: []string{"model_index.json", "second text encoder (text_encoder_2, as SDXL)"},
+		brokenCase{class: "diffusers folder", name: "an SDXL pipeline without its text_encoder_2", typed: func(err error) bool { return errors.Is(err, os.ErrNotExist) },
+			want: []string{"text_encoder_2/config.json is missing"},
 			make: func(t *testing.T, m *mini, dir string) (string, string, string) {
 				d := diffusersCopy(t, filepath.Join(dir, "folder"), "model_index.json")
 				writeFile(t, filepath.Join(d, "model_index.json"), []byte(`{"_class_name": "StableDiffusionXLPipeline", "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"], "unet": ["diffusers", "UNet2DConditionModel"]}`))

@@ -28,11 +28,12 @@ type Pipeline struct {
 	// A1111 writes it in "Model: ..."), or the folder name.
 	Name string
 
-	dev  gpu.Device
-	tok  *tokenizer.Tokenizer
-	text *nets.TextEncoder
-	unet *nets.UNet
-	vae  *nets.VAE
+	dev   gpu.Device
+	tok   *tokenizer.Tokenizer
+	texts []*nets.TextEncoder    // parallel to Model.Texts
+	toks  []*tokenizer.Tokenizer // each text encoder's tokenizer
+	unet  *nets.UNet
+	vae   *nets.VAE
 
 	// LoadTime is how long Load took (reading, validating, uploading).
 	LoadTime time.Duration
@@ -84,10 +85,30 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		}
 		return nil
 	}
-	err := upload("text_encoder", func(w nets.Weights) (err error) {
-		p.text, err = nets.NewTextEncoder(dev, m.Text, w)
-		return err
-	})
+	if len(m.Texts) == 0 {
+		return nil, fmt.Errorf("%s: no text encoder", m.Path)
+	}
+	var err error
+	for _, t := range m.Texts {
+		err = upload(t.Spec.Role, func(w nets.Weights) error {
+			te, err := nets.NewTextEncoder(dev, t.Config, w)
+			if err == nil {
+				p.texts = append(p.texts, te)
+			}
+			return err
+		})
+		if err != nil {
+			break
+		}
+		tok := p.tok
+		if t.Pad != tokenizer.EOS && t.Pad != tokenizer.BOS {
+			tok = tok.WithSpecial(tok.Token(t.Pad), t.Pad) // "!" as an added pad token
+		}
+		p.toks = append(p.toks, tok)
+	}
+	if err == nil {
+		err = p.checkContracts()
+	}
 	if err == nil {
 		err = upload("unet", func(w nets.Weights) (err error) {
 			p.unet, err = nets.NewUNet(dev, m.UNet, w)
@@ -107,6 +128,12 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	if err := dev.Finish(); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("%s: uploading weights: %w", m.Path, err)
+	}
+	// The device holds the weights now: the file's pages need not stay
+	// resident beside them (on llvmpipe both would count against RAM).
+	if err := m.DropPages(); err != nil {
+		p.Close()
+		return nil, err
 	}
 	p.LoadTime = time.Since(start)
 	return p, nil
@@ -142,6 +169,12 @@ func (p *Pipeline) LatentChannels() int { return p.unet.Config.InChannels }
 // Downscale is the ratio of image size to latent size (8 for SD).
 func (p *Pipeline) Downscale() int { return p.vae.Config.Downscale() }
 
+// SizeMultiple is what image sides must be a multiple of: the VAE's
+// downscale times the U-Net's (64 for SD 1.x/2.x, 32 for SDXL).
+func (p *Pipeline) SizeMultiple() int {
+	return p.Downscale() << (len(p.unet.Config.BlockOutChannels) - 1)
+}
+
 // NativeSize is the image size the model was trained at (sample_size x
 // downscale), e.g. 512 for SD 1.5.
 func (p *Pipeline) NativeSize() int { return p.unet.Config.SampleSize * p.Downscale() }
@@ -162,10 +195,53 @@ func (p *Pipeline) LatentRGB() (factors [][]float32, bias [3]float32) {
 	return render.SD15LatentRGBFactors, render.SD15LatentRGBBias
 }
 
+// checkContracts checks, before the U-Net is uploaded, that the networks
+// fit together: the text encoders' widths add up to the U-Net's context
+// width, the added conditioning matches the pooled vector, and the VAE's
+// latent channels are the U-Net's.
+func (p *Pipeline) checkContracts() error {
+	m := p.Model
+	ctx, pooled := 0, 0
+	var parts []string
+	for i, t := range m.Texts {
+		ctx += t.Config.HiddenSize
+		parts = append(parts, fmt.Sprintf("%s %d", t.Spec.Role, t.Config.HiddenSize))
+		if t.Spec.Pooled {
+			pooled = p.texts[i].Config.ProjectionDim
+		}
+	}
+	u := &m.UNet
+	if ctx != u.CrossAttentionDim {
+		return fmt.Errorf("%s: the text encoders give %d-wide context (%s) but the U-Net's cross_attention_dim is %d",
+			m.Path, ctx, strings.Join(parts, " + "), u.CrossAttentionDim)
+	}
+	if m.Spec != nil && m.Spec.Added != "" {
+		k := 6
+		if m.Spec.Added == checkpoint.AddedAestheticTimeIDs {
+			k = 5
+		}
+		if u.AdditionEmbedType != "text_time" {
+			return fmt.Errorf("%s: %s needs a U-Net with addition_embed_type text_time", m.Path, m.Spec.Name)
+		}
+		if want := pooled + k*u.AdditionTimeEmbedDim; want != u.ProjectionClassEmbeddingsInputDim {
+			return fmt.Errorf("%s: the U-Net's add_embedding takes %d values, but pooled %d + %d time ids x %d = %d",
+				m.Path, u.ProjectionClassEmbeddingsInputDim, pooled, k, u.AdditionTimeEmbedDim, want)
+		}
+	}
+	vl := m.VAE.LatentChannels
+	if vl == 0 {
+		vl = 4
+	}
+	if in := u.InChannels; in != vl && in != 2*vl+1 {
+		return fmt.Errorf("%s: the VAE has %d latent channels but the U-Net takes %d", m.Path, vl, in)
+	}
+	return nil
+}
+
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {
-	if p.text != nil {
-		p.text.Release()
+	for _, t := range p.texts {
+		t.Release()
 	}
 	if p.unet != nil {
 		p.unet.Release()
@@ -173,7 +249,7 @@ func (p *Pipeline) Close() error {
 	if p.vae != nil {
 		p.vae.Release()
 	}
-	p.text, p.unet, p.vae = nil, nil, nil
+	p.texts, p.unet, p.vae = nil, nil, nil
 	if p.Model != nil {
 		err := p.Model.Close()
 		p.Model = nil
@@ -185,14 +261,20 @@ func (p *Pipeline) Close() error {
 // Conditioning is a prompt pair encoded for classifier-free guidance. Both
 // tensors live on the device with shape [1, 77*chunks, C] and the same
 // number of chunks (the shorter prompt is padded with empty chunks, as
-// A1111 does).
+// A1111 does); C is the text encoders' widths added (SDXL: 768 + 1280).
 type Conditioning struct {
 	Cond, Uncond *gpu.Tensor
+	// CondPooled and UncondPooled are the pooled text vectors [1, P] of
+	// families that have one (SDXL), from each prompt's first chunk.
+	CondPooled, UncondPooled *gpu.Tensor
 	// Chunks is the number of 77-token chunks; more than 1 means a prompt
 	// was longer than 75 tokens and was split.
 	Chunks int
 	// Tokens counts each prompt's tokens as A1111 does (75 per full chunk).
 	PromptTokens, NegativeTokens int
+	// CondTimeIDs and UncondTimeIDs are SDXL's added time ids (set by
+	// SetSize).
+	CondTimeIDs, UncondTimeIDs []float32
 
 	batch map[string]*gpu.Tensor // contexts built for row patterns
 	dev   gpu.Device
@@ -203,41 +285,120 @@ func (c *Conditioning) Release() {
 	if c == nil || c.dev == nil {
 		return
 	}
-	c.dev.Release(c.Cond)
-	c.dev.Release(c.Uncond)
+	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled} {
+		if t != nil {
+			c.dev.Release(t)
+		}
+	}
 	for _, t := range c.batch {
 		c.dev.Release(t)
 	}
 	c.batch = nil
 }
 
+// SizeCond is SDXL's size conditioning (ComfyUI's CLIPTextEncodeSDXL
+// fields; diffusers' original_size, crops_coords_top_left, target_size).
+// Zero sizes mean the image's own size.
+type SizeCond struct {
+	OriginalW, OriginalH int
+	CropLeft, CropTop    int
+	TargetW, TargetH     int
+	// Aesthetic scores of the refiner (diffusers' defaults 6.0 and 2.5).
+	Aesthetic, NegativeAesthetic float64
+}
+
+// SetSize fills c's time ids for a w x h image from sc, for families with
+// added conditioning (a no-op otherwise), as diffusers' _get_add_time_ids:
+// (original h, w, crop top, left, target h, w), or for the refiner
+// (original h, w, crop top, left, aesthetic score).
+func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
+	if p.Model.Spec == nil || p.Model.Spec.Added == "" {
+		return
+	}
+	ow, oh, tw, th := sc.OriginalW, sc.OriginalH, sc.TargetW, sc.TargetH
+	if ow <= 0 || oh <= 0 {
+		ow, oh = w, h
+	}
+	if tw <= 0 || th <= 0 {
+		tw, th = w, h
+	}
+	f := func(v ...float64) []float32 {
+		out := make([]float32, len(v))
+		for i, x := range v {
+			out[i] = float32(x)
+		}
+		return out
+	}
+	base := []float64{float64(oh), float64(ow), float64(sc.CropTop), float64(sc.CropLeft)}
+	if p.Model.Spec.Added == checkpoint.AddedAestheticTimeIDs {
+		a, na := sc.Aesthetic, sc.NegativeAesthetic
+		if a == 0 {
+			a = 6
+		}
+		if na == 0 {
+			na = 2.5
+		}
+		c.CondTimeIDs, c.UncondTimeIDs = f(append(base, a)...), f(append(base, na)...)
+	} else {
+		ids := f(append(base, float64(th), float64(tw))...)
+		c.CondTimeIDs, c.UncondTimeIDs = ids, ids
+	}
+	for k, t := range c.batch { // contexts built with other ids
+		if strings.HasPrefix(k, "added:") {
+			c.dev.Release(t)
+			delete(c.batch, k)
+		}
+	}
+}
+
 // EncodePrompt tokenizes both prompts (A1111 weighting syntax, 75-token
-// chunks), runs the text encoder and applies the token weights with A1111's
-// mean-restoring rule. clipSkip follows A1111: 1 (or 0) = last layer, 2 =
-// penultimate.
+// chunks), runs the text encoders and applies the token weights with A1111's
+// mean-restoring rule, per encoder. clipSkip follows A1111: 1 (or 0) = the
+// family's usual layer (SD 1.x/2.x: the last, SDXL: the penultimate), 2 =
+// one layer earlier. An empty negative prompt of a family that zeroes it
+// (SDXL, diffusers' force_zeros_for_empty_prompt) is all zeros.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
 	t0 := time.Now()
-	pos, err := p.tok.EncodeWeighted(prompt)
-	if err != nil {
-		return nil, fmt.Errorf("prompt: %w", err)
+	// Each encoder tokenizes on its own (their pad tokens split text
+	// differently); all are padded to the same number of chunks.
+	pos := make([]tokenizer.Encoded, len(p.toks))
+	neg := make([]tokenizer.Encoded, len(p.toks))
+	n := 0
+	for i, tok := range p.toks {
+		var err error
+		if pos[i], err = tok.EncodeWeighted(prompt); err != nil {
+			return nil, fmt.Errorf("prompt: %w", err)
+		}
+		if neg[i], err = tok.EncodeWeighted(negative); err != nil {
+			return nil, fmt.Errorf("negative prompt: %w", err)
+		}
+		n = max(n, len(pos[i].Chunks), len(neg[i].Chunks))
 	}
-	neg, err := p.tok.EncodeWeighted(negative)
-	if err != nil {
-		return nil, fmt.Errorf("negative prompt: %w", err)
+	for i := range p.toks {
+		padChunks(&pos[i], n, nil)
+		padChunks(&neg[i], n, nil)
 	}
-	n := max(len(pos.Chunks), len(neg.Chunks))
-	padChunks(&pos, n, p.tok)
-	padChunks(&neg, n, p.tok)
 	p.Timings["tokenize"] = time.Since(t0)
 
 	t1 := time.Now()
-	c := &Conditioning{Chunks: n, PromptTokens: pos.TokenCount, NegativeTokens: neg.TokenCount, dev: p.dev}
-	if c.Cond, err = p.encode(pos, clipSkip); err != nil {
+	c := &Conditioning{Chunks: n, PromptTokens: pos[0].TokenCount, NegativeTokens: neg[0].TokenCount, dev: p.dev}
+	var err error
+	if c.Cond, c.CondPooled, err = p.encode(pos, clipSkip); err != nil {
 		return nil, err
 	}
-	if c.Uncond, err = p.encode(neg, clipSkip); err != nil {
-		p.dev.Release(c.Cond)
+	zero := negative == "" && p.Model.Spec != nil && p.Model.Spec.ZeroEmptyNegative
+	if zero {
+		c.Uncond = p.dev.Upload(make([]float32, c.Cond.Numel()), c.Cond.Shape...)
+		if c.CondPooled != nil {
+			c.UncondPooled = p.dev.Upload(make([]float32, c.CondPooled.Numel()), c.CondPooled.Shape...)
+		}
+	} else if c.Uncond, c.UncondPooled, err = p.encode(neg, clipSkip); err != nil {
+		c.Release()
 		return nil, err
+	}
+	if err := p.dev.Err(); err != nil {
+		c.Release()
+		return nil, fmt.Errorf("text encoder: %w", err)
 	}
 	p.Timings["text_encoder"] = time.Since(t1)
 	return c, nil
@@ -256,42 +417,95 @@ func padChunks(e *tokenizer.Encoded, n int, tok *tokenizer.Tokenizer) {
 	}
 }
 
-// encode runs the text encoder on every chunk and returns [1, 77*chunks, C].
-func (p *Pipeline) encode(e tokenizer.Encoded, clipSkip int) (*gpu.Tensor, error) {
+// withPad returns chunks whose positions after each chunk's first EOS hold
+// pad (the tokenizer pads with EOS, CLIP-L's padding).
+func withPad(chunks [][]int32, pad int32) [][]int32 {
+	if pad == tokenizer.EOS {
+		return chunks
+	}
+	out := make([][]int32, len(chunks))
+	for i, ids := range chunks {
+		row := append([]int32(nil), ids...)
+		for j := 1; j < len(row); j++ {
+			if row[j] == tokenizer.EOS {
+				for k := j + 1; k < len(row); k++ {
+					row[k] = pad
+				}
+				break
+			}
+		}
+		out[i] = row
+	}
+	return out
+}
+
+// encode runs every text encoder on every chunk and returns the context
+// [1, 77*chunks, C] (the encoders' outputs side by side) and the pooled
+// vector [1, P] of the first chunk (nil without one).
+func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *gpu.Tensor, error) {
 	if clipSkip < 1 {
 		clipSkip = 1
 	}
-	if clipSkip > p.text.Config.NumHiddenLayers {
-		return nil, fmt.Errorf("clip skip %d: the text encoder has only %d layers", clipSkip, p.text.Config.NumHiddenLayers)
+	d := p.dev
+	var hs []*gpu.Tensor
+	var pooled *gpu.Tensor
+	release := func() {
+		for _, h := range hs {
+			d.Release(h)
+		}
+		if pooled != nil {
+			d.Release(pooled)
+		}
 	}
-	h, err := p.text.EncodeSkip(e.Chunks, clipSkip) // [chunks, 77, C]
-	if err != nil {
-		return nil, fmt.Errorf("text encoder: %w", err)
-	}
-	weighted := false
-	for _, ws := range e.Weights {
-		for _, w := range ws {
-			if w != 1 {
-				weighted = true
+	for i, t := range p.Model.Texts {
+		te, e := p.texts[i], es[i]
+		weighted := false
+		for _, ws := range e.Weights {
+			for _, w := range ws {
+				if w != 1 {
+					weighted = true
+				}
 			}
 		}
-	}
-	if weighted {
-		z, err := p.dev.Download(h)
+		skip := t.Spec.Skip + clipSkip - 1
+		if skip > te.Config.NumHiddenLayers {
+			release()
+			return nil, nil, fmt.Errorf("clip skip %d: the %s has only %d layers", clipSkip, t.Spec.Role, te.Config.NumHiddenLayers)
+		}
+		h, pl, err := te.EncodeWith(withPad(e.Chunks, t.Pad), nets.EncodeOpts{Skip: skip, FinalNorm: t.Spec.FinalNorm, Pooled: t.Spec.Pooled})
 		if err != nil {
-			p.dev.Release(h)
-			return nil, fmt.Errorf("text encoder: %w", err)
+			release()
+			return nil, nil, fmt.Errorf("%s: %w", t.Spec.Role, err)
 		}
-		p.dev.Release(h)
-		dim := h.Dim(-1)
-		per := h.Dim(1) * dim
-		for i, ws := range e.Weights {
-			tokenizer.ApplyWeights(z[i*per:(i+1)*per], len(ws), dim, ws)
+		if pl != nil {
+			pooled = d.Embedding(pl, []int32{0}) // the first chunk's
+			d.Release(pl)
 		}
-		h = p.dev.Upload(z, h.Shape...)
+		if weighted {
+			z, err := d.Download(h)
+			d.Release(h)
+			if err != nil {
+				release()
+				return nil, nil, fmt.Errorf("%s: %w", t.Spec.Role, err)
+			}
+			dim := h.Dim(-1)
+			per := h.Dim(1) * dim
+			for i, ws := range e.Weights {
+				tokenizer.ApplyWeights(z[i*per:(i+1)*per], len(ws), dim, ws)
+			}
+			h = d.Upload(z, h.Shape...)
+		}
+		hs = append(hs, h)
+	}
+	h := hs[0]
+	if len(hs) > 1 {
+		h = d.Concat(2, hs...)
+		for _, x := range hs {
+			d.Release(x)
+		}
 	}
 	out := h.View(1, h.Dim(0)*h.Dim(1), h.Dim(2))
-	return out, p.dev.Err()
+	return out, pooled, d.Err()
 }
 
 // Row selects the conditioning of one batch row of PredictNoise.
@@ -303,9 +517,8 @@ const (
 	Cond   Row = true
 )
 
-// context returns the [B, L, C] text context for a row pattern, cached on c
-// so that every step of a run reuses it.
-func (c *Conditioning) context(rows []Row) *gpu.Tensor {
+// rowsKey names a row pattern ("ucc...").
+func rowsKey(rows []Row) string {
 	key := make([]byte, len(rows))
 	for i, r := range rows {
 		if r {
@@ -314,22 +527,51 @@ func (c *Conditioning) context(rows []Row) *gpu.Tensor {
 			key[i] = 'u'
 		}
 	}
-	if t, ok := c.batch[string(key)]; ok {
+	return string(key)
+}
+
+// context returns the [B, L, C] text context for a row pattern, cached on c
+// so that every step of a run reuses it.
+func (c *Conditioning) context(rows []Row) *gpu.Tensor {
+	return c.cached(rowsKey(rows), rows, c.Cond, c.Uncond)
+}
+
+// cached concatenates cond or uncond per row along dimension 0, once per
+// key.
+func (c *Conditioning) cached(key string, rows []Row, cond, uncond *gpu.Tensor) *gpu.Tensor {
+	if t, ok := c.batch[key]; ok {
 		return t
 	}
 	parts := make([]*gpu.Tensor, len(rows))
 	for i, r := range rows {
-		parts[i] = c.Uncond
+		parts[i] = uncond
 		if r {
-			parts[i] = c.Cond
+			parts[i] = cond
 		}
 	}
 	t := c.dev.Concat(0, parts...)
 	if c.batch == nil {
 		c.batch = map[string]*gpu.Tensor{}
 	}
-	c.batch[string(key)] = t
+	c.batch[key] = t
 	return t
+}
+
+// added returns SDXL's added conditioning for a row pattern, or nil for
+// families without it.
+func (c *Conditioning) added(rows []Row) *nets.Added {
+	if c.CondPooled == nil {
+		return nil
+	}
+	a := &nets.Added{TextEmbeds: c.cached("added:"+rowsKey(rows), rows, c.CondPooled, c.UncondPooled)}
+	for _, r := range rows {
+		if r {
+			a.TimeIDs = append(a.TimeIDs, c.CondTimeIDs...)
+		} else {
+			a.TimeIDs = append(a.TimeIDs, c.UncondTimeIDs...)
+		}
+	}
+	return a
 }
 
 // PredictNoise runs the U-Net on the host latent x [B, C, h, w] at timestep
@@ -342,8 +584,12 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 	if shape[1] != p.LatentChannels() {
 		return nil, fmt.Errorf("predict: latent has %d channels, the model wants %d", shape[1], p.LatentChannels())
 	}
+	if c.CondPooled != nil && len(c.CondTimeIDs) == 0 {
+		return nil, fmt.Errorf("predict: %s needs size conditioning (Pipeline.SetSize)", p.Model.Family)
+	}
 	t0 := time.Now()
 	ctx := c.context(rows)
+	added := c.added(rows)
 	ts := make([]float32, shape[0])
 	for i := range ts {
 		ts[i] = float32(t)
@@ -351,7 +597,7 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 	d := p.dev
 	d.PushScope()
 	xin := d.Upload(x, shape[:]...)
-	out := p.unet.Forward(xin, ts, ctx)
+	out := p.unet.ForwardAdded(xin, ts, ctx, added)
 	res, err := d.Download(out)
 	d.PopScope()
 	p.Timings["unet"] = time.Since(t0)
@@ -366,10 +612,25 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error) {
 	t0 := time.Now()
 	d := p.dev
-	inv := float32(1 / p.vae.Config.ScalingFactor)
+	c := &p.vae.Config
+	inv := float32(1 / c.ScalingFactor)
+	shift := float32(0)
+	if s := c.ShiftFactor; s != nil {
+		shift = float32(*s)
+	}
+	if ch := shape[1]; len(c.LatentsMean) == ch && len(c.LatentsStd) == ch {
+		// Per channel: latent * std / scaling + mean, on the host copy.
+		z := make([]float32, len(latent))
+		plane := shape[2] * shape[3]
+		for i := range z {
+			k := (i / plane) % ch
+			z[i] = latent[i]*float32(c.LatentsStd[k])*inv + float32(c.LatentsMean[k])
+		}
+		latent, inv, shift = z, 1, 0
+	}
 	d.PushScope()
 	z := d.Upload(latent, shape[:]...)
-	img := p.vae.Decode(d.Scale(z, inv, 0))
+	img := p.vae.Decode(d.Scale(z, inv, shift))
 	pix, err := d.Download(img)
 	d.PopScope()
 	p.Timings["vae_decode"] = time.Since(t0)

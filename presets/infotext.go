@@ -178,6 +178,16 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if s.Batch > 1 {
 		ps = append(ps, Param{"Batch size", strconv.Itoa(s.Batch)})
 	}
+	// SDXL's size conditioning, only where it is not the default.
+	if s.OriginalWidth > 0 && s.OriginalHeight > 0 && (s.OriginalWidth != s.Width || s.OriginalHeight != s.Height) {
+		ps = append(ps, Param{"Original size", fmt.Sprintf("%dx%d", s.OriginalWidth, s.OriginalHeight)})
+	}
+	if s.CropLeft != 0 || s.CropTop != 0 {
+		ps = append(ps, Param{"Crop top-left", fmt.Sprintf("%dx%d", s.CropLeft, s.CropTop)})
+	}
+	if s.TargetWidth > 0 && s.TargetHeight > 0 && (s.TargetWidth != s.Width || s.TargetHeight != s.Height) {
+		ps = append(ps, Param{"Target size", fmt.Sprintf("%dx%d", s.TargetWidth, s.TargetHeight)})
+	}
 	for _, e := range extra {
 		replaced := false
 		for i := range ps {
@@ -206,6 +216,14 @@ func (s Settings) InfotextWith(extra ...Param) string {
 		b.WriteString(quoteValue(p.Value))
 	}
 	return strings.TrimSpace(b.String())
+}
+
+// parsePair reads "AxB" where either may be 0.
+func parsePair(v string) (int, int, bool) {
+	x, y, ok := strings.Cut(v, "x")
+	a, err1 := strconv.Atoi(x)
+	b, err2 := strconv.Atoi(y)
+	return a, b, ok && err1 == nil && err2 == nil && a >= 0 && b >= 0 && a <= 1<<16 && b <= 1<<16
 }
 
 func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
@@ -260,6 +278,7 @@ var knownKeys = map[string]bool{
 	"Steps": true, "Sampler": true, "Schedule type": true, "CFG scale": true, "Seed": true,
 	"Size": true, "Model hash": true, "Model": true, "Clip skip": true, "RNG": true,
 	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
+	"Original size": true, "Crop top-left": true, "Target size": true,
 }
 
 // ParseInfotext reads an A1111-style "parameters" text: as written by A1111
@@ -359,6 +378,22 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 			bad("Size", "not WIDTHxHEIGHT")
 		} else {
 			s.Width, s.Height = w, h
+		}
+	}
+	for _, k := range []struct {
+		key  string
+		a, b *int
+	}{{"Original size", &s.OriginalWidth, &s.OriginalHeight}, {"Crop top-left", &s.CropLeft, &s.CropTop}, {"Target size", &s.TargetWidth, &s.TargetHeight}} {
+		if v, ok := vals[k.key]; ok {
+			a, b, ok := parseSize(v)
+			if !ok && k.key == "Crop top-left" {
+				a, b, ok = parsePair(v)
+			}
+			if !ok {
+				bad(k.key, "not AxB")
+			} else {
+				*k.a, *k.b = a, b
+			}
 		}
 	}
 	if v, ok := vals["Clip skip"]; ok {

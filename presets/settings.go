@@ -62,6 +62,15 @@ type Settings struct {
 	// Eta is the noise amount of ancestral/DDIM samplers; nil means the
 	// sampler's default (1 for ancestral samplers, 0 for DDIM).
 	Eta *float64 `toml:"eta,omitempty" json:"eta,omitempty"`
+	// SDXL's size conditioning (ComfyUI's CLIPTextEncodeSDXL, diffusers'
+	// original_size, crops_coords_top_left, target_size); zero sizes mean
+	// the image's own size.
+	OriginalWidth  int `toml:"original_width,omitempty" json:"original_width,omitempty"`
+	OriginalHeight int `toml:"original_height,omitempty" json:"original_height,omitempty"`
+	CropLeft       int `toml:"crop_left,omitempty" json:"crop_left,omitempty"`
+	CropTop        int `toml:"crop_top,omitempty" json:"crop_top,omitempty"`
+	TargetWidth    int `toml:"target_width,omitempty" json:"target_width,omitempty"`
+	TargetHeight   int `toml:"target_height,omitempty" json:"target_height,omitempty"`
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`

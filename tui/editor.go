@@ -53,7 +53,7 @@ type editor struct {
 	samplers, schedules, rngs                    []string
 	sampler, schedule, rng                       int
 	seedLocked                                   bool
-	downscale                                    int
+	downscale                                    int // what image sides are multiples of (the step of the size fields)
 	eta                                          *float64
 	guidanceRescale                              float64
 }
@@ -63,7 +63,7 @@ func newEditor(s presets.Settings, outDir string) *editor {
 		prompt: newTextEdit("", true), negative: newTextEdit("", true),
 		cfg: newTextEdit("", false), steps: newTextEdit("", false), seed: newTextEdit("", false),
 		width: newTextEdit("", false), height: newTextEdit("", false), batch: newTextEdit("", false),
-		clip: newTextEdit("", false), outDir: newTextEdit(outDir, false), downscale: 8,
+		clip: newTextEdit("", false), outDir: newTextEdit(outDir, false), downscale: 64,
 		rngs: []string{presets.RNGTorchCPU, presets.RNGPhilox},
 	}
 	for _, f := range []*textEdit{e.cfg, e.steps, e.seed, e.width, e.height, e.batch, e.clip} {
@@ -249,7 +249,7 @@ func wrapIndex(i, n int) int { return ((i % n) + n) % n }
 // nudge changes a numeric field by d units; false for other fields.
 func (e *editor) nudge(f focus, d float64) bool {
 	step := map[focus]float64{focusCFG: 0.5, focusSteps: 1, focusSeed: 1, focusBatch: 1, focusClipSkip: 1,
-		focusWidth: float64(8 * e.downscale), focusHeight: float64(8 * e.downscale)}[f]
+		focusWidth: float64(e.downscale), focusHeight: float64(e.downscale)}[f]
 	if step == 0 {
 		return false
 	}
@@ -260,7 +260,7 @@ func (e *editor) nudge(f focus, d float64) bool {
 	}
 	v += d * step
 	lo := map[focus]float64{focusCFG: 0, focusSteps: 1, focusSeed: 0, focusBatch: 1, focusClipSkip: 1,
-		focusWidth: presets.MinSize, focusHeight: presets.MinSize}[f]
+		focusWidth: float64(max(presets.MinSize, e.downscale)), focusHeight: float64(max(presets.MinSize, e.downscale))}[f]
 	v = math.Max(v, lo)
 	if f == focusCFG {
 		v = math.Round(v*2) / 2

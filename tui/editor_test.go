@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"fmt"
 	"strings"
 	"testing"
 
@@ -33,7 +32,7 @@ func TestEditorFields(t *testing.T) {
 		{focusCFG, "down", 20, "0", e.cfg.Value},
 		{focusSteps, "down", 30, "1", e.steps.Value},
 		{focusWidth, "up", 1, "576", e.width.Value},
-		{focusHeight, "down", 20, fmt.Sprint(presets.MinSize), e.height.Value},
+		{focusHeight, "down", 20, "64", e.height.Value}, // SD's multiple before a model loads
 		{focusBatch, "up", 2, "3", e.batch.Value},
 		{focusClipSkip, "up", 1, "2", e.clip.Value},
 	} {

@@ -582,7 +582,7 @@ func traceView(m *Model, w, h int) string {
 		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
 	}
 	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
-	arrow(fmt.Sprintf("text encoder ×2 (%d layers, clip skip %d)", p.TextLayers, max(s.ClipSkip, 1)), tm("text_encoder"))
+	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	b.WriteString("\n")
 	if r.Parent >= 0 {

@@ -115,7 +115,7 @@ func (m *Model) onModel(msg modelMsg) {
 		return
 	}
 	m.model, m.loadErr = msg.model, nil
-	m.ed.downscale = m.model.Downscale
+	m.ed.downscale = m.model.SizeMultiple
 	n := m.model.NativeSize
 	m.ed.width.SetValue(fmt.Sprint(n))
 	m.ed.height.SetValue(fmt.Sprint(n))

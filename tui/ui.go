@@ -374,7 +374,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			return nil
 		}
 		m.model = msg.model
-		m.ed.downscale = m.model.Downscale
+		m.ed.downscale = m.model.SizeMultiple
 		if m.opts.Settings == nil {
 			n := m.model.NativeSize
 			m.ed.width.SetValue(fmt.Sprint(n))

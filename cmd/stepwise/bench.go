@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/stepwise/stepwise/gen"
@@ -15,6 +17,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/safetensors"
 	"github.com/stepwise/stepwise/presets"
 )
 
@@ -47,19 +50,40 @@ type benchReport struct {
 	// NewBuffers counts the GL buffer objects made during steps after the
 	// first (0 when every step reuses the pool); -1 for devices without a pool.
 	NewBuffers int `json:"buffers_created_after_first_step"`
+	// WeightBytes is the size of the weights as stored; PeakRSS the
+	// process's peak resident memory (VmHWM; 0 where /proc is missing).
+	WeightBytes int64 `json:"weight_bytes"`
+	PeakRSS     int64 `json:"peak_rss_bytes"`
+}
+
+// peakRSS reads the process's peak resident set size from /proc.
+func peakRSS() int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			fmt.Sscanf(strings.TrimSpace(rest), "%d", &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	model := fs.String("model", "", "checkpoint to benchmark (default: the bundled model)")
 	config := fs.String("config", "", "config for a single-file checkpoint")
-	random := fs.String("random", "", "synthesise random fp16 weights instead: sd15 or sd15-mini")
+	random := fs.String("random", "", "synthesise random fp16 weights instead: "+strings.Join(models.RandomKinds, ", "))
 	device := fs.String("device", "auto", "compute device: auto, gl or ref")
 	size := fs.Int("size", 0, "image width and height (default: the model's native size)")
 	steps := fs.Int("steps", 4, "sampling steps (the first one includes shader compilation)")
 	cfg := fs.Float64("cfg-scale", 7.5, "guidance scale (1 = one U-Net row per step)")
 	sampler := fs.String("sampler", "euler", "sampler")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	save := fs.String("save", "", "with --random: write the synthesised model as a single-file checkpoint in its family's original layout (and FILE's .json config beside it), then stop")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -78,6 +102,9 @@ func runBench(args []string) error {
 		m, err := models.RandomModel(*random, 1)
 		if err != nil {
 			return err
+		}
+		if *save != "" {
+			return saveRandom(m, *save)
 		}
 		p, err = models.New(counter, m, "random "+*random)
 		if err != nil {
@@ -118,6 +145,60 @@ func runBench(args []string) error {
 		return enc.Encode(r)
 	}
 	printBench(os.Stdout, r)
+	return nil
+}
+
+// saveRandom writes a synthesised model as a single file plus its config
+// bundle (FILE without .safetensors + .json), atomically.
+func saveRandom(m *checkpoint.Model, path string) error {
+	entries, err := checkpoint.SingleFileEntries(m)
+	if err != nil {
+		return err
+	}
+	cfg := map[string]any{"unet": m.UNet, "vae": m.VAE, "scheduler": m.Scheduler}
+	for _, t := range m.Texts {
+		cfg[t.Spec.Role] = t.Config
+	}
+	js, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	// Streamed to a temporary file beside path, synced, then renamed: a
+	// 6.9 GB SDXL file is never held twice in memory.
+	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.tmp")
+	if err != nil {
+		return fmt.Errorf("--save: %w", err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(0o644); err != nil {
+		return fmt.Errorf("--save: %w", err)
+	}
+	bw := bufio.NewWriterSize(f, 1<<20)
+	err = safetensors.Write(bw, entries, map[string]string{"stepwise": "random weights, " + m.FamilyWhy})
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("--save %s: %w", path, err)
+	}
+	side := strings.TrimSuffix(path, filepath.Ext(path)) + ".json"
+	if err := presets.WriteFileAtomic(side, js, 0o644); err != nil {
+		return err
+	}
+	var n int64
+	for _, e := range entries {
+		n += int64(len(e.Data))
+	}
+	fmt.Printf("wrote %s (%d tensors, %.1f MiB) and %s\n", path, len(entries), float64(n)/(1<<20), side)
 	return nil
 }
 
@@ -174,6 +255,10 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport
 	r.TotalSeconds = time.Since(start).Seconds()
 	st := c.Stats()
 	r.PeakBytes, r.Resident = st.Peak, st.Resident
+	for _, cs := range p.Model.Stats() {
+		r.WeightBytes += cs.Bytes
+	}
+	r.PeakRSS = peakRSS()
 	return r, nil
 }
 
@@ -188,5 +273,9 @@ func printBench(w io.Writer, r *benchReport) {
 		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
 	if r.NewBuffers >= 0 {
 		fmt.Fprintf(w, "GL buffers created during steps 2..%d: %d\n", r.Steps, r.NewBuffers)
+	}
+	if r.PeakRSS > 0 && r.WeightBytes > 0 {
+		fmt.Fprintf(w, "weights %.1f MiB; peak process RSS %.1f MiB = %.2f x the weights\n",
+			float64(r.WeightBytes)/(1<<20), float64(r.PeakRSS)/(1<<20), float64(r.PeakRSS)/float64(r.WeightBytes))
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,6 +30,7 @@ func init() {
 // genFlags are the flags of `stepwise generate`.
 type genFlags struct {
 	model, config, device, output, from string
+	prediction                          string
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
@@ -68,6 +70,10 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	integer(&f.s.ClipSkip, "clip-skip", "", "1 = last text-encoder layer, 2 = penultimate (A1111's Clip skip)")
 	fs.Float64Var(&f.s.GuidanceRescale, "guidance-rescale", 0, "diffusers' guidance_rescale phi in [0,1]")
 	fs.Float64Var(&f.eta, "eta", -1, "noise of DDIM/ancestral/SDE samplers (default: the sampler's own)")
+	pair(fs, &f.s.OriginalWidth, &f.s.OriginalHeight, "original-size", "SDXL size conditioning: the original size W,H (default: the image size)")
+	pair(fs, &f.s.CropLeft, &f.s.CropTop, "crop-top-left", "SDXL size conditioning: the crop's top-left corner X,Y (default 0,0)")
+	pair(fs, &f.s.TargetWidth, &f.s.TargetHeight, "target-size", "SDXL size conditioning: the target size W,H (default: the image size)")
+	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
@@ -134,8 +140,39 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	if set["eta"] {
 		f.s.Eta = presets.Float(f.eta)
 	}
+	switch f.prediction {
+	case "", "eps", "epsilon", "v", "v_prediction":
+	default:
+		return f, fmt.Errorf("--prediction %q: want eps or v", f.prediction)
+	}
 	return f, precheck(f.s)
 }
+
+// pairValue is a flag "A,B" of two non-negative integers.
+type pairValue struct{ a, b *int }
+
+func (v pairValue) String() string {
+	if v.a == nil || (*v.a == 0 && *v.b == 0) {
+		return ""
+	}
+	return fmt.Sprintf("%d,%d", *v.a, *v.b)
+}
+
+func (v pairValue) Set(s string) error {
+	x, y, ok := strings.Cut(s, ",")
+	if !ok {
+		x, y, ok = strings.Cut(s, "x")
+	}
+	a, err1 := strconv.Atoi(strings.TrimSpace(x))
+	b, err2 := strconv.Atoi(strings.TrimSpace(y))
+	if !ok || err1 != nil || err2 != nil || a < 0 || b < 0 || a > 1<<16 || b > 1<<16 {
+		return fmt.Errorf("want two numbers A,B from 0 to 65536, got %q", s)
+	}
+	*v.a, *v.b = a, b
+	return nil
+}
+
+func pair(fs *flag.FlagSet, a, b *int, name, usage string) { fs.Var(pairValue{a, b}, name, usage) }
 
 // settingsFromPNG loads the settings stored in a PNG's parameters text;
 // flags given on the command line override them.
@@ -162,6 +199,9 @@ func settingsFromPNG(f *genFlags, set map[string]bool) error {
 		"width": func() { f.s.Width = cur.Width }, "height": func() { f.s.Height = cur.Height },
 		"batch": func() { f.s.Batch = cur.Batch }, "clip-skip": func() { f.s.ClipSkip = cur.ClipSkip },
 		"guidance-rescale": func() { f.s.GuidanceRescale = cur.GuidanceRescale },
+		"original-size":    func() { f.s.OriginalWidth, f.s.OriginalHeight = cur.OriginalWidth, cur.OriginalHeight },
+		"crop-top-left":    func() { f.s.CropLeft, f.s.CropTop = cur.CropLeft, cur.CropTop },
+		"target-size":      func() { f.s.TargetWidth, f.s.TargetHeight = cur.TargetWidth, cur.TargetHeight },
 	}
 	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch"}
 	for name := range set {
@@ -277,6 +317,12 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	dev := p.Device()
 	defer dev.Close()
 	defer p.Close()
+	switch f.prediction {
+	case "eps", "epsilon":
+		p.Model.Scheduler.PredictionType = "epsilon"
+	case "v", "v_prediction":
+		p.Model.Scheduler.PredictionType = "v_prediction"
+	}
 	s := f.s
 	if s.Width == 0 {
 		s.Width = p.NativeSize()

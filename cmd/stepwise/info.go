@@ -81,6 +81,7 @@ type checkpointInfo struct {
 	UNet         nets.UNetConfig            `json:"unet"`
 	VAE          nets.VAEConfig             `json:"vae"`
 	Text         nets.TextConfig            `json:"text_encoder"`
+	Text2        *nets.TextConfig           `json:"text_encoder_2,omitempty"`
 	Scheduler    checkpoint.SchedulerConfig `json:"scheduler"`
 	Warnings     []string                   `json:"warnings"`
 	// Weights is the result of --check: "all finite", or which tensors hold
@@ -105,7 +106,14 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 	info := &checkpointInfo{
 		Path: m.Path, Layout: m.Layout, Files: m.Files, Tensors: m.Tensors, Ignored: m.Ignored,
 		DTypes: map[string]int{}, Family: m.Family, FamilyWhy: m.FamilyWhy, ConfigSource: m.ConfigSource,
-		UNet: m.UNet, VAE: m.VAE, Text: m.Text, Scheduler: m.Scheduler, Warnings: m.Warnings,
+		UNet: m.UNet, VAE: m.VAE, Scheduler: m.Scheduler, Warnings: m.Warnings,
+	}
+	if t := m.Text("text_encoder"); t != nil {
+		info.Text = t.Config
+	}
+	if t := m.Text("text_encoder_2"); t != nil {
+		c := t.Config
+		info.Text2 = &c
 	}
 	if info.Warnings == nil {
 		info.Warnings = []string{}
@@ -134,7 +142,11 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 		}
 	}
 	if embedded { // count the weights themselves
-		for _, w := range []nets.Weights{m.UNetWeights, m.VAEWeights, m.TextWeights} {
+		ws := []nets.Weights{m.UNetWeights, m.VAEWeights}
+		for _, t := range m.Texts {
+			ws = append(ws, t.Weights)
+		}
+		for _, w := range ws {
 			if mw, ok := w.(nets.MapWeights); ok {
 				for _, p := range mw {
 					info.DTypes[p.DType.String()]++
@@ -210,7 +222,7 @@ func writeText(w io.Writer, in *checkpointInfo) error {
 
 // configRows prints the configs' key numbers.
 func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
-	u, v, t, s := &in.UNet, &in.VAE, &in.Text, &in.Scheduler
+	u, v, s := &in.UNet, &in.VAE, &in.Scheduler
 	var attn []string
 	heads := make([]int, len(u.BlockOutChannels))
 	for i, bt := range u.DownBlockTypes {
@@ -230,8 +242,25 @@ func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
 		u.InChannels, u.OutChannels, proj, u.SampleSize)
 	row("vae config", "widths %v, %d layers/block, latent %d channels, groups %d, scaling %g, x%d downscale",
 		v.BlockOutChannels, v.LayersPerBlock, v.LatentChannels, v.NormNumGroups, v.ScalingFactor, v.Downscale())
-	row("text config", "width %d, %d layers, %d heads, MLP %d %s, %d positions, vocab %d",
-		t.HiddenSize, t.NumHiddenLayers, t.NumAttentionHeads, t.IntermediateSize, t.HiddenAct, t.MaxPositionEmbeddings, t.VocabSize)
+	if u.AdditionEmbedType != "" {
+		row("added cond", "%s: add_embedding %d -> %d, time ids %d-wide", u.AdditionEmbedType,
+			u.ProjectionClassEmbeddingsInputDim, u.BlockOutChannels[0]*4, u.AdditionTimeEmbedDim)
+	}
+	texts := []*nets.TextConfig{&in.Text}
+	if in.Text2 != nil {
+		texts = append(texts, in.Text2)
+	}
+	for i, t := range texts {
+		if t.HiddenSize == 0 {
+			continue // the SDXL refiner has no first encoder
+		}
+		name := "text config"
+		if i == 1 {
+			name = "text 2 config"
+		}
+		row(name, "width %d, %d layers, %d heads, MLP %d %s, %d positions, vocab %d",
+			t.HiddenSize, t.NumHiddenLayers, t.NumAttentionHeads, t.IntermediateSize, t.HiddenAct, t.MaxPositionEmbeddings, t.VocabSize)
+	}
 	betas := fmt.Sprintf("%s %g..%g", s.BetaSchedule, s.BetaStart, s.BetaEnd)
 	if len(s.TrainedBetas) > 0 {
 		betas = fmt.Sprintf("%d trained betas", len(s.TrainedBetas))

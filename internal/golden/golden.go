@@ -13,10 +13,23 @@ import (
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
-// Dir returns the golden folder, or skips the test with a message saying
-// where it was looked for.
+// Dir returns the golden folder (SD 1.x), or skips the test with a message
+// saying where it was looked for; see Wave.
 func Dir(t testing.TB) string {
 	t.Helper()
+	return Wave(t, "golden")
+}
+
+// Wave returns the reference folder ../shared/<name> ("golden",
+// "golden-wave2", ...) beside the checkout. Where it is absent the test
+// skips, or fails when STEPWISE_REQUIRE_GOLDEN=1 (as ./scripts/test sets
+// it: CI has the data, so a missing folder is an error there).
+func Wave(t testing.TB, name string) string {
+	t.Helper()
+	missing := t.Skipf
+	if os.Getenv("STEPWISE_REQUIRE_GOLDEN") == "1" {
+		missing = t.Fatalf
+	}
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -27,13 +40,13 @@ func Dir(t testing.TB) string {
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
-			t.Skip("module root (go.mod) not found; cannot locate ../shared/golden")
+			missing("module root (go.mod) not found; cannot locate ../shared/%s", name)
 		}
 		dir = parent
 	}
-	g := filepath.Join(dir, "..", "shared", "golden")
+	g := filepath.Join(dir, "..", "shared", name)
 	if _, err := os.Stat(filepath.Join(g, "README.md")); err != nil {
-		t.Skipf("golden reference data not found at %s (it lives beside the checkout)", g)
+		missing("reference data not found at %s (it lives beside the checkout)", g)
 	}
 	return g
 }
@@ -44,6 +57,9 @@ func Path(t testing.TB, name string) string {
 	t.Helper()
 	p := filepath.Join(Dir(t), name)
 	if _, err := os.Stat(p); err != nil {
+		if os.Getenv("STEPWISE_REQUIRE_GOLDEN") == "1" {
+			t.Fatalf("golden data %s absent: %v", p, err)
+		}
 		t.Skipf("golden data %s absent: %v", p, err)
 	}
 	return p

@@ -1,6 +1,7 @@
 package checkpoint
 
 import (
+	"github.com/stepwise/stepwise/models/nets"
 	"os"
 	"reflect"
 	"runtime"
@@ -31,14 +32,14 @@ func TestSD15Synthetic(t *testing.T) {
 	if m.Family != "SD 1.x" || !strings.Contains(m.FamilyWhy, "context dim 768, CLIP ViT-L text encoder, epsilon") {
 		t.Errorf("family %q: %s", m.Family, m.FamilyWhy)
 	}
-	var want configs
-	want.Scheduler = DefaultScheduler()
+	want := newConfigs()
+	want.Texts["text_encoder"] = nets.TextConfig{HiddenAct: "quick_gelu"}
 	want.validate("")
 	if !reflect.DeepEqual(m.UNet, want.UNet) || !reflect.DeepEqual(m.VAE, want.VAE) {
 		t.Errorf("inferred\n%+v\n%+v\nwant\n%+v\n%+v", m.UNet, m.VAE, want.UNet, want.VAE)
 	}
-	if m.Text != want.Text {
-		t.Errorf("text %+v, want %+v", m.Text, want.Text)
+	if !reflect.DeepEqual(m.Text("text_encoder").Config, want.text1()) {
+		t.Errorf("text %+v, want %+v", m.Text("text_encoder").Config, want.text1())
 	}
 	var params int64
 	for _, s := range m.Stats() {

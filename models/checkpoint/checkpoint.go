@@ -11,8 +11,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"sort"
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -31,15 +29,18 @@ const (
 // bytes point into the memory-mapped files: they stay valid until Close.
 type Model struct {
 	Path, Layout string
-	// Family is the model family recognised ("SD 1.x", "SD 2.x",
-	// "unknown"), FamilyWhy the evidence.
+	// Family is the model family's name ("SD 1.x", "SD 2.x", "SDXL",
+	// "SDXL refiner", "unknown"), FamilyWhy the evidence, Spec its row of
+	// the family table.
 	Family, FamilyWhy string
+	Spec              *Family
 	UNet              nets.UNetConfig
 	VAE               nets.VAEConfig
-	Text              nets.TextConfig
-	Scheduler         SchedulerConfig
+	// Texts are the text encoders, in the order of Spec.Texts.
+	Texts     []TextModel
+	Scheduler SchedulerConfig
 	// Weights by diffusers/transformers name, in the file's dtype.
-	UNetWeights, VAEWeights, TextWeights nets.Weights
+	UNetWeights, VAEWeights nets.Weights
 	// Warnings lists harmless oddities (unknown extra tensors, ...).
 	Warnings []string
 	// ConfigSource says where the hyper-parameters came from.
@@ -56,6 +57,38 @@ type Model struct {
 	origins map[string]origin
 }
 
+// TextModel is one text encoder of a Model.
+type TextModel struct {
+	Spec    TextSpec
+	Config  nets.TextConfig
+	Weights nets.Weights
+	// Pad is the tokenizer's padding id (49407 "<|endoftext|>" for CLIP-L,
+	// 0 "!" for OpenCLIP's tokenizers in SD 2.x and SDXL).
+	Pad int32
+}
+
+// Text returns the text encoder with the given role ("text_encoder",
+// "text_encoder_2"), or nil.
+func (m *Model) Text(role string) *TextModel {
+	for i := range m.Texts {
+		if m.Texts[i].Spec.Role == role {
+			return &m.Texts[i]
+		}
+	}
+	return nil
+}
+
+// DropPages releases the resident pages of the mapped files (see
+// safetensors.File.DropPages); the weights stay readable. Pipelines call it
+// after uploading every network.
+func (m *Model) DropPages() error {
+	var errs []error
+	for _, f := range m.files {
+		errs = append(errs, f.DropPages())
+	}
+	return errors.Join(errs...)
+}
+
 // Close releases the mapped files; the weights must not be used after.
 func (m *Model) Close() error {
 	var errs []error
@@ -68,22 +101,20 @@ func (m *Model) Close() error {
 
 // ComponentStats summarises one network's weights.
 type ComponentStats struct {
-	Name    string // "unet", "vae", "text_encoder"
+	Name    string // "unet", "vae", "text_encoder", "text_encoder_2"
 	Tensors int
 	Params  int64
 	Bytes   int64
 	DTypes  map[gpu.DType]int // tensor count per dtype
 }
 
-// Stats summarises the weights of the U-Net, VAE and text encoder.
+// Stats summarises the weights of the U-Net, VAE and text encoders.
 func (m *Model) Stats() []ComponentStats {
 	var out []ComponentStats
-	for _, c := range []struct {
-		name string
-		w    nets.Weights
-	}{{"unet", m.UNetWeights}, {"vae", m.VAEWeights}, {"text_encoder", m.TextWeights}} {
-		s := ComponentStats{Name: c.name, DTypes: map[gpu.DType]int{}}
-		if mw, ok := c.w.(nets.MapWeights); ok {
+	for _, name := range append([]string{"unet", "vae"}, m.textRoles()...) {
+		s := ComponentStats{Name: name, DTypes: map[gpu.DType]int{}}
+		w, _ := m.weightsOf(name)
+		if mw, ok := w.(nets.MapWeights); ok {
 			for _, p := range mw {
 				s.Tensors++
 				s.DTypes[p.DType]++
@@ -99,10 +130,12 @@ func (m *Model) Stats() []ComponentStats {
 // LoadError lists every missing, mis-shaped or unusable tensor of a
 // checkpoint.
 type LoadError struct {
-	Path     string
+	Path string
+	// Family is the family the layout was read as, when known.
+	Family   string
 	Problems []string
 	// NotModel: the file holds no Stable Diffusion checkpoint at all
-	// (a LoRA, one diffusers component, SDXL, ...); Problems says what.
+	// (a LoRA, one diffusers component, ...); Problems says what.
 	NotModel bool
 }
 
@@ -112,7 +145,11 @@ func (e *LoadError) Error() string {
 		return fmt.Sprintf("checkpoint %s: not a loadable Stable Diffusion checkpoint: %s", e.Path, e.Problems[0])
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "checkpoint %s: %d problem", e.Path, len(e.Problems))
+	fmt.Fprintf(&b, "checkpoint %s", e.Path)
+	if e.Family != "" {
+		fmt.Fprintf(&b, " (read as %s)", e.Family)
+	}
+	fmt.Fprintf(&b, ": %d problem", len(e.Problems))
 	if len(e.Problems) != 1 {
 		b.WriteString("s")
 	}
@@ -257,291 +294,4 @@ func readConfig(path string) ([]byte, error) {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	return data, nil
-}
-
-// ignored reports training-only tensors that inference never needs.
-func ignored(name string) bool {
-	if strings.HasPrefix(name, "model_ema.") || strings.HasSuffix(name, "position_ids") {
-		return true
-	}
-	switch name {
-	case "betas", "logvar", "lvlb_weights", "alphas_cumprod", "alphas_cumprod_prev",
-		"sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "log_one_minus_alphas_cumprod",
-		"sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod":
-		return true
-	}
-	return strings.HasPrefix(name, "alphas_cumprod") || strings.HasPrefix(name, "posterior_")
-}
-
-// component gathers one network's weights against its expected layout.
-type component struct {
-	name    string
-	layout  *layout
-	slots   map[string]int    // diffusers name -> index in layout.slots
-	byLDM   map[string]string // LDM name -> diffusers name
-	weights nets.MapWeights
-	from    map[string]string // diffusers name -> file key, for messages
-}
-
-func newComponent(name string, l *layout) *component {
-	c := &component{name: name, layout: l, slots: map[string]int{}, byLDM: map[string]string{},
-		weights: nets.MapWeights{}, from: map[string]string{}}
-	for i, s := range l.slots {
-		c.slots[s.name] = i
-		c.byLDM[s.ldm] = s.name
-	}
-	return c
-}
-
-// builder accumulates problems and warnings while placing tensors.
-type builder struct {
-	problems []string
-	unknown  []string
-	ignored  int
-}
-
-// place stores tensor key of f as the component's parameter name.
-func (b *builder) place(c *component, f *safetensors.File, key, name string) {
-	b.placePart(c, f, key, name, 0, 1)
-}
-
-// placePart stores part `part` of `parts` equal slices along dimension 0
-// of tensor key (OpenCLIP's fused q/k/v projection) as parameter name.
-// The slice of a row-major tensor along its first dimension is contiguous,
-// so nothing is copied.
-func (b *builder) placePart(c *component, f *safetensors.File, key, name string, part, parts int) {
-	info, _ := f.Lookup(key)
-	s := c.layout.slots[c.slots[name]]
-	label := func() string {
-		if key != name {
-			return fmt.Sprintf("%q (%s %s)", key, c.name, name)
-		}
-		return fmt.Sprintf("%q", key)
-	}
-	if prev, dup := c.from[name]; dup {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s duplicates %q", label(), prev))
-		return
-	}
-	c.from[name] = key
-	dt, ok := info.DType.GPU()
-	if !ok {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s: dtype %s is not supported (want F32, F16 or BF16)", label(), info.DType))
-		return
-	}
-	want := append([]int(nil), s.shape...)
-	want[0] *= parts
-	if !slices.Equal(info.Shape, want) && !(s.squeeze && slices.Equal(info.Shape, append(want, 1, 1))) {
-		b.problems = append(b.problems, fmt.Sprintf("tensor %s: shape %v, expected %v", label(), info.Shape, want))
-		return
-	}
-	raw, err := f.Data(key)
-	if err != nil {
-		b.problems = append(b.problems, err.Error())
-		return
-	}
-	n := len(raw) / parts
-	c.weights[name] = nets.Param{DType: dt, Shape: append([]int(nil), s.shape...), Raw: raw[part*n : (part+1)*n : (part+1)*n]}
-}
-
-// missing reports the component's slots that received no tensor; ldm
-// gives the file key a slot would have had.
-func (b *builder) missing(c *component, key func(s slot) string) {
-	for _, s := range c.layout.slots {
-		if _, ok := c.from[s.name]; ok {
-			continue
-		}
-		k := key(s)
-		label := fmt.Sprintf("%q", k)
-		if k != s.name {
-			label = fmt.Sprintf("%q (%s %s)", k, c.name, s.name)
-		}
-		b.problems = append(b.problems, fmt.Sprintf("missing tensor %s, expected shape %v", label, s.shape))
-	}
-}
-
-// fail builds the LoadError; unknown tensors are listed too, since a
-// misnamed tensor is often the missing one.
-func (b *builder) fail(path string) error {
-	if len(b.unknown) > 0 {
-		b.problems = append(b.problems, strings.Replace(b.warnings()[0], "ignored", "not recognised (misnamed?)", 1))
-	}
-	return &LoadError{Path: path, Problems: b.problems}
-}
-
-// warnings summarises unknown tensors.
-func (b *builder) warnings() []string {
-	if len(b.unknown) == 0 {
-		return nil
-	}
-	const show = 5
-	sort.Strings(b.unknown)
-	list := b.unknown
-	more := ""
-	if len(list) > show {
-		more = fmt.Sprintf(", ... (%d more)", len(list)-show)
-		list = list[:show]
-	}
-	return []string{fmt.Sprintf("%d unknown tensor(s) ignored: %s%s", len(b.unknown), strings.Join(list, ", "), more)}
-}
-
-// LDM single-file prefixes.
-const (
-	ldmUNet = "model.diffusion_model."
-	ldmVAE  = "first_stage_model."
-	ldmText = "cond_stage_model.transformer."
-	ldmOpen = "cond_stage_model.model."
-)
-
-// notACheckpoint explains files that hold no LDM single-file keys at all,
-// rather than listing every expected tensor as missing.
-func notACheckpoint(infos []safetensors.TensorInfo) string {
-	var ldm, sdxl, diffusersUNet, diffusersVAE, clip, lora int
-	for _, t := range infos {
-		k := t.Name
-		switch {
-		case strings.HasPrefix(k, ldmUNet), strings.HasPrefix(k, ldmVAE), strings.HasPrefix(k, "cond_stage_model."),
-			strings.HasPrefix(k, "unet."), strings.HasPrefix(k, "vae."), strings.HasPrefix(k, "text_encoder."):
-			ldm++
-		case strings.HasPrefix(k, "conditioner.embedders."):
-			sdxl++
-		case strings.HasPrefix(k, "lora_") || strings.Contains(k, ".lora_") || strings.Contains(k, "lora_down"):
-			lora++
-		case strings.HasPrefix(k, "down_blocks.") || strings.HasPrefix(k, "time_embedding."):
-			diffusersUNet++
-		case strings.HasPrefix(k, "encoder.down_blocks.") || strings.HasPrefix(k, "decoder.up_blocks."):
-			diffusersVAE++
-		case strings.HasPrefix(k, "text_model."):
-			clip++
-		}
-	}
-	switch {
-	case sdxl > 0:
-		return "this is an SDXL checkpoint (conditioner.embedders.*); only SD 1.x/2.x are supported"
-	case ldm > 0:
-		return ""
-	case lora > 0:
-		return "this is a LoRA/adapter file, not a full checkpoint"
-	case diffusersUNet > 0, diffusersVAE > 0, clip > 0:
-		return "this is one component of a diffusers folder (diffusers names, no model.diffusion_model.* keys): pass the folder that holds model_index.json"
-	}
-	return "no Stable Diffusion tensors (model.diffusion_model.*, first_stage_model.*, cond_stage_model.*) in this file"
-}
-
-// fromSingle converts an opened LDM single file; cfg nil means infer.
-func fromSingle(f *safetensors.File, cfg *configs, source string) (*Model, error) {
-	infos := f.Tensors()
-	if why := notACheckpoint(infos); why != "" {
-		return nil, &LoadError{Path: f.Path(), Problems: []string{why}, NotModel: true}
-	}
-	m := &Model{Path: f.Path(), Layout: SingleFile, Files: []string{f.Path()}, Tensors: len(infos)}
-	inferred := cfg == nil
-	if inferred {
-		c, notes := inferConfigs(infos)
-		cfg = &c
-		m.ConfigSource = "inferred from tensor shapes (" + strings.Join(notes, "; ") + ")"
-	} else {
-		m.ConfigSource = source
-		if cfg.textFromShapes {
-			if shaped, _ := inferConfigs(infos); shaped.Text.HiddenSize > 0 {
-				cfg.Text = shaped.Text
-				m.ConfigSource += " (text encoder sizes from tensor shapes)"
-			}
-		}
-	}
-	m.UNet, m.VAE, m.Text, m.Scheduler = cfg.UNet, cfg.VAE, cfg.Text, cfg.Scheduler
-
-	unet := newComponent("unet", unetLayout(m.UNet))
-	vae := newComponent("vae", vaeLayout(m.VAE))
-	text := newComponent("text_encoder", textLayout(m.Text))
-	openByKey, openKeyOf := openCLIPNames(text.layout)
-	openclip, prefixed := false, false
-	for _, t := range infos {
-		if strings.HasPrefix(t.Name, "unet.") || strings.HasPrefix(t.Name, "vae.") || strings.HasPrefix(t.Name, "text_encoder.") {
-			prefixed = true
-			break
-		}
-	}
-	var b builder
-	for _, t := range infos {
-		k := t.Name
-		switch {
-		case ignored(k):
-			b.ignored++
-		case strings.HasPrefix(k, ldmUNet):
-			b.route(unet, f, k, unet.byLDM[k[len(ldmUNet):]])
-		case strings.HasPrefix(k, ldmVAE):
-			b.route(vae, f, k, vae.byLDM[k[len(ldmVAE):]])
-		case strings.HasPrefix(k, ldmText):
-			rest := k[len(ldmText):]
-			if !strings.HasPrefix(rest, "text_model.") {
-				rest = "text_model." + rest
-			}
-			b.route(text, f, k, text.byLDM[rest])
-		case strings.HasPrefix(k, "unet."):
-			b.route(unet, f, k, unet.slotName(k[len("unet."):]))
-		case strings.HasPrefix(k, "vae."):
-			b.route(vae, f, k, vae.slotName(legacyVAE(k[len("vae."):])))
-		case strings.HasPrefix(k, "text_encoder."):
-			b.route(text, f, k, text.slotName(k[len("text_encoder."):]))
-		case strings.HasPrefix(k, ldmOpen):
-			openclip = true
-			rest := k[len(ldmOpen):]
-			targets := openByKey[rest]
-			for _, tg := range targets {
-				b.placePart(text, f, k, tg.name, tg.part, tg.parts)
-			}
-			if len(targets) == 0 {
-				if openCLIPUnused(rest, m.Text.NumHiddenLayers) {
-					b.ignored++
-				} else {
-					b.unknown = append(b.unknown, k)
-				}
-			}
-		default:
-			b.unknown = append(b.unknown, k)
-		}
-	}
-	if prefixed {
-		b.missing(unet, func(s slot) string { return "unet." + s.name })
-		b.missing(vae, func(s slot) string { return "vae." + s.name })
-	} else {
-		b.missing(unet, func(s slot) string { return ldmUNet + s.ldm })
-		b.missing(vae, func(s slot) string { return ldmVAE + s.ldm })
-	}
-	if prefixed && !openclip {
-		b.missing(text, func(s slot) string { return "text_encoder." + s.name })
-	} else if openclip {
-		b.missing(text, func(s slot) string { return ldmOpen + openKeyOf[s.name] })
-	} else {
-		b.missing(text, func(s slot) string { return ldmText + s.ldm })
-	}
-	if len(b.problems) > 0 {
-		return nil, b.fail(f.Path())
-	}
-	m.Ignored = b.ignored
-	m.Warnings = b.warnings()
-	m.UNetWeights, m.VAEWeights, m.TextWeights = unet.weights, vae.weights, text.weights
-	for _, c := range []*component{unet, vae, text} {
-		m.setOrigins(c, func(string) string { return f.Path() })
-	}
-	m.files = []*safetensors.File{f}
-	m.Family, m.FamilyWhy = classify(m, inferred)
-	return m, nil
-}
-
-// slotName returns name if the component expects it, else "".
-func (c *component) slotName(name string) string {
-	if _, ok := c.slots[name]; ok {
-		return name
-	}
-	return ""
-}
-
-// route places key as name, or records it as unknown when name is empty.
-func (b *builder) route(c *component, f *safetensors.File, key, name string) {
-	if name == "" {
-		b.unknown = append(b.unknown, key)
-		return
-	}
-	b.place(c, f, key, name)
 }

@@ -67,7 +67,7 @@ func TestExpectedMatchesDiffusers(t *testing.T) {
 	}
 	compareShapes(t, "unet", ExpectedUNet(c.UNet), fileShapes(t, filepath.Join(g, "sd15-mini/unet/diffusion_pytorch_model.fp16.safetensors")))
 	compareShapes(t, "vae", ExpectedVAE(c.VAE), fileShapes(t, filepath.Join(g, "sd15-mini/vae/diffusion_pytorch_model.fp16.safetensors")))
-	compareShapes(t, "text", ExpectedText(c.Text), fileShapes(t, filepath.Join(g, "sd15-mini/text_encoder/model.fp16.safetensors")))
+	compareShapes(t, "text", ExpectedText(c.text1()), fileShapes(t, filepath.Join(g, "sd15-mini/text_encoder/model.fp16.safetensors")))
 }
 
 // TestExpectedSD15 checks the layouts of the full-size SD 1.5 defaults
@@ -75,21 +75,10 @@ func TestExpectedMatchesDiffusers(t *testing.T) {
 func TestExpectedSD15(t *testing.T) {
 	g := golden.Dir(t)
 	keys := readKeyList(t, filepath.Join(g, "sd15_keys.txt"))
-	want := map[string][]int{}
-	var u nets.UNetConfig
-	var v nets.VAEConfig
-	var x nets.TextConfig
-	for _, l := range []struct {
-		prefix string
-		l      *layout
-	}{{ldmUNet, unetLayout(u)}, {ldmVAE, vaeLayout(v)}, {ldmText, textLayout(x)}} {
-		for _, s := range l.l.slots {
-			shape := s.shape
-			if s.squeeze {
-				shape = append(append([]int{}, shape...), 1, 1)
-			}
-			want[l.prefix+s.ldm] = shape
-		}
+	m := &Model{Spec: FamilyNamed("SD 1.x"), Texts: []TextModel{{Spec: FamilyNamed("SD 1.x").Texts[0]}}}
+	want, err := SingleFileKeys(m)
+	if err != nil {
+		t.Fatal(err)
 	}
 	compareShapes(t, "sd15", keys, want)
 	if len(keys) != 1130 {
@@ -137,7 +126,7 @@ func TestSingleFileEqualsDiffusers(t *testing.T) {
 		pairs := []struct {
 			name string
 			a, b nets.Weights
-		}{{"unet", single.UNetWeights, folder.UNetWeights}, {"vae", single.VAEWeights, folder.VAEWeights}, {"text", single.TextWeights, folder.TextWeights}}
+		}{{"unet", single.UNetWeights, folder.UNetWeights}, {"vae", single.VAEWeights, folder.VAEWeights}, {"text", single.Text("text_encoder").Weights, folder.Text("text_encoder").Weights}}
 		total := 0
 		for _, p := range pairs {
 			a, b := p.a.(nets.MapWeights), p.b.(nets.MapWeights)
@@ -166,9 +155,9 @@ func TestSingleFileEqualsDiffusers(t *testing.T) {
 			t.Errorf("warnings %v", single.Warnings)
 		}
 	}
-	if folder.UNet.CrossAttentionDim != 64 || folder.VAE.NormNumGroups != 8 || folder.Text.NumAttentionHeads != 4 ||
+	if folder.UNet.CrossAttentionDim != 64 || folder.VAE.NormNumGroups != 8 || folder.Text("text_encoder").Config.NumAttentionHeads != 4 ||
 		folder.Scheduler.ClassName != "PNDMScheduler" || folder.Scheduler.StepsOffset != 1 || !folder.Scheduler.SkipPrkSteps {
-		t.Errorf("folder configs: %+v %+v %+v %+v", folder.UNet, folder.VAE, folder.Text, folder.Scheduler)
+		t.Errorf("folder configs: %+v %+v %+v %+v", folder.UNet, folder.VAE, folder.Text("text_encoder").Config, folder.Scheduler)
 	}
 	if folder.Tensors != 986 || len(folder.Files) != 3 {
 		t.Errorf("folder: %d tensors in %v", folder.Tensors, folder.Files)
@@ -186,8 +175,8 @@ func TestInferredConfig(t *testing.T) {
 	if !slices.Equal(m.VAE.BlockOutChannels, []int{16, 32, 64, 64}) || m.VAE.LatentChannels != 4 {
 		t.Errorf("vae inferred %+v", m.VAE)
 	}
-	if m.Text.HiddenSize != 64 || m.Text.NumHiddenLayers != 3 || m.Text.IntermediateSize != 256 {
-		t.Errorf("text inferred %+v", m.Text)
+	if m.Text("text_encoder").Config.HiddenSize != 64 || m.Text("text_encoder").Config.NumHiddenLayers != 3 || m.Text("text_encoder").Config.IntermediateSize != 256 {
+		t.Errorf("text inferred %+v", m.Text("text_encoder").Config)
 	}
 	if !strings.Contains(m.FamilyWhy, "inferred") || !strings.Contains(m.ConfigSource, "inferred") {
 		t.Errorf("why %q, source %q", m.FamilyWhy, m.ConfigSource)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/stepwise/stepwise/models/nets"
@@ -49,13 +50,99 @@ func DefaultScheduler() SchedulerConfig {
 
 // configs is the set of hyper-parameters of one model.
 type configs struct {
-	UNet      nets.UNetConfig
-	VAE       nets.VAEConfig
-	Text      nets.TextConfig
+	UNet nets.UNetConfig
+	VAE  nets.VAEConfig
+	// Texts holds the text encoder configs by role ("text_encoder",
+	// "text_encoder_2"); Pads the padding ids the tokenizer configs name.
+	Texts     map[string]nets.TextConfig
+	Pads      map[string]int32
 	Scheduler SchedulerConfig
 	// textFromShapes: the config only names the text encoder's kind (LDM
 	// YAML), so its sizes are read from the checkpoint's shapes.
 	textFromShapes bool
+	// family, when the config names it (an LDM YAML's target).
+	family *Family
+}
+
+func newConfigs() configs {
+	return configs{Scheduler: DefaultScheduler(), Texts: map[string]nets.TextConfig{}, Pads: map[string]int32{}}
+}
+
+// unsupportedKeys lists, per component, diffusers config keys that change
+// the result and that Stepwise does not implement, with the value that
+// means "off" ("" for JSON null/absent). A config setting one of them to
+// anything else is refused by name rather than silently ignored.
+var unsupportedKeys = map[string][]struct{ key, off string }{
+	"unet": {
+		{"class_embed_type", ""}, {"num_class_embeds", ""}, {"time_cond_proj_dim", ""},
+		{"timestep_post_act", ""}, {"time_embedding_act_fn", ""}, {"time_embedding_type", `"positional"`},
+		{"resnet_out_scale_factor", "1"}, {"resnet_out_scale_factor", "1.0"}, {"resnet_skip_time_act", "false"},
+		{"only_cross_attention", "false"}, {"mid_block_only_cross_attention", ""}, {"dual_cross_attention", "false"},
+		{"cross_attention_norm", ""}, {"attention_type", `"default"`}, {"encoder_hid_dim", ""},
+		{"encoder_hid_dim_type", ""}, {"class_embeddings_concat", "false"}, {"reverse_transformer_layers_per_block", ""},
+		{"attention_legacy_order", "false"},
+	},
+	"scheduler": {
+		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"},
+	},
+}
+
+// refuseUnsupported reports the first key of data (a component's config
+// object) that unsupportedKeys lists with another value than its off one.
+func refuseUnsupported(path, component string, data []byte) error {
+	keys := unsupportedKeys[component]
+	if len(keys) == 0 || len(data) == 0 {
+		return nil
+	}
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(data, &raw) != nil {
+		return nil // the typed decode reports the syntax
+	}
+	for _, k := range keys {
+		v, ok := raw[k.key]
+		if !ok {
+			continue
+		}
+		val := strings.TrimSpace(string(v))
+		if val == "null" || val == k.off || (k.off == "false" && val == "[]") {
+			continue
+		}
+		if k.key == "resnet_out_scale_factor" && (val == "1" || val == "1.0") {
+			continue
+		}
+		if k.key == "only_cross_attention" && !strings.Contains(val, "true") {
+			continue
+		}
+		return cfgErr(path, "%s %s = %s is not supported by Stepwise (it changes the result, so the model is refused rather than run without it)", component, k.key, clip(v))
+	}
+	return nil
+}
+
+// padID maps a tokenizer config's pad_token (a string or {"content": ...})
+// to its CLIP id.
+func padID(path string, raw json.RawMessage) (int32, bool, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return 0, false, nil
+	}
+	var tok string
+	if err := json.Unmarshal(raw, &tok); err != nil {
+		var obj struct {
+			Content string `json:"content"`
+		}
+		if err := json.Unmarshal(raw, &obj); err != nil {
+			return 0, false, cfgErr(path, "pad_token: want a string or {\"content\": ...}, got %s", clip(raw))
+		}
+		tok = obj.Content
+	}
+	switch tok {
+	case "<|endoftext|>":
+		return 49407, true, nil
+	case "!":
+		return 0, true, nil
+	case "<|startoftext|>":
+		return 49406, true, nil
+	}
+	return 0, false, cfgErr(path, "pad_token %q is not one Stepwise knows (want <|endoftext|> or !)", tok)
 }
 
 // ConfigError reports an unusable config file.
@@ -88,30 +175,64 @@ func decodeJSON(path string, data []byte, v any) error {
 }
 
 // parseBundle reads a JSON file holding the diffusers configs under "unet",
-// "vae", "text_encoder" and "scheduler" (every part optional).
+// "vae", "text_encoder", "text_encoder_2" and "scheduler", and the
+// tokenizer configs under "tokenizer" and "tokenizer_2" (every part
+// optional).
 func parseBundle(path string, data []byte) (configs, error) {
-	var raw struct {
-		UNet      json.RawMessage `json:"unet"`
-		VAE       json.RawMessage `json:"vae"`
-		Text      json.RawMessage `json:"text_encoder"`
-		Scheduler json.RawMessage `json:"scheduler"`
-	}
-	c := configs{Scheduler: DefaultScheduler()}
+	var raw map[string]json.RawMessage
+	c := newConfigs()
 	if err := decodeJSON(path, data, &raw); err != nil {
 		return c, err
 	}
 	parts := []struct {
 		name string
-		raw  json.RawMessage
 		v    any
-	}{{"unet", raw.UNet, &c.UNet}, {"vae", raw.VAE, &c.VAE}, {"text_encoder", raw.Text, &c.Text}, {"scheduler", raw.Scheduler, &c.Scheduler}}
+	}{{"unet", &c.UNet}, {"vae", &c.VAE}, {"scheduler", &c.Scheduler}}
 	for _, p := range parts {
-		if len(p.raw) == 0 || string(p.raw) == "null" {
+		r := raw[p.name]
+		if len(r) == 0 || string(r) == "null" {
 			continue
 		}
-		if err := json.Unmarshal(p.raw, p.v); err != nil {
+		if err := json.Unmarshal(r, p.v); err != nil {
 			return c, cfgErr(path, "%s: %v", p.name, err)
 		}
+		if err := refuseUnsupported(path, p.name, r); err != nil {
+			return c, err
+		}
+	}
+	for _, role := range []string{"text_encoder", "text_encoder_2"} {
+		r := raw[role]
+		if len(r) == 0 || string(r) == "null" {
+			continue
+		}
+		var t nets.TextConfig
+		if err := json.Unmarshal(r, &t); err != nil {
+			return c, cfgErr(path, "%s: %v", role, err)
+		}
+		c.Texts[role] = t
+	}
+	for _, tok := range []string{"tokenizer", "tokenizer_2"} {
+		r := raw[tok]
+		if len(r) == 0 || string(r) == "null" {
+			continue
+		}
+		var t struct {
+			Pad json.RawMessage `json:"pad_token"`
+		}
+		if err := json.Unmarshal(r, &t); err != nil {
+			return c, cfgErr(path, "%s: %v", tok, err)
+		}
+		id, ok, err := padID(path, t.Pad)
+		if err != nil {
+			return c, err
+		}
+		if ok {
+			c.Pads[tok] = id
+		}
+	}
+	if _, ok := raw["text_encoder"]; !ok && len(c.Texts) == 0 {
+		// SD 1.5's CLIP ViT-L when the bundle names no encoder.
+		c.Texts["text_encoder"] = nets.TextConfig{}
 	}
 	return c, c.validate(path)
 }
@@ -121,15 +242,18 @@ func parseBundle(path string, data []byte) (configs, error) {
 func (c *configs) validate(path string) error {
 	c.UNet.Defaults()
 	c.VAE.Defaults()
-	c.Text.Defaults()
 	if err := validateUNet(path, &c.UNet); err != nil {
 		return err
 	}
 	if err := validateVAE(path, &c.VAE); err != nil {
 		return err
 	}
-	if err := validateText(path, &c.Text); err != nil {
-		return err
+	for role, t := range c.Texts {
+		t.Defaults()
+		if err := validateText(path, role, &t); err != nil {
+			return err
+		}
+		c.Texts[role] = t
 	}
 	return validateScheduler(path, &c.Scheduler)
 }
@@ -215,6 +339,17 @@ func validateUNet(path string, c *nets.UNetConfig) error {
 	if !(c.NormEps > 0 && c.NormEps < 1) {
 		return cfgErr(path, "unet norm_eps = %g, want 0 < eps < 1", c.NormEps)
 	}
+	switch c.AdditionEmbedType {
+	case "":
+	case "text_time":
+		if c.AdditionTimeEmbedDim < 2 || c.AdditionTimeEmbedDim%2 != 0 || c.AdditionTimeEmbedDim > 1<<12 ||
+			c.ProjectionClassEmbeddingsInputDim <= c.AdditionTimeEmbedDim || c.ProjectionClassEmbeddingsInputDim > 1<<16 {
+			return cfgErr(path, "unet addition_time_embed_dim %d / projection_class_embeddings_input_dim %d do not describe text_time embeddings",
+				c.AdditionTimeEmbedDim, c.ProjectionClassEmbeddingsInputDim)
+		}
+	default:
+		return cfgErr(path, "unet addition_embed_type %q is not supported (want text_time or none)", c.AdditionEmbedType)
+	}
 	return nil
 }
 
@@ -246,23 +381,34 @@ func validateVAE(path string, c *nets.VAEConfig) error {
 			return err
 		}
 	}
-	if !(c.ScalingFactor > 0) {
+	if !(c.ScalingFactor > 0) || math.IsInf(c.ScalingFactor, 0) {
 		return cfgErr(path, "vae scaling_factor = %g, want > 0", c.ScalingFactor)
+	}
+	if (c.LatentsMean == nil) != (c.LatentsStd == nil) ||
+		(c.LatentsMean != nil && (len(c.LatentsMean) != c.LatentChannels || len(c.LatentsStd) != c.LatentChannels)) {
+		return cfgErr(path, "vae latents_mean (%d values) and latents_std (%d values) must both be set, one per latent channel (%d)",
+			len(c.LatentsMean), len(c.LatentsStd), c.LatentChannels)
+	}
+	for i, v := range c.LatentsStd {
+		if !(v > 0) || math.IsInf(v, 0) || math.IsNaN(c.LatentsMean[i]) || math.IsInf(c.LatentsMean[i], 0) {
+			return cfgErr(path, "vae latents_std[%d] = %g / latents_mean[%d] = %g: want a positive std and a finite mean", i, v, i, c.LatentsMean[i])
+		}
 	}
 	return nil
 }
 
-func validateText(path string, c *nets.TextConfig) error {
+func validateText(path, role string, c *nets.TextConfig) error {
 	checks := []struct {
 		what      string
 		v, lo, hi int
 	}{
-		{"text_encoder vocab_size", c.VocabSize, 1, 1 << 20},
-		{"text_encoder hidden_size", c.HiddenSize, 1, 1 << 14},
-		{"text_encoder intermediate_size", c.IntermediateSize, 1, 1 << 16},
-		{"text_encoder num_hidden_layers", c.NumHiddenLayers, 1, 256},
-		{"text_encoder num_attention_heads", c.NumAttentionHeads, 1, c.HiddenSize},
-		{"text_encoder max_position_embeddings", c.MaxPositionEmbeddings, 1, 1 << 16},
+		{role + " vocab_size", c.VocabSize, 1, 1 << 20},
+		{role + " hidden_size", c.HiddenSize, 1, 1 << 14},
+		{role + " intermediate_size", c.IntermediateSize, 1, 1 << 16},
+		{role + " num_hidden_layers", c.NumHiddenLayers, 1, 256},
+		{role + " num_attention_heads", c.NumAttentionHeads, 1, c.HiddenSize},
+		{role + " max_position_embeddings", c.MaxPositionEmbeddings, 1, 1 << 16},
+		{role + " projection_dim", c.ProjectionDim, 1, 1 << 14},
 	}
 	for _, k := range checks {
 		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
@@ -270,18 +416,21 @@ func validateText(path string, c *nets.TextConfig) error {
 		}
 	}
 	if c.HiddenSize%c.NumAttentionHeads != 0 {
-		return cfgErr(path, "text_encoder hidden_size %d is not divisible by num_attention_heads %d", c.HiddenSize, c.NumAttentionHeads)
+		return cfgErr(path, "%s hidden_size %d is not divisible by num_attention_heads %d", role, c.HiddenSize, c.NumAttentionHeads)
 	}
 	switch c.HiddenAct {
 	case "quick_gelu", "gelu":
 	default:
-		return cfgErr(path, "text_encoder hidden_act %q is not supported (want quick_gelu or gelu)", c.HiddenAct)
+		return cfgErr(path, "%s hidden_act %q is not supported (want quick_gelu or gelu)", role, c.HiddenAct)
+	}
+	if !(c.LayerNormEps > 0 && c.LayerNormEps < 1) {
+		return cfgErr(path, "%s layer_norm_eps = %g, want 0 < eps < 1", role, c.LayerNormEps)
 	}
 	return nil
 }
 
 func validateScheduler(path string, s *SchedulerConfig) error {
-	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 1, 100000); err != nil {
+	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 2, 100000); err != nil {
 		return err
 	}
 	switch s.BetaSchedule {
@@ -305,6 +454,10 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 			}
 		}
 	}
+	if acp := finalAlphaCumprod(s); !(acp > 1e-12) {
+		return cfgErr(path, "scheduler betas leave alphas_cumprod at %.3g by the last timestep: the noise level would be %.3g, not a usable schedule (is beta_end or a trained beta near 1?)",
+			acp, math.Sqrt((1-acp)/acp))
+	}
 	switch s.PredictionType {
 	case "epsilon", "v_prediction", "sample":
 	default:
@@ -319,6 +472,33 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 		return err
 	}
 	return nil
+}
+
+// finalAlphaCumprod is the product of (1 - beta) over the schedule's betas.
+func finalAlphaCumprod(s *SchedulerConfig) float64 {
+	n := s.NumTrainTimesteps
+	acp := 1.0
+	if len(s.TrainedBetas) > 0 {
+		for _, b := range s.TrainedBetas {
+			acp *= 1 - b
+		}
+		return acp
+	}
+	for i := 0; i < n; i++ {
+		f := float64(i) / float64(n-1)
+		var b float64
+		switch s.BetaSchedule {
+		case "linear":
+			b = s.BetaStart + f*(s.BetaEnd-s.BetaStart)
+		case "scaled_linear":
+			r := math.Sqrt(s.BetaStart) + f*(math.Sqrt(s.BetaEnd)-math.Sqrt(s.BetaStart))
+			b = r * r
+		default:
+			return 1 // squaredcos_cap_v2 caps its betas at 0.999 by construction
+		}
+		acp *= 1 - b
+	}
+	return acp
 }
 
 // isLDMYAML reports whether a config path names a YAML file.

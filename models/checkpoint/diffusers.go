@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -36,35 +37,49 @@ func weightFile(dir, base string) (string, error) {
 func readSmall(path string) ([]byte, error) { return readConfig(path) }
 
 // parseDiffusersConfigs reads the config.json files of a diffusers folder
-// (any of them nil: SD 1.5 defaults) and validates them together.
-func parseDiffusersConfigs(unet, vae, text, sched []byte, names [4]string) (configs, error) {
-	c := configs{Scheduler: DefaultScheduler()}
+// (unet, vae or scheduler nil: SD 1.5 defaults) and validates them together;
+// texts holds each text encoder's config by role.
+func parseDiffusersConfigs(unet, vae, sched []byte, texts map[string][]byte, names map[string]string) (configs, error) {
+	c := newConfigs()
 	parts := []struct {
+		role string
 		data []byte
 		v    any
-	}{{unet, &c.UNet}, {vae, &c.VAE}, {text, &c.Text}}
-	for i, p := range parts {
+	}{{"unet", unet, &c.UNet}, {"vae", vae, &c.VAE}, {"scheduler", sched, &c.Scheduler}}
+	for _, p := range parts {
 		if p.data == nil {
 			continue
 		}
-		if err := decodeJSON(names[i], p.data, p.v); err != nil {
+		if err := decodeJSON(names[p.role], p.data, p.v); err != nil {
+			return c, err
+		}
+		if err := refuseUnsupported(names[p.role], p.role, p.data); err != nil {
 			return c, err
 		}
 	}
-	if sched != nil {
-		if err := decodeJSON(names[3], sched, &c.Scheduler); err != nil {
+	for role, data := range texts {
+		var t nets.TextConfig
+		if err := decodeJSON(names[role], data, &t); err != nil {
 			return c, err
 		}
+		c.Texts[role] = t
 	}
 	c.UNet.Defaults()
 	c.VAE.Defaults()
-	c.Text.Defaults()
-	for _, err := range []error{validateUNet(names[0], &c.UNet), validateVAE(names[1], &c.VAE), validateText(names[2], &c.Text), validateScheduler(names[3], &c.Scheduler)} {
-		if err != nil {
+	if err := validateUNet(names["unet"], &c.UNet); err != nil {
+		return c, err
+	}
+	if err := validateVAE(names["vae"], &c.VAE); err != nil {
+		return c, err
+	}
+	for role, t := range c.Texts {
+		t.Defaults()
+		if err := validateText(names[role], role, &t); err != nil {
 			return c, err
 		}
+		c.Texts[role] = t
 	}
-	return c, nil
+	return c, validateScheduler(names["scheduler"], &c.Scheduler)
 }
 
 // modelIndex is what a diffusers folder's model_index.json says: the
@@ -131,15 +146,15 @@ func (idx modelIndex) supported(path string) error {
 	if idx.ClassName != "" {
 		what = idx.ClassName
 	}
-	if _, ok := idx.Components["text_encoder_2"]; ok {
-		return cfgErr(path, "%s has a second text encoder (text_encoder_2, as SDXL): only SD 1.x/2.x pipelines are supported", what)
-	}
 	unet, hasUNet := idx.Components["unet"]
 	if _, ok := idx.Components["transformer"]; ok && !hasUNet {
-		return cfgErr(path, "%s has a transformer denoiser, not a U-Net (SD3, Flux, PixArt, ...): only SD 1.x/2.x pipelines are supported", what)
+		return cfgErr(path, "%s has a transformer denoiser, not a U-Net (SD3, Flux, PixArt, ...): only SD 1.x/2.x and SDXL pipelines are supported", what)
 	}
 	if hasUNet && unet[1] != "" && unet[1] != "UNet2DConditionModel" {
-		return cfgErr(path, "%s: unet is a %s; only UNet2DConditionModel (SD 1.x/2.x) is supported", what, unet[1])
+		return cfgErr(path, "%s: unet is a %s; only UNet2DConditionModel (SD 1.x/2.x, SDXL) is supported", what, unet[1])
+	}
+	if te, ok := idx.Components["text_encoder_3"]; ok && te[1] != "" {
+		return cfgErr(path, "%s has a third text encoder (text_encoder_3, as SD3): only SD 1.x/2.x and SDXL pipelines are supported", what)
 	}
 	return nil
 }
@@ -155,61 +170,145 @@ func legacyVAE(name string) string {
 	return name
 }
 
+// tokenizerPad reads the padding token a diffusers tokenizer folder names
+// (special_tokens_map.json, else tokenizer_config.json).
+func tokenizerPad(dir string) (int32, bool, error) {
+	for _, name := range []string{"special_tokens_map.json", "tokenizer_config.json"} {
+		p := filepath.Join(dir, name)
+		data, err := readSmall(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return 0, false, err
+		}
+		var t struct {
+			Pad json.RawMessage `json:"pad_token"`
+		}
+		if err := decodeJSON(p, data, &t); err != nil {
+			return 0, false, err
+		}
+		if id, ok, err := padID(p, t.Pad); err != nil || ok {
+			return id, ok, err
+		}
+	}
+	return 0, false, nil
+}
+
 // loadDiffusers loads a diffusers pipeline folder.
 func loadDiffusers(dir string) (*Model, error) {
 	m := &Model{Path: dir, Layout: Diffusers}
-	names := [4]string{
-		filepath.Join(dir, "unet", "config.json"),
-		filepath.Join(dir, "vae", "config.json"),
-		filepath.Join(dir, "text_encoder", "config.json"),
-		filepath.Join(dir, "scheduler", "scheduler_config.json"),
-	}
-	pipeline := ""
+	var idx modelIndex
 	indexPath := filepath.Join(dir, "model_index.json")
 	if data, err := readSmall(indexPath); err == nil {
-		idx, err := parseModelIndex(indexPath, data)
-		if err != nil {
+		if idx, err = parseModelIndex(indexPath, data); err != nil {
 			return nil, err
 		}
 		if err := idx.supported(indexPath); err != nil {
 			return nil, err
 		}
-		pipeline = idx.ClassName
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	var raw [4][]byte
-	for i, p := range names {
-		data, err := readSmall(p)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				if i == 3 {
-					m.Warnings = append(m.Warnings, "no scheduler/scheduler_config.json: using SD 1.5's scheduler")
-					continue
-				}
-				rel, _ := filepath.Rel(dir, p)
-				return nil, fmt.Errorf("checkpoint %s: %s is missing (a diffusers folder holds unet/, vae/ and text_encoder/, each with its config.json): %w",
-					dir, rel, os.ErrNotExist)
+	names := map[string]string{
+		"unet":      filepath.Join(dir, "unet", "config.json"),
+		"vae":       filepath.Join(dir, "vae", "config.json"),
+		"scheduler": filepath.Join(dir, "scheduler", "scheduler_config.json"),
+	}
+	read := func(role string, required bool) ([]byte, error) {
+		data, err := readSmall(names[role])
+		if errors.Is(err, os.ErrNotExist) {
+			if !required {
+				return nil, nil
 			}
+			rel, _ := filepath.Rel(dir, names[role])
+			return nil, fmt.Errorf("checkpoint %s: %s is missing (a diffusers folder holds unet/, vae/ and text_encoder/ (SDXL: and text_encoder_2/), each with its config.json): %w",
+				dir, rel, os.ErrNotExist)
+		}
+		return data, err
+	}
+	texts := map[string][]byte{}
+	for _, role := range []string{"text_encoder", "text_encoder_2"} {
+		names[role] = filepath.Join(dir, role, "config.json")
+		c, listed := idx.Components[role]
+		if listed && c[1] == "" {
+			continue // [null, null]: absent (the SDXL refiner has no text_encoder)
+		}
+		required := listed
+		if role == "text_encoder" && !listed {
+			_, sdxl := idx.Components["text_encoder_2"]
+			required = !sdxl
+		}
+		data, err := read(role, required)
+		if err != nil {
 			return nil, err
 		}
-		raw[i] = data
+		if data != nil {
+			texts[role] = data
+		}
 	}
-	cfg, err := parseDiffusersConfigs(raw[0], raw[1], raw[2], raw[3], names)
+	if len(texts) == 0 {
+		_, err := read("text_encoder", true)
+		return nil, err
+	}
+	unetCfg, err := read("unet", true)
 	if err != nil {
 		return nil, err
 	}
-	m.UNet, m.VAE, m.Text, m.Scheduler = cfg.UNet, cfg.VAE, cfg.Text, cfg.Scheduler
+	vaeCfg, err := read("vae", true)
+	if err != nil {
+		return nil, err
+	}
+	schedCfg, err := read("scheduler", false)
+	if err != nil {
+		return nil, err
+	}
+	if schedCfg == nil {
+		m.Warnings = append(m.Warnings, "no scheduler/scheduler_config.json: using the family's default scheduler")
+	}
+	cfg, err := parseDiffusersConfigs(unetCfg, vaeCfg, schedCfg, texts, names)
+	if err != nil {
+		return nil, err
+	}
+	_, has1 := texts["text_encoder"]
+	_, has2 := texts["text_encoder_2"]
+	fam, why := folderFamily(idx, has1, has2, textInfo{act: cfg.Texts["text_encoder"].HiddenAct, linearProj: cfg.UNet.UseLinearProjection})
+	if schedCfg == nil {
+		cfg.Scheduler = fam.Scheduler
+	}
+	m.Spec = fam
+	m.UNet, m.VAE, m.Scheduler = cfg.UNet, cfg.VAE, cfg.Scheduler
 	m.ConfigSource = filepath.Join(dir, "*", "config.json")
-
-	comps := []struct {
+	for _, spec := range fam.Texts {
+		tc := cfg.Texts[spec.Role]
+		if spec.Pooled {
+			tc.Architectures = []string{"CLIPTextModelWithProjection"}
+		}
+		pad, ok, err := tokenizerPad(filepath.Join(dir, spec.Tokenizer))
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			pad = spec.Pad
+		}
+		m.Texts = append(m.Texts, TextModel{Spec: spec, Config: tc, Pad: pad})
+	}
+	ud, vd, tds, err := declsOf(m)
+	if err != nil {
+		return nil, &LoadError{Path: dir, Problems: []string{err.Error()}}
+	}
+	direct := func(d nets.Decl) []string { return []string{d.Name} }
+	type part struct {
 		c    *component
 		sub  string
 		base string
-	}{
-		{newComponent("unet", unetLayout(m.UNet)), "unet", "diffusion_pytorch_model"},
-		{newComponent("vae", vaeLayout(m.VAE)), "vae", "diffusion_pytorch_model"},
-		{newComponent("text_encoder", textLayout(m.Text)), "text_encoder", "model"},
+	}
+	comps := []part{
+		{newComponent("unet", ud, false, direct), "unet", "diffusion_pytorch_model"},
+		{newComponent("vae", vd, false, direct), "vae", "diffusion_pytorch_model"},
+	}
+	for i, t := range m.Texts {
+		comps = append(comps, part{newComponent(t.Spec.Role, tds[i], false, direct), t.Spec.Role, "model"})
 	}
 	var b builder
 	for _, cp := range comps {
@@ -236,14 +335,14 @@ func loadDiffusers(dir string) (*Model, error) {
 			case ignored(t.Name):
 				b.ignored++
 			case cp.c.hasSlot(name):
-				b.place(cp.c, f, t.Name, name)
-			case cp.sub == "text_encoder" && t.Name == "text_projection.weight":
-				b.ignored++ // CLIPTextModelWithProjection's extra head
+				b.place(cp.c, f, t.Name, cp.c.decls[cp.c.byName[name]])
+			case strings.HasPrefix(cp.sub, "text_encoder") && t.Name == "text_projection.weight":
+				b.ignored++ // CLIPTextModelWithProjection's head where no pooled vector is used
 			default:
 				b.unknown = append(b.unknown, cp.sub+"/"+t.Name)
 			}
 		}
-		b.missing(cp.c, func(s slot) string { return s.name })
+		b.missing(cp.c)
 		m.setOrigins(cp.c, func(string) string { return path })
 	}
 	if len(b.problems) > 0 {
@@ -252,15 +351,15 @@ func loadDiffusers(dir string) (*Model, error) {
 	}
 	m.Ignored = b.ignored
 	m.Warnings = append(m.Warnings, b.warnings()...)
-	m.UNetWeights, m.VAEWeights, m.TextWeights = comps[0].c.weights, comps[1].c.weights, comps[2].c.weights
-	m.Family, m.FamilyWhy = classify(m, false)
-	if pipeline != "" && pipeline != "StableDiffusionPipeline" {
-		m.FamilyWhy += "; model_index.json says " + pipeline
+	m.UNetWeights, m.VAEWeights = comps[0].c.weights, comps[1].c.weights
+	for i := range m.Texts {
+		m.Texts[i].Weights = comps[2+i].c.weights
 	}
+	m.Family, m.FamilyWhy = classify(m, false, why)
 	return m, nil
 }
 
 func (c *component) hasSlot(name string) bool {
-	_, ok := c.slots[name]
+	_, ok := c.byName[name]
 	return ok
 }

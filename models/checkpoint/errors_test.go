@@ -132,7 +132,7 @@ func TestExtrasAndOldTextPrefix(t *testing.T) {
 		!strings.Contains(m.Warnings[0], "lora_unet_foo.alpha") || !strings.Contains(m.Warnings[0], "model.diffusion_model.extra.weight") {
 		t.Errorf("ignored %d, warnings %q", m.Ignored, m.Warnings)
 	}
-	p, ok := m.TextWeights.Get("text_model.encoder.layers.2.mlp.fc2.weight")
+	p, ok := m.Text("text_encoder").Weights.Get("text_model.encoder.layers.2.mlp.fc2.weight")
 	if !ok || !slices.Equal(p.Shape, []int{64, 256}) {
 		t.Errorf("old-style text key not converted: %+v", p.Shape)
 	}
@@ -207,14 +207,14 @@ func TestSideFiles(t *testing.T) {
 	side := strings.TrimSuffix(p, ".safetensors") + ".json"
 	os.WriteFile(side, cfg, 0o644)
 	m := load(t, p, "")
-	if m.ConfigSource != side || m.VAE.NormNumGroups != 8 || m.Text.NumAttentionHeads != 4 {
+	if m.ConfigSource != side || m.VAE.NormNumGroups != 8 || m.Text("text_encoder").Config.NumAttentionHeads != 4 {
 		t.Errorf("side .json not used: %q %+v", m.ConfigSource, m.VAE)
 	}
 	os.Remove(side)
 	yside := strings.TrimSuffix(p, ".safetensors") + ".yaml"
 	os.WriteFile(yside, []byte(miniYAML), 0o644)
 	m = load(t, p, "")
-	if !strings.HasPrefix(m.ConfigSource, yside) || m.Text.HiddenSize != 64 || m.VAE.NormNumGroups != 16 || m.UNet.CrossAttentionDim != 64 || m.Family != "SD 1.x" {
+	if !strings.HasPrefix(m.ConfigSource, yside) || m.Text("text_encoder").Config.HiddenSize != 64 || m.VAE.NormNumGroups != 16 || m.UNet.CrossAttentionDim != 64 || m.Family != "SD 1.x" {
 		t.Errorf("side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
 	}
 	// A bad explicit config names its file.
@@ -328,14 +328,15 @@ func TestLDMYAML(t *testing.T) {
 		!slices.Equal(u.BlockOutChannels, []int{320, 640, 1280, 1280}) || u.SampleSize != 96 {
 		t.Errorf("unet %+v", u)
 	}
-	if c.Text.HiddenSize != 1024 || c.Text.NumHiddenLayers != 23 || c.Text.HiddenAct != "gelu" || c.Text.NumAttentionHeads != 16 {
-		t.Errorf("text %+v", c.Text)
+	if c.text1().HiddenSize != 1024 || c.text1().NumHiddenLayers != 23 || c.text1().HiddenAct != "gelu" || c.text1().NumAttentionHeads != 16 {
+		t.Errorf("text %+v", c.text1())
 	}
 	if c.Scheduler.PredictionType != "v_prediction" || c.Scheduler.BetaEnd != 0.012 {
 		t.Errorf("scheduler %+v", c.Scheduler)
 	}
-	m := &Model{UNet: c.UNet, VAE: c.VAE, Text: c.Text, Scheduler: c.Scheduler}
-	if fam, why := classify(m, false); fam != "SD 2.x" || !strings.Contains(why, "OpenCLIP ViT-H") || !strings.Contains(why, "v_prediction") {
+	sd2 := FamilyNamed("SD 2.x")
+	m := &Model{UNet: c.UNet, VAE: c.VAE, Spec: sd2, Texts: []TextModel{{Spec: sd2.Texts[0], Config: c.text1()}}, Scheduler: c.Scheduler}
+	if fam, why := classify(m, false, ""); fam != "SD 2.x" || !strings.Contains(why, "OpenCLIP ViT-H") || !strings.Contains(why, "v_prediction") {
 		t.Errorf("family %q: %s", fam, why)
 	}
 	// SD 2.x U-Net: proj_in is linear, cross-attention keys are 1024 wide.

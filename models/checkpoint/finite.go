@@ -76,19 +76,30 @@ func (m *Model) setOrigins(c *component, path func(name string) string) {
 }
 
 // Components names the networks of a Model, in the order CheckFinite and
-// pipelines use them.
-var Components = []string{"text_encoder", "unet", "vae"}
+// pipelines use them: its text encoders, "unet", "vae".
+func (m *Model) Components() []string {
+	return append(m.textRoles(), "unet", "vae")
+}
+
+func (m *Model) textRoles() []string {
+	var out []string
+	for _, t := range m.Texts {
+		out = append(out, t.Spec.Role)
+	}
+	return out
+}
 
 func (m *Model) weightsOf(component string) (nets.Weights, error) {
 	switch component {
-	case "text_encoder":
-		return m.TextWeights, nil
 	case "unet":
 		return m.UNetWeights, nil
 	case "vae":
 		return m.VAEWeights, nil
 	}
-	return nil, fmt.Errorf("checkpoint %s: no component %q (want one of %v)", m.Path, component, Components)
+	if t := m.Text(component); t != nil {
+		return t.Weights, nil
+	}
+	return nil, fmt.Errorf("checkpoint %s: no component %q (want one of %v)", m.Path, component, m.Components())
 }
 
 // CheckFinite scans the raw bytes of one component's weights ("unet",
@@ -99,7 +110,7 @@ func (m *Model) weightsOf(component string) (nets.Weights, error) {
 // Weights that are not nets.MapWeights are not scanned.
 func (m *Model) CheckFinite(components ...string) error {
 	if len(components) == 0 {
-		components = Components
+		components = m.Components()
 	}
 	type job struct {
 		comp, name string

@@ -109,8 +109,8 @@ func TestCheckFiniteNamesTensors(t *testing.T) {
 			"decoder.conv_out.bias": {DType: gpu.F32, Shape: []int{2}, Raw: binary.LittleEndian.AppendUint32(
 				binary.LittleEndian.AppendUint32(nil, math.Float32bits(1)), math.Float32bits(float32(math.Inf(1))))},
 		},
-		TextWeights: nets.MapWeights{},
-		origins:     map[string]origin{"unet/conv_in.weight": {file: "x.safetensors", key: "model.diffusion_model.input_blocks.0.0.weight"}},
+		Texts:   []TextModel{{Spec: TextSpec{Role: "text_encoder"}, Weights: nets.MapWeights{}}},
+		origins: map[string]origin{"unet/conv_in.weight": {file: "x.safetensors", key: "model.diffusion_model.input_blocks.0.0.weight"}},
 	}
 	if err := m.CheckFinite("text_encoder"); err != nil {
 		t.Fatalf("empty text encoder: %v", err)

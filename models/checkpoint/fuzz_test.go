@@ -19,8 +19,13 @@ import (
 // configs whose layouts can be enumerated.
 func checkConfigs(t *testing.T, c configs) {
 	t.Helper()
-	if len(ExpectedUNet(c.UNet)) == 0 || len(ExpectedVAE(c.VAE)) == 0 || len(ExpectedText(c.Text)) == 0 {
+	if len(ExpectedUNet(c.UNet)) == 0 || len(ExpectedVAE(c.VAE)) == 0 {
 		t.Fatal("empty layout from a valid config")
+	}
+	for role, tc := range c.Texts {
+		if len(ExpectedText(tc)) == 0 {
+			t.Fatalf("empty %s layout from a valid config", role)
+		}
 	}
 	if c.UNet.Heads(0) <= 0 || c.UNet.BlockOutChannels[0]%c.UNet.Heads(0) != 0 {
 		t.Fatalf("invalid heads accepted: %+v", c.UNet)
@@ -40,11 +45,19 @@ func wantConfigError(t *testing.T, err error) {
 func FuzzDiffusersConfig(f *testing.F) {
 	f.Add([]byte(`{"block_out_channels": [32, 64], "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"], "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		names := [4]string{"unet/config.json", "vae/config.json", "text_encoder/config.json", "scheduler/scheduler_config.json"}
-		for i := range 4 {
-			var parts [4][]byte
+		names := map[string]string{"unet": "unet/config.json", "vae": "vae/config.json", "text_encoder": "text_encoder/config.json",
+			"text_encoder_2": "text_encoder_2/config.json", "scheduler": "scheduler/scheduler_config.json"}
+		for i := range 5 {
+			var parts [5][]byte
 			parts[i] = data
-			c, err := parseDiffusersConfigs(parts[0], parts[1], parts[2], parts[3], names)
+			texts := map[string][]byte{}
+			if parts[2] != nil {
+				texts["text_encoder"] = parts[2]
+			}
+			if parts[4] != nil {
+				texts["text_encoder_2"] = parts[4]
+			}
+			c, err := parseDiffusersConfigs(parts[0], parts[1], parts[3], texts, names)
 			if err != nil {
 				wantConfigError(t, err)
 				continue
@@ -107,11 +120,11 @@ func FuzzLoadBytes(f *testing.F) {
 			return
 		}
 		defer m.Close()
-		checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Text: m.Text})
+		checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Texts: map[string]nets.TextConfig{"text_encoder": m.Text("text_encoder").Config}})
 		for _, c := range []struct {
 			w    nets.Weights
 			want map[string][]int
-		}{{m.UNetWeights, ExpectedUNet(m.UNet)}, {m.VAEWeights, ExpectedVAE(m.VAE)}, {m.TextWeights, ExpectedText(m.Text)}} {
+		}{{m.UNetWeights, ExpectedUNet(m.UNet)}, {m.VAEWeights, ExpectedVAE(m.VAE)}, {m.Text("text_encoder").Weights, ExpectedText(m.Text("text_encoder").Config)}} {
 			for n, shape := range c.want {
 				p, ok := c.w.Get(n)
 				if !ok || !slices.Equal(p.Shape, shape) || len(p.Raw) != gpu.Shape(shape).Numel()*p.DType.Size() {
@@ -219,7 +232,7 @@ func FuzzSideConfig(f *testing.F) {
 			if !strings.HasPrefix(m.ConfigSource, c.side) {
 				t.Fatalf("config source %q, want the side file %s", m.ConfigSource, c.side)
 			}
-			checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Text: m.Text})
+			checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Texts: map[string]nets.TextConfig{"text_encoder": m.Text("text_encoder").Config}})
 			if err := validateScheduler(c.side, &m.Scheduler); err != nil {
 				t.Fatalf("loaded an invalid scheduler: %v", err)
 			}

@@ -12,7 +12,7 @@ import (
 // (levels, widths, layers per block, attention placement, context and text
 // sizes); group and head counts cannot be seen and follow SD conventions.
 // The notes say what was inferred and what was assumed.
-func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
+func inferConfigs(infos []safetensors.TensorInfo, fam *Family) (configs, []string) {
 	shapes := make(map[string][]int, len(infos))
 	for _, t := range infos {
 		shapes[t.Name] = t.Shape
@@ -34,12 +34,13 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		}
 		return n
 	}
-	c := configs{Scheduler: DefaultScheduler()}
+	c := newConfigs()
+	c.Scheduler = fam.Scheduler
 	var notes []string
 
 	// U-Net: walk input_blocks; a downsampler ends a level.
 	u := &c.UNet
-	p := ldmUNet
+	p := fam.UNetPrefix
 	if has(p + "input_blocks.0.0.weight") {
 		u.InChannels = dim(p+"input_blocks.0.0.weight", 1)
 		u.ConvInKernel = dim(p+"input_blocks.0.0.weight", 2)
@@ -106,21 +107,26 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		}
 		notes = append(notes, fmt.Sprintf("U-Net widths %v, %d layers per block, context dim %d", u.BlockOutChannels, u.LayersPerBlock, u.CrossAttentionDim))
 	}
-	// SD 2.x fixes the head width at 64; SD 1.x the head count at 8.
-	if u.UseLinearProjection || u.CrossAttentionDim == 1024 {
+	// SD 2.x and SDXL fix the head width at 64; SD 1.x the head count at 8.
+	if fam.HeadWidth > 0 || u.UseLinearProjection {
+		w := max(fam.HeadWidth, 64)
 		u.AttentionHeadDim = nil
 		for _, ch := range u.BlockOutChannels {
-			u.AttentionHeadDim = append(u.AttentionHeadDim, max(ch/64, 1))
+			u.AttentionHeadDim = append(u.AttentionHeadDim, max(ch/w, 1))
 		}
-		notes = append(notes, "heads assumed 64 wide (SD 2.x)")
+		notes = append(notes, fmt.Sprintf("heads assumed %d wide", w))
 	} else {
 		notes = append(notes, "8 heads assumed (SD 1.x)")
 	}
 	u.NormNumGroups = groupsFor(u.BlockOutChannels)
+	if fam.NativeSize > 0 {
+		u.SampleSize = fam.NativeSize / 8
+	}
 
 	// VAE.
 	v := &c.VAE
-	p = ldmVAE
+	v.ScalingFactor = fam.Scaling
+	p = fam.VAEPrefix
 	if has(p + "encoder.conv_in.weight") {
 		v.InChannels = dim(p+"encoder.conv_in.weight", 1)
 		v.OutChannels = dim(p+"decoder.conv_out.weight", 0)
@@ -148,40 +154,67 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 	}
 	v.NormNumGroups = groupsFor(v.BlockOutChannels)
 
-	// Text encoder: with or without the text_model level.
-	tc := &c.Text
-	tp := ldmText + "text_model."
-	if !has(tp + "embeddings.token_embedding.weight") {
-		tp = ldmText
-	}
-	if has(tp + "embeddings.token_embedding.weight") {
-		tc.VocabSize = dim(tp+"embeddings.token_embedding.weight", 0)
-		tc.HiddenSize = dim(tp+"embeddings.token_embedding.weight", 1)
-		tc.MaxPositionEmbeddings = dim(tp+"embeddings.position_embedding.weight", 0)
-		tc.IntermediateSize = dim(tp+"encoder.layers.0.mlp.fc1.weight", 0)
-		n := count(256, tp, "encoder.layers.%d.mlp.fc1.weight")
-		tc.NumHiddenLayers = n
-		tc.ProjectionDim = tc.HiddenSize
+	// Text encoders, as the family names them.
+	pooledDim := 0
+	for _, spec := range fam.Texts {
+		tc := nets.TextConfig{HiddenAct: spec.Act}
+		op := spec.Prefix
+		if spec.OpenCLIP {
+			if !has(op + "token_embedding.weight") {
+				continue
+			}
+			tc.VocabSize = dim(op+"token_embedding.weight", 0)
+			tc.HiddenSize = dim(op+"token_embedding.weight", 1)
+			tc.MaxPositionEmbeddings = dim(op+"positional_embedding", 0)
+			tc.IntermediateSize = dim(op+"transformer.resblocks.0.mlp.c_fc.weight", 0)
+			n := count(256, op, "transformer.resblocks.%d.mlp.c_fc.weight")
+			tc.NumHiddenLayers = n
+			if spec.ExtraBlock {
+				tc.NumHiddenLayers = max(n-1, 1)
+			}
+			tc.ProjectionDim = dim(op+"text_projection", 1)
+			if spec.Pooled {
+				pooledDim = tc.ProjectionDim
+			}
+			notes = append(notes, fmt.Sprintf("%s: OpenCLIP width %d, %d of %d blocks", spec.Role, tc.HiddenSize, tc.NumHiddenLayers, n))
+		} else {
+			tp := op + "text_model."
+			if !has(tp + "embeddings.token_embedding.weight") {
+				tp = op
+			}
+			if !has(tp + "embeddings.token_embedding.weight") {
+				continue
+			}
+			tc.VocabSize = dim(tp+"embeddings.token_embedding.weight", 0)
+			tc.HiddenSize = dim(tp+"embeddings.token_embedding.weight", 1)
+			tc.MaxPositionEmbeddings = dim(tp+"embeddings.position_embedding.weight", 0)
+			tc.IntermediateSize = dim(tp+"encoder.layers.0.mlp.fc1.weight", 0)
+			tc.NumHiddenLayers = count(256, tp, "encoder.layers.%d.mlp.fc1.weight")
+			tc.ProjectionDim = tc.HiddenSize
+			notes = append(notes, fmt.Sprintf("%s: CLIP width %d, %d layers", spec.Role, tc.HiddenSize, tc.NumHiddenLayers))
+		}
+		tc.NumAttentionHeads = 1
 		if tc.HiddenSize%64 == 0 {
 			tc.NumAttentionHeads = tc.HiddenSize / 64
-		} else {
-			tc.NumAttentionHeads = 1
 		}
-		notes = append(notes, fmt.Sprintf("CLIP text width %d, %d layers, heads assumed 64 wide", tc.HiddenSize, n))
+		c.Texts[spec.Role] = tc
 	}
-	// OpenCLIP text tower (SD 2.x): diffusers keeps all but the last layer.
-	op := ldmOpen
-	if has(op + "token_embedding.weight") {
-		tc.VocabSize = dim(op+"token_embedding.weight", 0)
-		tc.HiddenSize = dim(op+"token_embedding.weight", 1)
-		tc.MaxPositionEmbeddings = dim(op+"positional_embedding", 0)
-		tc.IntermediateSize = dim(op+"transformer.resblocks.0.mlp.c_fc.weight", 0)
-		n := count(256, op, "transformer.resblocks.%d.mlp.c_fc.weight")
-		tc.NumHiddenLayers = max(n-1, 1)
-		tc.HiddenAct = "gelu"
-		tc.ProjectionDim = dim(op+"text_projection", 1)
-		tc.NumAttentionHeads = max(tc.HiddenSize/64, 1)
-		notes = append(notes, fmt.Sprintf("OpenCLIP text width %d, %d of %d layers (penultimate output), heads assumed 64 wide", tc.HiddenSize, tc.NumHiddenLayers, n))
+	if len(fam.Texts) > 0 {
+		notes = append(notes, "text heads assumed 64 wide")
+	}
+	// SDXL's added conditioning: label_emb takes pooled ++ k time ids.
+	if fam.Added != "" && has(p0(fam)+"label_emb.0.0.weight") {
+		k := 6
+		if fam.Added == AddedAestheticTimeIDs {
+			k = 5
+		}
+		in := dim(p0(fam)+"label_emb.0.0.weight", 1)
+		u.AdditionEmbedType = "text_time"
+		u.ProjectionClassEmbeddingsInputDim = in
+		if pooledDim > 0 && (in-pooledDim) > 0 && (in-pooledDim)%k == 0 {
+			u.AdditionTimeEmbedDim = (in - pooledDim) / k
+		}
+		notes = append(notes, fmt.Sprintf("added conditioning: pooled %d + %d time ids x %d", pooledDim, k, u.AdditionTimeEmbedDim))
 	}
 	notes = append(notes, "groups assumed 32 where widths allow", "prediction type assumed epsilon")
 
@@ -189,7 +222,7 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 	// the defaults field by field rather than fail here: the tensor check
 	// that follows reports what does not fit.
 	if c.validate("inferred config") != nil {
-		d := configs{Scheduler: DefaultScheduler()}
+		d := newConfigs()
 		d.validate("")
 		if validateUNet("", &c.UNet) != nil {
 			c.UNet = d.UNet
@@ -197,13 +230,24 @@ func inferConfigs(infos []safetensors.TensorInfo) (configs, []string) {
 		if validateVAE("", &c.VAE) != nil {
 			c.VAE = d.VAE
 		}
-		if validateText("", &c.Text) != nil {
-			c.Text = d.Text
+		for role, t := range c.Texts {
+			if validateText("", role, &t) != nil {
+				c.Texts[role] = nets.TextConfig{}
+			}
 		}
 		notes = append(notes, "some inferred values were unusable; SD 1.5 defaults used")
 	}
+	for _, spec := range fam.Texts {
+		if _, ok := c.Texts[spec.Role]; !ok {
+			t := nets.TextConfig{}
+			t.Defaults()
+			c.Texts[spec.Role] = t
+		}
+	}
 	return c, notes
 }
+
+func p0(f *Family) string { return f.UNetPrefix }
 
 // groupsFor is 32 groups (the SD value) halved until it divides every width.
 func groupsFor(ch []int) int {
@@ -221,47 +265,59 @@ func groupsFor(ch []int) int {
 	return g
 }
 
-// classify names the model family and the evidence.
-func classify(m *Model, inferred bool) (string, string) {
-	u, t := &m.UNet, &m.Text
-	pred := m.Scheduler.PredictionType
-	text := fmt.Sprintf("CLIP text encoder width %d (%d layers, %s)", t.HiddenSize, t.NumHiddenLayers, t.HiddenAct)
-	if t.HiddenSize == 768 && t.NumHiddenLayers == 12 && t.HiddenAct == "quick_gelu" {
-		text = "CLIP ViT-L text encoder"
-	} else if t.HiddenSize == 1024 && t.HiddenAct == "gelu" {
-		text = "OpenCLIP ViT-H text encoder"
+// classify names the model family and the evidence: the family the
+// layout gave away (why), checked against the networks' shapes.
+func classify(m *Model, inferred bool, why string) (string, string) {
+	u := &m.UNet
+	fam := m.Spec
+	var parts []string
+	for _, t := range m.Texts {
+		c := &t.Config
+		desc := fmt.Sprintf("%s width %d (%d layers, %s)", t.Spec.Role, c.HiddenSize, c.NumHiddenLayers, c.HiddenAct)
+		switch {
+		case c.HiddenSize == 768 && c.NumHiddenLayers == 12 && c.HiddenAct == "quick_gelu":
+			desc = "CLIP ViT-L text encoder"
+		case c.HiddenSize == 1024 && c.HiddenAct == "gelu":
+			desc = "OpenCLIP ViT-H text encoder"
+		case c.HiddenSize == 1280 && c.HiddenAct == "gelu":
+			desc = "OpenCLIP ViT-bigG text encoder"
+		}
+		parts = append(parts, desc)
 	}
-	why := fmt.Sprintf("context dim %d, %s, %s", u.CrossAttentionDim, text, pred)
-	sd1Topology := len(u.BlockOutChannels) == 4 && u.LayersPerBlock == 2 && !u.UseLinearProjection &&
-		u.DownBlockTypes[3] == "DownBlock2D" && hasCrossAttn(u.DownBlockTypes[0])
-	family := "unknown"
+	pred := m.Scheduler.PredictionType
+	ev := fmt.Sprintf("context dim %d, %s, %s", u.CrossAttentionDim, strings.Join(parts, " + "), pred)
+	if why != "" {
+		ev = why + "; " + ev
+	}
+	family := fam.Name
+	ctx := 0
+	for _, t := range m.Texts {
+		ctx += t.Config.HiddenSize
+	}
 	switch {
-	case u.CrossAttentionDim == 768 && t.HiddenSize == 768 && t.HiddenAct == "quick_gelu" && !u.UseLinearProjection:
-		family = "SD 1.x"
-	case u.CrossAttentionDim == 1024 && t.HiddenSize == 1024 && u.UseLinearProjection:
-		family = "SD 2.x"
-	case sd1Topology && u.CrossAttentionDim == t.HiddenSize && t.HiddenAct == "quick_gelu":
-		family = "SD 1.x"
-		why += fmt.Sprintf(", SD 1.x topology at non-standard widths %v", u.BlockOutChannels)
-	case u.CrossAttentionDim == t.HiddenSize && t.HiddenAct == "quick_gelu" && !u.UseLinearProjection &&
-		len(u.DownBlockTypes) > 0 && hasCrossAttn(u.DownBlockTypes[0]):
-		// A smaller model built from SD 1.x's blocks (the bundled model).
-		family = "SD 1.x"
-		why += fmt.Sprintf(", SD 1.x block types at a smaller size: %d levels x %d layers, widths %v",
-			len(u.BlockOutChannels), u.LayersPerBlock, u.BlockOutChannels)
-	default:
-		why += fmt.Sprintf(", widths %v, linear projections %v: not a family we recognise", u.BlockOutChannels, u.UseLinearProjection)
+	case ctx != u.CrossAttentionDim:
+		family = "unknown"
+		ev += fmt.Sprintf(": the text encoders give %d-wide context, the U-Net attends to %d", ctx, u.CrossAttentionDim)
+	case fam.Added != "" && u.AdditionEmbedType == "":
+		family = "unknown"
+		ev += ": the family needs added conditioning (addition_embed_type text_time), the U-Net has none"
+	case fam.Added == "" && u.AdditionEmbedType != "":
+		family = "unknown"
+		ev += fmt.Sprintf(": the U-Net takes added conditioning (%s) that %s does not make", u.AdditionEmbedType, fam.Name)
+	case fam.Name == "SD 1.x" && (u.UseLinearProjection || len(u.BlockOutChannels) != 4):
+		ev += fmt.Sprintf(", SD 1.x blocks at another size: %d levels x %d layers, widths %v, linear projections %v",
+			len(u.BlockOutChannels), u.LayersPerBlock, u.BlockOutChannels, u.UseLinearProjection)
 	}
 	switch u.InChannels {
 	case 4:
 	case 9:
 		family += " inpainting"
-		why += ", 9 input channels (inpainting)"
+		ev += ", 9 input channels (inpainting)"
 	default:
-		why += fmt.Sprintf(", %d input channels", u.InChannels)
+		ev += fmt.Sprintf(", %d input channels", u.InChannels)
 	}
 	if inferred {
-		why += "; hyper-parameters inferred from shapes (no config)"
+		ev += "; hyper-parameters inferred from shapes (no config)"
 	}
-	return family, why
+	return family, ev
 }

@@ -21,7 +21,7 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 	g := golden.Dir(t)
 	es, cfgJSON := miniEntries(t)
 	folder := load(t, filepath.Join(g, "sd15-mini"), "")
-	tw := folder.TextWeights.(nets.MapWeights)
+	tw := folder.Text("text_encoder").Weights.(nets.MapWeights)
 	get := func(n string) []byte { return tw[n].Raw }
 
 	var out []safetensors.Entry
@@ -85,10 +85,10 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 		if m.Ignored != 14 || len(m.Warnings) != 0 {
 			t.Errorf("%s: ignored %d, warnings %q", c.name, m.Ignored, m.Warnings)
 		}
-		if m.Text.NumHiddenLayers != 3 || m.Text.HiddenAct != "gelu" || !m.UNet.UseLinearProjection {
-			t.Errorf("%s: text %+v linear %v", c.name, m.Text, m.UNet.UseLinearProjection)
+		if m.Text("text_encoder").Config.NumHiddenLayers != 3 || m.Text("text_encoder").Config.HiddenAct != "gelu" || !m.UNet.UseLinearProjection {
+			t.Errorf("%s: text %+v linear %v", c.name, m.Text("text_encoder").Config, m.UNet.UseLinearProjection)
 		}
-		got := m.TextWeights.(nets.MapWeights)
+		got := m.Text("text_encoder").Weights.(nets.MapWeights)
 		if len(got) != len(tw) {
 			t.Errorf("%s: %d text tensors, want %d", c.name, len(got), len(tw))
 		}

@@ -81,7 +81,7 @@ type ldmYAML struct {
 // parseLDMYAML converts an original LDM inference config into diffusers
 // configs, the way diffusers' single-file loader does.
 func parseLDMYAML(path string, data []byte) (configs, error) {
-	c := configs{Scheduler: DefaultScheduler()}
+	c := newConfigs()
 	if len(data) > maxConfigSize {
 		return c, cfgErr(path, "%d bytes is larger than the %d-byte limit", len(data), maxConfigSize)
 	}
@@ -175,8 +175,10 @@ func parseLDMYAML(path string, data []byte) (configs, error) {
 		// SD 1.x: CLIP ViT-L/14 (the TextConfig defaults) unless the
 		// checkpoint's shapes say otherwise.
 		c.textFromShapes = true
+		c.family = FamilyNamed("SD 1.x")
 	case strings.HasSuffix(target, ".FrozenOpenCLIPEmbedder"):
-		c.Text = openCLIPH(p.CondStageConfig.Params.Layer != "last")
+		c.Texts["text_encoder"] = openCLIPH(p.CondStageConfig.Params.Layer != "last")
+		c.family = FamilyNamed("SD 2.x")
 	default:
 		return c, cfgErr(path, "cond_stage_config target %q is not supported (want FrozenCLIPEmbedder or FrozenOpenCLIPEmbedder)", target)
 	}

@@ -95,6 +95,11 @@ type UNetConfig struct {
 	ConvInKernel         int       `json:"conv_in_kernel"`
 	ConvOutKernel        int       `json:"conv_out_kernel"`
 	ResnetTimeScaleShift string    `json:"resnet_time_scale_shift"`
+	// SDXL's added conditioning: "text_time" adds add_embedding(pooled
+	// text embedding ++ sinusoidal(time ids)) to the timestep embedding.
+	AdditionEmbedType                 string `json:"addition_embed_type"`
+	AdditionTimeEmbedDim              int    `json:"addition_time_embed_dim"`
+	ProjectionClassEmbeddingsInputDim int    `json:"projection_class_embeddings_input_dim"`
 }
 
 // Defaults fills unset fields with SD 1.5's values.
@@ -159,21 +164,26 @@ func (c *UNetConfig) Heads(i int) int {
 
 // VAEConfig is diffusers' AutoencoderKL config.json.
 type VAEConfig struct {
-	InChannels           int      `json:"in_channels"`
-	OutChannels          int      `json:"out_channels"`
-	DownBlockTypes       []string `json:"down_block_types"`
-	UpBlockTypes         []string `json:"up_block_types"`
-	BlockOutChannels     []int    `json:"block_out_channels"`
-	LayersPerBlock       int      `json:"layers_per_block"`
-	ActFn                string   `json:"act_fn"`
-	LatentChannels       int      `json:"latent_channels"`
-	NormNumGroups        int      `json:"norm_num_groups"`
-	SampleSize           int      `json:"sample_size"`
-	ScalingFactor        float64  `json:"scaling_factor"`
-	ShiftFactor          *float64 `json:"shift_factor"`
-	UseQuantConv         *bool    `json:"use_quant_conv"`
-	UsePostQuantConv     *bool    `json:"use_post_quant_conv"`
-	MidBlockAddAttention *bool    `json:"mid_block_add_attention"`
+	InChannels       int      `json:"in_channels"`
+	OutChannels      int      `json:"out_channels"`
+	DownBlockTypes   []string `json:"down_block_types"`
+	UpBlockTypes     []string `json:"up_block_types"`
+	BlockOutChannels []int    `json:"block_out_channels"`
+	LayersPerBlock   int      `json:"layers_per_block"`
+	ActFn            string   `json:"act_fn"`
+	LatentChannels   int      `json:"latent_channels"`
+	NormNumGroups    int      `json:"norm_num_groups"`
+	SampleSize       int      `json:"sample_size"`
+	ScalingFactor    float64  `json:"scaling_factor"`
+	ShiftFactor      *float64 `json:"shift_factor"`
+	// LatentsMean and LatentsStd (per latent channel), when set, replace the
+	// scaling: the decoder sees latent * std / scaling_factor + mean (as
+	// diffusers' SDXL pipeline does for VAEs that carry them).
+	LatentsMean          []float64 `json:"latents_mean"`
+	LatentsStd           []float64 `json:"latents_std"`
+	UseQuantConv         *bool     `json:"use_quant_conv"`
+	UsePostQuantConv     *bool     `json:"use_post_quant_conv"`
+	MidBlockAddAttention *bool     `json:"mid_block_add_attention"`
 	// LatentRGBFactors ([latent channels][3]) and LatentRGBBias project a
 	// scaled latent linearly to RGB in [-1, 1] for free step previews. Not
 	// a diffusers field: Stepwise's bundled model carries its own (fitted by
@@ -235,6 +245,19 @@ type TextConfig struct {
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"`
 	HiddenAct             string  `json:"hidden_act"`
 	LayerNormEps          float64 `json:"layer_norm_eps"`
+	// Architectures is transformers' class list; CLIPTextModelWithProjection
+	// adds text_projection (SDXL's second encoder, for the pooled vector).
+	Architectures []string `json:"architectures,omitempty"`
+}
+
+// WithProjection reports a CLIPTextModelWithProjection.
+func (c *TextConfig) WithProjection() bool {
+	for _, a := range c.Architectures {
+		if a == "CLIPTextModelWithProjection" {
+			return true
+		}
+	}
+	return false
 }
 
 // Defaults fills unset fields with SD 1.5's CLIP ViT-L/14 text model.

@@ -8,7 +8,7 @@ import (
 type linear struct{ w, b *gpu.Tensor }
 
 func (b builder) linear(name string, in, out int, bias bool) linear {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	l := linear{w: m.param("weight", out, in)}
 	if bias {
 		l.b = m.param("bias", out)
@@ -25,7 +25,7 @@ type conv struct {
 }
 
 func (b builder) conv(name string, in, out, kernel, stride, pad int) conv {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	return conv{
 		w:    m.param("weight", out, in, kernel, kernel),
 		b:    m.param("bias", out),
@@ -51,12 +51,12 @@ type norm struct {
 }
 
 func (b builder) groupNorm(name string, channels, groups int, eps float64) norm {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	return norm{gamma: m.param("weight", channels), beta: m.param("bias", channels), groups: groups, eps: float32(eps)}
 }
 
 func (b builder) layerNorm(name string, channels int, eps float64) norm {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	return norm{gamma: m.param("weight", channels), beta: m.param("bias", channels), eps: float32(eps)}
 }
 
@@ -86,21 +86,30 @@ type resnet struct {
 	outScale     float32
 }
 
+// resnet declares a ResnetBlock2D; its original names are LDM's ResBlock
+// (in_layers, emb_layers, out_layers, skip_connection) in a U-Net (tembDim
+// > 0) and LDM's ResnetBlock (nin_shortcut) in a VAE.
 func (b builder) resnet(name string, in, out, tembDim, groups int, eps, outScale float64) *resnet {
-	m := b.at("%s", name)
+	m := b.sub(name)
+	orig := map[string]string{"norm1": "norm1", "conv1": "conv1", "norm2": "norm2", "conv2": "conv2", "conv_shortcut": "nin_shortcut"}
+	if tembDim > 0 {
+		orig = map[string]string{"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1",
+			"norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
+	}
+	at := func(n string) builder { return m.as(n, orig[n]) }
 	r := &resnet{
-		norm1:    m.groupNorm("norm1", in, groups, eps),
-		conv1:    m.conv("conv1", in, out, 3, 1, 1),
-		norm2:    m.groupNorm("norm2", out, groups, eps),
-		conv2:    m.conv("conv2", out, out, 3, 1, 1),
+		norm1:    at("norm1").groupNorm("", in, groups, eps),
+		conv1:    at("conv1").conv("", in, out, 3, 1, 1),
+		norm2:    at("norm2").groupNorm("", out, groups, eps),
+		conv2:    at("conv2").conv("", out, out, 3, 1, 1),
 		outScale: float32(outScale),
 	}
 	if tembDim > 0 {
-		l := m.linear("time_emb_proj", tembDim, out, true)
+		l := at("time_emb_proj").linear("", tembDim, out, true)
 		r.temb = &l
 	}
 	if in != out {
-		c := m.conv("conv_shortcut", in, out, 1, 1, 0)
+		c := at("conv_shortcut").conv("", in, out, 1, 1, 0)
 		r.shortcut = &c
 	}
 	return r
@@ -135,7 +144,7 @@ type attention struct {
 }
 
 func (b builder) attention(name string, queryDim, contextDim, heads int, qkvBias bool) attention {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	return attention{
 		q:     m.linear("to_q", queryDim, queryDim, qkvBias),
 		k:     m.linear("to_k", contextDim, queryDim, qkvBias),
@@ -157,8 +166,9 @@ func (a attention) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
 // upsample is diffusers' Upsample2D with a conv: nearest 2x, then 3x3 conv.
 type upsample struct{ conv conv }
 
-func (b builder) upsample(name string, channels int) *upsample {
-	return &upsample{conv: b.at("%s", name).conv("conv", channels, channels, 3, 1, 1)}
+// upsample declares name.conv; orig is the conv's original name.
+func (b builder) upsample(name, orig string, channels int) *upsample {
+	return &upsample{conv: b.as(name+".conv", orig).conv("", channels, channels, 3, 1, 1)}
 }
 
 func (u *upsample) forward(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {
@@ -173,8 +183,9 @@ type downsample struct {
 	asymmetric bool
 }
 
-func (b builder) downsample(name string, channels, pad int) *downsample {
-	return &downsample{conv: b.at("%s", name).conv("conv", channels, channels, 3, 2, pad), asymmetric: pad == 0}
+// downsample declares name.conv; orig is the conv's original name.
+func (b builder) downsample(name, orig string, channels, pad int) *downsample {
+	return &downsample{conv: b.as(name+".conv", orig).conv("", channels, channels, 3, 2, pad), asymmetric: pad == 0}
 }
 
 func (s *downsample) forward(d gpu.Device, x *gpu.Tensor) *gpu.Tensor {

@@ -19,6 +19,7 @@ type TextEncoder struct {
 	tokEmb, posEmb *gpu.Tensor
 	layers         []*clipLayer
 	finalNorm      norm
+	proj           *gpu.Tensor // text_projection [P,C] (CLIPTextModelWithProjection)
 	act            func(gpu.Device, *gpu.Tensor) *gpu.Tensor
 }
 
@@ -87,24 +88,36 @@ func buildText(b builder, c TextConfig) (*TextEncoder, error) {
 			c.NumHiddenLayers, c.IntermediateSize, c.VocabSize, c.MaxPositionEmbeddings)
 	}
 	te := &TextEncoder{Config: c, act: act}
-	m := b.at("text_model")
-	te.tokEmb = m.param("embeddings.token_embedding.weight", c.VocabSize, w)
-	te.posEmb = m.param("embeddings.position_embedding.weight", c.MaxPositionEmbeddings, w)
+	// Original names are OpenCLIP's (SD 2.x, SDXL's bigG); CLIP ViT-L
+	// single files keep transformers' names, which the loader uses instead.
+	m := b.as("text_model", "")
+	te.tokEmb = m.as("embeddings.token_embedding", "token_embedding").param("weight", c.VocabSize, w)
+	te.posEmb = m.stored(Decl{Orig: "positional_embedding"}).param("embeddings.position_embedding.weight", c.MaxPositionEmbeddings, w)
 	eps := c.LayerNormEps
 	for i := 0; i < c.NumHiddenLayers; i++ {
-		l := m.at("encoder.layers.%d", i)
+		l := m.as(fmt.Sprintf("encoder.layers.%d", i), fmt.Sprintf("transformer.resblocks.%d", i))
+		qkv := func(name string, part int) linear {
+			p := l.as("self_attn."+name, "attn")
+			return linear{
+				w: p.stored(Decl{Orig: "in_proj_weight", Part: part, Parts: 3}).param("weight", w, w),
+				b: p.stored(Decl{Orig: "in_proj_bias", Part: part, Parts: 3}).param("bias", w),
+			}
+		}
 		te.layers = append(te.layers, &clipLayer{
-			ln1: l.layerNorm("layer_norm1", w, eps),
-			q:   l.linear("self_attn.q_proj", w, w, true),
-			k:   l.linear("self_attn.k_proj", w, w, true),
-			v:   l.linear("self_attn.v_proj", w, w, true),
-			out: l.linear("self_attn.out_proj", w, w, true),
-			ln2: l.layerNorm("layer_norm2", w, eps),
-			fc1: l.linear("mlp.fc1", w, c.IntermediateSize, true),
-			fc2: l.linear("mlp.fc2", c.IntermediateSize, w, true),
+			ln1: l.as("layer_norm1", "ln_1").layerNorm("", w, eps),
+			q:   qkv("q_proj", 0),
+			k:   qkv("k_proj", 1),
+			v:   qkv("v_proj", 2),
+			out: l.as("self_attn.out_proj", "attn.out_proj").linear("", w, w, true),
+			ln2: l.as("layer_norm2", "ln_2").layerNorm("", w, eps),
+			fc1: l.as("mlp.fc1", "mlp.c_fc").linear("", w, c.IntermediateSize, true),
+			fc2: l.as("mlp.fc2", "mlp.c_proj").linear("", c.IntermediateSize, w, true),
 		})
 	}
-	te.finalNorm = m.layerNorm("final_layer_norm", w, eps)
+	te.finalNorm = m.as("final_layer_norm", "ln_final").layerNorm("", w, eps)
+	if c.WithProjection() {
+		te.proj = b.stored(Decl{Orig: "text_projection", Transpose: true}).param("text_projection.weight", c.ProjectionDim, w)
+	}
 	return te, nil
 }
 
@@ -128,27 +141,58 @@ func (te *TextEncoder) Encode(ids [][]int32) (*gpu.Tensor, error) { return te.En
 // counts) and applies the final LayerNorm to it, as diffusers' clip_skip
 // (which counts one less) does for SD 1.x.
 func (te *TextEncoder) EncodeSkip(ids [][]int32, skip int) (*gpu.Tensor, error) {
+	h, _, err := te.EncodeWith(ids, EncodeOpts{Skip: skip, FinalNorm: true})
+	return h, err
+}
+
+// EncodeOpts selects the outputs of EncodeWith.
+type EncodeOpts struct {
+	// Skip picks the hidden state: the output of layer N-Skip+1 of N (1 =
+	// the last layer, 2 = the penultimate: transformers' hidden_states[-2]).
+	Skip int
+	// FinalNorm applies final_layer_norm to that hidden state (SD 1.x/2.x
+	// do; SDXL takes hidden_states[-2] as it is).
+	FinalNorm bool
+	// Pooled also returns text_projection(final_layer_norm(last layer) at
+	// each row's end-of-text token, the first occurrence of its largest id)
+	// [B,P]: CLIPTextModelWithProjection's text_embeds, SDXL's pooled vector.
+	Pooled bool
+}
+
+// EncodeWith runs the encoder on token ids [B][L] and returns the hidden
+// state [B,L,C] and, with opts.Pooled, the pooled projection [B,P].
+func (te *TextEncoder) EncodeWith(ids [][]int32, opts EncodeOpts) (hidden, pooled *gpu.Tensor, err error) {
 	c, d := &te.Config, te.d
+	skip := opts.Skip
 	if skip < 1 || skip > c.NumHiddenLayers {
-		return nil, fmt.Errorf("text encoder: clip skip %d outside 1..%d", skip, c.NumHiddenLayers)
+		return nil, nil, fmt.Errorf("text encoder: clip skip %d outside 1..%d", skip, c.NumHiddenLayers)
+	}
+	if opts.Pooled && te.proj == nil {
+		return nil, nil, fmt.Errorf("text encoder: no text_projection for a pooled output (not a CLIPTextModelWithProjection)")
 	}
 	if len(ids) == 0 {
-		return nil, fmt.Errorf("text encoder: no token sequences")
+		return nil, nil, fmt.Errorf("text encoder: no token sequences")
 	}
 	seq := len(ids[0])
 	if seq < 1 || seq > c.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("text encoder: sequence length %d outside 1..%d", seq, c.MaxPositionEmbeddings)
+		return nil, nil, fmt.Errorf("text encoder: sequence length %d outside 1..%d", seq, c.MaxPositionEmbeddings)
 	}
 	flat := make([]int32, 0, len(ids)*seq)
+	eot := make([]int32, len(ids)) // flat index of each row's end-of-text token
 	for i, row := range ids {
 		if len(row) != seq {
-			return nil, fmt.Errorf("text encoder: sequence %d has %d tokens, sequence 0 has %d", i, len(row), seq)
+			return nil, nil, fmt.Errorf("text encoder: sequence %d has %d tokens, sequence 0 has %d", i, len(row), seq)
 		}
+		best := 0
 		for j, id := range row {
 			if id < 0 || int(id) >= c.VocabSize {
-				return nil, fmt.Errorf("text encoder: token %d of sequence %d is %d, outside the vocabulary of %d", j, i, id, c.VocabSize)
+				return nil, nil, fmt.Errorf("text encoder: token %d of sequence %d is %d, outside the vocabulary of %d", j, i, id, c.VocabSize)
+			}
+			if id > row[best] {
+				best = j
 			}
 		}
+		eot[i] = int32(i*seq + best)
 		flat = append(flat, row...)
 	}
 	pos := make([]int32, seq)
@@ -158,16 +202,40 @@ func (te *TextEncoder) EncodeSkip(ids [][]int32, skip int) (*gpu.Tensor, error) 
 
 	d.PushScope()
 	x := d.Add(d.Embedding(te.tokEmb, flat).View(len(ids), seq, c.HiddenSize), d.Embedding(te.posEmb, pos))
-	for _, l := range te.layers[:c.NumHiddenLayers-skip+1] {
+	stop := c.NumHiddenLayers - skip + 1
+	run := stop
+	if opts.Pooled {
+		run = c.NumHiddenLayers
+	}
+	var kept *gpu.Tensor
+	for i, l := range te.layers[:run] {
 		prev := x
 		x = l.forward(d, x, c.NumAttentionHeads, te.act)
-		d.Release(prev)
+		if prev != kept {
+			d.Release(prev)
+		}
+		if i+1 == stop {
+			kept = x
+		}
 	}
-	x = te.finalNorm.apply(d, x)
-	d.PopScope(x)
+	hidden = kept
+	if opts.FinalNorm {
+		hidden = te.finalNorm.apply(d, kept)
+	}
+	if opts.Pooled {
+		last := te.finalNorm.apply(d, x)
+		rows := d.Embedding(last.View(len(ids)*seq, c.HiddenSize), eot)
+		pooled = gpu.Linear(d, rows, te.proj, nil)
+		d.PopScope(hidden, pooled)
+	} else {
+		d.PopScope(hidden)
+	}
 	if err := d.Err(); err != nil {
-		d.Release(x)
-		return nil, fmt.Errorf("text encoder: %w", err)
+		d.Release(hidden)
+		if pooled != nil {
+			d.Release(pooled)
+		}
+		return nil, nil, fmt.Errorf("text encoder: %w", err)
 	}
-	return x, nil
+	return hidden, pooled, nil
 }

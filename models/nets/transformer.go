@@ -29,7 +29,7 @@ type basicBlock struct {
 // transformer2D declares a spatial transformer over channels with the given
 // head count, depth and context width.
 func (b builder) transformer2D(name string, channels, heads, depth, contextDim, groups int, linearProj bool) *transformer2D {
-	m := b.at("%s", name)
+	m := b.sub(name)
 	t := &transformer2D{norm: m.groupNorm("norm", channels, groups, 1e-6), linearProj: linearProj}
 	if linearProj {
 		t.projInL = m.linear("proj_in", channels, channels, true)

@@ -29,6 +29,17 @@ type UNet struct {
 	normOut        norm
 	convOut        conv
 	spatialDivisor int
+	// addEmb is SDXL's add_embedding (addition_embed_type "text_time").
+	addEmb *[2]linear
+}
+
+// Added is SDXL's added conditioning (addition_embed_type "text_time"): the
+// pooled text embedding [B,P] and per row the time ids (original size,
+// crop top-left, target size: 6 values for the base model, 5 with the
+// aesthetic score for the refiner), flattened [B*k].
+type Added struct {
+	TextEmbeds *gpu.Tensor
+	TimeIDs    []float32
 }
 
 // unetLevel is one down, mid or up block: resnets, optionally a spatial
@@ -134,15 +145,22 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 	u := &UNet{Config: c, timeDim: ch[0], spatialDivisor: 1 << (n - 1)}
 	tembDim := 4 * ch[0]
 
-	u.time1 = b.linear("time_embedding.linear_1", ch[0], tembDim, true)
-	u.time2 = b.linear("time_embedding.linear_2", tembDim, tembDim, true)
-	u.convIn = b.conv("conv_in", c.InChannels, ch[0], c.ConvInKernel, 1, c.ConvInKernel/2)
+	u.time1 = b.as("time_embedding.linear_1", "time_embed.0").linear("", ch[0], tembDim, true)
+	u.time2 = b.as("time_embedding.linear_2", "time_embed.2").linear("", tembDim, tembDim, true)
+	if err := u.buildAdded(b, tembDim); err != nil {
+		return nil, err
+	}
+	u.convIn = b.as("conv_in", "input_blocks.0.0").conv("", c.InChannels, ch[0], c.ConvInKernel, 1, c.ConvInKernel/2)
 
+	// Original (LDM/SGM) numbering: input_blocks 1.. hold one (resnet[,
+	// transformer]) per layer and one downsampler per level but the last;
+	// output_blocks mirror them with one layer more per level.
+	idx := 1
 	out := ch[0]
 	for i := 0; i < n; i++ {
 		in := out
 		out = ch[i]
-		lb := b.at("down_blocks.%d", i)
+		lb := b.as(fmt.Sprintf("down_blocks.%d", i), "")
 		lvl := &unetLevel{}
 		cross := c.DownBlockTypes[i] == "CrossAttnDownBlock2D"
 		heads, depth := c.Heads(i), c.TransformerLayers.At(i)
@@ -156,13 +174,16 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 			if j == 0 {
 				rin = in
 			}
-			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin, out, tembDim, groups, eps, 1))
+			blk := fmt.Sprintf("input_blocks.%d", idx)
+			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), blk+".0").resnet("", rin, out, tembDim, groups, eps, 1))
 			if cross {
-				lvl.attns = append(lvl.attns, lb.transformer2D(fmt.Sprintf("attentions.%d", j), out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
+				lvl.attns = append(lvl.attns, lb.as(fmt.Sprintf("attentions.%d", j), blk+".1").transformer2D("", out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
 			}
+			idx++
 		}
 		if i < n-1 {
-			lvl.down = lb.downsample("downsamplers.0", out, *c.DownsamplePadding)
+			lvl.down = lb.downsample("downsamplers.0", fmt.Sprintf("input_blocks.%d.0.op", idx), out, *c.DownsamplePadding)
+			idx++
 		}
 		u.down = append(u.down, lvl)
 	}
@@ -172,23 +193,24 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 	if err := attnParams("mid_block", top, heads, depth); err != nil {
 		return nil, err
 	}
-	mb := b.at("mid_block")
+	mb := b.as("mid_block", "")
 	u.mid = &unetLevel{
 		resnets: []*resnet{
-			mb.resnet("resnets.0", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
-			mb.resnet("resnets.1", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+			mb.as("resnets.0", "middle_block.0").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+			mb.as("resnets.1", "middle_block.2").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
 		},
-		attns: []*transformer2D{mb.transformer2D("attentions.0", top, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection)},
+		attns: []*transformer2D{mb.as("attentions.0", "middle_block.1").transformer2D("", top, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection)},
 	}
 
 	// Up blocks mirror the down blocks: diffusers reverses channels, heads and
 	// depths, and each resnet eats one skip tensor from the end of the list.
 	out = top
+	idx = 0
 	for i := 0; i < n; i++ {
 		prev := out
 		out = ch[n-1-i]
 		skipIn := ch[max(n-2-i, 0)]
-		lb := b.at("up_blocks.%d", i)
+		lb := b.as(fmt.Sprintf("up_blocks.%d", i), "")
 		lvl := &unetLevel{}
 		cross := c.UpBlockTypes[i] == "CrossAttnUpBlock2D"
 		heads, depth := c.Heads(n-1-i), c.TransformerLayers.At(n-1-i)
@@ -206,20 +228,69 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 			if j == c.LayersPerBlock {
 				skip = skipIn
 			}
-			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin+skip, out, tembDim, groups, eps, 1))
+			blk := fmt.Sprintf("output_blocks.%d", idx)
+			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), blk+".0").resnet("", rin+skip, out, tembDim, groups, eps, 1))
 			if cross {
-				lvl.attns = append(lvl.attns, lb.transformer2D(fmt.Sprintf("attentions.%d", j), out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
+				lvl.attns = append(lvl.attns, lb.as(fmt.Sprintf("attentions.%d", j), blk+".1").transformer2D("", out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
 			}
-		}
-		if i < n-1 {
-			lvl.up = lb.upsample("upsamplers.0", out)
+			if j == c.LayersPerBlock && i < n-1 {
+				k := 1
+				if cross {
+					k = 2
+				}
+				lvl.up = lb.upsample("upsamplers.0", fmt.Sprintf("%s.%d.conv", blk, k), out)
+			}
+			idx++
 		}
 		u.up = append(u.up, lvl)
 	}
 
-	u.normOut = b.groupNorm("conv_norm_out", ch[0], groups, eps)
-	u.convOut = b.conv("conv_out", ch[0], c.OutChannels, c.ConvOutKernel, 1, c.ConvOutKernel/2)
+	u.normOut = b.as("conv_norm_out", "out.0").groupNorm("", ch[0], groups, eps)
+	u.convOut = b.as("conv_out", "out.2").conv("", ch[0], c.OutChannels, c.ConvOutKernel, 1, c.ConvOutKernel/2)
 	return u, nil
+}
+
+// buildAdded declares SDXL's add_embedding (originally label_emb.0).
+func (u *UNet) buildAdded(b builder, tembDim int) error {
+	c := &u.Config
+	switch c.AdditionEmbedType {
+	case "":
+		return nil
+	case "text_time":
+	default:
+		return fmt.Errorf("addition_embed_type %q is not supported (want text_time or none)", c.AdditionEmbedType)
+	}
+	if c.AdditionTimeEmbedDim < 2 || c.AdditionTimeEmbedDim%2 != 0 || c.ProjectionClassEmbeddingsInputDim <= c.AdditionTimeEmbedDim {
+		return fmt.Errorf("addition_time_embed_dim %d and projection_class_embeddings_input_dim %d do not describe text_time embeddings",
+			c.AdditionTimeEmbedDim, c.ProjectionClassEmbeddingsInputDim)
+	}
+	u.addEmb = &[2]linear{
+		b.as("add_embedding.linear_1", "label_emb.0.0").linear("", c.ProjectionClassEmbeddingsInputDim, tembDim, true),
+		b.as("add_embedding.linear_2", "label_emb.0.2").linear("", tembDim, tembDim, true),
+	}
+	return nil
+}
+
+// addedEmbedding is add_embedding(cat(text_embeds, time_proj(time_ids))).
+func (u *UNet) addedEmbedding(d gpu.Device, a *Added, batch int) (*gpu.Tensor, error) {
+	c := &u.Config
+	if a == nil || a.TextEmbeds == nil || a.TextEmbeds.Rank() != 2 || a.TextEmbeds.Dim(0) != batch {
+		return nil, fmt.Errorf("unet: this U-Net needs added conditioning (pooled text embeddings [%d,P] and time ids)", batch)
+	}
+	if len(a.TimeIDs)%batch != 0 {
+		return nil, fmt.Errorf("unet: %d time ids for a batch of %d", len(a.TimeIDs), batch)
+	}
+	k := len(a.TimeIDs) / batch
+	if want := a.TextEmbeds.Dim(1) + k*c.AdditionTimeEmbedDim; want != c.ProjectionClassEmbeddingsInputDim {
+		return nil, fmt.Errorf("unet: pooled width %d + %d time ids x %d = %d, but add_embedding takes %d",
+			a.TextEmbeds.Dim(1), k, c.AdditionTimeEmbedDim, want, c.ProjectionClassEmbeddingsInputDim)
+	}
+	tp := d.TimestepEmbedding(a.TimeIDs, c.AdditionTimeEmbedDim, *c.FlipSinToCos, float32(c.FreqShift), 10000)
+	u.trace("add_time_proj", tp)
+	in := d.Concat(1, a.TextEmbeds, tp.View(batch, k*c.AdditionTimeEmbedDim))
+	e := u.addEmb[1].apply(d, d.SiLU(u.addEmb[0].apply(d, in)))
+	u.trace("add_embedding", e)
+	return e, nil
 }
 
 func (u *UNet) trace(name string, t *gpu.Tensor) {
@@ -253,6 +324,12 @@ func (u *UNet) checkInputs(x *gpu.Tensor, t []float32, context *gpu.Tensor) erro
 // including bad operand shapes, are reported by the device's Err; the result
 // is then a placeholder.
 func (u *UNet) Forward(x *gpu.Tensor, t []float32, context *gpu.Tensor) *gpu.Tensor {
+	return u.ForwardAdded(x, t, context, nil)
+}
+
+// ForwardAdded is Forward with SDXL's added conditioning, which a U-Net
+// with addition_embed_type "text_time" requires (and others ignore).
+func (u *UNet) ForwardAdded(x *gpu.Tensor, t []float32, context *gpu.Tensor, added *Added) *gpu.Tensor {
 	d, c := u.d, &u.Config
 	if err := u.checkInputs(x, t, context); err != nil {
 		return failed(d, err, c.OutChannels, x)
@@ -265,6 +342,14 @@ func (u *UNet) Forward(x *gpu.Tensor, t []float32, context *gpu.Tensor) *gpu.Ten
 	u.trace("time_proj", tp)
 	emb := u.time2.apply(d, d.SiLU(u.time1.apply(d, tp)))
 	u.trace("time_embedding", emb)
+	if u.addEmb != nil {
+		aug, err := u.addedEmbedding(d, added, x.Dim(0))
+		if err != nil {
+			d.PopScope()
+			return failed(d, err, c.OutChannels, x)
+		}
+		emb = d.Add(emb, aug)
+	}
 	embAct := d.SiLU(emb)
 
 	h := u.convIn.apply(d, x)

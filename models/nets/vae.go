@@ -122,15 +122,20 @@ func checkVAEConfig(c VAEConfig) error {
 // hard-codes it in Encoder and Decoder).
 const vaeEps = 1e-6
 
-func (b builder) vaeMid(name string, ch, groups int, withAttn bool) *vaeMid {
-	m := b.at("%s", name)
-	mid := &vaeMid{res0: m.resnet("resnets.0", ch, ch, 0, groups, vaeEps, 1)}
+// vaeMid declares UNetMidBlock2D; originally mid.block_1, mid.attn_1 (1x1
+// convolutions q, k, v, proj_out) and mid.block_2.
+func (b builder) vaeMid(name, orig string, ch, groups int, withAttn bool) *vaeMid {
+	m := b.as(name, orig)
+	mid := &vaeMid{res0: m.as("resnets.0", "block_1").resnet("", ch, ch, 0, groups, vaeEps, 1)}
 	if withAttn {
-		mid.attnNorm = m.groupNorm("attentions.0.group_norm", ch, groups, vaeEps)
-		a := m.attention("attentions.0", ch, ch, 1, true)
-		mid.attn = &a
+		a := m.as("attentions.0", "attn_1")
+		mid.attnNorm = a.as("group_norm", "norm").groupNorm("", ch, groups, vaeEps)
+		sq := func(n, o string) linear {
+			return a.as(n, o).stored(Decl{Squeeze: true}).linear("", ch, ch, true)
+		}
+		mid.attn = &attention{q: sq("to_q", "q"), k: sq("to_k", "k"), v: sq("to_v", "v"), out: sq("to_out.0", "proj_out"), heads: 1}
 	}
-	mid.res1 = m.resnet("resnets.1", ch, ch, 0, groups, vaeEps, 1)
+	mid.res1 = m.as("resnets.1", "block_2").resnet("", ch, ch, 0, groups, vaeEps, 1)
 	return mid
 }
 
@@ -165,22 +170,22 @@ func buildVAE(b builder, c VAEConfig) (*VAE, error) {
 	for i := 0; i < n; i++ {
 		in := out
 		out = ch[i]
-		lb := e.at("down_blocks.%d", i)
+		lb := e.as(fmt.Sprintf("down_blocks.%d", i), fmt.Sprintf("down.%d", i))
 		lvl := &vaeLevel{}
 		for j := 0; j < c.LayersPerBlock; j++ {
 			rin := out
 			if j == 0 {
 				rin = in
 			}
-			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin, out, 0, groups, vaeEps, 1))
+			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), fmt.Sprintf("block.%d", j)).resnet("", rin, out, 0, groups, vaeEps, 1))
 		}
 		if i < n-1 {
-			lvl.down = lb.downsample("downsamplers.0", out, 0)
+			lvl.down = lb.downsample("downsamplers.0", "downsample.conv", out, 0)
 		}
 		v.encDown = append(v.encDown, lvl)
 	}
-	v.encMid = e.vaeMid("mid_block", top, groups, *c.MidBlockAddAttention)
-	v.encNorm = e.groupNorm("conv_norm_out", top, groups, vaeEps)
+	v.encMid = e.vaeMid("mid_block", "mid", top, groups, *c.MidBlockAddAttention)
+	v.encNorm = e.as("conv_norm_out", "norm_out").groupNorm("", top, groups, vaeEps)
 	v.encOut = e.conv("conv_out", top, 2*lat, 3, 1, 1)
 	if *c.UseQuantConv {
 		q := b.conv("quant_conv", 2*lat, 2*lat, 1, 1, 0)
@@ -193,26 +198,26 @@ func buildVAE(b builder, c VAEConfig) (*VAE, error) {
 	}
 	dc := b.at("decoder")
 	v.decIn = dc.conv("conv_in", lat, top, 3, 1, 1)
-	v.decMid = dc.vaeMid("mid_block", top, groups, *c.MidBlockAddAttention)
+	v.decMid = dc.vaeMid("mid_block", "mid", top, groups, *c.MidBlockAddAttention)
 	out = top
 	for i := 0; i < n; i++ {
 		prev := out
 		out = ch[n-1-i]
-		lb := dc.at("up_blocks.%d", i)
+		lb := dc.as(fmt.Sprintf("up_blocks.%d", i), fmt.Sprintf("up.%d", n-1-i))
 		lvl := &vaeLevel{}
 		for j := 0; j <= c.LayersPerBlock; j++ {
 			rin := out
 			if j == 0 {
 				rin = prev
 			}
-			lvl.resnets = append(lvl.resnets, lb.resnet(fmt.Sprintf("resnets.%d", j), rin, out, 0, groups, vaeEps, 1))
+			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), fmt.Sprintf("block.%d", j)).resnet("", rin, out, 0, groups, vaeEps, 1))
 		}
 		if i < n-1 {
-			lvl.up = lb.upsample("upsamplers.0", out)
+			lvl.up = lb.upsample("upsamplers.0", "upsample.conv", out)
 		}
 		v.decUp = append(v.decUp, lvl)
 	}
-	v.decNorm = dc.groupNorm("conv_norm_out", ch[0], groups, vaeEps)
+	v.decNorm = dc.as("conv_norm_out", "norm_out").groupNorm("", ch[0], groups, vaeEps)
 	v.decOut = dc.conv("conv_out", ch[0], c.OutChannels, 3, 1, 1)
 	return v, nil
 }

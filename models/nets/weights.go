@@ -51,28 +51,95 @@ func checkWeights(component string, want map[string][]int, w Weights) error {
 	return nil
 }
 
+// Decl is one parameter a network declares: its diffusers/transformers name
+// (relative to the component), its shape, and where the same tensor lives in
+// the network's original code base (LDM/SGM for U-Nets and VAEs, OpenCLIP for
+// OpenCLIP text towers; relative to the component's prefix in a single file).
+// Key mapping, the expected-tensor list, config inference and `info` all
+// read these declarations; nothing else names parameters.
+type Decl struct {
+	Name  string
+	Shape []int
+	// Orig is the original name. Several declarations may share one Orig
+	// when the original fuses them (Part of Parts equal slices along
+	// dimension 0, as OpenCLIP's attn.in_proj_weight holds q, k and v).
+	Orig        string
+	Part, Parts int
+	// Squeeze: the original stores the [O,I] weight as a 1x1 convolution
+	// [O,I,1,1]. Transpose: the original stores the [O,I] weight as [I,O]
+	// (OpenCLIP's text_projection, applied as x @ W).
+	Squeeze, Transpose bool
+}
+
+// OrigShape is the shape of the tensor named Orig.
+func (d Decl) OrigShape() []int {
+	s := append([]int(nil), d.Shape...)
+	switch {
+	case d.Transpose && len(s) == 2:
+		s[0], s[1] = s[1], s[0]
+	case d.Squeeze:
+		s = append(s, 1, 1)
+	}
+	if d.Parts > 1 {
+		s[0] *= d.Parts
+	}
+	return s
+}
+
 // buildState is shared by the builders of one network: the expected
 // parameters and, when a device is set, the tensors uploaded so far.
 type buildState struct {
 	d      gpu.Device // nil: only record names and shapes
 	w      Weights
 	shapes map[string][]int
+	decls  []Decl
 	params []*gpu.Tensor
 	err    error // first inconsistency in the network's own description
 }
 
-// builder declares a network's parameters under a name prefix. The same
+// builder declares a network's parameters under a name prefix (and the
+// prefix of the same module in the original code base). The same
 // construction code runs twice: once without a device to list the expected
 // parameters, then with one to upload them, so the list can never drift from
 // what the network uses.
 type builder struct {
-	s      *buildState
-	prefix string
+	s            *buildState
+	prefix, orig string
+	// next, when set, describes how the next param's original is stored.
+	mod *Decl
 }
 
-// at returns a builder for the sub-module prefix.name.
+// at returns a builder for the sub-module prefix.name, named the same in the
+// original.
 func (b builder) at(format string, args ...any) builder {
-	return builder{s: b.s, prefix: b.prefix + fmt.Sprintf(format, args...) + "."}
+	seg := fmt.Sprintf(format, args...)
+	return b.as(seg, seg)
+}
+
+// as returns a builder for the sub-module name whose original is orig
+// (relative to the original's current prefix; "" keeps that prefix).
+func (b builder) as(name, orig string) builder {
+	o := b.orig
+	if orig != "" {
+		o += orig + "."
+	}
+	return builder{s: b.s, prefix: b.prefix + name + ".", orig: o}
+}
+
+// sub is at(name), or b itself for "".
+func (b builder) sub(name string) builder {
+	if name == "" {
+		return b
+	}
+	return b.at("%s", name)
+}
+
+// stored returns a builder whose parameters' originals are stored as
+// described by mod (Squeeze, Transpose, Part/Parts; mod.Orig, when set,
+// is the original name relative to the original prefix).
+func (b builder) stored(mod Decl) builder {
+	b.mod = &mod
+	return b
 }
 
 // param declares the parameter prefix+name with the given shape and returns
@@ -81,6 +148,17 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 	full := b.prefix + name
 	if prev, ok := b.s.shapes[full]; ok && !gpu.Shape(prev).Equal(shape) && b.s.err == nil {
 		b.s.err = fmt.Errorf("parameter %s declared with shapes %v and %v", full, gpu.Shape(prev), gpu.Shape(shape))
+	}
+	if _, ok := b.s.shapes[full]; !ok {
+		d := Decl{Name: full, Shape: append([]int(nil), shape...), Orig: b.orig + name}
+		if m := b.mod; m != nil {
+			d.Part, d.Parts = m.Part, m.Parts
+			d.Squeeze, d.Transpose = m.Squeeze && len(shape) == 2, m.Transpose && len(shape) == 2
+			if m.Orig != "" {
+				d.Orig = b.orig + m.Orig
+			}
+		}
+		b.s.decls = append(b.s.decls, d)
 	}
 	b.s.shapes[full] = append([]int(nil), shape...)
 	if b.s.d == nil {
@@ -95,6 +173,15 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 // expected runs a network's construction without a device and returns the
 // parameters it declares.
 func expected[T any](build func(b builder) (T, error)) (map[string][]int, error) {
+	s, err := declare(build)
+	if err != nil {
+		return nil, err
+	}
+	return s.shapes, nil
+}
+
+// declare runs a network's construction without a device.
+func declare[T any](build func(b builder) (T, error)) (*buildState, error) {
 	s := &buildState{shapes: map[string][]int{}}
 	if _, err := build(builder{s: s}); err != nil {
 		return nil, err
@@ -102,7 +189,7 @@ func expected[T any](build func(b builder) (T, error)) (map[string][]int, error)
 	if s.err != nil {
 		return nil, s.err
 	}
-	return s.shapes, nil
+	return s, nil
 }
 
 // construct validates w against the parameters build declares, then runs
@@ -147,4 +234,31 @@ func paramBytes(params []*gpu.Tensor) int64 {
 		n += int64(t.Numel() * t.DType.Size())
 	}
 	return n
+}
+
+func decls[T any](build func(b builder) (T, error)) ([]Decl, error) {
+	s, err := declare(build)
+	if err != nil {
+		return nil, err
+	}
+	return s.decls, nil
+}
+
+// UNetDecls lists every parameter of a U-Net with config c (unset fields
+// take SD 1.5's values) in declaration order, or says why c is unsupported.
+func UNetDecls(c UNetConfig) ([]Decl, error) {
+	c.Defaults()
+	return decls(func(b builder) (*UNet, error) { return buildUNet(b, c) })
+}
+
+// VAEDecls lists every parameter of an AutoencoderKL with config c.
+func VAEDecls(c VAEConfig) ([]Decl, error) {
+	c.Defaults()
+	return decls(func(b builder) (*VAE, error) { return buildVAE(b, c) })
+}
+
+// TextDecls lists every parameter of a CLIP text model with config c.
+func TextDecls(c TextConfig) ([]Decl, error) {
+	c.Defaults()
+	return decls(func(b builder) (*TextEncoder, error) { return buildText(b, c) })
 }

@@ -11,6 +11,7 @@ import (
 	"sort"
 
 	"github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/internal/safefile"
@@ -163,6 +164,21 @@ func (f *File) Close() error {
 		if err := mm.Unmap(); err != nil {
 			return fmt.Errorf("safetensors %s: unmapping: %w", f.path, err)
 		}
+	}
+	return nil
+}
+
+// DropPages tells the kernel that the mapped pages are not needed now
+// (madvise MADV_DONTNEED): they leave the process's resident memory and are
+// read from the file again only if touched. Call it once the weights live
+// on a device, so the file and the device's copy are not both resident.
+// Data slices stay valid. A no-op for FromBytes files.
+func (f *File) DropPages() error {
+	if f.closed || f.mm == nil || len(f.mm) == 0 {
+		return nil
+	}
+	if err := unix.Madvise(f.mm, unix.MADV_DONTNEED); err != nil {
+		return fmt.Errorf("safetensors %s: madvise: %w", f.path, err)
 	}
 	return nil
 }

@@ -53,6 +53,22 @@ type Tokenizer struct {
 
 	mu    sync.Mutex
 	cache map[string][]int32 // pre-token -> BPE ids
+
+	// extra is one more literal split out as a special token (extraID),
+	// as transformers does with a pad_token that is not in the vocabulary's
+	// special tokens ("!" = id 0 for SD 2.x and SDXL's OpenCLIP tokenizers).
+	extra   string
+	extraID int32
+}
+
+// WithSpecial returns a tokenizer sharing t's vocabulary that also splits
+// text out as the special token id wherever it occurs (before cleaning and
+// BPE), as transformers' CLIPTokenizer does with an added pad_token such as
+// SD 2.x's "!" (id 0): "world!" then encodes as "world</w>", 0, not
+// "world</w>", "!</w>".
+func (t *Tokenizer) WithSpecial(text string, id int32) *Tokenizer {
+	return &Tokenizer{decoder: t.decoder, merges: t.merges, byteID: t.byteID, byteEnd: t.byteEnd, byteRune: t.byteRune,
+		cache: map[string][]int32{}, extra: text, extraID: id}
 }
 
 type merge struct{ rank, id int32 }
@@ -196,8 +212,8 @@ func (t *Tokenizer) Token(id int32) string {
 // "<|startoftext|>" and "<|endoftext|>" become the special ids.
 func (t *Tokenizer) Encode(text string) []int32 {
 	var ids []int32
-	splitSpecial(text, func(piece string, special int32) {
-		if special != 0 {
+	t.splitSpecial(text, func(piece string, special int32) {
+		if special >= 0 {
 			ids = append(ids, special)
 			return
 		}
@@ -233,22 +249,27 @@ func Pad77(ids []int32) []int32 {
 
 // splitSpecial splits text around literal special tokens the way
 // transformers' added-token trie does, calling fn with each plain piece
-// (special 0) or special token id.
-func splitSpecial(text string, fn func(piece string, special int32)) {
+// (special -1) or special token id.
+func (t *Tokenizer) splitSpecial(text string, fn func(piece string, special int32)) {
 	for len(text) > 0 {
-		i, id, n := -1, int32(0), 0
+		i, id, n := -1, int32(-1), 0
 		if j := strings.Index(text, bosText); j >= 0 {
 			i, id, n = j, BOS, len(bosText)
 		}
 		if j := strings.Index(text, eosText); j >= 0 && (i < 0 || j < i) {
 			i, id, n = j, EOS, len(eosText)
 		}
+		if t.extra != "" {
+			if j := strings.Index(text, t.extra); j >= 0 && (i < 0 || j < i) {
+				i, id, n = j, t.extraID, len(t.extra)
+			}
+		}
 		if i < 0 {
-			fn(text, 0)
+			fn(text, -1)
 			return
 		}
 		if i > 0 {
-			fn(text[:i], 0)
+			fn(text[:i], -1)
 		}
 		fn("", id)
 		text = text[i+n:]

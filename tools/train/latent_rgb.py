@@ -18,9 +18,9 @@ sys.path.insert(0, HERE)
 import train as T  # noqa: E402
 
 
-def fit():
+def fit(runs=None):
     """Returns {"latent_rgb_factors", "latent_rgb_bias"} and prints the fit's R^2."""
-    lat = torch.load(os.path.join(T.RUNS, "latents.pt"))
+    lat = torch.load(os.path.join(runs or T.RUNS, "latents.pt"))
     z = (lat["mean"] * lat["scaling_factor"]).numpy()  # [N, C, h, w], the sampler's space
     imgs, _ = T.load_data()
     x = T.to_tensor(imgs)  # [N, 3, H, W] in [-1, 1]
@@ -41,9 +41,10 @@ def fit():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default=os.path.join(HERE, "..", "..", "models", "bundled", "stepwise-emoji.json"))
+    ap.add_argument("--runs", default=T.RUNS)
     a = ap.parse_args()
     cfg = json.load(open(a.config))
-    cfg["vae"].update(fit())
+    cfg["vae"].update(fit(a.runs))
     tmp = a.config + ".tmp"
     with open(tmp, "w") as fh:
         json.dump(cfg, fh, indent=1)

@@ -1,6 +1,12 @@
 #!/bin/sh
-# Reproduces the bundled model from a fixed seed (resumes from tools/train/runs/ checkpoints).
-# Low priority and passive OpenMP threads: the machine is shared.
+# Trains the bundled model: data -> vae -> latents -> unet, resuming from the checkpoints
+# in tools/train/runs/ (or, without them, from the exported model in models/bundled/).
+# Kill it (kill PID: it checkpoints and stops; or kill -9: at most --ckpt-every, 3 min,
+# is lost) and start it again at any time. Lowest priority and passive OpenMP threads:
+# the machine is shared. Extra arguments go to train.py (e.g. --steps 80000).
+#
+#   cd /work/main && mkdir -p tools/train/runs && \
+#     setsid nohup tools/train/train.sh >> tools/train/runs/train.log 2>&1 < /dev/null &
 cd "$(dirname "$0")/../.." || exit 1
 mkdir -p tools/train/runs
-OMP_WAIT_POLICY=PASSIVE exec nice -n 10 /usr/bin/python3 tools/train/train.py all --vae-steps 1500 "$@"
+OMP_WAIT_POLICY=PASSIVE exec nice -n 19 /usr/bin/python3 tools/train/train.py all "$@"

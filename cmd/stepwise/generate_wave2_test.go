@@ -1,0 +1,95 @@
+package main
+
+import (
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+)
+
+// TestGenerateWave2PNGs: `stepwise generate` reproduces golden-wave2's
+// public end-to-end PNGs within 1 per channel: SD 2.x from its folder,
+// SDXL from its folder and its single file; SDXL's size conditioning is
+// written to the parameters only when set, read back by --from, and changes
+// the image.
+func TestGenerateWave2PNGs(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave2")
+	tmp := t.TempDir()
+	common := []string{"-p", "a photograph of an astronaut riding a horse", "-n", "low quality, blurry, watermark",
+		"--steps", "20", "--sampler", "euler", "--schedule", "leading", "--seed", "42", "--rng", "torch-cpu",
+		"-W", "64", "-H", "64", "--device", "ref"}
+	cases := []struct {
+		name, golden string
+		model        []string
+		cfg          string
+	}{
+		{"sd2-folder", "sd2_e2e_euler_vpred_seed42", []string{"--model", filepath.Join(dir, "sd2-mini")}, "7.5"},
+		{"sdxl-folder", "sdxl_e2e_euler_seed42", []string{"--model", filepath.Join(dir, "sdxl-mini")}, "5"},
+		{"sdxl-single", "sdxl_e2e_euler_seed42", []string{"--model", filepath.Join(dir, "sdxl-mini.fp16.safetensors"),
+			"--config", filepath.Join(dir, "sdxl_mini_config.json")}, "5"},
+	}
+	for _, c := range cases {
+		want := golden.Open(t, filepath.Join(dir, c.golden+".safetensors")).I64("image_uint8")
+		out := filepath.Join(tmp, c.name+".png")
+		args := append(append(append([]string{}, c.model...), common...), "--cfg-scale", c.cfg, "-o", out)
+		log, err := runGen(t, args)
+		require.NoError(t, err, log)
+		d, n := pixelsOffBy(t, out, want)
+		assert.LessOrEqualf(t, d, 1, "%s: pixels differ from diffusers by up to %d (%d values)", c.name, d, n)
+		text, err := render.ReadPNGTextFile(out)
+		require.NoError(t, err)
+		assert.NotContains(t, text["parameters"], "Original size", c.name)
+	}
+
+	// Size conditioning: in the parameters, back through --from, and it
+	// changes the image.
+	sized := filepath.Join(tmp, "sized.png")
+	args := append(append([]string{}, cases[1].model...), common...)
+	args = append(args, "--cfg-scale", "5", "--original-size", "128,96", "--crop-top-left", "8,16", "-o", sized)
+	log, err := runGen(t, args)
+	require.NoError(t, err, log)
+	text, err := render.ReadPNGTextFile(sized)
+	require.NoError(t, err)
+	params := text["parameters"]
+	assert.Contains(t, params, "Original size: 128x96")
+	assert.Contains(t, params, "Crop top-left: 8x16")
+	assert.False(t, strings.Contains(params, "Target size"), params)
+	s, _, err := presets.ParseInfotext(params)
+	require.NoError(t, err)
+	assert.Equal(t, [4]int{128, 96, 8, 16}, [4]int{s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop})
+	want := golden.Open(t, filepath.Join(dir, "sdxl_e2e_euler_seed42.safetensors")).I64("image_uint8")
+	d, _ := pixelsOffBy(t, sized, want)
+	assert.Greater(t, d, 1, "size conditioning did not change the image")
+	again := filepath.Join(tmp, "again.png")
+	log, err = runGen(t, append(append([]string{}, cases[1].model...), "--from", sized, "--device", "ref", "-o", again))
+	require.NoError(t, err, log)
+	a, b := readPixels(t, sized), readPixels(t, again)
+	assert.Equal(t, a, b, "--from did not reproduce the size-conditioned image")
+}
+
+// readPixels decodes a PNG's RGBA bytes.
+func readPixels(t *testing.T, path string) []byte {
+	t.Helper()
+	fh, err := os.Open(path)
+	require.NoError(t, err)
+	defer fh.Close()
+	im, err := png.Decode(fh)
+	require.NoError(t, err)
+	b := im.Bounds()
+	out := make([]byte, 0, b.Dx()*b.Dy()*4)
+	for y := b.Min.Y; y < b.Max.Y; y++ {
+		for x := b.Min.X; x < b.Max.X; x++ {
+			r, g, bl, a := im.At(x, y).RGBA()
+			out = append(out, byte(r>>8), byte(g>>8), byte(bl>>8), byte(a>>8))
+		}
+	}
+	return out
+}
