@@ -213,3 +213,24 @@ func TestModelLoadCancellable(t *testing.T) {
 	assert.Contains(t, m.status, "is a named pipe (FIFO)")
 	assert.Contains(t, m.status, "sd15-mini.fp16 stays loaded")
 }
+
+// TestStalePresetListDropped: a listing made before a rename that answers
+// after the listing made after it must not bring the old name back (a
+// second d would then delete a preset that is no longer there, or
+// another one).
+func TestStalePresetListDropped(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	require.NoError(t, m.store.Save("dusk", presets.Default()))
+	stale := m.pv.load(m)() // listed before the rename
+	require.NoError(t, m.store.Rename("dusk", "dawn"))
+	fresh := m.pv.load(m)()
+	h.update(fresh)
+	h.update(stale)
+	var names []string
+	for _, p := range m.pv.list {
+		names = append(names, p.Name)
+	}
+	assert.Contains(t, names, "dawn")
+	assert.NotContains(t, names, "dusk")
+}
