@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image"
 	"slices"
+	"strings"
 
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/checkpoint"
@@ -38,6 +39,16 @@ type Facts struct {
 	LatentRGBBias [3]float32
 	// Tokenizer is the model's tokenizer (immutable, safe for concurrent use).
 	Tokenizer *tokenizer.Tokenizer
+
+	// For Estimate: the U-Net's widths per level, resnets per block and
+	// which levels attend; the VAE's widths; the weights' bytes; the
+	// device's memory (0: unknown).
+	UNetWidths    []int
+	UNetLayers    int
+	UNetAttention []bool
+	VAEWidths     []int
+	WeightBytes   int64
+	DeviceMemory  int64
 }
 
 // FactsOf copies p's facts. Call it on the goroutine that owns p, before
@@ -55,6 +66,15 @@ func FactsOf(p *models.Pipeline) *Facts {
 		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
 	}
 	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)
+	u := p.Model.UNet
+	f.UNetWidths, f.UNetLayers, f.VAEWidths = slices.Clone(u.BlockOutChannels), u.LayersPerBlock, slices.Clone(p.Model.VAE.BlockOutChannels)
+	for _, t := range u.DownBlockTypes {
+		f.UNetAttention = append(f.UNetAttention, strings.Contains(t, "Attn"))
+	}
+	for _, c := range p.Model.Stats() {
+		f.WeightBytes += c.Bytes
+	}
+	f.DeviceMemory = DeviceMemory(p.Device())
 	for _, row := range factors {
 		f.LatentRGB = append(f.LatentRGB, slices.Clone(row))
 	}
@@ -64,7 +84,10 @@ func FactsOf(p *models.Pipeline) *Facts {
 // Validate checks settings against what the model can do; see the
 // package function Validate.
 func (f *Facts) Validate(s presets.Settings) error {
-	return validate(f, s)
+	if err := validate(f, s); err != nil {
+		return err
+	}
+	return f.CheckMemory(s)
 }
 
 // SamplerSettings converts image settings to a sampling run's settings for

@@ -148,7 +148,11 @@ func (n Network) Predict(ctx context.Context, x sampler.Latent, t float64, rows 
 	if i := firstNonFinite(x.Data); i >= 0 {
 		return sampler.Latent{}, &NonFiniteError{Stage: "U-Net input", Index: i, Value: x.Data[i]}
 	}
-	out, err := n.Pipe.PredictNoise(x.Data, x.Shape, t, n.Cond, rs)
+	var out []float32
+	err := interruptible(ctx, n.Pipe.Device(), func() (err error) {
+		out, err = n.Pipe.PredictNoise(x.Data, x.Shape, t, n.Cond, rs)
+		return err
+	})
 	if err != nil {
 		return sampler.Latent{}, err
 	}
@@ -252,16 +256,46 @@ func (j *Job) Finish(ctx context.Context) ([]*image.RGBA, error) {
 			return nil, err
 		}
 	}
-	return j.Images()
+	return j.ImagesContext(ctx)
+}
+
+// interruptible runs f, which computes on d, and interrupts d's work as
+// soon as ctx is cancelled (the kernels stop between rows or tiles, see
+// gpu.Interrupter): a Ctrl+C, a SIGTERM or an Esc stops a step of a huge
+// image within a second instead of minutes. When ctx was cancelled it
+// returns ctx.Err() (f's results are meaningless) with d resumed.
+func interruptible(ctx context.Context, d gpu.Device, f func() error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		gpu.Interrupt(d)
+		close(fired)
+	})
+	err := f()
+	if !stop() {
+		<-fired
+		gpu.Resume(d)
+		return ctx.Err()
+	}
+	return err
 }
 
 // Images decodes the run's current latent with the VAE.
-func (j *Job) Images() ([]*image.RGBA, error) {
+func (j *Job) Images() ([]*image.RGBA, error) { return j.ImagesContext(context.Background()) }
+
+// ImagesContext is Images, stopped when ctx is cancelled.
+func (j *Job) ImagesContext(ctx context.Context) ([]*image.RGBA, error) {
 	x := j.Run.X()
 	if i := firstNonFinite(x.Data); i >= 0 {
 		return nil, &NonFiniteError{Stage: "final latent", Index: i, Value: x.Data[i]}
 	}
-	imgs, err := j.Pipe.Decode(x.Data, x.Shape)
+	var imgs []*image.RGBA
+	err := interruptible(ctx, j.Pipe.Device(), func() (err error) {
+		imgs, err = j.Pipe.Decode(x.Data, x.Shape)
+		return err
+	})
 	if err != nil {
 		return nil, deviceFault(j.Pipe, "VAE decoder", 0, 0, err)
 	}

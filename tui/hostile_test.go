@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,4 +180,57 @@ func TestSavePresetAsks(t *testing.T) {
 	p, err = m.store.Load("mine")
 	require.NoError(t, err)
 	assert.Equal(t, 40, p.Settings.Steps)
+}
+
+// TestModelLoadCancellable: Esc during a model switch frees the studio at
+// once (it used to show "loading model…" until the load ended, forever on
+// a FIFO, refusing ctrl+g); the model loaded meanwhile is dropped and the
+// previous one stays. A FIFO is refused at once, naming what it is.
+func TestModelLoadCancellable(t *testing.T) {
+	g := golden.Dir(t)
+	h := newMini(t)
+	m := h.m
+	old := m.model
+	h.keys("ctrl+n")
+	h.typeText(filepath.Join(g, "sd15-mini"))
+	h.keys("enter")
+	require.True(t, m.switching, m.status)
+	h.keys("esc")
+	assert.False(t, m.switching)
+	assert.Contains(t, m.status, "model load cancelled; sd15-mini.fp16 stays loaded")
+	h.setField(focusSteps, "2")
+	r := h.finishRun()
+	assert.Equal(t, runDone, r.Status, m.status)
+	assert.Equal(t, "sd15-mini.fp16", r.Settings.Model, "the run used the model loaded before the cancelled switch")
+	assert.Same(t, old, m.model)
+
+	fifo := filepath.Join(t.TempDir(), "pipe.safetensors")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	h.keys("ctrl+n")
+	h.typeText(fifo)
+	h.keys("enter")
+	h.waitFor("the refusal", func() bool { return !m.switching })
+	assert.Contains(t, m.status, "is a named pipe (FIFO)")
+	assert.Contains(t, m.status, "sd15-mini.fp16 stays loaded")
+}
+
+// TestStalePresetListDropped: a listing made before a rename that answers
+// after the listing made after it must not bring the old name back (a
+// second d would then delete a preset that is no longer there, or
+// another one).
+func TestStalePresetListDropped(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	require.NoError(t, m.store.Save("dusk", presets.Default()))
+	stale := m.pv.load(m)() // listed before the rename
+	require.NoError(t, m.store.Rename("dusk", "dawn"))
+	fresh := m.pv.load(m)()
+	h.update(fresh)
+	h.update(stale)
+	var names []string
+	for _, p := range m.pv.list {
+		names = append(names, p.Name)
+	}
+	assert.Contains(t, names, "dawn")
+	assert.NotContains(t, names, "dusk")
 }

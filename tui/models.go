@@ -92,14 +92,20 @@ func (m *Model) loadModel(v string) tea.Cmd {
 	}
 	m.stopWork()
 	m.switching = true
-	m.w.submit(modelReq{Path: path, Config: config})
+	m.switchSeq++
+	m.w.submit(modelReq{Path: path, Config: config, Seq: m.switchSeq})
 	m.setStatus("loading model " + path + "…")
 	return nil
 }
 
 // onModel takes the worker's answer to a model switch.
 func (m *Model) onModel(msg modelMsg) {
-	m.switching = false
+	if msg.cancelled {
+		return // Esc said so already
+	}
+	if msg.seq == m.switchSeq {
+		m.switching = false
+	}
 	if msg.err != nil {
 		keep := ""
 		if m.model != nil {

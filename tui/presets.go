@@ -21,6 +21,7 @@ import (
 // Messages of the preset screen.
 type (
 	presetsMsg struct {
+		seq  int // of the load that made it
 		list []presets.Preset
 		errs []error
 	}
@@ -48,13 +49,19 @@ type presetsView struct {
 	errs      []error
 	sel       int
 	armDelete bool
+	// loads counts the listings asked for: a slow listing that answers
+	// after a newer one (made before a rename, say) is dropped, so that
+	// the list never goes back to names that no longer exist.
+	loads int
 }
 
 func (v *presetsView) load(m *Model) tea.Cmd {
 	st := m.store
+	v.loads++
+	seq := v.loads
 	return func() tea.Msg {
 		list, errs := st.List()
-		return presetsMsg{list: list, errs: errs}
+		return presetsMsg{seq: seq, list: list, errs: errs}
 	}
 }
 
@@ -63,6 +70,9 @@ func (v *presetsView) items() int { return len(v.list) + len(v.styles) }
 func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
 	case presetsMsg:
+		if msg.seq != v.loads {
+			return nil // a newer listing is on its way
+		}
 		v.list, v.errs = msg.list, msg.errs
 		v.sel = min(v.sel, max(v.items()-1, 0))
 		if len(msg.errs) > 0 {

@@ -13,8 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"os"
+	"os/signal"
 	"runtime/debug"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/charmbracelet/bubbles/help"
@@ -65,6 +69,33 @@ type CrashError struct {
 }
 
 func (e *CrashError) Error() string { return fmt.Sprintf("a panic in %s: %s", e.Where, e.Value) }
+
+// SignalError is returned by Run when a signal (SIGHUP, SIGTERM, SIGINT)
+// ended the studio, after the terminal was restored: the process should
+// exit with status 128+signal, as shells expect.
+type SignalError struct{ Signal os.Signal }
+
+func (e *SignalError) Error() string { return "stopped by " + signalName(e.Signal) }
+
+// ExitCode is 128 + the signal's number.
+func (e *SignalError) ExitCode() int {
+	if s, ok := e.Signal.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 1
+}
+
+func signalName(s os.Signal) string {
+	switch s {
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGINT:
+		return "SIGINT"
+	}
+	return s.String()
+}
 
 // state is the screen shown.
 type state int
@@ -147,11 +178,13 @@ type (
 	// modelMsg answers a model switch: the new pipeline, or why it failed
 	// (the previous model is then still loaded).
 	modelMsg struct {
-		path     string
-		model    *gen.Facts
-		err      error
-		took     time.Duration
-		warnings []string
+		path      string
+		seq       int64
+		cancelled bool // the user cancelled it; the previous model stays
+		model     *gen.Facts
+		err       error
+		took      time.Duration
+		warnings  []string
 	}
 	// reopenedMsg: after a device error the worker reopened the device
 	// and loaded the model again (pipe), or could not (err).
@@ -182,6 +215,7 @@ type Model struct {
 	loading   bool
 	loadErr   error
 	switching bool          // a model switch is in progress
+	switchSeq int64         // the last switch asked for
 	send      func(tea.Msg) // the program's Send (the worker's too)
 	crash     *CrashError   // a caught panic; the studio is quitting
 
@@ -252,9 +286,38 @@ func (m *Model) Close() {
 func Run(opts Options) error {
 	opts.Color = render.DetectColorMode()
 	m := New(opts)
-	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion())
+	// Signals are ours, not bubbletea's: SIGHUP (the SSH connection or
+	// the terminal went away) used to kill the process with the tty raw,
+	// and SIGTERM ended it with status 0. Each now quits the program,
+	// which restores the terminal, and Run returns a *SignalError.
+	p := tea.NewProgram(m, tea.WithAltScreen(), tea.WithMouseCellMotion(), tea.WithoutSignalHandler())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var got atomic.Value
+	go func() {
+		for sig := range sigs {
+			if got.Load() == nil {
+				got.Store(sig)
+				if m.w != nil {
+					m.w.cancelSweep()
+					m.w.cancelRun()
+				}
+				p.Quit()
+				// Update never blocks on the worker, so Quit is enough;
+				// should the program still be up, kill it (the terminal
+				// is restored all the same).
+				time.AfterFunc(2*time.Second, p.Kill)
+			}
+		}
+	}()
 	m.Start(p.Send)
 	_, err := p.Run()
+	sig, _ := got.Load().(os.Signal)
+	if sig != nil {
+		m.w.close(time.Second) // a kernel in flight is abandoned
+		return &SignalError{Signal: sig}
+	}
 	m.Close()
 	if m.crash != nil {
 		return m.crash
@@ -498,6 +561,16 @@ func (m *Model) cancel() tea.Cmd {
 			return nil
 		}
 		m.state = stateMain
+	case m.switching:
+		// The load goes on in the worker (a read cannot be interrupted)
+		// but its model is dropped; the studio is free at once.
+		m.w.cancelledSwitch.Store(m.switchSeq)
+		m.switching = false
+		keep := ""
+		if m.model != nil {
+			keep = "; " + m.model.Name + " stays loaded"
+		}
+		m.setStatus("model load cancelled" + keep)
 	default:
 		if r := m.active(); r != nil {
 			m.w.cancelRun()

@@ -50,6 +50,10 @@ type worker struct {
 	paused atomic.Bool
 	done   chan struct{}
 
+	// cancelledSwitch is the Seq of a model switch the user cancelled: the
+	// worker skips it, or drops the model it loaded.
+	cancelledSwitch atomic.Int64
+
 	mu          sync.Mutex
 	runCancel   context.CancelFunc // of the active run
 	sweepCancel context.CancelFunc // of the sweep in progress
@@ -65,6 +69,17 @@ type worker struct {
 	open   OpenFunc
 	model  modelSpec // what a reopened device loads
 	crash  string    // test-only: "worker" panics on the next step
+	// pf are the facts of pfOf (the pipeline of the last preview).
+	pf   *gen.Facts
+	pfOf *models.Pipeline
+}
+
+// facts returns the loaded pipeline's facts, copied once per pipeline.
+func (w *worker) facts() *gen.Facts {
+	if w.pf == nil || w.pfOf != w.pipe {
+		w.pf, w.pfOf = factsOf(w.pipe), w.pipe
+	}
+	return w.pf
 }
 
 // jobState is one run as the worker keeps it: the gen.Job and, for every
@@ -100,8 +115,12 @@ type loadReq struct {
 	crash string
 }
 
-// modelReq switches to another model on the same device.
-type modelReq struct{ Path, Config string }
+// modelReq switches to another model on the same device. Seq numbers the
+// switches, for cancelling one (see worker.cancelSwitch).
+type modelReq struct {
+	Path, Config string
+	Seq          int64
+}
 
 // genReq starts a run (Parent < 0) or branches from frame At of run Parent.
 type genReq struct {
@@ -482,7 +501,7 @@ func (w *worker) start(r genReq) {
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: job.Settings,
 		Schedule: sched, Chunks: job.Cond.Chunks, PromptTokens: job.Cond.PromptTokens,
 		NegativeTokens: job.Cond.NegativeTokens, Encode: js.encode, VE: js.ve,
-		Shape: x.Shape, Noise: previewAll(factsOf(w.pipe), w.vpLatent(js, x, sched.InitNoiseSigma))}
+		Shape: x.Shape, Noise: previewAll(w.facts(), w.vpLatent(js, x, sched.InitNoiseSigma))}
 	w.send(msg)
 }
 
@@ -555,7 +574,7 @@ func (w *worker) step(a *jobState) {
 	a.snaps = append(a.snaps, ownedSnap{run: a.job.Run, snap: a.job.Run.Snapshot(), next: next})
 	w.send(frameMsg{ID: a.id, Frame: frameRec{
 		Index: f.Index, Total: f.Total, Sigma: f.Sigma, Next: next, Timestep: f.Timestep, NFE: f.NFE,
-		Took: d, XT: previewAll(factsOf(w.pipe), w.vpLatent(a, f.X, next)), X0: previewAll(factsOf(w.pipe), f.Denoised),
+		Took: d, XT: previewAll(w.facts(), w.vpLatent(a, f.X, next)), X0: previewAll(w.facts(), f.Denoised),
 	}})
 	if a.job.Done() {
 		w.finish(a, nil)
@@ -815,6 +834,11 @@ func (w *worker) forward(r forwardReq) {
 // the load fails the previous model stays loaded; should the failure have
 // left the device failed, the device is reopened with the previous model.
 func (w *worker) switchModel(r modelReq) {
+	cancelled := func() bool { return r.Seq != 0 && w.cancelledSwitch.Load() == r.Seq }
+	if cancelled() {
+		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
+		return
+	}
 	if a := w.active; a != nil && !a.job.Done() {
 		w.finish(a, errStopped)
 	}
@@ -846,12 +870,18 @@ func (w *worker) switchModel(r modelReq) {
 		return
 	}
 	pipe, err := models.Load(w.dev, r.Path, r.Config)
+	if err == nil && cancelled() {
+		// Cancelled while it loaded: the previous model stays.
+		pipe.Close()
+		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
+		return
+	}
 	if err != nil {
 		if pipe != nil {
 			pipe.Close()
 		}
 		err = w.recoverDevice(err)
-		w.send(modelMsg{path: r.Path, err: err})
+		w.send(modelMsg{path: r.Path, seq: r.Seq, err: err})
 		return
 	}
 	if old := w.pipe; old != nil {
@@ -859,7 +889,7 @@ func (w *worker) switchModel(r modelReq) {
 		old.Close()
 	}
 	w.pipe, w.model = pipe, spec
-	w.send(modelMsg{path: r.Path, model: factsOf(pipe), took: time.Since(t0), warnings: pipe.Model.Warnings})
+	w.send(modelMsg{path: r.Path, seq: r.Seq, model: factsOf(pipe), took: time.Since(t0), warnings: pipe.Model.Warnings})
 }
 
 // unloadJobs releases every run's device memory and marks the runs as made

@@ -7,11 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -80,7 +78,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
 	fs.BoolVar(&f.preview, "preview", false, "draw each step's half-block preview above the progress bar")
-	fs.BoolVar(&f.force, "force", false, "overwrite existing output files")
+	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
 	f.output = "out.png"
 	fs.Usage = func() {
@@ -111,9 +109,14 @@ func runGenerate(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	return generate(ctx, f, os.Stderr)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := onSignal("generate", cancel)
+	err = generate(ctx, f, os.Stderr)
+	if s := got(); s != 0 {
+		return &signalError{sig: s, err: err}
+	}
+	return err
 }
 
 // parseGenerate reads the flags (and --from's PNG) and refuses settings no
@@ -327,6 +330,20 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if s.Height == 0 {
 		s.Height = p.NativeSize()
 	}
+	// Estimate before any work: a size far above the model's native one
+	// can need more memory than the device has, and hours.
+	facts := gen.FactsOf(p)
+	if err := facts.CheckMemory(s); err != nil && !f.force {
+		return fmt.Errorf("%w (pass --force to try anyway); nothing written", err)
+	}
+	if c := facts.Estimate(s); c.Total(max(s.Steps, 1)) > bigWork {
+		rate := gen.Throughput(dev)
+		eta := ""
+		if rate > 0 {
+			eta = fmt.Sprintf(", about %s on this device", (time.Duration(c.Total(s.Steps)/rate) * time.Second).Round(time.Second))
+		}
+		fmt.Fprintf(stderr, "estimate: %s of memory at the peak, %.1f TFLOP%s (Ctrl+C stops it)\n", gen.GiB(c.PeakBytes), c.Total(s.Steps)/1e12, eta)
+	}
 	randomSeed := s.Seed < 0
 	j, err := gen.Start(p, s)
 	if err != nil {
@@ -354,7 +371,10 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		prog.step(fr)
 	}
 	prog.finish()
-	imgs, err := j.Images()
+	imgs, err := j.ImagesContext(ctx)
+	if ctx.Err() != nil {
+		return errors.New("interrupted while decoding; nothing written")
+	}
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
@@ -371,6 +391,10 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "done in %.2fs\n", time.Since(t0).Seconds())
 	return nil
 }
+
+// bigWork is the arithmetic (FLOP) above which generate prints its
+// estimate of the time before starting.
+const bigWork = 5e11
 
 // progress reports steps on stderr: a redrawn bar (and optional preview)
 // on a terminal, plain lines otherwise.

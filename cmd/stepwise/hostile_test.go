@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"image"
 	"io"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/render"
 )
 
 // evilName is a tensor name that retitles the terminal and leaves the
@@ -212,4 +214,16 @@ func TestOutputPathsCheckedFirst(t *testing.T) {
 	paths, err := outputPaths(filepath.Join(dir, strings.Repeat("n", 250)), 1, false)
 	require.NoError(t, err)
 	assert.Len(t, filepath.Base(paths[0]), 254)
+}
+
+// TestFromHugeParameters: --from on a PNG whose parameters text is 2 MB
+// says what is wrong without echoing the text.
+func TestFromHugeParameters(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "huge.png")
+	params := "cat\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 1, Size: " + strings.Repeat("9", 2<<20)
+	require.NoError(t, render.WritePNG(p, image.NewRGBA(image.Rect(0, 0, 8, 8)), map[string]string{"parameters": params}, false))
+	_, err := parseGenerate([]string{"--from", p}, io.Discard)
+	require.Error(t, err)
+	assert.Less(t, len(err.Error()), 500, "the error echoes the parameters text")
+	assert.Contains(t, err.Error(), "Size")
 }

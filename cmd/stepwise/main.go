@@ -9,8 +9,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"sort"
+	"sync/atomic"
+	"syscall"
+	"time"
 
 	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/tui"
@@ -78,11 +82,71 @@ func run(args []string) (code int) {
 			printCrash(os.Stderr, crash.Error(), crash.Stack)
 			return 2
 		}
+		// A command stopped by a signal exits with 128+signal, as shells
+		// expect (SIGTERM used to exit 0 from the studio).
+		var sig interface{ ExitCode() int }
+		if errors.As(err, &sig) {
+			fmt.Fprintf(os.Stderr, "stepwise %s: %s\n", name, termsafe.Text(err.Error()))
+			return sig.ExitCode()
+		}
 		// Errors quote file names and contents: escape what a terminal obeys.
 		fmt.Fprintf(os.Stderr, "stepwise %s: %s\n", name, termsafe.Text(err.Error()))
 		return 1
 	}
 	return 0
+}
+
+// signalError is a command's error after a signal stopped it.
+type signalError struct {
+	sig syscall.Signal
+	err error // what the command said, if anything
+}
+
+func (e *signalError) Error() string {
+	if e.err == nil {
+		return "stopped by " + signalName(e.sig)
+	}
+	return e.err.Error() + " (stopped by " + signalName(e.sig) + ")"
+}
+
+func (e *signalError) Unwrap() error { return e.err }
+
+// ExitCode is 128 + the signal's number.
+func (e *signalError) ExitCode() int { return 128 + int(e.sig) }
+
+func signalName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	}
+	return s.String()
+}
+
+// stopGrace is how long a command may take to stop after a signal before
+// it is ended anyway (a GL dispatch cannot be interrupted).
+const stopGrace = 2 * time.Second
+
+// onSignal calls stop at the first SIGINT, SIGTERM or SIGHUP and returns a
+// function reporting which signal came (0: none). Should the process still
+// run stopGrace later, it exits with 128+signal.
+func onSignal(name string, stop func()) func() syscall.Signal {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	var got atomic.Int32
+	go func() {
+		s := (<-ch).(syscall.Signal)
+		got.Store(int32(s))
+		stop()
+		time.AfterFunc(stopGrace, func() {
+			fmt.Fprintf(os.Stderr, "stepwise %s: stopped by %s; nothing written\n", name, signalName(s))
+			os.Exit(128 + int(s))
+		})
+	}()
+	return func() syscall.Signal { return syscall.Signal(got.Load()) }
 }
 
 func usage() {

@@ -161,6 +161,12 @@ type Device struct {
 	Plan *Plan
 }
 
+// Interrupt implements gpu.Interrupter by passing it on.
+func (d *Device) Interrupt() { gpu.Interrupt(d.Device) }
+
+// Resume implements gpu.Interrupter by passing it on.
+func (d *Device) Resume() { gpu.Resume(d.Device) }
+
 // Wrap returns d with plan's fault.
 func Wrap(d gpu.Device, plan *Plan) *Device { return &Device{Device: d, Plan: plan} }
 

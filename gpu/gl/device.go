@@ -41,6 +41,7 @@ import (
 // goroutine at a time.
 type Device struct {
 	gpu.Tracker
+	gpu.Stop // Interrupt: queued dispatches are skipped
 
 	work chan func()   // closures for the GL thread, run in order
 	done chan struct{} // closed when the GL thread has exited
@@ -357,6 +358,9 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 	})
 	if err := d.Err(); err != nil {
 		return nil, err
+	}
+	if d.Interrupted() {
+		return nil, gpu.ErrInterrupted
 	}
 	return decode(t.DType, raw), nil
 }

@@ -196,8 +196,8 @@ func (d *Device) run(op string, l *launch) {
 }
 
 func (d *Device) glRun(op string, l *launch) {
-	if d.Err() != nil {
-		return
+	if d.Err() != nil || d.Interrupted() {
+		return // interrupted: the rest of the queue is skipped
 	}
 	if d.profile != nil {
 		start := time.Now()

@@ -40,8 +40,9 @@ import (
 // gpu.Device it is used from one goroutine at a time.
 type Device struct {
 	gpu.Tracker
-	workers int
-	closed  bool
+	gpu.Stop // Interrupt: the heavy ops stop between blocks of rows
+	workers  int
+	closed   bool
 	// directConv forces the general convolution loop (tests compare the
 	// stride-1 fast path with it).
 	directConv bool
@@ -122,6 +123,9 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 	if err := d.Err(); err != nil {
 		return nil, err
 	}
+	if d.Interrupted() {
+		return nil, gpu.ErrInterrupted
+	}
 	if !d.usable() || !d.need("Download", t) {
 		return nil, d.Err()
 	}
@@ -176,12 +180,14 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// usable reports whether ops may run: no recorded error and not closed.
+// usable reports whether ops may run: no recorded error, not closed and
+// not interrupted (an interrupted device returns placeholders at once,
+// without recording an error: the caller discards what it computes).
 func (d *Device) usable() bool {
 	if d.closed {
 		d.Fail(gpu.ErrClosed)
 	}
-	return d.Err() == nil
+	return d.Err() == nil && !d.Interrupted()
 }
 
 // need checks that every tensor is a live tensor of this device whose shape
@@ -329,15 +335,34 @@ func (d *Device) shapeErr(op, why string, ts ...*gpu.Tensor) {
 // runs on the calling goroutine: starting goroutines costs more than it saves.
 const minParallelWork = 1 << 16
 
+// blockWork is about the inner-loop operations between two checks of the
+// interrupt flag (a few milliseconds of work).
+const blockWork = 1 << 22
+
 // parallel calls f over [0, n) split into contiguous chunks on up to
-// d.workers goroutines; work is the approximate cost of one index.
+// d.workers goroutines; work is the approximate cost of one index. Each
+// chunk is run in blocks of about blockWork operations, and an interrupted
+// device (see gpu.Interrupter) stops between blocks: the indices not done
+// are left as they are.
 func (d *Device) parallel(n, work int, f func(lo, hi int)) {
+	if d.Interrupted() {
+		return
+	}
 	w := d.workers
 	if w > n {
 		w = n
 	}
+	block := max(1, blockWork/max(work, 1))
+	run := func(lo, hi int) {
+		for b := lo; b < hi; b += block {
+			if d.Interrupted() {
+				return
+			}
+			f(b, min(b+block, hi))
+		}
+	}
 	if w <= 1 || n*work < minParallelWork {
-		f(0, n)
+		run(0, n)
 		return
 	}
 	var wg sync.WaitGroup
@@ -349,7 +374,7 @@ func (d *Device) parallel(n, work int, f func(lo, hi int)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			f(lo, hi)
+			run(lo, hi)
 		}()
 	}
 	wg.Wait()
