@@ -36,9 +36,12 @@ type genFlags struct {
 	eta                                 float64
 }
 
+// fullUsage prints every flag of generate (set by newGenFlagSet).
+var fullUsage func()
+
 func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // parse errors are returned; -h prints fullUsage
 	f.s = presets.Default()
 	f.s.Width, f.s.Height = 0, 0 // 0: the model's native size
 	str := func(p *string, long, short, usage string) {
@@ -81,7 +84,10 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
 	f.output = "out.png"
-	fs.Usage = func() {
+	// A mistyped flag gets the error and one line, not every flag; -h
+	// gets them all (parseGenerate).
+	fs.Usage = func() {}
+	fullUsage = func() {
 		fmt.Fprintf(stderr, "usage: stepwise generate -p PROMPT [flags]\n\nflags:\n")
 		fs.VisitAll(func(fl *flag.Flag) {
 			if strings.HasPrefix(fl.Usage, "short for") {
@@ -125,7 +131,13 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	var f genFlags
 	fs := newGenFlagSet(&f, stderr)
 	if err := fs.Parse(args); err != nil {
-		return f, err
+		if errors.Is(err, flag.ErrHelp) {
+			if fullUsage != nil {
+				fullUsage()
+			}
+			return f, err
+		}
+		return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
@@ -248,8 +260,13 @@ func outputPaths(out string, batch int, force bool) ([]string, error) {
 	if out == "" || strings.HasSuffix(out, "/") {
 		return nil, fmt.Errorf("-o: %w", render.CheckOutput(out))
 	}
-	if filepath.Ext(out) == "" {
+	switch ext := strings.ToLower(filepath.Ext(out)); ext {
+	case "":
 		out += ".png"
+	case ".png":
+	default:
+		// -o out.jpg used to write PNG bytes under a .jpg name.
+		return nil, fmt.Errorf("-o %s: Stepwise writes PNG files (they carry the generation parameters that --from and A1111 read); name the output .png, not %s", out, ext)
 	}
 	paths := []string{out}
 	if batch > 1 {
@@ -426,8 +443,12 @@ func (p *progress) step(fr sampler.Frame) {
 		return
 	}
 	var b strings.Builder
-	if p.drawn > 0 {
-		fmt.Fprintf(&b, "\r\x1b[%dA", p.drawn-1)
+	// Back to the start of what was drawn: the bar's own line, plus the
+	// preview's lines above it. "ESC[0A" would not mean "stay": terminals
+	// read a zero count as one and climb over earlier output.
+	b.WriteString("\r")
+	if p.drawn > 1 {
+		fmt.Fprintf(&b, "\x1b[%dA", p.drawn-1)
 	}
 	lines := 0
 	if p.preview {
