@@ -109,15 +109,21 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 // SamplerSettings converts image settings to a sampling run's settings for
 // pipeline p. The seed must already be resolved (not -1).
 func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
-	return samplerSettings(p.Downscale(), p.LatentChannels(), p.Model.Scheduler, s)
+	return samplerSettings(p.Downscale(), p.LatentChannels(), p.GuidanceDistilled(), p.Model.Scheduler, s)
 }
 
-func samplerSettings(ds, channels int, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+// samplerSettings: a guidance-distilled (LCM) model takes the guidance as
+// an input (Pipeline.SetGuidance), so its runs have no unconditional row.
+func samplerSettings(ds, channels int, distilled bool, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+	cfg := s.CFGScale
+	if distilled {
+		cfg = 1
+	}
 	return sampler.Settings{
 		Sampler:         s.Sampler,
 		Schedule:        s.Schedule,
 		Steps:           s.Steps,
-		CFG:             s.CFGScale,
+		CFG:             cfg,
 		GuidanceRescale: s.GuidanceRescale,
 		Eta:             s.Eta,
 		Seed:            uint64(s.Seed),
@@ -185,6 +191,7 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 	}
 	j.Cond = c
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
+	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
 	if err != nil {
 		c.Release()

@@ -31,6 +31,7 @@ func init() {
 type genFlags struct {
 	model, config, device, output, from string
 	prediction                          string
+	samplerSet                          bool // --sampler given (or read by --from)
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
@@ -149,6 +150,7 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 			return f, err
 		}
 	}
+	f.samplerSet = set["sampler"] || f.from != ""
 	if set["eta"] {
 		f.s.Eta = presets.Float(f.eta)
 	}
@@ -158,6 +160,23 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		return f, fmt.Errorf("--prediction %q: want eps or v", f.prediction)
 	}
 	return f, precheck(f.s)
+}
+
+// lcmSampler picks the lcm sampler for a model whose scheduler is
+// LCMScheduler when no sampler was asked for, and says when lcm was asked
+// for a model that is neither LCM-distilled nor scheduled for LCM (it then
+// needs an LCM-LoRA to make sense).
+func lcmSampler(p *models.Pipeline, name string, asked bool, note func(string)) string {
+	lcmModel := p.GuidanceDistilled() || p.Model.Scheduler.ClassName == "LCMScheduler"
+	canon, _, _ := sampler.LookupSampler(name)
+	switch {
+	case lcmModel && !asked && canon != "lcm":
+		note(fmt.Sprintf("%s is a latent consistency model: sampling with lcm (pass --sampler to choose another)", p.Name))
+		return "lcm"
+	case !lcmModel && canon == "lcm":
+		note(fmt.Sprintf("the lcm sampler expects an LCM model or an LCM-LoRA; %s is neither an LCM-distilled model nor scheduled for LCM", p.Name))
+	}
+	return name
 }
 
 // pairValue is a flag "A,B" of two non-negative integers.
@@ -361,6 +380,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stderr, "estimate: %s of memory at the peak, %.1f TFLOP%s (Ctrl+C stops it)\n", gen.GiB(c.PeakBytes), c.Total(s.Steps)/1e12, eta)
 	}
+	s.Sampler = lcmSampler(p, s.Sampler, f.samplerSet, func(msg string) { fmt.Fprintf(stderr, "note: %s\n", msg) })
 	randomSeed := s.Seed < 0
 	j, err := gen.Start(p, s)
 	if err != nil {

@@ -142,3 +142,17 @@ func TestOutputMustBePNG(t *testing.T) {
 		assert.NoErrorf(t, err, "%s", good)
 	}
 }
+
+// TestGenerateLCMPNG: `stepwise generate` on the LCM-distilled lcm-mini
+// picks the lcm sampler by itself and reproduces diffusers' PNG within 1.
+func TestGenerateLCMPNG(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "lcm_e2e_4steps_g8.0_seed42.safetensors")).I64("image_uint8")
+	out := filepath.Join(t.TempDir(), "lcm.png")
+	log, err := runGen(t, []string{"--model", filepath.Join(dir, "lcm-mini"), "-p", "a photograph of an astronaut riding a horse",
+		"--steps", "4", "--cfg-scale", "8", "--seed", "42", "--rng", "torch-cpu", "-W", "64", "-H", "64", "--device", "ref", "-o", out})
+	require.NoError(t, err, log)
+	assert.Contains(t, log, "sampling with lcm")
+	d, n := pixelsOffBy(t, out, want)
+	assert.LessOrEqualf(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
+}
