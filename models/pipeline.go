@@ -35,6 +35,8 @@ type Pipeline struct {
 	toks  []*tokenizer.Tokenizer // each text encoder's tokenizer
 	unet  *nets.UNet
 	vae   *nets.VAE
+	tiny  *nets.Tiny // TAESD, when set: decodes instead of the VAE
+	tinyM *checkpoint.Tiny
 
 	// LoadTime is how long Load took (reading, validating, uploading).
 	LoadTime time.Duration
@@ -255,6 +257,7 @@ func (p *Pipeline) Close() error {
 		p.vae.Release()
 	}
 	p.texts, p.unet, p.vae = nil, nil, nil
+	p.releaseTiny()
 	if p.Model != nil {
 		err := p.Model.Close()
 		p.Model = nil
@@ -647,6 +650,9 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 // Decode turns SD latents [B, C, h, w] (as the sampler leaves them, before
 // the scaling factor is undone) into images.
 func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error) {
+	if p.tiny != nil {
+		return p.DecodeTiny(latent, shape)
+	}
 	t0 := time.Now()
 	d := p.dev
 	c := &p.vae.Config
@@ -673,6 +679,59 @@ func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error)
 	p.Timings["vae_decode"] = time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("vae decode: %w", err)
+	}
+	return ToImages(pix, img.Shape), nil
+}
+
+// SetTAESD makes the pipeline decode with a TAESD (stable-diffusion.cpp's
+// --taesd: final images and previews), uploading it to the pipeline's
+// device; nil goes back to the VAE. The pipeline owns t from then on.
+func (p *Pipeline) SetTAESD(t *checkpoint.Tiny) error {
+	if t != nil && t.Config.LatentChannels != p.LatentChannels() {
+		return fmt.Errorf("taesd %s: %d latent channels, the model's are %d", t.Path, t.Config.LatentChannels, p.LatentChannels())
+	}
+	var net *nets.Tiny
+	if t != nil {
+		var err error
+		if net, err = nets.NewTiny(p.dev, t.Config, t.Weights); err != nil {
+			return fmt.Errorf("taesd %s: %w", t.Path, err)
+		}
+		if err := p.dev.Finish(); err != nil {
+			net.Release()
+			return fmt.Errorf("taesd %s: uploading weights: %w", t.Path, err)
+		}
+	}
+	p.releaseTiny()
+	p.tiny, p.tinyM = net, t
+	return nil
+}
+
+// TAESD is the TAESD the pipeline decodes with, or nil.
+func (p *Pipeline) TAESD() *checkpoint.Tiny { return p.tinyM }
+
+func (p *Pipeline) releaseTiny() {
+	if p.tiny != nil {
+		p.tiny.Release()
+		p.tinyM.Close()
+	}
+	p.tiny, p.tinyM = nil, nil
+}
+
+// DecodeTiny decodes latents [B, C, h, w] (as the sampler leaves them:
+// TAESD works in diffusion space, nothing to undo) with the TAESD.
+func (p *Pipeline) DecodeTiny(latent []float32, shape [4]int) ([]*image.RGBA, error) {
+	if p.tiny == nil {
+		return nil, errors.New("taesd decode: no TAESD loaded")
+	}
+	t0 := time.Now()
+	d := p.dev
+	d.PushScope()
+	img := p.tiny.Decode(d.Upload(latent, shape[:]...))
+	pix, err := d.Download(img)
+	d.PopScope()
+	p.Timings["taesd_decode"] = time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("taesd decode: %w", err)
 	}
 	return ToImages(pix, img.Shape), nil
 }

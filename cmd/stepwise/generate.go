@@ -18,6 +18,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
@@ -30,7 +31,7 @@ func init() {
 // genFlags are the flags of `stepwise generate`.
 type genFlags struct {
 	model, config, device, output, from string
-	prediction                          string
+	prediction, taesd                   string
 	samplerSet                          bool // --sampler given (or read by --from)
 	preview, force                      bool
 	s                                   presets.Settings
@@ -78,6 +79,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	pair(fs, &f.s.CropLeft, &f.s.CropTop, "crop-top-left", "SDXL size conditioning: the crop's top-left corner X,Y (default 0,0)")
 	pair(fs, &f.s.TargetWidth, &f.s.TargetHeight, "target-size", "SDXL size conditioning: the target size W,H (default: the image size)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
+	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
@@ -353,6 +355,16 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	dev := p.Device()
 	defer dev.Close()
 	defer p.Close()
+	if f.taesd != "" {
+		tm, err := checkpoint.LoadTiny(f.taesd)
+		if err != nil {
+			return fmt.Errorf("%w; nothing written", err)
+		}
+		if err := p.SetTAESD(tm); err != nil {
+			tm.Close()
+			return fmt.Errorf("%w; nothing written", err)
+		}
+	}
 	switch f.prediction {
 	case "eps", "epsilon":
 		p.Model.Scheduler.PredictionType = "epsilon"

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"github.com/stepwise/stepwise/sampler"
 	"image/png"
 	"os"
@@ -155,4 +156,21 @@ func TestGenerateLCMPNG(t *testing.T) {
 	assert.Contains(t, log, "sampling with lcm")
 	d, n := pixelsOffBy(t, out, want)
 	assert.LessOrEqualf(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
+}
+
+// TestGenerateTAESDPNG: `--taesd` decodes the final image with the tiny
+// autoencoder (from each of its layouts) and reproduces diffusers'
+// taesd_e2e PNG within 1.
+func TestGenerateTAESDPNG(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "taesd_e2e_euler_seed42.safetensors")).I64("image_uint8")
+	for i, taesd := range []string{filepath.Join(dir, "taesd-mini"), filepath.Join(dir, "taesd-mini", "taesd_decoder.safetensors")} {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("taesd%d.png", i))
+		log, err := runGen(t, append(publicE2EArgs(golden.Dir(t), out), "--taesd", taesd))
+		require.NoError(t, err, log)
+		d, n := pixelsOffBy(t, out, want)
+		assert.LessOrEqualf(t, d, 1, "%s: pixels differ from diffusers by up to %d (%d values)", taesd, d, n)
+	}
+	_, err := runGen(t, append(publicE2EArgs(golden.Dir(t), filepath.Join(t.TempDir(), "x.png")), "--taesd", filepath.Join(dir, "lcm-mini")))
+	assert.Error(t, err, "a folder that is no TAESD")
 }
