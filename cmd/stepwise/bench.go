@@ -56,7 +56,7 @@ type benchReport struct {
 	// TAESDSeconds is one TAESD preview decode (with --taesd), to set
 	// against StepSeconds.
 	TAESDSeconds float64 `json:"taesd_preview_seconds,omitempty"`
-	PeakRSS     int64 `json:"peak_rss_bytes"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
 }
 
 // peakRSS reads the process's peak resident set size from /proc.
