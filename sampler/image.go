@@ -182,12 +182,9 @@ func (r *Run) start(im *Image) error {
 	noise := r.draw()
 	x := make([]float64, len(noise))
 	if im.Kind == Img2Img || partial {
-		// scheduler.add_noise(x0, noise, first timestep run): in VE terms
-		// x0 + sigma*noise (Euler's own float32 arithmetic; the VP
-		// samplers' sqrt(acp)*x0 + sqrt(1-acp)*noise is the same latent).
-		s := float32(sig0)
+		// scheduler.add_noise(x0, noise, first timestep run).
 		for i, v := range noise {
-			x[i] = float64(float32(x0[i]) + float32(v)*s)
+			x[i] = r.addNoise(x0[i], v, sig0)
 		}
 	} else {
 		for i, v := range noise {
@@ -217,6 +214,18 @@ func (r *Run) start(im *Image) error {
 	return nil
 }
 
+// addNoise is the scheduler's add_noise of one value in the run's own
+// space: x0 + sigma*noise in VE terms, in Euler's float32 arithmetic (the
+// VP samplers' sqrt(acp)*x0 + sqrt(1-acp)*noise is the same latent); flow
+// matching's scale_noise sigma*noise + (1-sigma)*x0.
+func (r *Run) addNoise(x0, noise, sigma float64) float64 {
+	s := float32(sigma)
+	if r.tr.cfg.isFlow() {
+		return float64(s*float32(noise) + (1-s)*float32(x0))
+	}
+	return float64(float32(x0) + float32(noise)*s)
+}
+
 // toVE1 is toVE for one value.
 func (r *Run) toVE1(v, sigma float64) float64 {
 	if r.vp() {
@@ -230,9 +239,8 @@ func (r *Run) toVE1(v, sigma float64) float64 {
 // same noise the run started from), un-noised after the last step. The
 // frame's prediction of x0 is blended the same way, so previews show the
 // kept region as it will end.
-func (ic *imageCond) blend(st *state, sigma float64, last bool, shape [4]int) {
-	plane := shape[2] * shape[3]
-	s := float32(sigma)
+func (r *Run) blend(ic *imageCond, st *state, sigma float64, last bool) {
+	plane := r.shape[2] * r.shape[3]
 	for i := range st.X {
 		m := ic.mask[i%plane]
 		if m == 1 {
@@ -240,7 +248,7 @@ func (ic *imageCond) blend(st *state, sigma float64, last bool, shape [4]int) {
 		}
 		proper := ic.x0[i]
 		if !last {
-			proper = float64(float32(ic.x0[i]) + float32(ic.noise[i])*s)
+			proper = r.addNoise(ic.x0[i], ic.noise[i], sigma)
 		}
 		st.X[i] = float64(float32((1-m)*proper + m*st.X[i]))
 		if i < len(st.Denoised) {

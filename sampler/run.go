@@ -429,7 +429,7 @@ func (r *Run) Step(ctx context.Context) (Frame, error) {
 		return Frame{}, err
 	}
 	if r.img != nil && r.img.kind == InpaintBlend {
-		r.img.blend(st, c.next, c.last, r.shape)
+		r.blend(r.img, st, c.next, c.last)
 	}
 	for _, v := range st.X {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
