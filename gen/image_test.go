@@ -10,6 +10,7 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -149,6 +150,8 @@ func TestLoadInputsBadFiles(t *testing.T) {
 	truncated := write("cut.png", encode(64, 64, false)[:60])
 	folder := filepath.Join(dir, "folder.png")
 	require.NoError(t, os.Mkdir(folder, 0o755))
+	fifo := filepath.Join(dir, "pipe.png")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
 
 	cases := []struct {
 		init, mask, want string
@@ -158,6 +161,7 @@ func TestLoadInputsBadFiles(t *testing.T) {
 		{empty, "", "init image " + empty + ": has no pixels (0x64)"},
 		{truncated, "", "init image " + truncated + ": not a readable"},
 		{folder, "", "init image " + folder + ": is a folder, not an image file"},
+		{good, fifo, "mask " + fifo + ": is a named pipe (FIFO), not an image file"},
 		{filepath.Join(dir, "absent.png"), "", "init image " + filepath.Join(dir, "absent.png") + ": no such file or directory"},
 		{good, text, "mask " + text + ": not a PNG or JPEG image"},
 		{good, empty, "mask " + empty + ": has no pixels"},
