@@ -113,10 +113,17 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 // SamplerSettings converts image settings to a sampling run's settings for
 // pipeline p. The seed must already be resolved (not -1).
 func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
-	return samplerSettings(p.Downscale(), p.LatentChannels(), p.Model.Scheduler, s)
+	return samplerSettings(p.Downscale(), p.LatentChannels(), p.GuidanceDistilled(), p.Model.Scheduler, s)
 }
 
-func samplerSettings(ds, channels int, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+// samplerSettings: a guidance-distilled (LCM) model takes the guidance as
+// an input (Pipeline.SetGuidance), so its runs have no unconditional row.
+// Strength applies with an init image only.
+func samplerSettings(ds, channels int, distilled bool, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+	cfg := s.CFGScale
+	if distilled {
+		cfg = 1
+	}
 	strength := 0.0 // the whole schedule
 	if s.InitImage != "" {
 		strength = s.Strength
@@ -126,7 +133,7 @@ func samplerSettings(ds, channels int, sched checkpoint.SchedulerConfig, s prese
 		Sampler:         s.Sampler,
 		Schedule:        s.Schedule,
 		Steps:           s.Steps,
-		CFG:             s.CFGScale,
+		CFG:             cfg,
 		GuidanceRescale: s.GuidanceRescale,
 		Eta:             s.Eta,
 		Seed:            uint64(s.Seed),
@@ -214,6 +221,7 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 	}
 	j.Cond = c
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
+	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
 	ss := SamplerSettings(p, s)
 	if ss.Image, err = conditionImage(p, s, in); err != nil {
 		c.Release()

@@ -289,6 +289,8 @@ type Conditioning struct {
 	// CondTimeIDs and UncondTimeIDs are SDXL's added time ids (set by
 	// SetSize).
 	CondTimeIDs, UncondTimeIDs []float32
+	// guidance is an LCM model's guidance embedding [1, dim] (SetGuidance).
+	guidance *gpu.Tensor
 
 	batch map[string]*gpu.Tensor // contexts built for row patterns
 	dev   gpu.Device
@@ -299,7 +301,7 @@ func (c *Conditioning) Release() {
 	if c == nil || c.dev == nil {
 		return
 	}
-	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled} {
+	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled, c.guidance} {
 		if t != nil {
 			c.dev.Release(t)
 		}
@@ -571,13 +573,43 @@ func (c *Conditioning) cached(key string, rows []Row, cond, uncond *gpu.Tensor) 
 	return t
 }
 
-// added returns SDXL's added conditioning for a row pattern, or nil for
-// families without it.
+// GuidanceDistilled reports an LCM-distilled U-Net (time_cond_proj_dim):
+// guidance is an input of the network, not a second batch row.
+func (p *Pipeline) GuidanceDistilled() bool { return p.unet.Config.TimeCondProjDim > 0 }
+
+// SetGuidance gives a guidance-distilled (LCM) model its guidance w
+// (diffusers: guidance_scale - 1) as the embedding it takes; a no-op for
+// other models.
+func (p *Pipeline) SetGuidance(c *Conditioning, w float64) {
+	if !p.GuidanceDistilled() {
+		return
+	}
+	if c.guidance != nil {
+		c.dev.Release(c.guidance)
+	}
+	dim := p.unet.Config.TimeCondProjDim
+	c.guidance = c.dev.Upload(nets.GuidanceEmbedding([]float64{w}, dim), 1, dim)
+	for k, t := range c.batch {
+		if strings.HasPrefix(k, "lcm:") {
+			c.dev.Release(t)
+			delete(c.batch, k)
+		}
+	}
+}
+
+// added returns the added conditioning for a row pattern (SDXL's pooled
+// vector and time ids, an LCM model's guidance embedding), or nil.
 func (c *Conditioning) added(rows []Row) *nets.Added {
-	if c.CondPooled == nil {
+	if c.CondPooled == nil && c.guidance == nil {
 		return nil
 	}
+	if c.CondPooled == nil {
+		return &nets.Added{TimestepCond: c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)}
+	}
 	a := &nets.Added{TextEmbeds: c.cached("added:"+rowsKey(rows), rows, c.CondPooled, c.UncondPooled)}
+	if c.guidance != nil {
+		a.TimestepCond = c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)
+	}
 	for _, r := range rows {
 		if r {
 			a.TimeIDs = append(a.TimeIDs, c.CondTimeIDs...)
