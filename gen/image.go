@@ -167,8 +167,8 @@ func toGray(im image.Image) *image.Gray {
 	return out
 }
 
-// ResizeNote says what Fit will do to the inputs for a w x h image: ""
-// when they are that size already.
+// ResizeNote says how StartInputs will resize the inputs for a w x h
+// image: "" when they are that size already.
 func (in *Inputs) ResizeNote(w, h int) string {
 	if in == nil || in.Init == nil {
 		return ""

@@ -87,6 +87,9 @@ type Run struct {
 	shape [4]int
 	st    *state
 	img   *imageCond // image conditioning (nil: none); never changes
+	// skipped is the number of steps the strength left out at the start
+	// of the schedule (diffusers still counts them in len(timesteps)).
+	skipped int
 
 	evalSigma float64 // sigma of the network call in flight (read by tests)
 }
@@ -164,13 +167,15 @@ func prepare(s Settings, net Network) (*Run, error) {
 	if math.IsNaN(s.Strength) || s.Strength < 0 || s.Strength > 1 {
 		return nil, fmt.Errorf("sampler: strength %v is outside [0, 1]", s.Strength)
 	}
+	full := len(sc.Sigmas)
 	if sc, err = sliceStrength(sc, s.Steps, s.Strength); err != nil {
 		return nil, err
 	}
+	skipped := full - len(sc.Sigmas)
 	if sp.Name == "plms" {
 		sc = plmsSchedule(sc)
 	}
-	r := &Run{set: s, spec: sp, tr: tr, sched: sc, net: net, shape: [4]int{s.Batch, s.Channels, s.H, s.W}}
+	r := &Run{set: s, spec: sp, tr: tr, sched: sc, net: net, shape: [4]int{s.Batch, s.Channels, s.H, s.W}, skipped: skipped}
 	r.eta = 1
 	if sp.fam == famDDIM {
 		r.eta = 0
@@ -544,6 +549,7 @@ func (r *Run) Branch(s Settings, net Network) (*Run, error) {
 	copy(sc.Next, sc.Sigmas[1:])
 	sc.Next[len(sc.Next)-1] = old.Next[len(old.Next)-1]
 	nr.sched = sc
+	nr.skipped = 0 // the branch's schedule is its own
 	for _, sg := range sc.Sigmas {
 		sc.Timesteps = append(sc.Timesteps, nr.timestep(old, sg))
 	}
