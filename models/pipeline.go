@@ -36,6 +36,11 @@ type Pipeline struct {
 	unet  *nets.UNet
 	vae   *nets.VAE
 
+	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
+	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir).
+	LoRADir string
+	lora    *loraState // LoRAs merged into the weights (lora.go)
+
 	// LoadTime is how long Load took (reading, validating, uploading).
 	LoadTime time.Duration
 	// Timings holds the duration of the latest call of each stage, under
@@ -245,6 +250,7 @@ func (p *Pipeline) checkContracts() error {
 
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {
+	p.closeLoRAs()
 	for _, t := range p.texts {
 		t.Release()
 	}
@@ -362,7 +368,13 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 // family's usual layer (SD 1.x/2.x: the last, SDXL: the penultimate), 2 =
 // one layer earlier. An empty negative prompt of a family that zeroes it
 // (SDXL, diffusers' force_zeros_for_empty_prompt) is all zeros.
+// The prompt's <lora:NAME:W> tags are removed and become the pipeline's
+// set of LoRAs first (see SetLoRAs; looked up in LoRADir): a LoRA changes
+// the text encoders too.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
+	if err := p.applyPromptLoRAs(prompt, negative); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	// Each encoder tokenizes on its own (their pad tokens split text
 	// differently); all are padded to the same number of chunks.

@@ -1,0 +1,184 @@
+package models
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/internal/testdev"
+)
+
+// loraTol is golden-wave3's README bound for network outputs (U-Net, text
+// encoder): max abs <= 1e-4. The README measures diffusers' own fused vs
+// unfused LoRA at ~1e-6 and the PEFT vs kohya file at ~1.2e-6.
+const loraTol = 1e-4
+
+// fusedWeightTol bounds a merged weight against diffusers' fuse_lora
+// (W + 0.8*0.5*up@down in fp32): the same arithmetic up to the order of a
+// 4-term sum and the device's multiply-add.
+const fusedWeightTol = 1e-6
+
+// loraFormats are the two published files of the same LoRA: the kohya /
+// A1111 layout and the diffusers / PEFT one (no alpha; up pre-scaled).
+var loraFormats = []struct{ name, file string }{
+	{"kohya", "sd15-mini-lora.kohya.fp16"},
+	{"peft", "sd15-mini-lora.peft.fp16"},
+}
+
+// loadSD15Mini loads shared/golden's sd15-mini folder with the LoRA folder
+// of golden-wave3 as its LoRADir.
+func loadSD15Mini(t *testing.T, d gpu.Device) *Pipeline {
+	t.Helper()
+	p, err := Load(d, filepath.Join(golden.Dir(t), "sd15-mini"), "")
+	require.NoError(t, err)
+	t.Cleanup(func() { p.Close() })
+	p.LoRADir = filepath.Join(golden.Wave(t, "golden-wave3"), "lora")
+	return p
+}
+
+// TestLoRAGoldens: golden-wave3's lora_text_encoder and lora_unet cases at
+// scales 0.8, 0.5 and 1.0 (and back to none) in both file formats on every
+// device, the text encoder through the prompt's <lora:NAME:W> tag, the
+// U-Net through SetLoRAs; the merged weights against diffusers' fused
+// ones.
+func TestLoRAGoldens(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	te := golden.Open(t, filepath.Join(dir, "lora_text_encoder.safetensors"))
+	un := golden.Open(t, filepath.Join(dir, "lora_unet.safetensors"))
+	var meta struct{ Prompts []string }
+	raw, err := os.ReadFile(filepath.Join(dir, "lora_text_encoder.json"))
+	require.NoError(t, err)
+	require.NoError(t, json.Unmarshal(raw, &meta))
+	require.Len(t, meta.Prompts, 4)
+	scales := []string{"0.8", "0.5", "1.0"}
+	cases := []string{"b1_t500", "b1_t999", "b2cfg_t500"}
+	fused := []string{
+		"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+		"unet.down_blocks.0.attentions.0.proj_in",
+		"unet.mid_block.attentions.0.transformer_blocks.0.ff.net.0.proj",
+		"text_encoder.text_model.encoder.layers.0.self_attn.q_proj",
+	}
+	for devName, open := range testdev.All(t) {
+		for _, f := range loraFormats {
+			t.Run(devName+"/"+f.name, func(t *testing.T) {
+				te, un := te.For(t), un.For(t)
+				d := open(t)
+				p := loadSD15Mini(t, d)
+				worst, worstText, worstFused := 0.0, 0.0, 0.0
+
+				// Text encoder: the tag is removed from the prompt and
+				// scales the text encoder's LoRA.
+				for _, s := range append([]string{"base"}, scales...) {
+					name := "lora_scale" + s
+					if s == "base" {
+						name = "base"
+					}
+					want, shape := te.F32(name + ".prompt_embeds")
+					per := shape[1] * shape[2]
+					for i, prompt := range meta.Prompts {
+						if s != "base" {
+							prompt = fmt.Sprintf("<lora:%s:%s>%s", f.file, s, prompt)
+						}
+						c, err := p.EncodePrompt(prompt, "", 1)
+						require.NoError(t, err)
+						worstText = max(worstText, golden.Close(t, fmt.Sprintf("text %s %q", name, prompt), download(t, d, c.Cond), want[i*per:(i+1)*per], loraTol, 0))
+						c.Release()
+					}
+				}
+
+				// U-Net: every case at every scale.
+				for _, s := range scales {
+					var w float64
+					fmt.Sscan(s, &w)
+					require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: f.file, Path: filepath.Join(p.LoRADir, f.file+".safetensors"), TE: w, UNet: w}}))
+					for _, cs := range cases {
+						want, _ := un.F32(cs + ".lora_scale" + s + ".out")
+						worst = max(worst, golden.Close(t, cs+" scale "+s, runUNetCase(t, p, un, cs), want, loraTol, 0))
+					}
+					if s == "0.8" {
+						for _, cs := range cases {
+							want, _ := un.F32(cs + ".fused0.8.out")
+							golden.Close(t, cs+" fused 0.8", runUNetCase(t, p, un, cs), want, loraTol, 0)
+						}
+						for _, mod := range fused {
+							want, _ := un.F32("fused_weight." + mod)
+							role, param := splitRole(mod)
+							got := download(t, d, p.netOf(role).Param(param+".weight"))
+							worstFused = max(worstFused, golden.Close(t, "fused weight "+mod, got, want, fusedWeightTol, 0))
+						}
+					}
+				}
+				require.NoError(t, p.SetLoRAs(nil))
+				for _, cs := range cases {
+					want, _ := un.F32(cs + ".base_out")
+					worst = max(worst, golden.Close(t, cs+" after removing the LoRA", runUNetCase(t, p, un, cs), want, loraTol, 0))
+				}
+				assert.Empty(t, p.LoRAs())
+				t.Logf("%s %s: worst max |diff| text encoder %.3g, U-Net %.3g (bound %g); merged weights %.3g (bound %g)",
+					devName, f.name, worstText, worst, loraTol, worstFused, fusedWeightTol)
+			})
+		}
+	}
+}
+
+func splitRole(mod string) (string, string) {
+	for _, r := range []string{"unet.", "text_encoder."} {
+		if len(mod) > len(r) && mod[:len(r)] == r {
+			return r[:len(r)-1], mod[len(r):]
+		}
+	}
+	return "", mod
+}
+
+// runUNetCase runs golden case cs of lora_unet through the pipeline's U-Net.
+func runUNetCase(t *testing.T, p *Pipeline, g *golden.File, cs string) []float32 {
+	t.Helper()
+	d := p.Device()
+	x, xs := g.F32(cs + ".sample")
+	ctx, cshape := g.F32(cs + ".encoder_hidden_states")
+	ts, _ := g.F32(cs + ".timestep")
+	d.PushScope()
+	defer d.PopScope()
+	return download(t, d, p.unet.ForwardAdded(d.Upload(x, xs...), ts, d.Upload(ctx, cshape...), nil))
+}
+
+// TestLoRANoReload: changing the LoRA set re-uploads only the weights it
+// touches, from the mapped checkpoint: the other weights keep their device
+// storage, the checkpoint is not read again, and taking the LoRA out gives
+// back the checkpoint's weights bit for bit in their own dtype.
+func TestLoRANoReload(t *testing.T) {
+	d := testdev.All(t)["ref"](t)
+	p := loadSD15Mini(t, d)
+	path := filepath.Join(p.LoRADir, "sd15-mini-lora.kohya.fp16.safetensors")
+	const touched, untouched = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", "conv_in.weight"
+	base := download(t, d, p.unet.Param(touched))
+	dt := p.unet.Param(touched).DType
+	store := p.unet.Param(untouched).Store
+	model := p.Model
+	for _, w := range []float64{0.8, 0.5, 0} {
+		require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: "x", Path: path, TE: w, UNet: w}}))
+		assert.Same(t, store, p.unet.Param(untouched).Store, "weight %v: an untouched weight was re-uploaded", w)
+		assert.Same(t, model, p.Model)
+		got := download(t, d, p.unet.Param(touched))
+		if w == 0 {
+			assert.Equal(t, base, got, "weight 0 leaves the weight as the checkpoint has it")
+			assert.Equal(t, dt, p.unet.Param(touched).DType)
+		} else {
+			assert.NotEqual(t, base, got)
+			assert.Equal(t, gpu.F32, p.unet.Param(touched).DType, "merged weights are kept in F32")
+		}
+	}
+	require.Len(t, p.LoRAs(), 1)
+	assert.Regexp(t, `^x: [0-9a-f]{12}$`, p.LoRAHashes())
+	require.NoError(t, p.SetLoRAs(nil))
+	assert.Equal(t, base, download(t, d, p.unet.Param(touched)))
+	assert.Equal(t, dt, p.unet.Param(touched).DType)
+	assert.Empty(t, p.LoRAHashes())
+}
