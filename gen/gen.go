@@ -184,6 +184,7 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
+	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
 	if err != nil {
