@@ -161,7 +161,7 @@ func TestOpenLoRA(t *testing.T) {
 	var es []safetensors.Entry
 	es = append(es, kohyaModule("lora_unet_down_blocks_0_attentions_0_proj_in", 4, 32, 32, 1, 1)...)
 	es = append(es, kohyaModule("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", 2, 64, 32)...) // LDM names (SDXL kohya files)
-	es = append(es, kohyaModule("lora_unet_down_blocks_0_resnets_0_conv1", 8, 32, 32, 3, 3)...)             // LoCon 3x3
+	es = append(es, kohyaModule("lora_unet_down_blocks_0_resnets_0_conv1", 8, 32, 32, 3, 3)...)              // LoCon 3x3
 	es = append(es, kohyaModule("lora_te_text_model_encoder_layers_1_mlp_fc2", 4, 256, 64)...)
 	path := writeLoRA(t, "mix.safetensors", es, nil)
 	l, err := OpenLoRA(path, m)
@@ -307,5 +307,3 @@ func FuzzOpenLoRA(f *testing.F) {
 		l.Close()
 	})
 }
-
-
