@@ -1,8 +1,11 @@
 package models
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,6 +16,7 @@ import (
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/internal/testdev"
+	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // loraTol is golden-wave3's README bound for network outputs (U-Net, text
@@ -181,4 +185,140 @@ func TestLoRANoReload(t *testing.T) {
 	assert.Equal(t, base, download(t, d, p.unet.Param(touched)))
 	assert.Equal(t, dt, p.unet.Param(touched).DType)
 	assert.Empty(t, p.LoRAHashes())
+}
+
+// TestLoRAStacked: several LoRAs at once add up. The PEFT file is the kohya
+// one with up pre-scaled by alpha/rank, so <kohya:0.4> + <peft:0.4> is the
+// kohya LoRA at 0.8 (the lora_scale0.8 goldens); te= and unet= weigh the
+// two networks apart.
+func TestLoRAStacked(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	te := golden.Open(t, filepath.Join(dir, "lora_text_encoder.safetensors"))
+	un := golden.Open(t, filepath.Join(dir, "lora_unet.safetensors"))
+	const prompt = "a photograph of an astronaut riding a horse" // lora_text_encoder's prompt 0
+	for devName, open := range testdev.All(t) {
+		t.Run(devName, func(t *testing.T) {
+			te, un := te.For(t), un.For(t)
+			d := open(t)
+			p := loadSD15Mini(t, d)
+			embeds := func(name string) []float32 {
+				want, shape := te.F32(name + ".prompt_embeds")
+				return want[:shape[1]*shape[2]]
+			}
+			check := func(tags, textGolden, unetGolden string) {
+				c, err := p.EncodePrompt(tags+" "+prompt, "", 1)
+				require.NoError(t, err, tags)
+				golden.Close(t, tags+" text", download(t, d, c.Cond), embeds(textGolden), loraTol, 0)
+				c.Release()
+				want, _ := un.F32("b1_t500." + unetGolden)
+				golden.Close(t, tags+" unet", runUNetCase(t, p, un, "b1_t500"), want, loraTol, 0)
+			}
+			check("<lora:sd15-mini-lora.kohya.fp16:0.4> <lora:sd15-mini-lora.peft.fp16:0.4>", "lora_scale0.8", "lora_scale0.8.out")
+			require.Len(t, p.LoRAs(), 2)
+			assert.Regexp(t, `^sd15-mini-lora.kohya.fp16: [0-9a-f]{12}, sd15-mini-lora.peft.fp16: [0-9a-f]{12}$`, p.LoRAHashes())
+			check("<lora:sd15-mini-lora.kohya.fp16:te=0:unet=0.5>", "base", "lora_scale0.5.out")
+			check("<lora:sd15-mini-lora.peft.fp16:1:0>", "lora_scale1.0", "base_out")
+			check("", "base", "base_out")
+		})
+	}
+}
+
+// TestLoRAConv3x3: a LoCon module on a 3x3 convolution (down [r, in, 3, 3],
+// up [out, r, 1, 1]) merges as W + m * alpha/rank * up @ down with the
+// kernel dimensions flattened, on every device.
+func TestLoRAConv3x3(t *testing.T) {
+	const name = "lora_unet_down_blocks_0_resnets_0_conv1"
+	const param = "down_blocks.0.resnets.0.conv1.weight" // [32, 32, 3, 3]
+	rank, out, in := 3, 32, 32
+	down := make([]float32, rank*in*9)
+	up := make([]float32, out*rank)
+	for i := range down {
+		down[i] = float32(i%11-5) / 16
+	}
+	for i := range up {
+		up[i] = float32(i%7-3) / 8
+	}
+	es := []safetensors.Entry{
+		{Name: name + ".lora_down.weight", DType: safetensors.F32, Shape: []int{rank, in, 3, 3}, Data: f32Bytes(down)},
+		{Name: name + ".lora_up.weight", DType: safetensors.F32, Shape: []int{out, rank, 1, 1}, Data: f32Bytes(up)},
+		{Name: name + ".alpha", DType: safetensors.F32, Shape: []int{}, Data: f32Bytes([]float32{1.5})},
+	}
+	path := filepath.Join(t.TempDir(), "locon.safetensors")
+	var buf bytes.Buffer
+	require.NoError(t, safetensors.Write(&buf, es, nil))
+	require.NoError(t, os.WriteFile(path, buf.Bytes(), 0o644))
+	for devName, open := range testdev.All(t) {
+		t.Run(devName, func(t *testing.T) {
+			d := open(t)
+			p := loadSD15Mini(t, d)
+			base := download(t, d, p.unet.Param(param))
+			require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: "locon", Path: path, TE: 1, UNet: 0.7}}))
+			got := download(t, d, p.unet.Param(param))
+			want := make([]float32, len(base))
+			flat := in * 9
+			for o := 0; o < out; o++ {
+				for k := 0; k < flat; k++ {
+					var s float64
+					for r := 0; r < rank; r++ {
+						s += float64(up[o*rank+r]) * float64(down[r*flat+k])
+					}
+					want[o*flat+k] = float32(float64(base[o*flat+k]) + 0.7*1.5/3*s)
+				}
+			}
+			golden.Close(t, "3x3 LoCon merge", got, want, fusedWeightTol, 0)
+		})
+	}
+}
+
+// TestLoRARefusedKeepsState: a set with a bad file is refused before any
+// device work and leaves the LoRAs applied before in place.
+func TestLoRARefusedKeepsState(t *testing.T) {
+	d := testdev.All(t)["ref"](t)
+	p := loadSD15Mini(t, d)
+	good := filepath.Join(p.LoRADir, "sd15-mini-lora.kohya.fp16.safetensors")
+	require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: "good", Path: good, TE: 0.8, UNet: 0.8}}))
+	const touched = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
+	before := download(t, d, p.unet.Param(touched))
+	bad := filepath.Join(t.TempDir(), "bad.safetensors")
+	var buf bytes.Buffer
+	require.NoError(t, safetensors.Write(&buf, []safetensors.Entry{
+		{Name: "lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", DType: safetensors.F32, Shape: []int{2, 31}, Data: make([]byte, 4*62)},
+		{Name: "lora_unet_down_blocks_0_attentions_0_proj_in.lora_up.weight", DType: safetensors.F32, Shape: []int{32, 2}, Data: make([]byte, 4*64)},
+	}, nil))
+	require.NoError(t, os.WriteFile(bad, buf.Bytes(), 0o644))
+	err := p.SetLoRAs([]LoRAUse{{Name: "good", Path: good, TE: 0.5, UNet: 0.5}, {Name: "bad", Path: bad, TE: 1, UNet: 1}})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), bad)
+	assert.Contains(t, err.Error(), "lora_unet_down_blocks_0_attentions_0_proj_in")
+	assert.Equal(t, before, download(t, d, p.unet.Param(touched)), "the weights changed")
+	require.Len(t, p.LoRAs(), 1)
+	assert.Equal(t, 0.8, p.LoRAs()[0].UNet)
+
+	// Tags: a missing file, another kind of network, a bad weight, a tag in
+	// the negative prompt: refused by name, nothing changed.
+	for _, c := range []struct{ prompt, neg, says string }{
+		{"<lora:nowhere:1> x", "", `lora "nowhere": no nowhere.safetensors in ` + p.LoRADir},
+		{"<hypernet:h:1> x", "", `extra network "hypernet" is not supported`},
+		{"<lora:good:lots> x", "", `weight "lots" is not a number`},
+		{"<lora:good:1:1:8> x", "", "dyn"},
+		{"x", "<lora:good:1>", "negative prompt"},
+	} {
+		_, err := p.EncodePrompt(c.prompt, c.neg, 1)
+		if assert.Error(t, err, c.prompt) {
+			assert.Contains(t, err.Error(), c.says, c.prompt)
+		}
+	}
+	assert.Equal(t, before, download(t, d, p.unet.Param(touched)), "the weights changed")
+	p.LoRADir = ""
+	_, err = p.EncodePrompt("<lora:good:1> x", "", 1)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--lora-dir")
+}
+
+func f32Bytes(v []float32) []byte {
+	out := make([]byte, 4*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
+	}
+	return out
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -31,6 +32,7 @@ func init() {
 type genFlags struct {
 	model, config, device, output, from string
 	prediction                          string
+	loraDir                             string
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
@@ -73,6 +75,8 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	pair(fs, &f.s.OriginalWidth, &f.s.OriginalHeight, "original-size", "SDXL size conditioning: the original size W,H (default: the image size)")
 	pair(fs, &f.s.CropLeft, &f.s.CropTop, "crop-top-left", "SDXL size conditioning: the crop's top-left corner X,Y (default 0,0)")
 	pair(fs, &f.s.TargetWidth, &f.s.TargetHeight, "target-size", "SDXL size conditioning: the target size W,H (default: the image size)")
+	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders)")
+	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
@@ -145,7 +149,17 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	default:
 		return f, fmt.Errorf("--prediction %q: want eps or v", f.prediction)
 	}
-	return f, precheck(f.s)
+	if err := precheck(f.s); err != nil {
+		return f, err
+	}
+	// The prompt's LoRAs are found before any model is loaded.
+	if _, err := models.PromptLoRAs(f.s.Prompt, f.loraDir); err != nil {
+		if f.from != "" && f.s.LoraHashes != "" {
+			err = fmt.Errorf("%w (--from %s was made with Lora hashes %q)", err, f.from, f.s.LoraHashes)
+		}
+		return f, fmt.Errorf("prompt: %w", err)
+	}
+	return f, nil
 }
 
 // pairValue is a flag "A,B" of two non-negative integers.
@@ -317,6 +331,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	dev := p.Device()
 	defer dev.Close()
 	defer p.Close()
+	p.LoRADir = f.loraDir
 	switch f.prediction {
 	case "eps", "epsilon":
 		p.Model.Scheduler.PredictionType = "epsilon"
@@ -352,6 +367,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	defer j.Close()
 	if randomSeed {
 		fmt.Fprintf(stderr, "seed: %d\n", j.Settings.Seed)
+	}
+	for _, w := range loraHashWarnings(f.s.LoraHashes, j.Settings.LoraHashes) {
+		warn(w)
 	}
 	if j.Cond.Chunks > 1 {
 		fmt.Fprintf(stderr, "note: the prompt is %d tokens, longer than 75; it was split into %d chunks of 75\n", j.Cond.PromptTokens, j.Cond.Chunks)
@@ -450,4 +468,34 @@ func (p *progress) finish() {
 		io.WriteString(p.w, "\n")
 		p.drawn = 0
 	}
+}
+
+// loraHashWarnings compares the "Lora hashes" a PNG was made with (--from)
+// with those of the files found now, by name.
+func loraHashWarnings(was, now string) []string {
+	if was == "" {
+		return nil
+	}
+	parse := func(v string) map[string]string {
+		out := map[string]string{}
+		for _, item := range strings.Split(v, ",") {
+			name, hash, ok := strings.Cut(item, ":")
+			if ok {
+				out[strings.TrimSpace(name)] = strings.TrimSpace(hash)
+			}
+		}
+		return out
+	}
+	before, after := parse(was), parse(now)
+	var out []string
+	for name, h := range before {
+		switch got, ok := after[name]; {
+		case !ok:
+			out = append(out, fmt.Sprintf("the PNG was made with LoRA %s (hash %s), which the prompt no longer names", name, h))
+		case got != h:
+			out = append(out, fmt.Sprintf("LoRA %s: the file found has hash %s, the PNG was made with %s: the image may differ", name, got, h))
+		}
+	}
+	sort.Strings(out)
+	return out
 }
