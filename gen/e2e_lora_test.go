@@ -99,3 +99,27 @@ func TestE2ELoRA(t *testing.T) {
 		}
 	}
 }
+
+// TestE2ELCMLoRA reproduces golden-wave3's lcm_lora_4steps_g1.0_seed42
+// (LCM-LoRA style: the LoRA at 1.0 with the lcm sampler, 4 steps, CFG 1 so
+// no unconditional pass) on every device with the existing lcm sampler.
+func TestE2ELCMLoRA(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	g := golden.Open(t, filepath.Join(dir, "lcm_lora_4steps_g1.0_seed42.safetensors"))
+	for devName, open := range testdev.All(t) {
+		t.Run(devName, func(t *testing.T) {
+			d := open(t)
+			p, err := models.Load(d, filepath.Join(golden.Dir(t), "sd15-mini"), "")
+			require.NoError(t, err)
+			defer p.Close()
+			p.LoRADir = filepath.Join(dir, "lora")
+			s := e2eSettings()
+			s.Prompt = "<lora:sd15-mini-lora.kohya.fp16:1>" + s.Prompt
+			s.NegativePrompt = ""
+			s.Steps, s.CFGScale, s.Sampler, s.Schedule = 4, 1, "lcm", ""
+			_, worst, most := runE2E(t, p, s, g.For(t))
+			assert.LessOrEqual(t, most, 1, "pixels off by more than 1")
+			t.Logf("%s: worst step latent error %.2g x max|latent|, pixels off by at most %d", devName, worst, most)
+		})
+	}
+}
