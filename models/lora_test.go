@@ -322,3 +322,24 @@ func f32Bytes(v []float32) []byte {
 	}
 	return out
 }
+
+// TestLoRASingleFile: the same LoRA on sd15-mini's original single file
+// (LDM names; the merge re-reads the base weights through that layout).
+func TestLoRASingleFile(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	te := golden.Open(t, filepath.Join(dir, "lora_text_encoder.safetensors"))
+	un := golden.Open(t, filepath.Join(dir, "lora_unet.safetensors"))
+	d := testdev.All(t)["ref"](t)
+	g := golden.Dir(t)
+	p, err := Load(d, filepath.Join(g, "sd15-mini.fp16.safetensors"), filepath.Join(g, "sd15_mini_config.json"))
+	require.NoError(t, err)
+	defer p.Close()
+	p.LoRADir = filepath.Join(dir, "lora")
+	c, err := p.EncodePrompt("a photograph of an astronaut riding a horse <lora:sd15-mini-lora.kohya.fp16:0.5>", "", 1)
+	require.NoError(t, err)
+	want, shape := te.F32("lora_scale0.5.prompt_embeds")
+	golden.Close(t, "text encoder", download(t, d, c.Cond), want[:shape[1]*shape[2]], loraTol, 0)
+	c.Release()
+	out, _ := un.F32("b2cfg_t500.lora_scale0.5.out")
+	golden.Close(t, "unet", runUNetCase(t, p, un, "b2cfg_t500"), out, loraTol, 0)
+}

@@ -252,7 +252,9 @@ func newLoRAIndex(role string, decls []nets.Decl) *loraIndex {
 			continue
 		}
 		mod, ok := strings.CutSuffix(d.Name, ".weight")
-		if !ok {
+		// Embedding tables (token_embedding, position_embedding) are 2-D
+		// weights but not Linear layers: a LoRA there is another thing.
+		if !ok || strings.HasSuffix(mod, "embedding") {
 			continue
 		}
 		i := len(ix.targets)

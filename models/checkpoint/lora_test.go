@@ -15,6 +15,7 @@ import (
 
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -306,4 +307,83 @@ func FuzzOpenLoRA(f *testing.F) {
 		}
 		l.Close()
 	})
+}
+
+// TestOpenLoRAFamilies: on SD 2.x and SDXL (golden-wave2's minis, folder
+// and single file), kohya names in both styles (lora_unet_ with LDM/SGM
+// module paths as SDXL kohya files write them, lora_te1_ / lora_te2_ for
+// the two encoders) and diffusers names reach the declared weights.
+func TestOpenLoRAFamilies(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave2")
+	for _, src := range []struct{ name, path, config string }{
+		{"sd2/folder", "sd2-mini", ""},
+		{"sdxl/folder", "sdxl-mini", ""},
+		{"sdxl/single", "sdxl-mini.fp16.safetensors", "sdxl_mini_config.json"},
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			cfg := ""
+			if src.config != "" {
+				cfg = filepath.Join(dir, src.config)
+			}
+			m, err := Load(filepath.Join(dir, src.path), cfg)
+			require.NoError(t, err)
+			defer m.Close()
+			ud, _, tds, err := declsOf(m)
+			require.NoError(t, err)
+			prefixes := map[string]string{"text_encoder": "lora_te_", "text_encoder_2": "lora_te2_"}
+			if len(m.Texts) == 2 {
+				prefixes["text_encoder"] = "lora_te1_"
+			}
+			var kohya, peft []safetensors.Entry
+			want := map[string]bool{}
+			pick := func(role string, decls []nets.Decl, orig bool) {
+				n2, n4 := 0, 0
+				for _, d := range decls {
+					mod, ok := strings.CutSuffix(d.Name, ".weight")
+					if !ok || strings.HasSuffix(mod, "embedding") || (len(d.Shape) == 2 && n2 == 3) || (len(d.Shape) == 4 && n4 == 1) || (len(d.Shape) != 2 && len(d.Shape) != 4) {
+						continue
+					}
+					if len(d.Shape) == 2 {
+						n2++
+					} else {
+						n4++
+					}
+					name := mod
+					if o, ok := strings.CutSuffix(d.Orig, ".weight"); orig && ok && d.Parts <= 1 {
+						name = o
+					}
+					prefix := "lora_unet_"
+					if role != "unet" {
+						prefix = prefixes[role]
+					}
+					kernel := d.Shape[2:]
+					kohya = append(kohya, kohyaModule(prefix+underscore(name), 2, d.Shape[1], d.Shape[0], kernel...)...)
+					peftDown := loraEntry(role+"."+mod+".lora_A.weight", 1, append([]int{2, d.Shape[1]}, kernel...)...)
+					peftUp := loraEntry(role+"."+mod+".lora_B.weight", 1, d.Shape[0], 2)
+					if len(kernel) > 0 {
+						peftUp = loraEntry(role+"."+mod+".lora_B.weight", 1, d.Shape[0], 2, 1, 1)
+					}
+					peft = append(peft, peftDown, peftUp)
+					want[role+"/"+d.Name] = true
+				}
+			}
+			pick("unet", ud, true)
+			for i, tm := range m.Texts {
+				pick(tm.Spec.Role, tds[i], false)
+			}
+			for format, es := range map[string][]safetensors.Entry{"kohya": kohya, "peft": peft} {
+				l, err := OpenLoRA(writeLoRA(t, format+".safetensors", es, nil), m)
+				require.NoError(t, err, format)
+				got := map[string]bool{}
+				for _, mod := range l.Modules {
+					got[mod.Target.Role+"/"+mod.Target.Param] = true
+				}
+				assert.Equal(t, want, got, format)
+				l.Close()
+			}
+			if len(m.Texts) == 2 {
+				assert.True(t, want["text_encoder_2/text_model.encoder.layers.0.self_attn.q_proj.weight"], "bigG's q_proj (a slice of OpenCLIP's in_proj) is reachable")
+			}
+		})
+	}
 }
