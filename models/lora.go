@@ -450,3 +450,47 @@ func (p *Pipeline) applyPromptLoRAs(prompt, negative string) error {
 	}
 	return p.SetLoRAs(uses)
 }
+
+// SetLoRATag returns prompt with the LoRA name at weight w: its first
+// <lora:name:...> tag rewritten as <lora:name:w> (later tags of the same
+// name removed), or the tag appended when there is none; w 0 removes the
+// LoRA's tags. For studio fields that edit the LoRAs of a prompt; name
+// must not hold ':' or '>', which a tag cannot carry.
+func SetLoRATag(prompt, name string, w float64) string {
+	_, tags := tokenizer.ExtraNetworks(prompt)
+	var b strings.Builder
+	last, done := 0, false
+	for _, e := range tags {
+		k := strings.ToLower(e.Kind)
+		pos := e.Positional()
+		if (k != "lora" && k != "lyco") || len(pos) == 0 || strings.TrimSpace(pos[0]) != name {
+			continue
+		}
+		b.WriteString(prompt[last:e.Start])
+		last = e.End
+		if !done && w != 0 {
+			b.WriteString(loraTag(name, w))
+		}
+		done = true
+	}
+	b.WriteString(prompt[last:])
+	out := b.String()
+	if !done && w != 0 {
+		tag := loraTag(name, w)
+		sep := ""
+		if out != "" && !strings.HasSuffix(out, " ") {
+			sep = " "
+		}
+		// Appended, unless an unclosed "<word:" before it would swallow
+		// it into another tag: then in front.
+		if _, got := tokenizer.ExtraNetworks(out + sep + tag); len(got) > 0 && got[len(got)-1].Text() == tag {
+			return out + sep + tag
+		}
+		return tag + " " + out
+	}
+	return out
+}
+
+func loraTag(name string, w float64) string {
+	return "<lora:" + name + ":" + strconv.FormatFloat(w, 'f', -1, 64) + ">"
+}
