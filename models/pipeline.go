@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -37,7 +38,8 @@ type Pipeline struct {
 	vae   *nets.VAE
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
-	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir).
+	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
+	// sets it from $STEPWISE_LORA_DIR.
 	LoRADir string
 	lora    *loraState // LoRAs merged into the weights (lora.go)
 
@@ -47,6 +49,10 @@ type Pipeline struct {
 	// "tokenize", "text_encoder", "unet", "vae_decode", "vae_encode".
 	Timings map[string]time.Duration
 }
+
+// LoRADirEnv names the environment variable that gives pipelines their
+// default LoRADir.
+const LoRADirEnv = "STEPWISE_LORA_DIR"
 
 // Load reads a checkpoint (a .safetensors file or a diffusers folder, with an
 // optional config file; see checkpoint.Load) and uploads its networks to dev.
@@ -69,7 +75,8 @@ func Load(dev gpu.Device, path, configPath string) (*Pipeline, error) {
 // uploaded to dev; m stays owned by the pipeline (Close closes it).
 func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	start := time.Now()
-	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{}}
+	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{},
+		LoRADir: os.Getenv(LoRADirEnv)}
 	// Each component's weights are scanned for NaN/Inf just before its
 	// upload reads the same bytes (the mapped pages are then resident).
 	// Both reads are guarded: a file truncated meanwhile gives an error

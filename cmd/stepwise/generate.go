@@ -75,7 +75,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	pair(fs, &f.s.OriginalWidth, &f.s.OriginalHeight, "original-size", "SDXL size conditioning: the original size W,H (default: the image size)")
 	pair(fs, &f.s.CropLeft, &f.s.CropTop, "crop-top-left", "SDXL size conditioning: the crop's top-left corner X,Y (default 0,0)")
 	pair(fs, &f.s.TargetWidth, &f.s.TargetHeight, "target-size", "SDXL size conditioning: the target size W,H (default: the image size)")
-	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders)")
+	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
@@ -85,6 +85,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
 	f.output = "out.png"
+	f.loraDir = os.Getenv(models.LoRADirEnv)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: stepwise generate -p PROMPT [flags]\n\nflags:\n")
 		fs.VisitAll(func(fl *flag.Flag) {
