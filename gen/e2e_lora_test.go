@@ -15,14 +15,14 @@ import (
 	"github.com/stepwise/stepwise/presets"
 )
 
-// e2eLatentTol is the READMEs' bound on end-to-end latents: every step
+// loraE2ETol is the READMEs' bound on end-to-end latents: every step
 // within 1e-3 x max|latent|; images within +-1 per channel.
-const e2eLatentTol = 1e-3
+const loraE2ETol = 1e-3
 
-// runE2E runs settings s on p and checks every step's latents and the
+// runLoRAE2E runs settings s on p and checks every step's latents and the
 // image against golden file g; it returns the worst step error (relative
 // to max|latent|) and the most any pixel value is off.
-func runE2E(t *testing.T, p *models.Pipeline, s presets.Settings, g *golden.File) (*Job, float64, int) {
+func runLoRAE2E(t *testing.T, p *models.Pipeline, s presets.Settings, g *golden.File) (*Job, float64, int) {
 	t.Helper()
 	wantSteps, _ := g.F32("latents_after_step")
 	wantPix := g.I64("image_uint8")
@@ -35,7 +35,7 @@ func runE2E(t *testing.T, p *models.Pipeline, s presets.Settings, g *golden.File
 		f, err := j.Step(context.Background())
 		require.NoError(t, err)
 		diff, _, scale := golden.MaxAbsDiff(f.X.Data, wantSteps[i*n:(i+1)*n])
-		require.LessOrEqualf(t, diff, e2eLatentTol*scale, "step %d: latents differ by %.3g (limit 1e-3 x max|latent| = %.3g)", i, diff, e2eLatentTol*scale)
+		require.LessOrEqualf(t, diff, loraE2ETol*scale, "step %d: latents differ by %.3g (limit 1e-3 x max|latent| = %.3g)", i, diff, loraE2ETol*scale)
 		worst = max(worst, diff/scale)
 	}
 	imgs, err := j.Images()
@@ -75,7 +75,7 @@ func TestE2ELoRA(t *testing.T) {
 				model := p.Model
 				s := e2eSettings()
 				s.Prompt = "<lora:" + f.file + ":0.8>" + s.Prompt
-				j, worst, most := runE2E(t, p, s, gl)
+				j, worst, most := runLoRAE2E(t, p, s, gl)
 				assert.LessOrEqual(t, most, 1, "pixels off by more than 1")
 				assert.Equal(t, s.Prompt, j.Settings.Prompt, "the tag stays in the prompt")
 				assert.Regexp(t, "^"+regexp.QuoteMeta(f.file)+": [0-9a-f]{12}$", j.Settings.LoraHashes)
@@ -87,11 +87,11 @@ func TestE2ELoRA(t *testing.T) {
 
 				// The LoRA out, then in again: the same pipeline, the
 				// checkpoint not loaded again.
-				_, worst, most = runE2E(t, p, e2eSettings(), gb)
+				_, worst, most = runLoRAE2E(t, p, e2eSettings(), gb)
 				assert.LessOrEqual(t, most, 1, "without the LoRA: pixels off by more than 1")
 				assert.Empty(t, p.LoRAs())
 				t.Logf("%s: LoRA removed: worst %.2g, pixels off by at most %d", devName, worst, most)
-				_, worst, most = runE2E(t, p, s, gl)
+				_, worst, most = runLoRAE2E(t, p, s, gl)
 				assert.LessOrEqual(t, most, 1, "LoRA again: pixels off by more than 1")
 				assert.Same(t, model, p.Model, "the model was reloaded")
 				t.Logf("%s: LoRA 0.8 again: worst %.2g, pixels off by at most %d", devName, worst, most)
@@ -117,7 +117,7 @@ func TestE2ELCMLoRA(t *testing.T) {
 			s.Prompt = "<lora:sd15-mini-lora.kohya.fp16:1>" + s.Prompt
 			s.NegativePrompt = ""
 			s.Steps, s.CFGScale, s.Sampler, s.Schedule = 4, 1, "lcm", ""
-			_, worst, most := runE2E(t, p, s, g.For(t))
+			_, worst, most := runLoRAE2E(t, p, s, g.For(t))
 			assert.LessOrEqual(t, most, 1, "pixels off by more than 1")
 			t.Logf("%s: worst step latent error %.2g x max|latent|, pixels off by at most %d", devName, worst, most)
 		})

@@ -36,9 +36,9 @@ var loraFormats = []struct{ name, file string }{
 	{"peft", "sd15-mini-lora.peft.fp16"},
 }
 
-// loadSD15Mini loads shared/golden's sd15-mini folder with the LoRA folder
+// loraPipeline loads shared/golden's sd15-mini folder with the LoRA folder
 // of golden-wave3 as its LoRADir.
-func loadSD15Mini(t *testing.T, d gpu.Device) *Pipeline {
+func loraPipeline(t *testing.T, d gpu.Device) *Pipeline {
 	t.Helper()
 	p, err := Load(d, filepath.Join(golden.Dir(t), "sd15-mini"), "")
 	require.NoError(t, err)
@@ -74,7 +74,7 @@ func TestLoRAGoldens(t *testing.T) {
 			t.Run(devName+"/"+f.name, func(t *testing.T) {
 				te, un := te.For(t), un.For(t)
 				d := open(t)
-				p := loadSD15Mini(t, d)
+				p := loraPipeline(t, d)
 				worst, worstText, worstFused := 0.0, 0.0, 0.0
 
 				// Text encoder: the tag is removed from the prompt and
@@ -104,16 +104,16 @@ func TestLoRAGoldens(t *testing.T) {
 					require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: f.file, Path: filepath.Join(p.LoRADir, f.file+".safetensors"), TE: w, UNet: w}}))
 					for _, cs := range cases {
 						want, _ := un.F32(cs + ".lora_scale" + s + ".out")
-						worst = max(worst, golden.Close(t, cs+" scale "+s, runUNetCase(t, p, un, cs), want, loraTol, 0))
+						worst = max(worst, golden.Close(t, cs+" scale "+s, loraUNetCase(t, p, un, cs), want, loraTol, 0))
 					}
 					if s == "0.8" {
 						for _, cs := range cases {
 							want, _ := un.F32(cs + ".fused0.8.out")
-							golden.Close(t, cs+" fused 0.8", runUNetCase(t, p, un, cs), want, loraTol, 0)
+							golden.Close(t, cs+" fused 0.8", loraUNetCase(t, p, un, cs), want, loraTol, 0)
 						}
 						for _, mod := range fused {
 							want, _ := un.F32("fused_weight." + mod)
-							role, param := splitRole(mod)
+							role, param := loraSplitRole(mod)
 							got := download(t, d, p.netOf(role).Param(param+".weight"))
 							worstFused = max(worstFused, golden.Close(t, "fused weight "+mod, got, want, fusedWeightTol, 0))
 						}
@@ -122,7 +122,7 @@ func TestLoRAGoldens(t *testing.T) {
 				require.NoError(t, p.SetLoRAs(nil))
 				for _, cs := range cases {
 					want, _ := un.F32(cs + ".base_out")
-					worst = max(worst, golden.Close(t, cs+" after removing the LoRA", runUNetCase(t, p, un, cs), want, loraTol, 0))
+					worst = max(worst, golden.Close(t, cs+" after removing the LoRA", loraUNetCase(t, p, un, cs), want, loraTol, 0))
 				}
 				assert.Empty(t, p.LoRAs())
 				t.Logf("%s %s: worst max |diff| text encoder %.3g, U-Net %.3g (bound %g); merged weights %.3g (bound %g)",
@@ -132,7 +132,7 @@ func TestLoRAGoldens(t *testing.T) {
 	}
 }
 
-func splitRole(mod string) (string, string) {
+func loraSplitRole(mod string) (string, string) {
 	for _, r := range []string{"unet.", "text_encoder."} {
 		if len(mod) > len(r) && mod[:len(r)] == r {
 			return r[:len(r)-1], mod[len(r):]
@@ -141,8 +141,8 @@ func splitRole(mod string) (string, string) {
 	return "", mod
 }
 
-// runUNetCase runs golden case cs of lora_unet through the pipeline's U-Net.
-func runUNetCase(t *testing.T, p *Pipeline, g *golden.File, cs string) []float32 {
+// loraUNetCase runs golden case cs of lora_unet through the pipeline's U-Net.
+func loraUNetCase(t *testing.T, p *Pipeline, g *golden.File, cs string) []float32 {
 	t.Helper()
 	d := p.Device()
 	x, xs := g.F32(cs + ".sample")
@@ -159,7 +159,7 @@ func runUNetCase(t *testing.T, p *Pipeline, g *golden.File, cs string) []float32
 // back the checkpoint's weights bit for bit in their own dtype.
 func TestLoRANoReload(t *testing.T) {
 	d := testdev.All(t)["ref"](t)
-	p := loadSD15Mini(t, d)
+	p := loraPipeline(t, d)
 	path := filepath.Join(p.LoRADir, "sd15-mini-lora.kohya.fp16.safetensors")
 	const touched, untouched = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight", "conv_in.weight"
 	base := download(t, d, p.unet.Param(touched))
@@ -200,7 +200,7 @@ func TestLoRAStacked(t *testing.T) {
 		t.Run(devName, func(t *testing.T) {
 			te, un := te.For(t), un.For(t)
 			d := open(t)
-			p := loadSD15Mini(t, d)
+			p := loraPipeline(t, d)
 			embeds := func(name string) []float32 {
 				want, shape := te.F32(name + ".prompt_embeds")
 				return want[:shape[1]*shape[2]]
@@ -211,7 +211,7 @@ func TestLoRAStacked(t *testing.T) {
 				golden.Close(t, tags+" text", download(t, d, c.Cond), embeds(textGolden), loraTol, 0)
 				c.Release()
 				want, _ := un.F32("b1_t500." + unetGolden)
-				golden.Close(t, tags+" unet", runUNetCase(t, p, un, "b1_t500"), want, loraTol, 0)
+				golden.Close(t, tags+" unet", loraUNetCase(t, p, un, "b1_t500"), want, loraTol, 0)
 			}
 			check("<lora:sd15-mini-lora.kohya.fp16:0.4> <lora:sd15-mini-lora.peft.fp16:0.4>", "lora_scale0.8", "lora_scale0.8.out")
 			require.Len(t, p.LoRAs(), 2)
@@ -239,9 +239,9 @@ func TestLoRAConv3x3(t *testing.T) {
 		up[i] = float32(i%7-3) / 8
 	}
 	es := []safetensors.Entry{
-		{Name: name + ".lora_down.weight", DType: safetensors.F32, Shape: []int{rank, in, 3, 3}, Data: f32Bytes(down)},
-		{Name: name + ".lora_up.weight", DType: safetensors.F32, Shape: []int{out, rank, 1, 1}, Data: f32Bytes(up)},
-		{Name: name + ".alpha", DType: safetensors.F32, Shape: []int{}, Data: f32Bytes([]float32{1.5})},
+		{Name: name + ".lora_down.weight", DType: safetensors.F32, Shape: []int{rank, in, 3, 3}, Data: loraF32Bytes(down)},
+		{Name: name + ".lora_up.weight", DType: safetensors.F32, Shape: []int{out, rank, 1, 1}, Data: loraF32Bytes(up)},
+		{Name: name + ".alpha", DType: safetensors.F32, Shape: []int{}, Data: loraF32Bytes([]float32{1.5})},
 	}
 	path := filepath.Join(t.TempDir(), "locon.safetensors")
 	var buf bytes.Buffer
@@ -250,7 +250,7 @@ func TestLoRAConv3x3(t *testing.T) {
 	for devName, open := range testdev.All(t) {
 		t.Run(devName, func(t *testing.T) {
 			d := open(t)
-			p := loadSD15Mini(t, d)
+			p := loraPipeline(t, d)
 			base := download(t, d, p.unet.Param(param))
 			require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: "locon", Path: path, TE: 1, UNet: 0.7}}))
 			got := download(t, d, p.unet.Param(param))
@@ -274,7 +274,7 @@ func TestLoRAConv3x3(t *testing.T) {
 // device work and leaves the LoRAs applied before in place.
 func TestLoRARefusedKeepsState(t *testing.T) {
 	d := testdev.All(t)["ref"](t)
-	p := loadSD15Mini(t, d)
+	p := loraPipeline(t, d)
 	good := filepath.Join(p.LoRADir, "sd15-mini-lora.kohya.fp16.safetensors")
 	require.NoError(t, p.SetLoRAs([]LoRAUse{{Name: "good", Path: good, TE: 0.8, UNet: 0.8}}))
 	const touched = "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"
@@ -315,7 +315,7 @@ func TestLoRARefusedKeepsState(t *testing.T) {
 	assert.Contains(t, err.Error(), "--lora-dir")
 }
 
-func f32Bytes(v []float32) []byte {
+func loraF32Bytes(v []float32) []byte {
 	out := make([]byte, 4*len(v))
 	for i, x := range v {
 		binary.LittleEndian.PutUint32(out[4*i:], math.Float32bits(x))
@@ -341,5 +341,5 @@ func TestLoRASingleFile(t *testing.T) {
 	golden.Close(t, "text encoder", download(t, d, c.Cond), want[:shape[1]*shape[2]], loraTol, 0)
 	c.Release()
 	out, _ := un.F32("b2cfg_t500.lora_scale0.5.out")
-	golden.Close(t, "unet", runUNetCase(t, p, un, "b2cfg_t500"), out, loraTol, 0)
+	golden.Close(t, "unet", loraUNetCase(t, p, un, "b2cfg_t500"), out, loraTol, 0)
 }

@@ -108,9 +108,9 @@ func FuzzParseLoRAKey(f *testing.F) {
 	})
 }
 
-// sd15Mini loads shared/golden's sd15-mini folder (configs and mapped
+// loraTestModel loads shared/golden's sd15-mini folder (configs and mapped
 // weights; no device).
-func sd15Mini(t *testing.T) *Model {
+func loraTestModel(t *testing.T) *Model {
 	t.Helper()
 	m, err := Load(filepath.Join(golden.Dir(t), "sd15-mini"), "")
 	require.NoError(t, err)
@@ -158,7 +158,7 @@ func writeLoRA(t *testing.T, name string, entries []safetensors.Entry, meta map[
 // declared weights in both naming styles (diffusers and LDM module paths),
 // including 3x3 convolutions, and the alpha is read.
 func TestOpenLoRA(t *testing.T) {
-	m := sd15Mini(t)
+	m := loraTestModel(t)
 	var es []safetensors.Entry
 	es = append(es, kohyaModule("lora_unet_down_blocks_0_attentions_0_proj_in", 4, 32, 32, 1, 1)...)
 	es = append(es, kohyaModule("lora_unet_input_blocks_1_1_transformer_blocks_0_attn2_to_k", 2, 64, 32)...) // LDM names (SDXL kohya files)
@@ -214,7 +214,7 @@ func TestLoRAIndexUnambiguous(t *testing.T) {
 // TestOpenLoRABad: every bad LoRA is refused before any device work, with
 // an error naming the file and, by name, what is wrong.
 func TestOpenLoRABad(t *testing.T) {
-	m := sd15Mini(t)
+	m := loraTestModel(t)
 	good := kohyaModule("lora_unet_down_blocks_0_attentions_0_proj_in", 4, 32, 32, 1, 1)
 	nan := kohyaModule("lora_te_text_model_encoder_layers_0_self_attn_q_proj", 4, 64, 64)
 	binary.LittleEndian.PutUint16(nan[1].Data[6:], 0x7E00) // a NaN in up
