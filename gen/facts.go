@@ -27,6 +27,8 @@ type Facts struct {
 	Levels         int    // U-Net levels
 	NativeSize     int    // the size the model was trained at
 	LatentChannels int
+	// GuidanceDistilled: an LCM model, guidance is an input (no CFG batch).
+	GuidanceDistilled bool
 	// MaxClipSkip is the largest clip skip every text encoder allows.
 	MaxClipSkip int
 	// TextHidden is the width of the text context (the encoders' widths
@@ -58,7 +60,7 @@ func FactsOf(p *models.Pipeline) *Facts {
 	f := &Facts{
 		Name: p.Name, Family: p.Model.Family, Downscale: p.Downscale(), SizeMultiple: p.SizeMultiple(),
 		Levels: len(p.Model.UNet.BlockOutChannels), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
-		TextHidden: p.Model.UNet.CrossAttentionDim, MaxClipSkip: 1 << 30,
+		TextHidden: p.Model.UNet.CrossAttentionDim, MaxClipSkip: 1 << 30, GuidanceDistilled: p.GuidanceDistilled(),
 		Scheduler: p.Model.Scheduler, LatentRGBBias: bias, Tokenizer: p.Tokenizer(),
 	}
 	for _, t := range p.Model.Texts {
@@ -93,7 +95,7 @@ func (f *Facts) Validate(s presets.Settings) error {
 // SamplerSettings converts image settings to a sampling run's settings for
 // this model; see the package function SamplerSettings.
 func (f *Facts) SamplerSettings(s presets.Settings) sampler.Settings {
-	return samplerSettings(f.Downscale, f.LatentChannels, f.Scheduler, s)
+	return samplerSettings(f.Downscale, f.LatentChannels, f.GuidanceDistilled, f.Scheduler, s)
 }
 
 // Preview renders batch row i of a latent as RGB without the VAE; see

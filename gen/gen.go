@@ -109,15 +109,21 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 // SamplerSettings converts image settings to a sampling run's settings for
 // pipeline p. The seed must already be resolved (not -1).
 func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
-	return samplerSettings(p.Downscale(), p.LatentChannels(), p.Model.Scheduler, s)
+	return samplerSettings(p.Downscale(), p.LatentChannels(), p.GuidanceDistilled(), p.Model.Scheduler, s)
 }
 
-func samplerSettings(ds, channels int, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+// samplerSettings: a guidance-distilled (LCM) model takes the guidance as
+// an input (Pipeline.SetGuidance), so its runs have no unconditional row.
+func samplerSettings(ds, channels int, distilled bool, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
+	cfg := s.CFGScale
+	if distilled {
+		cfg = 1
+	}
 	return sampler.Settings{
 		Sampler:         s.Sampler,
 		Schedule:        s.Schedule,
 		Steps:           s.Steps,
-		CFG:             s.CFGScale,
+		CFG:             cfg,
 		GuidanceRescale: s.GuidanceRescale,
 		Eta:             s.Eta,
 		Seed:            uint64(s.Seed),
@@ -186,6 +192,7 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 	j.Cond = c
 	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
+	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
 	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
 	if err != nil {
 		c.Release()
@@ -364,10 +371,19 @@ func (j *Job) Infotext(i int) string {
 	return j.Settings.Infotext()
 }
 
-// Preview renders batch row i of a latent (best the predicted x0) as an RGB
-// image without the VAE, through the model's linear latent -> RGB
-// projection: it costs nothing, so every step can show one.
+// PreviewFor renders batch row i of a latent (best the predicted x0) as an
+// RGB image: with the pipeline's TAESD when one is loaded, else through the
+// model's linear latent -> RGB projection, which costs nothing.
 func PreviewFor(p *models.Pipeline, l sampler.Latent, i int) *image.RGBA {
+	if p.TAESD() != nil {
+		c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+		n := c * h * w
+		if (i+1)*n <= len(l.Data) {
+			if imgs, err := p.DecodeTiny(l.Data[i*n:(i+1)*n], [4]int{1, c, h, w}); err == nil {
+				return imgs[0]
+			}
+		}
+	}
 	factors, bias := p.LatentRGB()
 	return preview(factors, bias, l, i)
 }

@@ -268,6 +268,9 @@ type Device interface {
 	GELU(x *Tensor) *Tensor      // erf form (PyTorch's default)
 	GELUTanh(x *Tensor) *Tensor  // tanh approximation
 	QuickGELU(x *Tensor) *Tensor // x * sigmoid(1.702 x), CLIP's activation
+	ReLU(x *Tensor) *Tensor      // max(x, 0)
+	// SoftClamp returns s * tanh(x / s): TAESD's bound on its input.
+	SoftClamp(x *Tensor, s float32) *Tensor
 	// GEGLU splits the last dim in halves (a, g) and returns a * GELU(g).
 	GEGLU(x *Tensor) *Tensor
 

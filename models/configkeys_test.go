@@ -43,7 +43,6 @@ func TestConfigKeysNeverIgnored(t *testing.T) {
 		want string
 	}{
 		{"unet/config.json", map[string]any{"class_embed_type": "timestep"}, "class_embed_type"},
-		{"unet/config.json", map[string]any{"time_cond_proj_dim": 256}, "time_cond_proj_dim"},
 		{"unet/config.json", map[string]any{"resnet_out_scale_factor": 2.0}, "resnet_out_scale_factor"},
 		{"unet/config.json", map[string]any{"timestep_post_act": "silu"}, "timestep_post_act"},
 		{"unet/config.json", map[string]any{"time_embedding_act_fn": "silu"}, "time_embedding_act_fn"},

@@ -36,6 +36,8 @@ type Pipeline struct {
 	toks  []*tokenizer.Tokenizer // each text encoder's tokenizer
 	unet  *nets.UNet
 	vae   *nets.VAE
+	tiny  *nets.Tiny // TAESD, when set: decodes instead of the VAE
+	tinyM *checkpoint.Tiny
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
 	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
@@ -268,6 +270,7 @@ func (p *Pipeline) Close() error {
 		p.vae.Release()
 	}
 	p.texts, p.unet, p.vae = nil, nil, nil
+	p.releaseTiny()
 	if p.Model != nil {
 		err := p.Model.Close()
 		p.Model = nil
@@ -293,6 +296,8 @@ type Conditioning struct {
 	// CondTimeIDs and UncondTimeIDs are SDXL's added time ids (set by
 	// SetSize).
 	CondTimeIDs, UncondTimeIDs []float32
+	// guidance is an LCM model's guidance embedding [1, dim] (SetGuidance).
+	guidance *gpu.Tensor
 
 	batch map[string]*gpu.Tensor // contexts built for row patterns
 	dev   gpu.Device
@@ -303,7 +308,7 @@ func (c *Conditioning) Release() {
 	if c == nil || c.dev == nil {
 		return
 	}
-	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled} {
+	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled, c.guidance} {
 		if t != nil {
 			c.dev.Release(t)
 		}
@@ -581,13 +586,43 @@ func (c *Conditioning) cached(key string, rows []Row, cond, uncond *gpu.Tensor) 
 	return t
 }
 
-// added returns SDXL's added conditioning for a row pattern, or nil for
-// families without it.
+// GuidanceDistilled reports an LCM-distilled U-Net (time_cond_proj_dim):
+// guidance is an input of the network, not a second batch row.
+func (p *Pipeline) GuidanceDistilled() bool { return p.unet.Config.TimeCondProjDim > 0 }
+
+// SetGuidance gives a guidance-distilled (LCM) model its guidance w
+// (diffusers: guidance_scale - 1) as the embedding it takes; a no-op for
+// other models.
+func (p *Pipeline) SetGuidance(c *Conditioning, w float64) {
+	if !p.GuidanceDistilled() {
+		return
+	}
+	if c.guidance != nil {
+		c.dev.Release(c.guidance)
+	}
+	dim := p.unet.Config.TimeCondProjDim
+	c.guidance = c.dev.Upload(nets.GuidanceEmbedding([]float64{w}, dim), 1, dim)
+	for k, t := range c.batch {
+		if strings.HasPrefix(k, "lcm:") {
+			c.dev.Release(t)
+			delete(c.batch, k)
+		}
+	}
+}
+
+// added returns the added conditioning for a row pattern (SDXL's pooled
+// vector and time ids, an LCM model's guidance embedding), or nil.
 func (c *Conditioning) added(rows []Row) *nets.Added {
-	if c.CondPooled == nil {
+	if c.CondPooled == nil && c.guidance == nil {
 		return nil
 	}
+	if c.CondPooled == nil {
+		return &nets.Added{TimestepCond: c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)}
+	}
 	a := &nets.Added{TextEmbeds: c.cached("added:"+rowsKey(rows), rows, c.CondPooled, c.UncondPooled)}
+	if c.guidance != nil {
+		a.TimestepCond = c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)
+	}
 	for _, r := range rows {
 		if r {
 			a.TimeIDs = append(a.TimeIDs, c.CondTimeIDs...)
@@ -634,6 +669,9 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 // Decode turns SD latents [B, C, h, w] (as the sampler leaves them, before
 // the scaling factor is undone) into images.
 func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error) {
+	if p.tiny != nil {
+		return p.DecodeTiny(latent, shape)
+	}
 	t0 := time.Now()
 	d := p.dev
 	c := &p.vae.Config
@@ -660,6 +698,59 @@ func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error)
 	p.Timings["vae_decode"] = time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("vae decode: %w", err)
+	}
+	return ToImages(pix, img.Shape), nil
+}
+
+// SetTAESD makes the pipeline decode with a TAESD (stable-diffusion.cpp's
+// --taesd: final images and previews), uploading it to the pipeline's
+// device; nil goes back to the VAE. The pipeline owns t from then on.
+func (p *Pipeline) SetTAESD(t *checkpoint.Tiny) error {
+	if t != nil && t.Config.LatentChannels != p.LatentChannels() {
+		return fmt.Errorf("taesd %s: %d latent channels, the model's are %d", t.Path, t.Config.LatentChannels, p.LatentChannels())
+	}
+	var net *nets.Tiny
+	if t != nil {
+		var err error
+		if net, err = nets.NewTiny(p.dev, t.Config, t.Weights); err != nil {
+			return fmt.Errorf("taesd %s: %w", t.Path, err)
+		}
+		if err := p.dev.Finish(); err != nil {
+			net.Release()
+			return fmt.Errorf("taesd %s: uploading weights: %w", t.Path, err)
+		}
+	}
+	p.releaseTiny()
+	p.tiny, p.tinyM = net, t
+	return nil
+}
+
+// TAESD is the TAESD the pipeline decodes with, or nil.
+func (p *Pipeline) TAESD() *checkpoint.Tiny { return p.tinyM }
+
+func (p *Pipeline) releaseTiny() {
+	if p.tiny != nil {
+		p.tiny.Release()
+		p.tinyM.Close()
+	}
+	p.tiny, p.tinyM = nil, nil
+}
+
+// DecodeTiny decodes latents [B, C, h, w] (as the sampler leaves them:
+// TAESD works in diffusion space, nothing to undo) with the TAESD.
+func (p *Pipeline) DecodeTiny(latent []float32, shape [4]int) ([]*image.RGBA, error) {
+	if p.tiny == nil {
+		return nil, errors.New("taesd decode: no TAESD loaded")
+	}
+	t0 := time.Now()
+	d := p.dev
+	d.PushScope()
+	img := p.tiny.Decode(d.Upload(latent, shape[:]...))
+	pix, err := d.Download(img)
+	d.PopScope()
+	p.Timings["taesd_decode"] = time.Since(t0)
+	if err != nil {
+		return nil, fmt.Errorf("taesd decode: %w", err)
 	}
 	return ToImages(pix, img.Shape), nil
 }

@@ -71,6 +71,23 @@ func RandomModel(kind string, seed uint64) (*checkpoint.Model, error) {
 	return m, nil
 }
 
+// RandomTiny synthesises a TAESD with the published shapes (64 channels,
+// 4 latent channels) and random fp16 weights, for benchmarks.
+func RandomTiny(seed uint64) (*checkpoint.Tiny, error) {
+	t := &checkpoint.Tiny{Path: "random:taesd", Layout: "random", HasEncoder: true}
+	t.Config.Defaults()
+	decls, err := nets.TinyDecls(t.Config)
+	if err != nil {
+		return nil, err
+	}
+	shapes := map[string][]int{}
+	for _, d := range decls {
+		shapes[d.Name] = d.Shape
+	}
+	t.Weights = randomWeights(shapes, rand.New(rand.NewPCG(seed, 0x7ae5d)))
+	return t, nil
+}
+
 func randomWeights(shapes map[string][]int, r *rand.Rand) nets.MapWeights {
 	w := nets.MapWeights{}
 	for name, shape := range shapes {

@@ -1,7 +1,8 @@
 #version 430
 // unary.comp: element-wise functions of one input, one element per
 // invocation. One define picks the function: OP_SILU, OP_GELU (erf form),
-// OP_GELU_TANH, OP_QUICKGELU, OP_SCALE (x*s + b), OP_GEGLU (a * GELU(g) with
+// OP_GELU_TANH, OP_QUICKGELU, OP_RELU, OP_SOFTCLAMP (s * tanh(x/s)),
+// OP_SCALE (x*s + b), OP_GEGLU (a * GELU(g) with
 // a, g the halves of the last dim). Defines: LX, X_LOADER.
 #include "common.glsl"
 
@@ -55,6 +56,11 @@ void main() {
 	put(i, 0.5 * x * (1.0 + tanh(clamp(u, -15.0, 15.0))));
 #elif defined(OP_QUICKGELU)
 	put(i, x * sigmoid(1.702 * x));
+#elif defined(OP_RELU)
+	put(i, max(x, 0.0));
+#elif defined(OP_SOFTCLAMP)
+	// tanh saturates to +-1 well inside +-15; clamping keeps exp() finite.
+	put(i, s * tanh(clamp(x / s, -15.0, 15.0)));
 #elif defined(OP_SCALE)
 	put(i, x * s + b);
 #else

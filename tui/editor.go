@@ -56,6 +56,9 @@ type editor struct {
 	downscale                                    int // what image sides are multiples of (the step of the size fields)
 	eta                                          *float64
 	guidanceRescale                              float64
+	// sizeCond is SDXL's size conditioning (original W,H, crop left,top,
+	// target W,H), carried from presets and opened PNGs like eta.
+	sizeCond [6]int
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {
@@ -104,6 +107,7 @@ func (e *editor) set(s presets.Settings) {
 	e.rng = max(0, indexOf(e.rngs, s.RNG))
 	e.eta = s.Eta
 	e.guidanceRescale = s.GuidanceRescale
+	e.sizeCond = [6]int{s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight}
 }
 
 func indexOf(list []string, s string) int {
@@ -154,6 +158,8 @@ func (e *editor) settings() (presets.Settings, error) {
 	s.RNG = e.rngs[e.rng]
 	s.Eta = e.eta
 	s.GuidanceRescale = e.guidanceRescale
+	c := e.sizeCond
+	s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight = c[0], c[1], c[2], c[3], c[4], c[5]
 	return s, err
 }
 

@@ -39,3 +39,14 @@ func TestSwitchFamilies(t *testing.T) {
 		assert.Equalf(t, runDone, r.Status, "%s: run %s (%s)", c.name, runStatusNames[r.Status], m.status)
 	}
 }
+
+// TestSizeConditioningCarried: SDXL's size conditioning from a preset or
+// an opened PNG survives the editor into the run's settings.
+func TestSizeConditioningCarried(t *testing.T) {
+	s := testSettings()
+	s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop = 128, 96, 8, 16
+	e := newEditor(s, "")
+	got, err := e.settings()
+	require.NoError(t, err)
+	assert.Equal(t, [4]int{128, 96, 8, 16}, [4]int{got.OriginalWidth, got.OriginalHeight, got.CropLeft, got.CropTop})
+}

@@ -53,7 +53,10 @@ type benchReport struct {
 	// WeightBytes is the size of the weights as stored; PeakRSS the
 	// process's peak resident memory (VmHWM; 0 where /proc is missing).
 	WeightBytes int64 `json:"weight_bytes"`
-	PeakRSS     int64 `json:"peak_rss_bytes"`
+	// TAESDSeconds is one TAESD preview decode (with --taesd), to set
+	// against StepSeconds.
+	TAESDSeconds float64 `json:"taesd_preview_seconds,omitempty"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
 }
 
 // peakRSS reads the process's peak resident set size from /proc.
@@ -83,6 +86,7 @@ func runBench(args []string) error {
 	cfg := fs.Float64("cfg-scale", 7.5, "guidance scale (1 = one U-Net row per step)")
 	sampler := fs.String("sampler", "euler", "sampler")
 	asJSON := fs.Bool("json", false, "print one JSON object")
+	taesd := fs.String("taesd", "", "also time a TAESD preview decode: a TAESD path, or 'random' for TAESD's published shapes with random weights")
 	save := fs.String("save", "", "with --random: write the synthesised model as a single-file checkpoint in its family's original layout (and FILE's .json config beside it), then stop")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -126,6 +130,12 @@ func runBench(args []string) error {
 	}
 	defer p.Close()
 	load := time.Since(t0)
+	var tiny *checkpoint.Tiny
+	if *taesd != "" {
+		if tiny, err = benchTAESD(*taesd); err != nil {
+			return err
+		}
+	}
 
 	s := presets.Default()
 	s.Prompt, s.NegativePrompt = "a photograph of an astronaut riding a horse", "blurry"
@@ -134,7 +144,7 @@ func runBench(args []string) error {
 	if *size == 0 {
 		s.Width, s.Height = p.NativeSize(), p.NativeSize()
 	}
-	r, err := bench(counter, p, s)
+	r, err := bench(counter, p, s, tiny)
 	if err != nil {
 		return err
 	}
@@ -146,6 +156,15 @@ func runBench(args []string) error {
 	}
 	printBench(os.Stdout, r)
 	return nil
+}
+
+// benchTAESD loads a TAESD, or for "random" synthesises one with TAESD's
+// published shapes (64 channels) and random weights.
+func benchTAESD(path string) (*checkpoint.Tiny, error) {
+	if path != "random" {
+		return checkpoint.LoadTiny(path)
+	}
+	return models.RandomTiny(1)
 }
 
 // saveRandom writes a synthesised model as a single file plus its config
@@ -203,7 +222,7 @@ func saveRandom(m *checkpoint.Model, path string) error {
 }
 
 // bench runs one generation stage by stage, counting FLOPs on c.
-func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport, error) {
+func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpoint.Tiny) (*benchReport, error) {
 	r := &benchReport{Model: p.Name, Device: c.Name(), Size: s.Width, Steps: s.Steps, CFG: s.CFGScale}
 	stage := func(name string, f func() error) error {
 		f0, t0 := c.FLOPs, time.Now()
@@ -252,6 +271,23 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings) (*benchReport
 	if err := stage("vae decode + readback", func() error { _, err := j.Images(); return err }); err != nil {
 		return nil, err
 	}
+	if tiny != nil && len(j.Frames) > 0 {
+		// What a TAESD step preview costs: one decode of the last step's
+		// x0, after a first (compiling) one.
+		if err := p.SetTAESD(tiny); err != nil {
+			tiny.Close()
+			return nil, err
+		}
+		den := j.Frames[len(j.Frames)-1].Denoised
+		one := [4]int{1, den.Shape[1], den.Shape[2], den.Shape[3]}
+		x0 := den.Data[:one[1]*one[2]*one[3]]
+		for _, name := range []string{"taesd preview (first)", "taesd preview"} {
+			if err := stage(name, func() error { _, err := p.DecodeTiny(x0, one); return err }); err != nil {
+				return nil, err
+			}
+		}
+		r.TAESDSeconds = r.Stages[len(r.Stages)-1].Seconds
+	}
 	r.TotalSeconds = time.Since(start).Seconds()
 	st := c.Stats()
 	r.PeakBytes, r.Resident = st.Peak, st.Resident
@@ -273,6 +309,9 @@ func printBench(w io.Writer, r *benchReport) {
 		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
 	if r.NewBuffers >= 0 {
 		fmt.Fprintf(w, "GL buffers created during steps 2..%d: %d\n", r.Steps, r.NewBuffers)
+	}
+	if r.TAESDSeconds > 0 {
+		fmt.Fprintf(w, "taesd preview %.4fs = %.1f%% of a U-Net step\n", r.TAESDSeconds, 100*r.TAESDSeconds/r.StepSeconds)
 	}
 	if r.PeakRSS > 0 && r.WeightBytes > 0 {
 		fmt.Fprintf(w, "weights %.1f MiB; peak process RSS %.1f MiB = %.2f x the weights\n",

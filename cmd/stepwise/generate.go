@@ -19,6 +19,7 @@ import (
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
@@ -31,16 +32,20 @@ func init() {
 // genFlags are the flags of `stepwise generate`.
 type genFlags struct {
 	model, config, device, output, from string
-	prediction                          string
+	prediction, taesd                   string
 	loraDir                             string
+	samplerSet                          bool // --sampler given (or read by --from)
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
 }
 
+// fullUsage prints every flag of generate (set by newGenFlagSet).
+var fullUsage func()
+
 func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("generate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(io.Discard) // parse errors are returned; -h prints fullUsage
 	f.s = presets.Default()
 	f.s.Width, f.s.Height = 0, 0 // 0: the model's native size
 	str := func(p *string, long, short, usage string) {
@@ -78,6 +83,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
+	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
@@ -86,7 +92,10 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	f.device = "auto"
 	f.output = "out.png"
 	f.loraDir = os.Getenv(models.LoRADirEnv)
-	fs.Usage = func() {
+	// A mistyped flag gets the error and one line, not every flag; -h
+	// gets them all (parseGenerate).
+	fs.Usage = func() {}
+	fullUsage = func() {
 		fmt.Fprintf(stderr, "usage: stepwise generate -p PROMPT [flags]\n\nflags:\n")
 		fs.VisitAll(func(fl *flag.Flag) {
 			if strings.HasPrefix(fl.Usage, "short for") {
@@ -130,7 +139,13 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	var f genFlags
 	fs := newGenFlagSet(&f, stderr)
 	if err := fs.Parse(args); err != nil {
-		return f, err
+		if errors.Is(err, flag.ErrHelp) {
+			if fullUsage != nil {
+				fullUsage()
+			}
+			return f, err
+		}
+		return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
 	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
@@ -142,6 +157,7 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 			return f, err
 		}
 	}
+	f.samplerSet = set["sampler"] || f.from != ""
 	if set["eta"] {
 		f.s.Eta = presets.Float(f.eta)
 	}
@@ -161,6 +177,23 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		return f, fmt.Errorf("prompt: %w", err)
 	}
 	return f, nil
+}
+
+// lcmSampler picks the lcm sampler for a model whose scheduler is
+// LCMScheduler when no sampler was asked for, and says when lcm was asked
+// for a model that is neither LCM-distilled nor scheduled for LCM (it then
+// needs an LCM-LoRA to make sense).
+func lcmSampler(p *models.Pipeline, name string, asked bool, note func(string)) string {
+	lcmModel := p.GuidanceDistilled() || p.Model.Scheduler.ClassName == "LCMScheduler"
+	canon, _, _ := sampler.LookupSampler(name)
+	switch {
+	case lcmModel && !asked && canon != "lcm":
+		note(fmt.Sprintf("%s is a latent consistency model: sampling with lcm (pass --sampler to choose another)", p.Name))
+		return "lcm"
+	case !lcmModel && canon == "lcm":
+		note(fmt.Sprintf("the lcm sampler expects an LCM model or an LCM-LoRA; %s is neither an LCM-distilled model nor scheduled for LCM", p.Name))
+	}
+	return name
 }
 
 // pairValue is a flag "A,B" of two non-negative integers.
@@ -263,8 +296,13 @@ func outputPaths(out string, batch int, force bool) ([]string, error) {
 	if out == "" || strings.HasSuffix(out, "/") {
 		return nil, fmt.Errorf("-o: %w", render.CheckOutput(out))
 	}
-	if filepath.Ext(out) == "" {
+	switch ext := strings.ToLower(filepath.Ext(out)); ext {
+	case "":
 		out += ".png"
+	case ".png":
+	default:
+		// -o out.jpg used to write PNG bytes under a .jpg name.
+		return nil, fmt.Errorf("-o %s: Stepwise writes PNG files (they carry the generation parameters that --from and A1111 read); name the output .png, not %s", out, ext)
 	}
 	paths := []string{out}
 	if batch > 1 {
@@ -333,6 +371,16 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	defer dev.Close()
 	defer p.Close()
 	p.LoRADir = f.loraDir
+	if f.taesd != "" {
+		tm, err := checkpoint.LoadTiny(f.taesd)
+		if err != nil {
+			return fmt.Errorf("%w; nothing written", err)
+		}
+		if err := p.SetTAESD(tm); err != nil {
+			tm.Close()
+			return fmt.Errorf("%w; nothing written", err)
+		}
+	}
 	switch f.prediction {
 	case "eps", "epsilon":
 		p.Model.Scheduler.PredictionType = "epsilon"
@@ -360,6 +408,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stderr, "estimate: %s of memory at the peak, %.1f TFLOP%s (Ctrl+C stops it)\n", gen.GiB(c.PeakBytes), c.Total(s.Steps)/1e12, eta)
 	}
+	s.Sampler = lcmSampler(p, s.Sampler, f.samplerSet, func(msg string) {
+		// lcm on an ordinary model with a LoRA in the prompt: an LCM-LoRA.
+		if tags, _ := models.ParseLoRATags(s.Prompt); len(tags) > 0 && strings.Contains(msg, "LCM-LoRA") {
+			return
+		}
+		fmt.Fprintf(stderr, "note: %s\n", msg)
+	})
 	randomSeed := s.Seed < 0
 	j, err := gen.Start(p, s)
 	if err != nil {
@@ -445,8 +500,12 @@ func (p *progress) step(fr sampler.Frame) {
 		return
 	}
 	var b strings.Builder
-	if p.drawn > 0 {
-		fmt.Fprintf(&b, "\r\x1b[%dA", p.drawn-1)
+	// Back to the start of what was drawn: the bar's own line, plus the
+	// preview's lines above it. "ESC[0A" would not mean "stay": terminals
+	// read a zero count as one and climb over earlier output.
+	b.WriteString("\r")
+	if p.drawn > 1 {
+		fmt.Fprintf(&b, "\x1b[%dA", p.drawn-1)
 	}
 	lines := 0
 	if p.preview {

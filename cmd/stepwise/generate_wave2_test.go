@@ -1,11 +1,16 @@
 package main
 
 import (
+	"bytes"
+	"flag"
+	"fmt"
+	"github.com/stepwise/stepwise/sampler"
 	"image/png"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -92,4 +97,80 @@ func readPixels(t *testing.T, path string) []byte {
 		}
 	}
 	return out
+}
+
+// TestProgressRedrawsInPlace: the bar without a preview returns to the
+// start of its own line and never moves the cursor up (ESC[0A climbed one
+// line in real terminals, over the printed seed).
+func TestProgressRedrawsInPlace(t *testing.T) {
+	var b strings.Builder
+	p := &progress{w: &b, tty: true, start: time.Now()}
+	for i := 0; i < 3; i++ {
+		p.step(sampler.Frame{Index: i, Total: 3})
+	}
+	out := b.String()
+	assert.NotContains(t, out, "\x1b[0A")
+	assert.NotRegexp(t, `\x1b\[\d+A`, out, "cursor moved up without a preview")
+	assert.Equal(t, 3, strings.Count(out, "\r"), "one carriage return per redraw")
+}
+
+// TestUnknownFlagIsOneLine: a mistyped flag gives its error and where to
+// find the flags, not every flag (97 lines before).
+func TestUnknownFlagIsOneLine(t *testing.T) {
+	var stderr bytes.Buffer
+	_, err := parseGenerate([]string{"--bogus"}, &stderr)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "-bogus")
+	assert.Contains(t, err.Error(), "stepwise generate -h")
+	assert.Empty(t, stderr.String())
+	_, err = parseGenerate([]string{"-h"}, &stderr)
+	require.ErrorIs(t, err, flag.ErrHelp)
+	assert.Contains(t, stderr.String(), "--original-size")
+}
+
+// TestOutputMustBePNG: -o out.jpg is refused before any work (it wrote PNG
+// bytes under a .jpg name); .PNG and no extension are fine.
+func TestOutputMustBePNG(t *testing.T) {
+	dir := t.TempDir()
+	for _, bad := range []string{"out.jpg", "out.webp", "out.JPEG"} {
+		_, err := outputPaths(filepath.Join(dir, bad), 1, false)
+		if assert.Errorf(t, err, "%s accepted", bad) {
+			assert.Contains(t, err.Error(), "name the output .png")
+		}
+	}
+	for _, good := range []string{"out.png", "out.PNG", "out"} {
+		_, err := outputPaths(filepath.Join(dir, good), 1, false)
+		assert.NoErrorf(t, err, "%s", good)
+	}
+}
+
+// TestGenerateLCMPNG: `stepwise generate` on the LCM-distilled lcm-mini
+// picks the lcm sampler by itself and reproduces diffusers' PNG within 1.
+func TestGenerateLCMPNG(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "lcm_e2e_4steps_g8.0_seed42.safetensors")).I64("image_uint8")
+	out := filepath.Join(t.TempDir(), "lcm.png")
+	log, err := runGen(t, []string{"--model", filepath.Join(dir, "lcm-mini"), "-p", "a photograph of an astronaut riding a horse",
+		"--steps", "4", "--cfg-scale", "8", "--seed", "42", "--rng", "torch-cpu", "-W", "64", "-H", "64", "--device", "ref", "-o", out})
+	require.NoError(t, err, log)
+	assert.Contains(t, log, "sampling with lcm")
+	d, n := pixelsOffBy(t, out, want)
+	assert.LessOrEqualf(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
+}
+
+// TestGenerateTAESDPNG: `--taesd` decodes the final image with the tiny
+// autoencoder (from each of its layouts) and reproduces diffusers'
+// taesd_e2e PNG within 1.
+func TestGenerateTAESDPNG(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "taesd_e2e_euler_seed42.safetensors")).I64("image_uint8")
+	for i, taesd := range []string{filepath.Join(dir, "taesd-mini"), filepath.Join(dir, "taesd-mini", "taesd_decoder.safetensors")} {
+		out := filepath.Join(t.TempDir(), fmt.Sprintf("taesd%d.png", i))
+		log, err := runGen(t, append(publicE2EArgs(golden.Dir(t), out), "--taesd", taesd))
+		require.NoError(t, err, log)
+		d, n := pixelsOffBy(t, out, want)
+		assert.LessOrEqualf(t, d, 1, "%s: pixels differ from diffusers by up to %d (%d values)", taesd, d, n)
+	}
+	_, err := runGen(t, append(publicE2EArgs(golden.Dir(t), filepath.Join(t.TempDir(), "x.png")), "--taesd", filepath.Join(dir, "lcm-mini")))
+	assert.Error(t, err, "a folder that is no TAESD")
 }

@@ -67,6 +67,23 @@ func run(args []string) (code int) {
 		usage()
 		return 0
 	}
+	if name == "studio" && len(args) > 0 {
+		switch args[0] {
+		case "-h", "-help", "--help":
+			// The top level's help lists the subcommands too.
+			usage()
+			fmt.Fprintln(os.Stderr, "\nThe studio's flags ('stepwise studio -h'):")
+			commands["studio"].run([]string{"-h"})
+			return 0
+		case "-version", "--version":
+			fmt.Println(versionString())
+			return 0
+		}
+	}
+	if name == "version" {
+		fmt.Println(versionString())
+		return 0
+	}
 	c, ok := commands[name]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "stepwise: unknown command %q\n\n", name)
@@ -149,6 +166,34 @@ func onSignal(name string, stop func()) func() syscall.Signal {
 	return func() syscall.Signal { return syscall.Signal(got.Load()) }
 }
 
+// versionString is the module version and VCS revision the binary was
+// built from, as the Go toolchain recorded them.
+func versionString() string {
+	v, rev, dirty := "(devel)", "", ""
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		if bi.Main.Version != "" {
+			v = bi.Main.Version
+		}
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				rev = s.Value
+			case "vcs.modified":
+				if s.Value == "true" {
+					dirty = "+modified"
+				}
+			}
+		}
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	if rev != "" {
+		return fmt.Sprintf("stepwise %s %s%s", v, rev, dirty)
+	}
+	return "stepwise " + v
+}
+
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: stepwise [command] [flags]")
 	fmt.Fprintln(os.Stderr, "\ncommands:")
@@ -160,5 +205,6 @@ func usage() {
 	for _, n := range names {
 		fmt.Fprintf(os.Stderr, "  %-10s %s\n", n, commands[n].summary)
 	}
+	fmt.Fprintf(os.Stderr, "  %-10s %s\n", "version", "print the version (also --version)")
 	fmt.Fprintln(os.Stderr, "\nRun 'stepwise COMMAND -h' for a command's flags.")
 }

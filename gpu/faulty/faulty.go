@@ -176,6 +176,7 @@ var shaderFiles = map[string]string{
 	"MatMul": "matmul.comp", "Conv2D": "conv2d.comp", "GroupNorm": "groupnorm.comp", "GroupNormSiLU": "groupnorm.comp",
 	"LayerNorm": "layernorm.comp", "Softmax": "softmax.comp", "Attention": "attention.comp",
 	"SiLU": "unary.comp", "GELU": "unary.comp", "GELUTanh": "unary.comp", "QuickGELU": "unary.comp",
+	"ReLU": "unary.comp", "SoftClamp": "unary.comp",
 	"GEGLU": "unary.comp", "Scale": "unary.comp", "Add": "binary.comp", "Mul": "binary.comp",
 	"Upsample2x": "upsample.comp", "Concat": "copy.comp", "Slice": "copy.comp",
 	"Permute": "copy.comp", "Cast": "copy.comp", "Embedding": "embedding.comp",
@@ -303,6 +304,18 @@ func (d *Device) GELUTanh(x *gpu.Tensor) *gpu.Tensor {
 func (d *Device) QuickGELU(x *gpu.Tensor) *gpu.Tensor {
 	d.before("QuickGELU")
 	return d.Device.QuickGELU(x)
+}
+
+// ReLU implements gpu.Device.
+func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor {
+	d.before("ReLU")
+	return d.Device.ReLU(x)
+}
+
+// SoftClamp implements gpu.Device.
+func (d *Device) SoftClamp(x *gpu.Tensor, s float32) *gpu.Tensor {
+	d.before("SoftClamp")
+	return d.Device.SoftClamp(x, s)
 }
 
 // GEGLU implements gpu.Device.

@@ -532,6 +532,14 @@ func (d *Device) QuickGELU(x *gpu.Tensor) *gpu.Tensor {
 	return d.unary("QuickGELU", "OP_QUICKGELU", x, 0, 0)
 }
 
+// ReLU returns max(x, 0).
+func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("ReLU", "OP_RELU", x, 0, 0) }
+
+// SoftClamp returns s * tanh(x / s).
+func (d *Device) SoftClamp(x *gpu.Tensor, s float32) *gpu.Tensor {
+	return d.unary("SoftClamp", "OP_SOFTCLAMP", x, s, 0)
+}
+
 // Scale returns x*s + b.
 func (d *Device) Scale(x *gpu.Tensor, s, b float32) *gpu.Tensor {
 	return d.unary("Scale", "OP_SCALE", x, s, b)

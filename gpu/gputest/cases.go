@@ -178,6 +178,13 @@ func Cases() []Case {
 	add("GELU/3x5x7", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.GELU }), wide)
 	add("GELUTanh/3x5x7", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.GELUTanh }), wide)
 	add("QuickGELU/3x5x7", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.QuickGELU }), wide)
+	add("ReLU/3x5x7", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.ReLU }), wide)
+	add("SoftClamp/extremes", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor {
+		return func(x *gpu.Tensor) *gpu.Tensor { return d.SoftClamp(x, 3) }
+	}), Input{Shape: []int{101}, Scale: 40})
+	add("SoftClamp/2x3x7x5", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor {
+		return func(x *gpu.Tensor) *gpu.Tensor { return d.SoftClamp(x, 2.5) }
+	}), Input{Shape: []int{2, 3, 7, 5}, Scale: 4})
 	add("GEGLU/2x7x26", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.GEGLU }),
 		Input{Shape: []int{2, 7, 26}, Scale: 3})
 	add("SiLU/extremes", act(func(d gpu.Device) func(*gpu.Tensor) *gpu.Tensor { return d.SiLU }),

@@ -19,6 +19,16 @@ func (d *Device) unary(op string, x *gpu.Tensor, f func(float64) float64) *gpu.T
 	return out
 }
 
+// ReLU implements gpu.Device: max(x, 0).
+func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor {
+	return d.unary("ReLU", x, func(v float64) float64 { return math.Max(v, 0) })
+}
+
+// SoftClamp implements gpu.Device: s * tanh(x / s).
+func (d *Device) SoftClamp(x *gpu.Tensor, s float32) *gpu.Tensor {
+	return d.unary("SoftClamp", x, func(v float64) float64 { return float64(s) * math.Tanh(v/float64(s)) })
+}
+
 // SiLU implements gpu.Device: x * sigmoid(x).
 func (d *Device) SiLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("SiLU", x, silu) }
 

@@ -74,7 +74,7 @@ func newConfigs() configs {
 // anything else is refused by name rather than silently ignored.
 var unsupportedKeys = map[string][]struct{ key, off string }{
 	"unet": {
-		{"class_embed_type", ""}, {"num_class_embeds", ""}, {"time_cond_proj_dim", ""},
+		{"class_embed_type", ""}, {"num_class_embeds", ""},
 		{"timestep_post_act", ""}, {"time_embedding_act_fn", ""}, {"time_embedding_type", `"positional"`},
 		{"resnet_out_scale_factor", "1"}, {"resnet_out_scale_factor", "1.0"}, {"resnet_skip_time_act", "false"},
 		{"only_cross_attention", "false"}, {"mid_block_only_cross_attention", ""}, {"dual_cross_attention", "false"},
@@ -315,6 +315,7 @@ func validateUNet(path string, c *nets.UNetConfig) error {
 		{"unet conv_in_kernel", c.ConvInKernel, 1, 7},
 		{"unet conv_out_kernel", c.ConvOutKernel, 1, 7},
 		{"unet sample_size", c.SampleSize, 1, 1 << 14},
+		{"unet time_cond_proj_dim", c.TimeCondProjDim, 0, 1 << 12},
 	}
 	for _, k := range checks {
 		if err := inRange(path, k.what, k.v, k.lo, k.hi); err != nil {
@@ -338,6 +339,9 @@ func validateUNet(path string, c *nets.UNetConfig) error {
 	}
 	if !(c.NormEps > 0 && c.NormEps < 1) {
 		return cfgErr(path, "unet norm_eps = %g, want 0 < eps < 1", c.NormEps)
+	}
+	if c.TimeCondProjDim%2 != 0 || c.TimeCondProjDim == 2 {
+		return cfgErr(path, "unet time_cond_proj_dim = %d, want 0 or an even number >= 4", c.TimeCondProjDim)
 	}
 	switch c.AdditionEmbedType {
 	case "":

@@ -97,9 +97,13 @@ type UNetConfig struct {
 	ResnetTimeScaleShift string    `json:"resnet_time_scale_shift"`
 	// SDXL's added conditioning: "text_time" adds add_embedding(pooled
 	// text embedding ++ sinusoidal(time ids)) to the timestep embedding.
-	AdditionEmbedType                 string `json:"addition_embed_type"`
-	AdditionTimeEmbedDim              int    `json:"addition_time_embed_dim"`
-	ProjectionClassEmbeddingsInputDim int    `json:"projection_class_embeddings_input_dim"`
+	AdditionEmbedType string `json:"addition_embed_type"`
+	// TimeCondProjDim (LCM-distilled models): a guidance embedding of this
+	// width goes through time_embedding.cond_proj and is added to the
+	// timestep features before linear_1.
+	TimeCondProjDim                   int `json:"time_cond_proj_dim"`
+	AdditionTimeEmbedDim              int `json:"addition_time_embed_dim"`
+	ProjectionClassEmbeddingsInputDim int `json:"projection_class_embeddings_input_dim"`
 }
 
 // Defaults fills unset fields with SD 1.5's values.

@@ -2,6 +2,7 @@ package nets
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/stepwise/stepwise/gpu"
 )
@@ -32,6 +33,8 @@ type UNet struct {
 	spatialDivisor int
 	// addEmb is SDXL's add_embedding (addition_embed_type "text_time").
 	addEmb *[2]linear
+	// condProj is LCM's time_embedding.cond_proj (time_cond_proj_dim).
+	condProj *linear
 }
 
 // Added is SDXL's added conditioning (addition_embed_type "text_time"): the
@@ -41,6 +44,31 @@ type UNet struct {
 type Added struct {
 	TextEmbeds *gpu.Tensor
 	TimeIDs    []float32
+	// TimestepCond is an LCM model's guidance embedding [B,
+	// time_cond_proj_dim] (GuidanceEmbedding); nil skips the term.
+	TimestepCond *gpu.Tensor
+}
+
+// GuidanceEmbedding is diffusers' get_guidance_scale_embedding for LCM
+// models: w*1000 times dim/2 frequencies exp(-j ln(10000)/(dim/2-1)),
+// sin then cos, in float32 as torch computes it. One row of dim values
+// per w.
+func GuidanceEmbedding(ws []float64, dim int) []float32 {
+	half := dim / 2
+	out := make([]float32, 0, len(ws)*dim)
+	step := float32(math.Log(10000)) / float32(half-1)
+	for _, w := range ws {
+		w32 := float32(w) * 1000
+		row := make([]float32, dim)
+		for j := 0; j < half; j++ {
+			f := float32(math.Exp(float64(float32(j) * -step)))
+			a := w32 * f
+			row[j] = float32(math.Sin(float64(a)))
+			row[half+j] = float32(math.Cos(float64(a)))
+		}
+		out = append(out, row...)
+	}
+	return out
 }
 
 // unetLevel is one down, mid or up block: resnets, optionally a spatial
@@ -160,6 +188,10 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 	u := &UNet{Config: c, timeDim: ch[0], spatialDivisor: 1 << (n - 1)}
 	tembDim := 4 * ch[0]
 
+	if c.TimeCondProjDim > 0 {
+		l := b.as("time_embedding.cond_proj", "time_embed_cond_proj").linear("", c.TimeCondProjDim, ch[0], false)
+		u.condProj = &l
+	}
 	u.time1 = b.as("time_embedding.linear_1", "time_embed.0").linear("", ch[0], tembDim, true)
 	u.time2 = b.as("time_embedding.linear_2", "time_embed.2").linear("", tembDim, tembDim, true)
 	if err := u.buildAdded(b, tembDim); err != nil {
@@ -355,6 +387,15 @@ func (u *UNet) ForwardAdded(x *gpu.Tensor, t []float32, context *gpu.Tensor, add
 	}
 	tp := d.TimestepEmbedding(t, u.timeDim, *c.FlipSinToCos, float32(c.FreqShift), 10000)
 	u.trace("time_proj", tp)
+	if u.condProj != nil && added != nil && added.TimestepCond != nil {
+		w := added.TimestepCond
+		if w.Rank() != 2 || w.Dim(0) != x.Dim(0) || w.Dim(1) != c.TimeCondProjDim {
+			d.PopScope()
+			return failed(d, fmt.Errorf("unet: timestep_cond must be [%d,%d], got %v", x.Dim(0), c.TimeCondProjDim, w), c.OutChannels, x)
+		}
+		tp = d.Add(tp, u.condProj.apply(d, w))
+		u.trace("cond_proj", tp)
+	}
 	emb := u.time2.apply(d, d.SiLU(u.time1.apply(d, tp)))
 	u.trace("time_embedding", emb)
 	if u.addEmb != nil {

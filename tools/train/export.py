@@ -136,8 +136,8 @@ def export(runs, out_dir, name, raw=False, log=print):
             "77 positions." % (
                 res, res, unet_cfg["sample_size"], unet_cfg["sample_size"], res // unet_cfg["sample_size"],
                 unet_cfg["block_out_channels"],
-                " and ".join("%dx%d" % ((unet_cfg["sample_size"] >> i),) * 2 for i, t in
-                             enumerate(unet_cfg["down_block_types"]) if t.startswith("CrossAttn")) + " (and the mid block)",
+                ", ".join("{0}x{0}".format(unet_cfg["sample_size"] >> i) for i, t in
+                          enumerate(unet_cfg["down_block_types"]) if t.startswith("CrossAttn")) + " and in the mid block",
                 text_cfg["hidden_size"], text_cfg["num_hidden_layers"]),
             "Prompt with an emoji's CLDR name, e.g. 'red heart', 'cat face', 'waving hand: medium skin tone', "
             "'flag: Japan'; 20 steps, guidance 5-8.",
@@ -172,7 +172,7 @@ def add_quality_note(prefix, r):
     _atomic_write(js, (json.dumps(cfg, indent=1) + "\n").encode())
 
 
-def promote(runs, out_dir, name):
+def promote(runs, out_dir, name, grid=os.path.join(HERE, "quality_grid.png")):
     """Copies runs/best/ (what train.py kept as the best on the quality bar) over the
     export in out_dir, and its grid to tools/train/quality_grid.png."""
     best = os.path.join(runs, "best")
@@ -182,11 +182,12 @@ def promote(runs, out_dir, name):
     import quality as Q
     new = Q.score_note(src)
     old = Q.score_note(os.path.join(out_dir, name)) if os.path.exists(os.path.join(out_dir, name + ".json")) else None
+    os.makedirs(out_dir, exist_ok=True)
     for f in (name + ".fp16.safetensors", name + ".json"):
         shutil.copy(os.path.join(best, f), os.path.join(out_dir, f + ".tmp"))
         os.replace(os.path.join(out_dir, f + ".tmp"), os.path.join(out_dir, f))
     if os.path.exists(os.path.join(best, "quality_grid.png")):
-        shutil.copy(os.path.join(best, "quality_grid.png"), os.path.join(HERE, "quality_grid.png"))
+        shutil.copy(os.path.join(best, "quality_grid.png"), grid)
     print("promoted %s -> %s: quality %s (the replaced export's note: %s)" % (
         best, out_dir, new, old if old is not None else "none"))
 
@@ -197,10 +198,12 @@ def main():
     ap.add_argument("--out-dir", default=os.path.join(REPO, "models", "bundled"))
     ap.add_argument("--name", default="stepwise-emoji")
     ap.add_argument("--raw", action="store_true", help="export the raw (non-EMA) U-Net/text weights")
-    ap.add_argument("--promote", action="store_true", help="copy runs/best/ to --out-dir instead")
+    ap.add_argument("--promote", action="store_true",
+                    help="copy runs/best/ to --out-dir (and its grid to --grid) instead")
+    ap.add_argument("--grid", default=os.path.join(HERE, "quality_grid.png"))
     args = ap.parse_args()
     if args.promote:
-        promote(args.runs, args.out_dir, args.name)
+        promote(args.runs, args.out_dir, args.name, args.grid)
     else:
         export(args.runs, args.out_dir, args.name, raw=args.raw)
 

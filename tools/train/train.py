@@ -390,7 +390,7 @@ def stage_vae(args):
                 # the exported U-Net was trained on this VAE's latents: keep it as it is
                 info = export_info(cfg)
                 vae.load_state_dict(evae.state_dict())
-                psnr, nn_ok = vae_eval(vae, x_all, items, dev)
+                psnr, nn_ok = vae_eval(vae, x_all, items, dev, n=512)
                 atomic_save({"model": vae.state_dict(), "step": info.get("vae_step", 0), "cfg": VAE_CFG,
                              "done": True, "psnr": psnr, "nn": nn_ok, "from_export": args.init,
                              "scaling_factor": cfg["vae"]["scaling_factor"]}, path)
@@ -732,6 +732,8 @@ def stage_unet(args):
         by_cat.setdefault(cat_of[c], []).append(c)
     grid_items = [items[concepts[cs[len(cs) * k // 10]][0]]
                   for cs in (by_cat.get(cat) for cat in CATEGORIES) if cs for k in (3, 7)]
+    if args.eval_every > 0:
+        baseline_quality(args)
     rate = Rate()
     last_ck = last_grid = time.time()
     last_eval = time.time() if args.eval_first_after < 0 else time.time() - args.eval_every + args.eval_first_after
@@ -739,8 +741,6 @@ def stage_unet(args):
     cat_loss = {c: [0.0, 0] for c in CATEGORIES}
     ema_p = list(ema_u.parameters()) + list(ema_t.parameters())
     bs = args.batch
-    if args.eval_every > 0:
-        baseline_quality(args)
     while step < total and not STOP:
         idx, caps, cats = [], [], []
         for _ in range(bs):
@@ -902,8 +902,9 @@ def main():
     ap.add_argument("--runs", default=RUNS, help="checkpoint folder (default tools/train/runs)")
     ap.add_argument("--init", default=EXPORTED,
                     help="exported model prefix for the warm start when runs/ has no checkpoint ('' = none)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--vae-steps", type=int, default=3000)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (2 gave no more samples/s than 1 on the 2-core machine, and 1 leaves a core free)")
+    ap.add_argument("--vae-steps", type=int, default=2000)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=5e-4)
     ap.add_argument("--vae-kl", type=float, default=1e-6)
@@ -929,6 +930,8 @@ def main():
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         raise SystemExit("another train.py is running on %s (lock %s)" % (RUNS, os.path.join(RUNS, ".lock")))
+    with open(os.path.join(RUNS, "train.pid"), "w") as f:
+        f.write("%d\n" % os.getpid())
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     random.seed(SEED)
