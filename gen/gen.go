@@ -220,6 +220,7 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
+	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
 	ss := SamplerSettings(p, s)

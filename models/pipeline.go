@@ -10,6 +10,7 @@ import (
 	"image"
 	"image/color"
 	"math"
+	"os"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -38,12 +39,22 @@ type Pipeline struct {
 	tiny  *nets.Tiny // TAESD, when set: decodes instead of the VAE
 	tinyM *checkpoint.Tiny
 
+	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
+	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
+	// sets it from $STEPWISE_LORA_DIR.
+	LoRADir string
+	lora    *loraState // LoRAs merged into the weights (lora.go)
+
 	// LoadTime is how long Load took (reading, validating, uploading).
 	LoadTime time.Duration
 	// Timings holds the duration of the latest call of each stage, under
 	// "tokenize", "text_encoder", "unet", "vae_decode", "vae_encode".
 	Timings map[string]time.Duration
 }
+
+// LoRADirEnv names the environment variable that gives pipelines their
+// default LoRADir.
+const LoRADirEnv = "STEPWISE_LORA_DIR"
 
 // Load reads a checkpoint (a .safetensors file or a diffusers folder, with an
 // optional config file; see checkpoint.Load) and uploads its networks to dev.
@@ -66,7 +77,8 @@ func Load(dev gpu.Device, path, configPath string) (*Pipeline, error) {
 // uploaded to dev; m stays owned by the pipeline (Close closes it).
 func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	start := time.Now()
-	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{}}
+	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{},
+		LoRADir: os.Getenv(LoRADirEnv)}
 	// Each component's weights are scanned for NaN/Inf just before its
 	// upload reads the same bytes (the mapped pages are then resident).
 	// Both reads are guarded: a file truncated meanwhile gives an error
@@ -256,6 +268,7 @@ func (p *Pipeline) checkContracts() error {
 
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {
+	p.closeLoRAs()
 	for _, t := range p.texts {
 		t.Release()
 	}
@@ -376,7 +389,13 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 // family's usual layer (SD 1.x/2.x: the last, SDXL: the penultimate), 2 =
 // one layer earlier. An empty negative prompt of a family that zeroes it
 // (SDXL, diffusers' force_zeros_for_empty_prompt) is all zeros.
+// The prompt's <lora:NAME:W> tags are removed and become the pipeline's
+// set of LoRAs first (see SetLoRAs; looked up in LoRADir): a LoRA changes
+// the text encoders too.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
+	if err := p.applyPromptLoRAs(prompt, negative); err != nil {
+		return nil, err
+	}
 	t0 := time.Now()
 	// Each encoder tokenizes on its own (their pad tokens split text
 	// differently); all are padded to the same number of chunks.

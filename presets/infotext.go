@@ -135,7 +135,8 @@ func (s Settings) Infotext() string { return s.InfotextWith() }
 // (e.g. {"Batch pos", "1"}) appended where A1111 puts its extra generation
 // parameters. Keys are written in A1111's order: Steps, Sampler, Schedule
 // type, CFG scale, Seed, Size, Model hash, Model, Clip skip, RNG, Eta,
-// Guidance rescale, Batch size (when > 1), then extras. An extra whose key
+// Guidance rescale, Batch size (when > 1), SDXL's sizes, Lora hashes, then
+// extras. An extra whose key
 // is already written replaces that value in place (no key is written twice).
 func (s Settings) InfotextWith(extra ...Param) string {
 	sampler := s.Sampler
@@ -204,6 +205,9 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	}
 	if s.Mask != "" || s.MaskBlur != 0 {
 		ps = append(ps, Param{"Mask blur", strconv.Itoa(s.MaskBlur)})
+	}
+	if s.LoraHashes != "" {
+		ps = append(ps, Param{"Lora hashes", s.LoraHashes})
 	}
 	for _, e := range extra {
 		replaced := false
@@ -295,7 +299,7 @@ var knownKeys = map[string]bool{
 	"Steps": true, "Sampler": true, "Schedule type": true, "CFG scale": true, "Seed": true,
 	"Size": true, "Model hash": true, "Model": true, "Clip skip": true, "RNG": true,
 	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
-	"Original size": true, "Crop top-left": true, "Target size": true,
+	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
 	"Mask blur": true, "Init image": true, "Mask image": true,
 }
 
@@ -483,6 +487,7 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	s.Mask = vals["Mask image"]
 	s.Model = vals["Model"]
 	s.ModelHash = vals["Model hash"]
+	s.LoraHashes = vals["Lora hashes"]
 
 	// Sampler and schedule, new style ("DPM++ 2M" + "Schedule type: Karras")
 	// or old style ("DPM++ 2M Karras", ComfyUI "dpmpp_2m_karras").

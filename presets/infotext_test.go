@@ -97,6 +97,7 @@ func TestParseInfotextSamples(t *testing.T) {
 		seed              int64
 		w, h, clip        int
 		rng, model, hash  string
+		loras             string
 		unknown           map[string]string
 	}
 	cases := []struct {
@@ -118,9 +119,9 @@ func TestParseInfotextSamples(t *testing.T) {
 		text: "masterpiece, best quality, 1girl,\n(watercolor:1.2), looking at viewer\nNegative prompt: (worst quality, low quality:1.4), EasyNegative\nSteps: 25, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 6.5, Seed: 3141592653, Size: 512x768, Model hash: 7f96a1a9ca, Model: anything-v5, Denoising strength: 0.45, Clip skip: 2, Hires upscale: 2, Hires steps: 10, Hires upscaler: R-ESRGAN 4x+ Anime6B, Lora hashes: \"add_detail: 7c6bad76eb54, more_details: 3b8aa1d351ef\", TI hashes: \"EasyNegative: c74b4e810b03\", RNG: NV, Version: v1.10.1",
 		want: want{prompt: "masterpiece, best quality, 1girl,\n(watercolor:1.2), looking at viewer", neg: "(worst quality, low quality:1.4), EasyNegative",
 			steps: 25, cfg: 6.5, sampler: "DPM++ 2M", schedule: "karras", seed: 3141592653, w: 512, h: 768, clip: 2, rng: RNGPhilox,
-			model: "anything-v5", hash: "7f96a1a9ca", unknown: map[string]string{
+			model: "anything-v5", hash: "7f96a1a9ca", loras: "add_detail: 7c6bad76eb54, more_details: 3b8aa1d351ef", unknown: map[string]string{
 				"Denoising strength": "0.45", "Hires upscale": "2", "Hires steps": "10", "Hires upscaler": "R-ESRGAN 4x+ Anime6B",
-				"Lora hashes": "add_detail: 7c6bad76eb54, more_details: 3b8aa1d351ef", "TI hashes": "EasyNegative: c74b4e810b03", "Version": "v1.10.1"}},
+				"TI hashes": "EasyNegative: c74b4e810b03", "Version": "v1.10.1"}},
 	}, {
 		name: "A1111 1.10 automatic schedule, no negative",
 		text: "a red fox in the snow\nSteps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 7, Size: 640x448, Model hash: e6bb9ea85b, Model: sd_xl_base_1.0, Version: v1.10.1",
@@ -159,7 +160,7 @@ func TestParseInfotextSamples(t *testing.T) {
 			}
 			w := c.want
 			got := want{s.Prompt, s.NegativePrompt, s.Steps, s.CFGScale, s.Sampler, s.Schedule, s.Seed, s.Width, s.Height,
-				s.ClipSkip, s.RNG, s.Model, s.ModelHash, unknown}
+				s.ClipSkip, s.RNG, s.Model, s.ModelHash, s.LoraHashes, unknown}
 			if !reflect.DeepEqual(got, w) {
 				t.Errorf("got  %+v\nwant %+v", got, w)
 			}
@@ -272,4 +273,26 @@ func FuzzParseInfotext(f *testing.F) {
 			t.Fatalf("re-parse changed settings:\n%+v\n%+v\ntext %q", s, s2, s.Infotext())
 		}
 	})
+}
+
+// TestInfotextLoraHashes: the prompt keeps its <lora:...> tags and "Lora
+// hashes" is written quoted as A1111 writes it, and read back.
+func TestInfotextLoraHashes(t *testing.T) {
+	s := Default()
+	s.Prompt = "a lighthouse <lora:add_detail:0.6> <lora:style:1:0.5>"
+	s.Seed, s.Width, s.Height = 1, 64, 64
+	s.LoraHashes = "add_detail: 7c6bad76eb54, style: 3b8aa1d351ef"
+	text := s.Infotext()
+	want := "a lighthouse <lora:add_detail:0.6> <lora:style:1:0.5>\n" +
+		`Steps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, RNG: CPU, Lora hashes: "add_detail: 7c6bad76eb54, style: 3b8aa1d351ef"`
+	if text != want {
+		t.Fatalf("Infotext:\n%s\nwant:\n%s", text, want)
+	}
+	back, unknown, err := ParseInfotext(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Prompt != s.Prompt || back.LoraHashes != s.LoraHashes || len(unknown) != 0 {
+		t.Fatalf("read back %q / %q (unknown %v)", back.Prompt, back.LoraHashes, unknown)
+	}
 }

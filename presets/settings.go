@@ -89,6 +89,9 @@ type Settings struct {
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
+	// LoraHashes is A1111's "Lora hashes" of the prompt's <lora:NAME:W>
+	// tags, "name: hash, name2: hash2" (set when the LoRAs are applied).
+	LoraHashes string `toml:"lora_hashes,omitempty" json:"lora_hashes,omitempty"`
 }
 
 // Default returns SD 1.5-style settings: 20 Euler steps at CFG 7, 512x512,

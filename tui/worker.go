@@ -532,6 +532,7 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("branch: %w", err)
 	}
+	s.LoraHashes = w.pipe.LoRAHashes() // the prompt's LoRAs, applied by EncodePrompt
 	w.pipe.SetSize(cond, s.Width, s.Height, gen.SizeCond(s))
 	here := owner.run.Snapshot()
 	if err := owner.run.Restore(owner.snap); err != nil {

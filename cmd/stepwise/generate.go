@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -32,6 +33,7 @@ func init() {
 type genFlags struct {
 	model, config, device, output, from string
 	prediction, taesd                   string
+	loraDir                             string
 	samplerSet                          bool // --sampler given (or read by --from)
 	preview, force                      bool
 	s                                   presets.Settings
@@ -82,6 +84,8 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&f.s.Strength, "strength", f.s.Strength, "img2img/inpainting: how much of the init image to repaint, in (0, 1] (A1111's Denoising strength); runs the last int(steps*strength) steps")
 	str(&f.s.Mask, "mask", "", "inpainting: a PNG or JPEG mask the init image's size, white = repaint, black = keep")
 	integer(&f.s.MaskBlur, "mask-blur", "", "inpainting: blur the mask by this many pixels first (A1111's Mask blur)")
+	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
+	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
@@ -91,6 +95,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
 	f.output = "out.png"
+	f.loraDir = os.Getenv(models.LoRADirEnv)
 	// A mistyped flag gets the error and one line, not every flag; -h
 	// gets them all (parseGenerate).
 	fs.Usage = func() {}
@@ -165,7 +170,17 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	default:
 		return f, fmt.Errorf("--prediction %q: want eps or v", f.prediction)
 	}
-	return f, precheck(f.s)
+	if err := precheck(f.s); err != nil {
+		return f, err
+	}
+	// The prompt's LoRAs are found before any model is loaded.
+	if _, err := models.PromptLoRAs(f.s.Prompt, f.loraDir); err != nil {
+		if f.from != "" && f.s.LoraHashes != "" {
+			err = fmt.Errorf("%w (--from %s was made with Lora hashes %q)", err, f.from, f.s.LoraHashes)
+		}
+		return f, fmt.Errorf("prompt: %w", err)
+	}
+	return f, nil
 }
 
 // lcmSampler picks the lcm sampler for a model whose scheduler is
@@ -413,6 +428,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	dev := p.Device()
 	defer dev.Close()
 	defer p.Close()
+	p.LoRADir = f.loraDir
 	if f.taesd != "" {
 		tm, err := checkpoint.LoadTiny(f.taesd)
 		if err != nil {
@@ -472,7 +488,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		}
 		fmt.Fprintf(stderr, "estimate: %s of memory at the peak, %.1f TFLOP%s (Ctrl+C stops it)\n", gen.GiB(c.PeakBytes), c.Total(s.Steps)/1e12, eta)
 	}
-	s.Sampler = lcmSampler(p, s.Sampler, f.samplerSet, func(msg string) { fmt.Fprintf(stderr, "note: %s\n", msg) })
+	s.Sampler = lcmSampler(p, s.Sampler, f.samplerSet, func(msg string) {
+		// lcm on an ordinary model with a LoRA in the prompt: an LCM-LoRA.
+		if tags, _ := models.ParseLoRATags(s.Prompt); len(tags) > 0 && strings.Contains(msg, "LCM-LoRA") {
+			return
+		}
+		fmt.Fprintf(stderr, "note: %s\n", msg)
+	})
 	randomSeed := s.Seed < 0
 	j, err := gen.StartInputs(p, s, in)
 	if err != nil {
@@ -481,6 +503,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	defer j.Close()
 	if randomSeed {
 		fmt.Fprintf(stderr, "seed: %d\n", j.Settings.Seed)
+	}
+	for _, w := range loraHashWarnings(f.s.LoraHashes, j.Settings.LoraHashes) {
+		warn(w)
 	}
 	if j.Cond.Chunks > 1 {
 		fmt.Fprintf(stderr, "note: the prompt is %d tokens, longer than 75; it was split into %d chunks of 75\n", j.Cond.PromptTokens, j.Cond.Chunks)
@@ -590,4 +615,34 @@ func (p *progress) finish() {
 		io.WriteString(p.w, "\n")
 		p.drawn = 0
 	}
+}
+
+// loraHashWarnings compares the "Lora hashes" a PNG was made with (--from)
+// with those of the files found now, by name.
+func loraHashWarnings(was, now string) []string {
+	if was == "" {
+		return nil
+	}
+	parse := func(v string) map[string]string {
+		out := map[string]string{}
+		for _, item := range strings.Split(v, ",") {
+			name, hash, ok := strings.Cut(item, ":")
+			if ok {
+				out[strings.TrimSpace(name)] = strings.TrimSpace(hash)
+			}
+		}
+		return out
+	}
+	before, after := parse(was), parse(now)
+	var out []string
+	for name, h := range before {
+		switch got, ok := after[name]; {
+		case !ok:
+			out = append(out, fmt.Sprintf("the PNG was made with LoRA %s (hash %s), which the prompt no longer names", name, h))
+		case got != h:
+			out = append(out, fmt.Sprintf("LoRA %s: the file found has hash %s, the PNG was made with %s: the image may differ", name, got, h))
+		}
+	}
+	sort.Strings(out)
+	return out
 }

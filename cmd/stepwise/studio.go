@@ -17,7 +17,7 @@ func init() {
 	register(command{name: "studio", summary: "the interactive studio (the default): edit, watch every step, branch, export", run: runStudio})
 }
 
-const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE]] [--device auto|gl|ref] [--out DIR] [--presets DIR]"
+const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE]] [--device auto|gl|ref] [--out DIR] [--presets DIR] [--lora-dir DIR]"
 
 func runStudio(args []string) error {
 	fs := flag.NewFlagSet("studio", flag.ContinueOnError)
@@ -27,6 +27,7 @@ func runStudio(args []string) error {
 	device := fs.String("device", "auto", "compute device: "+strings.Join(devices.Names, ", "))
 	out := fs.String("out", ".", "folder PNG exports are written to")
 	presetDir := fs.String("presets", "", "preset folder (default $XDG_CONFIG_HOME/stepwise/presets)")
+	loraDir := fs.String("lora-dir", os.Getenv(models.LoRADirEnv), "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (default $"+models.LoRADirEnv+")")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), studioUsage)
 		fs.PrintDefaults()
@@ -37,6 +38,9 @@ func runStudio(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected argument %q\n%s", errUsage, fs.Arg(0), studioUsage)
 	}
+	// Every pipeline the studio loads (switches, device recovery) takes
+	// its LoRA folder from the environment.
+	os.Setenv(models.LoRADirEnv, *loraDir)
 	if st, err := os.Stat(*out); err != nil || !st.IsDir() {
 		return fmt.Errorf("--out %s: not a folder", *out)
 	}

@@ -129,7 +129,7 @@ type tinyBlock struct {
 // NewTiny checks w against the parameters c calls for and uploads them to d.
 func NewTiny(d gpu.Device, c TinyConfig, w Weights) (*Tiny, error) {
 	c.Defaults()
-	t, params, err := construct(d, w, "taesd", func(b builder) (*Tiny, error) { return buildTiny(b, c) })
+	t, params, _, err := construct(d, w, "taesd", func(b builder) (*Tiny, error) { return buildTiny(b, c) })
 	if err != nil {
 		return nil, err
 	}

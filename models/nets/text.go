@@ -16,6 +16,7 @@ type TextEncoder struct {
 
 	d              gpu.Device
 	params         []*gpu.Tensor
+	named          map[string]*gpu.Tensor // params by declared name
 	tokEmb, posEmb *gpu.Tensor
 	layers         []*clipLayer
 	finalNorm      norm
@@ -35,11 +36,11 @@ type clipLayer struct {
 // to d, keeping their storage type. Call it outside any device scope.
 func NewTextEncoder(d gpu.Device, c TextConfig, w Weights) (*TextEncoder, error) {
 	c.Defaults()
-	te, params, err := construct(d, w, "text_encoder", func(b builder) (*TextEncoder, error) { return buildText(b, c) })
+	te, params, named, err := construct(d, w, "text_encoder", func(b builder) (*TextEncoder, error) { return buildText(b, c) })
 	if err != nil {
 		return nil, err
 	}
-	te.d, te.params = d, params
+	te.d, te.params, te.named = d, params, named
 	return te, nil
 }
 
@@ -61,6 +62,20 @@ func (te *TextEncoder) Release() { releaseAll(te.d, te.params) }
 
 // ParamBytes is the device memory the weights occupy.
 func (te *TextEncoder) ParamBytes() int64 { return paramBytes(te.params) }
+
+// Param returns the uploaded parameter with the declared (diffusers) name,
+// or nil.
+func (te *TextEncoder) Param(name string) *gpu.Tensor { return te.named[name] }
+
+// ReplaceParam puts t in place of the uploaded parameter name: every layer
+// that uses it computes with t from then on, without rebuilding the
+// network (LoRA merges and unmerges). t must have the parameter's shape;
+// its storage type may differ (a merge kept in F32 over F16 weights). The
+// old storage is released and t's belongs to the network: do not release
+// t, and make it outside any device scope (or keep it from the scope).
+func (te *TextEncoder) ReplaceParam(name string, t *gpu.Tensor) error {
+	return replaceParam(te.d, te.named, name, t)
+}
 
 func activation(name string) (func(gpu.Device, *gpu.Tensor) *gpu.Tensor, error) {
 	switch name {

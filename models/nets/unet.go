@@ -22,6 +22,7 @@ type UNet struct {
 
 	d              gpu.Device
 	params         []*gpu.Tensor
+	named          map[string]*gpu.Tensor // params by declared name
 	timeDim        int
 	time1, time2   linear
 	convIn         conv
@@ -84,11 +85,11 @@ type unetLevel struct {
 // keeping their storage type. Call it outside any device scope.
 func NewUNet(d gpu.Device, c UNetConfig, w Weights) (*UNet, error) {
 	c.Defaults()
-	u, params, err := construct(d, w, "unet", func(b builder) (*UNet, error) { return buildUNet(b, c) })
+	u, params, named, err := construct(d, w, "unet", func(b builder) (*UNet, error) { return buildUNet(b, c) })
 	if err != nil {
 		return nil, err
 	}
-	u.d, u.params = d, params
+	u.d, u.params, u.named = d, params, named
 	return u, nil
 }
 
@@ -110,6 +111,20 @@ func (u *UNet) Release() { releaseAll(u.d, u.params) }
 
 // ParamBytes is the device memory the weights occupy.
 func (u *UNet) ParamBytes() int64 { return paramBytes(u.params) }
+
+// Param returns the uploaded parameter with the declared (diffusers) name,
+// or nil.
+func (u *UNet) Param(name string) *gpu.Tensor { return u.named[name] }
+
+// ReplaceParam puts t in place of the uploaded parameter name: every layer
+// that uses it computes with t from then on, without rebuilding the
+// network (LoRA merges and unmerges). t must have the parameter's shape;
+// its storage type may differ (a merge kept in F32 over F16 weights). The
+// old storage is released and t's belongs to the network: do not release
+// t, and make it outside any device scope (or keep it from the scope).
+func (u *UNet) ReplaceParam(name string, t *gpu.Tensor) error {
+	return replaceParam(u.d, u.named, name, t)
+}
 
 func checkUNetConfig(c UNetConfig) error {
 	n := len(c.BlockOutChannels)

@@ -24,6 +24,7 @@ type VAE struct {
 
 	d      gpu.Device
 	params []*gpu.Tensor
+	named  map[string]*gpu.Tensor // params by declared name
 
 	encIn   conv
 	encDown []*vaeLevel
@@ -59,11 +60,11 @@ type vaeMid struct {
 // their storage type. Call it outside any device scope.
 func NewVAE(d gpu.Device, c VAEConfig, w Weights) (*VAE, error) {
 	c.Defaults()
-	v, params, err := construct(d, w, "vae", func(b builder) (*VAE, error) { return buildVAE(b, c) })
+	v, params, named, err := construct(d, w, "vae", func(b builder) (*VAE, error) { return buildVAE(b, c) })
 	if err != nil {
 		return nil, err
 	}
-	v.d, v.params = d, params
+	v.d, v.params, v.named = d, params, named
 	return v, nil
 }
 

@@ -94,7 +94,8 @@ type buildState struct {
 	shapes map[string][]int
 	decls  []Decl
 	params []*gpu.Tensor
-	err    error // first inconsistency in the network's own description
+	named  map[string]*gpu.Tensor // params by declared name
+	err    error                  // first inconsistency in the network's own description
 }
 
 // builder declares a network's parameters under a name prefix (and the
@@ -165,8 +166,12 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 		return nil
 	}
 	p, _ := b.s.w.Get(full)
+	if t, ok := b.s.named[full]; ok { // declared twice: one tensor
+		return t
+	}
 	t := b.s.d.UploadRaw(p.DType, p.Raw, shape...)
 	b.s.params = append(b.s.params, t)
+	b.s.named[full] = t
 	return t
 }
 
@@ -194,19 +199,20 @@ func declare[T any](build func(b builder) (T, error)) (*buildState, error) {
 
 // construct validates w against the parameters build declares, then runs
 // build again uploading them to d. On failure nothing stays on the device.
-func construct[T any](d gpu.Device, w Weights, component string, build func(b builder) (T, error)) (T, []*gpu.Tensor, error) {
+// It returns the uploaded parameters in order and by declared name.
+func construct[T any](d gpu.Device, w Weights, component string, build func(b builder) (T, error)) (T, []*gpu.Tensor, map[string]*gpu.Tensor, error) {
 	var zero T
 	want, err := expected(build)
 	if err != nil {
-		return zero, nil, fmt.Errorf("%s: %w", component, err)
+		return zero, nil, nil, fmt.Errorf("%s: %w", component, err)
 	}
 	if w == nil {
 		w = MapWeights{}
 	}
 	if err := checkWeights(component, want, w); err != nil {
-		return zero, nil, err
+		return zero, nil, nil, err
 	}
-	s := &buildState{d: d, w: w, shapes: map[string][]int{}}
+	s := &buildState{d: d, w: w, shapes: map[string][]int{}, named: map[string]*gpu.Tensor{}}
 	net, err := build(builder{s: s})
 	if err == nil {
 		err = d.Err()
@@ -215,9 +221,30 @@ func construct[T any](d gpu.Device, w Weights, component string, build func(b bu
 		for _, t := range s.params {
 			d.Release(t)
 		}
-		return zero, nil, fmt.Errorf("%s: uploading weights: %w", component, err)
+		return zero, nil, nil, fmt.Errorf("%s: uploading weights: %w", component, err)
 	}
-	return net, s.params, nil
+	return net, s.params, s.named, nil
+}
+
+// replaceParam puts t in place of the uploaded parameter name of a network
+// (see UNet.ReplaceParam).
+func replaceParam(d gpu.Device, named map[string]*gpu.Tensor, name string, t *gpu.Tensor) error {
+	old, ok := named[name]
+	switch {
+	case !ok:
+		return fmt.Errorf("no parameter %s", name)
+	case t == nil || t == old:
+		return fmt.Errorf("parameter %s: no new tensor", name)
+	case !old.Shape.Equal(t.Shape):
+		return fmt.Errorf("parameter %s: shape %v, want %v", name, t.Shape, old.Shape)
+	case t.DType > gpu.BF16:
+		return fmt.Errorf("parameter %s: unsupported storage type %v", name, t.DType)
+	}
+	// The layers hold the *gpu.Tensor itself: it takes t's storage, so
+	// every use sees the new values without rebuilding the network.
+	d.Release(old)
+	*old = gpu.Tensor{Shape: old.Shape, DType: t.DType, Store: t.Store}
+	return nil
 }
 
 // releaseAll frees uploaded parameters.

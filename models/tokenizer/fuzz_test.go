@@ -72,3 +72,37 @@ func FuzzParseWeights(f *testing.F) {
 		}
 	})
 }
+
+func FuzzExtraNetworks(f *testing.F) {
+	for _, s := range []string{
+		"a cat <lora:cat_v2:0.8>, <lora:style:1:0.5> (x:1.2)", "<lora:a>", "<lora::>", "<<lora:a:1>lora:b:1>",
+		"<hypernet:h:1><lyco:l:te=0.5:unet=1>", "<lora:a:1", "<:a:1>", "<lora:\n:1>", "<日本:語:1>", "<lora:a:b=c=d>",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		rest, tags := ExtraNetworks(s)
+		var b strings.Builder
+		last := 0
+		for _, tg := range tags {
+			if tg.Start < last || tg.End > len(s) || tg.Start >= tg.End {
+				t.Fatalf("ExtraNetworks(%q): tag %+v out of order", s, tg)
+			}
+			if s[tg.Start:tg.End] != tg.Text() {
+				t.Fatalf("ExtraNetworks(%q): tag at %d..%d is %q, Text() %q", s, tg.Start, tg.End, s[tg.Start:tg.End], tg.Text())
+			}
+			if tg.Kind == "" || len(tg.Items) == 0 || len(tg.Positional())+len(tg.Named()) > len(tg.Items) {
+				t.Fatalf("ExtraNetworks(%q): bad tag %+v", s, tg)
+			}
+			b.WriteString(s[last:tg.Start])
+			last = tg.End
+		}
+		b.WriteString(s[last:])
+		if b.String() != rest {
+			t.Fatalf("ExtraNetworks(%q) left %q, want %q", s, rest, b.String())
+		}
+		if len(tags) == 0 && rest != s {
+			t.Fatalf("ExtraNetworks(%q) changed a prompt without tags", s)
+		}
+	})
+}

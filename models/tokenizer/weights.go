@@ -55,7 +55,10 @@ const commaID int32 = 267
 // (as a whole word, outside brackets) starts a new chunk. Adjacent
 // fragments of equal weight are merged. An empty prompt gives one empty
 // fragment of weight 1. The error reports a weight that is not a number.
+// Extra-network tags (<lora:NAME:W>, see ExtraNetworks) are removed first,
+// as A1111 does: they never reach the tokenizer.
 func ParseWeights(prompt string) ([]Fragment, error) {
+	prompt, _ = ExtraNetworks(prompt)
 	var res []Fragment
 	var round, square []int
 	multiply := func(from int, m float64) {
