@@ -85,7 +85,10 @@ func TestGenerateStopsOnSignal(t *testing.T) {
 				t.Fatalf("generate ran on for 30 s after %v; stderr:\n%s", sig, stderr.String())
 			}
 			t.Logf("stopped in %s; stderr:\n%s", time.Since(t0), stderr.String())
-			assert.Less(t, time.Since(t0), time.Second)
+			// Well under a second on a quiet machine (30-120 ms measured);
+			// a loaded 2-core machine (load ~6) took 1.44 s, so the bound
+			// is the process's own hard limit, stopGrace.
+			assert.Less(t, time.Since(t0), stopGrace)
 			assert.Equal(t, 128+int(sig), cmd.ProcessState.ExitCode(), stderr.String())
 			assert.Contains(t, stderr.String(), "nothing written")
 			assert.Contains(t, stderr.String(), "estimate:", "a 1024x1024 request prints its estimate first")
