@@ -27,6 +27,9 @@ type Facts struct {
 	Levels         int    // U-Net levels
 	NativeSize     int    // the size the model was trained at
 	LatentChannels int
+	// Inpainting: the U-Net takes the mask and the masked image's latents
+	// as extra input channels (a 9-channel SD inpainting model).
+	Inpainting bool
 	// GuidanceDistilled: an LCM model, guidance is an input (no CFG batch).
 	GuidanceDistilled bool
 	// MaxClipSkip is the largest clip skip every text encoder allows.
@@ -59,7 +62,7 @@ func FactsOf(p *models.Pipeline) *Facts {
 	factors, bias := p.LatentRGB()
 	f := &Facts{
 		Name: p.Name, Family: p.Model.Family, Downscale: p.Downscale(), SizeMultiple: p.SizeMultiple(),
-		Levels: len(p.Model.UNet.BlockOutChannels), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(),
+		Levels: len(p.Model.UNet.BlockOutChannels), NativeSize: p.NativeSize(), LatentChannels: p.LatentChannels(), Inpainting: p.Inpainting(),
 		TextHidden: p.Model.UNet.CrossAttentionDim, MaxClipSkip: 1 << 30, GuidanceDistilled: p.GuidanceDistilled(),
 		Scheduler: p.Model.Scheduler, LatentRGBBias: bias, Tokenizer: p.Tokenizer(),
 	}

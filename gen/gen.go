@@ -66,6 +66,10 @@ func validate(f *Facts, s presets.Settings) error {
 	if s.ClipSkip > f.MaxClipSkip {
 		return fmt.Errorf("clip skip %d: the text encoders allow at most %d", s.ClipSkip, f.MaxClipSkip)
 	}
+	if st := s.Strength; s.InitImage != "" && st > 0 && st < 1 && int(float64(s.Steps)*st) < 1 {
+		return fmt.Errorf("strength %g of %d steps runs int(%d*%g) = 0 steps (img2img runs the last int(steps*strength)); raise the strength or the steps",
+			st, s.Steps, s.Steps, st)
+	}
 	return nil
 }
 
@@ -114,12 +118,18 @@ func SamplerSettings(p *models.Pipeline, s presets.Settings) sampler.Settings {
 
 // samplerSettings: a guidance-distilled (LCM) model takes the guidance as
 // an input (Pipeline.SetGuidance), so its runs have no unconditional row.
+// Strength applies with an init image only.
 func samplerSettings(ds, channels int, distilled bool, sched checkpoint.SchedulerConfig, s presets.Settings) sampler.Settings {
 	cfg := s.CFGScale
 	if distilled {
 		cfg = 1
 	}
+	strength := 0.0 // the whole schedule
+	if s.InitImage != "" {
+		strength = s.Strength
+	}
 	return sampler.Settings{
+		Strength:        strength,
 		Sampler:         s.Sampler,
 		Schedule:        s.Schedule,
 		Steps:           s.Steps,
@@ -165,12 +175,26 @@ func (n Network) Predict(ctx context.Context, x sampler.Latent, t float64, rows 
 	if i := firstNonFinite(out); i >= 0 {
 		return sampler.Latent{}, &NonFiniteError{Stage: fmt.Sprintf("U-Net output at timestep %g", t), Index: i, Value: out[i]}
 	}
-	return sampler.Latent{Shape: x.Shape, Data: out}, nil
+	shape := x.Shape
+	shape[1] = n.Pipe.LatentChannels() // an inpainting U-Net takes more channels than it gives
+	return sampler.Latent{Shape: shape, Data: out}, nil
 }
 
-// Start validates s, resolves a random seed, encodes the prompts and
-// prepares the sampling run.
+// Start validates s, resolves a random seed, reads the init image and mask
+// that s names (see LoadInputs), encodes the prompts and prepares the
+// sampling run.
 func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
+	return StartInputs(p, s, nil)
+}
+
+// StartInputs is Start with the init image and mask already read (by
+// LoadInputs, so that bad files are refused before a model loads); nil
+// reads them now. An init image of another size than s's is resized (see
+// Inputs.ResizeNote). The run is img2img with an init image, inpainting
+// with a mask as well (blending the kept region back after every step on
+// an ordinary model, mask and masked image as extra U-Net channels on an
+// inpainting one), in diffusers' order of random draws.
+func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, error) {
 	if s.Seed < 0 {
 		s.Seed = RandomSeed()
 	}
@@ -183,6 +207,12 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 	if err := Validate(p, s); err != nil {
 		return nil, err
 	}
+	if in == nil {
+		var err error
+		if in, err = LoadInputs(s); err != nil {
+			return nil, err
+		}
+	}
 	s.Model = p.Name
 	j := &Job{Settings: s, Pipe: p, Started: time.Now()}
 	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
@@ -193,7 +223,12 @@ func Start(p *models.Pipeline, s presets.Settings) (*Job, error) {
 	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
-	j.Run, err = sampler.NewRun(SamplerSettings(p, s), Network{Pipe: p, Cond: c})
+	ss := SamplerSettings(p, s)
+	if ss.Image, err = conditionImage(p, s, in); err != nil {
+		c.Release()
+		return nil, err
+	}
+	j.Run, err = sampler.NewRun(ss, Network{Pipe: p, Cond: c})
 	if err != nil {
 		c.Release()
 		return nil, err

@@ -182,8 +182,17 @@ func (p *Pipeline) Device() gpu.Device { return p.dev }
 // Tokenizer is the pipeline's CLIP tokenizer.
 func (p *Pipeline) Tokenizer() *tokenizer.Tokenizer { return p.tok }
 
-// LatentChannels is the number of latent channels (4 for SD).
-func (p *Pipeline) LatentChannels() int { return p.unet.Config.InChannels }
+// LatentChannels is the number of latent channels (4 for SD): the VAE's,
+// which the U-Net denoises (an inpainting U-Net takes more input channels;
+// see Inpainting).
+func (p *Pipeline) LatentChannels() int { return p.vae.Config.LatentChannels }
+
+// Inpainting reports whether the U-Net is an inpainting one: it takes the
+// mask and the masked image's latents as extra input channels (in_channels
+// 2*latent+1, 9 for SD), after the latents.
+func (p *Pipeline) Inpainting() bool {
+	return p.unet.Config.InChannels == 2*p.LatentChannels()+1
+}
 
 // Downscale is the ratio of image size to latent size (8 for SD).
 func (p *Pipeline) Downscale() int { return p.vae.Config.Downscale() }
@@ -635,13 +644,15 @@ func (c *Conditioning) added(rows []Row) *nets.Added {
 
 // PredictNoise runs the U-Net on the host latent x [B, C, h, w] at timestep
 // t, row i conditioned on rows[i], and returns the raw model output (eps or
-// v) on the host.
+// v, [B, LatentChannels, h, w]) on the host. C is the U-Net's input
+// channels: an inpainting U-Net's x holds the mask and the masked image's
+// latents after the latents.
 func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row) ([]float32, error) {
 	if len(rows) != shape[0] {
 		return nil, fmt.Errorf("predict: %d rows for a batch of %d", len(rows), shape[0])
 	}
-	if shape[1] != p.LatentChannels() {
-		return nil, fmt.Errorf("predict: latent has %d channels, the model wants %d", shape[1], p.LatentChannels())
+	if in := p.unet.Config.InChannels; shape[1] != in {
+		return nil, fmt.Errorf("predict: latent has %d channels, the U-Net wants %d", shape[1], in)
 	}
 	if c.CondPooled != nil && len(c.CondTimeIDs) == 0 {
 		return nil, fmt.Errorf("predict: %s needs size conditioning (Pipeline.SetSize)", p.Model.Family)
@@ -785,7 +796,6 @@ func (p *Pipeline) Encode(imgs []image.Image) ([]float32, gpu.Shape, error) {
 	if len(imgs) == 0 {
 		return nil, nil, errors.New("vae encode: no images")
 	}
-	t0 := time.Now()
 	bnd := imgs[0].Bounds()
 	w, h := bnd.Dx(), bnd.Dy()
 	if w%p.Downscale() != 0 || h%p.Downscale() != 0 {
@@ -808,15 +818,30 @@ func (p *Pipeline) Encode(imgs []image.Image) ([]float32, gpu.Shape, error) {
 			}
 		}
 	}
+	return p.EncodePixels(x, [4]int{len(imgs), 3, h, w})
+}
+
+// EncodePixels is Encode of images already in the VAE's input form: x is
+// [B, 3, H, W] in [-1, 1] (diffusers' preprocessed image tensor; an
+// inpainting pipeline's masked image holds 0 where it repaints).
+func (p *Pipeline) EncodePixels(x []float32, shape [4]int) ([]float32, gpu.Shape, error) {
+	t0 := time.Now()
+	b, c, h, w := shape[0], shape[1], shape[2], shape[3]
+	if b < 1 || c != 3 || len(x) != b*c*h*w {
+		return nil, nil, fmt.Errorf("vae encode: %d values for images %v", len(x), shape)
+	}
+	if ds := p.Downscale(); h < ds || w < ds || h%ds != 0 || w%ds != 0 {
+		return nil, nil, fmt.Errorf("vae encode: %dx%d is not a multiple of %d", w, h, ds)
+	}
 	d := p.dev
 	d.PushScope()
-	m := p.vae.Encode(d.Upload(x, len(imgs), 3, h, w))
+	m := p.vae.Encode(d.Upload(x, b, 3, h, w))
 	out, err := d.Download(m)
-	shape := m.Shape.Clone()
+	ms := m.Shape.Clone()
 	d.PopScope()
 	p.Timings["vae_encode"] = time.Since(t0)
 	if err != nil {
 		return nil, nil, fmt.Errorf("vae encode: %w", err)
 	}
-	return out, shape, nil
+	return out, ms, nil
 }

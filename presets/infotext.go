@@ -161,6 +161,12 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if s.Model != "" {
 		ps = append(ps, Param{"Model", s.Model})
 	}
+	// img2img: A1111 writes "Denoising strength"; we also write it for a
+	// strength other than the default without an init image, so that
+	// nothing read from a PNG is lost when it is written again.
+	if s.InitImage != "" || s.Strength != DefaultStrength {
+		ps = append(ps, Param{"Denoising strength", fmtFloat(s.Strength)})
+	}
 	if s.ClipSkip > 1 {
 		ps = append(ps, Param{"Clip skip", strconv.Itoa(s.ClipSkip)})
 	}
@@ -188,6 +194,17 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	}
 	if s.TargetWidth > 0 && s.TargetHeight > 0 && (s.TargetWidth != s.Width || s.TargetHeight != s.Height) {
 		ps = append(ps, Param{"Target size", fmt.Sprintf("%dx%d", s.TargetWidth, s.TargetHeight)})
+	}
+	// The files an image was made from (our keys: A1111 names neither),
+	// and A1111's "Mask blur" (written with a mask, or when not 0).
+	if s.InitImage != "" {
+		ps = append(ps, Param{"Init image", s.InitImage})
+	}
+	if s.Mask != "" {
+		ps = append(ps, Param{"Mask image", s.Mask})
+	}
+	if s.Mask != "" || s.MaskBlur != 0 {
+		ps = append(ps, Param{"Mask blur", strconv.Itoa(s.MaskBlur)})
 	}
 	if s.LoraHashes != "" {
 		ps = append(ps, Param{"Lora hashes", s.LoraHashes})
@@ -283,6 +300,7 @@ var knownKeys = map[string]bool{
 	"Size": true, "Model hash": true, "Model": true, "Clip skip": true, "RNG": true,
 	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
 	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
+	"Mask blur": true, "Init image": true, "Mask image": true,
 }
 
 // ParseInfotext reads an A1111-style "parameters" text: as written by A1111
@@ -443,6 +461,30 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 			}
 		}
 	}
+	// "Denoising strength" is img2img's, except in an A1111 text-to-image
+	// with hires fix ("Hires upscale" etc.), where it is the hires pass's:
+	// that one stays among the unknown pairs.
+	hires := false
+	for k := range vals {
+		hires = hires || strings.HasPrefix(k, "Hires ")
+	}
+	if v, ok := vals["Denoising strength"]; ok && (!hires || vals["Init image"] != "") {
+		delete(unknown, "Denoising strength")
+		if f, err := parseFinite(v); err != nil {
+			bad("Denoising strength", "not a finite number")
+		} else {
+			s.Strength = f
+		}
+	}
+	if v, ok := vals["Mask blur"]; ok {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			bad("Mask blur", "not an integer >= 0")
+		} else {
+			s.MaskBlur = n
+		}
+	}
+	s.InitImage = vals["Init image"]
+	s.Mask = vals["Mask image"]
 	s.Model = vals["Model"]
 	s.ModelHash = vals["Model hash"]
 	s.LoraHashes = vals["Lora hashes"]

@@ -33,6 +33,10 @@ const (
 	MaxBatch     = 64
 	MaxClipSkip  = 12
 	MaxPromptLen = 64 << 10 // bytes
+	MaxMaskBlur  = 64       // pixels (A1111's slider ends there)
+	// DefaultStrength is the img2img denoising strength when none is
+	// given (A1111's and stable-diffusion.cpp's default).
+	DefaultStrength = 0.75
 )
 
 // Settings are the settings of one image (or one batch drawn from one seed).
@@ -71,6 +75,17 @@ type Settings struct {
 	CropTop        int `toml:"crop_top,omitempty" json:"crop_top,omitempty"`
 	TargetWidth    int `toml:"target_width,omitempty" json:"target_width,omitempty"`
 	TargetHeight   int `toml:"target_height,omitempty" json:"target_height,omitempty"`
+	// InitImage is the image img2img and inpainting start from (a PNG or
+	// JPEG path; "" = text to image). Strength is how much of it is
+	// repainted (A1111's "Denoising strength"): the run starts at step
+	// N - int(N*Strength) of N, as diffusers does.
+	InitImage string  `toml:"init_image,omitempty" json:"init_image,omitempty"`
+	Strength  float64 `toml:"strength" json:"strength"`
+	// Mask is the inpainting mask (a PNG or JPEG path, the init image's
+	// size; white = repaint, black = keep; "" = no mask). MaskBlur is the
+	// Gaussian blur in pixels applied to it first (A1111's "Mask blur").
+	Mask     string `toml:"mask,omitempty" json:"mask,omitempty"`
+	MaskBlur int    `toml:"mask_blur,omitempty" json:"mask_blur,omitempty"`
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
@@ -93,6 +108,7 @@ func Default() Settings {
 		Height:   512,
 		Batch:    1,
 		ClipSkip: 1,
+		Strength: DefaultStrength,
 	}
 }
 
@@ -174,6 +190,17 @@ func (s Settings) Validate() error {
 		if e := *s.Eta; math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {
 			bad("Eta", "%v is not a finite number >= 0", e)
 		}
+	}
+	if st := s.Strength; math.IsNaN(st) || st < 0 || st > 1 {
+		bad("Strength", "%v is outside [0, 1]", st)
+	} else if st == 0 && s.InitImage != "" {
+		bad("Strength", "0 would leave the init image as it is; img2img needs a strength above 0")
+	}
+	if s.MaskBlur < 0 || s.MaskBlur > MaxMaskBlur {
+		bad("MaskBlur", "%d is outside [0, %d]", s.MaskBlur, MaxMaskBlur)
+	}
+	if s.Mask != "" && s.InitImage == "" {
+		bad("Mask", "a mask needs an init image to repaint")
 	}
 	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
 		bad("Prompt", "longer than %d bytes", MaxPromptLen)

@@ -51,6 +51,14 @@ type Settings struct {
 	Noise                 rng.Generator
 	Batch, Channels, H, W int // latent shape; Channels 0 means 4
 	Model                 ScheduleConfig
+	// Strength in (0, 1) starts the run part-way down the schedule, at
+	// step N - int(N*Strength) of N, as diffusers' img2img and inpainting
+	// pipelines do; 0 or 1 runs the whole schedule.
+	Strength float64
+	// Image, when set, conditions the run on an image (img2img,
+	// inpainting; see Image): NewRun starts from it in diffusers' order of
+	// draws instead of from pure noise.
+	Image *Image
 }
 
 // Frame is what one step produced.
@@ -78,6 +86,10 @@ type Run struct {
 	eta   float64
 	shape [4]int
 	st    *state
+	img   *imageCond // image conditioning (nil: none); never changes
+	// skipped is the number of steps the strength left out at the start
+	// of the schedule (diffusers still counts them in len(timesteps)).
+	skipped int
 
 	evalSigma float64 // sigma of the network call in flight (read by tests)
 }
@@ -88,6 +100,12 @@ func NewRun(s Settings, net Network) (*Run, error) {
 	r, err := prepare(s, net)
 	if err != nil {
 		return nil, err
+	}
+	if s.Image != nil {
+		if err := r.start(s.Image); err != nil {
+			return nil, err
+		}
+		return r, nil
 	}
 	noise := r.draw()
 	sig0 := r.sched.Sigmas[0]
@@ -146,10 +164,18 @@ func prepare(s Settings, net Network) (*Run, error) {
 	if err != nil {
 		return nil, err
 	}
+	if math.IsNaN(s.Strength) || s.Strength < 0 || s.Strength > 1 {
+		return nil, fmt.Errorf("sampler: strength %v is outside [0, 1]", s.Strength)
+	}
+	full := len(sc.Sigmas)
+	if sc, err = sliceStrength(sc, s.Steps, s.Strength); err != nil {
+		return nil, err
+	}
+	skipped := full - len(sc.Sigmas)
 	if sp.Name == "plms" {
 		sc = plmsSchedule(sc)
 	}
-	r := &Run{set: s, spec: sp, tr: tr, sched: sc, net: net, shape: [4]int{s.Batch, s.Channels, s.H, s.W}}
+	r := &Run{set: s, spec: sp, tr: tr, sched: sc, net: net, shape: [4]int{s.Batch, s.Channels, s.H, s.W}, skipped: skipped}
 	r.eta = 1
 	if sp.fam == famDDIM {
 		r.eta = 0
@@ -284,7 +310,11 @@ func (r *Run) denoise(ctx context.Context, x []float64, sigma float64) ([]float6
 	}
 	t := r.timestep(r.sched, sigma)
 	r.evalSigma = sigma
-	out, err := r.net.Predict(ctx, in, t, rows)
+	netIn := in
+	if r.img != nil && r.img.concat != nil {
+		netIn = r.img.withConcat(in)
+	}
+	out, err := r.net.Predict(ctx, netIn, t, rows)
 	if err != nil {
 		return nil, fmt.Errorf("sampler: network at t=%g: %w", t, err)
 	}
@@ -403,6 +433,9 @@ func (r *Run) Step(ctx context.Context) (Frame, error) {
 		r.gen = gen
 		return Frame{}, err
 	}
+	if r.img != nil && r.img.kind == InpaintBlend {
+		r.blend(r.img, st, c.next, c.last)
+	}
 	for _, v := range st.X {
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			r.gen = gen
@@ -474,14 +507,17 @@ func (r *Run) SetGuidance(cfg, rescale float64) error {
 // sampler, schedule and steps it keeps the sampler's history and the
 // generator state; with another sampler (or schedule) the new sampler starts
 // with fresh history at the current sigma and follows its own schedule's
-// sigmas below it. The latent shape, model and seed stream are kept.
+// sigmas below it. The latent shape, model, seed stream and image
+// conditioning (strength, init latent, mask) are kept.
 func (r *Run) Branch(s Settings, net Network) (*Run, error) {
 	s.Batch, s.Channels, s.H, s.W, s.Model = r.set.Batch, r.set.Channels, r.set.H, r.set.W, r.set.Model
+	s.Strength, s.Image = r.set.Strength, r.set.Image
 	nr, err := prepare(s, net)
 	if err != nil {
 		return nil, err
 	}
 	nr.gen = r.gen.Clone()
+	nr.img = r.img
 	same := nr.spec.Name == r.spec.Name && len(nr.sched.Sigmas) == len(r.sched.Sigmas)
 	for i := 0; same && i < len(nr.sched.Sigmas); i++ {
 		same = nr.sched.Sigmas[i] == r.sched.Sigmas[i] && nr.sched.Next[i] == r.sched.Next[i]
@@ -513,6 +549,7 @@ func (r *Run) Branch(s Settings, net Network) (*Run, error) {
 	copy(sc.Next, sc.Sigmas[1:])
 	sc.Next[len(sc.Next)-1] = old.Next[len(old.Next)-1]
 	nr.sched = sc
+	nr.skipped = 0 // the branch's schedule is its own
 	for _, sg := range sc.Sigmas {
 		sc.Timesteps = append(sc.Timesteps, nr.timestep(old, sg))
 	}

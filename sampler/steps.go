@@ -468,7 +468,7 @@ func stepDEIS(c *stepCtx) error {
 		return err
 	}
 	eps := toD(st.X, c.sigma, den)
-	total := len(c.run.sched.Sigmas)
+	total := len(c.run.sched.Sigmas) + c.run.skipped // diffusers counts the steps an img2img strength skips
 	lowerFinal := c.last && total < 15
 	if len(st.Old) == 0 || lowerFinal {
 		st.X = addScaled(st.X, c.next-c.sigma, eps)

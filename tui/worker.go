@@ -520,6 +520,9 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 	ps := parent.job.Settings
 	s := r.Settings
 	s.Seed, s.Width, s.Height, s.Batch, s.RNG = ps.Seed, ps.Width, ps.Height, ps.Batch, ps.RNG
+	// The run keeps its image conditioning (sampler.Run.Branch); so do
+	// the settings that describe it.
+	s.InitImage, s.Strength, s.Mask, s.MaskBlur = ps.InitImage, ps.Strength, ps.Mask, ps.MaskBlur
 	s.Model = w.pipe.Name
 	if err := gen.Validate(w.pipe, s); err != nil {
 		return nil, nil, err

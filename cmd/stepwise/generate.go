@@ -80,6 +80,10 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	pair(fs, &f.s.OriginalWidth, &f.s.OriginalHeight, "original-size", "SDXL size conditioning: the original size W,H (default: the image size)")
 	pair(fs, &f.s.CropLeft, &f.s.CropTop, "crop-top-left", "SDXL size conditioning: the crop's top-left corner X,Y (default 0,0)")
 	pair(fs, &f.s.TargetWidth, &f.s.TargetHeight, "target-size", "SDXL size conditioning: the target size W,H (default: the image size)")
+	str(&f.s.InitImage, "init-img", "i", "img2img: start from this PNG or JPEG (the output takes its size unless -W/-H resize it)")
+	fs.Float64Var(&f.s.Strength, "strength", f.s.Strength, "img2img/inpainting: how much of the init image to repaint, in (0, 1] (A1111's Denoising strength); runs the last int(steps*strength) steps")
+	str(&f.s.Mask, "mask", "", "inpainting: a PNG or JPEG mask the init image's size, white = repaint, black = keep")
+	integer(&f.s.MaskBlur, "mask-blur", "", "inpainting: blur the mask by this many pixels first (A1111's Mask blur)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
@@ -153,7 +157,7 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.from != "" {
-		if err := settingsFromPNG(&f, set); err != nil {
+		if err := settingsFromPNG(&f, set, stderr); err != nil {
 			return f, err
 		}
 	}
@@ -223,8 +227,10 @@ func (v pairValue) Set(s string) error {
 func pair(fs *flag.FlagSet, a, b *int, name, usage string) { fs.Var(pairValue{a, b}, name, usage) }
 
 // settingsFromPNG loads the settings stored in a PNG's parameters text;
-// flags given on the command line override them.
-func settingsFromPNG(f *genFlags, set map[string]bool) error {
+// flags given on the command line override them. An init image or mask the
+// PNG names that is missing (also beside the PNG, for a relative name) is
+// dropped with a warning naming it.
+func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 	text, err := render.ReadPNGTextFile(f.from)
 	if err != nil {
 		return fmt.Errorf("--from: %w", err)
@@ -233,7 +239,7 @@ func settingsFromPNG(f *genFlags, set map[string]bool) error {
 	if !ok {
 		return fmt.Errorf("--from %s: the PNG has no \"parameters\" text chunk (not written by Stepwise or AUTOMATIC1111?)", f.from)
 	}
-	s, _, err := presets.ParseInfotext(params)
+	s, unknown, err := presets.ParseInfotext(params)
 	if err != nil {
 		return fmt.Errorf("--from %s: %w", f.from, err)
 	}
@@ -250,8 +256,12 @@ func settingsFromPNG(f *genFlags, set map[string]bool) error {
 		"original-size":    func() { f.s.OriginalWidth, f.s.OriginalHeight = cur.OriginalWidth, cur.OriginalHeight },
 		"crop-top-left":    func() { f.s.CropLeft, f.s.CropTop = cur.CropLeft, cur.CropTop },
 		"target-size":      func() { f.s.TargetWidth, f.s.TargetHeight = cur.TargetWidth, cur.TargetHeight },
+		"init-img":         func() { f.s.InitImage = cur.InitImage },
+		"strength":         func() { f.s.Strength = cur.Strength },
+		"mask":             func() { f.s.Mask = cur.Mask },
+		"mask-blur":        func() { f.s.MaskBlur = cur.MaskBlur },
 	}
-	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch"}
+	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch", "i": "init-img"}
 	for name := range set {
 		if long, ok := aliases[name]; ok {
 			name = long
@@ -259,6 +269,49 @@ func settingsFromPNG(f *genFlags, set map[string]bool) error {
 		if o, ok := override[name]; ok {
 			o()
 		}
+	}
+	warn := func(format string, args ...any) {
+		fmt.Fprintf(stderr, "warning: --from %s: %s\n", termsafe.Text(f.from), termsafe.Text(fmt.Sprintf(format, args...)))
+	}
+	find := func(name string) (string, bool) {
+		if _, err := os.Stat(name); err == nil {
+			return name, true
+		}
+		if !filepath.IsAbs(name) {
+			beside := filepath.Join(filepath.Dir(f.from), name)
+			if _, err := os.Stat(beside); err == nil {
+				return beside, true
+			}
+		}
+		return name, false
+	}
+	named := f.s.InitImage != ""
+	if !set["init-img"] && !set["i"] && f.s.InitImage != "" {
+		if p, ok := find(f.s.InitImage); ok {
+			f.s.InitImage = p
+		} else {
+			what := "generating from noise"
+			if f.s.Mask != "" && !set["mask"] {
+				what += " without its mask " + f.s.Mask + " either"
+				f.s.Mask = ""
+			}
+			warn("its init image %s is missing; %s (pass --init-img PATH)", f.s.InitImage, what)
+			f.s.InitImage = ""
+		}
+	}
+	if !set["mask"] && f.s.Mask != "" {
+		if p, ok := find(f.s.Mask); ok {
+			f.s.Mask = p
+		} else {
+			warn("its mask %s is missing; generating img2img without it (pass --mask PATH)", f.s.Mask)
+			f.s.Mask = ""
+		}
+	}
+	// A1111's img2img PNGs carry the strength but name no file.
+	_, hires := unknown["Denoising strength"]
+	last := params[strings.LastIndex(strings.TrimSpace(params), "\n")+1:]
+	if !named && !hires && strings.Contains(last, "Denoising strength:") {
+		warn("it was made by img2img (Denoising strength %g) from an init image its parameters do not name; generating from noise (pass --init-img PATH)", s.Strength)
 	}
 	return nil
 }
@@ -362,6 +415,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return err
 	}
 	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", termsafe.Text(s)) }
+	// The init image and mask are read and checked before the model loads.
+	in, err := gen.LoadInputs(f.s)
+	if err != nil {
+		return fmt.Errorf("%w; nothing written", err)
+	}
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {
@@ -388,11 +446,33 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		p.Model.Scheduler.PredictionType = "v_prediction"
 	}
 	s := f.s
+	fromInit := in.Init != nil && (s.Width == 0 || s.Height == 0)
+	if in.Init != nil {
+		// img2img keeps the init image's size unless -W/-H say otherwise.
+		sz := in.Init.Bounds().Size()
+		if s.Width == 0 {
+			s.Width = sz.X
+		}
+		if s.Height == 0 {
+			s.Height = sz.Y
+		}
+	}
 	if s.Width == 0 {
 		s.Width = p.NativeSize()
 	}
 	if s.Height == 0 {
 		s.Height = p.NativeSize()
+	}
+	if fromInit {
+		if err := gen.Validate(p, s); err != nil {
+			m := p.SizeMultiple()
+			up := func(v int) int { return max((v+m/2)/m*m, m) }
+			return fmt.Errorf("%w: that is the size of the init image %s; pass -W %d -H %d (or other multiples of %d) to resize it; nothing written",
+				err, termsafe.Text(in.InitPath), up(s.Width), up(s.Height), m)
+		}
+	}
+	if note := in.ResizeNote(s.Width, s.Height); note != "" {
+		fmt.Fprintf(stderr, "note: %s\n", termsafe.Text(note))
 	}
 	// Estimate before any work: a size far above the model's native one
 	// can need more memory than the device has, and hours.
@@ -416,7 +496,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "note: %s\n", msg)
 	})
 	randomSeed := s.Seed < 0
-	j, err := gen.Start(p, s)
+	j, err := gen.StartInputs(p, s, in)
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
@@ -431,6 +511,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "note: the prompt is %d tokens, longer than 75; it was split into %d chunks of 75\n", j.Cond.PromptTokens, j.Cond.Chunks)
 	}
 	fmt.Fprintf(stderr, "model %s on %s, loaded in %.2fs\n", p.Name, dev.Name(), time.Since(t0).Seconds())
+	if k := j.Run.ImageKind(); k != 0 {
+		from := "no init image"
+		if in.Init != nil {
+			from = termsafe.Text(in.InitPath)
+		}
+		fmt.Fprintf(stderr, "%s from %s: %d of %d steps\n", k, from, j.Run.Total(), s.Steps)
+	}
 
 	prog := newProgress(stderr, f.preview, p)
 	for !j.Done() {
