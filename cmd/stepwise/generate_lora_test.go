@@ -98,3 +98,26 @@ func TestGenerateLoRA(t *testing.T) {
 		}
 	}
 }
+
+// TestGenerateLCMLoRA: an LCM-LoRA on an ordinary model with --sampler lcm,
+// 4 steps and CFG 1 reproduces golden-wave3's lcm_lora_4steps PNG within 1
+// per channel, without the note that lcm needs an LCM model or LoRA.
+func TestGenerateLCMLoRA(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := readPixels(t, filepath.Join(dir, "lcm_lora_4steps_g1.0_seed42.png"))
+	out := filepath.Join(t.TempDir(), "lcm.png")
+	log, err := runGen(t, []string{"--model", filepath.Join(golden.Dir(t), "sd15-mini"),
+		"-p", "<lora:sd15-mini-lora.kohya.fp16:1>a photograph of an astronaut riding a horse",
+		"--steps", "4", "--cfg-scale", "1", "--sampler", "lcm", "--seed", "42", "--rng", "torch-cpu",
+		"-W", "64", "-H", "64", "--device", "ref", "--lora-dir", filepath.Join(dir, "lora"), "-o", out})
+	require.NoError(t, err, log)
+	assert.NotContains(t, log, "LCM-LoRA", "the prompt names a LoRA")
+	got := readPixels(t, out)
+	require.Len(t, got, len(want))
+	most := 0
+	for i := range got {
+		d := int(got[i]) - int(want[i])
+		most = max(most, d, -d)
+	}
+	assert.LessOrEqual(t, most, 1, "pixels differ from the public PNG")
+}
