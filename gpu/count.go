@@ -9,6 +9,18 @@ type Counter struct {
 	FLOPs int64
 }
 
+// MaxTensorBytes forwards the wrapped device's limit (0: none known).
+func (c *Counter) MaxTensorBytes() int64 { return MaxTensorBytes(c.Device) }
+
+// MaxTensorBytes is the largest tensor d can write in one op, for devices
+// that have such a limit (GL: its storage-block windows); 0 means none.
+func MaxTensorBytes(d Device) int64 {
+	if m, ok := d.(interface{ MaxTensorBytes() int64 }); ok {
+		return m.MaxTensorBytes()
+	}
+	return 0
+}
+
 // MatMul counts 2·M·N·K per output matrix.
 func (c *Counter) MatMul(a, b *Tensor, o MatMulOpts) *Tensor {
 	if g, err := MatMulShape(a.Shape, b.Shape, o); err == nil {

@@ -37,6 +37,9 @@ type Pipeline struct {
 	unet  *nets.UNet
 	vae   *nets.VAE
 	tiny  *nets.Tiny // TAESD, when set: decodes instead of the VAE
+	// tileLimit, when set, replaces the device's tensor limit for the
+	// VAE's tiling decision (tests).
+	tileLimit int64
 	tinyM *checkpoint.Tiny
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
@@ -684,7 +687,6 @@ func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error)
 		return p.DecodeTiny(latent, shape)
 	}
 	t0 := time.Now()
-	d := p.dev
 	c := &p.vae.Config
 	inv := float32(1 / c.ScalingFactor)
 	shift := float32(0)
@@ -701,16 +703,158 @@ func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error)
 		}
 		latent, inv, shift = z, 1, 0
 	}
-	d.PushScope()
-	z := d.Upload(latent, shape[:]...)
-	img := p.vae.Decode(d.Scale(z, inv, shift))
-	pix, err := d.Download(img)
-	d.PopScope()
+	if limit := p.tensorLimit(); limit > 0 && p.decodePeakBytes(shape) > limit {
+		pix, out, err := p.decodeTiled(latent, shape, inv, shift)
+		p.Timings["vae_decode"] = time.Since(t0)
+		if err != nil {
+			return nil, fmt.Errorf("vae decode (tiled): %w", err)
+		}
+		return ToImages(pix, out), nil
+	}
+	pix, out, err := p.decodeRaw(latent, shape, inv, shift)
 	p.Timings["vae_decode"] = time.Since(t0)
 	if err != nil {
 		return nil, fmt.Errorf("vae decode: %w", err)
 	}
-	return ToImages(pix, img.Shape), nil
+	return ToImages(pix, out), nil
+}
+
+// decodeRaw runs the VAE decoder on latent*inv + shift and returns its raw
+// output [B,3,H,W] on the host.
+func (p *Pipeline) decodeRaw(latent []float32, shape [4]int, inv, shift float32) ([]float32, gpu.Shape, error) {
+	d := p.dev
+	d.PushScope()
+	z := d.Upload(latent, shape[:]...)
+	img := p.vae.Decode(d.Scale(z, inv, shift))
+	pix, err := d.Download(img)
+	out := img.Shape.Clone()
+	d.PopScope()
+	return pix, out, err
+}
+
+// tensorLimit is the largest tensor the device writes in one op (0: none).
+func (p *Pipeline) tensorLimit() int64 {
+	if p.tileLimit > 0 {
+		return p.tileLimit
+	}
+	return gpu.MaxTensorBytes(p.dev)
+}
+
+// decodePeakBytes is the largest activation the VAE decoder makes for
+// latents of shape: each up block's channels at twice its input size once
+// upsampled, the last block's at the image size.
+func (p *Pipeline) decodePeakBytes(shape [4]int) int64 {
+	ch := p.vae.Config.BlockOutChannels
+	n := len(ch)
+	var peak int64
+	for i := 0; i < n; i++ {
+		scale := int64(1) << min(i+1, n-1)
+		peak = max(peak, int64(shape[0])*int64(ch[n-1-i])*int64(shape[2])*scale*int64(shape[3])*scale*4)
+	}
+	return peak
+}
+
+// decodeTiled decodes large latents in overlapping tiles and blends them
+// as diffusers' AutoencoderKL.tiled_decode does (tiles of sample_size/8
+// latents, 25% overlap, linear blends over a quarter of a tile), so every
+// op stays under the device's tensor limit. Seams are blended, not exact:
+// the result differs slightly from an untiled decode.
+func (p *Pipeline) decodeTiled(latent []float32, shape [4]int, inv, shift float32) ([]float32, gpu.Shape, error) {
+	c := &p.vae.Config
+	ds := c.Downscale()
+	tile := max(c.SampleSize/ds, 8)
+	for tile > 8 && p.decodePeakBytes([4]int{shape[0], shape[1], tile, tile}) > p.tensorLimit() {
+		tile /= 2
+	}
+	return decodeTiles(latent, shape, ds, tile, func(z []float32, zs [4]int) ([]float32, error) {
+		pix, _, err := p.decodeRaw(z, zs, inv, shift)
+		return pix, err
+	})
+}
+
+// decodeTiles is tiled_decode over a decode function: tile x tile latent
+// tiles every int(tile*0.75) latents, each blended with the tile above and
+// the one to its left over a quarter of a decoded tile, cropped to the
+// rest and placed side by side.
+func decodeTiles(latent []float32, shape [4]int, ds, tile int, decode func([]float32, [4]int) ([]float32, error)) ([]float32, gpu.Shape, error) {
+	b, ch, h, w := shape[0], shape[1], shape[2], shape[3]
+	step := int(float64(tile) * 0.75)
+	sample := tile * ds
+	blend := int(float64(sample) * 0.25)
+	limit := sample - blend
+	type img struct {
+		pix  []float32
+		h, w int
+	}
+	var rows [][]img
+	for i := 0; i < h; i += step {
+		var row []img
+		for j := 0; j < w; j += step {
+			th, tw := min(tile, h-i), min(tile, w-j)
+			z := make([]float32, b*ch*th*tw)
+			for n := 0; n < b*ch; n++ {
+				for y := 0; y < th; y++ {
+					copy(z[(n*th+y)*tw:(n*th+y+1)*tw], latent[(n*h+i+y)*w+j:(n*h+i+y)*w+j+tw])
+				}
+			}
+			pix, err := decode(z, [4]int{b, ch, th, tw})
+			if err != nil {
+				return nil, nil, err
+			}
+			row = append(row, img{pix, th * ds, tw * ds})
+		}
+		rows = append(rows, row)
+	}
+	planes := b * 3
+	at := func(t img, n, y, x int) *float32 { return &t.pix[(n*t.h+y)*t.w+x] }
+	for i, row := range rows {
+		for j, t := range row {
+			if i > 0 { // blend_v with the tile above
+				a := rows[i-1][j]
+				e := min(a.h, t.h, blend)
+				for n := 0; n < planes; n++ {
+					for y := 0; y < e; y++ {
+						f := float32(y) / float32(e)
+						for x := 0; x < min(a.w, t.w); x++ {
+							*at(t, n, y, x) = *at(a, n, a.h-e+y, x)*(1-f) + *at(t, n, y, x)*f
+						}
+					}
+				}
+			}
+			if j > 0 { // blend_h with the (blended) tile to the left
+				a := row[j-1]
+				e := min(a.w, t.w, blend)
+				for n := 0; n < planes; n++ {
+					for y := 0; y < min(a.h, t.h); y++ {
+						for x := 0; x < e; x++ {
+							f := float32(x) / float32(e)
+							*at(t, n, y, x) = *at(a, n, y, a.w-e+x)*(1-f) + *at(t, n, y, x)*f
+						}
+					}
+				}
+			}
+		}
+	}
+	H, W := h*ds, w*ds
+	out := make([]float32, planes*H*W)
+	oy := 0
+	for _, row := range rows {
+		ox, rh := 0, 0
+		for _, t := range row {
+			th, cw := min(t.h, limit), min(t.w, limit)
+			rh = th
+			for n := 0; n < planes; n++ {
+				for y := 0; y < th && oy+y < H; y++ {
+					for x := 0; x < cw && ox+x < W; x++ {
+						out[(n*H+oy+y)*W+ox+x] = *at(t, n, y, x)
+					}
+				}
+			}
+			ox += cw
+		}
+		oy += rh
+	}
+	return out, gpu.Shape{b, 3, H, W}, nil
 }
 
 // SetTAESD makes the pipeline decode with a TAESD (stable-diffusion.cpp's

@@ -306,6 +306,9 @@ func (d *Device) QuickGELU(x *gpu.Tensor) *gpu.Tensor {
 	return d.Device.QuickGELU(x)
 }
 
+// MaxTensorBytes forwards the wrapped device's limit.
+func (d *Device) MaxTensorBytes() int64 { return gpu.MaxTensorBytes(d.Device) }
+
 // ReLU implements gpu.Device.
 func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor {
 	d.before("ReLU")

@@ -163,6 +163,11 @@ func in(t *gpu.Tensor) input {
 // DECLARE_OUTPUT in common.glsl).
 const outWindows = 5
 
+// MaxTensorBytes is the largest tensor an op may write on this device
+// (outWindows storage-block windows); callers split bigger work (the VAE
+// decodes large images in tiles).
+func (d *Device) MaxTensorBytes() int64 { return outWindows * d.window() }
+
 // window is the bytes of one output window: the largest storage block, cut
 // to a multiple of 256 (every driver's largest binding-offset alignment).
 func (d *Device) window() int64 { return d.maxBlock / 256 * 256 }
