@@ -40,7 +40,7 @@ type Pipeline struct {
 	// tileLimit, when set, replaces the device's tensor limit for the
 	// VAE's tiling decision (tests).
 	tileLimit int64
-	tinyM *checkpoint.Tiny
+	tinyM     *checkpoint.Tiny
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
 	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
