@@ -154,14 +154,19 @@ func (e *LoadError) Error() string {
 		b.WriteString("s")
 	}
 	b.WriteString(" (do the configs match the weights?):")
-	for i, p := range e.Problems {
+	writeProblems(&b, e.Problems, show)
+	return b.String()
+}
+
+// writeProblems lists problems one a line, the first show of them.
+func writeProblems(b *strings.Builder, problems []string, show int) {
+	for i, p := range problems {
 		if i == show {
-			fmt.Fprintf(&b, "\n  ... and %d more", len(e.Problems)-show)
+			fmt.Fprintf(b, "\n  ... and %d more", len(problems)-show)
 			break
 		}
 		b.WriteString("\n  - " + p)
 	}
-	return b.String()
 }
 
 // ErrPickle is returned for .ckpt/.pt/.bin checkpoints.

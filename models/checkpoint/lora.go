@@ -360,13 +360,7 @@ func (e *LoRAError) Error() string {
 		}
 	}
 	b.WriteString(":")
-	for i, p := range e.Problems {
-		if i == show {
-			fmt.Fprintf(&b, "\n  ... and %d more", len(e.Problems)-show)
-			break
-		}
-		b.WriteString("\n  - " + p)
-	}
+	writeProblems(&b, e.Problems, show)
 	return b.String()
 }
 
