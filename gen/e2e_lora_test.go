@@ -40,16 +40,7 @@ func runLoRAE2E(t *testing.T, p *models.Pipeline, s presets.Settings, g *golden.
 	}
 	imgs, err := j.Images()
 	require.NoError(t, err)
-	most := 0
-	for y := 0; y < 64; y++ {
-		for x := 0; x < 64; x++ {
-			px := imgs[0].RGBAAt(x, y)
-			for ch, v := range []uint8{px.R, px.G, px.B} {
-				dv := int(int64(v) - wantPix[(y*64+x)*3+ch])
-				most = max(most, dv, -dv)
-			}
-		}
-	}
+	_, _, most := golden.PixelsOff(imgs[0], wantPix)
 	return j, worst, most
 }
 

@@ -58,20 +58,7 @@ func TestE2EWave2(t *testing.T) {
 				}
 				imgs, err := j.Images()
 				require.NoError(t, err)
-				off, big := 0, 0
-				for y := 0; y < 64; y++ {
-					for x := 0; x < 64; x++ {
-						px := imgs[0].RGBAAt(x, y)
-						for ch, v := range []uint8{px.R, px.G, px.B} {
-							if dv := int64(v) - wantPix[(y*64+x)*3+ch]; dv != 0 {
-								off++
-								if dv > 1 || dv < -1 {
-									big++
-								}
-							}
-						}
-					}
-				}
+				off, big, _ := golden.PixelsOff(imgs[0], wantPix)
 				assert.Zerof(t, big, "pixel values off by more than 1 (%d off at all)", off)
 				t.Logf("worst step latent error %.2g x max|latent|; %d of %d pixel values off by 1", worst, off, 64*64*3)
 			})

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"strings"
 	"testing"
 
@@ -37,13 +39,9 @@ func TestEditorFields(t *testing.T) {
 		{focusClipSkip, "up", 1, "2", e.clip.Value},
 	} {
 		for i := 0; i < c.n; i++ {
-			if !e.update(c.f, key1(c.k)) {
-				t.Fatalf("%s did not take %s", focusLabels[c.f], c.k)
-			}
+			require.Truef(t, e.update(c.f, key1(c.k)), "%s did not take %s", focusLabels[c.f], c.k)
 		}
-		if got := c.get(); got != c.want {
-			t.Errorf("%s after %d×%s = %s, want %s", focusLabels[c.f], c.n, c.k, got, c.want)
-		}
+		assert.Equalf(t, c.want, c.get(), "%s after %d×%s", focusLabels[c.f], c.n, c.k)
 	}
 
 	// Lists wrap around; the names are the ones `generate` accepts.

@@ -5,6 +5,7 @@ package golden
 
 import (
 	"encoding/binary"
+	"image"
 	"math"
 	"os"
 	"path/filepath"
@@ -184,4 +185,31 @@ func Close(t testing.TB, what string, got, want []float32, atol, rtol float64) f
 		t.Errorf("%s: max |diff| %.3g at %d (got %v, want %v) > %.3g", what, d, at, got[at], want[at], lim)
 	}
 	return d
+}
+
+// PixelsOff compares an image with a golden uint8 HWC image (I64 values,
+// as image_uint8 is stored): how many channel values differ at all, how
+// many by more than 1, and the largest difference.
+func PixelsOff(im *image.RGBA, want []int64) (off, big, most int) {
+	b := im.Bounds()
+	w := b.Dx()
+	for y := 0; y < b.Dy(); y++ {
+		for x := 0; x < w; x++ {
+			px := im.RGBAAt(b.Min.X+x, b.Min.Y+y)
+			for ch, v := range []uint8{px.R, px.G, px.B} {
+				i := (y*w+x)*3 + ch
+				if i >= len(want) {
+					return off, big + 1, max(most, 255)
+				}
+				if dv := int(int64(v) - want[i]); dv != 0 {
+					off++
+					most = max(most, dv, -dv)
+					if dv > 1 || dv < -1 {
+						big++
+					}
+				}
+			}
+		}
+	}
+	return off, big, most
 }

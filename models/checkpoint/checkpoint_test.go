@@ -3,6 +3,8 @@ package checkpoint
 import (
 	"bytes"
 	"errors"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"os"
 	"path/filepath"
 	"slices"
@@ -77,13 +79,9 @@ func TestExpectedSD15(t *testing.T) {
 	keys := readKeyList(t, filepath.Join(g, "sd15_keys.txt"))
 	m := &Model{Spec: FamilyNamed("SD 1.x"), Texts: []TextModel{{Spec: FamilyNamed("SD 1.x").Texts[0]}}}
 	want, err := SingleFileKeys(m)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	compareShapes(t, "sd15", keys, want)
-	if len(keys) != 1130 {
-		t.Errorf("%d keys", len(keys))
-	}
+	assert.Len(t, keys, 1130)
 }
 
 func readKeyList(t *testing.T, path string) map[string][]int {

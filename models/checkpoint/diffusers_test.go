@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"bytes"
+	"github.com/stretchr/testify/assert"
 	"os"
 	"path/filepath"
 	"slices"
@@ -117,8 +118,9 @@ func TestNotACheckpoint(t *testing.T) {
 		{filepath.Join(g, "unet.safetensors"), "no Stable Diffusion tensors"},
 	} {
 		_, err := Load(c.path, "")
-		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), c.path) {
-			t.Errorf("%s: %v", c.path, err)
+		if assert.Error(t, err, c.path) {
+			assert.Contains(t, err.Error(), c.want)
+			assert.Contains(t, err.Error(), c.path)
 		}
 	}
 	sdxl := encode(t, []safetensors.Entry{
@@ -126,8 +128,9 @@ func TestNotACheckpoint(t *testing.T) {
 		{Name: "model.diffusion_model.input_blocks.0.0.weight", DType: safetensors.F16, Shape: []int{1}, Data: []byte{0, 0}},
 	})
 	// An SGM-layout file is read as SDXL: what it lacks is named in that layout.
-	if _, err := LoadBytes("xl.safetensors", sdxl, nil); err == nil || !strings.Contains(err.Error(), "read as SDXL single file") {
-		t.Errorf("sdxl: %v", err)
+	_, err := LoadBytes("xl.safetensors", sdxl, nil)
+	if assert.Error(t, err) {
+		assert.Contains(t, err.Error(), "read as SDXL single file")
 	}
 }
 

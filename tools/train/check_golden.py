@@ -1,4 +1,4 @@
-"""Verifies sdmodules.py + ldm_keys.py + tokenizer.py against /work/shared/golden.
+"""Verifies sdmodules.py + ldm_keys.py + tokenizer.py against ../shared/golden (beside the repo).
 
 Loads sd15-mini (diffusers folder) into our modules, compares U-Net / VAE / text
 outputs with the goldens (max abs diff <= 1e-4), compares the tokenizer with
@@ -20,7 +20,8 @@ import sdmodules as M  # noqa: E402
 import ldm_keys  # noqa: E402
 import tokenizer as T  # noqa: E402
 
-G = sys.argv[1] if len(sys.argv) > 1 else "/work/shared/golden"
+G = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "golden")
 ok = True
 
 

@@ -3,7 +3,7 @@
 UNet2DConditionModel, AutoencoderKL and CLIPTextModel are re-implemented here (no
 diffusers/transformers on this machine) so that a state_dict of these modules has
 exactly the diffusers names; export.py maps those names to the original LDM
-single-file layout. check_golden.py verifies them against /work/shared/golden.
+single-file layout. check_golden.py verifies them against ../shared/golden (beside the repo).
 """
 
 import json

@@ -52,8 +52,6 @@ DATA = os.path.join(HERE, "data")
 RUNS = os.environ.get("STEPWISE_TRAIN_RUNS") or os.path.join(HERE, "runs")
 EXPORTED = os.path.join(REPO, "models", "bundled", "stepwise-emoji")  # prefix of .fp16.safetensors/.json
 TOKDIR = os.path.join(REPO, "..", "shared", "golden", "sd15-mini", "tokenizer")
-if not os.path.isdir(TOKDIR):
-    TOKDIR = "/work/shared/golden/sd15-mini/tokenizer"
 
 PACKAGES = {
     # npm package@version: sha256 of the tarball `npm pack` fetches

@@ -5,7 +5,7 @@
 # is lost) and start it again at any time. Lowest priority and passive OpenMP threads:
 # the machine is shared. Extra arguments go to train.py (e.g. --steps 80000).
 #
-#   cd /work/main && mkdir -p tools/train/runs && \
+#   (from the repository root) mkdir -p tools/train/runs && \
 #     setsid nohup tools/train/train.sh >> tools/train/runs/train.log 2>&1 < /dev/null &
 cd "$(dirname "$0")/../.." || exit 1
 mkdir -p tools/train/runs
