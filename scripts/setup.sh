@@ -17,6 +17,8 @@ apt_packages=(
   libx11-dev libxrandr-dev libxinerama-dev libxcursor-dev libxi-dev libxxf86vm-dev
   tmux
 )
+# A script that sources this one may ask for more (./scripts/test: glslang-tools).
+apt_packages+=(${stepwise_extra_packages[@]+"${stepwise_extra_packages[@]}"})
 
 missing=()
 for p in "${apt_packages[@]}"; do

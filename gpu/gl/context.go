@@ -109,7 +109,11 @@ func (d *Device) loop(ready chan<- error) {
 	for i := 0; i < 3; i++ {
 		gogl.GetIntegeri_v(gogl.MAX_COMPUTE_WORK_GROUP_COUNT, uint32(i), &v)
 		d.maxGroups[i] = int(v)
+		gogl.GetIntegeri_v(gogl.MAX_COMPUTE_WORK_GROUP_SIZE, uint32(i), &v)
+		d.maxLocal[i] = int(v)
 	}
+	gogl.GetIntegerv(gogl.MAX_COMPUTE_WORK_GROUP_INVOCATIONS, &v)
+	d.maxInvoc = int(v)
 	d.cache = newProgCache()
 	d.tune = newTuner(cacheDir(), glString(gogl.RENDERER)+"\n"+glString(gogl.VERSION)+"\n"+glString(gogl.VENDOR))
 	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {

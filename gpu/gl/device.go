@@ -57,6 +57,8 @@ type Device struct {
 	maxTexels int64  // largest texture buffer, in texels
 	maxBlock  int64  // largest storage block binding, in bytes
 	maxGroups [3]int // work group counts per dispatch dimension
+	maxLocal  [3]int // local (work group) size per dimension
+	maxInvoc  int    // invocations in one work group
 
 	// GL-thread state.
 	ctx    glContext

@@ -8,6 +8,8 @@ import (
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/gputest"
 	"github.com/stepwise/stepwise/gpu/ref"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // tol is the GL tolerance against gpu/ref: |got - want| <= tol * (1 + |want|)
@@ -381,4 +383,20 @@ func TestCollapse(t *testing.T) {
 	if st[0][0] != 60 || st[0][1] != 20 || st[0][2] != 1 || st[1][0] != 0 || st[1][1] != 1 || st[1][2] != 0 {
 		t.Errorf("strides %v", st)
 	}
+}
+
+// TestWorkGroupLimit: on a device whose work groups are smaller than a
+// kernel's (the specification allows 1024 invocations; llvmpipe has more), the
+// op fails with the limit named instead of dispatching a program the driver
+// would refuse.
+func TestWorkGroupLimit(t *testing.T) {
+	d := fresh(t)
+	require.Positive(t, d.maxInvoc, "the device reports its invocation limit")
+	require.Positive(t, d.maxLocal[0], "the device reports its local size limit")
+	d.maxLocal[0] = elemLX / 2 // read by the GL thread only after the first op below
+	x := d.Upload([]float32{1, -2, 3}, 3)
+	_, err := d.Download(d.Scale(x, 2, 1))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "work group size 256 along x exceeds this device's limit 128")
+	assert.Contains(t, err.Error(), "unary.comp")
 }

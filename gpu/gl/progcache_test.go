@@ -1,12 +1,15 @@
 package gl
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
 )
 
-// TestMain keeps the tests' program binaries out of the user's cache folder.
+// TestMain keeps the tests' program binaries out of the user's cache folder
+// and, after the tests, checks every shader variant they built against the
+// GLSL 4.30 specification (validateVariants).
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "stepwise-gl-cache-")
 	if err == nil {
@@ -15,6 +18,12 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	if err == nil {
 		os.RemoveAll(dir)
+	}
+	if report, n := validateVariants(); report != "" {
+		fmt.Fprintln(os.Stderr, "FAIL: "+report)
+		code = 1
+	} else if n > 0 && testing.Verbose() {
+		fmt.Fprintf(os.Stderr, "gl: %d shader variants are valid GLSL 4.30 (glslangValidator)\n", n)
 	}
 	os.Exit(code)
 }

@@ -3,6 +3,7 @@ package gl
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,11 @@ type kernel struct {
 	defines []string
 }
 
+// compiled, when set (by tests), sees the source of every program variant a
+// device builds and the driver accepts (from GLSL or the binary cache). It is
+// called on each device's GL thread.
+var compiled func(k kernel, src string)
+
 func (k kernel) key() string {
 	d := append([]string(nil), k.defines...)
 	sort.Strings(d)
@@ -38,9 +44,39 @@ func (d *Device) glProgram(k kernel) (*program, error) {
 		return p, p.err
 	}
 	p := &program{locs: map[string]int32{}}
-	p.id, p.err = d.compile(k)
+	if p.err = d.fitsLocal(k); p.err == nil {
+		p.id, p.err = d.compile(k)
+	}
 	d.progs[key] = p
 	return p, p.err
+}
+
+// fitsLocal checks k's work group (the LX and LY defines every shader sizes
+// itself with) against this device's limits, which the GL specification lets
+// be as small as 1024 invocations.
+func (d *Device) fitsLocal(k kernel) error {
+	size := [3]int{1, 1, 1}
+	for _, def := range k.defines {
+		name, val, _ := strings.Cut(def, "=")
+		i := strings.Index("LXLYLZ", name)
+		if len(name) != 2 || i < 0 || i%2 != 0 {
+			continue
+		}
+		n, err := strconv.Atoi(val)
+		if err != nil {
+			return fmt.Errorf("gl: shader %s: bad local size %s", k.file, def)
+		}
+		size[i/2] = n
+	}
+	for i, n := range size {
+		if d.maxLocal[i] > 0 && n > d.maxLocal[i] {
+			return fmt.Errorf("gl: shader %s: work group size %d along %c exceeds this device's limit %d", k.file, n, "xyz"[i], d.maxLocal[i])
+		}
+	}
+	if n := size[0] * size[1] * size[2]; d.maxInvoc > 0 && n > d.maxInvoc {
+		return fmt.Errorf("gl: shader %s: work groups of %d invocations exceed this device's limit %d", k.file, n, d.maxInvoc)
+	}
+	return nil
 }
 
 // compile links k's program: from the program binary cache when it holds
@@ -50,14 +86,17 @@ func (d *Device) compile(k kernel) (uint32, error) {
 	if err != nil {
 		return 0, err
 	}
-	if id := d.cache.load(src); id != 0 {
-		return id, nil
-	}
-	id, err := compileGLSL(k, src)
-	if err == nil {
+	id := d.cache.load(src)
+	if id == 0 {
+		if id, err = compileGLSL(k, src); err != nil {
+			return 0, err
+		}
 		d.cache.store(src, id)
 	}
-	return id, err
+	if compiled != nil {
+		compiled(k, src)
+	}
+	return id, nil
 }
 
 // compileGLSL compiles and links src, k's source.
