@@ -48,6 +48,7 @@ func (p *Pipeline) SetControlNet(c *checkpoint.ControlNet) error {
 	}
 	p.releaseControlNet()
 	p.control = &controlState{net: net, m: c}
+	p.control.id, _ = checkpoint.Identity(c.Path)
 	return nil
 }
 
@@ -71,11 +72,7 @@ func (p *Pipeline) UseControlNet(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := p.SetControlNet(c); err != nil {
-		return err
-	}
-	p.control.id = id
-	return nil
+	return p.SetControlNet(c)
 }
 
 // ControlNet is the loaded ControlNet, or nil.
