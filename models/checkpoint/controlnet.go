@@ -37,6 +37,9 @@ type ControlNet struct {
 	file *safetensors.File
 	from map[string]string // diffusers name -> file key
 	hash string
+	// timeIDsGuessed: an original SDXL file does not show the width of
+	// its time-id embeddings; Fits takes the U-Net's.
+	timeIDsGuessed bool
 }
 
 // Close releases the mapped file.
@@ -141,6 +144,7 @@ func (c *ControlNet) load(cfg []byte) error {
 		}
 	} else {
 		c.Config = inferControlNet(infos, prefix)
+		c.timeIDsGuessed = c.Config.AdditionEmbedType != ""
 	}
 	c.Config.Defaults()
 	if err := validateUNet(c.Path, &c.Config.UNetConfig); err != nil {
@@ -216,10 +220,12 @@ func inferControlNet(infos []safetensors.TensorInfo, prefix string) nets.Control
 		return 0
 	}
 	has := func(k string) bool { _, ok := shapes[k]; return ok }
+	// SDXL's heads are 64 wide (SD 1.x: 8 heads); its added conditioning
+	// is set below (the family's pooled width is not in this file).
 	fam := &Family{UNetPrefix: prefix}
 	sdxl := has(prefix + "label_emb.0.0.weight")
 	if sdxl {
-		fam.Added, fam.HeadWidth = AddedSizeTimeIDs, 64
+		fam.HeadWidth = 64
 	}
 	cfg, _ := inferConfigs(infos, fam)
 	var c nets.ControlNetConfig
@@ -231,6 +237,9 @@ func inferControlNet(infos []safetensors.TensorInfo, prefix string) nets.Control
 		c.AdditionEmbedType = "text_time"
 		c.ProjectionClassEmbeddingsInputDim = dim(prefix+"label_emb.0.0.weight", 1)
 		c.AdditionTimeEmbedDim = 256
+		if c.ProjectionClassEmbeddingsInputDim <= 256 {
+			c.AdditionTimeEmbedDim = 2 // a placeholder: Fits takes the U-Net's
+		}
 	}
 	h := prefix + "input_hint_block."
 	c.ConditioningChannels = dim(h+"0.weight", 1)
@@ -283,8 +292,13 @@ func checkFiniteWeights(path string, w nets.MapWeights, from map[string]string) 
 // Fits says why the ControlNet cannot steer a U-Net with config u (nil
 // when it can): its residuals must have the shapes of the U-Net's skip
 // tensors, and it must read the same text context and added conditioning.
+// An original SDXL file's time-id width, which its shapes do not show,
+// becomes the U-Net's.
 func (c *ControlNet) Fits(u *nets.UNetConfig, family string) error {
 	cc := &c.Config
+	if c.timeIDsGuessed && u.AdditionTimeEmbedDim > 0 {
+		cc.AdditionTimeEmbedDim = u.AdditionTimeEmbedDim
+	}
 	made := c.Family
 	if made == "" {
 		made = "another model"
@@ -297,8 +311,9 @@ func (c *ControlNet) Fits(u *nets.UNetConfig, family string) error {
 		return for_("it attends to %d-wide text context, the U-Net to %d", cc.CrossAttentionDim, u.CrossAttentionDim)
 	case (cc.AdditionEmbedType == "") != (u.AdditionEmbedType == ""):
 		return for_("added conditioning %q, the U-Net's %q", cc.AdditionEmbedType, u.AdditionEmbedType)
-	case cc.AdditionEmbedType != "" && cc.ProjectionClassEmbeddingsInputDim != u.ProjectionClassEmbeddingsInputDim:
-		return for_("its add_embedding takes %d values, the U-Net's %d", cc.ProjectionClassEmbeddingsInputDim, u.ProjectionClassEmbeddingsInputDim)
+	case cc.AdditionEmbedType != "" && (cc.ProjectionClassEmbeddingsInputDim != u.ProjectionClassEmbeddingsInputDim || cc.AdditionTimeEmbedDim != u.AdditionTimeEmbedDim):
+		return for_("its add_embedding takes %d values (time ids %d wide), the U-Net's %d (%d)",
+			cc.ProjectionClassEmbeddingsInputDim, cc.AdditionTimeEmbedDim, u.ProjectionClassEmbeddingsInputDim, u.AdditionTimeEmbedDim)
 	case len(cc.BlockOutChannels) != len(u.BlockOutChannels) || cc.LayersPerBlock != u.LayersPerBlock:
 		return for_("%d levels x %d layers, the U-Net has %d x %d", len(cc.BlockOutChannels), cc.LayersPerBlock, len(u.BlockOutChannels), u.LayersPerBlock)
 	case cc.InChannels > u.InChannels:
