@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"image"
 	"math"
 	"os"
 	"path/filepath"
@@ -210,4 +211,46 @@ func TestGenerateControlNetBadFiles(t *testing.T) {
 		_, serr := os.Stat(out)
 		assert.True(t, os.IsNotExist(serr), "%v: an output was written", c.args)
 	}
+}
+
+// TestGenerateControlNetFromA1111: --from on PNGs whose ControlNet cannot
+// be found warns naming it and generates without it: an A1111 PNG (the
+// model by name and hash only), ours with the control image gone, and an
+// A1111 unit whose preprocessor Stepwise does not have; a ControlNet on
+// the command line with the PNG's unit settings works.
+func TestGenerateControlNetFromA1111(t *testing.T) {
+	w3 := golden.Wave(t, "golden-wave3")
+	sd15 := filepath.Join(golden.Dir(t), "sd15-mini")
+	folder := filepath.Join(w3, "sd15-mini-controlnet")
+	control := filepath.Join(w3, "inputs", "control_64.png")
+	tmp := t.TempDir()
+	params := func(extra string) string {
+		return "red heart\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, RNG: CPU, " + extra
+	}
+	a1111 := `ControlNet 0: "Module: canny, Model: control_v11p_sd15_canny [d14c016b], Weight: 0.6, Resize Mode: Crop and Resize, Low Vram: False, Processor Res: 512, Threshold A: 80, Threshold B: 160, Guidance Start: 0.1, Guidance End: 0.9, Pixel Perfect: False, Control Mode: Balanced"`
+	cases := []struct {
+		name, extra, want string
+	}{
+		{"a1111", a1111, "its ControlNet control_v11p_sd15_canny [d14c016b] is missing; generating without it (pass --control-net PATH --control-image PATH)"},
+		{"no-image", `ControlNet 0: "Module: none, Model: sd15-mini-controlnet [00000000], Weight: 1", ControlNet model: ` + folder + ", Control image: gone.png",
+			"its control image gone.png is missing; generating without the ControlNet " + folder + " (pass --control-image PATH)"},
+		{"depth", `ControlNet 0: "Module: depth_midas, Model: control_v11f1p_sd15_depth [cfd03158], Weight: 1"`,
+			"it was made with a ControlNet whose preprocessor Stepwise does not have (Module: depth_midas"},
+	}
+	for _, c := range cases {
+		from := filepath.Join(tmp, c.name+".png")
+		require.NoError(t, render.WritePNG(from, image.NewRGBA(image.Rect(0, 0, 8, 8)), map[string]string{"parameters": params(c.extra)}, true))
+		out := filepath.Join(tmp, c.name+"-out.png")
+		log, err := runGen(t, []string{"--model", sd15, "--device", "ref", "--from", from, "-o", out})
+		require.NoError(t, err, log)
+		assert.Contains(t, log, "warning: --from "+from+": "+c.want, c.name)
+		assert.NotContains(t, log, "\ncontrolnet ", c.name)
+	}
+	// The A1111 PNG with the files given: its weight, thresholds and window.
+	from := filepath.Join(tmp, "a1111.png")
+	out := filepath.Join(tmp, "a1111-flags.png")
+	log, err := runGen(t, []string{"--model", sd15, "--device", "ref", "--from", from, "--control-net", folder, "--control-image", control, "-o", out})
+	require.NoError(t, err, log)
+	assert.NotContains(t, log, "warning")
+	assert.Contains(t, log, "canny 80/160: strength 0.6 from 0.1 to 0.9 of the run")
 }
