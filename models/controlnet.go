@@ -36,6 +36,10 @@ func (p *Pipeline) SetControlNet(c *checkpoint.ControlNet) error {
 		c.Close()
 		return err
 	}
+	if ds := c.Config.Downscale(); ds != p.Downscale() {
+		c.Close()
+		return fmt.Errorf("controlnet %s: its conditioning embedding shrinks the control image %dx, the model's latents are 1/%d of the image", c.Path, ds, p.Downscale())
+	}
 	net, err := nets.NewControlNet(p.dev, c.Config, c.Weights)
 	if err == nil {
 		if err = p.dev.Finish(); err != nil {
