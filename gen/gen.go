@@ -32,6 +32,8 @@ type Job struct {
 	Frames []sampler.Frame
 	// Started is when the job was created (prompt encoding included).
 	Started time.Time
+	// Control is the ControlNet's control image, when the run has one.
+	Control *models.Control
 }
 
 // Validate checks settings against what the loaded model can do, before
@@ -150,6 +152,21 @@ func samplerSettings(ds, channels int, distilled bool, sched checkpoint.Schedule
 type Network struct {
 	Pipe *models.Pipeline
 	Cond *models.Conditioning
+	// Control, when set, steers every call through the pipeline's
+	// ControlNet, its residuals multiplied by ControlScale() (the control
+	// strength, 0 outside the run's control start and end).
+	Control      *models.Control
+	ControlScale func() float64
+}
+
+// ControlKeep is diffusers' controlnet_keep for step i of n: 1 when the
+// step lies within [start, end] as fractions of the run, 0 when i/n <
+// start or (i+1)/n > end.
+func ControlKeep(i, n int, start, end float64) float64 {
+	if float64(i)/float64(n) < start || float64(i+1)/float64(n) > end {
+		return 0
+	}
+	return 1
 }
 
 // Predict implements sampler.Network.
@@ -166,6 +183,10 @@ func (n Network) Predict(ctx context.Context, x sampler.Latent, t float64, rows 
 	}
 	var out []float32
 	err := interruptible(ctx, n.Pipe.Device(), func() (err error) {
+		if n.Control != nil && n.ControlScale != nil {
+			out, err = n.Pipe.PredictNoiseControl(x.Data, x.Shape, t, n.Cond, rs, n.Control, n.ControlScale())
+			return err
+		}
 		out, err = n.Pipe.PredictNoise(x.Data, x.Shape, t, n.Cond, rs)
 		return err
 	})
@@ -214,6 +235,22 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 		}
 	}
 	s.Model = p.Name
+	// The ControlNet (loaded unless it is the pipeline's already) is
+	// checked against the model before any generation work.
+	if err := p.UseControlNet(s.ControlNet); err != nil {
+		return nil, err
+	}
+	s.ControlNetHash = ""
+	if cn := p.ControlNet(); cn != nil {
+		if in.Control == nil {
+			return nil, fmt.Errorf("controlnet %s: no control image (--control-image)", s.ControlNet)
+		}
+		h, err := cn.Hash()
+		if err != nil {
+			return nil, err
+		}
+		s.ControlNetHash = h
+	}
 	j := &Job{Settings: s, Pipe: p, Started: time.Now()}
 	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
 	if err != nil {
@@ -228,9 +265,20 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 		c.Release()
 		return nil, err
 	}
-	j.Run, err = sampler.NewRun(ss, Network{Pipe: p, Cond: c})
+	net := Network{Pipe: p, Cond: c}
+	if px := controlPixels(s, in); px != nil && p.ControlNet() != nil {
+		if j.Control, err = p.NewControl(px, s.Height, s.Width); err != nil {
+			c.Release()
+			return nil, err
+		}
+		net.Control = j.Control
+		net.ControlScale = func() float64 {
+			return s.ControlStrength * ControlKeep(j.Run.StepIndex(), j.Run.Total(), s.ControlStart, s.ControlEnd)
+		}
+	}
+	j.Run, err = sampler.NewRun(ss, net)
 	if err != nil {
-		c.Release()
+		j.Close()
 		return nil, err
 	}
 	return j, nil
@@ -391,6 +439,8 @@ func (j *Job) Close() {
 		j.Cond.Release()
 		j.Cond = nil
 	}
+	j.Control.Release()
+	j.Control = nil
 }
 
 // Infotext is the A1111 "parameters" text for image i of the batch. The

@@ -12,10 +12,12 @@ import (
 	_ "image/png"
 	"io/fs"
 	"math"
+	"strings"
 
 	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -35,6 +37,10 @@ type Inputs struct {
 	Mask     *image.Gray
 	InitPath string
 	MaskPath string
+	// Control is the ControlNet's control image (nil for none), as read:
+	// the edge map is made from it (Settings.Canny) when a run starts.
+	Control     *image.NRGBA
+	ControlPath string
 }
 
 // ImageError reports an init image or mask that cannot be used: its role
@@ -60,6 +66,13 @@ func LoadInputs(s presets.Settings) (*Inputs, error) {
 			return nil, err
 		}
 		in.Init = toNRGBA(im)
+	}
+	if s.ControlImage != "" {
+		im, err := readImage("control image", s.ControlImage)
+		if err != nil {
+			return nil, err
+		}
+		in.Control, in.ControlPath = toNRGBA(im), s.ControlImage
 	}
 	if s.Mask != "" {
 		im, err := readImage("mask", s.Mask)
@@ -170,18 +183,75 @@ func toGray(im image.Image) *image.Gray {
 // ResizeNote says how StartInputs will resize the inputs for a w x h
 // image: "" when they are that size already.
 func (in *Inputs) ResizeNote(w, h int) string {
-	if in == nil || in.Init == nil {
+	if in == nil {
 		return ""
 	}
-	sz := in.Init.Bounds().Size()
-	if sz.X == w && sz.Y == h {
-		return ""
+	var notes []string
+	if in.Init != nil {
+		if sz := in.Init.Bounds().Size(); sz.X != w || sz.Y != h {
+			what := "the init image " + in.InitPath
+			if in.Mask != nil {
+				what += " and the mask " + in.MaskPath
+			}
+			notes = append(notes, fmt.Sprintf("resizing %s from %dx%d to %dx%d (Lanczos, as diffusers)", what, sz.X, sz.Y, w, h))
+		}
 	}
-	what := "the init image " + in.InitPath
-	if in.Mask != nil {
-		what += " and the mask " + in.MaskPath
+	if in.Control != nil {
+		if sz := in.Control.Bounds().Size(); sz.X != w || sz.Y != h {
+			notes = append(notes, fmt.Sprintf("resizing the control image %s from %dx%d to %dx%d (Lanczos, as diffusers)", in.ControlPath, sz.X, sz.Y, w, h))
+		}
 	}
-	return fmt.Sprintf("resizing %s from %dx%d to %dx%d (Lanczos, as diffusers)", what, sz.X, sz.Y, w, h)
+	return strings.Join(notes, "; ")
+}
+
+// controlPixels prepares the control image of a w x h run as diffusers'
+// control_image_processor does (resized with Lanczos, RGB / 255 in [0, 1],
+// not normalised to [-1, 1]); with s.Canny it becomes its edge map first,
+// at the output size (render.Canny with s's thresholds, the map in all
+// three channels). It returns [3, h, w] planes, or nil without a control
+// image.
+func controlPixels(s presets.Settings, in *Inputs) []float32 {
+	if in == nil || in.Control == nil {
+		return nil
+	}
+	w, h := s.Width, s.Height
+	im := resizeRGB(in.Control, w, h)
+	if s.Canny {
+		edges := render.Canny(im, s.CannyLow, s.CannyHigh)
+		for i, v := range edges.Pix {
+			copy(im.Pix[4*i:4*i+3], []uint8{v, v, v})
+		}
+	}
+	plane := w * h
+	out := make([]float32, 3*plane)
+	for y := 0; y < h; y++ {
+		for x := 0; x < w; x++ {
+			p := im.Pix[y*im.Stride+4*x:]
+			for c := 0; c < 3; c++ {
+				out[c*plane+y*w+x] = float32(p[c]) / 255
+			}
+		}
+	}
+	return out
+}
+
+// ControlEdges is the control image as a run given s sees it: resized to
+// the output size and, with s.Canny, turned into its edge map (for a
+// preview of what the ControlNet reads); nil without a control image.
+func ControlEdges(s presets.Settings, in *Inputs) *image.NRGBA {
+	px := controlPixels(s, in)
+	if px == nil {
+		return nil
+	}
+	w, h := s.Width, s.Height
+	out := image.NewNRGBA(image.Rect(0, 0, w, h))
+	for i := 0; i < w*h; i++ {
+		for c := 0; c < 3; c++ {
+			out.Pix[4*i+c] = uint8(px[c*w*h+i]*255 + 0.5)
+		}
+		out.Pix[4*i+3] = 255
+	}
+	return out
 }
 
 // imageKind is how a model and inputs condition a run: 0 for text to

@@ -41,6 +41,7 @@ type Pipeline struct {
 	// VAE's tiling decision (tests).
 	tileLimit int64
 	tinyM     *checkpoint.Tiny
+	control   *controlState // the ControlNet, when set (controlnet.go)
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
 	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
@@ -283,6 +284,7 @@ func (p *Pipeline) Close() error {
 	}
 	p.texts, p.unet, p.vae = nil, nil, nil
 	p.releaseTiny()
+	p.releaseControlNet()
 	if p.Model != nil {
 		err := p.Model.Close()
 		p.Model = nil
@@ -651,6 +653,11 @@ func (c *Conditioning) added(rows []Row) *nets.Added {
 // channels: an inpainting U-Net's x holds the mask and the masked image's
 // latents after the latents.
 func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row) ([]float32, error) {
+	return p.predict(x, shape, t, c, rows, nil, 0)
+}
+
+// predict is PredictNoise, steered by the ControlNet when ctl is set.
+func (p *Pipeline) predict(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row, ctl *Control, scale float64) ([]float32, error) {
 	if len(rows) != shape[0] {
 		return nil, fmt.Errorf("predict: %d rows for a batch of %d", len(rows), shape[0])
 	}
@@ -668,9 +675,17 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 		ts[i] = float32(t)
 	}
 	d := p.dev
+	var cond *gpu.Tensor
+	if ctl != nil {
+		cond = ctl.tensor(shape[0]) // kept with ctl, outside the step's scope
+	}
 	d.PushScope()
 	xin := d.Upload(x, shape[:]...)
-	out := p.unet.ForwardAdded(xin, ts, ctx, added)
+	var cres *nets.Residuals
+	if cond != nil {
+		cres = p.control.net.Forward(xin, ts, ctx, cond, added, float32(scale))
+	}
+	out := p.unet.ForwardControl(xin, ts, ctx, added, cres)
 	res, err := d.Download(out)
 	d.PopScope()
 	p.Timings["unet"] = time.Since(t0)

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"unicode"
@@ -209,6 +210,12 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if s.LoraHashes != "" {
 		ps = append(ps, Param{"Lora hashes", s.LoraHashes})
 	}
+	// A ControlNet: sd-webui-controlnet's unit (the fields that apply),
+	// then the files (our keys: A1111 names the model by name and hash).
+	if s.ControlNet != "" {
+		ps = append(ps, Param{"ControlNet 0", s.ControlUnit()},
+			Param{"ControlNet model", s.ControlNet}, Param{"Control image", s.ControlImage})
+	}
 	for _, e := range extra {
 		replaced := false
 		for i := range ps {
@@ -301,6 +308,79 @@ var knownKeys = map[string]bool{
 	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
 	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
 	"Mask blur": true, "Init image": true, "Mask image": true,
+	"ControlNet 0": true, "ControlNet model": true, "Control image": true,
+}
+
+// ControlUnit is the value of sd-webui-controlnet's "ControlNet 0" key for
+// s's ControlNet: module (canny or none), model (name [hash]), weight,
+// resize mode (Stepwise resizes the control image to the output size),
+// the canny thresholds, guidance start and end, and the control mode
+// (Balanced: prompt and control both, diffusers' guess_mode off).
+func (s Settings) ControlUnit() string {
+	name := filepath.Base(filepath.Clean(s.ControlNet))
+	name = strings.TrimSuffix(name, filepath.Ext(name))
+	if s.ControlNetHash != "" {
+		name += " [" + s.ControlNetHash + "]"
+	}
+	module := "none"
+	if s.Canny {
+		module = "canny"
+	}
+	ps := []string{"Module: " + module, "Model: " + name, "Weight: " + fmtFloat(s.ControlStrength), "Resize Mode: Just Resize"}
+	if s.Canny {
+		ps = append(ps, fmt.Sprintf("Threshold A: %d", s.CannyLow), fmt.Sprintf("Threshold B: %d", s.CannyHigh))
+	}
+	ps = append(ps, "Guidance Start: "+fmtFloat(s.ControlStart), "Guidance End: "+fmtFloat(s.ControlEnd), "Control Mode: Balanced")
+	return strings.Join(ps, ", ")
+}
+
+// parseControlUnit reads a "ControlNet 0" value into s: A1111's module
+// (canny or none; another preprocessor cannot be reproduced, ok false),
+// model name and hash, weight, thresholds, guidance start and end.
+func parseControlUnit(s *Settings, v string, bad func(key, why string)) (ok bool) {
+	vals := map[string]string{}
+	for _, p := range splitParams(v) {
+		vals[p.Key] = p.Value
+	}
+	switch strings.ToLower(vals["Module"]) {
+	case "canny", "none", "":
+	default:
+		return false
+	}
+	num := func(key string, dst *float64) {
+		if x, found := vals[key]; found {
+			if f, err := parseFinite(x); err != nil {
+				bad("ControlNet 0", key+" is not a finite number")
+			} else {
+				*dst = f
+			}
+		}
+	}
+	num("Weight", &s.ControlStrength)
+	num("Guidance Start", &s.ControlStart)
+	num("Guidance End", &s.ControlEnd)
+	if m := vals["Model"]; m != "" && m != "None" {
+		name, hash := m, ""
+		if i := strings.LastIndex(m, " ["); i > 0 && strings.HasSuffix(m, "]") {
+			name, hash = m[:i], m[i+2:len(m)-1]
+		}
+		s.ControlNet, s.ControlNetHash = name, hash
+	}
+	switch strings.ToLower(vals["Module"]) {
+	case "canny":
+		s.Canny = true
+		for key, dst := range map[string]*int{"Threshold A": &s.CannyLow, "Threshold B": &s.CannyHigh} {
+			if x, found := vals[key]; found {
+				f, err := parseFinite(x)
+				if err != nil || f < 0 || f != float64(int(f)) {
+					bad("ControlNet 0", key+" is not a whole number >= 0")
+				} else {
+					*dst = int(f)
+				}
+			}
+		}
+	}
+	return true
 }
 
 // ParseInfotext reads an A1111-style "parameters" text: as written by A1111
@@ -488,6 +568,13 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	s.Model = vals["Model"]
 	s.ModelHash = vals["Model hash"]
 	s.LoraHashes = vals["Lora hashes"]
+	if v, ok := vals["ControlNet 0"]; ok && !parseControlUnit(&s, v, bad) {
+		unknown["ControlNet 0"] = v // another preprocessor: not reproducible here
+	}
+	if v := vals["ControlNet model"]; v != "" {
+		s.ControlNet = v
+	}
+	s.ControlImage = vals["Control image"]
 
 	// Sampler and schedule, new style ("DPM++ 2M" + "Schedule type: Karras")
 	// or old style ("DPM++ 2M Karras", ComfyUI "dpmpp_2m_karras").

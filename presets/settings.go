@@ -37,6 +37,13 @@ const (
 	// DefaultStrength is the img2img denoising strength when none is
 	// given (A1111's and stable-diffusion.cpp's default).
 	DefaultStrength = 0.75
+	// DefaultCannyLow and DefaultCannyHigh are the Canny thresholds of
+	// A1111's canny preprocessor (OpenCV's usual 100/200).
+	DefaultCannyLow  = 100
+	DefaultCannyHigh = 200
+	// MaxControlStrength caps the ControlNet weight (A1111's slider ends
+	// at 2; larger values are allowed up to this).
+	MaxControlStrength = 10
 )
 
 // Settings are the settings of one image (or one batch drawn from one seed).
@@ -86,6 +93,26 @@ type Settings struct {
 	// Gaussian blur in pixels applied to it first (A1111's "Mask blur").
 	Mask     string `toml:"mask,omitempty" json:"mask,omitempty"`
 	MaskBlur int    `toml:"mask_blur,omitempty" json:"mask_blur,omitempty"`
+	// ControlNet steers the run with a control image (stable-diffusion.cpp's
+	// --control-net / --control-image): the ControlNet's path (a
+	// .safetensors file or a diffusers folder; "" = none) and the image's
+	// (a PNG or JPEG, resized to the output size). ControlStrength
+	// multiplies its residuals (diffusers' controlnet_conditioning_scale,
+	// A1111's "Weight"); ControlStart and ControlEnd are the fractions of
+	// the run it acts in (control_guidance_start/end, A1111's "Guidance
+	// Start/End"). Canny turns the control image into its edge map first
+	// (OpenCV's Canny with thresholds CannyLow and CannyHigh, A1111's
+	// "canny" preprocessor). ControlNetHash is the ControlNet's short hash
+	// (set when it is loaded).
+	ControlNet      string  `toml:"control_net,omitempty" json:"control_net,omitempty"`
+	ControlImage    string  `toml:"control_image,omitempty" json:"control_image,omitempty"`
+	ControlStrength float64 `toml:"control_strength" json:"control_strength"`
+	ControlStart    float64 `toml:"control_start,omitempty" json:"control_start,omitempty"`
+	ControlEnd      float64 `toml:"control_end" json:"control_end"`
+	Canny           bool    `toml:"canny,omitempty" json:"canny,omitempty"`
+	CannyLow        int     `toml:"canny_low" json:"canny_low"`
+	CannyHigh       int     `toml:"canny_high" json:"canny_high"`
+	ControlNetHash  string  `toml:"control_net_hash,omitempty" json:"control_net_hash,omitempty"`
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
@@ -109,6 +136,11 @@ func Default() Settings {
 		Batch:    1,
 		ClipSkip: 1,
 		Strength: DefaultStrength,
+
+		ControlStrength: 1,
+		ControlEnd:      1,
+		CannyLow:        DefaultCannyLow,
+		CannyHigh:       DefaultCannyHigh,
 	}
 }
 
@@ -201,6 +233,21 @@ func (s Settings) Validate() error {
 	}
 	if s.Mask != "" && s.InitImage == "" {
 		bad("Mask", "a mask needs an init image to repaint")
+	}
+	if st := s.ControlStrength; math.IsNaN(st) || st < 0 || st > MaxControlStrength {
+		bad("ControlStrength", "%v is outside [0, %d]", st, MaxControlStrength)
+	}
+	if a, b := s.ControlStart, s.ControlEnd; math.IsNaN(a) || math.IsNaN(b) || a < 0 || b > 1 || a >= b {
+		bad("ControlEnd", "control start %v and end %v must satisfy 0 <= start < end <= 1", a, b)
+	}
+	if lo, hi := s.CannyLow, s.CannyHigh; lo < 0 || hi > 255*8 || lo > hi {
+		bad("CannyHigh", "canny thresholds %d and %d must satisfy 0 <= low <= high <= %d", lo, hi, 255*8)
+	}
+	if s.ControlNet != "" && s.ControlImage == "" {
+		bad("ControlImage", "a ControlNet needs a control image (--control-image)")
+	}
+	if s.ControlImage != "" && s.ControlNet == "" {
+		bad("ControlNet", "a control image needs a ControlNet to read it (--control-net)")
 	}
 	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
 		bad("Prompt", "longer than %d bytes", MaxPromptLen)

@@ -386,6 +386,10 @@ func std(v []float64) float64 {
 // Total is the number of steps in the run.
 func (r *Run) Total() int { return len(r.sched.Sigmas) }
 
+// StepIndex is the index (from 0) of the step being taken now, or of the
+// next one between steps: a Network may read it during Predict.
+func (r *Run) StepIndex() int { return r.st.I }
+
 // Done reports whether every step has been taken.
 func (r *Run) Done() bool { return r.st.I >= len(r.sched.Sigmas) }
 

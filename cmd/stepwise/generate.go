@@ -84,6 +84,14 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&f.s.Strength, "strength", f.s.Strength, "img2img/inpainting: how much of the init image to repaint, in (0, 1] (A1111's Denoising strength); runs the last int(steps*strength) steps")
 	str(&f.s.Mask, "mask", "", "inpainting: a PNG or JPEG mask the init image's size, white = repaint, black = keep")
 	integer(&f.s.MaskBlur, "mask-blur", "", "inpainting: blur the mask by this many pixels first (A1111's Mask blur)")
+	str(&f.s.ControlNet, "control-net", "", "ControlNet: a diffusers folder or a .safetensors file (lllyasviel's control_model.* keys or diffusers names); needs --control-image")
+	str(&f.s.ControlImage, "control-image", "", "ControlNet: the control image (PNG or JPEG; an edge map, a pose, ... or a photo with --canny), resized to the output size")
+	fs.Float64Var(&f.s.ControlStrength, "control-strength", f.s.ControlStrength, "ControlNet: multiplies its residuals (diffusers' controlnet_conditioning_scale, A1111's Weight)")
+	fs.Float64Var(&f.s.ControlStart, "control-start", f.s.ControlStart, "ControlNet: the fraction of the run where it starts acting (A1111's Guidance Start)")
+	fs.Float64Var(&f.s.ControlEnd, "control-end", f.s.ControlEnd, "ControlNet: the fraction of the run where it stops acting (A1111's Guidance End)")
+	fs.BoolVar(&f.s.Canny, "canny", false, "ControlNet: turn the control image into its Canny edge map first (A1111's canny preprocessor, OpenCV's algorithm)")
+	integer(&f.s.CannyLow, "canny-low", "", "--canny: the low hysteresis threshold (on |dx|+|dy| of the 3x3 Sobel)")
+	integer(&f.s.CannyHigh, "canny-high", "", "--canny: the high hysteresis threshold")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
@@ -260,6 +268,14 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 		"strength":         func() { f.s.Strength = cur.Strength },
 		"mask":             func() { f.s.Mask = cur.Mask },
 		"mask-blur":        func() { f.s.MaskBlur = cur.MaskBlur },
+		"control-net":      func() { f.s.ControlNet = cur.ControlNet },
+		"control-image":    func() { f.s.ControlImage = cur.ControlImage },
+		"control-strength": func() { f.s.ControlStrength = cur.ControlStrength },
+		"control-start":    func() { f.s.ControlStart = cur.ControlStart },
+		"control-end":      func() { f.s.ControlEnd = cur.ControlEnd },
+		"canny":            func() { f.s.Canny = cur.Canny },
+		"canny-low":        func() { f.s.CannyLow = cur.CannyLow },
+		"canny-high":       func() { f.s.CannyHigh = cur.CannyHigh },
 	}
 	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch", "i": "init-img"}
 	for name := range set {
@@ -306,6 +322,42 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 			warn("its mask %s is missing; generating img2img without it (pass --mask PATH)", f.s.Mask)
 			f.s.Mask = ""
 		}
+	}
+	// The ControlNet and its control image: a PNG of A1111's names the
+	// ControlNet by name only ("ControlNet 0: ... Model: NAME [hash]");
+	// either file missing drops the ControlNet, with a warning.
+	if f.s.ControlNet != "" && !set["control-net"] {
+		if p, ok := find(f.s.ControlNet); ok {
+			f.s.ControlNet = p
+		} else {
+			name := f.s.ControlNet
+			if f.s.ControlNetHash != "" {
+				name += " [" + f.s.ControlNetHash + "]"
+			}
+			warn("its ControlNet %s is missing; generating without it (pass --control-net PATH --control-image PATH)", name)
+			f.s.ControlNet = ""
+			if !set["control-image"] {
+				f.s.ControlImage = ""
+			}
+		}
+	}
+	if f.s.ControlImage != "" && !set["control-image"] {
+		if p, ok := find(f.s.ControlImage); ok {
+			f.s.ControlImage = p
+		} else {
+			warn("its control image %s is missing; generating without the ControlNet %s (pass --control-image PATH)", f.s.ControlImage, f.s.ControlNet)
+			f.s.ControlImage = ""
+			if !set["control-net"] {
+				f.s.ControlNet = ""
+			}
+		}
+	}
+	if f.s.ControlNet != "" && f.s.ControlImage == "" && !set["control-net"] {
+		warn("its ControlNet %s was given no control image that its parameters name; generating without it (pass --control-image PATH)", f.s.ControlNet)
+		f.s.ControlNet = ""
+	}
+	if v, ok := unknown["ControlNet 0"]; ok {
+		warn("it was made with a ControlNet whose preprocessor Stepwise does not have (%s); generating without it", v)
 	}
 	// A1111's img2img PNGs carry the strength but name no file.
 	_, hires := unknown["Denoising strength"]
@@ -420,15 +472,33 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
+	// So is the ControlNet file (its family is checked once the model is).
+	var cn *checkpoint.ControlNet
+	if f.s.ControlNet != "" {
+		if cn, err = checkpoint.LoadControlNet(f.s.ControlNet); err != nil {
+			return fmt.Errorf("%w; nothing written", err)
+		}
+		for _, w := range cn.Warnings {
+			warn(w)
+		}
+	}
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {
+		if cn != nil {
+			cn.Close()
+		}
 		return err
 	}
 	dev := p.Device()
 	defer dev.Close()
 	defer p.Close()
 	p.LoRADir = f.loraDir
+	if cn != nil {
+		if err := p.SetControlNet(cn); err != nil {
+			return fmt.Errorf("%w; nothing written", err)
+		}
+	}
 	if f.taesd != "" {
 		tm, err := checkpoint.LoadTiny(f.taesd)
 		if err != nil {
@@ -519,6 +589,14 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "%s from %s: %d of %d steps\n", k, from, j.Run.Total(), s.Steps)
 	}
 
+	if cn := p.ControlNet(); cn != nil {
+		module := ""
+		if s.Canny {
+			module = fmt.Sprintf(", canny %d/%d", s.CannyLow, s.CannyHigh)
+		}
+		fmt.Fprintf(stderr, "controlnet %s (%s) on %s%s: strength %g from %g to %g of the run\n", termsafe.Text(cn.Name), cn.Layout,
+			termsafe.Text(in.ControlPath), module, s.ControlStrength, s.ControlStart, s.ControlEnd)
+	}
 	prog := newProgress(stderr, f.preview, p)
 	for !j.Done() {
 		fr, err := j.Step(ctx)

@@ -182,77 +182,20 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 	if err := checkUNetConfig(c); err != nil {
 		return nil, err
 	}
+	u := &UNet{Config: c}
+	if err := u.buildDown(b); err != nil {
+		return nil, err
+	}
 	n := len(c.BlockOutChannels)
 	ch := c.BlockOutChannels
 	groups, eps := c.NormNumGroups, c.NormEps
-	u := &UNet{Config: c, timeDim: ch[0], spatialDivisor: 1 << (n - 1)}
 	tembDim := 4 * ch[0]
-
-	if c.TimeCondProjDim > 0 {
-		l := b.as("time_embedding.cond_proj", "time_embed_cond_proj").linear("", c.TimeCondProjDim, ch[0], false)
-		u.condProj = &l
-	}
-	u.time1 = b.as("time_embedding.linear_1", "time_embed.0").linear("", ch[0], tembDim, true)
-	u.time2 = b.as("time_embedding.linear_2", "time_embed.2").linear("", tembDim, tembDim, true)
-	if err := u.buildAdded(b, tembDim); err != nil {
-		return nil, err
-	}
-	u.convIn = b.as("conv_in", "input_blocks.0.0").conv("", c.InChannels, ch[0], c.ConvInKernel, 1, c.ConvInKernel/2)
-
-	// Original (LDM/SGM) numbering: input_blocks 1.. hold one (resnet[,
-	// transformer]) per layer and one downsampler per level but the last;
-	// output_blocks mirror them with one layer more per level.
-	idx := 1
-	out := ch[0]
-	for i := 0; i < n; i++ {
-		in := out
-		out = ch[i]
-		lb := b.as(fmt.Sprintf("down_blocks.%d", i), "")
-		lvl := &unetLevel{}
-		cross := c.DownBlockTypes[i] == "CrossAttnDownBlock2D"
-		heads, depth := c.Heads(i), c.TransformerLayers.At(i)
-		if cross {
-			if err := attnParams(fmt.Sprintf("down_blocks.%d", i), out, heads, depth); err != nil {
-				return nil, err
-			}
-		}
-		for j := 0; j < c.LayersPerBlock; j++ {
-			rin := out
-			if j == 0 {
-				rin = in
-			}
-			blk := fmt.Sprintf("input_blocks.%d", idx)
-			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), blk+".0").resnet("", rin, out, tembDim, groups, eps, 1))
-			if cross {
-				lvl.attns = append(lvl.attns, lb.as(fmt.Sprintf("attentions.%d", j), blk+".1").transformer2D("", out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
-			}
-			idx++
-		}
-		if i < n-1 {
-			lvl.down = lb.downsample("downsamplers.0", fmt.Sprintf("input_blocks.%d.0.op", idx), out, *c.DownsamplePadding)
-			idx++
-		}
-		u.down = append(u.down, lvl)
-	}
-
 	top := ch[n-1]
-	heads, depth := c.Heads(n-1), c.TransformerLayers.At(n-1)
-	if err := attnParams("mid_block", top, heads, depth); err != nil {
-		return nil, err
-	}
-	mb := b.as("mid_block", "")
-	u.mid = &unetLevel{
-		resnets: []*resnet{
-			mb.as("resnets.0", "middle_block.0").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
-			mb.as("resnets.1", "middle_block.2").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
-		},
-		attns: []*transformer2D{mb.as("attentions.0", "middle_block.1").transformer2D("", top, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection)},
-	}
 
 	// Up blocks mirror the down blocks: diffusers reverses channels, heads and
 	// depths, and each resnet eats one skip tensor from the end of the list.
-	out = top
-	idx = 0
+	out := top
+	idx := 0
 	for i := 0; i < n; i++ {
 		prev := out
 		out = ch[n-1-i]
@@ -295,6 +238,82 @@ func buildUNet(b builder, c UNetConfig) (*UNet, error) {
 	u.normOut = b.as("conv_norm_out", "out.0").groupNorm("", ch[0], groups, eps)
 	u.convOut = b.as("conv_out", "out.2").conv("", ch[0], c.OutChannels, c.ConvOutKernel, 1, c.ConvOutKernel/2)
 	return u, nil
+}
+
+// buildDown declares the time embedding, the added conditioning, conv_in,
+// the down blocks and the mid block: the half of the U-Net that a
+// ControlNet copies (same diffusers names; the original names are relative
+// to the network's prefix, model.diffusion_model. or control_model.).
+func (u *UNet) buildDown(b builder) error {
+	c := u.Config
+	n := len(c.BlockOutChannels)
+	ch := c.BlockOutChannels
+	groups, eps := c.NormNumGroups, c.NormEps
+	u.timeDim, u.spatialDivisor = ch[0], 1<<(n-1)
+	tembDim := 4 * ch[0]
+
+	if c.TimeCondProjDim > 0 {
+		l := b.as("time_embedding.cond_proj", "time_embed_cond_proj").linear("", c.TimeCondProjDim, ch[0], false)
+		u.condProj = &l
+	}
+	u.time1 = b.as("time_embedding.linear_1", "time_embed.0").linear("", ch[0], tembDim, true)
+	u.time2 = b.as("time_embedding.linear_2", "time_embed.2").linear("", tembDim, tembDim, true)
+	if err := u.buildAdded(b, tembDim); err != nil {
+		return err
+	}
+	u.convIn = b.as("conv_in", "input_blocks.0.0").conv("", c.InChannels, ch[0], c.ConvInKernel, 1, c.ConvInKernel/2)
+
+	// Original (LDM/SGM) numbering: input_blocks 1.. hold one (resnet[,
+	// transformer]) per layer and one downsampler per level but the last;
+	// output_blocks mirror them with one layer more per level.
+	idx := 1
+	out := ch[0]
+	for i := 0; i < n; i++ {
+		in := out
+		out = ch[i]
+		lb := b.as(fmt.Sprintf("down_blocks.%d", i), "")
+		lvl := &unetLevel{}
+		cross := c.DownBlockTypes[i] == "CrossAttnDownBlock2D"
+		heads, depth := c.Heads(i), c.TransformerLayers.At(i)
+		if cross {
+			if err := attnParams(fmt.Sprintf("down_blocks.%d", i), out, heads, depth); err != nil {
+				return err
+			}
+		}
+		for j := 0; j < c.LayersPerBlock; j++ {
+			rin := out
+			if j == 0 {
+				rin = in
+			}
+			blk := fmt.Sprintf("input_blocks.%d", idx)
+			lvl.resnets = append(lvl.resnets, lb.as(fmt.Sprintf("resnets.%d", j), blk+".0").resnet("", rin, out, tembDim, groups, eps, 1))
+			if cross {
+				lvl.attns = append(lvl.attns, lb.as(fmt.Sprintf("attentions.%d", j), blk+".1").transformer2D("", out, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection))
+			}
+			idx++
+		}
+		if i < n-1 {
+			lvl.down = lb.downsample("downsamplers.0", fmt.Sprintf("input_blocks.%d.0.op", idx), out, *c.DownsamplePadding)
+			idx++
+		}
+		u.down = append(u.down, lvl)
+	}
+
+	top := ch[n-1]
+	heads, depth := c.Heads(n-1), c.TransformerLayers.At(n-1)
+	if err := attnParams("mid_block", top, heads, depth); err != nil {
+		return err
+	}
+	mb := b.as("mid_block", "")
+	u.mid = &unetLevel{
+		resnets: []*resnet{
+			mb.as("resnets.0", "middle_block.0").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+			mb.as("resnets.1", "middle_block.2").resnet("", top, top, tembDim, groups, eps, c.MidBlockScaleFactor),
+		},
+		attns: []*transformer2D{mb.as("attentions.0", "middle_block.1").transformer2D("", top, heads, depth, c.CrossAttentionDim, groups, c.UseLinearProjection)},
+	}
+
+	return nil
 }
 
 // buildAdded declares SDXL's add_embedding (originally label_emb.0).
@@ -377,6 +396,24 @@ func (u *UNet) Forward(x *gpu.Tensor, t []float32, context *gpu.Tensor) *gpu.Ten
 // ForwardAdded is Forward with SDXL's added conditioning, which a U-Net
 // with addition_embed_type "text_time" requires (and others ignore).
 func (u *UNet) ForwardAdded(x *gpu.Tensor, t []float32, context *gpu.Tensor, added *Added) *gpu.Tensor {
+	return u.ForwardControl(x, t, context, added, nil)
+}
+
+// Residuals are a ControlNet's outputs for one U-Net call (see
+// ControlNet.Forward): one tensor per skip connection of the down path, in
+// diffusers' order (conv_in's output, then each resnet/attention and
+// downsampler output), and one for the mid block's output, already
+// multiplied by the conditioning scale.
+type Residuals struct {
+	Down []*gpu.Tensor
+	Mid  *gpu.Tensor
+}
+
+// ForwardControl is ForwardAdded with ControlNet residuals (nil: none)
+// added as diffusers' UNet2DConditionModel adds down_block_additional_residuals
+// and mid_block_additional_residual: residual j to skip tensor j once the
+// down path is done, the mid residual to the mid block's output.
+func (u *UNet) ForwardControl(x *gpu.Tensor, t []float32, context *gpu.Tensor, added *Added, res *Residuals) *gpu.Tensor {
 	d, c := u.d, &u.Config
 	if err := u.checkInputs(x, t, context); err != nil {
 		return failed(d, err, c.OutChannels, x)
@@ -385,56 +422,31 @@ func (u *UNet) ForwardAdded(x *gpu.Tensor, t []float32, context *gpu.Tensor, add
 	if c.CenterInputSample {
 		x = d.Scale(x, 2, -1)
 	}
-	tp := d.TimestepEmbedding(t, u.timeDim, *c.FlipSinToCos, float32(c.FreqShift), 10000)
-	u.trace("time_proj", tp)
-	if u.condProj != nil && added != nil && added.TimestepCond != nil {
-		w := added.TimestepCond
-		if w.Rank() != 2 || w.Dim(0) != x.Dim(0) || w.Dim(1) != c.TimeCondProjDim {
-			d.PopScope()
-			return failed(d, fmt.Errorf("unet: timestep_cond must be [%d,%d], got %v", x.Dim(0), c.TimeCondProjDim, w), c.OutChannels, x)
-		}
-		tp = d.Add(tp, u.condProj.apply(d, w))
-		u.trace("cond_proj", tp)
+	embAct, err := u.embedding(d, x, t, added)
+	if err != nil {
+		d.PopScope()
+		return failed(d, err, c.OutChannels, x)
 	}
-	emb := u.time2.apply(d, d.SiLU(u.time1.apply(d, tp)))
-	u.trace("time_embedding", emb)
-	if u.addEmb != nil {
-		aug, err := u.addedEmbedding(d, added, x.Dim(0))
-		if err != nil {
+	h, skips := u.downMid(d, x, embAct, context, nil)
+	if res != nil {
+		if len(res.Down) != len(skips) || res.Mid == nil {
 			d.PopScope()
-			return failed(d, err, c.OutChannels, x)
+			return failed(d, fmt.Errorf("unet: %d down residuals (mid %v) for %d skip connections", len(res.Down), res.Mid != nil, len(skips)), c.OutChannels, x)
 		}
-		emb = d.Add(emb, aug)
-	}
-	embAct := d.SiLU(emb)
-
-	h := u.convIn.apply(d, x)
-	u.trace("conv_in", h)
-	skips := []*gpu.Tensor{h}
-	for i, lvl := range u.down {
-		first := len(skips)
-		for j, r := range lvl.resnets {
-			h = r.forward(d, h, embAct)
-			if len(lvl.attns) > 0 {
-				h = lvl.attns[j].forward(d, h, context)
+		for j, s := range skips {
+			if !s.Shape.Equal(res.Down[j].Shape) {
+				d.PopScope()
+				return failed(d, fmt.Errorf("unet: down residual %d is %v, the skip connection %v", j, res.Down[j].Shape, s.Shape), c.OutChannels, x)
 			}
-			skips = append(skips, h)
+			skips[j] = d.Add(s, res.Down[j])
+			d.Release(s)
 		}
-		if lvl.down != nil {
-			h = lvl.down.forward(d, h)
-			skips = append(skips, h)
+		if !h.Shape.Equal(res.Mid.Shape) {
+			d.PopScope()
+			return failed(d, fmt.Errorf("unet: mid residual is %v, the mid block's output %v", res.Mid.Shape, h.Shape), c.OutChannels, x)
 		}
-		for j, s := range skips[first:] {
-			u.trace(fmt.Sprintf("down_blocks.%d.res%d", i, j), s)
-		}
-		u.trace(fmt.Sprintf("down_blocks.%d", i), h)
+		h = d.Add(h, res.Mid)
 	}
-
-	h = u.mid.resnets[0].forward(d, h, embAct)
-	for k, a := range u.mid.attns {
-		h = u.mid.resnets[k+1].forward(d, a.forward(d, h, context), embAct)
-	}
-	u.trace("mid_block", h)
 
 	for i, lvl := range u.up {
 		for j, r := range lvl.resnets {
@@ -469,6 +481,74 @@ func (u *UNet) ForwardAdded(x *gpu.Tensor, t []float32, context *gpu.Tensor, add
 	u.trace("conv_out", h)
 	d.PopScope(h)
 	return h
+}
+
+// embedding is SiLU of the timestep embedding (plus LCM's guidance and
+// SDXL's added embeddings): what every resnet's time projection takes.
+func (u *UNet) embedding(d gpu.Device, x *gpu.Tensor, t []float32, added *Added) (*gpu.Tensor, error) {
+	c := &u.Config
+	tp := d.TimestepEmbedding(t, u.timeDim, *c.FlipSinToCos, float32(c.FreqShift), 10000)
+	u.trace("time_proj", tp)
+	if u.condProj != nil && added != nil && added.TimestepCond != nil {
+		w := added.TimestepCond
+		if w.Rank() != 2 || w.Dim(0) != x.Dim(0) || w.Dim(1) != c.TimeCondProjDim {
+			return nil, fmt.Errorf("unet: timestep_cond must be [%d,%d], got %v", x.Dim(0), c.TimeCondProjDim, w)
+		}
+		tp = d.Add(tp, u.condProj.apply(d, w))
+		u.trace("cond_proj", tp)
+	}
+	emb := u.time2.apply(d, d.SiLU(u.time1.apply(d, tp)))
+	u.trace("time_embedding", emb)
+	if u.addEmb != nil {
+		aug, err := u.addedEmbedding(d, added, x.Dim(0))
+		if err != nil {
+			return nil, err
+		}
+		emb = d.Add(emb, aug)
+	}
+	return d.SiLU(emb), nil
+}
+
+// downMid runs conv_in (plus extra, a ControlNet's conditioning embedding,
+// when set), the down blocks and the mid block, and returns the mid
+// block's output and the skip tensors in diffusers' order.
+func (u *UNet) downMid(d gpu.Device, x, embAct, context, extra *gpu.Tensor) (*gpu.Tensor, []*gpu.Tensor) {
+	var h *gpu.Tensor
+	if extra != nil && u.Trace == nil {
+		h = u.convIn.applyAdd(d, x, extra)
+	} else {
+		h = u.convIn.apply(d, x)
+		u.trace("conv_in", h) // a ControlNet's own conv_in, before the embedding is added
+		if extra != nil {
+			h = d.Add(h, extra)
+		}
+	}
+	skips := []*gpu.Tensor{h}
+	for i, lvl := range u.down {
+		first := len(skips)
+		for j, r := range lvl.resnets {
+			h = r.forward(d, h, embAct)
+			if len(lvl.attns) > 0 {
+				h = lvl.attns[j].forward(d, h, context)
+			}
+			skips = append(skips, h)
+		}
+		if lvl.down != nil {
+			h = lvl.down.forward(d, h)
+			skips = append(skips, h)
+		}
+		for j, s := range skips[first:] {
+			u.trace(fmt.Sprintf("down_blocks.%d.res%d", i, j), s)
+		}
+		u.trace(fmt.Sprintf("down_blocks.%d", i), h)
+	}
+
+	h = u.mid.resnets[0].forward(d, h, embAct)
+	for k, a := range u.mid.attns {
+		h = u.mid.resnets[k+1].forward(d, a.forward(d, h, context), embAct)
+	}
+	u.trace("mid_block", h)
+	return h, skips
 }
 
 // failed records err on d and returns a placeholder [B,outC,H,W] shaped like
