@@ -209,6 +209,15 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if s.LoraHashes != "" {
 		ps = append(ps, Param{"Lora hashes", s.LoraHashes})
 	}
+	// The image prompt (our keys; A1111 writes IP-Adapter as a ControlNet
+	// unit, which carries no file paths).
+	if s.IPAdapter != "" {
+		ps = append(ps, Param{"IP-Adapter", s.IPAdapter}, Param{"IP-Adapter image", s.IPAdapterImage},
+			Param{"IP-Adapter scale", fmtFloat(s.IPAdapterScale)})
+		if s.ImageEncoder != "" {
+			ps = append(ps, Param{"Image encoder", s.ImageEncoder})
+		}
+	}
 	for _, e := range extra {
 		replaced := false
 		for i := range ps {
@@ -301,6 +310,7 @@ var knownKeys = map[string]bool{
 	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
 	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
 	"Mask blur": true, "Init image": true, "Mask image": true,
+	"IP-Adapter": true, "IP-Adapter image": true, "IP-Adapter scale": true, "Image encoder": true,
 }
 
 // ParseInfotext reads an A1111-style "parameters" text: as written by A1111
@@ -485,6 +495,16 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	}
 	s.InitImage = vals["Init image"]
 	s.Mask = vals["Mask image"]
+	s.IPAdapter = vals["IP-Adapter"]
+	s.IPAdapterImage = vals["IP-Adapter image"]
+	s.ImageEncoder = vals["Image encoder"]
+	if v, ok := vals["IP-Adapter scale"]; ok {
+		if f, err := parseFinite(v); err != nil {
+			bad("IP-Adapter scale", "not a finite number")
+		} else {
+			s.IPAdapterScale = f
+		}
+	}
 	s.Model = vals["Model"]
 	s.ModelHash = vals["Model hash"]
 	s.LoraHashes = vals["Lora hashes"]

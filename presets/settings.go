@@ -37,6 +37,11 @@ const (
 	// DefaultStrength is the img2img denoising strength when none is
 	// given (A1111's and stable-diffusion.cpp's default).
 	DefaultStrength = 0.75
+	// DefaultIPAdapterScale is the IP-Adapter weight when none is given;
+	// MaxIPAdapterScale bounds it (ComfyUI's IPAdapter weight slider ends
+	// at 5, and goes down to -1).
+	DefaultIPAdapterScale = 1.0
+	MaxIPAdapterScale     = 5.0
 )
 
 // Settings are the settings of one image (or one batch drawn from one seed).
@@ -86,6 +91,16 @@ type Settings struct {
 	// Gaussian blur in pixels applied to it first (A1111's "Mask blur").
 	Mask     string `toml:"mask,omitempty" json:"mask,omitempty"`
 	MaskBlur int    `toml:"mask_blur,omitempty" json:"mask_blur,omitempty"`
+	// IPAdapter is an IP-Adapter file (h94's ip-adapter_sd15.safetensors
+	// layout, or diffusers' names; "" = none), IPAdapterImage the
+	// reference image it conditions on (a PNG or JPEG path), IPAdapterScale
+	// the weight of its image branch (diffusers' set_ip_adapter_scale,
+	// ComfyUI's and A1111's weight) and ImageEncoder its CLIP vision
+	// encoder folder ("" = image_encoder/ beside the adapter file).
+	IPAdapter      string  `toml:"ip_adapter,omitempty" json:"ip_adapter,omitempty"`
+	IPAdapterImage string  `toml:"ip_adapter_image,omitempty" json:"ip_adapter_image,omitempty"`
+	IPAdapterScale float64 `toml:"ip_adapter_scale" json:"ip_adapter_scale"`
+	ImageEncoder   string  `toml:"image_encoder,omitempty" json:"image_encoder,omitempty"`
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
@@ -109,6 +124,8 @@ func Default() Settings {
 		Batch:    1,
 		ClipSkip: 1,
 		Strength: DefaultStrength,
+		// diffusers' scale after load_ip_adapter, ComfyUI's weight.
+		IPAdapterScale: DefaultIPAdapterScale,
 	}
 }
 
@@ -201,6 +218,15 @@ func (s Settings) Validate() error {
 	}
 	if s.Mask != "" && s.InitImage == "" {
 		bad("Mask", "a mask needs an init image to repaint")
+	}
+	if sc := s.IPAdapterScale; math.IsNaN(sc) || sc < -1 || sc > MaxIPAdapterScale {
+		bad("IPAdapterScale", "%v is outside [-1, %g]", sc, MaxIPAdapterScale)
+	}
+	if s.IPAdapter != "" && s.IPAdapterImage == "" {
+		bad("IPAdapterImage", "an IP-Adapter needs a reference image (--ip-adapter-image)")
+	}
+	if s.IPAdapterImage != "" && s.IPAdapter == "" {
+		bad("IPAdapter", "a reference image needs an IP-Adapter file (--ip-adapter)")
 	}
 	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
 		bad("Prompt", "longer than %d bytes", MaxPromptLen)
