@@ -140,3 +140,39 @@ func TestIPAdapterHostileInputs(t *testing.T) {
 	_, encoded := p.Timings["text_encoder"]
 	assert.False(t, encoded, "the text encoder ran before the adapter was refused")
 }
+
+// TestEncodeImagePromptForBranches: a branch's fresh conditioning gets the
+// same image embeddings again after its parent's are gone, and settings
+// without an adapter detach it (PredictNoise then needs no image).
+func TestEncodeImagePromptForBranches(t *testing.T) {
+	g := golden.Open(t, filepath.Join(golden.Wave(t, "golden-wave4"), "ipadapter_e2e_euler_scale0.6_seed42.safetensors"))
+	wantEmbeds, _ := g.F32("unet.added_cond_kwargs.image_embeds.0")
+	p, err := models.Load(testdev.All(t)["ref"](t), filepath.Join(golden.Dir(t), "sd15-mini"), "")
+	require.NoError(t, err)
+	defer p.Close()
+	s := ipSettings(t)
+	s.Steps = 2
+	j, err := Start(p, s)
+	require.NoError(t, err)
+	_, err = j.Finish(context.Background())
+	require.NoError(t, err)
+	j.Close()
+
+	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
+	require.NoError(t, err)
+	defer c.Release()
+	_, err = p.PredictNoise(make([]float32, 4*8*8), [4]int{1, 4, 8, 8}, 500, c, []models.Row{models.Cond})
+	require.Error(t, err, "an attached adapter without an encoded image")
+	assert.Contains(t, err.Error(), "no reference image")
+	require.NoError(t, EncodeImagePrompt(p, s, c))
+	got, err := p.Device().Download(c.CondImage)
+	require.NoError(t, err)
+	diff, _, _ := golden.MaxAbsDiff(got, wantEmbeds[48:])
+	assert.LessOrEqual(t, diff, 1e-4, "image embeddings (encoder tolerance 1e-4)")
+	_, err = p.PredictNoise(make([]float32, 2*4*8*8), [4]int{2, 4, 8, 8}, 500, c, []models.Row{models.Uncond, models.Cond})
+	require.NoError(t, err)
+
+	s.IPAdapter, s.IPAdapterImage = "", ""
+	require.NoError(t, EncodeImagePrompt(p, s, c))
+	assert.Nil(t, p.IPAdapter(), "detached")
+}

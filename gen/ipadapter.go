@@ -90,3 +90,17 @@ func conditionIPImage(p *models.Pipeline, s presets.Settings, in *Inputs, c *mod
 	}
 	return nil
 }
+
+// EncodeImagePrompt attaches the IP-Adapter that s names (detaching any
+// when it names none) and encodes its reference image into c: for a branch,
+// which encodes its own prompt after its parent's conditioning is gone.
+func EncodeImagePrompt(p *models.Pipeline, s presets.Settings, c *models.Conditioning) error {
+	in := &Inputs{}
+	if err := loadIPInputs(s, in); err != nil {
+		return err
+	}
+	if err := LoadIPAdapter(p, s); err != nil {
+		return err
+	}
+	return conditionIPImage(p, s, in, c)
+}

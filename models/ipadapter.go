@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"strings"
 	"time"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -122,7 +123,7 @@ func (p *Pipeline) SetImagePrompt(c *Conditioning, img image.Image) error {
 		}
 	}
 	for k, t := range c.batch {
-		if len(k) > 6 && k[:6] == "image:" {
+		if strings.HasPrefix(k, "image:") {
 			d.Release(t)
 			delete(c.batch, k)
 		}
