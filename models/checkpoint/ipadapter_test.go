@@ -153,3 +153,16 @@ func TestLoadIPAdapterRefusals(t *testing.T) {
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "image encoder "+filepath.Join(tmp, "nowhere")+": no such folder")
 }
+
+// TestIPAdapterFilesAreNotCheckpoints: given as the model, an adapter or
+// its image encoder is named for what it is.
+func TestIPAdapterFilesAreNotCheckpoints(t *testing.T) {
+	adapter, encoder, _ := ipMini(t)
+	_, err := Load(adapter, "")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "this is an IP-Adapter")
+	assert.Contains(t, err.Error(), "--ip-adapter")
+	_, err = Load(filepath.Join(encoder, "model.safetensors"), "")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "--image-encoder")
+}
