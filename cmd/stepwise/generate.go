@@ -317,6 +317,7 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 			f.s.Mask = ""
 		}
 	}
+	ipFilesBeside(f, set)
 	// A1111's img2img PNGs carry the strength but name no file.
 	_, hires := unknown["Denoising strength"]
 	last := params[strings.LastIndex(strings.TrimSpace(params), "\n")+1:]

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"image"
 	"os"
 	"path/filepath"
 	"testing"
@@ -90,4 +92,38 @@ func TestGenerateIPAdapterRefusals(t *testing.T) {
 		_, statErr := os.Stat(out)
 		assert.True(t, os.IsNotExist(statErr), c.name+": nothing is written")
 	}
+}
+
+// TestGenerateIPAdapterFromBeside: --from finds the adapter, its encoder
+// (image_encoder/ beside it) and the reference image that the PNG names
+// by relative paths beside the PNG; a reference image found nowhere is
+// refused naming it.
+func TestGenerateIPAdapterFromBeside(t *testing.T) {
+	w4 := golden.Wave(t, "golden-wave4")
+	sd15 := filepath.Join(golden.Dir(t), "sd15-mini")
+	tmp := t.TempDir()
+	copyFile := func(src, dst string) {
+		data, err := os.ReadFile(src)
+		require.NoError(t, err)
+		require.NoError(t, os.MkdirAll(filepath.Dir(dst), 0o755))
+		require.NoError(t, os.WriteFile(dst, data, 0o644))
+	}
+	models := filepath.Join(w4, "ip-adapter-mini", "models")
+	copyFile(filepath.Join(models, "ip-adapter_sd15-mini.safetensors"), filepath.Join(tmp, "ad", "ip.safetensors"))
+	for _, n := range []string{"config.json", "model.safetensors", "preprocessor_config.json"} {
+		copyFile(filepath.Join(models, "image_encoder", n), filepath.Join(tmp, "ad", "image_encoder", n))
+	}
+	copyFile(filepath.Join(golden.Wave(t, "golden-wave3"), "inputs", "init_64.png"), filepath.Join(tmp, "ref.png"))
+	params := "a red hat\nSteps: 2, Sampler: Euler, CFG scale: 7, Seed: 1, Size: 64x64, RNG: CPU, IP-Adapter: ad/ip.safetensors, IP-Adapter image: %s, IP-Adapter scale: 0.8"
+	from := filepath.Join(tmp, "from.png")
+	require.NoError(t, render.WritePNG(from, image.NewRGBA(image.Rect(0, 0, 8, 8)), map[string]string{"parameters": fmt.Sprintf(params, "ref.png")}, true))
+	out := filepath.Join(tmp, "out.png")
+	log, err := runGen(t, []string{"--model", sd15, "--device", "ref", "--from", from, "-o", out})
+	require.NoError(t, err, log)
+	assert.Contains(t, log, "image prompt "+filepath.Join(tmp, "ref.png")+" through the IP-Adapter "+filepath.Join(tmp, "ad", "ip.safetensors")+" (scale 0.8)")
+
+	require.NoError(t, render.WritePNG(from, image.NewRGBA(image.Rect(0, 0, 8, 8)), map[string]string{"parameters": fmt.Sprintf(params, "gone.png")}, true))
+	_, err = runGen(t, []string{"--model", sd15, "--device", "ref", "--from", from, "-o", filepath.Join(tmp, "out2.png")})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "ip-adapter image gone.png")
 }
