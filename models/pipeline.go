@@ -628,7 +628,8 @@ func (p *Pipeline) SetGuidance(c *Conditioning, w float64) {
 }
 
 // added returns the added conditioning for a row pattern (SDXL's pooled
-// vector and time ids, an LCM model's guidance embedding), or nil.
+// vector and time ids, an LCM model's guidance embedding, an IP-Adapter's
+// image embeddings), or nil.
 func (c *Conditioning) added(rows []Row) *nets.Added {
 	if c.CondPooled == nil && c.guidance == nil && c.CondImage == nil {
 		return nil
