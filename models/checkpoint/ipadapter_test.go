@@ -149,6 +149,27 @@ func TestLoadIPAdapterRefusals(t *testing.T) {
 	assert.Contains(t, err.Error(), filepath.Join(bad, "model.safetensors"))
 	assert.Contains(t, err.Error(), "visual_projection.weight")
 
+	nan := filepath.Join(tmp, "nan.safetensors")
+	rewrite(t, adapter, nan, func(n string) string {
+		if n == "ip_adapter.5.to_v_ip.weight" {
+			return ""
+		}
+		return n
+	}, safetensors.Entry{Name: "ip_adapter.5.to_v_ip.weight", DType: safetensors.F16, Shape: []int{64, 64},
+		Data: append([]byte{0x00, 0x7e}, f16(64*64-1)...)})
+	_, err = LoadIPAdapter(nan, encoder, unet)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), nan)
+	assert.Contains(t, err.Error(), "NaN or Inf: down_blocks.1.attentions.0.transformer_blocks.0.attn2.processor.to_v_ip.0.weight (1)")
+
+	truncated := filepath.Join(tmp, "truncated.safetensors")
+	data, err := os.ReadFile(adapter)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(truncated, data[:len(data)/2], 0o644))
+	_, err = LoadIPAdapter(truncated, encoder, unet)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), truncated)
+
 	_, err = LoadIPAdapter(adapter, filepath.Join(tmp, "nowhere"), unet)
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "image encoder "+filepath.Join(tmp, "nowhere")+": no such folder")
