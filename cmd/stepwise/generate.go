@@ -88,7 +88,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.s.IPAdapterImage, "ip-adapter-image", "ip-image", "IP-Adapter: the reference image, a PNG or JPEG (diffusers' ip_adapter_image)")
 	fs.Float64Var(&f.s.IPAdapterScale, "ip-adapter-scale", f.s.IPAdapterScale, "IP-Adapter: weight of the image prompt (diffusers' set_ip_adapter_scale, ComfyUI's weight)")
 	fs.Float64Var(&f.s.IPAdapterScale, "ip-scale", f.s.IPAdapterScale, "short for --ip-adapter-scale")
-	str(&f.s.ImageEncoder, "image-encoder", "", "IP-Adapter: the CLIP vision encoder folder (config.json, model.safetensors, preprocessor_config.json; default: image_encoder/ beside the adapter file)")
+	str(&f.s.ImageEncoder, "image-encoder", "clip-vision", "IP-Adapter: the CLIP vision encoder folder (config.json, model.safetensors, preprocessor_config.json; default: image_encoder/ beside the adapter file)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
@@ -271,7 +271,7 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 		"image-encoder":    func() { f.s.ImageEncoder = cur.ImageEncoder },
 	}
 	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch", "i": "init-img",
-		"ip-image": "ip-adapter-image", "ip-scale": "ip-adapter-scale"}
+		"ip-image": "ip-adapter-image", "ip-scale": "ip-adapter-scale", "clip-vision": "image-encoder"}
 	for name := range set {
 		if long, ok := aliases[name]; ok {
 			name = long

@@ -76,6 +76,7 @@ func TestGenerateIPAdapterRefusals(t *testing.T) {
 	}{
 		{"not an image", []string{"--ip-adapter", adapter, "--ip-adapter-image", notImage}, []string{"ip-adapter image " + notImage, "not a PNG or JPEG"}},
 		{"no encoder", []string{"--ip-adapter", adapter, "--ip-adapter-image", ref, "--image-encoder", filepath.Join(tmp, "enc")}, []string{"image encoder " + filepath.Join(tmp, "enc") + ": no such folder"}},
+		{"no clip vision", []string{"--ip-adapter", adapter, "--ip-image", ref, "--clip-vision", filepath.Join(tmp, "cv")}, []string{"image encoder " + filepath.Join(tmp, "cv") + ": no such folder"}},
 		{"no image", []string{"--ip-adapter", adapter}, []string{"ip adapter image", "needs a reference image (--ip-adapter-image)"}},
 		{"another family", []string{"--model", sdxl, "--ip-adapter", adapter, "--ip-adapter-image", ref},
 			[]string{"ip-adapter " + adapter, "made for a U-Net with cross-attention width 64", "the model's is 96"}},

@@ -54,7 +54,7 @@ func ipFilesBeside(f *genFlags, set map[string]bool) {
 	if !set["ip-adapter-image"] && !set["ip-image"] {
 		f.s.IPAdapterImage = beside(f.s.IPAdapterImage)
 	}
-	if !set["image-encoder"] {
+	if !set["image-encoder"] && !set["clip-vision"] {
 		f.s.ImageEncoder = beside(f.s.ImageEncoder)
 	}
 }
