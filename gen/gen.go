@@ -252,11 +252,18 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 		s.ControlNetHash = h
 	}
 	j := &Job{Settings: s, Pipe: p, Started: time.Now()}
+	if err := LoadIPAdapter(p, s); err != nil {
+		return nil, err
+	}
 	c, err := p.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
 	if err != nil {
 		return nil, deviceFault(p, "text encoder", 0, 0, err)
 	}
 	j.Cond = c
+	if err := conditionIPImage(p, s, in, c); err != nil {
+		c.Release()
+		return nil, err
+	}
 	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1

@@ -41,6 +41,9 @@ type Inputs struct {
 	// the edge map is made from it (Settings.Canny) when a run starts.
 	Control     *image.NRGBA
 	ControlPath string
+	// IPImage is an IP-Adapter's reference image (nil without one).
+	IPImage     *image.NRGBA
+	IPImagePath string
 }
 
 // ImageError reports an init image or mask that cannot be used: its role
@@ -54,7 +57,8 @@ func (e *ImageError) Error() string { return fmt.Sprintf("%s %s: %s", e.Role, e.
 // LoadInputs reads the init image and the mask that s names (none when s
 // names none) and checks them before any model work: each must be a PNG or
 // JPEG file with pixels, at most MaxInputPixels, and the mask the size of
-// the init image.
+// the init image. An IP-Adapter's reference image is read the same way,
+// and its adapter file and image encoder folder are checked to exist.
 func LoadInputs(s presets.Settings) (*Inputs, error) {
 	in := &Inputs{InitPath: s.InitImage, MaskPath: s.Mask}
 	if s.Mask != "" && s.InitImage == "" {
@@ -84,6 +88,9 @@ func LoadInputs(s presets.Settings) (*Inputs, error) {
 			return nil, &ImageError{Role: "mask", Path: s.Mask, Problem: fmt.Sprintf("is %dx%d but the init image %s is %dx%d; they must be the same size",
 				a.X, a.Y, s.InitImage, b.X, b.Y)}
 		}
+	}
+	if err := loadIPInputs(s, in); err != nil {
+		return nil, err
 	}
 	return in, nil
 }

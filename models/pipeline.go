@@ -48,6 +48,7 @@ type Pipeline struct {
 	// sets it from $STEPWISE_LORA_DIR.
 	LoRADir string
 	lora    *loraState // LoRAs merged into the weights (lora.go)
+	ip      *ipState   // an attached IP-Adapter (ipadapter.go)
 
 	// LoadTime is how long Load took (reading, validating, uploading).
 	LoadTime time.Duration
@@ -273,6 +274,7 @@ func (p *Pipeline) checkContracts() error {
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {
 	p.closeLoRAs()
+	p.releaseIP()
 	for _, t := range p.texts {
 		t.Release()
 	}
@@ -312,6 +314,9 @@ type Conditioning struct {
 	CondTimeIDs, UncondTimeIDs []float32
 	// guidance is an LCM model's guidance embedding [1, dim] (SetGuidance).
 	guidance *gpu.Tensor
+	// CondImage and UncondImage are an IP-Adapter's image embeddings [1,
+	// 1, P]: the reference image's, and zeros (SetImagePrompt).
+	CondImage, UncondImage *gpu.Tensor
 
 	batch map[string]*gpu.Tensor // contexts built for row patterns
 	dev   gpu.Device
@@ -322,7 +327,7 @@ func (c *Conditioning) Release() {
 	if c == nil || c.dev == nil {
 		return
 	}
-	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled, c.guidance} {
+	for _, t := range []*gpu.Tensor{c.Cond, c.Uncond, c.CondPooled, c.UncondPooled, c.guidance, c.CondImage, c.UncondImage} {
 		if t != nil {
 			c.dev.Release(t)
 		}
@@ -625,18 +630,23 @@ func (p *Pipeline) SetGuidance(c *Conditioning, w float64) {
 }
 
 // added returns the added conditioning for a row pattern (SDXL's pooled
-// vector and time ids, an LCM model's guidance embedding), or nil.
+// vector and time ids, an LCM model's guidance embedding, an IP-Adapter's
+// image embeddings), or nil.
 func (c *Conditioning) added(rows []Row) *nets.Added {
-	if c.CondPooled == nil && c.guidance == nil {
+	if c.CondPooled == nil && c.guidance == nil && c.CondImage == nil {
 		return nil
 	}
-	if c.CondPooled == nil {
-		return &nets.Added{TimestepCond: c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)}
-	}
-	a := &nets.Added{TextEmbeds: c.cached("added:"+rowsKey(rows), rows, c.CondPooled, c.UncondPooled)}
+	a := &nets.Added{}
 	if c.guidance != nil {
 		a.TimestepCond = c.cached("lcm:"+rowsKey(rows), rows, c.guidance, c.guidance)
 	}
+	if c.CondImage != nil {
+		a.ImageEmbeds = c.cached("image:"+rowsKey(rows), rows, c.CondImage, c.UncondImage)
+	}
+	if c.CondPooled == nil {
+		return a
+	}
+	a.TextEmbeds = c.cached("added:"+rowsKey(rows), rows, c.CondPooled, c.UncondPooled)
 	for _, r := range rows {
 		if r {
 			a.TimeIDs = append(a.TimeIDs, c.CondTimeIDs...)
@@ -663,6 +673,9 @@ func (p *Pipeline) predict(x []float32, shape [4]int, t float64, c *Conditioning
 	}
 	if in := p.unet.Config.InChannels; shape[1] != in {
 		return nil, fmt.Errorf("predict: latent has %d channels, the U-Net wants %d", shape[1], in)
+	}
+	if p.ip != nil && c.CondImage == nil {
+		return nil, fmt.Errorf("predict: the IP-Adapter %s is loaded but no reference image was encoded (Pipeline.SetImagePrompt)", p.ip.m.Path)
 	}
 	if c.CondPooled != nil && len(c.CondTimeIDs) == 0 {
 		return nil, fmt.Errorf("predict: %s needs size conditioning (Pipeline.SetSize)", p.Model.Family)

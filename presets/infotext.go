@@ -216,6 +216,15 @@ func (s Settings) InfotextWith(extra ...Param) string {
 		ps = append(ps, Param{"ControlNet 0", s.ControlUnit()},
 			Param{"ControlNet model", s.ControlNet}, Param{"Control image", s.ControlImage})
 	}
+	// The image prompt (our keys; A1111 writes IP-Adapter as a ControlNet
+	// unit, which carries no file paths).
+	if s.IPAdapter != "" {
+		ps = append(ps, Param{"IP-Adapter", s.IPAdapter}, Param{"IP-Adapter image", s.IPAdapterImage},
+			Param{"IP-Adapter scale", fmtFloat(s.IPAdapterScale)})
+		if s.ImageEncoder != "" {
+			ps = append(ps, Param{"Image encoder", s.ImageEncoder})
+		}
+	}
 	for _, e := range extra {
 		replaced := false
 		for i := range ps {
@@ -309,6 +318,7 @@ var knownKeys = map[string]bool{
 	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
 	"Mask blur": true, "Init image": true, "Mask image": true,
 	"ControlNet 0": true, "ControlNet model": true, "Control image": true,
+	"IP-Adapter": true, "IP-Adapter image": true, "IP-Adapter scale": true, "Image encoder": true,
 }
 
 // ControlUnit is the value of sd-webui-controlnet's "ControlNet 0" key for
@@ -565,6 +575,16 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 	}
 	s.InitImage = vals["Init image"]
 	s.Mask = vals["Mask image"]
+	s.IPAdapter = vals["IP-Adapter"]
+	s.IPAdapterImage = vals["IP-Adapter image"]
+	s.ImageEncoder = vals["Image encoder"]
+	if v, ok := vals["IP-Adapter scale"]; ok {
+		if f, err := parseFinite(v); err != nil {
+			bad("IP-Adapter scale", "not a finite number")
+		} else {
+			s.IPAdapterScale = f
+		}
+	}
 	s.Model = vals["Model"]
 	s.ModelHash = vals["Model hash"]
 	s.LoraHashes = vals["Lora hashes"]

@@ -44,6 +44,11 @@ const (
 	// MaxControlStrength caps the ControlNet weight (A1111's slider ends
 	// at 2; larger values are allowed up to this).
 	MaxControlStrength = 10
+	// DefaultIPAdapterScale is the IP-Adapter weight when none is given;
+	// MaxIPAdapterScale bounds it (ComfyUI's IPAdapter weight slider ends
+	// at 5, and goes down to -1).
+	DefaultIPAdapterScale = 1.0
+	MaxIPAdapterScale     = 5.0
 )
 
 // Settings are the settings of one image (or one batch drawn from one seed).
@@ -113,6 +118,16 @@ type Settings struct {
 	CannyLow        int     `toml:"canny_low" json:"canny_low"`
 	CannyHigh       int     `toml:"canny_high" json:"canny_high"`
 	ControlNetHash  string  `toml:"control_net_hash,omitempty" json:"control_net_hash,omitempty"`
+	// IPAdapter is an IP-Adapter file (h94's ip-adapter_sd15.safetensors
+	// layout, or diffusers' names; "" = none), IPAdapterImage the
+	// reference image it conditions on (a PNG or JPEG path), IPAdapterScale
+	// the weight of its image branch (diffusers' set_ip_adapter_scale,
+	// ComfyUI's and A1111's weight) and ImageEncoder its CLIP vision
+	// encoder folder ("" = image_encoder/ beside the adapter file).
+	IPAdapter      string  `toml:"ip_adapter,omitempty" json:"ip_adapter,omitempty"`
+	IPAdapterImage string  `toml:"ip_adapter_image,omitempty" json:"ip_adapter_image,omitempty"`
+	IPAdapterScale float64 `toml:"ip_adapter_scale" json:"ip_adapter_scale"`
+	ImageEncoder   string  `toml:"image_encoder,omitempty" json:"image_encoder,omitempty"`
 	// Model is the model's display name; ModelHash its short hash (optional).
 	Model     string `toml:"model" json:"model"`
 	ModelHash string `toml:"model_hash,omitempty" json:"model_hash,omitempty"`
@@ -141,6 +156,8 @@ func Default() Settings {
 		ControlEnd:      1,
 		CannyLow:        DefaultCannyLow,
 		CannyHigh:       DefaultCannyHigh,
+		// diffusers' scale after load_ip_adapter, ComfyUI's weight.
+		IPAdapterScale: DefaultIPAdapterScale,
 	}
 }
 
@@ -248,6 +265,15 @@ func (s Settings) Validate() error {
 	}
 	if s.ControlImage != "" && s.ControlNet == "" {
 		bad("ControlNet", "a control image needs a ControlNet to read it (--control-net)")
+	}
+	if sc := s.IPAdapterScale; math.IsNaN(sc) || sc < -1 || sc > MaxIPAdapterScale {
+		bad("IPAdapterScale", "%v is outside [-1, %g]", sc, MaxIPAdapterScale)
+	}
+	if s.IPAdapter != "" && s.IPAdapterImage == "" {
+		bad("IPAdapterImage", "an IP-Adapter needs a reference image (--ip-adapter-image)")
+	}
+	if s.IPAdapterImage != "" && s.IPAdapter == "" {
+		bad("IPAdapter", "a reference image needs an IP-Adapter file (--ip-adapter)")
 	}
 	if len(s.Prompt) > MaxPromptLen || len(s.NegativePrompt) > MaxPromptLen {
 		bad("Prompt", "longer than %d bytes", MaxPromptLen)

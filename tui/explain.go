@@ -584,6 +584,7 @@ func traceView(m *Model, w, h int) string {
 	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
 	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
 	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
+	traceImagePrompt(s, stage, arrow, tm)
 	b.WriteString("\n")
 	if r.Parent >= 0 {
 		stage(fmt.Sprintf("x at step %d", r.Inherited), fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("branched from run %d: seed %d, σ %.3g", r.Parent, s.Seed, first(r.Schedule.Sigmas)))

@@ -523,6 +523,7 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 	// The run keeps its image conditioning (sampler.Run.Branch); so do
 	// the settings that describe it.
 	s.InitImage, s.Strength, s.Mask, s.MaskBlur = ps.InitImage, ps.Strength, ps.Mask, ps.MaskBlur
+	s.IPAdapter, s.IPAdapterImage, s.IPAdapterScale, s.ImageEncoder = ps.IPAdapter, ps.IPAdapterImage, ps.IPAdapterScale, ps.ImageEncoder
 	s.Model = w.pipe.Name
 	if err := gen.Validate(w.pipe, s); err != nil {
 		return nil, nil, err
@@ -530,6 +531,10 @@ func (w *worker) branch(r genReq) (*gen.Job, []ownedSnap, error) {
 	owner := parent.snaps[r.At]
 	cond, err := w.pipe.EncodePrompt(s.Prompt, s.NegativePrompt, s.ClipSkip)
 	if err != nil {
+		return nil, nil, fmt.Errorf("branch: %w", err)
+	}
+	if err := gen.EncodeImagePrompt(w.pipe, s, cond); err != nil { // the parent's IP-Adapter image prompt
+		cond.Release()
 		return nil, nil, fmt.Errorf("branch: %w", err)
 	}
 	s.LoraHashes = w.pipe.LoRAHashes() // the prompt's LoRAs, applied by EncodePrompt

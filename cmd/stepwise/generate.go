@@ -92,6 +92,11 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&f.s.Canny, "canny", false, "ControlNet: turn the control image into its Canny edge map first (A1111's canny preprocessor, OpenCV's algorithm)")
 	integer(&f.s.CannyLow, "canny-low", "", "--canny: the low hysteresis threshold (on |dx|+|dy| of the 3x3 Sobel)")
 	integer(&f.s.CannyHigh, "canny-high", "", "--canny: the high hysteresis threshold")
+	str(&f.s.IPAdapter, "ip-adapter", "", "IP-Adapter file: image prompt (h94's ip-adapter_sd15.safetensors layout or diffusers' names; .bin files must be converted to .safetensors)")
+	str(&f.s.IPAdapterImage, "ip-adapter-image", "ip-image", "IP-Adapter: the reference image, a PNG or JPEG (diffusers' ip_adapter_image)")
+	fs.Float64Var(&f.s.IPAdapterScale, "ip-adapter-scale", f.s.IPAdapterScale, "IP-Adapter: weight of the image prompt (diffusers' set_ip_adapter_scale, ComfyUI's weight)")
+	fs.Float64Var(&f.s.IPAdapterScale, "ip-scale", f.s.IPAdapterScale, "short for --ip-adapter-scale")
+	str(&f.s.ImageEncoder, "image-encoder", "clip-vision", "IP-Adapter: the CLIP vision encoder folder (config.json, model.safetensors, preprocessor_config.json; default: image_encoder/ beside the adapter file)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
@@ -276,8 +281,13 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 		"canny":            func() { f.s.Canny = cur.Canny },
 		"canny-low":        func() { f.s.CannyLow = cur.CannyLow },
 		"canny-high":       func() { f.s.CannyHigh = cur.CannyHigh },
+		"ip-adapter":       func() { f.s.IPAdapter = cur.IPAdapter },
+		"ip-adapter-image": func() { f.s.IPAdapterImage = cur.IPAdapterImage },
+		"ip-adapter-scale": func() { f.s.IPAdapterScale = cur.IPAdapterScale },
+		"image-encoder":    func() { f.s.ImageEncoder = cur.ImageEncoder },
 	}
-	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch", "i": "init-img"}
+	aliases := map[string]string{"p": "prompt", "n": "negative-prompt", "s": "seed", "W": "width", "H": "height", "b": "batch", "i": "init-img",
+		"ip-image": "ip-adapter-image", "ip-scale": "ip-adapter-scale", "clip-vision": "image-encoder"}
 	for name := range set {
 		if long, ok := aliases[name]; ok {
 			name = long
@@ -359,6 +369,7 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 	if v, ok := unknown["ControlNet 0"]; ok {
 		warn("it was made with a ControlNet whose preprocessor Stepwise does not have (%s); generating without it", v)
 	}
+	ipFilesBeside(f, set)
 	// A1111's img2img PNGs carry the strength but name no file.
 	_, hires := unknown["Denoising strength"]
 	last := params[strings.LastIndex(strings.TrimSpace(params), "\n")+1:]
@@ -482,6 +493,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 			warn(w)
 		}
 	}
+	// An adapter for another family is refused from the model's configs,
+	// before its weights are uploaded.
+	if err := precheckIPAdapter(f); err != nil {
+		return fmt.Errorf("%w; nothing written", err)
+	}
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {
@@ -581,6 +597,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "note: the prompt is %d tokens, longer than 75; it was split into %d chunks of 75\n", j.Cond.PromptTokens, j.Cond.Chunks)
 	}
 	fmt.Fprintf(stderr, "model %s on %s, loaded in %.2fs\n", p.Name, dev.Name(), time.Since(t0).Seconds())
+	if s.IPAdapter != "" {
+		fmt.Fprintf(stderr, "image prompt %s through the IP-Adapter %s (scale %g)\n", termsafe.Text(s.IPAdapterImage), termsafe.Text(s.IPAdapter), s.IPAdapterScale)
+	}
 	if k := j.Run.ImageKind(); k != 0 {
 		from := "no init image"
 		if in.Init != nil {

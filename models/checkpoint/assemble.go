@@ -203,7 +203,7 @@ func openCLIPUnused(key string, layers int) bool {
 // notACheckpoint explains files that hold no single-file keys of any
 // family, rather than listing every expected tensor as missing.
 func notACheckpoint(infos []safetensors.TensorInfo) string {
-	var known, diffusersUNet, diffusersVAE, clip, lora int
+	var known, diffusersUNet, diffusersVAE, clip, lora, ipAdapter, vision int
 	for _, t := range infos {
 		k := t.Name
 		switch {
@@ -219,6 +219,10 @@ func notACheckpoint(infos []safetensors.TensorInfo) string {
 			diffusersVAE++
 		case strings.HasPrefix(k, "text_model."):
 			clip++
+		case strings.HasPrefix(k, "image_proj.") || strings.HasPrefix(k, "ip_adapter."):
+			ipAdapter++
+		case strings.HasPrefix(k, "vision_model."):
+			vision++
 		}
 	}
 	switch {
@@ -226,6 +230,10 @@ func notACheckpoint(infos []safetensors.TensorInfo) string {
 		return ""
 	case lora > 0:
 		return "this is a LoRA/adapter file, not a full checkpoint"
+	case ipAdapter > 0:
+		return "this is an IP-Adapter (image_proj.*, ip_adapter.*), not a full checkpoint: pass it with --ip-adapter"
+	case vision > 0 && clip == 0:
+		return "this is a CLIP vision model (an IP-Adapter's image encoder), not a full checkpoint: pass its folder with --image-encoder"
 	case diffusersUNet > 0, diffusersVAE > 0, clip > 0:
 		return "this is one component of a diffusers folder (diffusers names, no model.diffusion_model.* keys): pass the folder that holds model_index.json"
 	}

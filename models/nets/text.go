@@ -137,9 +137,15 @@ func buildText(b builder, c TextConfig) (*TextEncoder, error) {
 }
 
 func (l *clipLayer) forward(d gpu.Device, x *gpu.Tensor, heads int, act func(gpu.Device, *gpu.Tensor) *gpu.Tensor) *gpu.Tensor {
+	return l.forwardMasked(d, x, heads, true, act)
+}
+
+// forwardMasked is forward with the causal mask on (the text model) or off
+// (the vision model).
+func (l *clipLayer) forwardMasked(d gpu.Device, x *gpu.Tensor, heads int, causal bool, act func(gpu.Device, *gpu.Tensor) *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
 		h := l.ln1.apply(d, x)
-		a := d.Attention(l.q.apply(d, h), l.k.apply(d, h), l.v.apply(d, h), gpu.AttentionOpts{Heads: heads, Causal: true})
+		a := d.Attention(l.q.apply(d, h), l.k.apply(d, h), l.v.apply(d, h), gpu.AttentionOpts{Heads: heads, Causal: causal})
 		x = d.Add(x, l.out.apply(d, a))
 		h = l.fc2.apply(d, act(d, l.fc1.apply(d, l.ln2.apply(d, x))))
 		return d.Add(x, h)

@@ -23,7 +23,8 @@ type transformer2D struct {
 type basicBlock struct {
 	norm1, norm2, norm3 norm
 	attn1, attn2        attention
-	ffIn, ffOut         linear // ff.net.0.proj (to 2x inner, GEGLU) and ff.net.2
+	ffIn, ffOut         linear    // ff.net.0.proj (to 2x inner, GEGLU) and ff.net.2
+	ip                  *ipAttach // an attached IP-Adapter's layer, or nil
 }
 
 // transformer2D declares a spatial transformer over channels with the given
@@ -82,7 +83,11 @@ func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tenso
 func (b *basicBlock) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
 		x = d.Add(b.attn1.forward(d, b.norm1.apply(d, x), nil), x)
-		x = d.Add(b.attn2.forward(d, b.norm2.apply(d, x), context), x)
+		if ip := b.ip; ip != nil && ip.tokens != nil && ip.scale != 0 {
+			x = d.Add(b.attn2.forwardIP(d, b.norm2.apply(d, x), context, ip), x)
+		} else {
+			x = d.Add(b.attn2.forward(d, b.norm2.apply(d, x), context), x)
+		}
 		ff := b.ffOut.apply(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))))
 		return d.Add(ff, x)
 	})

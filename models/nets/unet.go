@@ -35,6 +35,8 @@ type UNet struct {
 	addEmb *[2]linear
 	// condProj is LCM's time_embedding.cond_proj (time_cond_proj_dim).
 	condProj *linear
+	// ip is an attached IP-Adapter (ipadapter.go), or nil.
+	ip *unetIP
 }
 
 // Added is SDXL's added conditioning (addition_embed_type "text_time"): the
@@ -47,6 +49,9 @@ type Added struct {
 	// TimestepCond is an LCM model's guidance embedding [B,
 	// time_cond_proj_dim] (GuidanceEmbedding); nil skips the term.
 	TimestepCond *gpu.Tensor
+	// ImageEmbeds are an attached IP-Adapter's image embeddings [B,n,P]
+	// (diffusers' added_cond_kwargs["image_embeds"]).
+	ImageEmbeds *gpu.Tensor
 }
 
 // GuidanceEmbedding is diffusers' get_guidance_scale_embedding for LCM
@@ -426,6 +431,13 @@ func (u *UNet) ForwardControl(x *gpu.Tensor, t []float32, context *gpu.Tensor, a
 	if err != nil {
 		d.PopScope()
 		return failed(d, err, c.OutChannels, x)
+	}
+	if u.ip != nil {
+		if err := u.ip.begin(d, added, x.Dim(0)); err != nil {
+			d.PopScope()
+			return failed(d, err, c.OutChannels, x)
+		}
+		defer u.ip.end()
 	}
 	h, skips := u.downMid(d, x, embAct, context, nil)
 	if res != nil {
