@@ -107,6 +107,9 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 	sc.StepsOffset = c.StepsOffset
 	sc.SetAlphaToOne = c.SetAlphaToOne
 	sc.ClipSample = c.ClipSample
+	if c.Shift > 0 {
+		sc.Shift = c.Shift
+	}
 	return sc
 }
 

@@ -29,7 +29,12 @@ type SchedulerConfig struct {
 	ClipSample        bool      `json:"clip_sample"`
 	SetAlphaToOne     bool      `json:"set_alpha_to_one"`
 	SkipPrkSteps      bool      `json:"skip_prk_steps"`
+	// Shift is FlowMatchEulerDiscreteScheduler's timestep shift (SD3: 3).
+	Shift float64 `json:"shift"`
 }
+
+// FlowMatchScheduler is the class name of rectified-flow schedulers.
+const FlowMatchScheduler = "FlowMatchEulerDiscreteScheduler"
 
 // DefaultScheduler returns SD 1.5's scheduler: PNDM, scaled_linear betas
 // 0.00085..0.012 over 1000 steps, epsilon prediction, leading spacing,
@@ -83,7 +88,7 @@ var unsupportedKeys = map[string][]struct{ key, off string }{
 		{"attention_legacy_order", "false"},
 	},
 	"scheduler": {
-		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"},
+		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"}, {"use_dynamic_shifting", "false"},
 	},
 }
 
@@ -436,6 +441,17 @@ func validateText(path, role string, c *nets.TextConfig) error {
 func validateScheduler(path string, s *SchedulerConfig) error {
 	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 2, 100000); err != nil {
 		return err
+	}
+	if s.ClassName == FlowMatchScheduler {
+		// Rectified flow: no betas; the network predicts a velocity.
+		s.PredictionType, s.TimestepSpacing = "flow", "linspace"
+		if s.Shift == 0 {
+			s.Shift = 1
+		}
+		if !(s.Shift > 0 && s.Shift < 1e6) {
+			return cfgErr(path, "scheduler shift %g, want a positive number", s.Shift)
+		}
+		return nil
 	}
 	switch s.BetaSchedule {
 	case "linear", "scaled_linear":

@@ -34,6 +34,15 @@ type TextSpec struct {
 	Act string
 }
 
+// T5Spec is a family's T5 encoder: its diffusers folders and its key
+// prefix in an original single file.
+type T5Spec struct {
+	Role, Tokenizer, Prefix string
+}
+
+// DenoiserMMDiT is Family.Denoiser for SD3's MM-DiT.
+const DenoiserMMDiT = "mmdit"
+
 // Added conditioning kinds (Family.Added).
 const (
 	// AddedSizeTimeIDs: SDXL base's time ids (original size, crop
@@ -71,6 +80,14 @@ type Family struct {
 	HeadWidth int
 	// Pipelines are the diffusers model_index.json classes of the family.
 	Pipelines []string
+	// Denoiser is the kind of denoising network: "" (a U-Net) or
+	// DenoiserMMDiT (SD3's transformer, folder "transformer").
+	Denoiser string
+	// T5 is the family's T5 text encoder, nil for none.
+	T5 *T5Spec
+	// MaxSequenceLength is the T5 token count by default (diffusers'
+	// max_sequence_length: 256 for SD3).
+	MaxSequenceLength int
 	// keys recognises a single file from its tensor names.
 	keys func(has func(prefix string) bool) bool
 }
@@ -91,8 +108,30 @@ func eulerLeading() SchedulerConfig {
 	return s
 }
 
+// flowMatch is FlowMatchEulerDiscreteScheduler with the given shift.
+func flowMatch(shift float64) SchedulerConfig {
+	return SchedulerConfig{ClassName: FlowMatchScheduler, NumTrainTimesteps: 1000, PredictionType: "flow",
+		TimestepSpacing: "linspace", Shift: shift}
+}
+
 // Families is the family table, most specific first.
 var Families = []*Family{
+	{
+		// SD3's CLIP-L and CLIP-G give their penultimate states
+		// (concatenated, zero-padded to T5's width) and both pooled
+		// projections; T5-XXL's tokens follow the CLIP ones.
+		Name: "SD3",
+		Texts: []TextSpec{
+			{Role: "text_encoder", Tokenizer: "tokenizer", Prefix: "text_encoders.clip_l.transformer.", Pad: 49407, Skip: 2, Pooled: true, Act: "quick_gelu"},
+			{Role: "text_encoder_2", Tokenizer: "tokenizer_2", Prefix: "text_encoders.clip_g.transformer.", Pad: 0, Skip: 2, Pooled: true, Act: "gelu"},
+		},
+		T5:         &T5Spec{Role: "text_encoder_3", Tokenizer: "tokenizer_3", Prefix: "text_encoders.t5xxl.transformer."},
+		Denoiser:   DenoiserMMDiT,
+		UNetPrefix: "model.diffusion_model.", VAEPrefix: "first_stage_model.",
+		NativeSize: 1024, Scaling: 1.5305, Shift: 0.0609, Scheduler: flowMatch(3.0), MaxSequenceLength: 256,
+		Pipelines: []string{"StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"},
+		keys:      func(has func(string) bool) bool { return has("model.diffusion_model.joint_blocks.") },
+	},
 	{
 		Name: "SDXL",
 		Texts: []TextSpec{

@@ -76,11 +76,8 @@ type T5Encoder struct {
 	finalNorm *gpu.Tensor
 	act       func(gpu.Device, *gpu.Tensor) *gpu.Tensor
 
-	// biasCache holds the host copy of the bias table and the last
-	// position bias made from it, by sequence length.
+	// biasHost is the host copy of the bias table.
 	biasHost []float32
-	biasLen  int
-	biasT    *gpu.Tensor
 }
 
 type t5Layer struct {
@@ -113,13 +110,7 @@ func T5Decls(c T5Config) ([]Decl, error) {
 }
 
 // Release frees the network's weights on the device.
-func (te *T5Encoder) Release() {
-	releaseAll(te.d, te.params)
-	if te.biasT != nil {
-		te.d.Release(te.biasT)
-		te.biasT = nil
-	}
-}
+func (te *T5Encoder) Release() { releaseAll(te.d, te.params) }
 
 // ParamBytes is the device memory the weights occupy.
 func (te *T5Encoder) ParamBytes() int64 { return paramBytes(te.params) }
@@ -204,11 +195,8 @@ func T5RelativeBucket(rel, buckets, maxDistance int) int {
 }
 
 // positionBias returns the attention bias [1, heads, L, L] for sequence
-// length L (cached for the last L).
+// length L, in the current scope.
 func (te *T5Encoder) positionBias(L int) (*gpu.Tensor, error) {
-	if te.biasT != nil && te.biasLen == L {
-		return te.biasT, nil
-	}
 	d, c := te.d, &te.Config
 	if te.biasHost == nil {
 		h, err := d.Download(te.relBias)
@@ -227,14 +215,7 @@ func (te *T5Encoder) positionBias(L int) (*gpu.Tensor, error) {
 			}
 		}
 	}
-	if te.biasT != nil {
-		d.Release(te.biasT)
-	}
-	d.PushScope()
-	t := d.Upload(out, 1, H, L, L)
-	d.PopScope(t)
-	te.biasT, te.biasLen = t, L
-	return t, nil
+	return d.Upload(out, 1, H, L, L), nil
 }
 
 // attend is T5Attention without a mask: softmax(q kᵀ + bias) v per head,
@@ -292,11 +273,12 @@ func (te *T5Encoder) EncodeHidden(ids [][]int32, all bool) (*gpu.Tensor, []*gpu.
 		}
 		flat = append(flat, row...)
 	}
+	d.PushScope()
 	bias, err := te.positionBias(L)
 	if err != nil {
+		d.PopScope()
 		return nil, nil, fmt.Errorf("t5: %w", err)
 	}
-	d.PushScope()
 	x := d.Embedding(te.emb, flat).View(len(ids), L, c.DModel)
 	var states []*gpu.Tensor
 	if all {
