@@ -635,7 +635,9 @@ func (c *Conditioning) cached(key string, rows []Row, cond, uncond *gpu.Tensor) 
 
 // GuidanceDistilled reports an LCM-distilled U-Net (time_cond_proj_dim):
 // guidance is an input of the network, not a second batch row.
-func (p *Pipeline) GuidanceDistilled() bool { return p.unet != nil && p.unet.Config.TimeCondProjDim > 0 }
+func (p *Pipeline) GuidanceDistilled() bool {
+	return p.unet != nil && p.unet.Config.TimeCondProjDim > 0
+}
 
 // SetGuidance gives a guidance-distilled (LCM) model its guidance w
 // (diffusers: guidance_scale - 1) as the embedding it takes; a no-op for
