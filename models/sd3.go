@@ -103,11 +103,10 @@ func (p *Pipeline) T5Tokenizer() *tokenizer.Unigram {
 // Prompts are tokenized plainly, as diffusers does: A1111's weighting
 // syntax is not applied, and CLIP takes the first 75 tokens.
 func (p *Pipeline) encodeSD3(prompt, negative string, clipSkip int) (*Conditioning, error) {
-	if uses, err := PromptLoRAs(prompt, p.LoRADir); err != nil || len(uses) > 0 {
-		if err != nil {
-			return nil, fmt.Errorf("prompt: %w", err)
+	for _, text := range []string{prompt, negative} {
+		if _, tags := tokenizer.ExtraNetworks(text); len(tags) > 0 {
+			return nil, fmt.Errorf("prompt: %q: LoRAs and other extra networks are not supported for %s models yet", tags[0].Text(), p.Model.Family)
 		}
-		return nil, fmt.Errorf("prompt: LoRAs are not supported for %s models yet (<lora:%s:...>)", p.Model.Family, uses[0].Name)
 	}
 	msl := p.MaxSequenceLength
 	if msl < 1 || msl > 4096 {
