@@ -38,6 +38,7 @@ type genFlags struct {
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
+	maxSeqLen                           int // --max-sequence-length (0: the family's)
 }
 
 // fullUsage prints every flag of generate (set by newGenFlagSet).
@@ -86,6 +87,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	integer(&f.s.MaskBlur, "mask-blur", "", "inpainting: blur the mask by this many pixels first (A1111's Mask blur)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
+	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
@@ -420,6 +422,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
+	if f.maxSeqLen < 0 || f.maxSeqLen > 4096 {
+		return fmt.Errorf("--max-sequence-length %d: want 1..4096 T5 tokens; nothing written", f.maxSeqLen)
+	}
 	t0 := time.Now()
 	p, err := loadPipeline(f.device, f.model, f.config, warn)
 	if err != nil {
@@ -429,6 +434,12 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	defer dev.Close()
 	defer p.Close()
 	p.LoRADir = f.loraDir
+	if f.maxSeqLen != 0 {
+		if p.T5Tokenizer() == nil {
+			warn(fmt.Sprintf("--max-sequence-length ignored: %s has no T5 encoder", p.Name))
+		}
+		p.MaxSequenceLength = f.maxSeqLen
+	}
 	if f.taesd != "" {
 		tm, err := checkpoint.LoadTiny(f.taesd)
 		if err != nil {

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/internal/testdev"
+)
+
+// The public SD3 case from the command line, on both devices:
+// sd3-mini, 20 flow-matching Euler steps at cfg 7, seed 42, reproduces
+// diffusers' PNG within 1 per channel; other samplers are refused by name
+// and --max-sequence-length is checked before the model loads.
+func TestGenerateSD3(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "sd3_e2e_flowmatch_seed42.safetensors")).I64("image_uint8")
+	tmp := t.TempDir()
+	args := func(device, out string, extra ...string) []string {
+		return append([]string{"--model", filepath.Join(dir, "sd3-mini"),
+			"-p", "a photograph of an astronaut riding a horse", "-n", "low quality, blurry, watermark",
+			"--steps", "20", "--cfg-scale", "7", "--sampler", "euler", "--seed", "42",
+			"-W", "64", "-H", "64", "-o", filepath.Join(tmp, out), "--device", device}, extra...)
+	}
+	devs := []string{"ref"}
+	if testdev.MaybeGL(t) != nil {
+		devs = append(devs, "gl")
+	}
+	for _, dev := range devs {
+		log, err := runGen(t, args(dev, dev+".png"))
+		require.NoError(t, err, log)
+		d, n := pixelsOffBy(t, filepath.Join(tmp, dev+".png"), want)
+		assert.LessOrEqualf(t, d, 1, "%s: pixels differ from diffusers by up to %d (%d values)", dev, d, n)
+		t.Logf("%s: pixels off by at most %d (%d values)", dev, d, n)
+	}
+	_, err := runGen(t, args("ref", "a.png", "--sampler", "Euler a"))
+	assert.ErrorContains(t, err, "euler_ancestral cannot sample a flow-matching model")
+	_, err = runGen(t, args("ref", "b.png", "--max-sequence-length", "5000"))
+	assert.ErrorContains(t, err, "--max-sequence-length 5000")
+}
+
+// tokenize --model shows the T5 ids SD3's pipeline gives the encoder.
+func TestTokenizeT5(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "sd3_e2e_flowmatch_seed42.safetensors")).I64("prompt_ids_3")
+	var out bytes.Buffer
+	require.NoError(t, tokenizeTo(&out, nil, []string{"--json", "--model", filepath.Join(dir, "sd3-mini"),
+		"a photograph of an astronaut riding a horse"}))
+	var rep tokenizeReport
+	require.NoError(t, json.Unmarshal(out.Bytes(), &rep))
+	require.NotNil(t, rep.T5)
+	require.Len(t, rep.T5.IDs, 256)
+	for i, id := range rep.T5.IDs {
+		require.Equal(t, want[i], int64(id), "T5 id %d", i)
+	}
+	assert.Equal(t, 15, rep.T5.Count)
+	assert.Equal(t, "\u2581horse", rep.T5.Pieces[13])
+
+	out.Reset()
+	require.NoError(t, tokenizeTo(&out, nil, []string{"--t5", filepath.Join(dir, "sd3-mini", "tokenizer_3", "spiece.model"),
+		"--max-sequence-length", "4", "a photograph of an astronaut riding a horse"}))
+	assert.Contains(t, out.String(), "t5:        15 tokens: cut to 4")
+	err := tokenizeTo(&out, nil, []string{"--model", t.TempDir(), "x"})
+	assert.ErrorContains(t, err, "no tokenizer_3/spiece.model")
+}
