@@ -432,6 +432,9 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	if m.Spec == nil {
 		return nil, fmt.Errorf("checkpoint %s: no family", m.Path)
 	}
+	if m.Transformer != nil {
+		return sd3SingleFileEntries(m)
+	}
 	ud, vd, tds, err := declsOf(m)
 	if err != nil {
 		return nil, err

@@ -274,6 +274,14 @@ func Load(path, configPath string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
+	if fam, _ := singleFileFamily(f.Tensors()); fam != nil && fam.Denoiser == DenoiserMMDiT {
+		m, err := fromSingleSD3(f, cfg, source, Extra{})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return m, nil
+	}
 	m, err := fromSingle(f, cfg, source)
 	if err != nil {
 		f.Close()
