@@ -5,9 +5,27 @@ import (
 	"time"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/tokenizer"
 )
+
+// LoadExtra is Load for a single file with separate component files (an
+// SD3 file without its text encoders or VAE; see checkpoint.Extra).
+func LoadExtra(dev gpu.Device, path, configPath string, ex checkpoint.Extra) (*Pipeline, error) {
+	start := time.Now()
+	m, err := checkpoint.LoadExtra(path, configPath, ex)
+	if err != nil {
+		return nil, err
+	}
+	p, err := New(dev, m, displayName(path))
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	p.LoadTime = time.Since(start)
+	return p, nil
+}
 
 // sd3 holds the networks and settings an SD3 pipeline has beyond a U-Net
 // pipeline's: the T5 encoder and its tokenizer and the MM-DiT.

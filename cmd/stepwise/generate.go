@@ -39,6 +39,7 @@ type genFlags struct {
 	s                                   presets.Settings
 	eta                                 float64
 	maxSeqLen                           int // --max-sequence-length (0: the family's)
+	extra                               checkpoint.Extra
 }
 
 // fullUsage prints every flag of generate (set by newGenFlagSet).
@@ -87,6 +88,11 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	integer(&f.s.MaskBlur, "mask-blur", "", "inpainting: blur the mask by this many pixels first (A1111's Mask blur)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
+	str(&f.extra.CLIPL, "clip-l", "", "SD3 single file: the CLIP-L text encoder's file, when the checkpoint lacks it (stable-diffusion.cpp's flag)")
+	str(&f.extra.CLIPG, "clip-g", "", "SD3 single file: the CLIP-G text encoder's file")
+	str(&f.extra.T5XXL, "t5xxl", "", "SD3 single file: the T5-XXL text encoder's file")
+	str(&f.extra.VAE, "vae", "", "SD3 single file: the VAE's file (original or diffusers names)")
+	str(&f.extra.T5Tokenizer, "t5-tokenizer", "", "SD3 single file: the T5 tokenizer (spiece.model, or its folder); default: beside the checkpoint")
 	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
@@ -391,6 +397,14 @@ var openDevice = devices.Open
 // loadPipeline opens the device and the model (the bundled one when path is
 // empty).
 func loadPipeline(device, path, config string, warn func(string)) (*models.Pipeline, error) {
+	return loadPipelineWith(device, path, config, checkpoint.Extra{}, warn)
+}
+
+// loadPipelineWith is loadPipeline with separate component files.
+func loadPipelineWith(device, path, config string, ex checkpoint.Extra, warn func(string)) (*models.Pipeline, error) {
+	if path == "" && ex != (checkpoint.Extra{}) {
+		return nil, fmt.Errorf("--clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer need --model (an SD3 single file)")
+	}
 	dev, err := openDevice(device, warn)
 	if err != nil {
 		return nil, err
@@ -399,7 +413,7 @@ func loadPipeline(device, path, config string, warn func(string)) (*models.Pipel
 	if path == "" {
 		p, err = defaultModel(dev)
 	} else {
-		p, err = models.Load(dev, path, config)
+		p, err = models.LoadExtra(dev, path, config, ex)
 	}
 	if err != nil {
 		dev.Close()
@@ -426,7 +440,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return fmt.Errorf("--max-sequence-length %d: want 1..4096 T5 tokens; nothing written", f.maxSeqLen)
 	}
 	t0 := time.Now()
-	p, err := loadPipeline(f.device, f.model, f.config, warn)
+	p, err := loadPipelineWith(f.device, f.model, f.config, f.extra, warn)
 	if err != nil {
 		return err
 	}

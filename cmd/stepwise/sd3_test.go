@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/internal/testdev"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // The public SD3 case from the command line, on both devices:
@@ -67,4 +71,55 @@ func TestTokenizeT5(t *testing.T) {
 	assert.Contains(t, out.String(), "t5:        15 tokens: cut to 4")
 	err := tokenizeTo(&out, nil, []string{"--model", t.TempDir(), "x"})
 	assert.ErrorContains(t, err, "no tokenizer_3/spiece.model")
+}
+
+// An SD3 single file without its text encoders and VAE runs with them
+// given as stable-diffusion.cpp's --clip-l, --clip-g, --t5xxl and --vae
+// (ComfyUI's file layouts) and reproduces the public PNG.
+func TestGenerateSD3SingleFile(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(dir, "sd3_e2e_flowmatch_seed42.safetensors")).I64("image_uint8")
+	m, err := checkpoint.Load(filepath.Join(dir, "sd3-mini"), "")
+	require.NoError(t, err)
+	defer m.Close()
+	es, err := checkpoint.SingleFileEntries(m)
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	files := map[string][]safetensors.Entry{}
+	for _, e := range es {
+		switch {
+		case strings.HasPrefix(e.Name, "model.diffusion_model."):
+			files["sd3.safetensors"] = append(files["sd3.safetensors"], e)
+		case strings.HasPrefix(e.Name, "text_encoders.clip_l.transformer."):
+			e.Name = strings.TrimPrefix(e.Name, "text_encoders.clip_l.transformer.")
+			files["clip_l.safetensors"] = append(files["clip_l.safetensors"], e)
+		case strings.HasPrefix(e.Name, "text_encoders.clip_g.transformer."):
+			e.Name = strings.TrimPrefix(e.Name, "text_encoders.clip_g.transformer.")
+			files["clip_g.safetensors"] = append(files["clip_g.safetensors"], e)
+		case strings.HasPrefix(e.Name, "text_encoders.t5xxl.transformer."):
+			e.Name = strings.TrimPrefix(e.Name, "text_encoders.t5xxl.transformer.")
+			files["t5xxl.safetensors"] = append(files["t5xxl.safetensors"], e)
+		case strings.HasPrefix(e.Name, "first_stage_model."):
+			files["vae.safetensors"] = append(files["vae.safetensors"], e)
+		}
+	}
+	for name, es := range files {
+		var buf bytes.Buffer
+		require.NoError(t, safetensors.Write(&buf, es, nil))
+		require.NoError(t, os.WriteFile(filepath.Join(tmp, name), buf.Bytes(), 0o644))
+	}
+	out := filepath.Join(tmp, "out.png")
+	log, err := runGen(t, []string{"--model", filepath.Join(tmp, "sd3.safetensors"), "--config", filepath.Join(dir, "sd3_mini_config.json"),
+		"--clip-l", filepath.Join(tmp, "clip_l.safetensors"), "--clip-g", filepath.Join(tmp, "clip_g.safetensors"),
+		"--t5xxl", filepath.Join(tmp, "t5xxl.safetensors"), "--vae", filepath.Join(tmp, "vae.safetensors"),
+		"--t5-tokenizer", filepath.Join(dir, "sd3-mini", "tokenizer_3", "spiece.model"),
+		"-p", "a photograph of an astronaut riding a horse", "-n", "low quality, blurry, watermark",
+		"--steps", "20", "--cfg-scale", "7", "--sampler", "euler", "--seed", "42", "-W", "64", "-H", "64", "-o", out, "--device", "ref"})
+	require.NoError(t, err, log)
+	d, n := pixelsOffBy(t, out, want)
+	assert.LessOrEqualf(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
+
+	_, err = runGen(t, []string{"--model", filepath.Join(tmp, "sd3.safetensors"), "--config", filepath.Join(dir, "sd3_mini_config.json"),
+		"-p", "x", "-o", filepath.Join(tmp, "x.png"), "--device", "ref"})
+	assert.ErrorContains(t, err, "pass it with --vae FILE")
 }
