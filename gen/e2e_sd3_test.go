@@ -61,3 +61,26 @@ func TestE2ESD3(t *testing.T) {
 		})
 	}
 }
+
+// SD3 sizes are refused before any work with the transformer's rules
+// (multiples of the VAE's 8 x the patch's 2; at most the positional
+// table's side), and the facts describe the T5 context.
+func TestSD3Facts(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave3")
+	p, err := models.Load(testdev.All(t)["ref"](t), filepath.Join(dir, "sd3-mini"), "")
+	require.NoError(t, err)
+	defer p.Close()
+	f := FactsOf(p)
+	assert.Equal(t, 16, f.SizeMultiple)
+	assert.Equal(t, 256, f.MaxSide)
+	assert.Equal(t, 96, f.TextHidden)
+	assert.Contains(t, f.Encoders, "text_encoder_3 2 layers")
+	assert.Len(t, f.LatentRGB, 16)
+	s := e2eSettings()
+	s.Width = 72
+	assert.ErrorContains(t, f.Validate(s), "multiples of 16 for SD3 (the VAE divides by 8, the transformer's patches by 2 more)")
+	s.Width = 512
+	assert.ErrorContains(t, f.Validate(s), "at most 256 pixels a side")
+	s.Width, s.Height = 160, 64
+	assert.NoError(t, f.Validate(s))
+}

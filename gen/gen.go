@@ -45,6 +45,14 @@ func validate(f *Facts, s presets.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if m := f.SizeMultiple; (s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m) && f.Levels == 0 {
+		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the transformer's patches by %d more)",
+			s.Width, s.Height, m, f.Family, f.Downscale, m/f.Downscale)
+	}
+	if f.MaxSide > 0 && (s.Width > f.MaxSide || s.Height > f.MaxSide) {
+		return fmt.Errorf("size %dx%d: %s takes at most %d pixels a side (its positional table covers %d patches)",
+			s.Width, s.Height, f.Family, f.MaxSide, f.MaxSide/f.SizeMultiple)
+	}
 	if m := f.SizeMultiple; s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
 		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the U-Net's %d levels by %d more)",
 			s.Width, s.Height, m, f.Family, f.Downscale, f.Levels, m/f.Downscale)

@@ -241,6 +241,9 @@ func (p *Pipeline) NativeSize() int {
 // LatentRGB returns the linear latent -> RGB projection for step previews:
 // the model's own when its config carries one, else SD 1.x's.
 func (p *Pipeline) LatentRGB() (factors [][]float32, bias [3]float32) {
+	if p.sd3 != nil {
+		return p.sd3LatentRGB()
+	}
 	c := p.vae.Config
 	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
 		ok := true

@@ -33,6 +33,9 @@ type sd3 struct {
 	mmdit *nets.MMDiT
 	t5    *nets.T5Encoder
 	t5tok *tokenizer.Unigram
+	// rgb and rgbBias are the previews' latent -> RGB map (fitLatentRGB).
+	rgb     [][]float32
+	rgbBias [3]float32
 }
 
 // newSD3 reads the T5 tokenizer and uploads SD3's networks: the two CLIP
@@ -233,4 +236,68 @@ func (p *Pipeline) predictSD3(x []float32, shape [4]int, t float64, c *Condition
 		return nil, fmt.Errorf("transformer: %w", err)
 	}
 	return res, nil
+}
+
+// fitLatentRGB measures the VAE decoder's response to each latent channel:
+// one decode of a zero latent and of a unit step in every channel (2x2
+// latents, in the denoiser's space: scaling and shift applied), averaged
+// over the pixels. The differences are the step previews' linear map, made
+// from the model itself, for latents that have no published one.
+func (p *Pipeline) fitLatentRGB() ([][]float32, [3]float32, error) {
+	c := p.LatentChannels()
+	const side = 2
+	plane := side * side
+	lat := make([]float32, (c+1)*c*plane)
+	for i := 0; i < c; i++ {
+		for k := 0; k < plane; k++ {
+			lat[((i+1)*c+i)*plane+k] = 1
+		}
+	}
+	vc := &p.vae.Config
+	shift := float32(0)
+	if vc.ShiftFactor != nil {
+		shift = float32(*vc.ShiftFactor)
+	}
+	pix, shape, err := p.decodeRaw(lat, [4]int{c + 1, c, side, side}, float32(1/vc.ScalingFactor), shift)
+	if err != nil {
+		return nil, [3]float32{}, fmt.Errorf("vae decode (preview colours): %w", err)
+	}
+	n := shape[2] * shape[3]
+	mean := func(row, ch int) float32 {
+		var sum float64
+		for _, v := range pix[(row*3+ch)*n : (row*3+ch+1)*n] {
+			sum += float64(v)
+		}
+		return float32(sum / float64(n))
+	}
+	var bias [3]float32
+	for k := range bias {
+		bias[k] = mean(0, k)
+	}
+	factors := make([][]float32, c)
+	for i := range factors {
+		factors[i] = []float32{mean(i+1, 0) - bias[0], mean(i+1, 1) - bias[1], mean(i+1, 2) - bias[2]}
+	}
+	return factors, bias, nil
+}
+
+// sd3LatentRGB is LatentRGB for SD3: the VAE config's own map when it has
+// one, else fitLatentRGB's (measured once; a failed measurement leaves a
+// grey map, the previews then stay blank rather than wrong).
+func (p *Pipeline) sd3LatentRGB() ([][]float32, [3]float32) {
+	c := p.vae.Config
+	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
+		return c.LatentRGBFactors, [3]float32{c.LatentRGBBias[0], c.LatentRGBBias[1], c.LatentRGBBias[2]}
+	}
+	if p.sd3.rgb == nil {
+		f, b, err := p.fitLatentRGB()
+		if err != nil {
+			f = make([][]float32, p.LatentChannels())
+			for i := range f {
+				f[i] = []float32{0, 0, 0}
+			}
+		}
+		p.sd3.rgb, p.sd3.rgbBias = f, b
+	}
+	return p.sd3.rgb, p.sd3.rgbBias
 }
