@@ -131,7 +131,11 @@ func loadSD3Diffusers(dir string, idx modelIndex) (*Model, error) {
 	}
 	t5.Tokenizer = filepath.Join(dir, t5.Spec.Tokenizer, "spiece.model")
 	if _, err := os.Stat(t5.Tokenizer); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %s/spiece.model (the T5 tokenizer's SentencePiece model) is missing: %w", dir, t5.Spec.Tokenizer, err)
+		alt := filepath.Join(dir, t5.Spec.Tokenizer, "tokenizer.json")
+		if _, err2 := os.Stat(alt); err2 != nil {
+			return nil, fmt.Errorf("checkpoint %s: %s/spiece.model (the T5 tokenizer's SentencePiece model) is missing, and so is its tokenizer.json: %w", dir, t5.Spec.Tokenizer, err)
+		}
+		t5.Tokenizer = alt
 	}
 	m.T5 = t5
 	if err := checkSD3Widths(m, filepath.Join(dir, "transformer", "config.json")); err != nil {

@@ -43,26 +43,45 @@ type Unigram struct {
 	extra int
 }
 
-// LoadUnigram reads a SentencePiece model file (spiece.model), or the
-// folder holding it (a diffusers tokenizer_3 / tokenizer_2 folder, whose
+// LoadUnigram reads a SentencePiece model file (spiece.model), a Hugging
+// Face tokenizer.json with a Unigram model, or the folder holding one (a
+// diffusers tokenizer_3 / tokenizer_2 folder: spiece.model first; its
 // tokenizer_config.json may add <extra_id_N> tokens).
 func LoadUnigram(path string) (*Unigram, error) {
 	dir := ""
 	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
 		dir, path = path, filepath.Join(path, "spiece.model")
+		if _, err := os.Stat(path); err != nil {
+			if j := filepath.Join(dir, "tokenizer.json"); fileExists(j) {
+				path = j
+			}
+		}
 	}
-	data, err := safefile.ReadFile(path, maxSPMBytes)
+	limit := int64(maxSPMBytes)
+	if filepath.Ext(path) == ".json" {
+		limit = 64 << 20
+	}
+	data, err := safefile.ReadFile(path, limit)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", path, err)
 	}
-	u, err := ParseUnigram(path, data)
+	parse := ParseUnigram
+	if filepath.Ext(path) == ".json" {
+		parse = ParseUnigramJSON
+	}
+	u, err := parse(path, data)
 	if err != nil {
 		return nil, err
 	}
-	if dir != "" {
+	if dir != "" && filepath.Ext(path) != ".json" {
 		u.extra = extraIDs(filepath.Join(dir, "tokenizer_config.json"))
 	}
 	return u, nil
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 // extraIDs reads "extra_ids" from a T5 tokenizer_config.json (0 when the
@@ -92,6 +111,11 @@ func ParseUnigram(name string, data []byte) (*Unigram, error) {
 	if m.modelType != 1 {
 		return nil, fmt.Errorf("tokenizer %s: SentencePiece model type %d is not supported (want 1, unigram)", name, m.modelType)
 	}
+	return newUnigram(name, m)
+}
+
+// newUnigram indexes a parsed model.
+func newUnigram(name string, m *spmModel) (*Unigram, error) {
 	cm, err := newCharsMap(m.charsmap)
 	if err != nil {
 		return nil, fmt.Errorf("tokenizer %s: %w", name, err)

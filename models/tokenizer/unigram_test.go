@@ -1,6 +1,9 @@
 package tokenizer
 
 import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -138,6 +141,100 @@ func FuzzParseUnigram(f *testing.F) {
 		ids, _ := u.EncodePadded(text, 16)
 		require.Len(t, ids, 16)
 		for _, id := range ids {
+			if id < 0 || int(id) >= u.VocabSize() {
+				t.Fatalf("Encode(%q) gave id %d of %d", text, id, u.VocabSize())
+			}
+		}
+	})
+}
+
+// sd3TokenizerJSON writes sd3-mini's spiece.model as a Hugging Face
+// tokenizer.json laid out as T5TokenizerFast's (special added tokens,
+// Sequence[Precompiled, Replace] normaliser, Metaspace, Unigram vocab).
+func sd3TokenizerJSON(t *testing.T) []byte {
+	data, err := os.ReadFile(filepath.Join(wave3(t), "sd3-mini", "tokenizer_3", "spiece.model"))
+	require.NoError(t, err)
+	m, err := parseSPM(data)
+	require.NoError(t, err)
+	type added struct {
+		ID      int    `json:"id"`
+		Content string `json:"content"`
+		Special bool   `json:"special"`
+	}
+	var adds []added
+	var vocab [][2]any
+	for i, p := range m.pieces {
+		vocab = append(vocab, [2]any{p.text, p.score})
+		if p.typ == pieceControl || p.typ == pieceUnknown {
+			adds = append(adds, added{i, p.text, true})
+		}
+	}
+	for i := 0; i < 100; i++ {
+		adds = append(adds, added{len(m.pieces) + 99 - i, fmt.Sprintf("<extra_id_%d>", i), true})
+	}
+	out, err := json.Marshal(map[string]any{
+		"added_tokens": adds,
+		"normalizer": map[string]any{"type": "Sequence", "normalizers": []any{
+			map[string]any{"type": "Precompiled", "precompiled_charsmap": base64.StdEncoding.EncodeToString(m.charsmap)},
+			map[string]any{"type": "Replace", "pattern": map[string]string{"String": " {2,}"}, "content": " "}}},
+		"pre_tokenizer": map[string]any{"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": true},
+		"model":         map[string]any{"type": "Unigram", "unk_id": m.unkID, "vocab": vocab},
+	})
+	require.NoError(t, err)
+	return out
+}
+
+// A tokenizer.json (T5TokenizerFast's file) gives the spiece.model's ids,
+// the golden ones included; a folder with only tokenizer.json loads it;
+// other models and broken vocabularies are refused by name.
+func TestUnigramTokenizerJSON(t *testing.T) {
+	js := sd3TokenizerJSON(t)
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "tokenizer.json"), js, 0o644))
+	uj, err := LoadUnigram(dir)
+	require.NoError(t, err)
+	us := sd3Unigram(t)
+	assert.Equal(t, us.VocabSize(), uj.VocabSize())
+	assert.Equal(t, "<extra_id_0>", uj.Piece(341))
+	g := golden.Open(t, filepath.Join(wave3(t), "sd3_text_encoders.safetensors"))
+	want := g.I64("input_ids_3")
+	for i, p := range []string{"a photograph of an astronaut riding a horse", "low quality, blurry, watermark", "",
+		"a red sports car on a mountain road"} {
+		ids, _ := uj.EncodePadded(p, 256)
+		for j, id := range ids {
+			require.Equal(t, want[i*256+j], int64(id), "prompt %q token %d", p, j)
+		}
+	}
+	for _, s := range []string{"\uff21\uff22\uff23 \ufb01", "a \u65e5\u672c horse", "  spaced   out  "} {
+		assert.Equal(t, us.Encode(s), uj.Encode(s), s)
+	}
+	for name, bad := range map[string]string{
+		"bpe":       `{"model": {"type": "BPE", "vocab": {}}}`,
+		"no unk":    `{"model": {"type": "Unigram", "vocab": [["a", -1]]}}`,
+		"bad entry": `{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0], ["a"]]}}`,
+		"bad score": `{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0], ["a", "x"]]}}`,
+		"not json":  `{"model": `,
+	} {
+		_, err := ParseUnigramJSON("x/tokenizer.json", []byte(bad))
+		if assert.Error(t, err, name) {
+			assert.Contains(t, err.Error(), "x/tokenizer.json", name)
+		}
+	}
+}
+
+// FuzzParseUnigramJSON: any bytes parse or fail cleanly; a parsed
+// tokenizer encodes any text inside its vocabulary.
+func FuzzParseUnigramJSON(f *testing.F) {
+	f.Add([]byte(`{"model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0], ["</s>", 0], ["<pad>", 0], ["\u2581a", -1]]},
+		"added_tokens": [{"id": 1, "content": "</s>", "special": true}, {"id": 2, "content": "<pad>", "special": true}]}`), "a a")
+	f.Add([]byte(`{"model": {"type": "Unigram", "unk_id": 5, "vocab": []}}`), "")
+	f.Add([]byte(`{"normalizer": {"type": "Precompiled", "precompiled_charsmap": "AAAA"}, "model": {"type": "Unigram", "unk_id": 0, "vocab": [["<unk>", 0]]}}`), "x")
+	f.Fuzz(func(t *testing.T, data []byte, text string) {
+		u, err := ParseUnigramJSON("fuzz", data)
+		if err != nil {
+			return
+		}
+		for _, id := range u.Encode(text) {
 			if id < 0 || int(id) >= u.VocabSize() {
 				t.Fatalf("Encode(%q) gave id %d of %d", text, id, u.VocabSize())
 			}
