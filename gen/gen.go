@@ -118,6 +118,8 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 	if c.Shift > 0 {
 		sc.Shift = c.Shift
 	}
+	sc.PipelineSigmas, sc.DynamicShift = c.PipelineSigmas, c.UseDynamicShifting
+	sc.BaseShift, sc.MaxShift, sc.BaseSeqLen, sc.MaxSeqLen = c.BaseShift, c.MaxShift, c.BaseImageSeqLen, c.MaxImageSeqLen
 	return sc
 }
 

@@ -42,6 +42,10 @@ type Pipeline struct {
 	tileLimit int64
 	tinyM     *checkpoint.Tiny
 	sd3       *sd3 // SD3's T5 and MM-DiT (sd3.go); nil for U-Net models
+	flux      *fluxNets
+	// FluxGuidance is a FLUX.1-dev model's distilled guidance (diffusers'
+	// guidance_scale, stable-diffusion.cpp's --guidance; default 3.5).
+	FluxGuidance float64
 
 	// MaxSequenceLength is the number of T5 tokens prompts are padded or
 	// cut to (diffusers' max_sequence_length; the family's default, 256
@@ -114,6 +118,13 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		return nil, fmt.Errorf("%s: no text encoder", m.Path)
 	}
 	var err error
+	if m.Flux != nil {
+		if err = p.newFlux(upload); err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p.finishLoad(start)
+	}
 	if m.Transformer != nil {
 		err = p.newSD3(upload)
 		if err != nil {
@@ -226,6 +237,9 @@ func (p *Pipeline) SizeMultiple() int {
 	if p.sd3 != nil {
 		return p.Downscale() * p.sd3.mmdit.Config.PatchSize
 	}
+	if p.flux != nil {
+		return p.Downscale() * 2 // 2x2 packing
+	}
 	return p.Downscale() << (len(p.unet.Config.BlockOutChannels) - 1)
 }
 
@@ -235,14 +249,17 @@ func (p *Pipeline) NativeSize() int {
 	if p.sd3 != nil {
 		return p.sd3.mmdit.Config.SampleSize * p.Downscale()
 	}
+	if p.flux != nil {
+		return p.Model.Spec.NativeSize
+	}
 	return p.unet.Config.SampleSize * p.Downscale()
 }
 
 // LatentRGB returns the linear latent -> RGB projection for step previews:
 // the model's own when its config carries one, else SD 1.x's.
 func (p *Pipeline) LatentRGB() (factors [][]float32, bias [3]float32) {
-	if p.sd3 != nil {
-		return p.sd3LatentRGB()
+	if p.sd3 != nil || p.flux != nil {
+		return p.fittedLatentRGB()
 	}
 	c := p.vae.Config
 	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
@@ -304,6 +321,7 @@ func (p *Pipeline) checkContracts() error {
 func (p *Pipeline) Close() error {
 	p.closeLoRAs()
 	p.closeSD3()
+	p.closeFlux()
 	for _, t := range p.texts {
 		t.Release()
 	}
@@ -433,6 +451,9 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
 	if p.sd3 != nil {
 		return p.encodeSD3(prompt, negative, clipSkip)
+	}
+	if p.flux != nil {
+		return p.encodeFlux(prompt, negative)
 	}
 	if err := p.applyPromptLoRAs(prompt, negative); err != nil {
 		return nil, err
@@ -693,6 +714,9 @@ func (c *Conditioning) added(rows []Row) *nets.Added {
 func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row) ([]float32, error) {
 	if p.sd3 != nil {
 		return p.predictSD3(x, shape, t, c, rows)
+	}
+	if p.flux != nil {
+		return p.predictFlux(x, shape, t, c, rows)
 	}
 	if len(rows) != shape[0] {
 		return nil, fmt.Errorf("predict: %d rows for a batch of %d", len(rows), shape[0])

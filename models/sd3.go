@@ -105,14 +105,17 @@ func (p *Pipeline) closeSD3() {
 
 // IsFlow reports a rectified-flow model (SD3): the denoiser predicts a
 // velocity and timesteps are sigma x 1000.
-func (p *Pipeline) IsFlow() bool { return p.sd3 != nil }
+func (p *Pipeline) IsFlow() bool { return p.sd3 != nil || p.flux != nil }
 
 // T5Tokenizer is the pipeline's T5 tokenizer, nil for a model without T5.
 func (p *Pipeline) T5Tokenizer() *tokenizer.Unigram {
-	if p.sd3 == nil {
-		return nil
+	switch {
+	case p.sd3 != nil:
+		return p.sd3.t5tok
+	case p.flux != nil:
+		return p.flux.t5tok
 	}
-	return p.sd3.t5tok
+	return nil
 }
 
 // encodeSD3 is diffusers' StableDiffusion3Pipeline.encode_prompt for a
@@ -281,15 +284,23 @@ func (p *Pipeline) fitLatentRGB() ([][]float32, [3]float32, error) {
 	return factors, bias, nil
 }
 
-// sd3LatentRGB is LatentRGB for SD3: the VAE config's own map when it has
-// one, else fitLatentRGB's (measured once; a failed measurement leaves a
-// grey map, the previews then stay blank rather than wrong).
-func (p *Pipeline) sd3LatentRGB() ([][]float32, [3]float32) {
+// fittedLatentRGB is LatentRGB for SD3 and Flux: the VAE config's own map
+// when it has one, else fitLatentRGB's (measured once; a failed
+// measurement leaves a grey map, the previews then stay blank rather than
+// wrong).
+func (p *Pipeline) fittedLatentRGB() ([][]float32, [3]float32) {
 	c := p.vae.Config
 	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
 		return c.LatentRGBFactors, [3]float32{c.LatentRGBBias[0], c.LatentRGBBias[1], c.LatentRGBBias[2]}
 	}
-	if p.sd3.rgb == nil {
+	var rgb *[][]float32
+	var bias *[3]float32
+	if p.sd3 != nil {
+		rgb, bias = &p.sd3.rgb, &p.sd3.rgbBias
+	} else {
+		rgb, bias = &p.flux.rgb, &p.flux.rgbBias
+	}
+	if *rgb == nil {
 		f, b, err := p.fitLatentRGB()
 		if err != nil {
 			f = make([][]float32, p.LatentChannels())
@@ -297,7 +308,7 @@ func (p *Pipeline) sd3LatentRGB() ([][]float32, [3]float32) {
 				f[i] = []float32{0, 0, 0}
 			}
 		}
-		p.sd3.rgb, p.sd3.rgbBias = f, b
+		*rgb, *bias = f, b
 	}
-	return p.sd3.rgb, p.sd3.rgbBias
+	return *rgb, *bias
 }

@@ -45,6 +45,9 @@ type Model struct {
 	// model, whose UNet is set instead); TransformerWeights its weights.
 	Transformer        *nets.MMDiTConfig
 	TransformerWeights nets.Weights
+	// Flux is a Flux model's transformer config (its weights in
+	// TransformerWeights), else nil.
+	Flux *nets.FluxConfig
 	// T5 is the T5 encoder of families that have one (SD3), else nil.
 	T5 *T5Model
 	// Warnings lists harmless oddities (unknown extra tensors, ...).
@@ -85,7 +88,7 @@ type T5Model struct {
 // Denoiser names the denoising network's component: "transformer" for
 // SD3, else "unet".
 func (m *Model) Denoiser() string {
-	if m.Transformer != nil {
+	if m.Transformer != nil || m.Flux != nil {
 		return "transformer"
 	}
 	return "unet"
@@ -274,7 +277,10 @@ func Load(path, configPath string) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	if fam, _ := singleFileFamily(f.Tensors()); fam != nil && fam.Denoiser == DenoiserMMDiT {
+	if fam, _ := singleFileFamily(f.Tensors()); fam != nil && fam.Denoiser == DenoiserFlux {
+		f.Close()
+		return nil, fmt.Errorf("checkpoint %s: a Flux single file (double_blocks.*): not supported yet; use a diffusers folder (FluxPipeline)", path)
+	} else if fam != nil && fam.Denoiser == DenoiserMMDiT {
 		m, err := fromSingleSD3(f, cfg, source, Extra{})
 		if err != nil {
 			f.Close()

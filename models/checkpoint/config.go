@@ -31,6 +31,15 @@ type SchedulerConfig struct {
 	SkipPrkSteps      bool      `json:"skip_prk_steps"`
 	// Shift is FlowMatchEulerDiscreteScheduler's timestep shift (SD3: 3).
 	Shift float64 `json:"shift"`
+	// FLUX.1-dev's resolution-dependent shift (see sampler.ScheduleConfig).
+	UseDynamicShifting bool    `json:"use_dynamic_shifting"`
+	BaseShift          float64 `json:"base_shift"`
+	MaxShift           float64 `json:"max_shift"`
+	BaseImageSeqLen    int     `json:"base_image_seq_len"`
+	MaxImageSeqLen     int     `json:"max_image_seq_len"`
+	// PipelineSigmas: the family's pipeline passes sigmas linspace(1, 1/N,
+	// N) to the scheduler (FluxPipeline); set by the loader, not the file.
+	PipelineSigmas bool `json:"-"`
 }
 
 // FlowMatchScheduler is the class name of rectified-flow schedulers.
@@ -88,7 +97,7 @@ var unsupportedKeys = map[string][]struct{ key, off string }{
 		{"attention_legacy_order", "false"},
 	},
 	"scheduler": {
-		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"}, {"use_dynamic_shifting", "false"},
+		{"thresholding", "false"}, {"rescale_betas_zero_snr", "false"},
 	},
 }
 
@@ -450,6 +459,9 @@ func validateScheduler(path string, s *SchedulerConfig) error {
 		}
 		if !(s.Shift > 0 && s.Shift < 1e6) {
 			return cfgErr(path, "scheduler shift %g, want a positive number", s.Shift)
+		}
+		if s.UseDynamicShifting && (s.BaseImageSeqLen == s.MaxImageSeqLen || math.IsNaN(s.BaseShift) || math.IsNaN(s.MaxShift)) {
+			return cfgErr(path, "scheduler use_dynamic_shifting with base_image_seq_len %d = max_image_seq_len %d (or shifts not numbers)", s.BaseImageSeqLen, s.MaxImageSeqLen)
 		}
 		return nil
 	}

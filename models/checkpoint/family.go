@@ -40,8 +40,11 @@ type T5Spec struct {
 	Role, Tokenizer, Prefix string
 }
 
-// DenoiserMMDiT is Family.Denoiser for SD3's MM-DiT.
-const DenoiserMMDiT = "mmdit"
+// Family.Denoiser values: SD3's MM-DiT, Flux's transformer.
+const (
+	DenoiserMMDiT = "mmdit"
+	DenoiserFlux  = "flux"
+)
 
 // Added conditioning kinds (Family.Added).
 const (
@@ -116,6 +119,24 @@ func flowMatch(shift float64) SchedulerConfig {
 
 // Families is the family table, most specific first.
 var Families = []*Family{
+	{
+		// Flux: CLIP-L's pooled output (final LayerNorm at the end token, no
+		// projection) modulates; T5-XXL's tokens are the context. The
+		// default T5 length is 512 (FLUX.1-dev), 256 without a guidance
+		// embedding (schnell).
+		Name: "Flux",
+		Texts: []TextSpec{
+			{Role: "text_encoder", Tokenizer: "tokenizer", Prefix: "text_encoders.clip_l.transformer.", Pad: 49407, Skip: 1, FinalNorm: true, Act: "quick_gelu"},
+		},
+		T5:         &T5Spec{Role: "text_encoder_2", Tokenizer: "tokenizer_2", Prefix: "text_encoders.t5xxl.transformer."},
+		Denoiser:   DenoiserFlux,
+		UNetPrefix: "model.diffusion_model.", VAEPrefix: "first_stage_model.",
+		NativeSize: 1024, Scaling: 0.3611, Shift: 0.1159, MaxSequenceLength: 512,
+		Scheduler: SchedulerConfig{ClassName: FlowMatchScheduler, NumTrainTimesteps: 1000, PredictionType: "flow", TimestepSpacing: "linspace",
+			Shift: 3, UseDynamicShifting: true, BaseShift: 0.5, MaxShift: 1.15, BaseImageSeqLen: 256, MaxImageSeqLen: 4096, PipelineSigmas: true},
+		Pipelines: []string{"FluxPipeline", "FluxImg2ImgPipeline"},
+		keys:      func(has func(string) bool) bool { return has("model.diffusion_model.double_blocks.") || has("double_blocks.") },
+	},
 	{
 		// SD3's CLIP-L and CLIP-G give their penultimate states
 		// (concatenated, zero-padded to T5's width) and both pooled

@@ -100,7 +100,7 @@ func (m *Model) weightsOf(component string) (nets.Weights, error) {
 	case "vae":
 		return m.VAEWeights, nil
 	case "transformer":
-		if m.Transformer != nil {
+		if m.Transformer != nil || m.Flux != nil {
 			return m.TransformerWeights, nil
 		}
 	}
