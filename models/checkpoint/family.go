@@ -135,7 +135,9 @@ var Families = []*Family{
 		Scheduler: SchedulerConfig{ClassName: FlowMatchScheduler, NumTrainTimesteps: 1000, PredictionType: "flow", TimestepSpacing: "linspace",
 			Shift: 3, UseDynamicShifting: true, BaseShift: 0.5, MaxShift: 1.15, BaseImageSeqLen: 256, MaxImageSeqLen: 4096, PipelineSigmas: true},
 		Pipelines: []string{"FluxPipeline", "FluxImg2ImgPipeline"},
-		keys:      func(has func(string) bool) bool { return has("model.diffusion_model.double_blocks.") || has("double_blocks.") },
+		keys: func(has func(string) bool) bool {
+			return has("model.diffusion_model.double_blocks.") || has("double_blocks.")
+		},
 	},
 	{
 		// SD3's CLIP-L and CLIP-G give their penultimate states
