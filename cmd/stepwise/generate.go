@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,7 +39,9 @@ type genFlags struct {
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
-	maxSeqLen                           int // --max-sequence-length (0: the family's)
+	maxSeqLen                           int     // --max-sequence-length (0: the family's)
+	guidance                            float64 // --guidance (Flux's distilled guidance; < 0: the model's)
+	cfgSet                              bool    // --cfg-scale given (or read by --from)
 	extra                               checkpoint.Extra
 }
 
@@ -93,6 +96,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.extra.T5XXL, "t5xxl", "", "SD3 single file: the T5-XXL text encoder's file")
 	str(&f.extra.VAE, "vae", "", "SD3 single file: the VAE's file (original or diffusers names)")
 	str(&f.extra.T5Tokenizer, "t5-tokenizer", "", "SD3 single file: the T5 tokenizer (spiece.model, or its folder); default: beside the checkpoint")
+	fs.Float64Var(&f.guidance, "guidance", -1, "FLUX.1-dev's distilled guidance (stable-diffusion.cpp's name; default 3.5); Flux runs --cfg-scale 1 unless given")
 	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
@@ -170,6 +174,10 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		}
 	}
 	f.samplerSet = set["sampler"] || f.from != ""
+	f.cfgSet = set["cfg-scale"] || f.from != ""
+	if set["guidance"] && (f.guidance < 0 || math.IsNaN(f.guidance) || math.IsInf(f.guidance, 0)) {
+		return f, fmt.Errorf("--guidance %v: want a finite number >= 0", f.guidance)
+	}
 	if set["eta"] {
 		f.s.Eta = presets.Float(f.eta)
 	}
@@ -471,6 +479,19 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		p.Model.Scheduler.PredictionType = "v_prediction"
 	}
 	s := f.s
+	if p.Model.Flux != nil {
+		if !f.cfgSet {
+			s.CFGScale = 1 // guidance is distilled into the model (--guidance)
+		}
+		if f.guidance >= 0 {
+			if !p.Model.Flux.GuidanceEmbeds {
+				warn(fmt.Sprintf("--guidance ignored: %s has no guidance embedding (schnell-like)", p.Name))
+			}
+			p.FluxGuidance = f.guidance
+		}
+	} else if f.guidance >= 0 {
+		warn(fmt.Sprintf("--guidance ignored: it is Flux's distilled guidance, and %s is %s (use --cfg-scale)", p.Name, p.Model.Family))
+	}
 	fromInit := in.Init != nil && (s.Width == 0 || s.Height == 0)
 	if in.Init != nil {
 		// img2img keeps the init image's size unless -W/-H say otherwise.

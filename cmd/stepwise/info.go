@@ -84,6 +84,7 @@ type checkpointInfo struct {
 	Text2        *nets.TextConfig `json:"text_encoder_2,omitempty"`
 	// Transformer and T5 are SD3's MM-DiT and T5 configs (nil otherwise).
 	Transformer *nets.MMDiTConfig          `json:"transformer,omitempty"`
+	Flux        *nets.FluxConfig           `json:"flux_transformer,omitempty"`
 	T5          *nets.T5Config             `json:"text_encoder_3,omitempty"`
 	Scheduler   checkpoint.SchedulerConfig `json:"scheduler"`
 	Warnings    []string                   `json:"warnings"`
@@ -114,7 +115,7 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 	if t := m.Text("text_encoder"); t != nil {
 		info.Text = t.Config
 	}
-	info.Transformer = m.Transformer
+	info.Transformer, info.Flux = m.Transformer, m.Flux
 	if m.T5 != nil {
 		c := m.T5.Config
 		info.T5 = &c
@@ -245,7 +246,11 @@ func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
 	if u.UseLinearProjection {
 		proj = "linear"
 	}
-	if t := in.Transformer; t != nil {
+	if t := in.Flux; t != nil {
+		row("transformer", "Flux %d double + %d single blocks, %d heads x %d, in %d (2x2-packed), joint attention %d, pooled %d, guidance embedding %v, RoPE axes %v",
+			t.NumLayers, t.NumSingleLayers, t.NumAttentionHeads, t.AttentionHeadDim, t.InChannels, t.JointAttentionDim,
+			t.PooledProjectionDim, t.GuidanceEmbeds, t.AxesDimsRope)
+	} else if t := in.Transformer; t != nil {
 		row("transformer", "MM-DiT %d layers, %d heads x %d, patch %d, in %d out %d, joint attention %d, pooled %d, pos table %dx%d, qk norm %q, dual attention layers %v",
 			t.NumLayers, t.NumAttentionHeads, t.AttentionHeadDim, t.PatchSize, t.InChannels, t.OutChannels, t.JointAttentionDim,
 			t.PooledProjectionDim, t.PosEmbedMaxSize, t.PosEmbedMaxSize, t.QKNorm, t.DualAttentionLayers)
@@ -284,6 +289,11 @@ func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
 			t.DModel, t.NumLayers, t.NumHeads, t.DKV, t.DFF, t.FeedForwardProj, t.RelativeAttentionNumBuckets, t.RelativeAttentionMaxDistance, t.VocabSize)
 	}
 	if s.PredictionType == "flow" {
+		if s.UseDynamicShifting {
+			row("scheduler", "%s, rectified flow over %d steps, dynamic shift %g..%g for %d..%d tokens", s.ClassName, s.NumTrainTimesteps,
+				s.BaseShift, s.MaxShift, s.BaseImageSeqLen, s.MaxImageSeqLen)
+			return
+		}
 		row("scheduler", "%s, rectified flow over %d steps, shift %g", s.ClassName, s.NumTrainTimesteps, s.Shift)
 		return
 	}

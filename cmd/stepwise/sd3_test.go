@@ -123,3 +123,44 @@ func TestGenerateSD3SingleFile(t *testing.T) {
 		"-p", "x", "-o", filepath.Join(tmp, "x.png"), "--device", "ref"})
 	assert.ErrorContains(t, err, "pass it with --vae FILE")
 }
+
+// The public Flux cases from the command line: flux-mini (FLUX.1-dev, 20
+// steps, guidance 3.5 by default, --cfg-scale 1 by default) and the
+// schnell transformer (4 steps) reproduce diffusers' PNGs within 1.
+func TestGenerateFlux(t *testing.T) {
+	w3 := golden.Wave(t, "golden-wave3")
+	tmp := t.TempDir()
+	schnell := filepath.Join(tmp, "flux-mini-schnell")
+	require.NoError(t, os.Mkdir(schnell, 0o755))
+	for _, n := range []string{"model_index.json", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "vae"} {
+		require.NoError(t, os.Symlink(filepath.Join(w3, "flux-mini", n), filepath.Join(schnell, n)))
+	}
+	for _, n := range []string{"transformer", "scheduler"} {
+		require.NoError(t, os.Symlink(filepath.Join(w3, "flux-mini-schnell", n), filepath.Join(schnell, n)))
+	}
+	for _, c := range []struct {
+		model, golden string
+		extra         []string
+	}{
+		{filepath.Join(w3, "flux-mini"), "flux_dev_e2e_g3.5_seed42", []string{"--steps", "20"}},
+		{filepath.Join(w3, "flux-mini"), "flux_dev_e2e_g3.5_seed42", []string{"--steps", "20", "--guidance", "3.5", "--cfg-scale", "1"}},
+		{schnell, "flux_schnell_e2e_4steps_seed42", []string{"--steps", "4", "--max-sequence-length", "256"}},
+	} {
+		want := golden.Open(t, filepath.Join(w3, c.golden+".safetensors")).I64("image_uint8")
+		out := filepath.Join(tmp, c.golden+".png")
+		log, err := runGen(t, append([]string{"--model", c.model, "-p", "a photograph of an astronaut riding a horse",
+			"--sampler", "euler", "--seed", "42", "-W", "64", "-H", "64", "-o", out, "--device", "ref", "--force"}, c.extra...))
+		require.NoError(t, err, log)
+		d, n := pixelsOffBy(t, out, want)
+		assert.LessOrEqualf(t, d, 1, "%s: pixels differ from diffusers by up to %d (%d values)", c.golden, d, n)
+	}
+	// Another guidance changes the image; a negative one is refused.
+	out := filepath.Join(tmp, "g1.png")
+	_, err := runGen(t, []string{"--model", filepath.Join(w3, "flux-mini"), "-p", "a photograph of an astronaut riding a horse",
+		"--steps", "20", "--seed", "42", "-W", "64", "-H", "64", "-o", out, "--device", "ref", "--guidance", "1"})
+	require.NoError(t, err)
+	d, _ := pixelsOffBy(t, out, golden.Open(t, filepath.Join(w3, "flux_dev_e2e_g3.5_seed42.safetensors")).I64("image_uint8"))
+	assert.Greater(t, d, 1, "guidance 1 gives another image")
+	_, err = runGen(t, []string{"--model", filepath.Join(w3, "flux-mini"), "-p", "x", "--guidance", "-2", "-o", filepath.Join(tmp, "n.png")})
+	assert.ErrorContains(t, err, "--guidance -2")
+}
