@@ -30,6 +30,9 @@ type Facts struct {
 	// Inpainting: the U-Net takes the mask and the masked image's latents
 	// as extra input channels (a 9-channel SD inpainting model).
 	Inpainting bool
+	// MaxSide is the largest image side the model takes (0: no limit; SD3:
+	// its stored positional table's side x patch x VAE downscale).
+	MaxSide int
 	// GuidanceDistilled: an LCM model, guidance is an input (no CFG batch).
 	GuidanceDistilled bool
 	// MaxClipSkip is the largest clip skip every text encoder allows.
@@ -69,6 +72,13 @@ func FactsOf(p *models.Pipeline) *Facts {
 	for _, t := range p.Model.Texts {
 		f.MaxClipSkip = min(f.MaxClipSkip, t.Config.NumHiddenLayers-t.Spec.Skip+1)
 		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t.Spec.Role, t.Config.NumHiddenLayers))
+	}
+	if tc := p.Model.Transformer; tc != nil {
+		f.MaxSide = tc.PosEmbedMaxSize * tc.PatchSize * f.Downscale
+	}
+	if t5 := p.Model.T5; t5 != nil { // SD3: the context is T5-wide
+		f.TextHidden = t5.Config.DModel
+		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t5.Spec.Role, t5.Config.NumLayers))
 	}
 	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)
 	u := p.Model.UNet

@@ -47,6 +47,14 @@ func validate(f *Facts, s presets.Settings) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
+	if m := f.SizeMultiple; (s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m) && f.Levels == 0 {
+		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the transformer's patches by %d more)",
+			s.Width, s.Height, m, f.Family, f.Downscale, m/f.Downscale)
+	}
+	if f.MaxSide > 0 && (s.Width > f.MaxSide || s.Height > f.MaxSide) {
+		return fmt.Errorf("size %dx%d: %s takes at most %d pixels a side (its positional table covers %d patches)",
+			s.Width, s.Height, f.Family, f.MaxSide, f.MaxSide/f.SizeMultiple)
+	}
 	if m := f.SizeMultiple; s.Width%m != 0 || s.Height%m != 0 || s.Width < m || s.Height < m {
 		return fmt.Errorf("size %dx%d: width and height must be positive multiples of %d for %s (the VAE divides by %d, the U-Net's %d levels by %d more)",
 			s.Width, s.Height, m, f.Family, f.Downscale, f.Levels, m/f.Downscale)
@@ -109,6 +117,11 @@ func ScheduleConfig(c checkpoint.SchedulerConfig) sampler.ScheduleConfig {
 	sc.StepsOffset = c.StepsOffset
 	sc.SetAlphaToOne = c.SetAlphaToOne
 	sc.ClipSample = c.ClipSample
+	if c.Shift > 0 {
+		sc.Shift = c.Shift
+	}
+	sc.PipelineSigmas, sc.DynamicShift = c.PipelineSigmas, c.UseDynamicShifting
+	sc.BaseShift, sc.MaxShift, sc.BaseSeqLen, sc.MaxSeqLen = c.BaseShift, c.MaxShift, c.BaseImageSeqLen, c.MaxImageSeqLen
 	return sc
 }
 

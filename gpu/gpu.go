@@ -257,6 +257,9 @@ type Device interface {
 	GroupNormSiLU(x, gamma, beta *Tensor, groups int, eps float32) *Tensor
 	// LayerNorm normalises over the last dim, then applies gamma, beta [C].
 	LayerNorm(x, gamma, beta *Tensor, eps float32) *Tensor
+	// RMSNorm normalises over the last dim by the root mean square (no mean
+	// subtracted, no bias: T5's layer norm), then scales by gamma [C] (nil: 1).
+	RMSNorm(x, gamma *Tensor, eps float32) *Tensor
 	// Softmax over the last dim.
 	Softmax(x *Tensor) *Tensor
 	// Attention is multi-head scaled-dot-product attention: q [B, Lq, H*D],

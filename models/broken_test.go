@@ -576,11 +576,11 @@ func brokenCases() []brokenCase {
 				writeFile(t, filepath.Join(d, "model_index.json"), []byte(`{"_class_name": "StableDiffusionPipeline",`))
 				return d, "", ""
 			}},
-		brokenCase{class: "diffusers folder", name: "an SD3 pipeline", typed: isConfig,
-			want: []string{"model_index.json", "StableDiffusion3Pipeline has a transformer denoiser, not a U-Net"},
+		brokenCase{class: "diffusers folder", name: "a PixArt pipeline", typed: isConfig,
+			want: []string{"model_index.json", "PixArtAlphaPipeline has a transformer denoiser that is not SD3's or Flux's"},
 			make: func(t *testing.T, m *mini, dir string) (string, string, string) {
 				d := diffusersCopy(t, filepath.Join(dir, "folder"), "model_index.json", "unet/config.json")
-				writeFile(t, filepath.Join(d, "model_index.json"), []byte(`{"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}`))
+				writeFile(t, filepath.Join(d, "model_index.json"), []byte(`{"_class_name": "PixArtAlphaPipeline", "transformer": ["diffusers", "PixArtTransformer2DModel"], "vae": ["diffusers", "AutoencoderKL"]}`))
 				return d, "", ""
 			}},
 		brokenCase{class: "diffusers folder", name: "an SDXL pipeline without its text_encoder_2", typed: func(err error) bool { return errors.Is(err, os.ErrNotExist) },

@@ -32,6 +32,10 @@ func (p *Pipeline) SetControlNet(c *checkpoint.ControlNet) error {
 		p.releaseControlNet()
 		return nil
 	}
+	if p.unet == nil {
+		c.Close()
+		return fmt.Errorf("controlnet %s: %s is a %s transformer, not a U-Net; ControlNets for it are not supported", c.Path, p.Name, p.Model.Family)
+	}
 	if err := c.Fits(&p.unet.Config, p.Model.Family); err != nil {
 		c.Close()
 		return err

@@ -31,6 +31,9 @@ func (p *Pipeline) SetIPAdapter(a *checkpoint.IPAdapter, scale float64) error {
 		p.releaseIP()
 		return nil
 	}
+	if p.unet == nil {
+		return fmt.Errorf("ip-adapter %s: %s is a %s transformer, not a U-Net; IP-Adapters for it are not supported", a.Path, p.Name, p.Model.Family)
+	}
 	if w := p.unet.Config.CrossAttentionDim; a.Config.UNet.CrossAttentionDim != w {
 		return fmt.Errorf("ip-adapter %s: made for cross-attention width %d, %s's is %d", a.Path, a.Config.UNet.CrossAttentionDim, p.Name, w)
 	}

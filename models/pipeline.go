@@ -42,6 +42,16 @@ type Pipeline struct {
 	tileLimit int64
 	tinyM     *checkpoint.Tiny
 	control   *controlState // the ControlNet, when set (controlnet.go)
+	sd3       *sd3          // SD3's T5 and MM-DiT (sd3.go); nil for U-Net models
+	flux      *fluxNets
+	// FluxGuidance is a FLUX.1-dev model's distilled guidance (diffusers'
+	// guidance_scale, stable-diffusion.cpp's --guidance; default 3.5).
+	FluxGuidance float64
+
+	// MaxSequenceLength is the number of T5 tokens prompts are padded or
+	// cut to (diffusers' max_sequence_length; the family's default, 256
+	// for SD3). Models without T5 ignore it.
+	MaxSequenceLength int
 
 	// LoRADir is the folder <lora:NAME:W> tags of prompts are looked up in
 	// (A1111's models/Lora, stable-diffusion.cpp's --lora-model-dir); New
@@ -110,6 +120,21 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		return nil, fmt.Errorf("%s: no text encoder", m.Path)
 	}
 	var err error
+	if m.Flux != nil {
+		if err = p.newFlux(upload); err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p.finishLoad(start)
+	}
+	if m.Transformer != nil {
+		err = p.newSD3(upload)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		return p.finishLoad(start)
+	}
 	for _, t := range m.Texts {
 		err = upload(t.Spec.Role, func(w nets.Weights) error {
 			te, err := nets.NewTextEncoder(dev, t.Config, w)
@@ -146,6 +171,12 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		p.Close()
 		return nil, err
 	}
+	return p.finishLoad(start)
+}
+
+// finishLoad waits for the uploads and lets the file's pages go.
+func (p *Pipeline) finishLoad(start time.Time) (*Pipeline, error) {
+	m, dev := p.Model, p.dev
 	if err := dev.Finish(); err != nil {
 		p.Close()
 		return nil, fmt.Errorf("%s: uploading weights: %w", m.Path, err)
@@ -196,7 +227,7 @@ func (p *Pipeline) LatentChannels() int { return p.vae.Config.LatentChannels }
 // mask and the masked image's latents as extra input channels (in_channels
 // 2*latent+1, 9 for SD), after the latents.
 func (p *Pipeline) Inpainting() bool {
-	return p.unet.Config.InChannels == 2*p.LatentChannels()+1
+	return p.unet != nil && p.unet.Config.InChannels == 2*p.LatentChannels()+1
 }
 
 // Downscale is the ratio of image size to latent size (8 for SD).
@@ -205,16 +236,33 @@ func (p *Pipeline) Downscale() int { return p.vae.Config.Downscale() }
 // SizeMultiple is what image sides must be a multiple of: the VAE's
 // downscale times the U-Net's (64 for SD 1.x/2.x, 32 for SDXL).
 func (p *Pipeline) SizeMultiple() int {
+	if p.sd3 != nil {
+		return p.Downscale() * p.sd3.mmdit.Config.PatchSize
+	}
+	if p.flux != nil {
+		return p.Downscale() * 2 // 2x2 packing
+	}
 	return p.Downscale() << (len(p.unet.Config.BlockOutChannels) - 1)
 }
 
 // NativeSize is the image size the model was trained at (sample_size x
 // downscale), e.g. 512 for SD 1.5.
-func (p *Pipeline) NativeSize() int { return p.unet.Config.SampleSize * p.Downscale() }
+func (p *Pipeline) NativeSize() int {
+	if p.sd3 != nil {
+		return p.sd3.mmdit.Config.SampleSize * p.Downscale()
+	}
+	if p.flux != nil {
+		return p.Model.Spec.NativeSize
+	}
+	return p.unet.Config.SampleSize * p.Downscale()
+}
 
 // LatentRGB returns the linear latent -> RGB projection for step previews:
 // the model's own when its config carries one, else SD 1.x's.
 func (p *Pipeline) LatentRGB() (factors [][]float32, bias [3]float32) {
+	if p.sd3 != nil || p.flux != nil {
+		return p.fittedLatentRGB()
+	}
 	c := p.vae.Config
 	if len(c.LatentRGBFactors) == p.LatentChannels() && len(c.LatentRGBBias) == 3 {
 		ok := true
@@ -275,6 +323,8 @@ func (p *Pipeline) checkContracts() error {
 func (p *Pipeline) Close() error {
 	p.closeLoRAs()
 	p.releaseIP()
+	p.closeSD3()
+	p.closeFlux()
 	for _, t := range p.texts {
 		t.Release()
 	}
@@ -312,6 +362,9 @@ type Conditioning struct {
 	// CondTimeIDs and UncondTimeIDs are SDXL's added time ids (set by
 	// SetSize).
 	CondTimeIDs, UncondTimeIDs []float32
+	// PromptT5Tokens and NegativeT5Tokens count each prompt's T5 tokens
+	// with </s> (SD3), before padding or truncation to MaxSequenceLength.
+	PromptT5Tokens, NegativeT5Tokens int
 	// guidance is an LCM model's guidance embedding [1, dim] (SetGuidance).
 	guidance *gpu.Tensor
 	// CondImage and UncondImage are an IP-Adapter's image embeddings [1,
@@ -403,6 +456,12 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 // set of LoRAs first (see SetLoRAs; looked up in LoRADir): a LoRA changes
 // the text encoders too.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
+	if p.sd3 != nil {
+		return p.encodeSD3(prompt, negative, clipSkip)
+	}
+	if p.flux != nil {
+		return p.encodeFlux(prompt, negative)
+	}
 	if err := p.applyPromptLoRAs(prompt, negative); err != nil {
 		return nil, err
 	}
@@ -607,7 +666,9 @@ func (c *Conditioning) cached(key string, rows []Row, cond, uncond *gpu.Tensor) 
 
 // GuidanceDistilled reports an LCM-distilled U-Net (time_cond_proj_dim):
 // guidance is an input of the network, not a second batch row.
-func (p *Pipeline) GuidanceDistilled() bool { return p.unet.Config.TimeCondProjDim > 0 }
+func (p *Pipeline) GuidanceDistilled() bool {
+	return p.unet != nil && p.unet.Config.TimeCondProjDim > 0
+}
 
 // SetGuidance gives a guidance-distilled (LCM) model its guidance w
 // (diffusers: guidance_scale - 1) as the embedding it takes; a no-op for
@@ -668,6 +729,12 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 
 // predict is PredictNoise, steered by the ControlNet when ctl is set.
 func (p *Pipeline) predict(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row, ctl *Control, scale float64) ([]float32, error) {
+	if p.sd3 != nil {
+		return p.predictSD3(x, shape, t, c, rows)
+	}
+	if p.flux != nil {
+		return p.predictFlux(x, shape, t, c, rows)
+	}
 	if len(rows) != shape[0] {
 		return nil, fmt.Errorf("predict: %d rows for a batch of %d", len(rows), shape[0])
 	}

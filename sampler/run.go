@@ -156,6 +156,9 @@ func prepare(s Settings, net Network) (*Run, error) {
 	} else if fam == famFlow {
 		return nil, fmt.Errorf("sampler: %s needs a flow-matching model (prediction type \"flow\"), this one predicts %s", sp.Name, s.Model.PredictionType)
 	}
+	if s.Model.DynamicShift && s.Model.ImageSeqLen == 0 {
+		s.Model.ImageSeqLen = (s.H / 2) * (s.W / 2) // 2x2-packed latent tokens
+	}
 	tr, err := newTrain(s.Model)
 	if err != nil {
 		return nil, err

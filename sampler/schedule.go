@@ -25,6 +25,27 @@ type ScheduleConfig struct {
 	ClipSample      bool    // DDIM/DDPM: clamp x0 to ±ClipSampleRange
 	ClipSampleRange float64 // 1
 	Shift           float64 // flow matching timestep shift (1 = none)
+	// PipelineSigmas: the pipeline hands the flow scheduler the sigmas
+	// linspace(1, 1/N, N) (FluxPipeline) instead of letting it space them.
+	PipelineSigmas bool
+	// DynamicShift is FlowMatchEulerDiscreteScheduler's
+	// use_dynamic_shifting (FLUX.1-dev): the shift follows the image's
+	// token count, mu = linear from (BaseSeqLen, BaseShift) to (MaxSeqLen,
+	// MaxShift), sigma' = e^mu / (e^mu + 1/sigma - 1).
+	DynamicShift          bool
+	BaseShift, MaxShift   float64
+	BaseSeqLen, MaxSeqLen int
+	// ImageSeqLen is the image's token count for DynamicShift (NewRun sets
+	// it from the latent size: 2x2-packed tokens).
+	ImageSeqLen int
+}
+
+// FlowMu is diffusers' calculate_shift: the dynamic shift mu for an
+// image of seqLen tokens (extrapolated outside the base..max range).
+func (c ScheduleConfig) FlowMu(seqLen int) float64 {
+	m := (c.MaxShift - c.BaseShift) / float64(c.MaxSeqLen-c.BaseSeqLen)
+	b := c.BaseShift - m*float64(c.BaseSeqLen)
+	return float64(seqLen)*m + b
 }
 
 // SD15Config returns Stable Diffusion 1.5's scheduler configuration.
@@ -529,6 +550,9 @@ func (tr *train) buildFlow(name string, n int) (*Schedule, error) {
 		shift = 1
 	}
 	sh := func(s float64) float64 { return shift * s / (1 + (shift-1)*s) }
+	if tr.cfg.PipelineSigmas {
+		return tr.buildPipelineFlow(n, sh)
+	}
 	smax := float64(float32(sh(1)))
 	smin := float64(float32(sh(1 / T)))
 	s := &Schedule{InitNoiseSigma: 1}
@@ -537,6 +561,40 @@ func (tr *train) buildFlow(name string, n int) (*Schedule, error) {
 		sg := float64(float32(sh(t / T)))
 		s.Sigmas = append(s.Sigmas, sg)
 		s.Timesteps = append(s.Timesteps, float64(float32(sg)*float32(T)))
+	}
+	s.Next = make([]float64, n)
+	copy(s.Next, s.Sigmas[1:])
+	return s, nil
+}
+
+// buildPipelineFlow is set_timesteps(sigmas=linspace(1, 1/N, N), mu) of
+// diffusers 0.30 as FluxPipeline calls it: the given sigmas shifted
+// (dynamically with mu, else by the static shift) in float64, then float32;
+// timesteps = sigma x 1000 in float32.
+func (tr *train) buildPipelineFlow(n int, sh func(float64) float64) (*Schedule, error) {
+	c := tr.cfg
+	if c.DynamicShift && (c.MaxSeqLen == c.BaseSeqLen || c.ImageSeqLen < 1) {
+		return nil, fmt.Errorf("sampler: dynamic shift needs base/max image sequence lengths that differ and an image size")
+	}
+	T := float32(c.NumTrainTimesteps)
+	s := &Schedule{InitNoiseSigma: 1}
+	for i := 0; i < n; i++ {
+		v := 1.0
+		if n > 1 {
+			v = 1 + float64(i)*(1/float64(n)-1)/float64(n-1)
+		}
+		if i == n-1 {
+			v = 1 / float64(n)
+		}
+		if c.DynamicShift {
+			e := math.Exp(c.FlowMu(c.ImageSeqLen))
+			v = e / (e + (1/v - 1))
+		} else {
+			v = sh(v)
+		}
+		sg := float32(v)
+		s.Sigmas = append(s.Sigmas, float64(sg))
+		s.Timesteps = append(s.Timesteps, float64(sg*T))
 	}
 	s.Next = make([]float64, n)
 	copy(s.Next, s.Sigmas[1:])

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,6 +39,10 @@ type genFlags struct {
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
+	maxSeqLen                           int     // --max-sequence-length (0: the family's)
+	guidance                            float64 // --guidance (Flux's distilled guidance; < 0: the model's)
+	cfgSet                              bool    // --cfg-scale given (or read by --from)
+	extra                               checkpoint.Extra
 }
 
 // fullUsage prints every flag of generate (set by newGenFlagSet).
@@ -99,6 +104,13 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.s.ImageEncoder, "image-encoder", "clip-vision", "IP-Adapter: the CLIP vision encoder folder (config.json, model.safetensors, preprocessor_config.json; default: image_encoder/ beside the adapter file)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
+	str(&f.extra.CLIPL, "clip-l", "", "SD3 single file: the CLIP-L text encoder's file, when the checkpoint lacks it (stable-diffusion.cpp's flag)")
+	str(&f.extra.CLIPG, "clip-g", "", "SD3 single file: the CLIP-G text encoder's file")
+	str(&f.extra.T5XXL, "t5xxl", "", "SD3 single file: the T5-XXL text encoder's file")
+	str(&f.extra.VAE, "vae", "", "SD3 single file: the VAE's file (original or diffusers names)")
+	str(&f.extra.T5Tokenizer, "t5-tokenizer", "", "SD3 single file: the T5 tokenizer (spiece.model, or its folder); default: beside the checkpoint")
+	fs.Float64Var(&f.guidance, "guidance", -1, "FLUX.1-dev's distilled guidance (stable-diffusion.cpp's name; default 3.5); Flux runs --cfg-scale 1 unless given")
+	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
@@ -175,6 +187,10 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		}
 	}
 	f.samplerSet = set["sampler"] || f.from != ""
+	f.cfgSet = set["cfg-scale"] || f.from != ""
+	if set["guidance"] && (f.guidance < 0 || math.IsNaN(f.guidance) || math.IsInf(f.guidance, 0)) {
+		return f, fmt.Errorf("--guidance %v: want a finite number >= 0", f.guidance)
+	}
 	if set["eta"] {
 		f.s.Eta = presets.Float(f.eta)
 	}
@@ -452,6 +468,14 @@ var openDevice = devices.Open
 // loadPipeline opens the device and the model (the bundled one when path is
 // empty).
 func loadPipeline(device, path, config string, warn func(string)) (*models.Pipeline, error) {
+	return loadPipelineWith(device, path, config, checkpoint.Extra{}, warn)
+}
+
+// loadPipelineWith is loadPipeline with separate component files.
+func loadPipelineWith(device, path, config string, ex checkpoint.Extra, warn func(string)) (*models.Pipeline, error) {
+	if path == "" && ex != (checkpoint.Extra{}) {
+		return nil, fmt.Errorf("--clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer need --model (an SD3 single file)")
+	}
 	dev, err := openDevice(device, warn)
 	if err != nil {
 		return nil, err
@@ -460,7 +484,7 @@ func loadPipeline(device, path, config string, warn func(string)) (*models.Pipel
 	if path == "" {
 		p, err = defaultModel(dev)
 	} else {
-		p, err = models.Load(dev, path, config)
+		p, err = models.LoadExtra(dev, path, config, ex)
 	}
 	if err != nil {
 		dev.Close()
@@ -483,6 +507,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
+	if f.maxSeqLen < 0 || f.maxSeqLen > 4096 {
+		return fmt.Errorf("--max-sequence-length %d: want 1..4096 T5 tokens; nothing written", f.maxSeqLen)
+	}
 	// So is the ControlNet file (its family is checked once the model is).
 	var cn *checkpoint.ControlNet
 	if f.s.ControlNet != "" {
@@ -499,7 +526,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return fmt.Errorf("%w; nothing written", err)
 	}
 	t0 := time.Now()
-	p, err := loadPipeline(f.device, f.model, f.config, warn)
+	p, err := loadPipelineWith(f.device, f.model, f.config, f.extra, warn)
 	if err != nil {
 		if cn != nil {
 			cn.Close()
@@ -514,6 +541,12 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		if err := p.SetControlNet(cn); err != nil {
 			return fmt.Errorf("%w; nothing written", err)
 		}
+	}
+	if f.maxSeqLen != 0 {
+		if p.T5Tokenizer() == nil {
+			warn(fmt.Sprintf("--max-sequence-length ignored: %s has no T5 encoder", p.Name))
+		}
+		p.MaxSequenceLength = f.maxSeqLen
 	}
 	if f.taesd != "" {
 		tm, err := checkpoint.LoadTiny(f.taesd)
@@ -532,6 +565,19 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		p.Model.Scheduler.PredictionType = "v_prediction"
 	}
 	s := f.s
+	if p.Model.Flux != nil {
+		if !f.cfgSet {
+			s.CFGScale = 1 // guidance is distilled into the model (--guidance)
+		}
+		if f.guidance >= 0 {
+			if !p.Model.Flux.GuidanceEmbeds {
+				warn(fmt.Sprintf("--guidance ignored: %s has no guidance embedding (schnell-like)", p.Name))
+			}
+			p.FluxGuidance = f.guidance
+		}
+	} else if f.guidance >= 0 {
+		warn(fmt.Sprintf("--guidance ignored: it is Flux's distilled guidance, and %s is %s (use --cfg-scale)", p.Name, p.Model.Family))
+	}
 	fromInit := in.Init != nil && (s.Width == 0 || s.Height == 0)
 	if in.Init != nil {
 		// img2img keeps the init image's size unless -W/-H say otherwise.

@@ -66,24 +66,28 @@ type componentInfo struct {
 
 // checkpointInfo is what "stepwise info" reports (also its JSON form).
 type checkpointInfo struct {
-	Path         string                     `json:"path"`
-	Layout       string                     `json:"layout"`
-	Files        []string                   `json:"files"`
-	FileBytes    int64                      `json:"file_bytes"`
-	Tensors      int                        `json:"tensors"`
-	DTypes       map[string]int             `json:"dtypes"`
-	Ignored      int                        `json:"ignored_tensors"`
-	Components   []componentInfo            `json:"components"`
-	TotalParams  int64                      `json:"total_params"`
-	Family       string                     `json:"family"`
-	FamilyWhy    string                     `json:"family_why"`
-	ConfigSource string                     `json:"config_source"`
-	UNet         nets.UNetConfig            `json:"unet"`
-	VAE          nets.VAEConfig             `json:"vae"`
-	Text         nets.TextConfig            `json:"text_encoder"`
-	Text2        *nets.TextConfig           `json:"text_encoder_2,omitempty"`
-	Scheduler    checkpoint.SchedulerConfig `json:"scheduler"`
-	Warnings     []string                   `json:"warnings"`
+	Path         string           `json:"path"`
+	Layout       string           `json:"layout"`
+	Files        []string         `json:"files"`
+	FileBytes    int64            `json:"file_bytes"`
+	Tensors      int              `json:"tensors"`
+	DTypes       map[string]int   `json:"dtypes"`
+	Ignored      int              `json:"ignored_tensors"`
+	Components   []componentInfo  `json:"components"`
+	TotalParams  int64            `json:"total_params"`
+	Family       string           `json:"family"`
+	FamilyWhy    string           `json:"family_why"`
+	ConfigSource string           `json:"config_source"`
+	UNet         nets.UNetConfig  `json:"unet"`
+	VAE          nets.VAEConfig   `json:"vae"`
+	Text         nets.TextConfig  `json:"text_encoder"`
+	Text2        *nets.TextConfig `json:"text_encoder_2,omitempty"`
+	// Transformer and T5 are SD3's MM-DiT and T5 configs (nil otherwise).
+	Transformer *nets.MMDiTConfig          `json:"transformer,omitempty"`
+	Flux        *nets.FluxConfig           `json:"flux_transformer,omitempty"`
+	T5          *nets.T5Config             `json:"text_encoder_3,omitempty"`
+	Scheduler   checkpoint.SchedulerConfig `json:"scheduler"`
+	Warnings    []string                   `json:"warnings"`
 	// Weights is the result of --check: "all finite", or which tensors hold
 	// NaN or Inf values (empty without --check).
 	Weights string `json:"weights,omitempty"`
@@ -110,6 +114,11 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 	}
 	if t := m.Text("text_encoder"); t != nil {
 		info.Text = t.Config
+	}
+	info.Transformer, info.Flux = m.Transformer, m.Flux
+	if m.T5 != nil {
+		c := m.T5.Config
+		info.T5 = &c
 	}
 	if t := m.Text("text_encoder_2"); t != nil {
 		c := t.Config
@@ -237,9 +246,19 @@ func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
 	if u.UseLinearProjection {
 		proj = "linear"
 	}
-	row("unet config", "widths %v, %d layers/block, attention at levels %s, heads %v, context %d, groups %d, in %d out %d, %s projections, sample %d",
-		u.BlockOutChannels, u.LayersPerBlock, strings.Join(attn, ","), heads, u.CrossAttentionDim, u.NormNumGroups,
-		u.InChannels, u.OutChannels, proj, u.SampleSize)
+	if t := in.Flux; t != nil {
+		row("transformer", "Flux %d double + %d single blocks, %d heads x %d, in %d (2x2-packed), joint attention %d, pooled %d, guidance embedding %v, RoPE axes %v",
+			t.NumLayers, t.NumSingleLayers, t.NumAttentionHeads, t.AttentionHeadDim, t.InChannels, t.JointAttentionDim,
+			t.PooledProjectionDim, t.GuidanceEmbeds, t.AxesDimsRope)
+	} else if t := in.Transformer; t != nil {
+		row("transformer", "MM-DiT %d layers, %d heads x %d, patch %d, in %d out %d, joint attention %d, pooled %d, pos table %dx%d, qk norm %q, dual attention layers %v",
+			t.NumLayers, t.NumAttentionHeads, t.AttentionHeadDim, t.PatchSize, t.InChannels, t.OutChannels, t.JointAttentionDim,
+			t.PooledProjectionDim, t.PosEmbedMaxSize, t.PosEmbedMaxSize, t.QKNorm, t.DualAttentionLayers)
+	} else {
+		row("unet config", "widths %v, %d layers/block, attention at levels %s, heads %v, context %d, groups %d, in %d out %d, %s projections, sample %d",
+			u.BlockOutChannels, u.LayersPerBlock, strings.Join(attn, ","), heads, u.CrossAttentionDim, u.NormNumGroups,
+			u.InChannels, u.OutChannels, proj, u.SampleSize)
+	}
 	row("vae config", "widths %v, %d layers/block, latent %d channels, groups %d, scaling %g, x%d downscale",
 		v.BlockOutChannels, v.LayersPerBlock, v.LatentChannels, v.NormNumGroups, v.ScalingFactor, v.Downscale())
 	if u.AdditionEmbedType != "" {
@@ -264,6 +283,19 @@ func configRows(row func(k, format string, args ...any), in *checkpointInfo) {
 	betas := fmt.Sprintf("%s %g..%g", s.BetaSchedule, s.BetaStart, s.BetaEnd)
 	if len(s.TrainedBetas) > 0 {
 		betas = fmt.Sprintf("%d trained betas", len(s.TrainedBetas))
+	}
+	if t := in.T5; t != nil {
+		row("t5 config", "width %d, %d layers, %d heads x %d, FF %d %s, buckets %d/%d, vocab %d",
+			t.DModel, t.NumLayers, t.NumHeads, t.DKV, t.DFF, t.FeedForwardProj, t.RelativeAttentionNumBuckets, t.RelativeAttentionMaxDistance, t.VocabSize)
+	}
+	if s.PredictionType == "flow" {
+		if s.UseDynamicShifting {
+			row("scheduler", "%s, rectified flow over %d steps, dynamic shift %g..%g for %d..%d tokens", s.ClassName, s.NumTrainTimesteps,
+				s.BaseShift, s.MaxShift, s.BaseImageSeqLen, s.MaxImageSeqLen)
+			return
+		}
+		row("scheduler", "%s, rectified flow over %d steps, shift %g", s.ClassName, s.NumTrainTimesteps, s.Shift)
+		return
 	}
 	row("scheduler", "%s, %s over %d steps, %s, %s spacing, steps_offset %d",
 		s.ClassName, betas, s.NumTrainTimesteps, s.PredictionType, s.TimestepSpacing, s.StepsOffset)

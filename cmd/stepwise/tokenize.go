@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -18,8 +19,9 @@ func init() {
 	register(command{name: "tokenize", summary: "show how a prompt is tokenized: CLIP tokens, the 75-token limit, chunks and weights", run: runTokenize})
 }
 
-const tokenizeUsage = "usage: stepwise tokenize [--json] TEXT...\n" +
-	"  TEXT is the prompt (several arguments are joined with spaces; \"-\" reads it from stdin)"
+const tokenizeUsage = "usage: stepwise tokenize [--json] [--model DIR | --t5 SPIECE] [--max-sequence-length N] TEXT...\n" +
+	"  TEXT is the prompt (several arguments are joined with spaces; \"-\" reads it from stdin);\n" +
+	"  with a T5 tokenizer (a model folder's tokenizer_3, or a spiece.model) the T5 ids are shown too"
 
 // maxStdinPrompt caps a prompt read from stdin: a prompt is a few KiB, and
 // a stream of NULs must not take the memory.
@@ -33,6 +35,9 @@ func tokenizeTo(w io.Writer, stdin io.Reader, args []string) error {
 	fs := flag.NewFlagSet("tokenize", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	asJSON := fs.Bool("json", false, "print one JSON object instead of text")
+	model := fs.String("model", "", "a diffusers folder with a T5 tokenizer (SD3's tokenizer_3): also show the T5 ids")
+	t5 := fs.String("t5", "", "a T5 SentencePiece model (spiece.model, or the folder holding it): also show the T5 ids")
+	msl := fs.Int("max-sequence-length", 256, "T5 tokens the ids are padded or cut to (diffusers' max_sequence_length)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), tokenizeUsage)
 		fs.PrintDefaults()
@@ -60,6 +65,16 @@ func tokenizeTo(w io.Writer, stdin io.Reader, args []string) error {
 		text = strings.TrimSuffix(string(b), "\n")
 	}
 	rep := buildTokenizeReport(tokenizer.Default(), text)
+	if *model != "" || *t5 != "" {
+		u, err := t5Tokenizer(*model, *t5)
+		if err != nil {
+			return err
+		}
+		if *msl < 1 || *msl > 4096 {
+			return fmt.Errorf("%w: --max-sequence-length %d: want 1..4096", errUsage, *msl)
+		}
+		rep.T5 = buildT5Report(u, text, *msl)
+	}
 	if *asJSON {
 		return json.NewEncoder(w).Encode(rep)
 	}
@@ -79,6 +94,45 @@ type tokenizeReport struct {
 	Limit     int      `json:"limit"`     // 75
 	Truncated bool     `json:"truncated"` // Count > Limit
 	Weighted  weighted `json:"weighted"`
+	// T5 is the T5 tokenization, with --model or --t5.
+	T5 *t5Report `json:"t5,omitempty"`
+}
+
+// t5Report is a prompt's T5 tokenization as SD3's pipeline makes it:
+// SentencePiece pieces, then </s>, padded with <pad> or cut to the
+// maximum sequence length.
+type t5Report struct {
+	Pieces    []string `json:"pieces"`     // SentencePiece pieces of the text
+	PieceIDs  []int32  `json:"piece_ids"`  // their ids, untruncated
+	IDs       []int32  `json:"ids"`        // what the encoder gets: max_sequence_length ids
+	Count     int      `json:"count"`      // pieces + </s>
+	MaxLength int      `json:"max_length"` // max_sequence_length
+	Truncated bool     `json:"truncated"`
+}
+
+// t5Tokenizer loads the T5 tokenizer that --t5 names, or the one of the
+// --model folder (tokenizer_3, else tokenizer_2).
+func t5Tokenizer(model, t5 string) (*tokenizer.Unigram, error) {
+	if t5 != "" {
+		return tokenizer.LoadUnigram(t5)
+	}
+	for _, sub := range []string{"tokenizer_3", "tokenizer_2"} {
+		dir := filepath.Join(model, sub)
+		if _, err := os.Stat(filepath.Join(dir, "spiece.model")); err == nil {
+			return tokenizer.LoadUnigram(dir)
+		}
+	}
+	return nil, fmt.Errorf("--model %s: no tokenizer_3/spiece.model or tokenizer_2/spiece.model (a T5 tokenizer) in this folder", model)
+}
+
+func buildT5Report(u *tokenizer.Unigram, text string, n int) *t5Report {
+	ids, cut := u.EncodePadded(text, n)
+	pieceIDs := u.Encode(text)
+	r := &t5Report{Pieces: u.Pieces(text), PieceIDs: pieceIDs, IDs: ids, Count: len(pieceIDs) + 1, MaxLength: n, Truncated: cut}
+	if r.Pieces == nil {
+		r.Pieces, r.PieceIDs = []string{}, []int32{}
+	}
+	return r
 }
 
 // weighted is the prompt as generation uses it: A1111 syntax parsed into
@@ -151,6 +205,25 @@ func fmtWeight(w float64) string { return strconv.FormatFloat(w, 'g', 4, 64) }
 func writeTokenizeText(w io.Writer, rep tokenizeReport) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "text:      %q\n", rep.Text)
+	if r := rep.T5; r != nil {
+		state := fmt.Sprintf("%d of %d tokens", r.Count, r.MaxLength)
+		if r.Truncated {
+			state = fmt.Sprintf("%d tokens: cut to %d (the pieces after %q are dropped)", r.Count, r.MaxLength, r.Pieces[r.MaxLength-2])
+		}
+		fmt.Fprintf(&b, "t5:        %s (SentencePiece pieces + </s>, <pad> up to --max-sequence-length)\n", state)
+		fmt.Fprintf(&b, "%4s %6s  %s\n", "pos", "id", "piece")
+		for i, id := range r.IDs {
+			if i > 0 && id == r.IDs[len(r.IDs)-1] && i >= r.Count {
+				fmt.Fprintf(&b, "     (%d x %d padding)\n", len(r.IDs)-i, id)
+				break
+			}
+			piece := "</s>"
+			if i < len(r.Pieces) && i < r.Count-1 {
+				piece = r.Pieces[i]
+			}
+			fmt.Fprintf(&b, "%4d %6d  %s\n", i, id, piece)
+		}
+	}
 	switch {
 	case rep.Truncated:
 		fmt.Fprintf(&b, "plain:     %d tokens: %d over the %d-token limit; a plain CLIP tokenizer drops everything after %q\n",

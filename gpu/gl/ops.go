@@ -385,6 +385,35 @@ func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor 
 	return out
 }
 
+// RMSNorm normalises over the last dim by the root mean square (see
+// gpu.Device). gamma may be nil (1).
+func (d *Device) RMSNorm(x, gamma *gpu.Tensor, eps float32) *gpu.Tensor {
+	if !d.check("RMSNorm", x) || !d.checkOptional("RMSNorm", gamma) {
+		return d.placeholder(shapeOf(x))
+	}
+	c := x.Dim(-1)
+	if gamma != nil && gamma.Numel() != c {
+		d.shapeFail("RMSNorm", "gamma must have the last dim's size", x, gamma)
+		return d.placeholder(x.Shape)
+	}
+	out := d.out(x.Shape)
+	rows := x.Numel() / c
+	l := &launch{
+		kernel: kernel{file: "rmsnorm.comp", defines: []string{loader("X", x)}},
+		ins:    []input{in(x)},
+		out:    out,
+		ints:   map[string]int{"C": c, "rows": rows},
+		floats: map[string]float32{"eps": eps},
+	}
+	d.rowGrid(l, rows, c)
+	if gamma != nil {
+		l.ins = append(l.ins, in(gamma))
+		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
+	}
+	d.run("RMSNorm", l)
+	return out
+}
+
 // Softmax over the last dim.
 func (d *Device) Softmax(x *gpu.Tensor) *gpu.Tensor {
 	if !d.check("Softmax", x) {

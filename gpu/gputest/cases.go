@@ -141,6 +141,15 @@ func Cases() []Case {
 	add("LayerNorm/2x77x64_f16", ln(true), shifted(2, 77, 64), typed(F16, 64), typed(F16, 64))
 	add("LayerNorm/5x129", ln(true), shifted(5, 129), in(129), in(129))
 	add("LayerNorm/3x33_noaffine", ln(false), in(3, 33))
+	rms := func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		if len(x) == 1 {
+			return d.RMSNorm(x[0], nil, 1e-6)
+		}
+		return d.RMSNorm(x[0], x[1], 1e-6)
+	}
+	add("RMSNorm/2x37x96_f16", rms, shifted(2, 37, 96), typed(F16, 96))
+	add("RMSNorm/3x7x8_serial", rms, in(3, 7, 8), in(8))
+	add("RMSNorm/5x1025_nogamma", rms, shifted(5, 1025))
 	softmax := func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor { return d.Softmax(x[0]) }
 	add("Softmax/3x7x13", softmax, in(3, 7, 13))
 	add("Softmax/2x300_large", softmax, Input{Shape: []int{2, 300}, Scale: 10, Offset: 50})

@@ -94,6 +94,42 @@ func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor 
 	return out
 }
 
+// RMSNorm implements gpu.Device like transformers' T5LayerNorm: x /
+// sqrt(mean(x^2) + eps) * gamma over the last dim, float64 statistics.
+// gamma may be nil.
+func (d *Device) RMSNorm(x, gamma *gpu.Tensor, eps float32) *gpu.Tensor {
+	if !d.usable() || !d.need("RMSNorm", x) || !d.allow("RMSNorm", gamma) {
+		return d.placeholder(shapeOf(x))
+	}
+	if x.Rank() < 1 {
+		d.shapeErr("RMSNorm", "want rank >= 1", x, gamma)
+		return d.placeholder(x.Shape)
+	}
+	C := x.Dim(-1)
+	if gamma != nil && gamma.Numel() != C {
+		d.shapeErr("RMSNorm", fmt.Sprintf("gamma must have %d elements", C), x, gamma)
+		return d.placeholder(x.Shape)
+	}
+	rows := x.Numel() / C
+	xv, gv := d.read(x), d.readOpt(gamma)
+	out, ov := d.newF32(x.Shape)
+	d.parallel(rows, 2*C, func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			src, dst := xv[r*C:(r+1)*C], ov[r*C:(r+1)*C]
+			var ms float64
+			for _, v := range src {
+				ms += float64(v) * float64(v)
+			}
+			rstd := 1 / math.Sqrt(ms/float64(C)+float64(eps))
+			for c, v := range src {
+				sc, _ := affine(gv, nil, c)
+				dst[c] = float32(float64(v) * rstd * sc)
+			}
+		}
+	})
+	return out
+}
+
 // meanVar returns the mean and biased variance of v in float64 (two passes).
 func meanVar(v []float32) (mean, variance float64) {
 	for _, x := range v {

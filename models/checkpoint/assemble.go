@@ -125,6 +125,10 @@ func (b *builder) place(c *component, f *safetensors.File, key string, d nets.De
 	if !direct && d.Transpose {
 		raw = transpose(raw, info.Shape[0], info.Shape[1], dt.Size())
 	}
+	if !direct && d.Swap {
+		n := len(raw) / 2
+		raw = append(append(make([]byte, 0, len(raw)), raw[n:]...), raw[:n]...)
+	}
 	c.weights[d.Name] = nets.Param{DType: dt, Shape: append([]int(nil), d.Shape...), Raw: raw}
 }
 
@@ -435,6 +439,9 @@ func SingleFileKeys(m *Model) (map[string][]int, error) {
 func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	if m.Spec == nil {
 		return nil, fmt.Errorf("checkpoint %s: no family", m.Path)
+	}
+	if m.Transformer != nil {
+		return sd3SingleFileEntries(m)
 	}
 	ud, vd, tds, err := declsOf(m)
 	if err != nil {

@@ -41,6 +41,15 @@ type Model struct {
 	Scheduler SchedulerConfig
 	// Weights by diffusers/transformers name, in the file's dtype.
 	UNetWeights, VAEWeights nets.Weights
+	// Transformer is the MM-DiT's config of an SD3 model (nil for a U-Net
+	// model, whose UNet is set instead); TransformerWeights its weights.
+	Transformer        *nets.MMDiTConfig
+	TransformerWeights nets.Weights
+	// Flux is a Flux model's transformer config (its weights in
+	// TransformerWeights), else nil.
+	Flux *nets.FluxConfig
+	// T5 is the T5 encoder of families that have one (SD3), else nil.
+	T5 *T5Model
 	// Warnings lists harmless oddities (unknown extra tensors, ...).
 	Warnings []string
 	// ConfigSource says where the hyper-parameters came from.
@@ -65,6 +74,24 @@ type TextModel struct {
 	// Pad is the tokenizer's padding id (49407 "<|endoftext|>" for CLIP-L,
 	// 0 "!" for OpenCLIP's tokenizers in SD 2.x and SDXL).
 	Pad int32
+}
+
+// T5Model is the T5 encoder of a Model.
+type T5Model struct {
+	Spec    T5Spec
+	Config  nets.T5Config
+	Weights nets.Weights
+	// Tokenizer is the SentencePiece model file (spiece.model).
+	Tokenizer string
+}
+
+// Denoiser names the denoising network's component: "transformer" for
+// SD3, else "unet".
+func (m *Model) Denoiser() string {
+	if m.Transformer != nil || m.Flux != nil {
+		return "transformer"
+	}
+	return "unet"
 }
 
 // Text returns the text encoder with the given role ("text_encoder",
@@ -111,7 +138,11 @@ type ComponentStats struct {
 // Stats summarises the weights of the U-Net, VAE and text encoders.
 func (m *Model) Stats() []ComponentStats {
 	var out []ComponentStats
-	for _, name := range append([]string{"unet", "vae"}, m.textRoles()...) {
+	roles := m.textRoles()
+	if m.T5 != nil {
+		roles = append(roles, m.T5.Spec.Role)
+	}
+	for _, name := range append([]string{m.Denoiser(), "vae"}, roles...) {
 		s := ComponentStats{Name: name, DTypes: map[gpu.DType]int{}}
 		w, _ := m.weightsOf(name)
 		if mw, ok := w.(nets.MapWeights); ok {
@@ -245,6 +276,17 @@ func Load(path, configPath string) (*Model, error) {
 	f, err := safetensors.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	if fam, _ := singleFileFamily(f.Tensors()); fam != nil && fam.Denoiser == DenoiserFlux {
+		f.Close()
+		return nil, fmt.Errorf("checkpoint %s: a Flux single file (double_blocks.*): not supported yet; use a diffusers folder (FluxPipeline)", path)
+	} else if fam != nil && fam.Denoiser == DenoiserMMDiT {
+		m, err := fromSingleSD3(f, cfg, source, Extra{})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return m, nil
 	}
 	m, err := fromSingle(f, cfg, source)
 	if err != nil {

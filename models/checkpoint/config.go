@@ -29,7 +29,21 @@ type SchedulerConfig struct {
 	ClipSample        bool      `json:"clip_sample"`
 	SetAlphaToOne     bool      `json:"set_alpha_to_one"`
 	SkipPrkSteps      bool      `json:"skip_prk_steps"`
+	// Shift is FlowMatchEulerDiscreteScheduler's timestep shift (SD3: 3).
+	Shift float64 `json:"shift"`
+	// FLUX.1-dev's resolution-dependent shift (see sampler.ScheduleConfig).
+	UseDynamicShifting bool    `json:"use_dynamic_shifting"`
+	BaseShift          float64 `json:"base_shift"`
+	MaxShift           float64 `json:"max_shift"`
+	BaseImageSeqLen    int     `json:"base_image_seq_len"`
+	MaxImageSeqLen     int     `json:"max_image_seq_len"`
+	// PipelineSigmas: the family's pipeline passes sigmas linspace(1, 1/N,
+	// N) to the scheduler (FluxPipeline); set by the loader, not the file.
+	PipelineSigmas bool `json:"-"`
 }
+
+// FlowMatchScheduler is the class name of rectified-flow schedulers.
+const FlowMatchScheduler = "FlowMatchEulerDiscreteScheduler"
 
 // DefaultScheduler returns SD 1.5's scheduler: PNDM, scaled_linear betas
 // 0.00085..0.012 over 1000 steps, epsilon prediction, leading spacing,
@@ -436,6 +450,20 @@ func validateText(path, role string, c *nets.TextConfig) error {
 func validateScheduler(path string, s *SchedulerConfig) error {
 	if err := inRange(path, "scheduler num_train_timesteps", s.NumTrainTimesteps, 2, 100000); err != nil {
 		return err
+	}
+	if s.ClassName == FlowMatchScheduler {
+		// Rectified flow: no betas; the network predicts a velocity.
+		s.PredictionType, s.TimestepSpacing = "flow", "linspace"
+		if s.Shift == 0 {
+			s.Shift = 1
+		}
+		if !(s.Shift > 0 && s.Shift < 1e6) {
+			return cfgErr(path, "scheduler shift %g, want a positive number", s.Shift)
+		}
+		if s.UseDynamicShifting && (s.BaseImageSeqLen == s.MaxImageSeqLen || math.IsNaN(s.BaseShift) || math.IsNaN(s.MaxShift)) {
+			return cfgErr(path, "scheduler use_dynamic_shifting with base_image_seq_len %d = max_image_seq_len %d (or shifts not numbers)", s.BaseImageSeqLen, s.MaxImageSeqLen)
+		}
+		return nil
 	}
 	switch s.BetaSchedule {
 	case "linear", "scaled_linear":

@@ -146,9 +146,12 @@ func (idx modelIndex) supported(path string) error {
 	if idx.ClassName != "" {
 		what = idx.ClassName
 	}
+	if sd3Pipeline(idx) || fluxPipeline(idx) {
+		return nil
+	}
 	unet, hasUNet := idx.Components["unet"]
 	if _, ok := idx.Components["transformer"]; ok && !hasUNet {
-		return cfgErr(path, "%s has a transformer denoiser, not a U-Net (SD3, Flux, PixArt, ...): only SD 1.x/2.x and SDXL pipelines are supported", what)
+		return cfgErr(path, "%s has a transformer denoiser that is not SD3's or Flux's (PixArt, Sana, ...): only SD 1.x/2.x, SDXL, SD3 and Flux pipelines are supported", what)
 	}
 	if hasUNet && unet[1] != "" && unet[1] != "UNet2DConditionModel" {
 		return cfgErr(path, "%s: unet is a %s; only UNet2DConditionModel (SD 1.x/2.x, SDXL) is supported", what, unet[1])
@@ -209,6 +212,12 @@ func loadDiffusers(dir string) (*Model, error) {
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return nil, err
+	}
+	if sd3Pipeline(idx) {
+		return loadSD3Diffusers(dir, idx)
+	}
+	if fluxPipeline(idx) {
+		return loadFluxDiffusers(dir, idx)
 	}
 	names := map[string]string{
 		"unet":      filepath.Join(dir, "unet", "config.json"),

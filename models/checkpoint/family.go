@@ -34,6 +34,18 @@ type TextSpec struct {
 	Act string
 }
 
+// T5Spec is a family's T5 encoder: its diffusers folders and its key
+// prefix in an original single file.
+type T5Spec struct {
+	Role, Tokenizer, Prefix string
+}
+
+// Family.Denoiser values: SD3's MM-DiT, Flux's transformer.
+const (
+	DenoiserMMDiT = "mmdit"
+	DenoiserFlux  = "flux"
+)
+
 // Added conditioning kinds (Family.Added).
 const (
 	// AddedSizeTimeIDs: SDXL base's time ids (original size, crop
@@ -71,6 +83,14 @@ type Family struct {
 	HeadWidth int
 	// Pipelines are the diffusers model_index.json classes of the family.
 	Pipelines []string
+	// Denoiser is the kind of denoising network: "" (a U-Net) or
+	// DenoiserMMDiT (SD3's transformer, folder "transformer").
+	Denoiser string
+	// T5 is the family's T5 text encoder, nil for none.
+	T5 *T5Spec
+	// MaxSequenceLength is the T5 token count by default (diffusers'
+	// max_sequence_length: 256 for SD3).
+	MaxSequenceLength int
 	// keys recognises a single file from its tensor names.
 	keys func(has func(prefix string) bool) bool
 }
@@ -91,8 +111,50 @@ func eulerLeading() SchedulerConfig {
 	return s
 }
 
+// flowMatch is FlowMatchEulerDiscreteScheduler with the given shift.
+func flowMatch(shift float64) SchedulerConfig {
+	return SchedulerConfig{ClassName: FlowMatchScheduler, NumTrainTimesteps: 1000, PredictionType: "flow",
+		TimestepSpacing: "linspace", Shift: shift}
+}
+
 // Families is the family table, most specific first.
 var Families = []*Family{
+	{
+		// Flux: CLIP-L's pooled output (final LayerNorm at the end token, no
+		// projection) modulates; T5-XXL's tokens are the context. The
+		// default T5 length is 512 (FLUX.1-dev), 256 without a guidance
+		// embedding (schnell).
+		Name: "Flux",
+		Texts: []TextSpec{
+			{Role: "text_encoder", Tokenizer: "tokenizer", Prefix: "text_encoders.clip_l.transformer.", Pad: 49407, Skip: 1, FinalNorm: true, Act: "quick_gelu"},
+		},
+		T5:         &T5Spec{Role: "text_encoder_2", Tokenizer: "tokenizer_2", Prefix: "text_encoders.t5xxl.transformer."},
+		Denoiser:   DenoiserFlux,
+		UNetPrefix: "model.diffusion_model.", VAEPrefix: "first_stage_model.",
+		NativeSize: 1024, Scaling: 0.3611, Shift: 0.1159, MaxSequenceLength: 512,
+		Scheduler: SchedulerConfig{ClassName: FlowMatchScheduler, NumTrainTimesteps: 1000, PredictionType: "flow", TimestepSpacing: "linspace",
+			Shift: 3, UseDynamicShifting: true, BaseShift: 0.5, MaxShift: 1.15, BaseImageSeqLen: 256, MaxImageSeqLen: 4096, PipelineSigmas: true},
+		Pipelines: []string{"FluxPipeline", "FluxImg2ImgPipeline"},
+		keys: func(has func(string) bool) bool {
+			return has("model.diffusion_model.double_blocks.") || has("double_blocks.")
+		},
+	},
+	{
+		// SD3's CLIP-L and CLIP-G give their penultimate states
+		// (concatenated, zero-padded to T5's width) and both pooled
+		// projections; T5-XXL's tokens follow the CLIP ones.
+		Name: "SD3",
+		Texts: []TextSpec{
+			{Role: "text_encoder", Tokenizer: "tokenizer", Prefix: "text_encoders.clip_l.transformer.", Pad: 49407, Skip: 2, Pooled: true, Act: "quick_gelu"},
+			{Role: "text_encoder_2", Tokenizer: "tokenizer_2", Prefix: "text_encoders.clip_g.transformer.", Pad: 0, Skip: 2, Pooled: true, Act: "gelu"},
+		},
+		T5:         &T5Spec{Role: "text_encoder_3", Tokenizer: "tokenizer_3", Prefix: "text_encoders.t5xxl.transformer."},
+		Denoiser:   DenoiserMMDiT,
+		UNetPrefix: "model.diffusion_model.", VAEPrefix: "first_stage_model.",
+		NativeSize: 1024, Scaling: 1.5305, Shift: 0.0609, Scheduler: flowMatch(3.0), MaxSequenceLength: 256,
+		Pipelines: []string{"StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline"},
+		keys:      func(has func(string) bool) bool { return has("model.diffusion_model.joint_blocks.") },
+	},
 	{
 		Name: "SDXL",
 		Texts: []TextSpec{

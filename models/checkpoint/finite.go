@@ -78,7 +78,11 @@ func (m *Model) setOrigins(c *component, path func(name string) string) {
 // Components names the networks of a Model, in the order CheckFinite and
 // pipelines use them: its text encoders, "unet", "vae".
 func (m *Model) Components() []string {
-	return append(m.textRoles(), "unet", "vae")
+	roles := m.textRoles()
+	if m.T5 != nil {
+		roles = append(roles, m.T5.Spec.Role)
+	}
+	return append(roles, m.Denoiser(), "vae")
 }
 
 func (m *Model) textRoles() []string {
@@ -95,6 +99,13 @@ func (m *Model) weightsOf(component string) (nets.Weights, error) {
 		return m.UNetWeights, nil
 	case "vae":
 		return m.VAEWeights, nil
+	case "transformer":
+		if m.Transformer != nil || m.Flux != nil {
+			return m.TransformerWeights, nil
+		}
+	}
+	if m.T5 != nil && component == m.T5.Spec.Role {
+		return m.T5.Weights, nil
 	}
 	if t := m.Text(component); t != nil {
 		return t.Weights, nil

@@ -178,6 +178,9 @@ type EncodeOpts struct {
 	// each row's end-of-text token, the first occurrence of its largest id)
 	// [B,P]: CLIPTextModelWithProjection's text_embeds, SDXL's pooled vector.
 	Pooled bool
+	// Unprojected: the pooled vector without text_projection [B,C]
+	// (CLIPTextModel's pooler_output, Flux's pooled vector).
+	Unprojected bool
 }
 
 // EncodeWith runs the encoder on token ids [B][L] and returns the hidden
@@ -188,7 +191,7 @@ func (te *TextEncoder) EncodeWith(ids [][]int32, opts EncodeOpts) (hidden, poole
 	if skip < 1 || skip > c.NumHiddenLayers {
 		return nil, nil, fmt.Errorf("text encoder: clip skip %d outside 1..%d", skip, c.NumHiddenLayers)
 	}
-	if opts.Pooled && te.proj == nil {
+	if opts.Pooled && te.proj == nil && !opts.Unprojected {
 		return nil, nil, fmt.Errorf("text encoder: no text_projection for a pooled output (not a CLIPTextModelWithProjection)")
 	}
 	if len(ids) == 0 {
@@ -246,7 +249,11 @@ func (te *TextEncoder) EncodeWith(ids [][]int32, opts EncodeOpts) (hidden, poole
 	if opts.Pooled {
 		last := te.finalNorm.apply(d, x)
 		rows := d.Embedding(last.View(len(ids)*seq, c.HiddenSize), eot)
-		pooled = gpu.Linear(d, rows, te.proj, nil)
+		if opts.Unprojected {
+			pooled = rows
+		} else {
+			pooled = gpu.Linear(d, rows, te.proj, nil)
+		}
 		d.PopScope(hidden, pooled)
 	} else {
 		d.PopScope(hidden)

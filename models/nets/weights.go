@@ -69,6 +69,10 @@ type Decl struct {
 	// [O,I,1,1]. Transpose: the original stores the [O,I] weight as [I,O]
 	// (OpenCLIP's text_projection, applied as x @ W).
 	Squeeze, Transpose bool
+	// Swap: the original stores the two halves of dimension 0 in the
+	// other order (SD3's final adaLN modulation is (shift, scale) in the
+	// original, (scale, shift) in diffusers).
+	Swap bool
 }
 
 // OrigShape is the shape of the tensor named Orig.
@@ -155,6 +159,7 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 		if m := b.mod; m != nil {
 			d.Part, d.Parts = m.Part, m.Parts
 			d.Squeeze, d.Transpose = m.Squeeze && len(shape) == 2, m.Transpose && len(shape) == 2
+			d.Swap = m.Swap
 			if m.Orig != "" {
 				d.Orig = b.orig + m.Orig
 			}

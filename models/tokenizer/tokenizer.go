@@ -1,8 +1,9 @@
-// Package tokenizer turns prompt text into CLIP token ids: OpenAI CLIP's
+// Package tokenizer turns prompt text into token ids: OpenAI CLIP's
 // byte-level BPE (the vocabulary is embedded in the binary), the text
 // clean-up the reference tokenizers apply first (ftfy's fixes, whitespace
 // collapsing, lower-casing) and A1111's prompt-weighting syntax, which
-// splits a prompt into weighted 75-token chunks.
+// splits a prompt into weighted 75-token chunks; and SentencePiece's
+// unigram model read from a model's own spiece.model (T5, Unigram).
 //
 // Encode equals transformers' CLIPTokenizer with ftfy installed (what
 // diffusers, CompVis and A1111 use) id for id; Pad77 adds BOS/EOS and the
