@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -44,13 +43,6 @@ type schedulePreviewMsg struct {
 
 func newScheduleView() scheduleView { return scheduleView{on: [3]bool{true, true, true}, model: -1} }
 
-// noNet stands in for the network when only a run's schedule is wanted.
-type noNet struct{}
-
-func (noNet) Predict(context.Context, sampler.Latent, float64, []sampler.Cond) (sampler.Latent, error) {
-	return sampler.Latent{}, errors.New("no network")
-}
-
 // enter computes the curves and takes the marks from the run on screen, or
 // asks for the edited settings' schedule (a cheap CPU computation).
 func (v *scheduleView) enter(m *Model) tea.Cmd {
@@ -92,11 +84,11 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 	ss := m.model.SamplerSettings(s)
 	ss.Batch, ss.H, ss.W = 1, 1, 1 // only the schedule is wanted
 	return func() tea.Msg {
-		r, err := sampler.NewRun(ss, noNet{})
+		plan, err := sampler.PlanRun(ss)
 		if err != nil {
 			return schedulePreviewMsg{err: err}
 		}
-		return schedulePreviewMsg{sched: r.Schedule(), what: fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)}
+		return schedulePreviewMsg{sched: plan.Schedule, what: fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)}
 	}
 }
 

@@ -93,12 +93,15 @@ func (m *Model) generate() tea.Cmd {
 func noisePreview(f *gen.Facts, id int, s presets.Settings) tea.Cmd {
 	ss := f.SamplerSettings(s)
 	return func() tea.Msg {
-		run, err := sampler.NewRun(ss, noNet{})
+		plan, err := sampler.PlanRun(ss)
 		if err != nil {
 			return nil
 		}
-		sc := run.Schedule()
-		return noiseMsg{ID: id, Noise: previewAll(f, vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
+		x, err := sampler.InitialLatent(ss)
+		if err != nil {
+			return nil
+		}
+		return noiseMsg{ID: id, Noise: previewAll(f, plan.Space.VP(x, plan.Schedule.Sigmas[0]))}
 	}
 }
 
