@@ -59,6 +59,18 @@ func NewSession(load LoadFunc, open OpenFunc) *Session {
 	return &Session{load: load, open: open, runs: map[int]*Run{}}
 }
 
+// SessionOn returns a session over a loaded pipeline (on its device),
+// which it owns from now on (Close closes both). It never reopens the
+// device: after a device error its calls return the *DeviceError, for a
+// command that then exits.
+func SessionOn(p *models.Pipeline) (*Session, error) {
+	s := &Session{runs: map[int]*Run{}, dev: p.Device()}
+	if err := s.setPipe(p); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 // Run is one run of a session: a Job, the snapshot after each of its
 // frames and the space its latents are in.
 type Run struct {
@@ -215,8 +227,8 @@ func (s *Session) CheckDevice() error {
 // device and loads the current model again. It returns err unchanged when
 // the device is fine, else a *RecoveryError.
 func (s *Session) recover(err error) error {
-	if err == nil || s.dev == nil || s.dev.Err() == nil {
-		return err
+	if err == nil || s.load == nil || s.dev == nil || s.dev.Err() == nil {
+		return err // fine, or a session that does not reopen (SessionOn)
 	}
 	t0 := time.Now()
 	for _, r := range s.runs {

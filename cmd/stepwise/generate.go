@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -38,7 +39,20 @@ type genFlags struct {
 	preview, force                      bool
 	s                                   presets.Settings
 	eta                                 float64
+	// branchAt > 0 continues the run from its step branchAt with the
+	// --branch changes (the studio's "b"); xy are the X/Y plot's axes.
+	branchAt int
+	branch   multiFlag
+	xySpecs  multiFlag
+	xy       []axis
+	branchFn func(*presets.Settings) error
 }
+
+// multiFlag is a flag that may be given several times.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // fullUsage prints every flag of generate (set by newGenFlagSet).
 var fullUsage func()
@@ -91,6 +105,9 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
+	integer(&f.branchAt, "branch-at", "", "branch the run after step K (1-based) with the --branch changes, as the studio's b; writes the branch's image")
+	fs.Var(&f.branch, "branch", "a change for --branch-at: KEY=VALUE (cfg, steps, sampler, schedule, clip-skip, prompt, negative, guidance-rescale); repeat for several")
+	fs.Var(&f.xySpecs, "xy", "X/Y plot axis KEY=V1,V2,... (cfg, steps, sampler, schedule, seed, clip-skip, prompt as A1111's Prompt S/R, negative, guidance-rescale): the first is X, a second is Y; -o gets one labelled grid")
 	fs.BoolVar(&f.preview, "preview", false, "draw each step's half-block preview above the progress bar")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
@@ -151,8 +168,19 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		}
 		return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
 	}
+	// `--xy "cfg=1,3" "steps=10,20" ...`: an axis right after --xy's
+	// value is the Y axis; the flags after it are read on.
+	for len(f.xySpecs) == 1 && fs.NArg() > 0 && strings.Contains(fs.Arg(0), "=") && !strings.HasPrefix(fs.Arg(0), "-") {
+		f.xySpecs = append(f.xySpecs, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
+		}
+	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
+	}
+	if err := parseSessionFlags(&f); err != nil {
+		return f, err
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -426,8 +454,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return err
 	}
 	dev := p.Device()
-	defer dev.Close()
-	defer p.Close()
+	owned := false // by the session, once it exists
+	defer func() {
+		if !owned {
+			p.Close()
+			dev.Close()
+		}
+	}()
 	p.LoRADir = f.loraDir
 	if f.taesd != "" {
 		tm, err := checkpoint.LoadTiny(f.taesd)
@@ -496,10 +529,20 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "note: %s\n", msg)
 	})
 	randomSeed := s.Seed < 0
-	j, err := gen.StartInputs(p, s, in)
+	sess, err := gen.SessionOn(p)
+	if err != nil {
+		return err
+	}
+	owned = true
+	defer sess.Close()
+	if len(f.xy) > 0 {
+		return generateXY(ctx, sess, f, s, in, paths[0], stderr)
+	}
+	run, err := sess.StartInputs(1, s, in)
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
+	j := run.Job
 	defer j.Close()
 	if randomSeed {
 		fmt.Fprintf(stderr, "seed: %d\n", j.Settings.Seed)
@@ -520,19 +563,47 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	}
 
 	prog := newProgress(stderr, f.preview, p)
-	for !j.Done() {
-		fr, err := j.Step(ctx)
-		if err != nil {
-			prog.finish()
-			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
-				return fmt.Errorf("interrupted at step %d/%d; nothing written", len(j.Frames), j.Run.Total())
+	stepTo := func(r *gen.Run, n int) error {
+		for !r.Job.Done() && len(r.Job.Frames) < n {
+			st, err := sess.Step(ctx, r)
+			if err != nil {
+				prog.finish()
+				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+					return fmt.Errorf("interrupted at step %d/%d; nothing written", len(r.Job.Frames), r.Job.Run.Total())
+				}
+				return fmt.Errorf("%w; nothing written", err)
 			}
+			prog.step(st.Frame)
+		}
+		return nil
+	}
+	if f.branchAt > 0 {
+		if err := stepTo(run, f.branchAt); err != nil {
+			return err
+		}
+		if f.branchAt >= len(run.Job.Frames) && run.Job.Done() {
+			prog.finish()
+			return fmt.Errorf("--branch-at %d: the run has %d steps; branch before the last; nothing written", f.branchAt, run.Job.Run.Total())
+		}
+		prog.finish()
+		bs := j.Settings
+		if err := f.branchFn(&bs); err != nil {
+			return err
+		}
+		b, err := sess.Branch(2, 1, f.branchAt-1, bs)
+		if err != nil {
 			return fmt.Errorf("%w; nothing written", err)
 		}
-		prog.step(fr)
+		defer b.Job.Close()
+		fmt.Fprintf(stderr, "branched after step %d of %d: %s\n", f.branchAt, run.Job.Run.Total(), strings.Join(branchChanges(j.Settings, b.Job.Settings), ", "))
+		run, j = b, b.Job
+		prog = newProgress(stderr, f.preview, p)
+	}
+	if err := stepTo(run, math.MaxInt); err != nil {
+		return err
 	}
 	prog.finish()
-	imgs, err := j.ImagesContext(ctx)
+	imgs, err := sess.Images(ctx, run)
 	if ctx.Err() != nil {
 		return errors.New("interrupted while decoding; nothing written")
 	}
@@ -543,7 +614,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return errors.New("interrupted before writing; nothing written")
 	}
 	for i, im := range imgs {
-		text := map[string]string{"parameters": j.Infotext(i)}
+		text := map[string]string{"parameters": sess.Infotext(run.ID, i)}
 		if err := render.WritePNG(paths[i], im, text, f.force); err != nil {
 			return err
 		}

@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/internal/termsafe"
+	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
+)
+
+// parseSessionFlags checks --branch-at/--branch and --xy before any model
+// is loaded.
+func parseSessionFlags(f *genFlags) error {
+	if len(f.branch) > 0 && f.branchAt == 0 {
+		return errors.New("--branch needs --branch-at K: the step to branch after")
+	}
+	if f.branchAt < 0 {
+		return fmt.Errorf("--branch-at %d: want a step, from 1", f.branchAt)
+	}
+	fn, err := parseBranch(f.branch)
+	if err != nil {
+		return err
+	}
+	f.branchFn = fn
+	if len(f.xySpecs) == 0 {
+		return nil
+	}
+	switch {
+	case len(f.xySpecs) > 2:
+		return fmt.Errorf("--xy given %d times: an X/Y plot has at most two axes (X, then Y)", len(f.xySpecs))
+	case f.branchAt > 0:
+		return errors.New("--xy and --branch-at cannot be combined")
+	case f.s.Batch > 1:
+		return errors.New("--xy draws one image a cell: leave --batch at 1")
+	}
+	for _, spec := range f.xySpecs {
+		a, err := parseAxis(spec)
+		if err != nil {
+			return err
+		}
+		if a.key == "prompt" && !strings.Contains(f.s.Prompt, a.values[0]) {
+			return fmt.Errorf("--xy %q: Prompt S/R replaces the first value, %q, which the prompt %q does not contain", spec, a.values[0], f.s.Prompt)
+		}
+		f.xy = append(f.xy, a)
+	}
+	if len(f.xy) == 2 && f.xy[0].key == f.xy[1].key {
+		return fmt.Errorf("--xy: both axes set %s", f.xy[0].label)
+	}
+	if n := len(f.xy[0].values) * max(1, len(f.xy[len(f.xy)-1].values)); n > 256 {
+		return fmt.Errorf("--xy: %d cells; at most 256", n)
+	}
+	return nil
+}
+
+// branchChanges says what a branch changed, for the terminal.
+func branchChanges(was, now presets.Settings) []string {
+	var out []string
+	add := func(k string, a, b any) {
+		if fmt.Sprint(a) != fmt.Sprint(b) {
+			out = append(out, fmt.Sprintf("%s %v -> %v", k, a, b))
+		}
+	}
+	add("steps", was.Steps, now.Steps)
+	add("sampler", was.Sampler, now.Sampler)
+	add("schedule", was.Schedule, now.Schedule)
+	add("cfg", was.CFGScale, now.CFGScale)
+	add("clip skip", was.ClipSkip, now.ClipSkip)
+	add("guidance rescale", was.GuidanceRescale, now.GuidanceRescale)
+	add("prompt", termsafe.Text(was.Prompt), termsafe.Text(now.Prompt))
+	add("negative prompt", termsafe.Text(was.NegativePrompt), termsafe.Text(now.NegativePrompt))
+	if len(out) == 0 {
+		out = append(out, "no changes")
+	}
+	return out
+}
+
+// generateXY runs every cell of the X/Y plot (one seed for all, as A1111
+// unless seed is an axis) and writes one labelled grid to path. Its
+// "parameters" are the first cell's with A1111's X/Y plot keys; each
+// cell's own parameters are in a "parameters X,Y" text chunk.
+func generateXY(ctx context.Context, sess *gen.Session, f genFlags, base presets.Settings, in *gen.Inputs, path string, stderr io.Writer) error {
+	x := f.xy[0]
+	var y axis
+	if len(f.xy) > 1 {
+		y = f.xy[1]
+	}
+	if base.Seed < 0 {
+		base.Seed = gen.RandomSeed()
+		fmt.Fprintf(stderr, "seed: %d\n", base.Seed)
+	}
+	rows := max(len(y.values), 1)
+	cells := make([]gridCell, 0, rows*len(x.values))
+	text := map[string]string{}
+	t0 := time.Now()
+	for r := 0; r < rows; r++ {
+		for c, xv := range x.values {
+			s := base
+			if err := x.apply(&s, x.values[0], xv); err != nil {
+				return err
+			}
+			label := x.label + " " + xv
+			if len(y.values) > 0 {
+				if err := y.apply(&s, y.values[0], y.values[r]); err != nil {
+					return err
+				}
+				label += ", " + y.label + " " + y.values[r]
+			}
+			if err := gen.Validate(sess.Pipeline(), s); err != nil {
+				return fmt.Errorf("cell %s: %w; nothing written", termsafe.Text(label), err)
+			}
+			id := len(cells) + 1
+			run, err := sess.StartInputs(id, s, in)
+			if err != nil {
+				return fmt.Errorf("cell %s: %w; nothing written", termsafe.Text(label), err)
+			}
+			fmt.Fprintf(stderr, "cell %d/%d: %s\n", id, cap(cells), termsafe.Text(label))
+			prog := newProgress(stderr, f.preview, sess.Pipeline())
+			imgs, err := sess.Finish(ctx, run, func(st gen.Step) { prog.step(st.Frame) })
+			prog.finish()
+			sess.End(run)
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted at cell %d/%d; nothing written", id, cap(cells))
+			}
+			if err != nil {
+				return fmt.Errorf("cell %s: %w; nothing written", termsafe.Text(label), err)
+			}
+			cells = append(cells, gridCell{img: imgs[0], settings: run.Job.Settings})
+			text[fmt.Sprintf("parameters %d,%d", c, r)] = sess.Infotext(id, 0)
+		}
+	}
+	extra := []presets.Param{{Key: "Script", Value: "X/Y/Z plot"}, {Key: "X Type", Value: x.label}, {Key: "X Values", Value: strings.Join(x.values, ",")}}
+	if len(y.values) > 0 {
+		extra = append(extra, presets.Param{Key: "Y Type", Value: y.label}, presets.Param{Key: "Y Values", Value: strings.Join(y.values, ",")})
+	}
+	text["parameters"] = cells[0].settings.InfotextWith(extra...)
+	var grid image.Image = drawGrid(cells, x, y)
+	if err := render.WritePNG(path, grid, text, f.force); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "wrote %s (%d cells)\ndone in %.2fs\n", path, len(cells), time.Since(t0).Seconds())
+	return nil
+}
