@@ -34,10 +34,10 @@ type axis struct {
 // canonical key and A1111's axis type label.
 var axisKeys = map[string][2]string{
 	"cfg": {"cfg", "CFG Scale"}, "cfg-scale": {"cfg", "CFG Scale"}, "cfg scale": {"cfg", "CFG Scale"},
-	"steps": {"steps", "Steps"},
-	"sampler": {"sampler", "Sampler"},
+	"steps":    {"steps", "Steps"},
+	"sampler":  {"sampler", "Sampler"},
 	"schedule": {"schedule", "Schedule type"}, "schedule type": {"schedule", "Schedule type"}, "scheduler": {"schedule", "Schedule type"},
-	"seed": {"seed", "Seed"},
+	"seed":      {"seed", "Seed"},
 	"clip-skip": {"clip-skip", "Clip skip"}, "clip skip": {"clip-skip", "Clip skip"},
 	"prompt": {"prompt", "Prompt S/R"}, "prompt s/r": {"prompt", "Prompt S/R"},
 	"negative": {"negative", "Negative prompt"}, "negative-prompt": {"negative", "Negative prompt"},
