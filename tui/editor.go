@@ -215,9 +215,10 @@ func (e *editor) update(f focus, k tea.KeyMsg) bool {
 		}
 		return true
 	}
-	if k.String() == "up" || k.String() == "down" {
+	// Up/down nudge a number; left/right move the CFG slider too.
+	if ks := k.String(); ks == "up" || ks == "down" || (f == focusCFG && (ks == "left" || ks == "right")) {
 		d := 1.0
-		if k.String() == "down" {
+		if ks == "down" || ks == "left" {
 			d = -1
 		}
 		if e.nudge(f, d) {
@@ -231,7 +232,7 @@ func (e *editor) update(f focus, k tea.KeyMsg) bool {
 			e.seedLocked = true
 			return true
 		}
-	case "ctrl+l":
+	case "alt+l":
 		if f == focusSeed {
 			e.seedLocked = !e.seedLocked
 			return true

@@ -12,7 +12,7 @@ import (
 // help bubble draws it.
 type keyMap struct {
 	// Global: work from any field.
-	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help key.Binding
+	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw key.Binding
 	// Edits only documents what an edit during a run does.
 	Edits                                                     key.Binding
 	NextField, PrevField                                      key.Binding
@@ -41,7 +41,8 @@ func newKeyMap() keyMap {
 		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
-		Export:    b(k("ctrl+e"), h("ctrl+e", "export PNG")),
+		Export:    b(k("ctrl+x", "f9"), h("ctrl+x", "export PNG")),
+		Redraw:    b(k("ctrl+l"), h("ctrl+l", "redraw the screen")),
 		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings (or drop a PNG)")),
 		LoadModel: b(k("ctrl+n"), h("ctrl+n", "load another model (or drop a .safetensors / diffusers folder)")),
 		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p", "presets")),
@@ -56,9 +57,9 @@ func newKeyMap() keyMap {
 		ViewTrace:    b(k("alt+5", "f7"), h("alt+5", "pipeline trace")),
 
 		Nudge:    b(k("up", "down"), h("↑/↓", "nudge value")),
-		Cycle:    b(k("left", "right"), h("←/→", "choose")),
+		Cycle:    b(k("left", "right"), h("←/→", "choose / CFG ±0.5")),
 		RollSeed: b(k("ctrl+r"), h("ctrl+r", "random seed")),
-		LockSeed: b(k("ctrl+l"), h("ctrl+l", "lock seed")),
+		LockSeed: b(k("alt+l"), h("alt+l", "lock seed")),
 
 		Pause:    b(k(" "), h("space", "pause/resume")),
 		StepFwd:  b(k(".", "right"), h("./→", "step / scrub on")),
@@ -114,7 +115,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp implements help.KeyMap.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help},
+		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw},
 		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},

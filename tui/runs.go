@@ -199,7 +199,7 @@ func (m *Model) onRunDone(msg runDoneMsg) {
 		m.setError(fmt.Errorf("run %d: %w", r.ID, msg.Err))
 	default:
 		r.Status = runDone
-		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+e exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
+		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+x exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
 	}
 	if m.active() == nil {
 		m.paused = false // the pause belonged to the run that ended

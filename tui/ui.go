@@ -231,11 +231,12 @@ type Model struct {
 	statusErr bool
 	exported  []string
 
-	modal *modal
-	pv    presetsView
-	sv    scheduleView
-	fv    forwardView
-	gv    sweepView
+	modal      *modal
+	helpScroll int // first line of the full help shown
+	pv         presetsView
+	sv         scheduleView
+	fv         forwardView
+	gv         sweepView
 
 	cache renderCache
 }
@@ -466,8 +467,12 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 			m.w.cancelRun()
 		}
 		return tea.Quit
+	case key.Matches(k, km.Redraw):
+		return tea.ClearScreen
 	case m.modal != nil:
 		return m.modal.update(m, k)
+	case m.help.ShowAll:
+		return m.helpKey(k)
 	case k.Paste && droppedPNG(string(k.Runes)) != "":
 		path := droppedPNG(string(k.Runes))
 		return func() tea.Msg { return openPNG(path) }
@@ -506,8 +511,10 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return nil
 	case key.Matches(k, km.Cancel):
 		return m.cancel()
-	case k.String() == "f1" || (k.String() == "?" && !(m.state == stateMain && m.focus.isText())):
-		m.help.ShowAll = !m.help.ShowAll
+	case k.String() == "f1" || (k.String() == "?" && !(m.state == stateMain && m.focus.isText() && m.focusedText() != "")):
+		// "?" types into a text field that holds text; in an empty one
+		// (the prompt at start) it opens the help.
+		m.help.ShowAll, m.helpScroll = true, 0
 		return nil
 	}
 	switch m.state {
@@ -544,6 +551,36 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 			m.focus++
 		}
 	}
+	return nil
+}
+
+// focusedText is the text of the focused field ("" for lists).
+func (m *Model) focusedText() string {
+	if t := m.ed.field(m.focus); t != nil {
+		return t.Value()
+	}
+	return ""
+}
+
+// helpKey handles keys while the full help is shown: it is modal, so
+// keys never reach the fields under it; the arrows, j/k and the page keys
+// scroll it, and esc, ?, f1 or q close it.
+func (m *Model) helpKey(k tea.KeyMsg) tea.Cmd {
+	switch k.String() {
+	case "esc", "?", "f1", "q":
+		m.help.ShowAll = false
+	case "up", "k":
+		m.helpScroll--
+	case "down", "j":
+		m.helpScroll++
+	case "pgup":
+		m.helpScroll -= 10
+	case "pgdown", " ":
+		m.helpScroll += 10
+	case "home":
+		m.helpScroll = 0
+	}
+	m.helpScroll = max(m.helpScroll, 0)
 	return nil
 }
 
@@ -614,7 +651,7 @@ func (m *Model) view() string {
 	case m.modal != nil:
 		body = lipgloss.Place(m.width, bodyH, lipgloss.Center, lipgloss.Center, m.modal.view(m.width))
 	case m.help.ShowAll:
-		body = fullHelpView(m.keys, m.width)
+		body = m.helpView(bodyH)
 	case m.state == statePresets:
 		body = m.pv.view(m, m.width, bodyH)
 	case m.state == stateSchedule:
@@ -666,11 +703,36 @@ func (m *Model) footerView() string {
 		}
 		status = lipgloss.NewStyle().Width(m.width).MaxHeight(lines).Render(styleErr.Render(m.status))
 	}
-	m.help.Width = m.width
-	// bubbles' help adds every item once its ellipsis no longer fits:
-	// cut the line to the terminal here. The full help is drawn in the
-	// body (fullHelpView), so the footer keeps one line.
-	return status + "\n" + truncate(m.help.ShortHelpView(m.keys.ShortHelp()), m.width)
+	m.help.Width = 0
+	// bubbles' help adds every item once its ellipsis no longer fits: cut
+	// the line to the terminal here, but keep the last two, help and
+	// quit, whatever the width. The full help is drawn in the body
+	// (helpView), so the footer keeps one line.
+	items := m.keys.ShortHelp()
+	tail := m.help.ShortHelpView(items[len(items)-2:])
+	head := m.help.ShortHelpView(items[:len(items)-2])
+	sep := m.help.Styles.ShortSeparator.Render(m.help.ShortSeparator)
+	room := m.width - lipgloss.Width(tail) - lipgloss.Width(sep)
+	line := tail
+	if room > 0 {
+		line = truncate(head, room) + sep + tail
+	}
+	return status + "\n" + truncate(line, m.width)
+}
+
+// helpView is the full help, scrolled to m.helpScroll, h lines high; a
+// last line says how to scroll when it does not fit.
+func (m *Model) helpView(h int) string {
+	lines := strings.Split(fullHelpView(m.keys, m.width), "\n")
+	if len(lines) <= h {
+		m.helpScroll = 0
+		return strings.Join(lines, "\n")
+	}
+	view := max(h-1, 1)
+	m.helpScroll = min(m.helpScroll, len(lines)-view)
+	out := append([]string(nil), lines[m.helpScroll:m.helpScroll+view]...)
+	out = append(out, styleDim.Render(fmt.Sprintf("lines %d-%d of %d — ↑/↓ pgup/pgdn scroll, esc closes", m.helpScroll+1, m.helpScroll+view, len(lines))))
+	return strings.Join(out, "\n")
 }
 
 // mainView is the editor on the left and the preview with its progress
