@@ -12,7 +12,7 @@ import (
 // help bubble draws it.
 type keyMap struct {
 	// Global: work from any field.
-	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw key.Binding
+	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw, Undo key.Binding
 	// Edits only documents what an edit during a run does.
 	Edits                                                     key.Binding
 	NextField, PrevField                                      key.Binding
@@ -43,6 +43,7 @@ func newKeyMap() keyMap {
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
 		Export:    b(k("ctrl+x", "f9"), h("ctrl+x", "export PNG")),
 		Redraw:    b(k("ctrl+l"), h("ctrl+l", "redraw the screen")),
+		Undo:      b(k("ctrl+z"), h("ctrl+z", "undo a field change (presets too)")),
 		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings (or drop a PNG)")),
 		LoadModel: b(k("ctrl+n"), h("ctrl+n", "load another model (or drop a .safetensors / diffusers folder)")),
 		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p", "presets")),
@@ -115,7 +116,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp implements help.KeyMap.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw},
+		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw, k.Undo},
 		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},

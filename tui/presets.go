@@ -22,8 +22,9 @@ import (
 type (
 	presetsMsg struct {
 		seq  int // of the load that made it
-		list []presets.Preset
-		errs []error
+		list   []presets.Preset
+		errs   []error
+		styles []presets.Style
 	}
 	presetDoneMsg struct {
 		text string
@@ -37,7 +38,8 @@ type (
 	}
 	stylesMsg struct {
 		path   string
-		styles []presets.Style
+		styles []presets.Style // every style kept
+		added  int             // of them from path
 		err    error
 	}
 )
@@ -61,7 +63,11 @@ func (v *presetsView) load(m *Model) tea.Cmd {
 	seq := v.loads
 	return func() tea.Msg {
 		list, errs := st.List()
-		return presetsMsg{seq: seq, list: list, errs: errs}
+		styles, err := st.Styles()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return presetsMsg{seq: seq, list: list, errs: errs, styles: styles}
 	}
 }
 
@@ -73,7 +79,7 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 		if msg.seq != v.loads {
 			return nil // a newer listing is on its way
 		}
-		v.list, v.errs = msg.list, msg.errs
+		v.list, v.errs, v.styles = msg.list, msg.errs, msg.styles
 		v.sel = min(v.sel, max(v.items()-1, 0))
 		if len(msg.errs) > 0 {
 			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
@@ -95,7 +101,7 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 			return nil
 		}
 		v.styles = msg.styles
-		m.setStatus(fmt.Sprintf("imported %d styles from %s (enter merges one into the prompts)", len(msg.styles), msg.path))
+		m.setStatus(fmt.Sprintf("imported %d styles from %s, kept in the preset folder (enter merges one into the prompts)", msg.added, msg.path))
 	}
 	return nil
 }
@@ -117,14 +123,25 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 		if v.sel < len(v.list) {
 			p := v.list[v.sel]
 			s := p.Settings
-			if p.Builtin { // built-ins carry Default's size: keep ours
-				if cur, err := m.ed.settings(); err == nil {
-					s.Width, s.Height = cur.Width, cur.Height
-				}
+			cur, err := m.ed.settings()
+			if p.Builtin && err == nil { // built-ins carry Default's size: keep ours
+				s.Width, s.Height = cur.Width, cur.Height
 			}
+			// A preset applies settings; the typed prompts stay. One
+			// that carries prompts merges them in as A1111's styles do
+			// ("{prompt}" in it takes the typed prompt, else appended).
+			typed := presets.Settings{Prompt: m.ed.prompt.Value(), NegativePrompt: m.ed.negative.Value()}
+			merged := presets.ApplyStyle(typed, presets.Style{Prompt: s.Prompt, NegativePrompt: s.NegativePrompt})
+			if s.Prompt == typed.Prompt {
+				merged.Prompt = typed.Prompt
+			}
+			if s.NegativePrompt == typed.NegativePrompt {
+				merged.NegativePrompt = typed.NegativePrompt
+			}
+			s.Prompt, s.NegativePrompt = merged.Prompt, merged.NegativePrompt
 			m.ed.set(s)
 			m.state = stateMain
-			m.setStatus("loaded preset " + p.Name)
+			m.setStatus("applied preset " + p.Name + " (ctrl+z undoes)")
 			return nil
 		}
 		st := v.styles[v.sel-len(v.list)]
@@ -328,7 +345,12 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 			if err != nil {
 				return stylesMsg{err: fmt.Errorf("import styles %s: %w", path, err)}
 			}
-			return stylesMsg{path: path, styles: styles}
+			// Kept in the preset folder, so they are there after a restart.
+			all, err := m.store.AddStyles(styles)
+			if err != nil {
+				return stylesMsg{err: fmt.Errorf("import styles %s: %w", path, err)}
+			}
+			return stylesMsg{path: path, styles: all, added: len(styles)}
 		}
 	}
 	return nil

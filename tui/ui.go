@@ -232,7 +232,8 @@ type Model struct {
 	exported  []string
 
 	modal      *modal
-	helpScroll int // first line of the full help shown
+	helpScroll int           // first line of the full help shown
+	undo       []editorState // the fields before each change (ctrl+z)
 	pv         presetsView
 	sv         scheduleView
 	fv         forwardView
@@ -351,7 +352,14 @@ func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
 	if m.crash != nil {
 		return m, tea.Quit
 	}
-	return m, m.update(msg)
+	if k, ok := msg.(tea.KeyMsg); ok && key.Matches(k, m.keys.Undo) && m.modal == nil {
+		m.undoChange()
+		return m, nil
+	}
+	before := m.ed.state()
+	cmd = m.update(msg)
+	m.noteChange(before)
+	return m, cmd
 }
 
 func (m *Model) update(msg tea.Msg) tea.Cmd {
