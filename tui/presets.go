@@ -21,7 +21,7 @@ import (
 // Messages of the preset screen.
 type (
 	presetsMsg struct {
-		seq  int // of the load that made it
+		seq    int // of the load that made it
 		list   []presets.Preset
 		errs   []error
 		styles []presets.Style
