@@ -123,25 +123,24 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 		if v.sel < len(v.list) {
 			p := v.list[v.sel]
 			s := p.Settings
+			typedPrompt, typedNegative := m.ed.prompt.Value(), m.ed.negative.Value()
 			cur, err := m.ed.settings()
 			if p.Builtin && err == nil { // built-ins carry Default's size: keep ours
 				s.Width, s.Height = cur.Width, cur.Height
 			}
-			// A preset applies settings; the typed prompts stay. One
-			// that carries prompts merges them in as A1111's styles do
-			// ("{prompt}" in it takes the typed prompt, else appended).
-			typed := presets.Settings{Prompt: m.ed.prompt.Value(), NegativePrompt: m.ed.negative.Value()}
-			merged := presets.ApplyStyle(typed, presets.Style{Prompt: s.Prompt, NegativePrompt: s.NegativePrompt})
-			if s.Prompt == typed.Prompt {
-				merged.Prompt = typed.Prompt
+			// A built-in preset applies settings only: the typed
+			// prompts stay. A saved preset is an image's settings, its
+			// prompts included, and loads them (ctrl+z undoes); a style
+			// merges its prompts in (below).
+			if p.Builtin {
+				s.Prompt, s.NegativePrompt = m.ed.prompt.Value(), m.ed.negative.Value()
 			}
-			if s.NegativePrompt == typed.NegativePrompt {
-				merged.NegativePrompt = typed.NegativePrompt
-			}
-			s.Prompt, s.NegativePrompt = merged.Prompt, merged.NegativePrompt
 			m.ed.set(s)
 			m.state = stateMain
 			m.setStatus("applied preset " + p.Name + " (ctrl+z undoes)")
+			if !p.Builtin && (s.Prompt != typedPrompt || s.NegativePrompt != typedNegative) {
+				m.setStatus("loaded preset " + p.Name + " with its prompts (ctrl+z brings yours back)")
+			}
 			return nil
 		}
 		st := v.styles[v.sel-len(v.list)]
