@@ -234,6 +234,7 @@ type Model struct {
 	modal      *modal
 	helpScroll int           // first line of the full help shown
 	undo       []editorState // the fields before each change (ctrl+z)
+	busy       busy          // the spinner of a long stage
 	pv         presetsView
 	sv         scheduleView
 	fv         forwardView
@@ -259,6 +260,7 @@ func New(opts Options) *Model {
 		ed: newEditor(s, opts.OutDir), frame: -1, width: 100, height: 30, loading: true,
 		showX0: true, // the prediction reads better than the noisy latent
 		sv:     newScheduleView(),
+		busy:   newBusy(),
 	}
 	m.status = "loading " + opts.ModelLabel + "…"
 	return m
@@ -359,6 +361,9 @@ func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
 	before := m.ed.state()
 	cmd = m.update(msg)
 	m.noteChange(before)
+	if b := m.trackBusy(msg); b != nil {
+		cmd = tea.Batch(cmd, b)
+	}
 	return m, cmd
 }
 
@@ -702,6 +707,9 @@ func (m *Model) headerView() string {
 
 func (m *Model) footerView() string {
 	status := truncate(styleOK.Render(m.status), m.width)
+	if b := m.busyLine(); b != "" {
+		status = truncate(b+styleDim.Render(" · ")+styleOK.Render(m.status), m.width)
+	}
 	if m.statusErr {
 		// An error wraps onto up to three lines (on a terminal of at least
 		// 20 rows): its end often says what was kept or done about it.
