@@ -449,7 +449,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return fmt.Errorf("%w; nothing written", err)
 	}
 	t0 := time.Now()
-	p, err := loadPipeline(f.device, f.model, f.config, warn)
+	busy := &busyLine{w: stderr, tty: isTerminal(stderr)}
+	defer busy.end()
+	busy.start("loading the model")
+	p, err := loadPipeline(f.device, f.model, f.config, busy.quiet(warn))
+	busy.end()
 	if err != nil {
 		return err
 	}
@@ -538,7 +542,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if len(f.xy) > 0 {
 		return generateXY(ctx, sess, f, s, in, paths[0], stderr)
 	}
+	busy.start("encoding the prompt")
 	run, err := sess.StartInputs(1, s, in)
+	busy.end()
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
@@ -565,7 +571,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	prog := newProgress(stderr, f.preview, p)
 	stepTo := func(r *gen.Run, n int) error {
 		for !r.Job.Done() && len(r.Job.Frames) < n {
+			if len(r.Job.Frames) == 0 {
+				busy.start("step 1 (the first run on a device compiles its shaders)")
+			}
 			st, err := sess.Step(ctx, r)
+			busy.end()
 			if err != nil {
 				prog.finish()
 				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
@@ -603,7 +613,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return err
 	}
 	prog.finish()
+	busy.start("VAE decoding")
 	imgs, err := sess.Images(ctx, run)
+	busy.end()
 	if ctx.Err() != nil {
 		return errors.New("interrupted while decoding; nothing written")
 	}
@@ -640,11 +652,14 @@ type progress struct {
 	pipe    *models.Pipeline
 }
 
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
 func newProgress(w io.Writer, preview bool, p *models.Pipeline) *progress {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
+	tty := isTerminal(w)
 	return &progress{w: w, tty: tty, preview: preview, pipe: p, start: time.Now(), mode: render.DetectColorMode()}
 }
 
