@@ -7,6 +7,7 @@ import (
 	"image"
 	"io/fs"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -48,6 +49,9 @@ type Session struct {
 	model ModelSpec // what a reopened device loads
 	facts *Facts
 	runs  map[int]*Run
+	// hash is the A1111 hash of hashOf, the pipeline it was computed for.
+	hash   string
+	hashOf *models.Pipeline
 	// Configure, when set, is applied to every pipeline the session loads
 	// (a LoRA folder, a TAESD, a prediction type).
 	Configure func(*models.Pipeline) error
@@ -142,6 +146,19 @@ func (s *Session) Device() gpu.Device { return s.dev }
 
 // Run returns the run with id, or nil.
 func (s *Session) Run(id int) *Run { return s.runs[id] }
+
+// modelHash is the loaded model's A1111 hash ("" when it has none or it
+// cannot be read), computed once per model.
+func (s *Session) modelHash() string {
+	if s.pipe == nil {
+		return ""
+	}
+	if s.hashOf != s.pipe {
+		s.hash, _ = ModelHash(s.pipe.Model.Path)
+		s.hashOf = s.pipe
+	}
+	return s.hash
+}
 
 func (s *Session) setPipe(p *models.Pipeline) error {
 	s.pipe, s.facts = p, nil
@@ -274,6 +291,7 @@ func (s *Session) StartInputs(id int, st presets.Settings, in *Inputs) (*Run, er
 		return nil, errors.New("no model is loaded")
 	}
 	t0 := time.Now()
+	st.ModelHash = s.modelHash()
 	j, err := StartInputs(s.pipe, st, in)
 	if err != nil {
 		return nil, s.recover(err)
@@ -312,7 +330,7 @@ func (s *Session) Branch(id, parent, at int, st presets.Settings) (*Run, error) 
 	// The run keeps its image conditioning (sampler.Run.Branch); so do the
 	// settings that describe it.
 	st.InitImage, st.Strength, st.Mask, st.MaskBlur = ps.InitImage, ps.Strength, ps.Mask, ps.MaskBlur
-	st.Model = s.pipe.Name
+	st.Model, st.ModelHash = s.pipe.Name, s.modelHash()
 	if err := Validate(s.pipe, st); err != nil {
 		return nil, err
 	}
@@ -673,24 +691,136 @@ func (s *Session) branchParam(r *Run) (presets.Param, bool) {
 }
 
 // settingsDiff lists a's values of the settings a branch may change that
-// differ from b's, as "Key=value" with the infotext's keys.
+// differ from b's, as "Key=value" with the infotext's keys; text values are
+// Go-quoted.
 func settingsDiff(a, b presets.Settings) []string {
 	var out []string
-	add := func(k string, va, vb any) {
-		if fmt.Sprint(va) != fmt.Sprint(vb) {
-			out = append(out, fmt.Sprintf("%s=%v", k, va))
+	for _, k := range branchKeys {
+		va, vb := branchValue(a, k), branchValue(b, k)
+		if va != vb {
+			out = append(out, k+"="+va)
 		}
 	}
-	add("Steps", a.Steps, b.Steps)
-	add("Sampler", a.Sampler, b.Sampler)
-	add("Schedule type", a.Schedule, b.Schedule)
-	add("CFG scale", a.CFGScale, b.CFGScale)
-	add("Guidance rescale", a.GuidanceRescale, b.GuidanceRescale)
-	add("Clip skip", a.ClipSkip, b.ClipSkip)
-	add("Prompt", a.Prompt, b.Prompt)
-	add("Negative prompt", a.NegativePrompt, b.NegativePrompt)
 	if len(out) == 0 {
 		out = append(out, "the same settings")
 	}
 	return out
+}
+
+// branchKeys are the settings a branch may change, by infotext key.
+var branchKeys = []string{"Steps", "Sampler", "Schedule type", "CFG scale", "Guidance rescale", "Clip skip", "Prompt", "Negative prompt"}
+
+func branchValue(s presets.Settings, k string) string {
+	switch k {
+	case "Steps":
+		return strconv.Itoa(s.Steps)
+	case "Sampler":
+		return strconv.Quote(s.Sampler)
+	case "Schedule type":
+		return strconv.Quote(s.Schedule)
+	case "CFG scale":
+		return strconv.FormatFloat(s.CFGScale, 'g', -1, 64)
+	case "Guidance rescale":
+		return strconv.FormatFloat(s.GuidanceRescale, 'g', -1, 64)
+	case "Clip skip":
+		return strconv.Itoa(s.ClipSkip)
+	case "Prompt":
+		return strconv.Quote(s.Prompt)
+	case "Negative prompt":
+		return strconv.Quote(s.NegativePrompt)
+	}
+	return ""
+}
+
+func setBranchValue(s *presets.Settings, k, v string) error {
+	var err error
+	unq := func() string {
+		var u string
+		if u, err = strconv.Unquote(v); err != nil {
+			u = v
+		}
+		return u
+	}
+	switch k {
+	case "Steps":
+		s.Steps, err = strconv.Atoi(v)
+	case "Sampler":
+		s.Sampler = unq()
+	case "Schedule type":
+		s.Schedule = unq()
+	case "CFG scale":
+		s.CFGScale, err = strconv.ParseFloat(v, 64)
+	case "Guidance rescale":
+		s.GuidanceRescale, err = strconv.ParseFloat(v, 64)
+	case "Clip skip":
+		s.ClipSkip, err = strconv.Atoi(v)
+	case "Prompt":
+		s.Prompt = unq()
+	case "Negative prompt":
+		s.NegativePrompt = unq()
+	default:
+		return fmt.Errorf("%q is not a setting a branch changes", k)
+	}
+	if err != nil {
+		return fmt.Errorf("%s=%s: %w", k, v, err)
+	}
+	return nil
+}
+
+// BranchStep is one branch of a run's history as its infotext records it:
+// after step At (1-based) of a run with Parent's settings, the run went on
+// with the image's (or the next branch's parent's) settings.
+type BranchStep struct {
+	At     int
+	Parent presets.Settings
+}
+
+// ParseBranch reads the value of an infotext's BranchKey for the image
+// made with settings s: the branches from the first run to the image's,
+// first run first. Each Parent is s with the values the record gives.
+func ParseBranch(value string, s presets.Settings) ([]BranchStep, error) {
+	levels := strings.Split(value, " < ")
+	out := make([]BranchStep, len(levels))
+	child := s
+	for i, l := range levels { // innermost first
+		var at int
+		rest, ok := strings.CutPrefix(l, "step ")
+		var n, diff string
+		if ok {
+			n, diff, ok = strings.Cut(rest, " of ")
+		}
+		if ok {
+			var err error
+			at, err = strconv.Atoi(n)
+			ok = err == nil && at >= 1
+		}
+		if !ok {
+			return nil, fmt.Errorf("%s %q: want \"step K of Key=value; ...\"", BranchKey, l)
+		}
+		parent := child
+		if diff != "the same settings" {
+			for len(diff) > 0 {
+				k, v, ok := strings.Cut(diff, "=")
+				if !ok {
+					return nil, fmt.Errorf("%s %q: %q is not Key=value", BranchKey, l, diff)
+				}
+				if strings.HasPrefix(v, "\"") {
+					q, err := strconv.QuotedPrefix(v)
+					if err != nil {
+						return nil, fmt.Errorf("%s %q: %w", BranchKey, l, err)
+					}
+					diff = strings.TrimPrefix(v[len(q):], "; ")
+					v = q
+				} else {
+					v, diff, _ = strings.Cut(v, "; ")
+				}
+				if err := setBranchValue(&parent, k, v); err != nil {
+					return nil, fmt.Errorf("%s: %w", BranchKey, err)
+				}
+			}
+		}
+		out[len(levels)-1-i] = BranchStep{At: at, Parent: parent}
+		child = parent
+	}
+	return out, nil
 }

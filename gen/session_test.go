@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
 	"strings"
 	"testing"
 
@@ -74,6 +75,12 @@ func TestSessionBranch(t *testing.T) {
 	assert.NotEqual(t, want[0].Pix, got2[0].Pix)
 	text := s.Infotext(3, 0)
 	assert.Contains(t, text, "Stepwise branch: step 3 of CFG scale=6")
+	steps, err := ParseBranch(strings.TrimPrefix(text[strings.Index(text, "Stepwise branch: ")+len("Stepwise branch: "):], ""), b.Job.Settings)
+	require.NoError(t, err)
+	require.Len(t, steps, 1)
+	assert.Equal(t, 3, steps[0].At)
+	assert.Equal(t, 6.0, steps[0].Parent.CFGScale)
+	assert.Equal(t, st.Sampler, steps[0].Parent.Sampler)
 	assert.Contains(t, text, "CFG scale: 1,")
 
 	_, err = s.Branch(4, 1, 5, st)
@@ -191,4 +198,56 @@ func pngParameters(t *testing.T, path string) string {
 	text, err := render.ReadPNGTextFile(path)
 	require.NoError(t, err)
 	return text["parameters"]
+}
+
+// The branch record reads back: nested branches root first, quoted text
+// with "; " and " of " inside, and bad records name the problem.
+func TestParseBranch(t *testing.T) {
+	leaf := presets.Default()
+	leaf.Prompt, leaf.CFGScale, leaf.Sampler = "a; b of c", 3, "DDIM"
+	v := `step 5 of Prompt="x; y"; CFG scale=7 < step 2 of Sampler="Euler a"`
+	got, err := ParseBranch(v, leaf)
+	require.NoError(t, err)
+	require.Len(t, got, 2)
+	assert.Equal(t, 2, got[0].At)
+	assert.Equal(t, "Euler a", got[0].Parent.Sampler)
+	assert.Equal(t, "x; y", got[0].Parent.Prompt, "the root has the middle run's changes too")
+	assert.Equal(t, 5, got[1].At)
+	assert.Equal(t, "x; y", got[1].Parent.Prompt)
+	assert.Equal(t, 7.0, got[1].Parent.CFGScale)
+	assert.Equal(t, "DDIM", got[1].Parent.Sampler)
+	// Round trip through settingsDiff.
+	parent := leaf
+	parent.Prompt, parent.Steps = `say "hi"; then`, 9
+	back, err := ParseBranch("step 1 of "+strings.Join(settingsDiff(parent, leaf), "; "), leaf)
+	require.NoError(t, err)
+	assert.Equal(t, parent, back[0].Parent)
+	for _, bad := range []string{"after 3", "step x of Steps=2", "step 2 of Color=red", "step 2 of Steps=two"} {
+		_, err := ParseBranch(bad, leaf)
+		assert.Error(t, err, bad)
+	}
+}
+
+// ModelHash is A1111's AutoV2: the first 10 hex digits of the file's
+// SHA-256, kept in a cache by path, size and time.
+func TestModelHash(t *testing.T) {
+	dir := t.TempDir()
+	old := hashCache
+	hashCache = func() string { return dir + "/hashes.json" }
+	t.Cleanup(func() { hashCache = old })
+	f := dir + "/m.safetensors"
+	require.NoError(t, os.WriteFile(f, []byte("abc"), 0o644))
+	h, err := ModelHash(f)
+	require.NoError(t, err)
+	assert.Equal(t, "ba7816bf8f", h) // sha256("abc")
+	require.FileExists(t, dir+"/hashes.json")
+	data, err := os.ReadFile(dir + "/hashes.json")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(dir+"/hashes.json", []byte(strings.Replace(string(data), "ba7816bf8f", "0123456789", 1)), 0o644))
+	h, err = ModelHash(f)
+	require.NoError(t, err)
+	assert.Equal(t, "0123456789", h, "the cached hash is used for an unchanged file")
+	h, err = ModelHash(dir)
+	require.NoError(t, err)
+	assert.Equal(t, "", h, "a folder has no A1111 hash")
 }

@@ -46,6 +46,22 @@ type genFlags struct {
 	xySpecs  multiFlag
 	xy       []axis
 	branchFn func(*presets.Settings) error
+	// chain are the branches to take, first run first: --branch-at's,
+	// or those a --from PNG records.
+	chain []branchLink
+	// fromModel and fromHash name the model a --from PNG was made with.
+	fromModel, fromHash string
+	// batchPos > 0: --from read image batchPos-1 of a batch; only it is
+	// written.
+	batchPos int
+}
+
+// branchLink is one branch: after step at (counting the frames the run
+// inherited), continue with the parent's settings changed by apply.
+type branchLink struct {
+	at    int
+	apply func(*presets.Settings) error
+	flag  string // what asked for it, for errors
 }
 
 // multiFlag is a flag that may be given several times.
@@ -179,15 +195,15 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
 	}
-	if err := parseSessionFlags(&f); err != nil {
-		return f, err
-	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
 	if f.from != "" {
 		if err := settingsFromPNG(&f, set, stderr); err != nil {
 			return f, err
 		}
+	}
+	if err := parseSessionFlags(&f); err != nil {
+		return f, err
 	}
 	f.samplerSet = set["sampler"] || f.from != ""
 	if set["eta"] {
@@ -341,7 +357,7 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 	if !named && !hires && strings.Contains(last, "Denoising strength:") {
 		warn("it was made by img2img (Denoising strength %g) from an init image its parameters do not name; generating from noise (pass --init-img PATH)", s.Strength)
 	}
-	return nil
+	return fromPNGExtras(f, set, unknown, warn)
 }
 
 // precheck refuses settings that no model accepts, before loading one.
@@ -438,7 +454,11 @@ func loadPipeline(device, path, config string, warn func(string)) (*models.Pipel
 }
 
 func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
-	paths, err := outputPaths(f.output, max(f.s.Batch, 1), f.force)
+	nOut := max(f.s.Batch, 1)
+	if f.batchPos > 0 {
+		nOut = 1 // one image of a batch (--from)
+	}
+	paths, err := outputPaths(f.output, nOut, f.force)
 	if err != nil {
 		return err
 	}
@@ -539,6 +559,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	}
 	owned = true
 	defer sess.Close()
+	if h, err := gen.ModelHash(p.Model.Path); err == nil {
+		if n := modelNote(f, p.Name, h); n != "" {
+			warn(n)
+		}
+	}
 	if len(f.xy) > 0 {
 		return generateXY(ctx, sess, f, s, in, paths[0], stderr)
 	}
@@ -587,25 +612,24 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		}
 		return nil
 	}
-	if f.branchAt > 0 {
-		if err := stepTo(run, f.branchAt); err != nil {
+	for _, link := range f.chain {
+		if err := stepTo(run, link.at); err != nil {
 			return err
-		}
-		if f.branchAt >= len(run.Job.Frames) && run.Job.Done() {
-			prog.finish()
-			return fmt.Errorf("--branch-at %d: the run has %d steps; branch before the last; nothing written", f.branchAt, run.Job.Run.Total())
 		}
 		prog.finish()
+		if link.at >= len(run.Job.Frames) && run.Job.Done() {
+			return fmt.Errorf("%s: the run has %d steps; branch before the last; nothing written", link.flag, len(run.Job.Frames))
+		}
 		bs := j.Settings
-		if err := f.branchFn(&bs); err != nil {
+		if err := link.apply(&bs); err != nil {
 			return err
 		}
-		b, err := sess.Branch(2, 1, f.branchAt-1, bs)
+		b, err := sess.Branch(run.ID+1, run.ID, link.at-1, bs)
 		if err != nil {
 			return fmt.Errorf("%w; nothing written", err)
 		}
 		defer b.Job.Close()
-		fmt.Fprintf(stderr, "branched after step %d of %d: %s\n", f.branchAt, run.Job.Run.Total(), strings.Join(branchChanges(j.Settings, b.Job.Settings), ", "))
+		fmt.Fprintf(stderr, "branched after step %d: %s\n", link.at, strings.Join(branchChanges(j.Settings, b.Job.Settings), ", "))
 		run, j = b, b.Job
 		prog = newProgress(stderr, f.preview, p)
 	}
@@ -626,7 +650,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return errors.New("interrupted before writing; nothing written")
 	}
 	for i, im := range imgs {
-		text := map[string]string{"parameters": sess.Infotext(run.ID, i)}
+		if f.batchPos > 0 {
+			if i != f.batchPos-1 {
+				continue
+			}
+			i = 0 // the one path
+		}
+		text := map[string]string{"parameters": sess.Infotext(run.ID, max(i, f.batchPos-1))}
 		if err := render.WritePNG(paths[i], im, text, f.force); err != nil {
 			return err
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"image"
 	"io"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,14 +31,17 @@ func parseSessionFlags(f *genFlags) error {
 		return err
 	}
 	f.branchFn = fn
+	if f.branchAt > 0 {
+		f.chain = []branchLink{{at: f.branchAt, apply: fn, flag: fmt.Sprintf("--branch-at %d", f.branchAt)}}
+	}
 	if len(f.xySpecs) == 0 {
 		return nil
 	}
 	switch {
 	case len(f.xySpecs) > 2:
 		return fmt.Errorf("--xy given %d times: an X/Y plot has at most two axes (X, then Y)", len(f.xySpecs))
-	case f.branchAt > 0:
-		return errors.New("--xy and --branch-at cannot be combined")
+	case len(f.chain) > 0:
+		return errors.New("--xy and --branch-at (or a --from PNG that records a branch) cannot be combined")
 	case f.s.Batch > 1:
 		return errors.New("--xy draws one image a cell: leave --batch at 1")
 	}
@@ -146,4 +151,90 @@ func generateXY(ctx context.Context, sess *gen.Session, f genFlags, base presets
 	}
 	fmt.Fprintf(stderr, "wrote %s (%d cells)\ndone in %.2fs\n", path, len(cells), time.Since(t0).Seconds())
 	return nil
+}
+
+// branchTo returns a branchLink's apply that sets the settings a branch
+// may change to target's.
+func branchTo(target presets.Settings) func(*presets.Settings) error {
+	return func(s *presets.Settings) error {
+		s.Steps, s.Sampler, s.Schedule, s.CFGScale = target.Steps, target.Sampler, target.Schedule, target.CFGScale
+		s.GuidanceRescale, s.ClipSkip = target.GuidanceRescale, target.ClipSkip
+		s.Prompt, s.NegativePrompt = target.Prompt, target.NegativePrompt
+		return nil
+	}
+}
+
+// fromPNGExtras applies what a --from PNG holds beyond the settings: the
+// branches it records (reproduced unless --branch-at is given), the image's
+// place in a batch (only it is written), the model it names (compared
+// after loading; its hash is never copied next to another model's name),
+// and a warning naming every field that is not applied.
+func fromPNGExtras(f *genFlags, set map[string]bool, unknown map[string]string, warn func(string, ...any)) error {
+	f.fromModel, f.fromHash = f.s.Model, f.s.ModelHash
+	f.s.ModelHash = "" // the loaded model's own is written
+	if v, ok := unknown[gen.BranchKey]; ok {
+		delete(unknown, gen.BranchKey)
+		steps, err := gen.ParseBranch(v, f.s)
+		switch {
+		case err != nil:
+			warn("%v; generating without the branch", err)
+		case f.branchAt == 0:
+			f.chain = nil
+			for i, st := range steps {
+				target := f.s
+				if i+1 < len(steps) {
+					target = steps[i+1].Parent
+				}
+				f.chain = append(f.chain, branchLink{at: st.At, apply: branchTo(target), flag: fmt.Sprintf("--from %s: the branch after step %d", f.from, st.At)})
+			}
+			leaf := f.s
+			f.s = steps[0].Parent
+			// Flags given override the first run's settings as well.
+			if set["seed"] || set["s"] {
+				f.s.Seed = leaf.Seed
+			}
+		}
+	}
+	if v, ok := unknown["Batch pos"]; ok {
+		delete(unknown, "Batch pos")
+		pos, err := strconv.Atoi(v)
+		if err == nil && pos >= 0 && pos < f.s.Batch && !set["batch"] && !set["b"] {
+			f.batchPos = pos + 1
+			warn("it is image %d of a batch of %d: the batch is drawn again (its noise is one draw) and only that image is written", pos+1, f.s.Batch)
+		}
+	}
+	if v, ok := unknown["Stepwise frame"]; ok {
+		delete(unknown, "Stepwise frame")
+		warn("it is a mid-run frame (%s); generating the finished image", v)
+	}
+	delete(unknown, "Version")
+	var keys []string
+	for k, v := range unknown {
+		keys = append(keys, k+": "+v)
+	}
+	sort.Strings(keys)
+	if len(keys) > 0 {
+		warn("not applied (Stepwise has no such setting): %s", strings.Join(keys, ", "))
+	}
+	return nil
+}
+
+// modelNote says when the model loaded is not the one a --from PNG names.
+func modelNote(f genFlags, name, hash string) string {
+	if f.fromModel == "" && f.fromHash == "" {
+		return ""
+	}
+	same := (f.fromHash != "" && hash != "" && f.fromHash == hash) || (f.fromHash == "" || hash == "") && f.fromModel == name
+	if same {
+		return ""
+	}
+	was := f.fromModel
+	if f.fromHash != "" {
+		was += " (hash " + f.fromHash + ")"
+	}
+	now := name
+	if hash != "" {
+		now += " (hash " + hash + ")"
+	}
+	return fmt.Sprintf("--from %s was made with the model %s; generating with %s, so the image will differ", f.from, strings.TrimSpace(was), now)
 }

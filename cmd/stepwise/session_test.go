@@ -46,7 +46,7 @@ func TestGenerateBranchAt(t *testing.T) {
 	same := filepath.Join(dir, "same.png")
 	log, err := runGen(t, append(base, "--branch-at", "2", "-o", same))
 	require.NoError(t, err)
-	assert.Contains(t, log, "branched after step 2 of 6: no changes")
+	assert.Contains(t, log, "branched after step 2: no changes")
 	assert.Equal(t, pixelsOf(decodePNG(t, out)), pixelsOf(decodePNG(t, same)), "a branch without changes continues the run exactly")
 
 	other := filepath.Join(dir, "other.png")
@@ -57,7 +57,7 @@ func TestGenerateBranchAt(t *testing.T) {
 	text, err := render.ReadPNGTextFile(other)
 	require.NoError(t, err)
 	assert.Contains(t, text["parameters"], "Sampler: Euler, Schedule type: Automatic, CFG scale: 1,")
-	assert.Contains(t, text["parameters"], "Stepwise branch: step 2 of Sampler=DPM++ 2M; CFG scale=7")
+	assert.Contains(t, text["parameters"], `Stepwise branch: "step 2 of Sampler=\"DPM++ 2M\"; CFG scale=7"`)
 
 	for _, c := range []struct {
 		args []string
@@ -136,4 +136,46 @@ func TestGenerateXY(t *testing.T) {
 		_, err := runGen(t, append(append(base, c.args...), "-o", filepath.Join(dir, "bad.png")))
 		assert.ErrorContains(t, err, c.want, c.args)
 	}
+}
+
+// --from of a branched export reproduces it: the same pixels.
+func TestFromReproducesABranch(t *testing.T) {
+	dir := t.TempDir()
+	base := []string{"-p", "red heart", "--steps", "6", "--seed", "3", "--device", "ref"}
+	b := filepath.Join(dir, "b.png")
+	_, err := runGen(t, append(base, "--branch-at", "3", "--branch", "cfg=2", "--branch", "prompt=blue heart", "-o", b))
+	require.NoError(t, err)
+	again := filepath.Join(dir, "again.png")
+	log, err := runGen(t, []string{"--from", b, "--device", "ref", "-o", again})
+	require.NoError(t, err)
+	assert.Contains(t, log, "branched after step 3: cfg 7 -> 2, prompt red heart -> blue heart")
+	assert.True(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, b)), pixelsOf(decodePNG(t, again))), "--from reproduces the branched image")
+}
+
+// --from warns about every field it does not apply and about another
+// model, never copies the foreign model hash, and of one image of a batch
+// writes that image only.
+func TestFromWarnsAndKeepsItsModelHash(t *testing.T) {
+	dir := t.TempDir()
+	a1111 := filepath.Join(dir, "a1111.png")
+	img := image.NewRGBA(image.Rect(0, 0, 32, 32))
+	params := "red heart\nSteps: 3, Sampler: Euler a, CFG scale: 7, Seed: 5, Size: 32x32, Model hash: 6ce0161689, Model: v1-5-pruned, Hires upscale: 2, Hires steps: 10, Batch size: 2, Batch pos: 1, Version: v1.10"
+	require.NoError(t, render.WritePNG(a1111, img, map[string]string{"parameters": params}, false))
+	out := filepath.Join(dir, "out.png")
+	log, err := runGen(t, []string{"--from", a1111, "--device", "ref", "-o", out})
+	require.NoError(t, err)
+	assert.Contains(t, log, "not applied (Stepwise has no such setting): Hires steps: 10, Hires upscale: 2")
+	assert.Contains(t, log, "was made with the model v1-5-pruned (hash 6ce0161689); generating with stepwise-emoji")
+	assert.Contains(t, log, "image 2 of a batch of 2")
+	text, err := render.ReadPNGTextFile(out)
+	require.NoError(t, err)
+	assert.NotContains(t, text["parameters"], "6ce0161689")
+	assert.Contains(t, text["parameters"], "Batch pos: 1")
+	assert.NoFileExists(t, filepath.Join(dir, "out_0.png"))
+	// The written image is the batch's second.
+	both := filepath.Join(dir, "both.png")
+	_, err = runGen(t, []string{"-p", "red heart", "--steps", "3", "--sampler", "Euler a", "--seed", "5", "--batch", "2", "--rng", "philox", "--device", "ref", "-o", both})
+	require.NoError(t, err)
+	assert.True(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_1.png"))), pixelsOf(decodePNG(t, out))), "the batch's second image")
+	assert.False(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_0.png"))), pixelsOf(decodePNG(t, out))))
 }
