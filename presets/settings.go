@@ -227,6 +227,9 @@ func quoteAll(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = fmt.Sprintf("%q", n)
+		if n == "" {
+			out[i] = `"" (the sampler's default)`
+		}
 	}
 	return out
 }

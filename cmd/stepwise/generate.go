@@ -362,8 +362,15 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 
 // precheck refuses settings that no model accepts, before loading one.
 func precheck(s presets.Settings) error {
-	if s.Width%8 != 0 || s.Height%8 != 0 {
-		return fmt.Errorf("size %dx%d: width and height must be multiples of 8", s.Width, s.Height)
+	// A side left out (0) is the model's native size: name only the side
+	// given ("-W 33", not "size 33x0").
+	for _, side := range []struct {
+		flag string
+		v    int
+	}{{"-W", s.Width}, {"-H", s.Height}} {
+		if side.v%8 != 0 {
+			return fmt.Errorf("%s %d: width and height must be multiples of 8 (and of the model's own step, 64 for SD 1.x/2.x, 32 for SDXL)", side.flag, side.v)
+		}
 	}
 	probe := s
 	if probe.Width == 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"image"
 	"image/png"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -178,4 +179,15 @@ func TestFromWarnsAndKeepsItsModelHash(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_1.png"))), pixelsOf(decodePNG(t, out))), "the batch's second image")
 	assert.False(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_0.png"))), pixelsOf(decodePNG(t, out))))
+}
+
+// A side that is not a multiple of 8 is named by its flag, not as a size
+// with the other side 0.
+func TestSizeErrorNamesTheSide(t *testing.T) {
+	_, err := parseGenerate([]string{"-p", "x", "-W", "33"}, io.Discard)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "-W 33: width and height must be multiples of 8")
+	assert.NotContains(t, err.Error(), "33x0")
+	_, err = parseGenerate([]string{"-p", "x", "-H", "70"}, io.Discard)
+	assert.ErrorContains(t, err, "-H 70:")
 }
