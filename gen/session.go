@@ -13,6 +13,7 @@ import (
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
@@ -29,8 +30,19 @@ type LoadFunc func(warn func(string)) (gpu.Device, *models.Pipeline, error)
 type OpenFunc func(warn func(string)) (gpu.Device, error)
 
 // ModelSpec is a checkpoint and its optional config. The zero spec is the
-// session's own model (LoadFunc's).
+// session's own model (LoadFunc's); Path BundledModel is the bundled one.
 type ModelSpec struct{ Path, Config string }
+
+// BundledModel is the ModelSpec path of the model built into the binary.
+const BundledModel = "bundled:" + bundled.Name
+
+// loadOn loads spec's model on dev.
+func loadOn(dev gpu.Device, spec ModelSpec) (*models.Pipeline, error) {
+	if spec.Path == BundledModel {
+		return bundled.Load(dev)
+	}
+	return models.Load(dev, spec.Path, spec.Config)
+}
 
 // Session is a sequence of generations on one device: it owns the device
 // and the loaded pipeline, keeps every run with a snapshot after each
@@ -213,7 +225,7 @@ func (s *Session) openModel(spec ModelSpec, warn func(string)) (gpu.Device, *mod
 	if dev == nil {
 		return nil, nil, errors.New("no device was opened")
 	}
-	p, err := models.Load(dev, spec.Path, spec.Config)
+	p, err := loadOn(dev, spec)
 	return dev, p, err
 }
 
@@ -631,7 +643,7 @@ func (s *Session) SwitchModel(spec ModelSpec, cancelled func() bool) (*Facts, []
 		s.model = spec
 		return s.facts, append(warns, pipe.Model.Warnings...), nil
 	}
-	pipe, err := models.Load(s.dev, spec.Path, spec.Config)
+	pipe, err := loadOn(s.dev, spec)
 	if err == nil && cancelled() {
 		pipe.Close()
 		return nil, nil, ErrSwitchCancelled

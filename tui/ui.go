@@ -492,7 +492,7 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 	case k.Paste && droppedModel(string(k.Runes)) != "":
 		return m.loadModel(droppedModel(string(k.Runes)))
 	case key.Matches(k, km.LoadModel):
-		m.openModal(modalModel, "Load a model: a .safetensors file or a diffusers folder (PATH [--config FILE])", "")
+		m.openModal(modalModel, "Load a model: a .safetensors file or a diffusers folder (PATH [--config FILE]), or \"bundled\"", "")
 		return nil
 	case key.Matches(k, km.Generate):
 		return m.generate()
