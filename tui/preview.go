@@ -147,9 +147,16 @@ func (m *Model) previewPane(w, h int) string {
 
 // progressLine: step i/N, sigma, it/s, ETA and the run's state, in w
 // cells (shorter words when the pane is narrow).
+//
+// Once the long form has not fitted a run at a width, the run keeps the
+// short one at that width: the line does not flip between the two as its
+// numbers change length.
 func (m *Model) progressLine(r *runRec, w int) string {
-	if s := m.progressText(r, false); lipgloss.Width(s) <= w {
-		return s
+	if r.shortAt != w {
+		if s := m.progressText(r, false); lipgloss.Width(s) <= w {
+			return s
+		}
+		r.shortAt = w
 	}
 	return m.progressText(r, true)
 }

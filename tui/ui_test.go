@@ -137,7 +137,7 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	if !samePixels(same.Images[0].Pix, r.Images[0].Pix) {
 		t.Errorf("a branch with unchanged settings changed the image")
 	}
-	h.mustView("branch of 1 at step 1", "#2⑂1@1✓")
+	h.mustView("branch of 1 at step 1", "#2←1@1✓")
 
 	// Branch at step 1 with guidance 1: the steps after it differ.
 	h.keys("home", ".", "[")
