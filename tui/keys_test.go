@@ -10,6 +10,8 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gen"
 )
 
 // newBare is a studio whose model fails to load: enough for keys.
@@ -109,4 +111,55 @@ func TestQuestionMarkAtStart(t *testing.T) {
 	h.keys("?")
 	assert.Equal(t, "why?", h.m.ed.prompt.Value())
 	assert.False(t, h.m.help.ShowAll)
+}
+
+// Digits pick views outside text fields (the header shows "1 studio 2
+// schedule ..."); in a text field they type; the schedule view keeps its
+// 1/2/3 curve toggles.
+func TestDigitsPickViews(t *testing.T) {
+	h := newBare(t)
+	h.m.state, h.m.focus = stateMain, focusTimeline
+	h.keys("4")
+	assert.Equal(t, stateSweep, h.m.state)
+	h.keys("5")
+	assert.Equal(t, stateTrace, h.m.state)
+	h.keys("1")
+	assert.Equal(t, stateMain, h.m.state)
+	h.setField(focusSteps, "")
+	h.keys("2")
+	assert.Equal(t, "2", h.m.ed.steps.Value(), "a digit types in a text field")
+	assert.Equal(t, stateMain, h.m.state)
+	h.keys("alt+2")
+	require.Equal(t, stateSchedule, h.m.state)
+	on := h.m.sv.on[0]
+	h.keys("1")
+	assert.Equal(t, stateSchedule, h.m.state)
+	assert.Equal(t, !on, h.m.sv.on[0], "1 toggles the first curve in the schedule view")
+}
+
+// Deleting a built-in preset says why it is not deleted.
+func TestDeleteBuiltinSaysWhy(t *testing.T) {
+	h := newBare(t)
+	h.keys("ctrl+p")
+	h.waitFor("preset list", func() bool { return len(h.m.pv.list) > 0 })
+	require.True(t, h.m.pv.list[0].Builtin)
+	h.m.pv.sel = 0
+	h.keys("d")
+	assert.True(t, h.m.statusErr)
+	assert.Contains(t, h.m.status, "is a built-in preset: it cannot be deleted")
+}
+
+// The lcm sampler on an ordinary model says so.
+func TestLCMNote(t *testing.T) {
+	f := &gen.Facts{Name: "sd15"}
+	s := testSettings()
+	s.Sampler = "LCM"
+	assert.Contains(t, lcmNote(f, s), "expects an LCM model or an LCM-LoRA; sd15 is neither")
+	s.Prompt += " <lora:lcm:1>"
+	assert.Equal(t, "", lcmNote(f, s))
+	f.GuidanceDistilled = true
+	s.Prompt = "x"
+	assert.Equal(t, "", lcmNote(f, s))
+	s.Sampler, f.GuidanceDistilled = "Euler", false
+	assert.Equal(t, "", lcmNote(f, s))
 }

@@ -155,6 +155,11 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 	case key.Matches(k, km.Delete):
 		p, ok := v.user()
 		if !ok {
+			if v.sel < len(v.list) && v.list[v.sel].Builtin {
+				m.setError(fmt.Errorf("%s is a built-in preset: it cannot be deleted (save your own under another name)", v.list[v.sel].Name))
+			} else if v.sel >= len(v.list) {
+				m.setError(errors.New("styles are deleted by editing styles.csv in the preset folder"))
+			}
 			return nil
 		}
 		if !v.armDelete {

@@ -82,6 +82,12 @@ func tile(imgs []*image.RGBA) *image.RGBA {
 func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 	if m.frame < 0 || len(r.Frames) == 0 {
 		if r.Noise == nil {
+			switch r.Status {
+			case runFailed:
+				return nil, "failed before its first step"
+			case runCancelled, runStopped:
+				return nil, runStatusNames[r.Status] + " before its first step"
+			}
 			return nil, "encoding the prompt…"
 		}
 		return r.Noise, "initial noise x_T (latent preview)"

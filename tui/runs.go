@@ -83,6 +83,9 @@ func (m *Model) generate() tea.Cmd {
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
+	if note := lcmNote(m.model, s); note != "" {
+		m.setError(fmt.Errorf("run %d: %s", r.ID, note))
+	}
 	return noisePreview(m.model, r.ID, s)
 }
 
@@ -232,4 +235,15 @@ func (m *Model) export() tea.Cmd {
 	}
 	m.setStatus("exporting…")
 	return nil
+}
+
+// lcmNote says when the lcm sampler runs on a model that is neither
+// LCM-distilled nor scheduled for LCM (it then needs an LCM-LoRA in the
+// prompt to give an image).
+func lcmNote(f *gen.Facts, s presets.Settings) string {
+	name, _, err := sampler.LookupSampler(s.Sampler)
+	if err != nil || name != "lcm" || f.GuidanceDistilled || f.Scheduler.ClassName == "LCMScheduler" || strings.Contains(s.Prompt, "<lora:") {
+		return ""
+	}
+	return fmt.Sprintf("the lcm sampler expects an LCM model or an LCM-LoRA; %s is neither, so expect a poor image", f.Name)
 }

@@ -473,6 +473,11 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return tea.Batch(cmds...)
 	}
 	km := m.keys
+	if d := k.String(); len(d) == 1 && d >= "1" && d <= "5" && m.modal == nil && !m.help.ShowAll && m.digitsSwitchViews() {
+		// The header's "1 studio 2 schedule ...": a digit outside a text
+		// field is its alt+digit.
+		return m.handleKey(tea.KeyMsg{Type: tea.KeyRunes, Runes: k.Runes, Alt: true})
+	}
 	switch {
 	case key.Matches(k, km.Quit):
 		if m.w != nil {
@@ -565,6 +570,18 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// digitsSwitchViews reports whether a digit key picks a view: outside a
+// text field, except in the schedule view, whose 1/2/3 toggle its curves.
+func (m *Model) digitsSwitchViews() bool {
+	switch m.state {
+	case stateMain:
+		return !m.focus.isText()
+	case stateSchedule:
+		return false
+	}
+	return true
 }
 
 // focusedText is the text of the focused field ("" for lists).
