@@ -55,6 +55,9 @@ type editor struct {
 	seedLocked                                   bool
 	downscale                                    int // what image sides are multiples of (the step of the size fields)
 	eta                                          *float64
+	// tokenCount is A1111's "N/75" beside the prompt and the negative
+	// prompt ("" without a model); see Model.countTokens.
+	tokenCount [2]string
 	guidanceRescale                              float64
 	// sizeCond is SDXL's size conditioning (original W,H, crop left,top,
 	// target W,H), carried from presets and opened PNGs like eta.
@@ -363,6 +366,9 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 				t, rows = e.negative, l.negRows
 			}
 			head := label(f)
+			if c := e.tokenCount[f-focusPrompt]; c != "" {
+				head += styleDim.Render(c)
+			}
 			if f == focusPrompt && chunks > 1 {
 				head += styleWarn.Render(fmt.Sprintf(" long: split into %d chunks of 75 tokens", chunks))
 			}

@@ -235,6 +235,7 @@ type Model struct {
 	helpScroll int           // first line of the full help shown
 	undo       []editorState // the fields before each change (ctrl+z)
 	busy       busy          // the spinner of a long stage
+	tokens     tokenCounter  // the prompts' token counts
 	pv         presetsView
 	sv         scheduleView
 	fv         forwardView
@@ -771,6 +772,7 @@ func (m *Model) helpView(h int) string {
 // mainView is the editor on the left and the preview with its progress
 // line and timeline on the right.
 func (m *Model) mainView(w, h int) string {
+	m.countTokens()
 	l := m.layoutMain(h)
 	form := m.ed.view(l.formW, h, m.focus, m.chunks())
 	if p := m.problem(); p != "" {
