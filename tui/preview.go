@@ -107,7 +107,13 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 	}
 	f := r.Frames[i]
 	if m.showX0 {
+		if f.X0VAE {
+			return f.X0, "predicted x0 (VAE)"
+		}
 		return f.X0, "predicted x0 (latent preview)"
+	}
+	if f.XTVAE {
+		return f.XT, "x_t (VAE)"
 	}
 	return f.XT, "x_t (latent preview)"
 }

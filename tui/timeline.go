@@ -38,6 +38,9 @@ type frameRec struct {
 	NFE                   int
 	Took                  time.Duration
 	XT, X0                *image.RGBA
+	// XTVAE and X0VAE: the picture was decoded by the VAE (see
+	// worker.vaeFrame), not projected from the latent.
+	XTVAE, X0VAE bool
 }
 
 type decodeKey struct {

@@ -14,6 +14,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -48,6 +49,7 @@ type worker struct {
 	// Owned by the worker goroutine.
 	sess   *gen.Session
 	active *active
+	vae    vaeCost // what a VAE preview costs on the loaded model
 	crash  string // test-only: "worker" panics on the next step
 }
 
@@ -373,10 +375,15 @@ func (w *worker) step(a *active) {
 		return
 	}
 	f := w.sess.Facts()
-	w.send(frameMsg{ID: a.run.ID, Frame: frameRec{
+	fr := frameRec{
 		Index: st.Index, Total: st.Total, Sigma: st.Sigma, Next: st.Next, Timestep: st.Timestep, NFE: st.NFE,
 		Took: st.Took, XT: previewAll(f, st.XT), X0: previewAll(f, st.Denoised),
-	}})
+	}
+	w.vaeFrame(a.run, st.Took, &fr)
+	if w.active != a {
+		return // a device error in the VAE preview stopped the run
+	}
+	w.send(frameMsg{ID: a.run.ID, Frame: fr})
 	if a.run.Job.Done() {
 		w.finish(a, nil)
 	}
@@ -468,4 +475,56 @@ func (w *worker) switchModel(r modelReq) {
 		return
 	}
 	w.send(modelMsg{path: r.Path, seq: r.Seq, model: facts, took: time.Since(t0), warnings: warns})
+}
+
+// vaeCost is what VAE previews have cost on pipe so far, against the
+// sampling time they may take a share of.
+type vaeCost struct {
+	pipe    *models.Pipeline
+	last    time.Duration // the last decode
+	spent   time.Duration // every preview decode
+	sampled time.Duration // every step
+}
+
+// vaePreviewShare is the most of the sampling time that VAE-decoded
+// previews may take; beyond it, frames are shown by the latent projection.
+const vaePreviewShare = 0.2
+
+// vaeFrame replaces the frame's latent preview (a mosaic of the latent
+// projection) by a VAE decode of its predicted x0, and of its x_t when the
+// budget holds two, as long as all the decodes stay within vaePreviewShare
+// of the time the steps took: on the bundled model most frames are decoded
+// (a decode is a few tens of milliseconds), on SD at 512x512 on a CPU
+// almost none (a decode costs more than a step).
+func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
+	p := w.sess.Pipeline()
+	if p == nil || p.TAESD() != nil { // TAESD previews are the pipeline's own
+		return
+	}
+	if w.vae.pipe != p {
+		w.vae = vaeCost{pipe: p}
+	}
+	v := &w.vae
+	v.sampled += step
+	budget := time.Duration(float64(v.sampled) * vaePreviewShare)
+	frame := len(r.Job.Frames) - 1
+	for _, x0 := range []bool{true, false} {
+		if v.spent+v.last > budget {
+			return
+		}
+		t0 := time.Now()
+		imgs, err := w.sess.Decode(r.ID, frame, x0)
+		v.last = time.Since(t0)
+		v.spent += v.last
+		if err != nil {
+			v.last = time.Hour // no more VAE previews on this model
+			w.recovered(err)
+			return
+		}
+		if x0 {
+			fr.X0, fr.X0VAE = tile(imgs), true
+		} else {
+			fr.XT, fr.XTVAE = tile(imgs), true
+		}
+	}
 }

@@ -1,0 +1,53 @@
+package tui
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
+	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/bundled"
+)
+
+func bundledLoad(func(string)) (gpu.Device, *models.Pipeline, error) {
+	dev := ref.New()
+	p, err := bundled.Load(dev)
+	return dev, p, err
+}
+
+// On the bundled model frames are shown decoded by the VAE (full size,
+// true colours), not as the latent projection's mosaic, within the budget:
+// the decodes take at most a fifth of the sampling time (plus the one
+// decode that crossed it).
+func TestBundledFramesAreVAEDecoded(t *testing.T) {
+	s := testSettings()
+	s.Width, s.Height, s.Steps, s.Prompt = 32, 32, 12, "red heart"
+	h := newHarness(t, s, bundledLoad)
+	require.NotNil(t, h.m.model, h.m.status)
+	h.keys("ctrl+g")
+	r := h.last()
+	h.waitRun(r)
+	require.Equal(t, runDone, r.Status, h.m.status)
+	vae, shown := 0, -1
+	for i, f := range r.Frames {
+		if f.X0VAE {
+			vae++
+			shown = i
+			assert.Equal(t, 32, f.X0.Bounds().Dx(), "frame %d", i)
+		} else {
+			assert.Less(t, f.X0.Bounds().Dx(), 32, "frame %d: the latent projection", i)
+		}
+	}
+	v := h.m.w.vae // the worker is idle now
+	t.Logf("%d of %d frames VAE-decoded; decodes %v of sampling %v", vae, len(r.Frames), v.spent, v.sampled)
+	assert.GreaterOrEqual(t, vae, 1, "the first step (which compiles) leaves budget for decodes")
+	assert.LessOrEqual(t, v.spent, time.Duration(float64(v.sampled)*vaePreviewShare)+v.last, "within the budget")
+	require.GreaterOrEqual(t, shown, 0)
+	h.m.frame = shown
+	_, what := h.m.shown(r)
+	assert.Equal(t, "predicted x0 (VAE)", what)
+}
