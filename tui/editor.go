@@ -55,13 +55,13 @@ type editor struct {
 	seedLocked                                   bool
 	downscale                                    int // what image sides are multiples of (the step of the size fields)
 	eta                                          *float64
-	// tokenCount is A1111's "N/75" beside the prompt and the negative
-	// prompt ("" without a model); see Model.countTokens.
-	tokenCount [2]string
 	guidanceRescale                              float64
 	// sizeCond is SDXL's size conditioning (original W,H, crop left,top,
 	// target W,H), carried from presets and opened PNGs like eta.
 	sizeCond [6]int
+	// tokenCount is A1111's "N/75" beside the prompt and the negative
+	// prompt ("" without a model); see Model.countTokens.
+	tokenCount [2]string
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {

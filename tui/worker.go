@@ -50,7 +50,7 @@ type worker struct {
 	sess   *gen.Session
 	active *active
 	vae    vaeCost // what a VAE preview costs on the loaded model
-	crash  string // test-only: "worker" panics on the next step
+	crash  string  // test-only: "worker" panics on the next step
 }
 
 // active is the run the worker steps (or holds paused).
