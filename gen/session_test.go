@@ -251,3 +251,23 @@ func TestModelHash(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "", h, "a folder has no A1111 hash")
 }
+
+// A size the model cannot take is refused before any device work: a plain
+// error naming the rule, not a GPU fault, and the device is not reopened.
+func TestSessionRefusesABadSizeBeforeTheDevice(t *testing.T) {
+	s := bundledSession(t)
+	dev := s.Device()
+	st := sessionSettings(s.Facts())
+	st.Width = 40
+	_, err := s.Start(1, st)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "multiples of 16")
+	var de *DeviceError
+	var re *RecoveryError
+	assert.False(t, errors.As(err, &de) || errors.As(err, &re), "%v", err)
+	assert.Same(t, dev, s.Device(), "the device was not reopened")
+	assert.NoError(t, s.CheckDevice())
+	r, err := s.Start(2, sessionSettings(s.Facts()))
+	require.NoError(t, err)
+	s.End(r)
+}

@@ -51,3 +51,22 @@ func TestBundledFramesAreVAEDecoded(t *testing.T) {
 	_, what := h.m.shown(r)
 	assert.Equal(t, "predicted x0 (VAE)", what)
 }
+
+// Width and height step by the model's multiple (16 on the bundled model)
+// down to its smallest size, through 32.
+func TestSizeNudgeReachesTheSmallest(t *testing.T) {
+	s := testSettings()
+	s.Width, s.Height = 96, 96
+	h := newHarness(t, s, bundledLoad)
+	require.NotNil(t, h.m.model, h.m.status)
+	h.setField(focusWidth, "96")
+	require.Equal(t, 16, h.m.model.SizeMultiple)
+	var seen []string
+	for i := 0; i < 6; i++ {
+		h.keys("down")
+		seen = append(seen, h.m.ed.width.Value())
+	}
+	assert.Equal(t, []string{"80", "64", "48", "32", "16", "16"}, seen)
+	h.keys("up")
+	assert.Equal(t, "32", h.m.ed.width.Value())
+}
