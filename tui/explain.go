@@ -12,7 +12,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
-	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -393,6 +392,7 @@ type sweepView struct {
 	busy   bool
 	err    error
 	filled int
+	since  time.Time // when the image being computed was started
 }
 
 func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
@@ -423,7 +423,7 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 	if key == v.sig && !force && (v.busy || v.filled == len(sweepScales)) {
 		return nil
 	}
-	v.sig, v.seed, v.err, v.busy, v.filled = key, s.Seed, nil, true, 0
+	v.sig, v.seed, v.err, v.busy, v.filled, v.since = key, s.Seed, nil, true, 0, time.Now()
 	v.imgs = make([]*image.RGBA, len(sweepScales))
 	v.took = make([]time.Duration, len(sweepScales))
 	m.w.submit(sweepReq{Gen: m.w.newSweep(), Key: key, Settings: s, Scales: sweepScales})
@@ -441,6 +441,7 @@ func (v *sweepView) onMsg(m *Model, msg sweepMsg) {
 	if msg.Index >= 0 && msg.Index < len(v.imgs) {
 		v.imgs[msg.Index], v.took[msg.Index] = msg.Image, msg.Took
 		v.filled++
+		v.since = time.Now()
 	}
 	if v.filled == len(sweepScales) {
 		v.busy = false
@@ -479,20 +480,19 @@ func (v *sweepView) view(m *Model, w, h int) string {
 		return head + styleErr.Render(v.err.Error())
 	}
 	hi := nearestScale(cur.CFGScale)
-	bw := max(w/len(sweepScales)-2, 6)
-	bh := max(min(h-6, bw/2+2), 3) // the pictures are about square
-	if len(v.imgs) > 0 && v.imgs[0] != nil {
-		b := v.imgs[0].Bounds()
-		_, rows := render.FitSize(b.Dx(), b.Dy(), bw, 2*(h-7))
-		bh = max(min(h-6, (rows+1)/2+1), 3)
-	}
+	cols, bw, bh := sweepGrid(len(sweepScales), w, h-2)
 	var boxes []string
 	for i, s := range sweepScales {
 		var pic string
-		if i < len(v.imgs) && v.imgs[i] != nil {
-			pic = m.cache.halfBlock(v.imgs[i], bw, bh-1, m.opts.Color)
-		} else {
-			pic = styleDim.Render("computing…")
+		switch {
+		case i < len(v.imgs) && v.imgs[i] != nil:
+			pic = m.cache.halfBlock(v.imgs[i], bw-2, bh-3, m.opts.Color)
+		case v.busy && i == v.filled:
+			pic = styleWarn.Render(fmt.Sprintf("computing… %.1fs", time.Since(v.since).Seconds()))
+		case v.busy:
+			pic = styleDim.Render("queued")
+		default:
+			pic = styleDim.Render("—")
 		}
 		label := fmt.Sprintf("cfg %s", formatFloat(s))
 		if i < len(v.took) && v.took[i] > 0 {
@@ -503,9 +503,35 @@ func (v *sweepView) view(m *Model, w, h int) string {
 			st = styleHighlight
 			label = styleSelected.Render("▶ ") + label
 		}
-		boxes = append(boxes, st.Width(bw).Height(bh).Render(label+"\n"+lipgloss.PlaceHorizontal(bw, lipgloss.Center, pic)))
+		boxes = append(boxes, st.Width(bw-2).Height(bh-2).Render(label+"\n"+lipgloss.PlaceHorizontal(bw-2, lipgloss.Center, pic)))
 	}
-	return head + lipgloss.JoinHorizontal(lipgloss.Top, boxes...)
+	var rows []string
+	for i := 0; i < len(boxes); i += cols {
+		rows = append(rows, lipgloss.JoinHorizontal(lipgloss.Top, boxes[i:min(i+cols, len(boxes))]...))
+	}
+	return head + strings.Join(rows, "\n")
+}
+
+// sweepGrid picks the columns of n square pictures in w x h cells that
+// makes them largest (a half-block cell is two pixels high), and each
+// box's outer width and height.
+func sweepGrid(n, w, h int) (cols, bw, bh int) {
+	best := -1
+	for c := 1; c <= n; c++ {
+		r := (n + c - 1) / c
+		cw, ch := w/c, h/r
+		side := min(cw-2, 2*(ch-3)) // the picture inside border and label
+		if ch < 4 || cw < 8 {
+			continue
+		}
+		if side > best {
+			best, cols, bw, bh = side, c, cw, ch
+		}
+	}
+	if best < 0 {
+		return n, max(w/n, 8), max(h, 4)
+	}
+	return cols, bw, bh
 }
 
 // ---- Pipeline trace -------------------------------------------------------
