@@ -33,3 +33,25 @@ func TestSweepUsesTheScreen(t *testing.T) {
 	assert.Equal(t, 2, strings.Count(out, "queued"))
 	assert.GreaterOrEqual(t, len(strings.Split(out, "\n")), 36, "the sweep uses the screen's height")
 }
+
+// The run's step markers do not hide the model's own schedule curve: they
+// are ticks on the axis, and only the frame on screen is marked on the
+// curve.
+func TestScheduleMarkersKeepTheCurve(t *testing.T) {
+	s := testSettings()
+	m := New(Options{Settings: &s})
+	v := &m.sv
+	ab := make([]float32, 1000)
+	for i := range ab {
+		ab[i] = 1 - float32(i)/1000
+	}
+	v.curves[1], v.model, v.on = ab, 1, [3]bool{false, true, false}
+	for i := 0; i < 50; i++ {
+		v.marks.Timesteps = append(v.marks.Timesteps, float64(980-i*20))
+	}
+	out := ansi.Strip(v.view(m, 80, 30))
+	w := 80 - 9
+	assert.GreaterOrEqual(t, strings.Count(out, "•"), w-1, "the curve keeps its points")
+	assert.LessOrEqual(t, strings.Count(out, "◆"), 1)
+	assert.GreaterOrEqual(t, strings.Count(out, "┴"), 40, "the steps are ticks on the axis")
+}
