@@ -163,3 +163,11 @@ func TestLCMNote(t *testing.T) {
 	s.Sampler, f.GuidanceDistilled = "Euler", false
 	assert.Equal(t, "", lcmNote(f, s))
 }
+
+// A CFG scale no model takes is flagged as it is typed, not first at
+// ctrl+g.
+func TestCFGOutOfRangeFlaggedAsTyped(t *testing.T) {
+	h := newBare(t)
+	h.setField(focusCFG, "150")
+	h.mustView("✗ cfg scale: 150 is outside [0, 100]")
+}

@@ -785,18 +785,20 @@ func (m *Model) mainView(w, h int) string {
 	return lipgloss.JoinHorizontal(lipgloss.Top, form, " ", right)
 }
 
-// problem says what is wrong with the edited settings for the loaded model,
-// as the user types ("" when they are fine, or no model is loaded).
+// problem says what is wrong with the edited settings for the loaded model
+// (without one, what no model accepts), as the user types ("" when they
+// are fine).
 func (m *Model) problem() string {
-	if m.model == nil {
-		return ""
-	}
 	s, err := m.ed.settings()
 	if err == nil {
 		if s.Seed < 0 {
 			s.Seed = 0
 		}
-		err = m.model.Validate(s)
+		if m.model != nil {
+			err = m.model.Validate(s)
+		} else {
+			err = s.Validate() // what no model accepts, as it is typed
+		}
 	}
 	if err != nil {
 		return oneLine(err.Error())
