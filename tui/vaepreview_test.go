@@ -44,9 +44,21 @@ func TestBundledFramesAreVAEDecoded(t *testing.T) {
 	}
 	v := h.m.w.vae // the worker is idle now
 	t.Logf("%d of %d frames VAE-decoded; decodes %v of sampling %v", vae, len(r.Frames), v.spent, v.sampled)
-	assert.GreaterOrEqual(t, vae, 1, "the first step (which compiles) leaves budget for decodes")
+	assert.GreaterOrEqual(t, vae, 1, "some frames fit the budget")
+	for i := 0; i < 3; i++ {
+		assert.False(t, r.Frames[i].X0VAE, "frame %d: the first step compiles the shaders, the next two measure a step", i)
+	}
 	assert.LessOrEqual(t, v.spent, time.Duration(float64(v.sampled)*vaePreviewShare)+v.last, "within the budget")
 	require.GreaterOrEqual(t, shown, 0)
+	if shown == len(r.Frames)-1 { // the last frame of a done run shows the final image
+		shown = -1
+		for i, f := range r.Frames[:len(r.Frames)-1] {
+			if f.X0VAE {
+				shown = i
+			}
+		}
+		require.GreaterOrEqual(t, shown, 0, "a VAE frame before the last")
+	}
 	h.m.frame = shown
 	_, what := h.m.shown(r)
 	assert.Equal(t, "predicted x0 (VAE)", what)

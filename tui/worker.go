@@ -483,7 +483,8 @@ type vaeCost struct {
 	pipe    *models.Pipeline
 	last    time.Duration // the last decode
 	spent   time.Duration // every preview decode
-	sampled time.Duration // every step
+	sampled time.Duration // every step but the first
+	steps   int           // steps taken on pipe
 }
 
 // vaePreviewShare is the most of the sampling time that VAE-decoded
@@ -505,7 +506,15 @@ func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
 		w.vae = vaeCost{pipe: p}
 	}
 	v := &w.vae
+	if v.steps++; v.steps == 1 {
+		// The first step on a model compiles its shaders: its time is
+		// no measure of a step, and gives no budget.
+		return
+	}
 	v.sampled += step
+	if v.steps < 4 {
+		return // two steps (after the first) measure a step's time first
+	}
 	budget := time.Duration(float64(v.sampled) * vaePreviewShare)
 	frame := len(r.Job.Frames) - 1
 	for _, x0 := range []bool{true, false} {
