@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/models"
@@ -42,13 +43,13 @@ func TestBundledFramesAreVAEDecoded(t *testing.T) {
 			assert.Less(t, f.X0.Bounds().Dx(), 32, "frame %d: the latent projection", i)
 		}
 	}
-	v := h.m.w.vae // the worker is idle now
-	t.Logf("%d of %d frames VAE-decoded; decodes %v of sampling %v", vae, len(r.Frames), v.spent, v.sampled)
+	sampled, spent, last := h.m.w.vae.budget.Totals() // the worker is idle now
+	t.Logf("%d of %d frames VAE-decoded; decodes %v of sampling %v", vae, len(r.Frames), spent, sampled)
 	assert.GreaterOrEqual(t, vae, 1, "some frames fit the budget")
 	for i := 0; i < 3; i++ {
 		assert.False(t, r.Frames[i].X0VAE, "frame %d: the first step compiles the shaders, the next two measure a step", i)
 	}
-	assert.LessOrEqual(t, v.spent, time.Duration(float64(v.sampled)*vaePreviewShare)+v.last, "within the budget")
+	assert.LessOrEqual(t, spent, time.Duration(float64(sampled)*gen.DefaultPreviewShare)+last, "within the budget")
 	require.GreaterOrEqual(t, shown, 0)
 	if shown == len(r.Frames)-1 { // the last frame of a done run shows the final image
 		shown = -1

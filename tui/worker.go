@@ -477,26 +477,18 @@ func (w *worker) switchModel(r modelReq) {
 	w.send(modelMsg{path: r.Path, seq: r.Seq, model: facts, took: time.Since(t0), warnings: warns})
 }
 
-// vaeCost is what VAE previews have cost on pipe so far, against the
-// sampling time they may take a share of.
+// vaeCost is the VAE preview budget of pipe (see gen.PreviewBudget).
 type vaeCost struct {
-	pipe    *models.Pipeline
-	last    time.Duration // the last decode
-	spent   time.Duration // every preview decode
-	sampled time.Duration // every step but the first
-	steps   int           // steps taken on pipe
+	pipe   *models.Pipeline
+	budget gen.PreviewBudget
 }
-
-// vaePreviewShare is the most of the sampling time that VAE-decoded
-// previews may take; beyond it, frames are shown by the latent projection.
-const vaePreviewShare = 0.2
 
 // vaeFrame replaces the frame's latent preview (a mosaic of the latent
 // projection) by a VAE decode of its predicted x0, and of its x_t when the
-// budget holds two, as long as all the decodes stay within vaePreviewShare
-// of the time the steps took: on the bundled model most frames are decoded
-// (a decode is a few tens of milliseconds), on SD at 512x512 on a CPU
-// almost none (a decode costs more than a step).
+// budget holds two, as long as the decodes stay within a fifth of the
+// sampling time: on the bundled model most frames are decoded (a decode
+// is a few tens of milliseconds), on SD at 512x512 on a CPU none (a decode
+// costs more than a step).
 func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
 	p := w.sess.Pipeline()
 	if p == nil || p.TAESD() != nil { // TAESD previews are the pipeline's own
@@ -505,28 +497,18 @@ func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
 	if w.vae.pipe != p {
 		w.vae = vaeCost{pipe: p}
 	}
-	v := &w.vae
-	if v.steps++; v.steps == 1 {
-		// The first step on a model compiles its shaders: its time is
-		// no measure of a step, and gives no budget.
-		return
-	}
-	v.sampled += step
-	if v.steps < 4 {
-		return // two steps (after the first) measure a step's time first
-	}
-	budget := time.Duration(float64(v.sampled) * vaePreviewShare)
+	b := &w.vae.budget
+	b.Stepped(step)
 	frame := len(r.Job.Frames) - 1
 	for _, x0 := range []bool{true, false} {
-		if v.spent+v.last > budget {
+		if !b.Allows() {
 			return
 		}
 		t0 := time.Now()
 		imgs, err := w.sess.Decode(r.ID, frame, x0)
-		v.last = time.Since(t0)
-		v.spent += v.last
+		b.Spent(time.Since(t0))
 		if err != nil {
-			v.last = time.Hour // no more VAE previews on this model
+			b.Spent(time.Hour) // no more VAE previews on this model
 			w.recovered(err)
 			return
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
 	"io"
 	"math"
 	"os"
@@ -601,6 +602,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	}
 
 	prog := newProgress(stderr, f.preview, p)
+	var budget gen.PreviewBudget // VAE previews for --preview
 	stepTo := func(r *gen.Run, n int) error {
 		for !r.Job.Done() && len(r.Job.Frames) < n {
 			if len(r.Job.Frames) == 0 {
@@ -614,6 +616,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 					return fmt.Errorf("interrupted at step %d/%d; nothing written", len(r.Job.Frames), r.Job.Run.Total())
 				}
 				return fmt.Errorf("%w; nothing written", err)
+			}
+			if f.preview {
+				prog.pic = vaePreview(sess, r, st, &budget)
 			}
 			prog.step(st.Frame)
 		}
@@ -680,6 +685,9 @@ const bigWork = 5e11
 // progress reports steps on stderr: a redrawn bar (and optional preview)
 // on a terminal, plain lines otherwise.
 type progress struct {
+	// pic, when set, is the next preview (a VAE decode; see
+	// vaePreview), used once.
+	pic     *image.RGBA
 	w       io.Writer
 	tty     bool
 	preview bool
@@ -719,7 +727,12 @@ func (p *progress) step(fr sampler.Frame) {
 	}
 	lines := 0
 	if p.preview {
-		pic := render.HalfBlock(gen.PreviewFor(p.pipe, fr.Denoised, 0), 32, 16, p.mode)
+		var img image.Image = p.pic
+		if p.pic == nil {
+			img = gen.PreviewFor(p.pipe, fr.Denoised, 0)
+		}
+		p.pic = nil
+		pic := render.HalfBlock(img, 32, 16, p.mode)
 		for _, l := range strings.Split(pic, "\n") {
 			b.WriteString("\x1b[2K" + l + "\n")
 			lines++

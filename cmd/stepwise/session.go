@@ -238,3 +238,24 @@ func modelNote(f genFlags, name, hash string) string {
 	}
 	return fmt.Sprintf("--from %s was made with the model %s; generating with %s, so the image will differ", f.from, strings.TrimSpace(was), now)
 }
+
+// vaePreview is the VAE decode of the step's predicted x0 for --preview
+// while the budget allows it (nil: use the latent projection, or the
+// TAESD the pipeline has).
+func vaePreview(sess *gen.Session, r *gen.Run, st gen.Step, b *gen.PreviewBudget) *image.RGBA {
+	if p := sess.Pipeline(); p == nil || p.TAESD() != nil {
+		return nil
+	}
+	b.Stepped(st.Took)
+	if !b.Allows() {
+		return nil
+	}
+	t0 := time.Now()
+	imgs, err := sess.Decode(r.ID, len(r.Job.Frames)-1, true)
+	b.Spent(time.Since(t0))
+	if err != nil || len(imgs) == 0 {
+		b.Spent(time.Hour) // the step's own error path reports device faults
+		return nil
+	}
+	return imgs[0]
+}
