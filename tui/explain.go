@@ -183,15 +183,21 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 		for i, t := range v.marks.Timesteps {
 			ti := min(max(int(math.Round(t)), 0), len(c)-1)
 			x := col(t, len(c))
-			// The run's steps are ticks on the axis; on the curve only
-			// the frame on screen is marked, so the model's own curve
-			// stays visible however many steps the run has.
+			st := styleTick
 			if i == cur {
-				grid[row(v.value(float64(c[ti])))][x] = styleTickOn.Render("◆")
-				axisStyled[x] = styleTickOn.Render("┴")
-			} else if !strings.Contains(axisStyled[x], "┴") {
-				axisStyled[x] = styleTick.Render("┴")
+				st = styleTickOn
 			}
+			// The mark sits just above the curve's point (below it at
+			// the top), so the model's own curve stays visible however
+			// many steps the run has.
+			y := row(v.value(float64(c[ti])))
+			if y > 0 {
+				y--
+			} else if ch > 1 {
+				y++
+			}
+			grid[y][x] = st.Render("◆")
+			axisStyled[x] = st.Render("┴")
 		}
 	}
 	for y := 0; y < ch; y++ {

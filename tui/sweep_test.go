@@ -34,9 +34,8 @@ func TestSweepUsesTheScreen(t *testing.T) {
 	assert.GreaterOrEqual(t, len(strings.Split(out, "\n")), 36, "the sweep uses the screen's height")
 }
 
-// The run's step markers do not hide the model's own schedule curve: they
-// are ticks on the axis, and only the frame on screen is marked on the
-// curve.
+// The run's step markers do not hide the model's own schedule curve: each
+// sits just above its point, with a tick on the axis.
 func TestScheduleMarkersKeepTheCurve(t *testing.T) {
 	s := testSettings()
 	m := New(Options{Settings: &s})
@@ -52,6 +51,6 @@ func TestScheduleMarkersKeepTheCurve(t *testing.T) {
 	out := ansi.Strip(v.view(m, 80, 30))
 	w := 80 - 9
 	assert.GreaterOrEqual(t, strings.Count(out, "•"), w-1, "the curve keeps its points")
-	assert.LessOrEqual(t, strings.Count(out, "◆"), 1)
-	assert.GreaterOrEqual(t, strings.Count(out, "┴"), 40, "the steps are ticks on the axis")
+	assert.GreaterOrEqual(t, strings.Count(out, "◆"), 40, "the steps are marked")
+	assert.GreaterOrEqual(t, strings.Count(out, "┴"), 40, "and ticked on the axis")
 }
