@@ -50,6 +50,7 @@ type presetsView struct {
 	styles    []presets.Style
 	errs      []error
 	sel       int
+	follow    string // the name the selection goes to when it is listed
 	armDelete bool
 	// loads counts the listings asked for: a slow listing that answers
 	// after a newer one (made before a rename, say) is dropped, so that
@@ -79,7 +80,19 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 		if msg.seq != v.loads {
 			return nil // a newer listing is on its way
 		}
+		// The selection stays on its preset by name (a listing made
+		// while a rename was half done lacks it: the next one has it).
+		name := v.follow
+		if name == "" && v.sel < len(v.list) {
+			name = v.list[v.sel].Name
+		}
 		v.list, v.errs, v.styles = msg.list, msg.errs, msg.styles
+		for i, p := range v.list {
+			if p.Name == name {
+				v.sel, v.follow = i, ""
+				break
+			}
+		}
 		v.sel = min(v.sel, max(v.items()-1, 0))
 		if len(msg.errs) > 0 {
 			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
@@ -323,6 +336,7 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	case modalRename:
 		old := md.target
+		m.pv.follow = v // the selection follows the preset to its new name
 		return func() tea.Msg {
 			if err := st.Rename(old, v); err != nil {
 				return presetDoneMsg{err: fmt.Errorf("rename preset %s: %w", old, err)}

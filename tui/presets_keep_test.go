@@ -7,6 +7,8 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/stepwise/stepwise/presets"
+
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -70,4 +72,25 @@ func TestImportedStylesPersist(t *testing.T) {
 	m2.Update(tea.KeyMsg{Type: tea.KeyEnter})
 	assert.Equal(t, "red heart, glossy", m2.ed.prompt.Value())
 	assert.Equal(t, "matte", m2.ed.negative.Value())
+}
+
+// A listing made while a rename is half done (neither name on disk) does
+// not move the selection off the renamed preset.
+func TestSelectionFollowsARenamedPreset(t *testing.T) {
+	h := newBare(t)
+	v := &h.m.pv
+	mk := func(names ...string) []presets.Preset {
+		out := presets.Builtins()
+		for _, n := range names {
+			out = append(out, presets.Preset{Name: n})
+		}
+		return out
+	}
+	v.loads = 1
+	v.update(h.m, presetsMsg{seq: 1, list: mk("dusk")})
+	v.sel = len(v.list) - 1
+	v.follow = "dawn" // the rename was submitted
+	v.update(h.m, presetsMsg{seq: 1, list: mk()})
+	v.update(h.m, presetsMsg{seq: 1, list: mk("dawn")})
+	assert.Equal(t, "dawn", v.list[v.sel].Name)
 }
