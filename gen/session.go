@@ -13,7 +13,6 @@ import (
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models"
-	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
@@ -30,16 +29,18 @@ type LoadFunc func(warn func(string)) (gpu.Device, *models.Pipeline, error)
 type OpenFunc func(warn func(string)) (gpu.Device, error)
 
 // ModelSpec is a checkpoint and its optional config. The zero spec is the
-// session's own model (LoadFunc's); Path BundledModel is the bundled one.
-type ModelSpec struct{ Path, Config string }
-
-// BundledModel is the ModelSpec path of the model built into the binary.
-const BundledModel = "bundled:" + bundled.Name
+// session's own model (LoadFunc's). Load, when set, loads the model on
+// the session's device instead of models.Load(Path, Config) (the bundled
+// model; Path then only names it).
+type ModelSpec struct {
+	Path, Config string
+	Load         func(gpu.Device) (*models.Pipeline, error)
+}
 
 // loadOn loads spec's model on dev.
 func loadOn(dev gpu.Device, spec ModelSpec) (*models.Pipeline, error) {
-	if spec.Path == BundledModel {
-		return bundled.Load(dev)
+	if spec.Load != nil {
+		return spec.Load(dev)
 	}
 	return models.Load(dev, spec.Path, spec.Config)
 }

@@ -181,7 +181,6 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 	if v.model >= 0 && len(v.curves[v.model]) > 0 {
 		c := v.curves[v.model]
 		for i, t := range v.marks.Timesteps {
-			ti := min(max(int(math.Round(t)), 0), len(c)-1)
 			x := col(t, len(c))
 			st := styleTick
 			if i == cur {
@@ -190,7 +189,8 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 			// The mark sits just above the curve's point (below it at
 			// the top), so the model's own curve stays visible however
 			// many steps the run has.
-			y := row(v.value(float64(c[ti])))
+			// The row of the curve's point drawn in this column.
+			y := row(v.value(float64(c[x*(len(c)-1)/max(cw-1, 1)])))
 			if y > 0 {
 				y--
 			} else if ch > 1 {

@@ -15,8 +15,12 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
-	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/models/bundled"
 )
+
+// bundledPath is what the model field holds for the model built into the
+// binary (typed as "bundled").
+const bundledPath = "bundled:" + bundled.Name
 
 // parseModelField reads "PATH [--config FILE]" as typed or dropped into
 // the model field.
@@ -24,7 +28,7 @@ func parseModelField(v string) (path, config string, err error) {
 	v = strings.TrimSpace(v)
 	if strings.EqualFold(v, "bundled") {
 		if _, err := os.Stat(v); err != nil { // not a file of that name
-			return gen.BundledModel, "", nil
+			return bundledPath, "", nil
 		}
 	}
 	if i := strings.Index(v, "--config"); i >= 0 {

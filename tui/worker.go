@@ -15,6 +15,7 @@ import (
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -465,7 +466,11 @@ func (w *worker) switchModel(r modelReq) {
 		w.finish(a, errStopped)
 	}
 	t0 := time.Now()
-	facts, warns, err := w.sess.SwitchModel(gen.ModelSpec{Path: r.Path, Config: r.Config}, cancelled)
+	spec := gen.ModelSpec{Path: r.Path, Config: r.Config}
+	if r.Path == bundledPath {
+		spec.Load = bundled.Load
+	}
+	facts, warns, err := w.sess.SwitchModel(spec, cancelled)
 	if errors.Is(err, gen.ErrSwitchCancelled) {
 		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
 		return
