@@ -70,3 +70,19 @@ func TestProgressLineDoesNotFlip(t *testing.T) {
 	m.frame = 0
 	assert.Equal(t, m.progressText(r, true), m.progressLine(r, w), "stays short: %q then", first)
 }
+
+// A run that failed (or was cancelled) before its first step no longer
+// says it is encoding the prompt.
+func TestFailedRunTitle(t *testing.T) {
+	m := New(Options{})
+	r := fakeRun(1, 0, 3, runFailed)
+	m.runs, m.frame = []*runRec{r}, -1
+	_, what := m.shown(r)
+	assert.Equal(t, "failed before its first step", what)
+	r.Status = runCancelled
+	_, what = m.shown(r)
+	assert.Equal(t, "cancelled before its first step", what)
+	r.Status = runStarting
+	_, what = m.shown(r)
+	assert.Equal(t, "encoding the prompt…", what)
+}
