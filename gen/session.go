@@ -582,8 +582,10 @@ type Forward struct {
 
 // Forward noises run id's image (its final latent at its last frame, else
 // the frame's predicted x0) with q(x_t|x0) at n timesteps from 0 to T-1,
-// drawing the noise with the run's generator and seed.
-func (s *Session) Forward(id, frame, n int) (*Forward, error) {
+// drawing the noise with the run's generator and seed. The previews are
+// VAE decodes when vae is set (the caller knows decodes are cheap), the
+// latent projection (or TAESD) otherwise.
+func (s *Session) Forward(id, frame, n int, vae bool) (*Forward, error) {
 	r, l, err := s.FrameLatent(id, frame, true)
 	if err != nil {
 		return nil, err
@@ -599,6 +601,14 @@ func (s *Session) Forward(id, frame, n int) (*Forward, error) {
 	}
 	out := &Forward{Forward: fw}
 	for _, x := range fw.X {
+		if vae {
+			imgs, err := r.Job.Pipe.Decode(x.Data, x.Shape)
+			if err != nil {
+				return nil, s.recover(deviceFault(r.Job.Pipe, "VAE decoder", 0, 0, err))
+			}
+			out.Images = append(out.Images, imgs[0])
+			continue
+		}
 		out.Images = append(out.Images, PreviewFor(r.Job.Pipe, x, 0))
 	}
 	return out, nil

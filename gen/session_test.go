@@ -132,7 +132,7 @@ func TestSessionForward(t *testing.T) {
 	_, err = s.Finish(context.Background(), r, nil)
 	require.NoError(t, err)
 	last := len(r.Job.Frames) - 1
-	fw, err := s.Forward(1, last, 3)
+	fw, err := s.Forward(1, last, 3, false)
 	require.NoError(t, err)
 	require.Len(t, fw.X, 3)
 	require.Len(t, fw.Images, 3)
@@ -152,8 +152,12 @@ func TestSessionForward(t *testing.T) {
 			assert.InDelta(t, a*float64(x0.Data[i])+b*float64(eps[i]), float64(fw.X[k].Data[i]), 1e-5)
 		}
 	}
-	_, err = s.Forward(1, last, 1)
+	_, err = s.Forward(1, last, 1, false)
 	assert.ErrorContains(t, err, "at least 2 timesteps")
+	vae, err := s.Forward(1, last, 3, true)
+	require.NoError(t, err)
+	assert.Equal(t, 32, vae.Images[0].Bounds().Dx(), "VAE-decoded: the image's size")
+	assert.Less(t, fw.Images[0].Bounds().Dx(), 32, "the latent projection: the latent's size")
 }
 
 // Export writes the final images with their infotext, and a frame decoded

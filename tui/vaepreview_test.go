@@ -83,3 +83,27 @@ func TestSizeNudgeReachesTheSmallest(t *testing.T) {
 	h.keys("up")
 	assert.Equal(t, "32", h.m.ed.width.Value())
 }
+
+// The forward/reverse player shows VAE decodes on a model whose decodes
+// were measured cheap (the bundled model), the latent projection before.
+func TestForwardPlayerUsesTheVAEWhenCheap(t *testing.T) {
+	s := testSettings()
+	s.Width, s.Height, s.Steps, s.Prompt = 32, 32, 12, "red heart"
+	h := newHarness(t, s, bundledLoad)
+	require.NotNil(t, h.m.model, h.m.status)
+	h.keys("ctrl+g")
+	r := h.last()
+	h.waitRun(r)
+	require.Equal(t, runDone, r.Status, h.m.status)
+	_, _, last := h.m.w.vae.budget.Totals()
+	require.Greater(t, last, time.Duration(0), "a preview decode was measured")
+	h.keys("alt+3")
+	h.waitFor("the forward process", func() bool { return len(h.m.fv.fwd) > 0 || h.m.fv.err != nil })
+	require.NoError(t, h.m.fv.err)
+	if last*forwardFrames < 2*time.Second {
+		assert.Equal(t, 32, h.m.fv.fwd[0].Bounds().Dx(), "VAE-decoded")
+	} else {
+		t.Logf("decodes of %v are too slow on this machine now for VAE frames", last)
+		assert.Less(t, h.m.fv.fwd[0].Bounds().Dx(), 32)
+	}
+}

@@ -325,7 +325,7 @@ func (w *worker) handle1(r request) {
 	case sweepReq:
 		w.sweep(r)
 	case forwardReq:
-		fw, err := w.sess.Forward(r.ID, r.Frame, max(r.N, 2))
+		fw, err := w.sess.Forward(r.ID, r.Frame, max(r.N, 2), w.cheapVAE(max(r.N, 2)))
 		if err != nil {
 			w.send(forwardMsg{ID: r.ID, Err: w.recovered(err)})
 			return
@@ -523,4 +523,14 @@ func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
 			fr.XT, fr.XTVAE = tile(imgs), true
 		}
 	}
+}
+
+// cheapVAE reports whether n VAE decodes on the loaded model take under
+// two seconds, by the last preview decode measured (none measured: no).
+func (w *worker) cheapVAE(n int) bool {
+	if w.vae.pipe == nil || w.vae.pipe != w.sess.Pipeline() {
+		return false
+	}
+	_, _, last := w.vae.budget.Totals()
+	return last > 0 && last*time.Duration(n) < 2*time.Second
 }
