@@ -24,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/stepwise/stepwise/sampler/names"
 )
 
 // Param is one extra "Key: value" pair of an infotext.
@@ -53,80 +55,33 @@ func (e *InfotextError) Error() string {
 	return "infotext: " + strings.Join(parts, "; ")
 }
 
-// samplerLabels maps lower-case sampler names and aliases (A1111 labels, old
-// A1111 "k_" aliases, ComfyUI/k-diffusion function names) to A1111's label.
-var samplerLabels = func() map[string]string {
-	m := map[string]string{}
-	add := func(label string, aliases ...string) {
-		m[strings.ToLower(label)] = label
-		for _, a := range aliases {
-			m[a] = label
-		}
-	}
-	add("Euler a", "k_euler_a", "euler_ancestral", "euler_a", "euler-a")
-	add("Euler", "k_euler", "euler")
-	add("LMS", "k_lms", "lms")
-	add("Heun", "k_heun", "heun")
-	add("DPM2", "k_dpm_2", "dpm_2")
-	add("DPM2 a", "k_dpm_2_a", "dpm_2_ancestral")
-	add("DPM++ 2S a", "k_dpmpp_2s_a", "dpmpp_2s_ancestral", "dpmpp_2s_a")
-	add("DPM++ 2M", "k_dpmpp_2m", "dpmpp_2m", "dpm++2m")
-	add("DPM++ SDE", "k_dpmpp_sde", "dpmpp_sde")
-	add("DPM++ 2M SDE", "k_dpmpp_2m_sde", "dpmpp_2m_sde")
-	add("DPM++ 2M SDE Heun", "k_dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun")
-	add("DPM++ 3M SDE", "k_dpmpp_3m_sde", "dpmpp_3m_sde")
-	add("DPM fast", "k_dpm_fast", "dpm_fast")
-	add("DPM adaptive", "k_dpm_ad", "dpm_adaptive")
-	add("Restart", "restart")
-	add("DDIM", "ddim")
-	add("DDIM CFG++", "ddim_cfgpp")
-	add("PLMS", "plms")
-	add("UniPC", "uni_pc", "unipc")
-	add("LCM", "lcm")
-	return m
-}()
-
 // SamplerLabel returns A1111's label for a sampler name or alias ("euler",
-// "k_euler_a", "dpmpp_2m", "DPM++ 2M" ...), and whether the name is known.
+// "k_euler_a", "dpmpp_2m", "DPM++ 2M" ...), and whether the name is known
+// to the name registry (sampler/names). A sampler without an A1111 label
+// keeps its id.
 func SamplerLabel(name string) (string, bool) {
-	l, ok := samplerLabels[strings.ToLower(strings.Join(strings.Fields(name), " "))]
-	return l, ok
+	n, ok := names.LookupSampler(name)
+	if !ok {
+		return "", false
+	}
+	return n.Name(), true
 }
 
-// scheduleLabels: our schedule name -> the label A1111 writes.
-var scheduleLabels = map[string]string{
-	"":             "Automatic",
-	"karras":       "Karras",
-	"exponential":  "Exponential",
-	"normal":       "Normal",
-	"simple":       "Simple",
-	"sgm_uniform":  "SGM Uniform",
-	"ddim_uniform": "DDIM",     // A1111's "DDIM" scheduler is ComfyUI's ddim_uniform
-	"linspace":     "Linspace", // diffusers' spacing; no A1111 equivalent (its "Uniform" is our "normal")
-	"leading":      "Leading",
-	"trailing":     "Trailing",
+// scheduleLabel is the label A1111 writes for one of our schedule names.
+func scheduleLabel(name string) (string, bool) {
+	n, ok := names.LookupSchedule(name)
+	if !ok || n.Name != name {
+		return "", false
+	}
+	return n.Label, true
 }
 
 // ScheduleFromLabel maps a schedule label as A1111, ComfyUI or we write it
 // ("Karras", "SGM Uniform", "sgm_uniform", "Automatic" ...) to our name.
+// A1111's "Uniform" is our "normal" and its "DDIM" our "ddim_uniform".
 func ScheduleFromLabel(label string) (string, bool) {
-	l := strings.ToLower(strings.TrimSpace(label))
-	l = strings.NewReplacer(" ", "_", "-", "_").Replace(l)
-	switch l {
-	case "automatic", "auto", "default", "":
-		return "", true
-	case "karras", "exponential", "normal", "simple", "leading", "linspace", "trailing":
-		return l, true
-	case "sgm_uniform", "sgmuniform":
-		return "sgm_uniform", true
-	case "ddim", "ddim_uniform":
-		return "ddim_uniform", true
-	case "uniform":
-		// A1111's "Uniform" is k-diffusion's get_sigmas: timesteps evenly
-		// spaced from T-1 to 0 with log-sigma interpolation, i.e. "normal".
-		return "normal", true
-	}
-	return "", false
+	n, ok := names.LookupSchedule(label)
+	return n.Name, ok
 }
 
 // Infotext formats s as the A1111 "parameters" text. See InfotextWith.
@@ -144,7 +99,7 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	if l, ok := SamplerLabel(sampler); ok {
 		sampler = l
 	}
-	sched, ok := scheduleLabels[s.Schedule]
+	sched, ok := scheduleLabel(s.Schedule)
 	if !ok {
 		sched = s.Schedule
 	}

@@ -1,6 +1,7 @@
 // Package presets holds the settings of one image (Settings), their text forms
 // (the AUTOMATIC1111 "parameters" infotext, TOML preset files, A1111 styles.csv)
-// and the preset store. It imports nothing else of Stepwise.
+// and the preset store. Of Stepwise it imports only the name registry
+// (sampler/names), which imports nothing.
 package presets
 
 import (
@@ -9,6 +10,8 @@ import (
 	"math"
 	"strings"
 	"unicode"
+
+	"github.com/stepwise/stepwise/sampler/names"
 )
 
 // RNG names: which random number generator draws the initial noise.
@@ -21,9 +24,10 @@ const (
 	RNGPhilox = "philox"
 )
 
-// Schedules lists the valid values of Settings.Schedule. The empty string
-// means the sampler's default schedule (A1111 "Automatic").
-var Schedules = []string{"", "karras", "exponential", "normal", "simple", "sgm_uniform", "ddim_uniform", "leading", "linspace", "trailing"}
+// Schedules lists the valid values of Settings.Schedule, from the name
+// registry (sampler/names). The empty string means the sampler's default
+// schedule (A1111 "Automatic").
+var Schedules = names.ScheduleNames()
 
 // Limits checked by Validate.
 const (
@@ -296,6 +300,9 @@ func quoteAll(names []string) []string {
 	out := make([]string, len(names))
 	for i, n := range names {
 		out[i] = fmt.Sprintf("%q", n)
+		if n == "" {
+			out[i] = `"" (the sampler's default)`
+		}
 	}
 	return out
 }

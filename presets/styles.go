@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 )
 
@@ -118,4 +120,73 @@ func mergePrompt(style, prompt string) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// StylesFile is the name of the styles a store keeps, in its folder.
+const StylesFile = "styles.csv"
+
+// EncodeStyles writes styles as an A1111 styles.csv (name, prompt,
+// negative_prompt), which ImportStyles reads back.
+func EncodeStyles(styles []Style) ([]byte, error) {
+	var buf bytes.Buffer
+	w := csv.NewWriter(&buf)
+	rows := [][]string{{"name", "prompt", "negative_prompt"}}
+	for _, s := range styles {
+		rows = append(rows, []string{s.Name, s.Prompt, s.NegativePrompt})
+	}
+	if err := w.WriteAll(rows); err != nil {
+		return nil, fmt.Errorf("styles.csv: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Styles returns the styles the store keeps (none when it keeps none).
+func (st *Store) Styles() ([]Style, error) {
+	path := filepath.Join(st.Dir, StylesFile)
+	data, err := readLimited(path, MaxStylesSize)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("styles: %w", err)
+	}
+	styles, err := ImportStyles(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return styles, nil
+}
+
+// AddStyles merges styles into the store's (a style of the same name is
+// replaced in place, new ones appended) and writes the file atomically. It
+// returns the store's styles after the merge.
+func (st *Store) AddStyles(styles []Style) ([]Style, error) {
+	have, err := st.Styles()
+	if err != nil {
+		return nil, err
+	}
+	at := map[string]int{}
+	for i, s := range have {
+		at[s.Name] = i
+	}
+	for _, s := range styles {
+		if i, ok := at[s.Name]; ok {
+			have[i] = s
+			continue
+		}
+		at[s.Name] = len(have)
+		have = append(have, s)
+	}
+	data, err := EncodeStyles(have)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(st.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("styles: %w", err)
+	}
+	path := filepath.Join(st.Dir, StylesFile)
+	if err := WriteFileAtomic(path, data, 0o644); err != nil {
+		return nil, fmt.Errorf("styles: write %s: %w", path, err)
+	}
+	return have, nil
 }

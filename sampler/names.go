@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/stepwise/stepwise/sampler/names"
 )
 
 // Info describes one sampler for --help listings: its canonical name
 // (ComfyUI's id), the aliases it also answers to (AUTOMATIC1111's display
 // name, stable-diffusion.cpp's name, diffusers' class) and one line on what it
-// is.
+// is. The names come from the registry in sampler/names.
 type Info struct {
 	Name        string
 	Aliases     []string
@@ -25,27 +27,52 @@ type spec struct {
 	schedule   string // schedule implied by the name (sd.cpp "ddim_trailing")
 }
 
-var specs = []spec{
-	{Info{"euler", []string{"Euler", "EulerDiscreteScheduler"}, "Euler, first order ODE (k-diffusion sample_euler)"}, famEuler, stepEuler, false, ""},
-	{Info{"euler_ancestral", []string{"Euler a", "euler_a", "EulerAncestralDiscreteScheduler"}, "Euler ancestral: Euler to sigma_down plus fresh noise sigma_up"}, famEuler, stepEulerAncestral, true, ""},
-	{Info{"heun", []string{"Heun", "HeunDiscreteScheduler"}, "Heun, second order ODE, 2 model calls a step"}, famEuler, stepHeun, false, ""},
-	{Info{"dpm_2", []string{"DPM2", "dpm2", "KDPM2DiscreteScheduler"}, "DPM-Solver-2 (Karras' DPM2), midpoint in log sigma, 2 calls a step"}, famEuler, stepDPM2, false, ""},
-	{Info{"dpm_2_ancestral", []string{"DPM2 a", "dpm2_a", "KDPM2AncestralDiscreteScheduler"}, "DPM2 ancestral: DPM2 to sigma_down plus noise"}, famEuler, stepDPM2Ancestral, true, ""},
-	{Info{"lms", []string{"LMS", "LMSDiscreteScheduler"}, "linear multistep, order 4"}, famEuler, stepLMS, false, ""},
-	{Info{"dpmpp_2m", []string{"DPM++ 2M", "dpm++2m", "DPMSolverMultistepScheduler"}, "DPM-Solver++(2M), second order multistep"}, famDPM, stepDPMPP2M, false, ""},
-	{Info{"dpmpp_2m_sde", []string{"DPM++ 2M SDE", "dpm++2m_sde", "sde-dpmsolver++"}, "DPM-Solver++(2M) SDE, midpoint, eta 1"}, famDPM, stepDPMPP2MSDE, true, ""},
-	{Info{"dpmpp_sde", []string{"DPM++ SDE", "dpm++sde", "DPMSolverSDEScheduler"}, "DPM-Solver++ SDE (stochastic 2S), 2 calls a step; noise from the run generator, not a Brownian tree"}, famEuler, stepDPMPPSDE, true, ""},
-	{Info{"dpmpp_2s_ancestral", []string{"DPM++ 2S a", "dpm++2s_a", "dpmpp_2s_a"}, "DPM-Solver++(2S) ancestral, 2 calls a step"}, famEuler, stepDPMPP2SAncestral, true, ""},
-	{Info{"dpmpp_2s", []string{"DPM++ 2S", "dpm++2s", "DPMSolverSinglestepScheduler"}, "DPM-Solver++ singlestep order 2 (diffusers), deterministic"}, famDPM, stepDPMPP2S, false, ""},
-	{Info{"uni_pc", []string{"UniPC", "unipc", "uni_pc_bh2", "UniPCMultistepScheduler"}, "UniPC bh2 predictor-corrector, order 2"}, famDPM, stepUniPC, false, ""},
-	{Info{"deis", []string{"DEIS", "DEISMultistepScheduler"}, "DEIS multistep, order 2 (logrho)"}, famDEIS, stepDEIS, false, ""},
-	{Info{"ddim", []string{"DDIM", "DDIMScheduler"}, "DDIM (eta = Settings.Eta, default 0)"}, famDDIM, stepDDIM, false, ""},
-	{Info{"ddim_trailing", nil, "DDIM with trailing timesteps (stable-diffusion.cpp)"}, famDDIM, stepDDIM, false, "trailing"},
-	{Info{"ddpm", []string{"DDPM", "DDPMScheduler"}, "DDPM ancestral sampling (fixed_small variance)"}, famDDPM, stepDDPM, true, ""},
-	{Info{"plms", []string{"PLMS", "pndm", "PNDMScheduler"}, "PLMS / PNDM pseudo linear multistep (N+1 calls)"}, famDDIM, stepPLMS, false, ""},
-	{Info{"lcm", []string{"LCM", "LCMScheduler"}, "latent consistency model sampling (needs an LCM model)"}, famLCM, stepLCM, true, ""},
-	{Info{"flow_euler", []string{"Euler (flow)", "flowmatch_euler", "FlowMatchEulerDiscreteScheduler"}, "flow-matching Euler (needs a flow/velocity model)"}, famFlow, stepEuler, false, ""},
+// impl is how a sampler of the name registry is sampled.
+type impl struct {
+	fam        family
+	step       stepFunc
+	stochastic bool
 }
+
+var impls = map[string]impl{
+	"euler":              {famEuler, stepEuler, false},
+	"euler_ancestral":    {famEuler, stepEulerAncestral, true},
+	"heun":               {famEuler, stepHeun, false},
+	"dpm_2":              {famEuler, stepDPM2, false},
+	"dpm_2_ancestral":    {famEuler, stepDPM2Ancestral, true},
+	"lms":                {famEuler, stepLMS, false},
+	"dpmpp_2m":           {famDPM, stepDPMPP2M, false},
+	"dpmpp_2m_sde":       {famDPM, stepDPMPP2MSDE, true},
+	"dpmpp_sde":          {famEuler, stepDPMPPSDE, true},
+	"dpmpp_2s_ancestral": {famEuler, stepDPMPP2SAncestral, true},
+	"dpmpp_2s":           {famDPM, stepDPMPP2S, false},
+	"uni_pc":             {famDPM, stepUniPC, false},
+	"deis":               {famDEIS, stepDEIS, false},
+	"ddim":               {famDDIM, stepDDIM, false},
+	"ddim_trailing":      {famDDIM, stepDDIM, false},
+	"ddpm":               {famDDPM, stepDDPM, true},
+	"plms":               {famDDIM, stepPLMS, false},
+	"lcm":                {famLCM, stepLCM, true},
+	"flow_euler":         {famFlow, stepEuler, false},
+}
+
+// specs are the implemented samplers of the name registry, in its order.
+var specs = func() []spec {
+	var out []spec
+	for _, n := range names.Samplers() {
+		im, ok := impls[n.ID]
+		if !n.Implemented || !ok {
+			continue
+		}
+		var aliases []string
+		if n.Label != "" {
+			aliases = append(aliases, n.Label)
+		}
+		aliases = append(aliases, n.Aliases...)
+		out = append(out, spec{Info{n.ID, aliases, n.Description}, im.fam, im.step, im.stochastic, n.Schedule})
+	}
+	return out
+}()
 
 // Samplers lists every sampler with its aliases and description.
 func Samplers() []Info {
@@ -96,10 +123,13 @@ func lookupSpec(name string) (*spec, string, error) {
 			return s, sched, nil
 		}
 	}
-	var names []string
+	var valid []string
 	for _, s := range specs {
-		names = append(names, s.Name)
+		valid = append(valid, s.Name)
 	}
-	sort.Strings(names)
-	return nil, "", fmt.Errorf("sampler: unknown sampler %q (valid: %s; A1111 names like \"DPM++ 2M Karras\" and \"Euler a\" work too)", name, strings.Join(names, ", "))
+	sort.Strings(valid)
+	if n, ok := names.LookupSampler(k); ok && !n.Implemented {
+		return nil, "", fmt.Errorf("sampler: %q (%s) is an A1111 sampler Stepwise does not implement (valid: %s)", name, n.Name(), strings.Join(valid, ", "))
+	}
+	return nil, "", fmt.Errorf("sampler: unknown sampler %q (valid: %s; A1111 names like \"DPM++ 2M Karras\" and \"Euler a\" work too)", name, strings.Join(valid, ", "))
 }

@@ -66,6 +66,7 @@ type Frame struct {
 	Index    int     // the step just taken, from 0
 	Total    int     // steps in the run
 	Sigma    float64 // noise level the step started from (VE sigma)
+	Next     float64 // noise level X is at after the step (VE sigma)
 	Timestep float64 // network timestep of the step's first evaluation
 	X        Latent  // x after the step, in the sampler's native space (as diffusers' latents)
 	Denoised Latent  // the step's prediction of x0
@@ -97,6 +98,9 @@ type Run struct {
 // NewRun prepares a run: resolves the names, builds the schedule and draws
 // the initial noise ([Batch,C,H,W] as one draw) times init_noise_sigma.
 func NewRun(s Settings, net Network) (*Run, error) {
+	if net == nil {
+		return nil, errors.New("sampler: nil network")
+	}
 	r, err := prepare(s, net)
 	if err != nil {
 		return nil, err
@@ -107,6 +111,12 @@ func NewRun(s Settings, net Network) (*Run, error) {
 		}
 		return r, nil
 	}
+	r.startNoise()
+	return r, nil
+}
+
+// startNoise sets the state to the initial noise times init_noise_sigma.
+func (r *Run) startNoise() {
 	noise := r.draw()
 	sig0 := r.sched.Sigmas[0]
 	x := make([]float64, len(noise))
@@ -114,13 +124,11 @@ func NewRun(s Settings, net Network) (*Run, error) {
 		x[i] = float64(float32(v) * float32(r.sched.InitNoiseSigma)) // as torch does
 	}
 	r.st = &state{X: r.toVE(x, sig0), XSigma: sig0}
-	return r, nil
 }
 
+// prepare resolves s into a run without a state; net may be nil only for
+// PlanRun and InitialLatent, which never evaluate it.
 func prepare(s Settings, net Network) (*Run, error) {
-	if net == nil {
-		return nil, errors.New("sampler: nil network")
-	}
 	sp, implied, err := lookupSpec(s.Sampler)
 	if err != nil {
 		return nil, err
@@ -453,7 +461,7 @@ func (r *Run) Step(ctx context.Context) (Frame, error) {
 	st.I++
 	r.st = st
 	f := Frame{
-		Index: i, Total: len(r.sched.Sigmas), Sigma: sigma, Timestep: r.sched.Timesteps[i],
+		Index: i, Total: len(r.sched.Sigmas), Sigma: sigma, Next: c.next, Timestep: r.sched.Timesteps[i],
 		X: r.native(st.X, st.XSigma), NFE: st.NFE,
 		Denoised: Latent{Shape: r.shape, Data: make([]float32, len(st.Denoised))},
 	}
@@ -519,6 +527,9 @@ func (r *Run) SetGuidance(cfg, rescale float64) error {
 func (r *Run) Branch(s Settings, net Network) (*Run, error) {
 	s.Batch, s.Channels, s.H, s.W, s.Model = r.set.Batch, r.set.Channels, r.set.H, r.set.W, r.set.Model
 	s.Strength, s.Image = r.set.Strength, r.set.Image
+	if net == nil {
+		return nil, errors.New("sampler: nil network")
+	}
 	nr, err := prepare(s, net)
 	if err != nil {
 		return nil, err

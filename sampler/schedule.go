@@ -5,6 +5,8 @@ import (
 	"math"
 	"sort"
 	"strings"
+
+	"github.com/stepwise/stepwise/sampler/names"
 )
 
 // ScheduleConfig is a model's training noise schedule, with the fields of a
@@ -266,43 +268,29 @@ type ScheduleInfo struct {
 	Description string
 }
 
-var schedules = []ScheduleInfo{
-	{"", []string{"default", "auto"}, "the sampler's diffusers default (leading for DDIM/DDPM/PNDM/LCM, linspace otherwise)"},
-	{"linspace", nil, "timesteps evenly spaced from T-1 to 0 (diffusers linspace)"},
-	{"leading", nil, "timesteps k*(T/N) + steps_offset (diffusers leading; SD1.5's own)"},
-	{"trailing", nil, "timesteps T - k*T/N - 1 (diffusers trailing)"},
-	{"karras", []string{"k"}, "Karras et al. sigmas, rho 7, between the model's sigma_min and sigma_max"},
-	{"exponential", []string{"exp"}, "sigmas evenly spaced in log sigma"},
-	{"normal", nil, "ComfyUI normal: timesteps evenly spaced T-1..0, log-sigma interpolation"},
-	{"simple", nil, "ComfyUI simple: every (T/N)-th training sigma from the top"},
-	{"sgm_uniform", []string{"sgm"}, "ComfyUI sgm_uniform: N+1 evenly spaced timesteps, the last dropped"},
-	{"ddim_uniform", nil, "ComfyUI ddim_uniform: training sigmas 1, 1+T/N, ... (= leading with offset 1)"},
+// Schedules lists the schedule names (from the registry in sampler/names).
+func Schedules() []ScheduleInfo {
+	var out []ScheduleInfo
+	for _, n := range names.Schedules() {
+		out = append(out, ScheduleInfo{Name: n.Name, Aliases: n.Aliases, Description: n.Description})
+	}
+	return out
 }
 
-// Schedules lists the schedule names.
-func Schedules() []ScheduleInfo { return append([]ScheduleInfo(nil), schedules...) }
-
-// LookupSchedule resolves a schedule name or alias (case-insensitive).
+// LookupSchedule resolves a schedule name, A1111 label or alias
+// (case-insensitive).
 func LookupSchedule(name string) (string, error) {
-	k := strings.ToLower(strings.TrimSpace(name))
-	for _, s := range schedules {
-		if k == s.Name {
-			return s.Name, nil
-		}
-		for _, a := range s.Aliases {
-			if k == a {
-				return s.Name, nil
-			}
+	if n, ok := names.LookupSchedule(name); ok {
+		return n.Name, nil
+	}
+	var valid []string
+	for _, n := range names.ScheduleNames() {
+		if n != "" {
+			valid = append(valid, n)
 		}
 	}
-	var names []string
-	for _, s := range schedules {
-		if s.Name != "" {
-			names = append(names, s.Name)
-		}
-	}
-	sort.Strings(names)
-	return "", fmt.Errorf("sampler: unknown schedule %q (valid: %s, or empty for the sampler's default)", name, strings.Join(names, ", "))
+	sort.Strings(valid)
+	return "", fmt.Errorf("sampler: unknown schedule %q (valid: %s, or empty for the sampler's default)", name, strings.Join(valid, ", "))
 }
 
 // family groups samplers by how diffusers builds their timesteps.

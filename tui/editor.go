@@ -59,6 +59,9 @@ type editor struct {
 	// sizeCond is SDXL's size conditioning (original W,H, crop left,top,
 	// target W,H), carried from presets and opened PNGs like eta.
 	sizeCond [6]int
+	// tokenCount is A1111's "N/75" beside the prompt and the negative
+	// prompt ("" without a model); see Model.countTokens.
+	tokenCount [2]string
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {
@@ -215,9 +218,10 @@ func (e *editor) update(f focus, k tea.KeyMsg) bool {
 		}
 		return true
 	}
-	if k.String() == "up" || k.String() == "down" {
+	// Up/down nudge a number; left/right move the CFG slider too.
+	if ks := k.String(); ks == "up" || ks == "down" || (f == focusCFG && (ks == "left" || ks == "right")) {
 		d := 1.0
-		if k.String() == "down" {
+		if ks == "down" || ks == "left" {
 			d = -1
 		}
 		if e.nudge(f, d) {
@@ -231,7 +235,7 @@ func (e *editor) update(f focus, k tea.KeyMsg) bool {
 			e.seedLocked = true
 			return true
 		}
-	case "ctrl+l":
+	case "alt+l":
 		if f == focusSeed {
 			e.seedLocked = !e.seedLocked
 			return true
@@ -362,6 +366,9 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 				t, rows = e.negative, l.negRows
 			}
 			head := label(f)
+			if c := e.tokenCount[f-focusPrompt]; c != "" {
+				head += styleDim.Render(c)
+			}
 			if f == focusPrompt && chunks > 1 {
 				head += styleWarn.Render(fmt.Sprintf(" long: split into %d chunks of 75 tokens", chunks))
 			}

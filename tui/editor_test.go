@@ -73,7 +73,7 @@ func TestEditorFields(t *testing.T) {
 	if !e.seedLocked || got.Seed < 0 || got.Seed >= 1<<32 {
 		t.Fatalf("rolled seed %d locked %v", got.Seed, e.seedLocked)
 	}
-	e.update(focusSeed, key1("ctrl+l"))
+	e.update(focusSeed, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{'l'}, Alt: true})
 	if got, _ = e.settings(); got.Seed != -1 {
 		t.Errorf("unlocked seed still %d", got.Seed)
 	}

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"image"
@@ -13,7 +12,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
-	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -43,13 +41,6 @@ type schedulePreviewMsg struct {
 }
 
 func newScheduleView() scheduleView { return scheduleView{on: [3]bool{true, true, true}, model: -1} }
-
-// noNet stands in for the network when only a run's schedule is wanted.
-type noNet struct{}
-
-func (noNet) Predict(context.Context, sampler.Latent, float64, []sampler.Cond) (sampler.Latent, error) {
-	return sampler.Latent{}, errors.New("no network")
-}
 
 // enter computes the curves and takes the marks from the run on screen, or
 // asks for the edited settings' schedule (a cheap CPU computation).
@@ -92,11 +83,11 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 	ss := m.model.SamplerSettings(s)
 	ss.Batch, ss.H, ss.W = 1, 1, 1 // only the schedule is wanted
 	return func() tea.Msg {
-		r, err := sampler.NewRun(ss, noNet{})
+		plan, err := sampler.PlanRun(ss)
 		if err != nil {
 			return schedulePreviewMsg{err: err}
 		}
-		return schedulePreviewMsg{sched: r.Schedule(), what: fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)}
+		return schedulePreviewMsg{sched: plan.Schedule, what: fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)}
 	}
 }
 
@@ -190,13 +181,22 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 	if v.model >= 0 && len(v.curves[v.model]) > 0 {
 		c := v.curves[v.model]
 		for i, t := range v.marks.Timesteps {
-			ti := min(max(int(math.Round(t)), 0), len(c)-1)
 			x := col(t, len(c))
 			st := styleTick
 			if i == cur {
 				st = styleTickOn
 			}
-			grid[row(v.value(float64(c[ti])))][x] = st.Render("◆")
+			// The mark sits just above the curve's point (below it at
+			// the top), so the model's own curve stays visible however
+			// many steps the run has.
+			// The row of the curve's point drawn in this column.
+			y := row(v.value(float64(c[x*(len(c)-1)/max(cw-1, 1)])))
+			if y > 0 {
+				y--
+			} else if ch > 1 {
+				y++
+			}
+			grid[y][x] = st.Render("◆")
 			axisStyled[x] = st.Render("┴")
 		}
 	}
@@ -401,6 +401,7 @@ type sweepView struct {
 	busy   bool
 	err    error
 	filled int
+	since  time.Time // when the image being computed was started
 }
 
 func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
@@ -431,7 +432,7 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 	if key == v.sig && !force && (v.busy || v.filled == len(sweepScales)) {
 		return nil
 	}
-	v.sig, v.seed, v.err, v.busy, v.filled = key, s.Seed, nil, true, 0
+	v.sig, v.seed, v.err, v.busy, v.filled, v.since = key, s.Seed, nil, true, 0, time.Now()
 	v.imgs = make([]*image.RGBA, len(sweepScales))
 	v.took = make([]time.Duration, len(sweepScales))
 	m.w.submit(sweepReq{Gen: m.w.newSweep(), Key: key, Settings: s, Scales: sweepScales})
@@ -449,6 +450,7 @@ func (v *sweepView) onMsg(m *Model, msg sweepMsg) {
 	if msg.Index >= 0 && msg.Index < len(v.imgs) {
 		v.imgs[msg.Index], v.took[msg.Index] = msg.Image, msg.Took
 		v.filled++
+		v.since = time.Now()
 	}
 	if v.filled == len(sweepScales) {
 		v.busy = false
@@ -487,20 +489,19 @@ func (v *sweepView) view(m *Model, w, h int) string {
 		return head + styleErr.Render(v.err.Error())
 	}
 	hi := nearestScale(cur.CFGScale)
-	bw := max(w/len(sweepScales)-2, 6)
-	bh := max(min(h-6, bw/2+2), 3) // the pictures are about square
-	if len(v.imgs) > 0 && v.imgs[0] != nil {
-		b := v.imgs[0].Bounds()
-		_, rows := render.FitSize(b.Dx(), b.Dy(), bw, 2*(h-7))
-		bh = max(min(h-6, (rows+1)/2+1), 3)
-	}
+	cols, bw, bh := sweepGrid(len(sweepScales), w, h-2)
 	var boxes []string
 	for i, s := range sweepScales {
 		var pic string
-		if i < len(v.imgs) && v.imgs[i] != nil {
-			pic = m.cache.halfBlock(v.imgs[i], bw, bh-1, m.opts.Color)
-		} else {
-			pic = styleDim.Render("computing…")
+		switch {
+		case i < len(v.imgs) && v.imgs[i] != nil:
+			pic = m.cache.halfBlock(v.imgs[i], bw-2, bh-3, m.opts.Color)
+		case v.busy && i == v.filled:
+			pic = styleWarn.Render(fmt.Sprintf("computing… %.1fs", time.Since(v.since).Seconds()))
+		case v.busy:
+			pic = styleDim.Render("queued")
+		default:
+			pic = styleDim.Render("—")
 		}
 		label := fmt.Sprintf("cfg %s", formatFloat(s))
 		if i < len(v.took) && v.took[i] > 0 {
@@ -511,9 +512,35 @@ func (v *sweepView) view(m *Model, w, h int) string {
 			st = styleHighlight
 			label = styleSelected.Render("▶ ") + label
 		}
-		boxes = append(boxes, st.Width(bw).Height(bh).Render(label+"\n"+lipgloss.PlaceHorizontal(bw, lipgloss.Center, pic)))
+		boxes = append(boxes, st.Width(bw-2).Height(bh-2).Render(label+"\n"+lipgloss.PlaceHorizontal(bw-2, lipgloss.Center, pic)))
 	}
-	return head + lipgloss.JoinHorizontal(lipgloss.Top, boxes...)
+	var rows []string
+	for i := 0; i < len(boxes); i += cols {
+		rows = append(rows, lipgloss.JoinHorizontal(lipgloss.Top, boxes[i:min(i+cols, len(boxes))]...))
+	}
+	return head + strings.Join(rows, "\n")
+}
+
+// sweepGrid picks the columns of n square pictures in w x h cells that
+// makes them largest (a half-block cell is two pixels high), and each
+// box's outer width and height.
+func sweepGrid(n, w, h int) (cols, bw, bh int) {
+	best := -1
+	for c := 1; c <= n; c++ {
+		r := (n + c - 1) / c
+		cw, ch := w/c, h/r
+		side := min(cw-2, 2*(ch-3)) // the picture inside border and label
+		if ch < 4 || cw < 8 {
+			continue
+		}
+		if side > best {
+			best, cols, bw, bh = side, c, cw, ch
+		}
+	}
+	if best < 0 {
+		return n, max(w/n, 8), max(h, 4)
+	}
+	return cols, bw, bh
 }
 
 // ---- Pipeline trace -------------------------------------------------------

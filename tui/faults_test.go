@@ -362,10 +362,10 @@ func TestStudioMemoryFlat(t *testing.T) {
 			t.Fatalf("run %d: %s (%s)", i, runStatusNames[r.Status], m.status)
 		}
 		if i == 3 {
-			at3 = m.w.dev.Stats() // the worker is idle between runs
+			at3 = m.w.sess.Device().Stats() // the worker is idle between runs
 		}
 	}
-	end := m.w.dev.Stats()
+	end := m.w.sess.Device().Stats()
 	t.Logf("device after 3 runs: %d B in %d buffers; after %d: %d B in %d buffers", at3.Resident, at3.Buffers, n, end.Resident, end.Buffers)
 	if end.Resident != at3.Resident || end.Buffers != at3.Buffers {
 		t.Errorf("device memory grew over %d studio runs: %d B / %d buffers after 3, %d B / %d after %d",

@@ -102,7 +102,7 @@ func (h *harness) update(msg tea.Msg) {
 }
 
 var namedKeys = map[string]tea.KeyType{
-	"ctrl+g": tea.KeyCtrlG, "ctrl+s": tea.KeyCtrlS, "ctrl+e": tea.KeyCtrlE, "ctrl+o": tea.KeyCtrlO,
+	"ctrl+g": tea.KeyCtrlG, "ctrl+s": tea.KeyCtrlS, "ctrl+e": tea.KeyCtrlE, "ctrl+x": tea.KeyCtrlX, "ctrl+z": tea.KeyCtrlZ, "ctrl+a": tea.KeyCtrlA, "f9": tea.KeyF9, "ctrl+o": tea.KeyCtrlO,
 	"ctrl+p": tea.KeyCtrlP, "ctrl+c": tea.KeyCtrlC, "ctrl+u": tea.KeyCtrlU, "ctrl+l": tea.KeyCtrlL,
 	"ctrl+r": tea.KeyCtrlR, "ctrl+n": tea.KeyCtrlN, "esc": tea.KeyEsc, "tab": tea.KeyTab, "shift+tab": tea.KeyShiftTab,
 	"enter": tea.KeyEnter, "up": tea.KeyUp, "down": tea.KeyDown, "left": tea.KeyLeft,

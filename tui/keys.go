@@ -12,7 +12,7 @@ import (
 // help bubble draws it.
 type keyMap struct {
 	// Global: work from any field.
-	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help key.Binding
+	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw, Undo key.Binding
 	// Edits only documents what an edit during a run does.
 	Edits                                                     key.Binding
 	NextField, PrevField                                      key.Binding
@@ -41,24 +41,26 @@ func newKeyMap() keyMap {
 		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
 		Save:      b(k("ctrl+s"), h("ctrl+s", "save preset")),
-		Export:    b(k("ctrl+e"), h("ctrl+e", "export PNG")),
+		Export:    b(k("ctrl+x", "f9"), h("ctrl+x", "export PNG")),
+		Redraw:    b(k("ctrl+l"), h("ctrl+l", "redraw the screen")),
+		Undo:      b(k("ctrl+z"), h("ctrl+z", "undo a field change (presets too)")),
 		Open:      b(k("ctrl+o"), h("ctrl+o", "open PNG settings (or drop a PNG)")),
 		LoadModel: b(k("ctrl+n"), h("ctrl+n", "load another model (or drop a .safetensors / diffusers folder)")),
-		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p", "presets")),
+		Presets:   b(k("ctrl+p", "f6"), h("ctrl+p/f6", "presets")),
 		Help:      b(k("?", "f1"), h("?/f1", "full help")),
 		NextField: b(k("tab"), h("tab", "next field")),
 		PrevField: b(k("shift+tab"), h("shift+tab", "previous field")),
 
-		ViewMain:     b(k("alt+1", "f2"), h("alt+1", "studio")),
-		ViewSchedule: b(k("alt+2", "f3"), h("alt+2", "noise schedule")),
-		ViewForward:  b(k("alt+3", "f4"), h("alt+3", "forward/reverse")),
-		ViewSweep:    b(k("alt+4", "f5"), h("alt+4", "guidance sweep")),
-		ViewTrace:    b(k("alt+5", "f7"), h("alt+5", "pipeline trace")),
+		ViewMain:     b(k("alt+1", "f2"), h("alt+1/f2", "studio (or 1 outside a text field)")),
+		ViewSchedule: b(k("alt+2", "f3"), h("alt+2/f3", "noise schedule (or 2 outside a text field)")),
+		ViewForward:  b(k("alt+3", "f4"), h("alt+3/f4", "forward/reverse (or 3 outside a text field)")),
+		ViewSweep:    b(k("alt+4", "f5"), h("alt+4/f5", "guidance sweep (or 4 outside a text field)")),
+		ViewTrace:    b(k("alt+5", "f7"), h("alt+5/f7", "pipeline trace (or 5 outside a text field)")),
 
 		Nudge:    b(k("up", "down"), h("↑/↓", "nudge value")),
-		Cycle:    b(k("left", "right"), h("←/→", "choose")),
+		Cycle:    b(k("left", "right"), h("←/→", "choose / CFG ±0.5")),
 		RollSeed: b(k("ctrl+r"), h("ctrl+r", "random seed")),
-		LockSeed: b(k("ctrl+l"), h("ctrl+l", "lock seed")),
+		LockSeed: b(k("alt+l"), h("alt+l", "lock seed")),
 
 		Pause:    b(k(" "), h("space", "pause/resume")),
 		StepFwd:  b(k(".", "right"), h("./→", "step / scrub on")),
@@ -114,7 +116,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp implements help.KeyMap.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help},
+		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw, k.Undo},
 		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},

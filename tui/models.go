@@ -14,12 +14,23 @@ import (
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/stepwise/stepwise/models/bundled"
 )
+
+// bundledPath is what the model field holds for the model built into the
+// binary (typed as "bundled").
+const bundledPath = "bundled:" + bundled.Name
 
 // parseModelField reads "PATH [--config FILE]" as typed or dropped into
 // the model field.
 func parseModelField(v string) (path, config string, err error) {
 	v = strings.TrimSpace(v)
+	if strings.EqualFold(v, "bundled") {
+		if _, err := os.Stat(v); err != nil { // not a file of that name
+			return bundledPath, "", nil
+		}
+	}
 	if i := strings.Index(v, "--config"); i >= 0 {
 		path, config = strings.TrimSpace(v[:i]), strings.TrimSpace(strings.TrimPrefix(v[i:], "--config"))
 		config = strings.TrimSpace(strings.TrimPrefix(config, "="))

@@ -21,9 +21,10 @@ import (
 // Messages of the preset screen.
 type (
 	presetsMsg struct {
-		seq  int // of the load that made it
-		list []presets.Preset
-		errs []error
+		seq    int // of the load that made it
+		list   []presets.Preset
+		errs   []error
+		styles []presets.Style
 	}
 	presetDoneMsg struct {
 		text string
@@ -37,7 +38,8 @@ type (
 	}
 	stylesMsg struct {
 		path   string
-		styles []presets.Style
+		styles []presets.Style // every style kept
+		added  int             // of them from path
 		err    error
 	}
 )
@@ -48,6 +50,7 @@ type presetsView struct {
 	styles    []presets.Style
 	errs      []error
 	sel       int
+	follow    string // the name the selection goes to when it is listed
 	armDelete bool
 	// loads counts the listings asked for: a slow listing that answers
 	// after a newer one (made before a rename, say) is dropped, so that
@@ -61,7 +64,11 @@ func (v *presetsView) load(m *Model) tea.Cmd {
 	seq := v.loads
 	return func() tea.Msg {
 		list, errs := st.List()
-		return presetsMsg{seq: seq, list: list, errs: errs}
+		styles, err := st.Styles()
+		if err != nil {
+			errs = append(errs, err)
+		}
+		return presetsMsg{seq: seq, list: list, errs: errs, styles: styles}
 	}
 }
 
@@ -73,7 +80,19 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 		if msg.seq != v.loads {
 			return nil // a newer listing is on its way
 		}
-		v.list, v.errs = msg.list, msg.errs
+		// The selection stays on its preset by name (a listing made
+		// while a rename was half done lacks it: the next one has it).
+		name := v.follow
+		if name == "" && v.sel < len(v.list) {
+			name = v.list[v.sel].Name
+		}
+		v.list, v.errs, v.styles = msg.list, msg.errs, msg.styles
+		for i, p := range v.list {
+			if p.Name == name {
+				v.sel, v.follow = i, ""
+				break
+			}
+		}
 		v.sel = min(v.sel, max(v.items()-1, 0))
 		if len(msg.errs) > 0 {
 			m.setError(fmt.Errorf("%d preset file(s) could not be read: %w", len(msg.errs), msg.errs[0]))
@@ -95,7 +114,7 @@ func (v *presetsView) update(m *Model, msg tea.Msg) tea.Cmd {
 			return nil
 		}
 		v.styles = msg.styles
-		m.setStatus(fmt.Sprintf("imported %d styles from %s (enter merges one into the prompts)", len(msg.styles), msg.path))
+		m.setStatus(fmt.Sprintf("imported %d styles from %s, kept in the preset folder (enter merges one into the prompts)", msg.added, msg.path))
 	}
 	return nil
 }
@@ -117,14 +136,24 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 		if v.sel < len(v.list) {
 			p := v.list[v.sel]
 			s := p.Settings
-			if p.Builtin { // built-ins carry Default's size: keep ours
-				if cur, err := m.ed.settings(); err == nil {
-					s.Width, s.Height = cur.Width, cur.Height
-				}
+			typedPrompt, typedNegative := m.ed.prompt.Value(), m.ed.negative.Value()
+			cur, err := m.ed.settings()
+			if p.Builtin && err == nil { // built-ins carry Default's size: keep ours
+				s.Width, s.Height = cur.Width, cur.Height
+			}
+			// A built-in preset applies settings only: the typed
+			// prompts stay. A saved preset is an image's settings, its
+			// prompts included, and loads them (ctrl+z undoes); a style
+			// merges its prompts in (below).
+			if p.Builtin {
+				s.Prompt, s.NegativePrompt = m.ed.prompt.Value(), m.ed.negative.Value()
 			}
 			m.ed.set(s)
 			m.state = stateMain
-			m.setStatus("loaded preset " + p.Name)
+			m.setStatus("applied preset " + p.Name + " (ctrl+z undoes)")
+			if !p.Builtin && (s.Prompt != typedPrompt || s.NegativePrompt != typedNegative) {
+				m.setStatus("loaded preset " + p.Name + " with its prompts (ctrl+z brings yours back)")
+			}
 			return nil
 		}
 		st := v.styles[v.sel-len(v.list)]
@@ -139,6 +168,11 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 	case key.Matches(k, km.Delete):
 		p, ok := v.user()
 		if !ok {
+			if v.sel < len(v.list) && v.list[v.sel].Builtin {
+				m.setError(fmt.Errorf("%s is a built-in preset: it cannot be deleted (save your own under another name)", v.list[v.sel].Name))
+			} else if v.sel >= len(v.list) {
+				m.setError(errors.New("styles are deleted by editing styles.csv in the preset folder"))
+			}
 			return nil
 		}
 		if !v.armDelete {
@@ -302,6 +336,7 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	case modalRename:
 		old := md.target
+		m.pv.follow = v // the selection follows the preset to its new name
 		return func() tea.Msg {
 			if err := st.Rename(old, v); err != nil {
 				return presetDoneMsg{err: fmt.Errorf("rename preset %s: %w", old, err)}
@@ -328,7 +363,12 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 			if err != nil {
 				return stylesMsg{err: fmt.Errorf("import styles %s: %w", path, err)}
 			}
-			return stylesMsg{path: path, styles: styles}
+			// Kept in the preset folder, so they are there after a restart.
+			all, err := m.store.AddStyles(styles)
+			if err != nil {
+				return stylesMsg{err: fmt.Errorf("import styles %s: %w", path, err)}
+			}
+			return stylesMsg{path: path, styles: all, added: len(styles)}
 		}
 	}
 	return nil

@@ -82,6 +82,12 @@ func tile(imgs []*image.RGBA) *image.RGBA {
 func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 	if m.frame < 0 || len(r.Frames) == 0 {
 		if r.Noise == nil {
+			switch r.Status {
+			case runFailed:
+				return nil, "failed before its first step"
+			case runCancelled, runStopped:
+				return nil, runStatusNames[r.Status] + " before its first step"
+			}
 			return nil, "encoding the prompt…"
 		}
 		return r.Noise, "initial noise x_T (latent preview)"
@@ -101,7 +107,13 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 	}
 	f := r.Frames[i]
 	if m.showX0 {
+		if f.X0VAE {
+			return f.X0, "predicted x0 (VAE)"
+		}
 		return f.X0, "predicted x0 (latent preview)"
+	}
+	if f.XTVAE {
+		return f.XT, "x_t (VAE)"
 	}
 	return f.XT, "x_t (latent preview)"
 }
@@ -147,9 +159,16 @@ func (m *Model) previewPane(w, h int) string {
 
 // progressLine: step i/N, sigma, it/s, ETA and the run's state, in w
 // cells (shorter words when the pane is narrow).
+//
+// Once the long form has not fitted a run at a width, the run keeps the
+// short one at that width: the line does not flip between the two as its
+// numbers change length.
 func (m *Model) progressLine(r *runRec, w int) string {
-	if s := m.progressText(r, false); lipgloss.Width(s) <= w {
-		return s
+	if r.shortAt != w {
+		if s := m.progressText(r, false); lipgloss.Width(s) <= w {
+			return s
+		}
+		r.shortAt = w
 	}
 	return m.progressText(r, true)
 }

@@ -83,6 +83,9 @@ func (m *Model) generate() tea.Cmd {
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
+	if note := lcmNote(m.model, s); note != "" {
+		m.setError(fmt.Errorf("run %d: %s", r.ID, note))
+	}
 	return noisePreview(m.model, r.ID, s)
 }
 
@@ -93,12 +96,15 @@ func (m *Model) generate() tea.Cmd {
 func noisePreview(f *gen.Facts, id int, s presets.Settings) tea.Cmd {
 	ss := f.SamplerSettings(s)
 	return func() tea.Msg {
-		run, err := sampler.NewRun(ss, noNet{})
+		plan, err := sampler.PlanRun(ss)
 		if err != nil {
 			return nil
 		}
-		sc := run.Schedule()
-		return noiseMsg{ID: id, Noise: previewAll(f, vpScale(run.X(), sc.InitNoiseSigma, sc.InitNoiseSigma > 1.5))}
+		x, err := sampler.InitialLatent(ss)
+		if err != nil {
+			return nil
+		}
+		return noiseMsg{ID: id, Noise: previewAll(f, plan.Space.VP(x, plan.Schedule.Sigmas[0]))}
 	}
 }
 
@@ -196,7 +202,7 @@ func (m *Model) onRunDone(msg runDoneMsg) {
 		m.setError(fmt.Errorf("run %d: %w", r.ID, msg.Err))
 	default:
 		r.Status = runDone
-		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+e exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
+		m.setStatus(fmt.Sprintf("run %d done: %d steps in %s (VAE %s) — ctrl+x exports", r.ID, len(r.Frames)-r.Inherited, r.Sampling.Round(time.Millisecond), r.Decode.Round(time.Millisecond)))
 	}
 	if m.active() == nil {
 		m.paused = false // the pause belonged to the run that ended
@@ -229,4 +235,15 @@ func (m *Model) export() tea.Cmd {
 	}
 	m.setStatus("exporting…")
 	return nil
+}
+
+// lcmNote says when the lcm sampler runs on a model that is neither
+// LCM-distilled nor scheduled for LCM (it then needs an LCM-LoRA in the
+// prompt to give an image).
+func lcmNote(f *gen.Facts, s presets.Settings) string {
+	name, _, err := sampler.LookupSampler(s.Sampler)
+	if err != nil || name != "lcm" || f.GuidanceDistilled || f.Scheduler.ClassName == "LCMScheduler" || strings.Contains(s.Prompt, "<lora:") {
+		return ""
+	}
+	return fmt.Sprintf("the lcm sampler expects an LCM model or an LCM-LoRA; %s is neither, so expect a poor image", f.Name)
 }

@@ -6,7 +6,8 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
-	"github.com/mattn/go-runewidth"
+	"github.com/charmbracelet/x/ansi"
+	"github.com/rivo/uniseg"
 
 	"github.com/stepwise/stepwise/internal/termsafe"
 )
@@ -66,15 +67,96 @@ func (e *textEdit) insert(rs []rune) {
 	e.pos += len(clean)
 }
 
-// Update applies one key; it reports whether the key was used.
+// clusterLen is the number of runes of each grapheme cluster of v (an
+// emoji with a variation selector, a skin tone or joiners is one cluster,
+// as terminals and lipgloss draw it).
+func clusterLen(v []rune) []int {
+	var out []int
+	g := uniseg.NewGraphemes(string(v))
+	for g.Next() {
+		out = append(out, len(g.Runes()))
+	}
+	return out
+}
+
+// clusterWidth is the cells a cluster takes, as lipgloss measures it.
+func clusterWidth(c []rune) int { return ansi.StringWidth(string(c)) }
+
+// prevBoundary and nextBoundary are the cluster boundaries around pos.
+func (e *textEdit) prevBoundary(pos int) int {
+	at := 0
+	for _, n := range clusterLen(e.value) {
+		if at+n >= pos {
+			return at
+		}
+		at += n
+	}
+	return at
+}
+
+func (e *textEdit) nextBoundary(pos int) int {
+	at := 0
+	for _, n := range clusterLen(e.value) {
+		at += n
+		if at > pos {
+			return at
+		}
+	}
+	return len(e.value)
+}
+
+func isWordRune(r rune) bool { return unicode.IsLetter(r) || unicode.IsDigit(r) }
+
+// wordLeft is where alt+b goes: the start of the word before pos.
+func (e *textEdit) wordLeft() int {
+	i := e.pos
+	for i > 0 && !isWordRune(e.value[i-1]) {
+		i--
+	}
+	for i > 0 && isWordRune(e.value[i-1]) {
+		i--
+	}
+	return i
+}
+
+// wordRight is where alt+f goes: the end of the word after pos.
+func (e *textEdit) wordRight() int {
+	i := e.pos
+	for i < len(e.value) && !isWordRune(e.value[i]) {
+		i++
+	}
+	for i < len(e.value) && isWordRune(e.value[i]) {
+		i++
+	}
+	return i
+}
+
+// Update applies one key; it reports whether the key was used. The keys
+// are readline's: ctrl+a/ctrl+e line start/end, ctrl+b/ctrl+f and the
+// arrows a character, alt+b/alt+f a word, ctrl+k/ctrl+u kill to the line's
+// end/start, ctrl+w and alt+backspace the word before, ctrl+d delete.
 func (e *textEdit) Update(k tea.KeyMsg) bool {
+	if k.Alt {
+		switch {
+		case k.Type == tea.KeyRunes && string(k.Runes) == "b":
+			e.pos = e.wordLeft()
+		case k.Type == tea.KeyRunes && string(k.Runes) == "f":
+			e.pos = e.wordRight()
+		case k.Type == tea.KeyRunes && string(k.Runes) == "d":
+			e.value = append(e.value[:e.pos], e.value[e.wordRight():]...)
+		case k.Type == tea.KeyBackspace || k.Type == tea.KeyCtrlH:
+			s := e.wordLeft()
+			e.value = append(e.value[:s], e.value[e.pos:]...)
+			e.pos = s
+		default:
+			return false
+		}
+		return true
+	}
 	switch k.Type {
 	case tea.KeySpace:
 		e.insert([]rune{' '})
 	case tea.KeyRunes:
-		if k.Alt {
-			return false
-		}
 		e.insert(k.Runes)
 	case tea.KeyEnter:
 		if !e.Multi {
@@ -83,24 +165,25 @@ func (e *textEdit) Update(k tea.KeyMsg) bool {
 		e.insert([]rune{'\n'})
 	case tea.KeyBackspace, tea.KeyCtrlH:
 		if e.pos > 0 {
-			e.value = append(e.value[:e.pos-1], e.value[e.pos:]...)
-			e.pos--
+			s := e.prevBoundary(e.pos)
+			e.value = append(e.value[:s], e.value[e.pos:]...)
+			e.pos = s
 		}
 	case tea.KeyDelete, tea.KeyCtrlD:
 		if e.pos < len(e.value) {
-			e.value = append(e.value[:e.pos], e.value[e.pos+1:]...)
+			e.value = append(e.value[:e.pos], e.value[e.nextBoundary(e.pos):]...)
 		}
 	case tea.KeyLeft, tea.KeyCtrlB:
 		if e.pos > 0 {
-			e.pos--
+			e.pos = e.prevBoundary(e.pos)
 		}
 	case tea.KeyRight, tea.KeyCtrlF:
 		if e.pos < len(e.value) {
-			e.pos++
+			e.pos = e.nextBoundary(e.pos)
 		}
 	case tea.KeyHome, tea.KeyCtrlA:
 		e.pos = e.lineStart()
-	case tea.KeyEnd:
+	case tea.KeyEnd, tea.KeyCtrlE:
 		e.pos = e.lineEnd()
 	case tea.KeyCtrlK:
 		e.value = append(e.value[:e.pos], e.value[e.lineEnd():]...)
@@ -157,22 +240,25 @@ func (e *textEdit) wrapped(width int) (lines [][]rune, cl, cc int) {
 	var cur []rune
 	w := 0
 	cl, cc = -1, 0
-	for i, r := range e.value {
-		if i == e.pos {
+	i := 0
+	for _, n := range clusterLen(e.value) {
+		c := e.value[i : i+n]
+		if i <= e.pos && e.pos < i+n && cl < 0 {
 			cl, cc = len(lines), len(cur)
 		}
-		if r == '\n' {
+		i += n
+		if c[0] == '\n' {
 			lines = append(lines, cur)
 			cur, w = nil, 0
 			continue
 		}
-		r = termsafe.Rune(r) // a prompt read from a file may hold ESC
-		rw := runewidth.RuneWidth(r)
+		c = safeCluster(c) // a prompt read from a file may hold ESC
+		rw := clusterWidth(c)
 		if w+rw > width {
 			lines = append(lines, cur)
 			cur, w = nil, 0
 		}
-		cur = append(cur, r)
+		cur = append(cur, c...)
 		w += rw
 	}
 	if cl < 0 {
@@ -216,12 +302,13 @@ func (e *textEdit) View(width, height int, focused bool, st lipgloss.Style, curs
 		if focused && i == cl {
 			before, at, after := string(l[:cc]), " ", ""
 			if cc < len(l) {
-				at, after = string(l[cc]), string(l[cc+1:])
+				n := clusterLen(l[cc:])[0]
+				at, after = string(l[cc:cc+n]), string(l[cc+n:])
 			}
 			s = st.Render(before) + cursor.Render(at) + st.Render(after)
-			s += strings.Repeat(" ", max(0, width-runewidth.StringWidth(string(l))-boolInt(cc >= len(l))))
+			s += strings.Repeat(" ", max(0, width-clusterWidth(l)-boolInt(cc >= len(l))))
 		} else {
-			s = st.Render(string(l)) + strings.Repeat(" ", max(0, width-runewidth.StringWidth(string(l))))
+			s = st.Render(string(l)) + strings.Repeat(" ", max(0, width-clusterWidth(l)))
 		}
 		out = append(out, s)
 	}
@@ -230,37 +317,63 @@ func (e *textEdit) View(width, height int, focused bool, st lipgloss.Style, curs
 
 func (e *textEdit) lineView(width int, focused bool, st, cursor lipgloss.Style) string {
 	v := e.value
-	start, end := 0, len(v)
+	// Clusters as [start, end) rune ranges; the cursor is at a boundary.
+	var bounds []int
+	at := 0
+	for _, n := range clusterLen(v) {
+		bounds = append(bounds, at)
+		at += n
+	}
+	bounds = append(bounds, len(v))
+	cur := 0
+	for cur < len(bounds)-1 && bounds[cur] < e.pos {
+		cur++
+	}
+	first, last := 0, len(bounds)-1 // clusters shown: [first, last)
+	shown := func() int {
+		w := 0
+		for i := first; i < last; i++ {
+			w += clusterWidth(safeCluster(v[bounds[i]:bounds[i+1]]))
+		}
+		return w
+	}
 	// The cursor takes a cell of its own only at the end of the text.
-	for runewidth.StringWidth(string(v[start:end]))+boolInt(e.pos >= end) > width && start < end {
-		if end > e.pos+1 {
-			end--
+	for first < last && shown()+boolInt(cur >= last) > width {
+		if last > cur+1 {
+			last--
 		} else {
-			start++
+			first++
 		}
 	}
-	vis := append([]rune(nil), v[start:end]...)
-	for i, r := range vis {
-		vis[i] = termsafe.Rune(r)
+	var parts []string
+	for i := first; i < last; i++ {
+		c := string(safeCluster(v[bounds[i]:bounds[i+1]]))
+		if (i == first && first > 0) || (i == last-1 && last < len(bounds)-1) {
+			c = "…" + strings.Repeat(" ", max(0, ansi.StringWidth(c)-1))
+		}
+		parts = append(parts, c)
 	}
-	if start > 0 && len(vis) > 0 {
-		vis[0] = '…'
-	}
-	if end < len(v) && len(vis) > 0 {
-		vis[len(vis)-1] = '…'
-	}
-	c := e.pos - start
+	c := cur - first
 	var s string
 	if focused {
 		at, after := " ", ""
-		if c < len(vis) {
-			at, after = string(vis[c]), string(vis[c+1:])
+		if c < len(parts) {
+			at, after = parts[c], strings.Join(parts[c+1:], "")
 		}
-		s = st.Render(string(vis[:c])) + cursor.Render(at) + st.Render(after)
+		s = st.Render(strings.Join(parts[:c], "")) + cursor.Render(at) + st.Render(after)
 	} else {
-		s = st.Render(string(vis))
+		s = st.Render(strings.Join(parts, ""))
 	}
 	return s + strings.Repeat(" ", max(0, width-lipgloss.Width(s)))
+}
+
+// safeCluster escapes control runes of a cluster (see termsafe.Rune).
+func safeCluster(c []rune) []rune {
+	out := make([]rune, len(c))
+	for i, r := range c {
+		out[i] = termsafe.Rune(r)
+	}
+	return out
 }
 
 func boolInt(b bool) int {

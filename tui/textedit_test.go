@@ -7,6 +7,8 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestTextEditKeys(t *testing.T) {
@@ -63,4 +65,48 @@ func TestTextEditView(t *testing.T) {
 	if got != "/a/very/lon…" || lipgloss.Width(got) != 12 {
 		t.Errorf("one line with the cursor at the start: %q", got)
 	}
+}
+
+// Emoji with a variation selector or a skin-tone modifier are one cluster
+// two cells wide, as terminals and lipgloss draw them: every line the
+// editor draws is exactly its width, and the cursor steps over a cluster.
+func TestTextEditGraphemeClusters(t *testing.T) {
+	for _, v := range []string{"I ❤️ you", "👍🏽👍🏿 ok", "a👨‍👩‍👧b", "❤️❤️❤️❤️❤️❤️❤️❤️❤️❤️❤️"} {
+		e := newTextEdit(v, true)
+		for _, w := range []int{5, 8, 13} {
+			for i, l := range strings.Split(e.View(w, 4, true, lipgloss.NewStyle(), lipgloss.NewStyle()), "\n") {
+				assert.Equal(t, w, ansi.StringWidth(l), "%q at width %d, line %d: %q", v, w, i, l)
+			}
+		}
+		one := newTextEdit(v, false)
+		for _, w := range []int{4, 7, 20} {
+			assert.Equal(t, w, ansi.StringWidth(one.View(w, 1, true, lipgloss.NewStyle(), lipgloss.NewStyle())), "%q one line at width %d", v, w)
+		}
+	}
+	e := newTextEdit("ok 👍🏽", false)
+	e.Update(tea.KeyMsg{Type: tea.KeyLeft})
+	assert.Equal(t, len([]rune("ok ")), e.pos, "left steps over the whole cluster")
+	e.Update(tea.KeyMsg{Type: tea.KeyRight})
+	e.Update(tea.KeyMsg{Type: tea.KeyBackspace})
+	assert.Equal(t, "ok ", e.Value(), "backspace deletes the whole cluster")
+}
+
+// Readline's keys in a text field: ctrl+e end of line, ctrl+a start,
+// alt+b / alt+f a word back / on, alt+backspace deletes the word before.
+func TestTextEditReadlineKeys(t *testing.T) {
+	e := newTextEdit("red heart emoji", false)
+	alt := func(r rune) tea.KeyMsg { return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{r}, Alt: true} }
+	require.True(t, e.Update(tea.KeyMsg{Type: tea.KeyCtrlA}))
+	assert.Equal(t, 0, e.pos)
+	require.True(t, e.Update(tea.KeyMsg{Type: tea.KeyCtrlE}), "ctrl+e is end of line")
+	assert.Equal(t, len(e.value), e.pos)
+	require.True(t, e.Update(alt('b')))
+	assert.Equal(t, len("red heart "), e.pos)
+	require.True(t, e.Update(alt('b')))
+	assert.Equal(t, len("red "), e.pos)
+	require.True(t, e.Update(alt('f')))
+	assert.Equal(t, len("red heart"), e.pos)
+	require.True(t, e.Update(tea.KeyMsg{Type: tea.KeyBackspace, Alt: true}))
+	assert.Equal(t, "red  emoji", e.Value())
+	assert.Equal(t, len("red "), e.pos)
 }

@@ -38,6 +38,9 @@ type frameRec struct {
 	NFE                   int
 	Took                  time.Duration
 	XT, X0                *image.RGBA
+	// XTVAE and X0VAE: the picture was decoded by the VAE (see
+	// worker.vaeFrame), not projected from the latent.
+	XTVAE, X0VAE bool
 }
 
 type decodeKey struct {
@@ -58,6 +61,8 @@ type runRec struct {
 	Images         []*image.RGBA
 	final          *image.RGBA // Images side by side, for the preview
 	decoded        map[decodeKey]*image.RGBA
+	// shortAt is the pane width at which the progress line went short.
+	shortAt        int
 	Schedule       sampler.Schedule
 	Shape          [4]int
 	Chunks         int
@@ -82,8 +87,14 @@ func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
 func (r *runRec) total() int {
 	n := len(r.Frames)
 	switch {
-	case r.Status > runRunning:
+	case r.Status == runDone:
 		return n
+	case r.Status > runRunning && n > r.Inherited:
+		// Cancelled, stopped or failed: the steps it was to take.
+		f := r.Frames[n-1]
+		return n + max(f.Total-f.Index-1, 0)
+	case r.Status > runRunning:
+		return max(n, r.Settings.Steps)
 	case n > r.Inherited:
 		f := r.Frames[n-1]
 		return n + max(f.Total-f.Index-1, 0)
@@ -262,14 +273,20 @@ func (l mainLayout) fieldAt(y int) (focus, bool) {
 	return 0, false
 }
 
-// timelineBar draws one cell per step: taken, on screen, still to come.
+// timelineBar draws the run's steps in w cells: taken, still to come, and
+// the frame on screen (the initial noise at frame -1), which always has
+// its cell however many steps share one.
 func (m *Model) timelineBar(r *runRec, w int) string {
 	n := max(r.total(), len(r.Frames), 1)
+	mark := 0
+	if m.frame >= 0 {
+		mark = min(m.frame*w/n, w-1)
+	}
 	var b strings.Builder
 	for x := 0; x < w; x++ {
 		i := x * n / w
 		switch {
-		case i == m.frame || (m.frame < 0 && x == 0 && len(r.Frames) == 0):
+		case x == mark:
 			b.WriteString(styleTickOn.Render("█"))
 		case i < r.Inherited:
 			b.WriteString(styleDim.Render("▆"))
@@ -282,13 +299,15 @@ func (m *Model) timelineBar(r *runRec, w int) string {
 	return b.String()
 }
 
-// historyLine lists the runs, the one on screen highlighted.
+// historyLine lists the runs, the one on screen highlighted; when they
+// do not fit, the list is cut around the one on screen ("…" where runs
+// are left out).
 func (m *Model) historyLine(w int) string {
 	var parts []string
 	for i, r := range m.runs {
 		s := fmt.Sprintf("#%d", r.ID)
 		if r.Parent >= 0 {
-			s += fmt.Sprintf("⑂%d@%d", r.Parent, r.At+1)
+			s += fmt.Sprintf("←%d@%d", r.Parent, r.At+1)
 		}
 		switch r.Status {
 		case runDone:
@@ -307,6 +326,34 @@ func (m *Model) historyLine(w int) string {
 		}
 		parts = append(parts, s)
 	}
-	line := "history " + strings.Join(parts, " ")
+	fits := func(from, to int) bool {
+		line := "history " + strings.Join(parts[from:to], " ")
+		if from > 0 {
+			line += " …"
+		}
+		if to < len(parts) {
+			line += " …"
+		}
+		return lipgloss.Width(line) <= w
+	}
+	from, to := 0, len(parts)
+	for (from < m.cur || to > m.cur+1) && !fits(from, to) {
+		// Drop the run farthest from the one on screen.
+		if m.cur-from >= to-1-m.cur && from < m.cur {
+			from++
+		} else if to > m.cur+1 {
+			to--
+		} else {
+			from++
+		}
+	}
+	line := "history "
+	if from > 0 {
+		line += "… "
+	}
+	line += strings.Join(parts[from:to], " ")
+	if to < len(parts) {
+		line += " …"
+	}
 	return truncate(line, w)
 }

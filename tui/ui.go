@@ -231,11 +231,15 @@ type Model struct {
 	statusErr bool
 	exported  []string
 
-	modal *modal
-	pv    presetsView
-	sv    scheduleView
-	fv    forwardView
-	gv    sweepView
+	modal      *modal
+	helpScroll int           // first line of the full help shown
+	undo       []editorState // the fields before each change (ctrl+z)
+	busy       busy          // the spinner of a long stage
+	tokens     tokenCounter  // the prompts' token counts
+	pv         presetsView
+	sv         scheduleView
+	fv         forwardView
+	gv         sweepView
 
 	cache renderCache
 }
@@ -257,6 +261,7 @@ func New(opts Options) *Model {
 		ed: newEditor(s, opts.OutDir), frame: -1, width: 100, height: 30, loading: true,
 		showX0: true, // the prediction reads better than the noisy latent
 		sv:     newScheduleView(),
+		busy:   newBusy(),
 	}
 	m.status = "loading " + opts.ModelLabel + "…"
 	return m
@@ -350,7 +355,17 @@ func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
 	if m.crash != nil {
 		return m, tea.Quit
 	}
-	return m, m.update(msg)
+	if k, ok := msg.(tea.KeyMsg); ok && key.Matches(k, m.keys.Undo) && m.modal == nil {
+		m.undoChange()
+		return m, nil
+	}
+	before := m.ed.state()
+	cmd = m.update(msg)
+	m.noteChange(before)
+	if b := m.trackBusy(msg); b != nil {
+		cmd = tea.Batch(cmd, b)
+	}
+	return m, cmd
 }
 
 func (m *Model) update(msg tea.Msg) tea.Cmd {
@@ -459,6 +474,11 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return tea.Batch(cmds...)
 	}
 	km := m.keys
+	if d := k.String(); len(d) == 1 && d >= "1" && d <= "5" && m.modal == nil && !m.help.ShowAll && m.digitsSwitchViews() {
+		// The header's "1 studio 2 schedule ...": a digit outside a text
+		// field is its alt+digit.
+		return m.handleKey(tea.KeyMsg{Type: tea.KeyRunes, Runes: k.Runes, Alt: true})
+	}
 	switch {
 	case key.Matches(k, km.Quit):
 		if m.w != nil {
@@ -466,15 +486,19 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 			m.w.cancelRun()
 		}
 		return tea.Quit
+	case key.Matches(k, km.Redraw):
+		return tea.ClearScreen
 	case m.modal != nil:
 		return m.modal.update(m, k)
+	case m.help.ShowAll:
+		return m.helpKey(k)
 	case k.Paste && droppedPNG(string(k.Runes)) != "":
 		path := droppedPNG(string(k.Runes))
 		return func() tea.Msg { return openPNG(path) }
 	case k.Paste && droppedModel(string(k.Runes)) != "":
 		return m.loadModel(droppedModel(string(k.Runes)))
 	case key.Matches(k, km.LoadModel):
-		m.openModal(modalModel, "Load a model: a .safetensors file or a diffusers folder (PATH [--config FILE])", "")
+		m.openModal(modalModel, "Load a model: a .safetensors file or a diffusers folder (PATH [--config FILE]), or \"bundled\"", "")
 		return nil
 	case key.Matches(k, km.Generate):
 		return m.generate()
@@ -506,8 +530,10 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return nil
 	case key.Matches(k, km.Cancel):
 		return m.cancel()
-	case k.String() == "f1" || (k.String() == "?" && !(m.state == stateMain && m.focus.isText())):
-		m.help.ShowAll = !m.help.ShowAll
+	case k.String() == "f1" || (k.String() == "?" && !(m.state == stateMain && m.focus.isText() && m.focusedText() != "")):
+		// "?" types into a text field that holds text; in an empty one
+		// (the prompt at start) it opens the help.
+		m.help.ShowAll, m.helpScroll = true, 0
 		return nil
 	}
 	switch m.state {
@@ -544,6 +570,48 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 			m.focus++
 		}
 	}
+	return nil
+}
+
+// digitsSwitchViews reports whether a digit key picks a view: outside a
+// text field, except in the schedule view, whose 1/2/3 toggle its curves.
+func (m *Model) digitsSwitchViews() bool {
+	switch m.state {
+	case stateMain:
+		return !m.focus.isText()
+	case stateSchedule:
+		return false
+	}
+	return true
+}
+
+// focusedText is the text of the focused field ("" for lists).
+func (m *Model) focusedText() string {
+	if t := m.ed.field(m.focus); t != nil {
+		return t.Value()
+	}
+	return ""
+}
+
+// helpKey handles keys while the full help is shown: it is modal, so
+// keys never reach the fields under it; the arrows, j/k and the page keys
+// scroll it, and esc, ?, f1 or q close it.
+func (m *Model) helpKey(k tea.KeyMsg) tea.Cmd {
+	switch k.String() {
+	case "esc", "?", "f1", "q":
+		m.help.ShowAll = false
+	case "up", "k":
+		m.helpScroll--
+	case "down", "j":
+		m.helpScroll++
+	case "pgup":
+		m.helpScroll -= 10
+	case "pgdown", " ":
+		m.helpScroll += 10
+	case "home":
+		m.helpScroll = 0
+	}
+	m.helpScroll = max(m.helpScroll, 0)
 	return nil
 }
 
@@ -614,7 +682,7 @@ func (m *Model) view() string {
 	case m.modal != nil:
 		body = lipgloss.Place(m.width, bodyH, lipgloss.Center, lipgloss.Center, m.modal.view(m.width))
 	case m.help.ShowAll:
-		body = fullHelpView(m.keys, m.width)
+		body = m.helpView(bodyH)
 	case m.state == statePresets:
 		body = m.pv.view(m, m.width, bodyH)
 	case m.state == stateSchedule:
@@ -657,6 +725,9 @@ func (m *Model) headerView() string {
 
 func (m *Model) footerView() string {
 	status := truncate(styleOK.Render(m.status), m.width)
+	if b := m.busyLine(); b != "" {
+		status = truncate(b+styleDim.Render(" · ")+styleOK.Render(m.status), m.width)
+	}
 	if m.statusErr {
 		// An error wraps onto up to three lines (on a terminal of at least
 		// 20 rows): its end often says what was kept or done about it.
@@ -666,16 +737,42 @@ func (m *Model) footerView() string {
 		}
 		status = lipgloss.NewStyle().Width(m.width).MaxHeight(lines).Render(styleErr.Render(m.status))
 	}
-	m.help.Width = m.width
-	// bubbles' help adds every item once its ellipsis no longer fits:
-	// cut the line to the terminal here. The full help is drawn in the
-	// body (fullHelpView), so the footer keeps one line.
-	return status + "\n" + truncate(m.help.ShortHelpView(m.keys.ShortHelp()), m.width)
+	m.help.Width = 0
+	// bubbles' help adds every item once its ellipsis no longer fits: cut
+	// the line to the terminal here, but keep the last two, help and
+	// quit, whatever the width. The full help is drawn in the body
+	// (helpView), so the footer keeps one line.
+	items := m.keys.ShortHelp()
+	tail := m.help.ShortHelpView(items[len(items)-2:])
+	head := m.help.ShortHelpView(items[:len(items)-2])
+	sep := m.help.Styles.ShortSeparator.Render(m.help.ShortSeparator)
+	room := m.width - lipgloss.Width(tail) - lipgloss.Width(sep)
+	line := tail
+	if room > 0 {
+		line = truncate(head, room) + sep + tail
+	}
+	return status + "\n" + truncate(line, m.width)
+}
+
+// helpView is the full help, scrolled to m.helpScroll, h lines high; a
+// last line says how to scroll when it does not fit.
+func (m *Model) helpView(h int) string {
+	lines := strings.Split(fullHelpView(m.keys, m.width), "\n")
+	if len(lines) <= h {
+		m.helpScroll = 0
+		return strings.Join(lines, "\n")
+	}
+	view := max(h-1, 1)
+	m.helpScroll = min(m.helpScroll, len(lines)-view)
+	out := append([]string(nil), lines[m.helpScroll:m.helpScroll+view]...)
+	out = append(out, styleDim.Render(fmt.Sprintf("lines %d-%d of %d — ↑/↓ pgup/pgdn scroll, esc closes", m.helpScroll+1, m.helpScroll+view, len(lines))))
+	return strings.Join(out, "\n")
 }
 
 // mainView is the editor on the left and the preview with its progress
 // line and timeline on the right.
 func (m *Model) mainView(w, h int) string {
+	m.countTokens()
 	l := m.layoutMain(h)
 	form := m.ed.view(l.formW, h, m.focus, m.chunks())
 	if p := m.problem(); p != "" {
@@ -688,18 +785,20 @@ func (m *Model) mainView(w, h int) string {
 	return lipgloss.JoinHorizontal(lipgloss.Top, form, " ", right)
 }
 
-// problem says what is wrong with the edited settings for the loaded model,
-// as the user types ("" when they are fine, or no model is loaded).
+// problem says what is wrong with the edited settings for the loaded model
+// (without one, what no model accepts), as the user types ("" when they
+// are fine).
 func (m *Model) problem() string {
-	if m.model == nil {
-		return ""
-	}
 	s, err := m.ed.settings()
 	if err == nil {
 		if s.Seed < 0 {
 			s.Seed = 0
 		}
-		err = m.model.Validate(s)
+		if m.model != nil {
+			err = m.model.Validate(s)
+		} else {
+			err = s.Validate() // what no model accepts, as it is typed
+		}
 	}
 	if err != nil {
 		return oneLine(err.Error())

@@ -137,7 +137,7 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	if !samePixels(same.Images[0].Pix, r.Images[0].Pix) {
 		t.Errorf("a branch with unchanged settings changed the image")
 	}
-	h.mustView("branch of 1 at step 1", "#2⑂1@1✓")
+	h.mustView("branch of 1 at step 1", "#2←1@1✓")
 
 	// Branch at step 1 with guidance 1: the steps after it differ.
 	h.keys("home", ".", "[")
@@ -287,7 +287,7 @@ func TestExportAndOpen(t *testing.T) {
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitRun(r)
-	h.keys("ctrl+e")
+	h.keys("ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 1 })
 	p1 := m.exported[0]
 	if filepath.Dir(p1) != h.out {
@@ -309,7 +309,7 @@ func TestExportAndOpen(t *testing.T) {
 	// The frame on screen (step 1, predicted x0 as shown by default),
 	// decoded by the VAE; a second export never overwrites the first.
 	m.exported = nil
-	h.keys("home", ".", "ctrl+e")
+	h.keys("home", ".", "ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 1 })
 	p2 := m.exported[0]
 	if p2 == p1 {
@@ -602,7 +602,7 @@ func TestBatch(t *testing.T) {
 		t.Errorf("batch preview is %v, want two 8x8 latents side by side", b)
 	}
 	h.mustView("batch of 2")
-	h.keys("ctrl+e")
+	h.keys("ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 2 })
 	for i, p := range m.exported {
 		text, err := render.ReadPNGTextFile(p)
@@ -662,7 +662,7 @@ func monkey(t *testing.T, seed uint64) {
 	m := h.m
 	keys := []string{"ctrl+g", "esc", "tab", "shift+tab", "up", "down", "left", "right", "enter", "space",
 		".", ",", "x", "b", "v", "[", "]", "home", "end", "backspace", "a", "?", "1", "s", "r", "d", "i",
-		"alt+1", "alt+2", "alt+3", "alt+4", "alt+5", "ctrl+s", "ctrl+e", "ctrl+o", "ctrl+p", "ctrl+r", "ctrl+l", "ctrl+n", "f1"}
+		"alt+1", "alt+2", "alt+3", "alt+4", "alt+5", "ctrl+s", "ctrl+e", "ctrl+x", "ctrl+o", "ctrl+p", "ctrl+r", "ctrl+l", "ctrl+n", "f1"}
 	rng := rand.New(rand.NewPCG(seed, 2))
 	for i := 0; i < 400; i++ {
 		k := keys[rng.IntN(len(keys))]

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"image"
 	"io"
 	"math"
 	"os"
@@ -43,7 +44,36 @@ type genFlags struct {
 	guidance                            float64 // --guidance (Flux's distilled guidance; < 0: the model's)
 	cfgSet                              bool    // --cfg-scale given (or read by --from)
 	extra                               checkpoint.Extra
+	// branchAt > 0 continues the run from its step branchAt with the
+	// --branch changes (the studio's "b"); xy are the X/Y plot's axes.
+	branchAt int
+	branch   multiFlag
+	xySpecs  multiFlag
+	xy       []axis
+	branchFn func(*presets.Settings) error
+	// chain are the branches to take, first run first: --branch-at's,
+	// or those a --from PNG records.
+	chain []branchLink
+	// fromModel and fromHash name the model a --from PNG was made with.
+	fromModel, fromHash string
+	// batchPos > 0: --from read image batchPos-1 of a batch; only it is
+	// written.
+	batchPos int
 }
+
+// branchLink is one branch: after step at (counting the frames the run
+// inherited), continue with the parent's settings changed by apply.
+type branchLink struct {
+	at    int
+	apply func(*presets.Settings) error
+	flag  string // what asked for it, for errors
+}
+
+// multiFlag is a flag that may be given several times.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 // fullUsage prints every flag of generate (set by newGenFlagSet).
 var fullUsage func()
@@ -116,6 +146,9 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
+	integer(&f.branchAt, "branch-at", "", "branch the run after step K (1-based) with the --branch changes, as the studio's b; writes the branch's image")
+	fs.Var(&f.branch, "branch", "a change for --branch-at: KEY=VALUE (cfg, steps, sampler, schedule, clip-skip, prompt, negative, guidance-rescale); repeat for several")
+	fs.Var(&f.xySpecs, "xy", "X/Y plot axis KEY=V1,V2,... (cfg, steps, sampler, schedule, seed, clip-skip, prompt as A1111's Prompt S/R, negative, guidance-rescale): the first is X, a second is Y; -o gets one labelled grid")
 	fs.BoolVar(&f.preview, "preview", false, "draw each step's half-block preview above the progress bar")
 	fs.BoolVar(&f.force, "force", false, "overwrite existing output files, and try a size or batch estimated not to fit the device's memory")
 	f.device = "auto"
@@ -176,6 +209,14 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		}
 		return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
 	}
+	// `--xy "cfg=1,3" "steps=10,20" ...`: an axis right after --xy's
+	// value is the Y axis; the flags after it are read on.
+	for len(f.xySpecs) == 1 && fs.NArg() > 0 && strings.Contains(fs.Arg(0), "=") && !strings.HasPrefix(fs.Arg(0), "-") {
+		f.xySpecs = append(f.xySpecs, fs.Arg(0))
+		if err := fs.Parse(fs.Args()[1:]); err != nil {
+			return f, fmt.Errorf("%w (run 'stepwise generate -h' for every flag)", err)
+		}
+	}
 	if fs.NArg() > 0 {
 		return f, fmt.Errorf("unexpected argument %q (quote the prompt and pass it with -p)", fs.Arg(0))
 	}
@@ -185,6 +226,9 @@ func parseGenerate(args []string, stderr io.Writer) (genFlags, error) {
 		if err := settingsFromPNG(&f, set, stderr); err != nil {
 			return f, err
 		}
+	}
+	if err := parseSessionFlags(&f); err != nil {
+		return f, err
 	}
 	f.samplerSet = set["sampler"] || f.from != ""
 	f.cfgSet = set["cfg-scale"] || f.from != ""
@@ -392,13 +436,20 @@ func settingsFromPNG(f *genFlags, set map[string]bool, stderr io.Writer) error {
 	if !named && !hires && strings.Contains(last, "Denoising strength:") {
 		warn("it was made by img2img (Denoising strength %g) from an init image its parameters do not name; generating from noise (pass --init-img PATH)", s.Strength)
 	}
-	return nil
+	return fromPNGExtras(f, set, unknown, warn)
 }
 
 // precheck refuses settings that no model accepts, before loading one.
 func precheck(s presets.Settings) error {
-	if s.Width%8 != 0 || s.Height%8 != 0 {
-		return fmt.Errorf("size %dx%d: width and height must be multiples of 8", s.Width, s.Height)
+	// A side left out (0) is the model's native size: name only the side
+	// given ("-W 33", not "size 33x0").
+	for _, side := range []struct {
+		flag string
+		v    int
+	}{{"-W", s.Width}, {"-H", s.Height}} {
+		if side.v%8 != 0 {
+			return fmt.Errorf("%s %d: width and height must be multiples of 8 (and of the model's own step, 64 for SD 1.x/2.x, 32 for SDXL)", side.flag, side.v)
+		}
 	}
 	probe := s
 	if probe.Width == 0 {
@@ -497,7 +548,11 @@ func loadPipelineWith(device, path, config string, ex checkpoint.Extra, warn fun
 }
 
 func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
-	paths, err := outputPaths(f.output, max(f.s.Batch, 1), f.force)
+	nOut := max(f.s.Batch, 1)
+	if f.batchPos > 0 {
+		nOut = 1 // one image of a batch (--from)
+	}
+	paths, err := outputPaths(f.output, nOut, f.force)
 	if err != nil {
 		return err
 	}
@@ -526,7 +581,11 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return fmt.Errorf("%w; nothing written", err)
 	}
 	t0 := time.Now()
-	p, err := loadPipelineWith(f.device, f.model, f.config, f.extra, warn)
+	busy := &busyLine{w: stderr, tty: isTerminal(stderr)}
+	defer busy.end()
+	busy.start("loading the model")
+	p, err := loadPipelineWith(f.device, f.model, f.config, f.extra, busy.quiet(warn))
+	busy.end()
 	if err != nil {
 		if cn != nil {
 			cn.Close()
@@ -534,8 +593,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return err
 	}
 	dev := p.Device()
-	defer dev.Close()
-	defer p.Close()
+	owned := false // by the session, once it exists
+	defer func() {
+		if !owned {
+			p.Close()
+			dev.Close()
+		}
+	}()
 	p.LoRADir = f.loraDir
 	if cn != nil {
 		if err := p.SetControlNet(cn); err != nil {
@@ -628,10 +692,27 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "note: %s\n", msg)
 	})
 	randomSeed := s.Seed < 0
-	j, err := gen.StartInputs(p, s, in)
+	sess, err := gen.SessionOn(p)
+	if err != nil {
+		return err
+	}
+	owned = true
+	defer sess.Close()
+	if h, err := gen.ModelHash(p.Model.Path); err == nil {
+		if n := modelNote(f, p.Name, h); n != "" {
+			warn(n)
+		}
+	}
+	if len(f.xy) > 0 {
+		return generateXY(ctx, sess, f, s, in, paths[0], stderr)
+	}
+	busy.start("encoding the prompt")
+	run, err := sess.StartInputs(1, s, in)
+	busy.end()
 	if err != nil {
 		return fmt.Errorf("%w; nothing written", err)
 	}
+	j := run.Job
 	defer j.Close()
 	if randomSeed {
 		fmt.Fprintf(stderr, "seed: %d\n", j.Settings.Seed)
@@ -663,19 +744,56 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 			termsafe.Text(in.ControlPath), module, s.ControlStrength, s.ControlStart, s.ControlEnd)
 	}
 	prog := newProgress(stderr, f.preview, p)
-	for !j.Done() {
-		fr, err := j.Step(ctx)
-		if err != nil {
-			prog.finish()
-			if errors.Is(err, context.Canceled) || ctx.Err() != nil {
-				return fmt.Errorf("interrupted at step %d/%d; nothing written", len(j.Frames), j.Run.Total())
+	var budget gen.PreviewBudget // VAE previews for --preview
+	stepTo := func(r *gen.Run, n int) error {
+		for !r.Job.Done() && len(r.Job.Frames) < n {
+			if len(r.Job.Frames) == 0 {
+				busy.start("step 1 (the first run on a device compiles its shaders)")
 			}
+			st, err := sess.Step(ctx, r)
+			busy.end()
+			if err != nil {
+				prog.finish()
+				if errors.Is(err, context.Canceled) || ctx.Err() != nil {
+					return fmt.Errorf("interrupted at step %d/%d; nothing written", len(r.Job.Frames), r.Job.Run.Total())
+				}
+				return fmt.Errorf("%w; nothing written", err)
+			}
+			if f.preview {
+				prog.pic = vaePreview(sess, r, st, &budget)
+			}
+			prog.step(st.Frame)
+		}
+		return nil
+	}
+	for _, link := range f.chain {
+		if err := stepTo(run, link.at); err != nil {
+			return err
+		}
+		prog.finish()
+		if link.at >= len(run.Job.Frames) && run.Job.Done() {
+			return fmt.Errorf("%s: the run has %d steps; branch before the last; nothing written", link.flag, len(run.Job.Frames))
+		}
+		bs := j.Settings
+		if err := link.apply(&bs); err != nil {
+			return err
+		}
+		b, err := sess.Branch(run.ID+1, run.ID, link.at-1, bs)
+		if err != nil {
 			return fmt.Errorf("%w; nothing written", err)
 		}
-		prog.step(fr)
+		defer b.Job.Close()
+		fmt.Fprintf(stderr, "branched after step %d: %s\n", link.at, strings.Join(branchChanges(j.Settings, b.Job.Settings), ", "))
+		run, j = b, b.Job
+		prog = newProgress(stderr, f.preview, p)
+	}
+	if err := stepTo(run, math.MaxInt); err != nil {
+		return err
 	}
 	prog.finish()
-	imgs, err := j.ImagesContext(ctx)
+	busy.start("VAE decoding")
+	imgs, err := sess.Images(ctx, run)
+	busy.end()
 	if ctx.Err() != nil {
 		return errors.New("interrupted while decoding; nothing written")
 	}
@@ -686,7 +804,13 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return errors.New("interrupted before writing; nothing written")
 	}
 	for i, im := range imgs {
-		text := map[string]string{"parameters": j.Infotext(i)}
+		if f.batchPos > 0 {
+			if i != f.batchPos-1 {
+				continue
+			}
+			i = 0 // the one path
+		}
+		text := map[string]string{"parameters": sess.Infotext(run.ID, max(i, f.batchPos-1))}
 		if err := render.WritePNG(paths[i], im, text, f.force); err != nil {
 			return err
 		}
@@ -703,6 +827,9 @@ const bigWork = 5e11
 // progress reports steps on stderr: a redrawn bar (and optional preview)
 // on a terminal, plain lines otherwise.
 type progress struct {
+	// pic, when set, is the next preview (a VAE decode; see
+	// vaePreview), used once.
+	pic     *image.RGBA
 	w       io.Writer
 	tty     bool
 	preview bool
@@ -712,11 +839,14 @@ type progress struct {
 	pipe    *models.Pipeline
 }
 
+// isTerminal reports whether w is a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
 func newProgress(w io.Writer, preview bool, p *models.Pipeline) *progress {
-	tty := false
-	if f, ok := w.(*os.File); ok {
-		tty = term.IsTerminal(int(f.Fd()))
-	}
+	tty := isTerminal(w)
 	return &progress{w: w, tty: tty, preview: preview, pipe: p, start: time.Now(), mode: render.DetectColorMode()}
 }
 
@@ -739,7 +869,12 @@ func (p *progress) step(fr sampler.Frame) {
 	}
 	lines := 0
 	if p.preview {
-		pic := render.HalfBlock(gen.PreviewFor(p.pipe, fr.Denoised, 0), 32, 16, p.mode)
+		var img image.Image = p.pic
+		if p.pic == nil {
+			img = gen.PreviewFor(p.pipe, fr.Denoised, 0)
+		}
+		p.pic = nil
+		pic := render.HalfBlock(img, 32, 16, p.mode)
 		for _, l := range strings.Split(pic, "\n") {
 			b.WriteString("\x1b[2K" + l + "\n")
 			lines++

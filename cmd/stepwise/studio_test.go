@@ -147,7 +147,7 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 			t.Errorf("screen lacks %q:\n%s", want, main)
 		}
 	}
-	s.cmd("send-keys", "-t", "studio", "C-e")
+	s.cmd("send-keys", "-t", "studio", "C-x")
 	exported := s.waitScreen("exported", 30*time.Second)
 	pngPath := filepath.Join(out, "stepwise_0001.png")
 	if _, err := os.Stat(pngPath); err != nil {
