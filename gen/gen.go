@@ -477,15 +477,16 @@ func (j *Job) Infotext(i int) string {
 }
 
 // PreviewFor renders batch row i of a latent (best the predicted x0) as an
-// RGB image: with the pipeline's TAESD when one is loaded, else through the
-// model's linear latent -> RGB projection, which costs nothing.
+// RGB image: with the pipeline's TAESD when one is loaded (at most
+// models.PreviewSide pixels a side), else through the model's linear latent
+// -> RGB projection, which costs nothing.
 func PreviewFor(p *models.Pipeline, l sampler.Latent, i int) *image.RGBA {
 	if p.TAESD() != nil {
 		c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
 		n := c * h * w
 		if (i+1)*n <= len(l.Data) {
-			if imgs, err := p.DecodeTiny(l.Data[i*n:(i+1)*n], [4]int{1, c, h, w}); err == nil {
-				return imgs[0]
+			if img, err := p.PreviewTiny(l.Data[i*n:(i+1)*n], [4]int{1, c, h, w}, models.PreviewSide); err == nil {
+				return img
 			}
 		}
 	}

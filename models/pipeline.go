@@ -1005,6 +1005,60 @@ func (p *Pipeline) DecodeTiny(latent []float32, shape [4]int) ([]*image.RGBA, er
 	return ToImages(pix, img.Shape), nil
 }
 
+// PreviewSide is the largest side, in pixels, of a TAESD step preview
+// (PreviewTiny): more than a terminal's half-block picture resolves, even on
+// a wide screen.
+const PreviewSide = 256
+
+// PreviewTiny is a TAESD step preview of latents [1, C, h, w] no larger than
+// maxSide pixels a side: the latent is first averaged over f x f cells, f
+// the smallest factor (dividing h and w) that brings 8*h/f and 8*w/f within
+// maxSide, so a 512x512 preview decodes a 32x32 latent into 256x256 pixels at
+// a quarter of a full decode's cost. Below maxSide it is DecodeTiny.
+func (p *Pipeline) PreviewTiny(latent []float32, shape [4]int, maxSide int) (*image.RGBA, error) {
+	if shape[0] != 1 || len(latent) != shape[0]*shape[1]*shape[2]*shape[3] {
+		return nil, fmt.Errorf("taesd preview: latent of %d values for shape %v (one image)", len(latent), shape)
+	}
+	c, h, w := shape[1], shape[2], shape[3]
+	f := 1
+	for 8*max(h, w)/f > maxSide && f < min(h, w) {
+		f++
+		for f < min(h, w) && (h%f != 0 || w%f != 0) {
+			f++
+		}
+	}
+	if f > 1 && h%f == 0 && w%f == 0 {
+		latent, shape = poolLatent(latent, c, h, w, f), [4]int{1, c, h / f, w / f}
+	}
+	imgs, err := p.DecodeTiny(latent, shape)
+	if err != nil {
+		return nil, err
+	}
+	return imgs[0], nil
+}
+
+// poolLatent averages each f x f cell of a [c, h, w] latent.
+func poolLatent(x []float32, c, h, w, f int) []float32 {
+	oh, ow := h/f, w/f
+	out := make([]float32, c*oh*ow)
+	inv := 1 / float32(f*f)
+	for ch := 0; ch < c; ch++ {
+		for y := 0; y < oh; y++ {
+			for xx := 0; xx < ow; xx++ {
+				var sum float32
+				for dy := 0; dy < f; dy++ {
+					row := x[(ch*h+y*f+dy)*w+xx*f:]
+					for dx := 0; dx < f; dx++ {
+						sum += row[dx]
+					}
+				}
+				out[(ch*oh+y)*ow+xx] = sum * inv
+			}
+		}
+	}
+	return out
+}
+
 // ToImages converts raw VAE output [B, 3, H, W] in [-1, 1] to 8-bit images
 // as diffusers does: clamp(x/2 + 0.5, 0, 1) * 255, rounded half to even.
 func ToImages(pix []float32, shape gpu.Shape) []*image.RGBA {

@@ -281,8 +281,11 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpo
 		den := j.Frames[len(j.Frames)-1].Denoised
 		one := [4]int{1, den.Shape[1], den.Shape[2], den.Shape[3]}
 		x0 := den.Data[:one[1]*one[2]*one[3]]
+		if err := stage("taesd decode (full size)", func() error { _, err := p.DecodeTiny(x0, one); return err }); err != nil {
+			return nil, err
+		}
 		for _, name := range []string{"taesd preview (first)", "taesd preview"} {
-			if err := stage(name, func() error { _, err := p.DecodeTiny(x0, one); return err }); err != nil {
+			if err := stage(name, func() error { _, err := p.PreviewTiny(x0, one, models.PreviewSide); return err }); err != nil {
 				return nil, err
 			}
 		}
