@@ -10,6 +10,7 @@ import (
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/tui"
 )
 
@@ -27,6 +28,7 @@ func runStudio(args []string) error {
 	device := fs.String("device", "auto", "compute device: "+strings.Join(devices.Names, ", "))
 	out := fs.String("out", ".", "folder PNG exports are written to")
 	presetDir := fs.String("presets", "", "preset folder (default $XDG_CONFIG_HOME/stepwise/presets)")
+	taesd := fs.String("taesd", "", "TAESD (tiny autoencoder) the model the studio starts with decodes with, step previews (at most 256 px a side) and exports alike (stable-diffusion.cpp's --taesd): a diffusers folder or .safetensors file")
 	loraDir := fs.String("lora-dir", os.Getenv(models.LoRADirEnv), "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (default $"+models.LoRADirEnv+")")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), studioUsage)
@@ -49,22 +51,7 @@ func runStudio(args []string) error {
 		label = filepath.Base(*model)
 	}
 	label += " on " + *device
-	load := func(warn func(string)) (gpu.Device, *models.Pipeline, error) {
-		dev, err := devices.Open(*device, warn)
-		if err != nil {
-			return nil, nil, fmt.Errorf("device %s: %w", *device, err)
-		}
-		var p *models.Pipeline
-		if *model == "" {
-			p, err = defaultModel(dev)
-		} else {
-			p, err = models.Load(dev, *model, *config)
-		}
-		if err != nil {
-			return dev, nil, err
-		}
-		return dev, p, nil
-	}
+	load := studioLoad(*device, *model, *config, *taesd)
 	open := func(warn func(string)) (gpu.Device, error) {
 		dev, err := devices.Open(*device, warn)
 		if err != nil {
@@ -74,4 +61,39 @@ func runStudio(args []string) error {
 	}
 	return tui.Run(tui.Options{Load: load, Open: open, ModelLabel: label, OutDir: *out, PresetDir: *presetDir,
 		CrashTest: os.Getenv("STEPWISE_TEST_PANIC")})
+}
+
+// studioLoad is how the studio opens its device and first model (and reopens
+// them after a device fault): the bundled model when model is "", with the
+// TAESD at taesd attached when given.
+func studioLoad(device, model, config, taesd string) func(warn func(string)) (gpu.Device, *models.Pipeline, error) {
+	return func(warn func(string)) (gpu.Device, *models.Pipeline, error) {
+		dev, err := devices.Open(device, warn)
+		if err != nil {
+			return nil, nil, fmt.Errorf("device %s: %w", device, err)
+		}
+		var p *models.Pipeline
+		if model == "" {
+			p, err = defaultModel(dev)
+		} else {
+			p, err = models.Load(dev, model, config)
+		}
+		if err != nil {
+			return dev, nil, err
+		}
+		if taesd != "" {
+			// Step previews through the TAESD; one that does not fit the
+			// model is reported and the previews stay the latent projection.
+			tm, err := checkpoint.LoadTiny(taesd)
+			if err == nil {
+				if err = p.SetTAESD(tm); err != nil {
+					tm.Close()
+				}
+			}
+			if err != nil {
+				warn(fmt.Sprintf("--taesd: %v; previews use the latent projection", err))
+			}
+		}
+		return dev, p, nil
+	}
 }
