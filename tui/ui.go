@@ -166,6 +166,7 @@ type (
 		ID       int
 		T        []int
 		AlphaBar []float64
+		Sigma    []float64 // flow models: x_t = (1-σ) x0 + σ ε
 		Images   []*image.RGBA
 		Err      error
 	}

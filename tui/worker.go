@@ -330,7 +330,7 @@ func (w *worker) handle1(r request) {
 			w.send(forwardMsg{ID: r.ID, Err: w.recovered(err)})
 			return
 		}
-		w.send(forwardMsg{ID: r.ID, T: fw.T, AlphaBar: fw.AlphaBar, Images: fw.Images})
+		w.send(forwardMsg{ID: r.ID, T: fw.T, AlphaBar: fw.AlphaBar, Sigma: fw.Sigma, Images: fw.Images})
 	}
 }
 
