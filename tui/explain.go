@@ -720,22 +720,30 @@ func traceView(m *Model, w, h int) string {
 	}
 	b.WriteString(styleDim.Render(truncate(fmt.Sprintf("run %d on %s · shapes [batch, …] · times of the last call of each stage", r.ID, p.Name), w)) + "\n\n")
 	stage("prompt", fmt.Sprintf("%d chars", len(s.Prompt)), oneLine(s.Prompt))
-	arrow("tokenize (CLIP BPE)", tm("tokenize"))
-	chunkNote := ""
-	if chunks > 1 {
-		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
+	denoiser := "U-Net"
+	if p.MaxSequenceLength > 0 {
+		denoiser = "transformer"
+		traceTokenStreams(p, r, stage, arrow, tm, strings.Join(shown, " "))
+	} else {
+		traceCLIPTokens(p, r, stage, arrow, tm, shown, chunks, hid)
 	}
-	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
-	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
-	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	traceImagePrompt(s, stage, arrow, tm)
 	b.WriteString("\n")
+
 	if r.Parent >= 0 {
 		stage(fmt.Sprintf("x at step %d", r.Inherited), fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("branched from run %d: seed %d, σ %.3g", r.Parent, s.Seed, first(r.Schedule.Sigmas)))
 	} else {
 		stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)))
 	}
-	arrow(fmt.Sprintf("U-Net ×%d steps, %d calls on [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
+	if p.MaxSequenceLength > 0 {
+		img := (lh / 2) * (lw / 2) // 2x2 patches (SD3) or packed latents (Flux)
+		txt := p.MaxSequenceLength
+		if len(p.Encoders) > 2 { // SD3: CLIP's 77 tokens before T5's
+			txt += 77
+		}
+		stage("joined", fmt.Sprintf("%d tokens", txt+img), fmt.Sprintf("%d text + %d image (2x2 patches of the %dx%d latent), one attention sequence", txt, img, lh, lw))
+	}
+	arrow(fmt.Sprintf("%s ×%d steps, %d calls on [%d, %d, %d, %d]", denoiser, steps, nfe, b0*rows, c0, lh, lw),
 		fmt.Sprintf("%s/call, %s in all", tm("unet"), r.Sampling.Round(time.Millisecond)))
 	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)))
 	decode := "—"
@@ -749,6 +757,45 @@ func traceView(m *Model, w, h int) string {
 			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond)), w)) + "\n")
 	}
 	return b.String()
+}
+
+// traceCLIPTokens draws a U-Net model's CLIP stages: 77-token chunks
+// through each encoder, concatenated along the width.
+func traceCLIPTokens(p *gen.Facts, r *runRec, stage func(name, shape, detail string), arrow func(op, t string), tm func(string) string, shown []string, chunks, hid int) {
+	chunkNote := ""
+	if chunks > 1 {
+		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
+	}
+	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
+	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(r.Settings.ClipSkip, 1)), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
+}
+
+// traceTokenStreams draws the token streams of a T5 family: SD3's CLIP-L
+// and CLIP-G (penultimate states side by side, zero-padded to T5's width)
+// followed along the sequence by T5's tokens; Flux's T5 tokens as the
+// context with CLIP-L giving only the pooled vector.
+func traceTokenStreams(p *gen.Facts, r *runRec, stage func(name, shape, detail string), arrow func(op, t string), tm func(string) string, shown string) {
+	msl, hid := p.MaxSequenceLength, p.TextHidden
+	t5 := fmt.Sprintf("%d tokens with </s>", r.PromptT5Tokens)
+	if r.PromptT5Tokens > msl {
+		t5 += fmt.Sprintf(", truncated to %d", msl)
+	} else {
+		t5 += fmt.Sprintf(", padded to %d", msl)
+	}
+	if len(p.Encoders) > 2 {
+		arrow("tokenize (CLIP BPE ×2, T5 SentencePiece)", tm("tokenize"))
+		stage("CLIP-L/G", "[1, 77] ids ×2", fmt.Sprintf("%d tokens: %s", r.PromptTokens, shown))
+		stage("T5", fmt.Sprintf("[1, %d] ids", msl), t5)
+		arrow(fmt.Sprintf("text encoders (%s)", strings.Join(p.Encoders, " + ")), tm("text_encoder"))
+		stage("embeddings", fmt.Sprintf("[1, 77+%d=%d, %d] ×2", msl, 77+msl, hid), "CLIP-L‖CLIP-G penultimate, zero-padded to T5's width, then T5's tokens; pooled L‖G")
+		return
+	}
+	arrow("tokenize (CLIP BPE, T5 SentencePiece)", tm("tokenize"))
+	stage("CLIP-L", "[1, 77] ids", fmt.Sprintf("%d tokens, pooled vector only: %s", r.PromptTokens, shown))
+	stage("T5", fmt.Sprintf("[1, %d] ids", msl), t5)
+	arrow(fmt.Sprintf("text encoders (%s)", strings.Join(p.Encoders, " + ")), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d]", msl, hid), "T5's tokens are the context; CLIP-L's pooled vector conditions the time embedding")
 }
 
 func first(xs []float64) float64 {

@@ -117,3 +117,52 @@ func TestForwardCaptionFlow(t *testing.T) {
 	_, c = v.current(m)
 	assert.Equal(t, "forward  q(x_t|x0) = N(√ᾱ·x0, (1-ᾱ)·I)   t=999  ᾱ=0.2500  √ᾱ=0.500  √(1-ᾱ)=0.866", c)
 }
+
+// traceRun generates the golden prompt on a golden flow model (64x64, 2
+// steps) and opens the pipeline trace.
+func traceRun(t *testing.T, folder string, cfg float64) (*harness, string) {
+	s := testSettings()
+	s.Steps, s.CFGScale, s.Sampler, s.Schedule = 2, cfg, "euler", ""
+	h := newHarness(t, s, folderLoad(t, folder))
+	require.NotNil(t, h.m.model, h.m.status)
+	h.typeText("a photograph of an astronaut riding a horse")
+	r := h.finishRun()
+	require.Equal(t, runDone, r.Status, h.m.status)
+	h.m.state, h.m.focus = stateMain, focusTimeline
+	h.keys("5")
+	require.Equal(t, stateTrace, h.m.state)
+	return h, ansi.Strip(h.view())
+}
+
+// SD3's trace shows its three token streams: CLIP-L/G's 77, T5's 15 (the
+// golden pieces of the prompt + </s>) padded to 256, joined along the
+// sequence (333) and with the 16 image patches of the 8x8 latent.
+func TestTraceTokenStreamsSD3(t *testing.T) {
+	h, out := traceRun(t, "sd3-mini", 7)
+	assert.Equal(t, 15, h.last().PromptT5Tokens)
+	for _, s := range []string{
+		"CLIP-L/G     [1, 77] ids ×2 · 8 tokens: a photograph of an astronaut riding a horse",
+		"T5           [1, 256] ids · 15 tokens with </s>, padded to 256",
+		"embeddings   [1, 77+256=333, 96] ×2",
+		"joined       349 tokens · 333 text + 16 image",
+		"transformer ×2 steps",
+	} {
+		assert.Contains(t, out, s)
+	}
+	assert.NotContains(t, out, "U-Net")
+}
+
+// Flux's trace: CLIP-L gives only the pooled vector, T5's 512 tokens are
+// the context, joined with the 16 packed image tokens.
+func TestTraceTokenStreamsFlux(t *testing.T) {
+	h, out := traceRun(t, "flux-mini", 1)
+	assert.Equal(t, 15, h.last().PromptT5Tokens)
+	for _, s := range []string{
+		"CLIP-L       [1, 77] ids · 8 tokens, pooled vector only",
+		"T5           [1, 512] ids · 15 tokens with </s>, padded to 512",
+		"embeddings   [1, 512, 96]",
+		"joined       528 tokens · 512 text + 16 image",
+	} {
+		assert.Contains(t, out, s)
+	}
+}

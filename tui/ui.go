@@ -123,6 +123,7 @@ type (
 		Schedule                     sampler.Schedule
 		Chunks                       int
 		PromptTokens, NegativeTokens int
+		PromptT5Tokens               int // T5 tokens with </s> (SD3, Flux)
 		Encode                       time.Duration
 		VE                           bool
 		Shape                        [4]int
