@@ -280,6 +280,7 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
+	SetFluxGuidance(p, s)
 	ss := SamplerSettings(p, s)
 	if ss.Image, err = conditionImage(p, s, in); err != nil {
 		c.Release()
@@ -461,6 +462,19 @@ func (j *Job) Close() {
 	}
 	j.Control.Release()
 	j.Control = nil
+}
+
+// SetFluxGuidance gives a Flux pipeline the settings' distilled guidance
+// (FLUX.1-dev's default 3.5 when they have none); other families are left
+// alone.
+func SetFluxGuidance(p *models.Pipeline, s presets.Settings) {
+	if p.Model.Flux == nil {
+		return
+	}
+	p.FluxGuidance = models.DefaultFluxGuidance
+	if s.DistilledGuidance != nil {
+		p.FluxGuidance = *s.DistilledGuidance
+	}
 }
 
 // Infotext is the A1111 "parameters" text for image i of the batch. The
