@@ -41,6 +41,14 @@ func TestSessionForwardFlux(t *testing.T) {
 	_, err = s.Finish(context.Background(), r, nil)
 	require.NoError(t, err)
 	assert.Equal(t, 2.0, s.Pipeline().FluxGuidance)
+	assert.Contains(t, s.Infotext(1, 0), ", Distilled CFG Scale: 2")
+	// Without one, the run records FLUX.1-dev's default it used.
+	st.DistilledGuidance = nil
+	r2, err := s.Start(2, st)
+	require.NoError(t, err)
+	s.End(r2)
+	assert.Equal(t, models.DefaultFluxGuidance, s.Pipeline().FluxGuidance)
+	assert.Contains(t, s.Infotext(2, 0), ", Distilled CFG Scale: 3.5")
 	last := len(r.Job.Frames) - 1
 	fw, err := s.Forward(1, last, 3, false)
 	require.NoError(t, err)

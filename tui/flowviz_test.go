@@ -166,3 +166,15 @@ func TestTraceTokenStreamsFlux(t *testing.T) {
 		assert.Contains(t, out, s)
 	}
 }
+
+// Flux's distilled guidance from a preset or an opened PNG survives the
+// editor into the run's settings (and so its infotext).
+func TestDistilledGuidanceCarried(t *testing.T) {
+	s := testSettings()
+	g := 2.5
+	s.DistilledGuidance = &g
+	got, err := newEditor(s, "").settings()
+	require.NoError(t, err)
+	require.NotNil(t, got.DistilledGuidance)
+	assert.Equal(t, 2.5, *got.DistilledGuidance)
+}
