@@ -187,6 +187,9 @@ func (v *scheduleView) enterFlow(m *Model, T int) tea.Cmd {
 func (v *scheduleView) onMsg(msg schedulePreviewMsg) {
 	if msg.err != nil {
 		v.what = msg.err.Error()
+		if v.flow { // no plan, no curve to draw: say why
+			v.err = msg.err
+		}
 		return
 	}
 	v.marks, v.what = msg.sched, msg.what

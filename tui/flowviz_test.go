@@ -178,3 +178,16 @@ func TestDistilledGuidanceCarried(t *testing.T) {
 	require.NotNil(t, got.DistilledGuidance)
 	assert.Equal(t, 2.5, *got.DistilledGuidance)
 }
+
+// A flow model's chart needs the run's plan: a sampler that cannot
+// sample flow says so instead of a curve.
+func TestFlowScheduleChartRefusedSampler(t *testing.T) {
+	s := testSettings()
+	s.Steps, s.CFGScale, s.Sampler, s.Schedule = 4, 7, "DDIM", ""
+	h := newHarness(t, s, folderLoad(t, "sd3-mini"))
+	require.NotNil(t, h.m.model, h.m.status)
+	h.keys("alt+2")
+	h.waitFor("the refusal", func() bool { return h.m.sv.err != nil })
+	assert.Contains(t, ansi.Strip(h.view()), "cannot sample a flow-matching model")
+	assert.Zero(t, h.m.sv.shift)
+}
