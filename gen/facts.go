@@ -41,7 +41,10 @@ type Facts struct {
 	// added); Encoders describes each ("text_encoder 12 layers").
 	TextHidden int
 	Encoders   []string
-	Scheduler  checkpoint.SchedulerConfig
+	// MaxSequenceLength is the number of T5 tokens in the text context
+	// (SD3, Flux; 0 for models without T5).
+	MaxSequenceLength int
+	Scheduler         checkpoint.SchedulerConfig
 	// LatentRGB is the linear latent -> RGB projection of step previews.
 	LatentRGB     [][]float32
 	LatentRGBBias [3]float32
@@ -77,7 +80,7 @@ func FactsOf(p *models.Pipeline) *Facts {
 		f.MaxSide = tc.PosEmbedMaxSize * tc.PatchSize * f.Downscale
 	}
 	if t5 := p.Model.T5; t5 != nil { // SD3: the context is T5-wide
-		f.TextHidden = t5.Config.DModel
+		f.TextHidden, f.MaxSequenceLength = t5.Config.DModel, p.MaxSequenceLength
 		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t5.Spec.Role, t5.Config.NumLayers))
 	}
 	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)

@@ -280,6 +280,7 @@ func StartInputs(p *models.Pipeline, s presets.Settings, in *Inputs) (*Job, erro
 	j.Settings.LoraHashes = p.LoRAHashes() // the prompt's <lora:...> tags, applied by EncodePrompt
 	p.SetSize(c, s.Width, s.Height, SizeCond(s))
 	p.SetGuidance(c, s.CFGScale-1) // LCM models: guidance is an input, w = cfg - 1
+	j.Settings.DistilledGuidance = SetFluxGuidance(p, s)
 	ss := SamplerSettings(p, s)
 	if ss.Image, err = conditionImage(p, s, in); err != nil {
 		c.Release()
@@ -461,6 +462,24 @@ func (j *Job) Close() {
 	}
 	j.Control.Release()
 	j.Control = nil
+}
+
+// SetFluxGuidance gives a Flux pipeline the settings' distilled guidance
+// (FLUX.1-dev's default 3.5 when they have none) and returns what the
+// run's infotext records: the guidance a model with a guidance embedding
+// uses, nil for the others (other families' pipelines are left alone).
+func SetFluxGuidance(p *models.Pipeline, s presets.Settings) *float64 {
+	if p.Model.Flux == nil {
+		return nil
+	}
+	p.FluxGuidance = models.DefaultFluxGuidance
+	if s.DistilledGuidance != nil {
+		p.FluxGuidance = *s.DistilledGuidance
+	}
+	if !p.Model.Flux.GuidanceEmbeds {
+		return nil
+	}
+	return presets.Float(p.FluxGuidance)
 }
 
 // Infotext is the A1111 "parameters" text for image i of the batch. The

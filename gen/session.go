@@ -363,6 +363,7 @@ func (s *Session) Branch(id, parent, at int, st presets.Settings) (*Run, error) 
 	st.LoraHashes = s.pipe.LoRAHashes() // the prompt's LoRAs, applied by EncodePrompt
 	s.pipe.SetSize(cond, st.Width, st.Height, SizeCond(st))
 	s.pipe.SetGuidance(cond, st.CFGScale-1)
+	st.DistilledGuidance = SetFluxGuidance(s.pipe, st)
 	here := owner.Snapshot()
 	if err := owner.Restore(snap); err != nil {
 		cond.Release()

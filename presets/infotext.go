@@ -91,7 +91,8 @@ func (s Settings) Infotext() string { return s.InfotextWith() }
 // (e.g. {"Batch pos", "1"}) appended where A1111 puts its extra generation
 // parameters. Keys are written in A1111's order: Steps, Sampler, Schedule
 // type, CFG scale, Seed, Size, Model hash, Model, Clip skip, RNG, Eta,
-// Guidance rescale, Batch size (when > 1), SDXL's sizes, Lora hashes, then
+// Guidance rescale, Distilled CFG Scale (Flux), Batch size (when > 1),
+// SDXL's sizes, Lora hashes, then
 // extras. An extra whose key
 // is already written replaces that value in place (no key is written twice).
 func (s Settings) InfotextWith(extra ...Param) string {
@@ -137,6 +138,9 @@ func (s Settings) InfotextWith(extra ...Param) string {
 	}
 	if s.GuidanceRescale != 0 {
 		ps = append(ps, Param{"Guidance rescale", fmtFloat(s.GuidanceRescale)})
+	}
+	if s.DistilledGuidance != nil {
+		ps = append(ps, Param{"Distilled CFG Scale", fmtFloat(*s.DistilledGuidance)})
 	}
 	if s.Batch > 1 {
 		ps = append(ps, Param{"Batch size", strconv.Itoa(s.Batch)})
@@ -269,7 +273,7 @@ func (s Settings) roundTrip() error {
 var knownKeys = map[string]bool{
 	"Steps": true, "Sampler": true, "Schedule type": true, "CFG scale": true, "Seed": true,
 	"Size": true, "Model hash": true, "Model": true, "Clip skip": true, "RNG": true,
-	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Batch size": true,
+	"Eta": true, "Eta DDIM": true, "Guidance rescale": true, "Distilled CFG Scale": true, "Batch size": true,
 	"Original size": true, "Crop top-left": true, "Target size": true, "Lora hashes": true,
 	"Mask blur": true, "Init image": true, "Mask image": true,
 	"ControlNet 0": true, "ControlNet model": true, "Control image": true,
@@ -494,6 +498,13 @@ func ParseInfotext(text string) (Settings, map[string]string, error) {
 			} else {
 				s.Eta = &f
 			}
+		}
+	}
+	if v, ok := vals["Distilled CFG Scale"]; ok {
+		if f, err := parseFinite(v); err == nil && f >= 0 {
+			s.DistilledGuidance = &f
+		} else {
+			bad("Distilled CFG Scale", "not a finite number >= 0")
 		}
 	}
 	for _, k := range []string{"Guidance rescale", "CFG Rescale", "CFG Rescale phi", "CFG rescale"} {

@@ -2,10 +2,14 @@ package presets
 
 import (
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestInfotextExactFormat(t *testing.T) {
@@ -295,4 +299,33 @@ func TestInfotextLoraHashes(t *testing.T) {
 	if back.Prompt != s.Prompt || back.LoraHashes != s.LoraHashes || len(unknown) != 0 {
 		t.Fatalf("read back %q / %q (unknown %v)", back.Prompt, back.LoraHashes, unknown)
 	}
+}
+
+// Flux's distilled guidance is written as Forge's "Distilled CFG Scale"
+// and read back; a Forge line parses; a bad value is refused by key.
+func TestInfotextDistilledGuidance(t *testing.T) {
+	s := Default()
+	s.CFGScale, s.DistilledGuidance = 1, Float(4.25)
+	text := s.Infotext()
+	assert.Contains(t, text, "CFG scale: 1, ")
+	assert.Contains(t, text, ", Distilled CFG Scale: 4.25")
+	back, unknown, err := ParseInfotext(text)
+	require.NoError(t, err)
+	require.NotNil(t, back.DistilledGuidance)
+	assert.Equal(t, 4.25, *back.DistilledGuidance)
+	assert.NotContains(t, unknown, "Distilled CFG Scale")
+
+	forge := "a cat\nSteps: 20, Sampler: Euler, Schedule type: Simple, CFG scale: 1, Distilled CFG Scale: 3.5, Seed: 7, Size: 896x1152, Model: flux1-dev-bnb-nf4-v2"
+	f, _, err := ParseInfotext(forge)
+	require.NoError(t, err)
+	require.NotNil(t, f.DistilledGuidance)
+	assert.Equal(t, 3.5, *f.DistilledGuidance)
+
+	s.DistilledGuidance = nil
+	assert.NotContains(t, s.Infotext(), "Distilled")
+	_, _, err = ParseInfotext("x\nSteps: 20, Sampler: Euler, CFG scale: 1, Distilled CFG Scale: -2, Seed: 7, Size: 64x64")
+	assert.ErrorContains(t, err, "Distilled CFG Scale")
+	bad := Default()
+	bad.DistilledGuidance = Float(math.NaN())
+	assert.ErrorContains(t, bad.Validate(), "distilled guidance: NaN")
 }

@@ -82,6 +82,10 @@ type Settings struct {
 	// Eta is the noise amount of ancestral/DDIM samplers; nil means the
 	// sampler's default (1 for ancestral samplers, 0 for DDIM).
 	Eta *float64 `toml:"eta,omitempty" json:"eta,omitempty"`
+	// DistilledGuidance is FLUX.1-dev's distilled guidance (--guidance;
+	// Forge's "Distilled CFG Scale"); nil means the model's default (3.5).
+	// Models without a guidance embedding ignore it.
+	DistilledGuidance *float64 `toml:"distilled_guidance,omitempty" json:"distilled_guidance,omitempty"`
 	// SDXL's size conditioning (ComfyUI's CLIPTextEncodeSDXL, diffusers'
 	// original_size, crops_coords_top_left, target_size); zero sizes mean
 	// the image's own size.
@@ -238,6 +242,9 @@ func (s Settings) Validate() error {
 	}
 	if g := s.GuidanceRescale; math.IsNaN(g) || g < 0 || g > 1 {
 		bad("GuidanceRescale", "%v is outside [0, 1]", g)
+	}
+	if g := s.DistilledGuidance; g != nil && (math.IsNaN(*g) || math.IsInf(*g, 0) || *g < 0) {
+		bad("DistilledGuidance", "%v is not a finite number >= 0", *g)
 	}
 	if s.Eta != nil {
 		if e := *s.Eta; math.IsNaN(e) || math.IsInf(e, 0) || e < 0 {

@@ -65,6 +65,55 @@ type Plan struct {
 	Sampler  string
 	Schedule Schedule
 	Space    Space
+	// Flow is the timestep shift of a flow-matching model's run (zero
+	// for the others).
+	Flow FlowShift
+}
+
+// FlowShift is the timestep shift a flow-matching run applies: sigma(u) =
+// Shift u / (1 + (Shift-1) u) for the unshifted u = t/T. A dynamic shift
+// (FLUX.1-dev) is e^Mu with Mu from the image's token count SeqLen, the
+// same curve as the static shift e^Mu.
+type FlowShift struct {
+	Shift   float64 // the effective shift (e^Mu when Dynamic); 0: not a flow run
+	Mu      float64 // the dynamic shift's mu (Dynamic only)
+	Dynamic bool
+	SeqLen  int // the image's token count (Dynamic only)
+}
+
+// Sigma is the shifted sigma at the unshifted u in [0, 1].
+func (f FlowShift) Sigma(u float64) float64 {
+	k := f.Shift
+	if k <= 0 {
+		k = 1
+	}
+	return k * u / (1 + (k-1)*u)
+}
+
+// Unshift inverts Sigma: the u whose shifted sigma is sigma.
+func (f FlowShift) Unshift(sigma float64) float64 {
+	k := f.Shift
+	if k <= 0 {
+		k = 1
+	}
+	return sigma / (k - (k-1)*sigma)
+}
+
+// flowShift is the shift c applies to an image of seqLen tokens (used
+// only when DynamicShift is set; c.ImageSeqLen wins when set).
+func (c ScheduleConfig) flowShift(seqLen int) FlowShift {
+	if c.DynamicShift {
+		if c.ImageSeqLen > 0 {
+			seqLen = c.ImageSeqLen
+		}
+		mu := c.FlowMu(seqLen)
+		return FlowShift{Shift: math.Exp(mu), Mu: mu, Dynamic: true, SeqLen: seqLen}
+	}
+	k := c.Shift
+	if k <= 0 {
+		k = 1
+	}
+	return FlowShift{Shift: k}
 }
 
 // PlanRun resolves s as NewRun would and returns the run's plan; no
@@ -74,7 +123,11 @@ func PlanRun(s Settings) (Plan, error) {
 	if err != nil {
 		return Plan{}, err
 	}
-	return Plan{Sampler: r.spec.Name, Schedule: r.Schedule(), Space: r.Space()}, nil
+	p := Plan{Sampler: r.spec.Name, Schedule: r.Schedule(), Space: r.Space()}
+	if r.tr.cfg.isFlow() {
+		p.Flow = r.tr.cfg.flowShift(r.tr.cfg.ImageSeqLen)
+	}
+	return p, nil
 }
 
 // InitialLatent returns the latent x_T that NewRun starts a text-to-image
@@ -92,16 +145,24 @@ func InitialLatent(s Settings) (Latent, error) {
 
 // Forward is the forward process q(x_t | x_0) at a list of timesteps:
 // X[i] = sqrt(AlphaBar[i]) x0 + sqrt(1-AlphaBar[i]) eps (flow models:
-// (1-s) x0 + s eps with s the shifted t/T), with one draw eps.
+// (1-s) x0 + s eps with s = Sigma[i] the shifted t/T), with one draw eps.
 type Forward struct {
 	T        []int
 	AlphaBar []float64 // the signal's share of the variance at T[i]
-	X        []Latent
+	// Sigma[i] is a flow model's sigma at T[i], the straight line's
+	// position from x0 (0) to eps (1); nil for the other models.
+	Sigma []float64
+	// Flow is the shift of a flow model's sigmas (zero for the others).
+	Flow FlowShift
+	X    []Latent
 }
 
 // ForwardProcess noises x0 (on the VP scale) at n timesteps evenly spaced
 // from 0 to T-1 of the model's training schedule, as diffusers' add_noise,
 // drawing eps from the generator kind ("torch-cpu", "philox") with seed.
+// A flow model's x0 is noised along the straight line (1-s) x0 + s eps,
+// s the model's shifted sigma; a dynamic shift (Flux) takes mu from x0's
+// size in 2x2-packed tokens, as the run does.
 func ForwardProcess(c ScheduleConfig, x0 Latent, kind string, seed uint64, n int) (Forward, error) {
 	if n < 2 {
 		return Forward{}, fmt.Errorf("sampler: the forward process needs at least 2 timesteps, got %d", n)
@@ -122,17 +183,20 @@ func ForwardProcess(c ScheduleConfig, x0 Latent, kind string, seed uint64, n int
 			return Forward{}, err
 		}
 	}
-	shift := c.Shift
-	if shift <= 0 {
-		shift = 1
-	}
 	var f Forward
+	if c.isFlow() {
+		seq := (x0.Shape[2] / 2) * (x0.Shape[3] / 2)
+		if c.DynamicShift && (c.MaxSeqLen == c.BaseSeqLen || max(seq, c.ImageSeqLen) < 1) {
+			return Forward{}, fmt.Errorf("sampler: dynamic shift needs base/max image sequence lengths that differ and an image size")
+		}
+		f.Flow = c.flowShift(seq)
+	}
 	for k := 0; k < n; k++ {
 		t := k * (T - 1) / (n - 1)
 		var a, b, share float64
 		if c.isFlow() {
-			s := float64(t+1) / float64(T)
-			s = shift * s / (1 + (shift-1)*s)
+			s := f.Flow.Sigma(float64(t+1) / float64(T))
+			f.Sigma = append(f.Sigma, s)
 			a, b = 1-s, s
 			share = a * a / (a*a + b*b)
 		} else {

@@ -75,3 +75,101 @@ func TestForwardProcess(t *testing.T) {
 	_, err = ForwardProcess(SD15Config(), x0, "nope", 9, 2)
 	assert.Error(t, err)
 }
+
+// fluxDevConfig is FLUX.1-dev's scheduler: dynamic shift from 256 to 4096
+// tokens, 0.5 to 1.15, sigmas given by the pipeline.
+func fluxDevConfig() ScheduleConfig {
+	c := SD15Config()
+	c.PredictionType, c.PipelineSigmas, c.DynamicShift = "flow", true, true
+	c.BaseShift, c.MaxShift, c.BaseSeqLen, c.MaxSeqLen = 0.5, 1.15, 256, 4096
+	return c
+}
+
+// The flow forward process is the straight line (1-s) x0 + s eps with s
+// the model's shifted sigma at t, eps the generator's draw; the VP one is
+// untouched (no sigmas).
+func TestForwardProcessFlow(t *testing.T) {
+	x0 := Latent{Shape: [4]int{1, 1, 4, 4}, Data: make([]float32, 16)}
+	for i := range x0.Data {
+		x0.Data[i] = float32(i)/8 - 1
+	}
+	g, err := rng.New("philox", 5)
+	require.NoError(t, err)
+	eps := make([]float32, 16)
+	g.Randn(eps)
+	sd3 := SD15Config()
+	sd3.PredictionType, sd3.Shift = "flow", 3
+	for _, c := range []struct {
+		name  string
+		cfg   ScheduleConfig
+		shift float64
+	}{
+		{"sd3 shift 3", sd3, 3},
+		// 2x2 tokens of a 4x4 latent: mu = 0.5 + (4-256)(0.65/3840).
+		{"flux dynamic", fluxDevConfig(), math.Exp(0.5 + (4-256)*0.65/3840)},
+	} {
+		f, err := ForwardProcess(c.cfg, x0, "philox", 5, 5)
+		require.NoError(t, err, c.name)
+		require.Len(t, f.Sigma, 5, c.name)
+		// mu in float64 arithmetic: 1e-12.
+		assert.InDelta(t, c.shift, f.Flow.Shift, 1e-12, c.name)
+		for k, tt := range f.T {
+			u := float64(tt+1) / 1000
+			s := c.shift * u / (1 + (c.shift-1)*u)
+			// float64 shift formula: 1e-12.
+			assert.InDelta(t, s, f.Sigma[k], 1e-12, c.name)
+			a, b := float32(1-f.Sigma[k]), float32(f.Sigma[k])
+			for i := range eps {
+				// The same float32 products: exact.
+				assert.Equal(t, a*x0.Data[i]+b*eps[i], f.X[k].Data[i], "%s t=%d i=%d", c.name, tt, i)
+			}
+		}
+		assert.InDelta(t, 1, f.Sigma[4], 1e-12, "t=T-1 is pure noise")
+	}
+	vp, err := ForwardProcess(SD15Config(), x0, "philox", 5, 5)
+	require.NoError(t, err)
+	assert.Nil(t, vp.Sigma)
+	assert.Zero(t, vp.Flow.Shift)
+	ab, err := SD15Config().AlphasCumprod()
+	require.NoError(t, err)
+	for k, tt := range vp.T {
+		a, b := float32(math.Sqrt(float64(ab[tt]))), float32(math.Sqrt(1-float64(ab[tt])))
+		for i := range eps {
+			assert.Equal(t, a*x0.Data[i]+b*eps[i], vp.X[k].Data[i], "VP t=%d i=%d", tt, i)
+		}
+	}
+	bad := fluxDevConfig()
+	bad.MaxSeqLen = bad.BaseSeqLen
+	_, err = ForwardProcess(bad, x0, "philox", 5, 5)
+	assert.ErrorContains(t, err, "dynamic shift")
+}
+
+// PlanRun reports a flow run's shift: SD3's static one, Flux's e^mu for
+// the image's token count; each planned sigma lies on that curve at the
+// pipeline's unshifted sigma linspace(1, 1/N, N).
+func TestPlanRunFlowShift(t *testing.T) {
+	sd3 := SD15Config()
+	sd3.PredictionType, sd3.Shift = "flow", 3
+	p, err := PlanRun(Settings{Sampler: "euler", Steps: 4, CFG: 1, Batch: 1, H: 8, W: 8, Model: sd3})
+	require.NoError(t, err)
+	assert.Equal(t, FlowShift{Shift: 3}, p.Flow)
+	vp, err := PlanRun(Settings{Sampler: "euler", Steps: 4, CFG: 1, Batch: 1, H: 8, W: 8, Model: SD15Config()})
+	require.NoError(t, err)
+	assert.Zero(t, vp.Flow)
+
+	p, err = PlanRun(Settings{Sampler: "euler", Steps: 4, CFG: 1, Batch: 1, Channels: 16, H: 64, W: 64, Model: fluxDevConfig()})
+	require.NoError(t, err)
+	mu := 0.5 + float64(32*32-256)*0.65/3840
+	assert.True(t, p.Flow.Dynamic)
+	assert.Equal(t, 1024, p.Flow.SeqLen)
+	// float64: 1e-12.
+	assert.InDelta(t, mu, p.Flow.Mu, 1e-12)
+	assert.InDelta(t, math.Exp(mu), p.Flow.Shift, 1e-12)
+	require.Len(t, p.Schedule.Sigmas, 4)
+	for i, s := range p.Schedule.Sigmas {
+		v := 1 + float64(i)*(0.25-1)/3
+		// The plan's sigmas are float32: 1e-6.
+		assert.InDelta(t, v, p.Flow.Unshift(s), 1e-6, "step %d", i)
+		assert.InDelta(t, s, p.Flow.Sigma(v), 1e-6, "step %d", i)
+	}
+}

@@ -55,6 +55,7 @@ type editor struct {
 	seedLocked                                   bool
 	downscale                                    int // what image sides are multiples of (the step of the size fields)
 	eta                                          *float64
+	distilled                                    *float64 // Flux's distilled guidance, carried from a preset or PNG
 	guidanceRescale                              float64
 	// sizeCond is SDXL's size conditioning (original W,H, crop left,top,
 	// target W,H), carried from presets and opened PNGs like eta.
@@ -108,7 +109,7 @@ func (e *editor) set(s presets.Settings) {
 	e.sampler = max(0, indexOf(e.samplers, name))
 	e.schedule = max(0, indexOf(e.schedules, sched))
 	e.rng = max(0, indexOf(e.rngs, s.RNG))
-	e.eta = s.Eta
+	e.eta, e.distilled = s.Eta, s.DistilledGuidance
 	e.guidanceRescale = s.GuidanceRescale
 	e.sizeCond = [6]int{s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight}
 }
@@ -159,7 +160,7 @@ func (e *editor) settings() (presets.Settings, error) {
 	s.Sampler = e.samplers[e.sampler]
 	s.Schedule = e.schedules[e.schedule]
 	s.RNG = e.rngs[e.rng]
-	s.Eta = e.eta
+	s.Eta, s.DistilledGuidance = e.eta, e.distilled
 	s.GuidanceRescale = e.guidanceRescale
 	c := e.sizeCond
 	s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight = c[0], c[1], c[2], c[3], c[4], c[5]

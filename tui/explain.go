@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -22,7 +23,10 @@ var scheduleNames = []string{"linear", "scaled_linear", "squaredcos_cap_v2"}
 
 // scheduleView charts alpha_bar_t (or log SNR) against t for the three beta
 // schedules, with the timesteps of the run on screen (or of the edited
-// settings) marked on the model's own curve.
+// settings) marked on the model's own curve. For a flow-matching model
+// (SD3, Flux) it charts the shifted sigma(t) of the run's plan instead
+// (the model's static shift, or Flux's dynamic e^mu for the image's
+// size), beside the unshifted sigma = t/T.
 type scheduleView struct {
 	on     [3]bool
 	snr    bool
@@ -31,13 +35,55 @@ type scheduleView struct {
 	marks  sampler.Schedule
 	what   string
 	err    error
+	// flow is set for a flow-matching model; shift is the plan's shift
+	// (zero until a plan arrives: the curves then wait for it).
+	flow  bool
+	shift sampler.FlowShift
 }
 
 // schedulePreviewMsg carries the schedule the edited settings would use.
 type schedulePreviewMsg struct {
 	sched sampler.Schedule
+	shift sampler.FlowShift
 	what  string
 	err   error
+}
+
+// flowTrain is the number of training timesteps a flow chart spans.
+const flowTrain = 1000
+
+// setFlow draws the flow curves for shift f: the shifted sigma at
+// t = 0..T-1 (u = (t+1)/T, as the forward process) and the unshifted u.
+func (v *scheduleView) setFlow(f sampler.FlowShift, T int) {
+	v.shift, v.model = f, 0
+	v.curves = [3][]float32{make([]float32, T), make([]float32, T), nil}
+	for t := 0; t < T; t++ {
+		u := float64(t+1) / float64(T)
+		v.curves[0][t], v.curves[1][t] = float32(f.Sigma(u)), float32(u)
+	}
+}
+
+// flowLabels name the flow chart's two curves.
+func (v *scheduleView) flowLabels() []string {
+	f := v.shift
+	model := fmt.Sprintf("σ(t) shifted, shift %s", formatFloat(math.Round(f.Shift*1000)/1000))
+	if f.Dynamic {
+		model = fmt.Sprintf("σ(t) shifted, dynamic μ=%.3f (e^μ=%.3f at %d tokens)", f.Mu, f.Shift, f.SeqLen)
+	}
+	return []string{model, "σ = t/T unshifted"}
+}
+
+// markT is the training timestep at which mark i sits on the model's
+// curve: its timestep, or for a flow model where the shifted curve
+// reaches its sigma.
+func (v *scheduleView) markT(i int) float64 {
+	if !v.flow {
+		return v.marks.Timesteps[i]
+	}
+	if i >= len(v.marks.Sigmas) {
+		return 0
+	}
+	return v.shift.Unshift(v.marks.Sigmas[i])*float64(len(v.curves[0])) - 1
 }
 
 func newScheduleView() scheduleView { return scheduleView{on: [3]bool{true, true, true}, model: -1} }
@@ -50,7 +96,10 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 		return nil
 	}
 	base := gen.ScheduleConfig(m.model.Scheduler)
-	v.model, v.err = -1, nil
+	v.model, v.err, v.flow = -1, nil, base.PredictionType == "flow"
+	if v.flow {
+		return v.enterFlow(m, base.NumTrainTimesteps)
+	}
 	for i, name := range scheduleNames {
 		c := base
 		c.BetaSchedule, c.TrainedBetas = name, nil
@@ -91,12 +140,62 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 	}
 }
 
+// enterFlow plans the run on screen (or the edited settings) at its own
+// size, so the chart shows the shift that run applies.
+func (v *scheduleView) enterFlow(m *Model, T int) tea.Cmd {
+	if T < 2 {
+		T = flowTrain
+	}
+	v.curves, v.shift = [3][]float32{}, sampler.FlowShift{}
+	var s presets.Settings
+	var what string
+	var marks *sampler.Schedule
+	if len(m.runs) > 0 && len(m.runs[m.cur].Schedule.Timesteps) > 0 {
+		r := m.runs[m.cur]
+		s, marks = r.Settings, &r.Schedule
+		what = fmt.Sprintf("run %d: %s, %d steps", r.ID, r.Settings.Sampler, len(r.Schedule.Timesteps))
+	} else {
+		var err error
+		if s, err = m.ed.settings(); err != nil {
+			v.marks, v.what = sampler.Schedule{}, err.Error()
+			return nil
+		}
+		if s.Seed < 0 {
+			s.Seed = 0
+		}
+		if err := m.model.Validate(s); err != nil {
+			v.marks, v.what = sampler.Schedule{}, err.Error()
+			return nil
+		}
+		what = fmt.Sprintf("edited settings: %s, %d steps", s.Sampler, s.Steps)
+	}
+	ss := m.model.SamplerSettings(s)
+	ss.Batch = 1 // the size stays: Flux's shift follows it
+	return func() tea.Msg {
+		plan, err := sampler.PlanRun(ss)
+		if err != nil {
+			return schedulePreviewMsg{err: err}
+		}
+		msg := schedulePreviewMsg{sched: plan.Schedule, shift: plan.Flow, what: what}
+		if marks != nil {
+			msg.sched = *marks // the run's own steps (a branch's included)
+		}
+		return msg
+	}
+}
+
 func (v *scheduleView) onMsg(msg schedulePreviewMsg) {
 	if msg.err != nil {
 		v.what = msg.err.Error()
+		if v.flow { // no plan, no curve to draw: say why
+			v.err = msg.err
+		}
 		return
 	}
 	v.marks, v.what = msg.sched, msg.what
+	if v.flow && msg.shift.Shift > 0 {
+		v.setFlow(msg.shift, flowTrain)
+	}
 }
 
 func (v *scheduleView) key(k tea.KeyMsg) {
@@ -109,27 +208,42 @@ func (v *scheduleView) key(k tea.KeyMsg) {
 	}
 }
 
-// value is what the chart plots for alpha_bar a.
+// value is what the chart plots for alpha_bar a (a flow model: sigma a;
+// its log SNR is 2 ln((1-σ)/σ)).
 func (v *scheduleView) value(a float64) float64 {
-	if !v.snr {
+	switch {
+	case !v.snr:
 		return a
+	case v.flow:
+		return 2 * math.Log((1-a)/a)
 	}
 	return math.Log(a / (1 - a))
 }
 
 func (v *scheduleView) view(m *Model, w, h int) string {
 	var b strings.Builder
-	yName := "ᾱ_t (signal kept)"
+	yName, keys := "ᾱ_t (signal kept)", "1/2/3 toggle · s ᾱ↔SNR"
 	if v.snr {
 		yName = "log SNR = ln(ᾱ/(1-ᾱ))"
 	}
-	b.WriteString(styleTitle.Render("Noise schedule") + styleDim.Render("  "+yName+" against the training timestep t · 1/2/3 toggle · s ᾱ↔SNR") + "\n")
+	names := scheduleNames
+	if v.flow {
+		yName, keys, names = "flow σ_t (x_t = (1-σ)·x0 + σ·ε)", "1/2 toggle · s σ↔SNR", v.flowLabels()
+		if v.snr {
+			yName = "log SNR = 2·ln((1-σ)/σ)"
+		}
+	}
+	b.WriteString(styleTitle.Render("Noise schedule") + styleDim.Render("  "+yName+" against the training timestep t · "+keys) + "\n")
 	if v.err != nil {
 		b.WriteString(styleErr.Render(v.err.Error()))
 		return b.String()
 	}
+	if v.flow && v.shift.Shift == 0 {
+		b.WriteString(styleDim.Render("planning the run's flow sigmas…") + "\n" + truncate(v.what, w))
+		return b.String()
+	}
 	var legend []string
-	for i, name := range scheduleNames {
+	for i, name := range names {
 		mark := "○"
 		if v.on[i] {
 			mark = "●"
@@ -154,6 +268,7 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 		}
 	}
 	row := func(val float64) int {
+		val = min(max(val, lo), hi) // flow's log SNR is infinite at σ 0 and 1
 		f := (val - lo) / (hi - lo)
 		return min(max(int(math.Round((1-f)*float64(ch-1))), 0), ch-1)
 	}
@@ -180,8 +295,8 @@ func (v *scheduleView) view(m *Model, w, h int) string {
 	}
 	if v.model >= 0 && len(v.curves[v.model]) > 0 {
 		c := v.curves[v.model]
-		for i, t := range v.marks.Timesteps {
-			x := col(t, len(c))
+		for i := range v.marks.Timesteps {
+			x := col(v.markT(i), len(c))
 			st := styleTick
 			if i == cur {
 				st = styleTickOn
@@ -241,6 +356,7 @@ type forwardView struct {
 	fwd          []*image.RGBA
 	t            []int
 	ab           []float64
+	sigma        []float64 // a flow model's sigmas (nil: VP)
 	pos          int
 	playing      bool
 	waiting      bool
@@ -278,7 +394,7 @@ func (v *forwardView) onMsg(m *Model, msg forwardMsg) tea.Cmd {
 		v.err = msg.Err
 		return nil
 	}
-	v.fwd, v.t, v.ab, v.pos = msg.Images, msg.T, msg.AlphaBar, 0
+	v.fwd, v.t, v.ab, v.sigma, v.pos = msg.Images, msg.T, msg.AlphaBar, msg.Sigma, 0
 	return v.play(true)
 }
 
@@ -336,6 +452,10 @@ func (v *forwardView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 // current returns the picture at the play position and its caption.
 func (v *forwardView) current(m *Model) (*image.RGBA, string) {
 	r, _ := v.sequence(m)
+	if v.pos < len(v.fwd) && v.pos < len(v.sigma) {
+		sg := v.sigma[v.pos]
+		return v.fwd[v.pos], fmt.Sprintf("forward  straight line x_t = (1-σ)·x0 + σ·ε   t=%d  σ=%.4f  1-σ=%.4f", v.t[v.pos], sg, 1-sg)
+	}
 	if v.pos < len(v.fwd) {
 		a := v.ab[v.pos]
 		return v.fwd[v.pos], fmt.Sprintf("forward  q(x_t|x0) = N(√ᾱ·x0, (1-ᾱ)·I)   t=%d  ᾱ=%.4f  √ᾱ=%.3f  √(1-ᾱ)=%.3f", v.t[v.pos], a, math.Sqrt(a), math.Sqrt(1-a))
@@ -603,22 +723,30 @@ func traceView(m *Model, w, h int) string {
 	}
 	b.WriteString(styleDim.Render(truncate(fmt.Sprintf("run %d on %s · shapes [batch, …] · times of the last call of each stage", r.ID, p.Name), w)) + "\n\n")
 	stage("prompt", fmt.Sprintf("%d chars", len(s.Prompt)), oneLine(s.Prompt))
-	arrow("tokenize (CLIP BPE)", tm("tokenize"))
-	chunkNote := ""
-	if chunks > 1 {
-		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
+	denoiser := "U-Net"
+	if p.MaxSequenceLength > 0 {
+		denoiser = "transformer"
+		traceTokenStreams(p, r, stage, arrow, tm, strings.Join(shown, " "))
+	} else {
+		traceCLIPTokens(p, r, stage, arrow, tm, shown, chunks, hid)
 	}
-	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
-	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(s.ClipSkip, 1)), tm("text_encoder"))
-	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
 	traceImagePrompt(s, stage, arrow, tm)
 	b.WriteString("\n")
+
 	if r.Parent >= 0 {
 		stage(fmt.Sprintf("x at step %d", r.Inherited), fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("branched from run %d: seed %d, σ %.3g", r.Parent, s.Seed, first(r.Schedule.Sigmas)))
 	} else {
 		stage("noise x_T", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("seed %d, %s, σ_max %.3g", s.Seed, s.RNG, first(r.Schedule.Sigmas)))
 	}
-	arrow(fmt.Sprintf("U-Net ×%d steps, %d calls on [%d, %d, %d, %d]", steps, nfe, b0*rows, c0, lh, lw),
+	if p.MaxSequenceLength > 0 {
+		img := (lh / 2) * (lw / 2) // 2x2 patches (SD3) or packed latents (Flux)
+		txt := p.MaxSequenceLength
+		if len(p.Encoders) > 2 { // SD3: CLIP's 77 tokens before T5's
+			txt += 77
+		}
+		stage("joined", fmt.Sprintf("%d tokens", txt+img), fmt.Sprintf("%d text + %d image (2x2 patches of the %dx%d latent), one attention sequence", txt, img, lh, lw))
+	}
+	arrow(fmt.Sprintf("%s ×%d steps, %d calls on [%d, %d, %d, %d]", denoiser, steps, nfe, b0*rows, c0, lh, lw),
 		fmt.Sprintf("%s/call, %s in all", tm("unet"), r.Sampling.Round(time.Millisecond)))
 	stage("latent x_0", fmt.Sprintf("[%d, %d, %d, %d]", b0, c0, lh, lw), fmt.Sprintf("%s, cfg %s", s.Sampler, formatFloat(s.CFGScale)))
 	decode := "—"
@@ -632,6 +760,45 @@ func traceView(m *Model, w, h int) string {
 			r.FirstPreview.Round(time.Millisecond), r.FirstStep.Round(time.Millisecond)), w)) + "\n")
 	}
 	return b.String()
+}
+
+// traceCLIPTokens draws a U-Net model's CLIP stages: 77-token chunks
+// through each encoder, concatenated along the width.
+func traceCLIPTokens(p *gen.Facts, r *runRec, stage func(name, shape, detail string), arrow func(op, t string), tm func(string) string, shown []string, chunks, hid int) {
+	chunkNote := ""
+	if chunks > 1 {
+		chunkNote = fmt.Sprintf(", over 75: split into %d chunks", chunks)
+	}
+	stage("tokens", fmt.Sprintf("[1, %d] ids", 77*chunks), fmt.Sprintf("%d tokens%s: %s", r.PromptTokens, chunkNote, strings.Join(shown, " ")))
+	arrow(fmt.Sprintf("text encoder ×2 (%s, clip skip %d)", strings.Join(p.Encoders, " + "), max(r.Settings.ClipSkip, 1)), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d] ×2", 77*chunks, hid), "prompt + negative prompt")
+}
+
+// traceTokenStreams draws the token streams of a T5 family: SD3's CLIP-L
+// and CLIP-G (penultimate states side by side, zero-padded to T5's width)
+// followed along the sequence by T5's tokens; Flux's T5 tokens as the
+// context with CLIP-L giving only the pooled vector.
+func traceTokenStreams(p *gen.Facts, r *runRec, stage func(name, shape, detail string), arrow func(op, t string), tm func(string) string, shown string) {
+	msl, hid := p.MaxSequenceLength, p.TextHidden
+	t5 := fmt.Sprintf("%d tokens with </s>", r.PromptT5Tokens)
+	if r.PromptT5Tokens > msl {
+		t5 += fmt.Sprintf(", truncated to %d", msl)
+	} else {
+		t5 += fmt.Sprintf(", padded to %d", msl)
+	}
+	if len(p.Encoders) > 2 {
+		arrow("tokenize (CLIP BPE ×2, T5 SentencePiece)", tm("tokenize"))
+		stage("CLIP-L/G", "[1, 77] ids ×2", fmt.Sprintf("%d tokens: %s", r.PromptTokens, shown))
+		stage("T5", fmt.Sprintf("[1, %d] ids", msl), t5)
+		arrow(fmt.Sprintf("text encoders (%s)", strings.Join(p.Encoders, " + ")), tm("text_encoder"))
+		stage("embeddings", fmt.Sprintf("[1, 77+%d=%d, %d] ×2", msl, 77+msl, hid), "CLIP-L‖CLIP-G penultimate, zero-padded to T5's width, then T5's tokens; pooled L‖G")
+		return
+	}
+	arrow("tokenize (CLIP BPE, T5 SentencePiece)", tm("tokenize"))
+	stage("CLIP-L", "[1, 77] ids", fmt.Sprintf("%d tokens, pooled vector only: %s", r.PromptTokens, shown))
+	stage("T5", fmt.Sprintf("[1, %d] ids", msl), t5)
+	arrow(fmt.Sprintf("text encoders (%s)", strings.Join(p.Encoders, " + ")), tm("text_encoder"))
+	stage("embeddings", fmt.Sprintf("[1, %d, %d]", msl, hid), "T5's tokens are the context; CLIP-L's pooled vector conditions the time embedding")
 }
 
 func first(xs []float64) float64 {

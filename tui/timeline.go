@@ -68,6 +68,7 @@ type runRec struct {
 	Chunks         int
 	PromptTokens   int
 	NegativeTokens int
+	PromptT5Tokens int       // T5 tokens with </s>, before padding (SD3, Flux)
 	Requested      time.Time // when the key was pressed
 	Started        time.Time // when the worker started it
 	FirstPreview   time.Duration

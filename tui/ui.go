@@ -123,6 +123,7 @@ type (
 		Schedule                     sampler.Schedule
 		Chunks                       int
 		PromptTokens, NegativeTokens int
+		PromptT5Tokens               int // T5 tokens with </s> (SD3, Flux)
 		Encode                       time.Duration
 		VE                           bool
 		Shape                        [4]int
@@ -166,6 +167,7 @@ type (
 		ID       int
 		T        []int
 		AlphaBar []float64
+		Sigma    []float64 // flow models: x_t = (1-σ) x0 + σ ε
 		Images   []*image.RGBA
 		Err      error
 	}

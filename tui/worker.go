@@ -330,7 +330,7 @@ func (w *worker) handle1(r request) {
 			w.send(forwardMsg{ID: r.ID, Err: w.recovered(err)})
 			return
 		}
-		w.send(forwardMsg{ID: r.ID, T: fw.T, AlphaBar: fw.AlphaBar, Images: fw.Images})
+		w.send(forwardMsg{ID: r.ID, T: fw.T, AlphaBar: fw.AlphaBar, Sigma: fw.Sigma, Images: fw.Images})
 	}
 }
 
@@ -358,7 +358,7 @@ func (w *worker) start(r genReq) {
 	c := run.Job.Cond
 	w.send(runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: run.Job.Settings,
 		Schedule: run.Schedule, Chunks: c.Chunks, PromptTokens: c.PromptTokens,
-		NegativeTokens: c.NegativeTokens, Encode: run.Encode, VE: run.Space == sampler.SpaceVE,
+		NegativeTokens: c.NegativeTokens, PromptT5Tokens: c.PromptT5Tokens, Encode: run.Encode, VE: run.Space == sampler.SpaceVE,
 		Shape: run.Job.Run.X().Shape, Noise: previewAll(w.sess.Facts(), run.InitialXT())})
 }
 

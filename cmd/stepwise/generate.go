@@ -633,14 +633,22 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		if !f.cfgSet {
 			s.CFGScale = 1 // guidance is distilled into the model (--guidance)
 		}
-		if f.guidance >= 0 {
-			if !p.Model.Flux.GuidanceEmbeds {
-				warn(fmt.Sprintf("--guidance ignored: %s has no guidance embedding (schnell-like)", p.Name))
-			}
-			p.FluxGuidance = f.guidance
+		if f.guidance >= 0 && !p.Model.Flux.GuidanceEmbeds {
+			warn(fmt.Sprintf("--guidance ignored: %s has no guidance embedding (schnell-like)", p.Name))
 		}
-	} else if f.guidance >= 0 {
-		warn(fmt.Sprintf("--guidance ignored: it is Flux's distilled guidance, and %s is %s (use --cfg-scale)", p.Name, p.Model.Family))
+		switch {
+		case !p.Model.Flux.GuidanceEmbeds:
+			s.DistilledGuidance = nil // schnell: nothing to record
+		case f.guidance >= 0:
+			s.DistilledGuidance = presets.Float(f.guidance)
+		case s.DistilledGuidance == nil: // recorded in the PNG, as Forge does
+			s.DistilledGuidance = presets.Float(models.DefaultFluxGuidance)
+		}
+	} else {
+		if f.guidance >= 0 {
+			warn(fmt.Sprintf("--guidance ignored: it is Flux's distilled guidance, and %s is %s (use --cfg-scale)", p.Name, p.Model.Family))
+		}
+		s.DistilledGuidance = nil // a Flux PNG's (--from) means nothing here
 	}
 	fromInit := in.Init != nil && (s.Width == 0 || s.Height == 0)
 	if in.Init != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/stepwise/stepwise/internal/testdev"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/safetensors"
+	"github.com/stepwise/stepwise/render"
 )
 
 // The public SD3 case from the command line, on both devices:
@@ -163,4 +164,40 @@ func TestGenerateFlux(t *testing.T) {
 	assert.Greater(t, d, 1, "guidance 1 gives another image")
 	_, err = runGen(t, []string{"--model", filepath.Join(w3, "flux-mini"), "-p", "x", "--guidance", "-2", "-o", filepath.Join(tmp, "n.png")})
 	assert.ErrorContains(t, err, "--guidance -2")
+}
+
+// Flux's --guidance is recorded as Forge's "Distilled CFG Scale" and read
+// back by --from, which then redraws the same image; --guidance overrides
+// the PNG's; a run without it records the default 3.5.
+func TestFluxGuidanceRoundTrip(t *testing.T) {
+	w3 := golden.Wave(t, "golden-wave3")
+	tmp := t.TempDir()
+	model := filepath.Join(w3, "flux-mini")
+	gen := func(out string, extra ...string) string {
+		t.Helper()
+		log, err := runGen(t, append([]string{"--model", model, "--steps", "4", "--seed", "42", "-W", "64", "-H", "64", "-o", out, "--device", "ref"}, extra...))
+		require.NoError(t, err, log)
+		text, err := render.ReadPNGTextFile(out)
+		require.NoError(t, err)
+		return text["parameters"]
+	}
+	first := filepath.Join(tmp, "g1.png")
+	params := gen(first, "-p", "a photograph of an astronaut riding a horse", "--guidance", "1.25")
+	assert.Contains(t, params, "CFG scale: 1, ")
+	assert.Contains(t, params, ", Distilled CFG Scale: 1.25")
+
+	back := filepath.Join(tmp, "back.png")
+	assert.Contains(t, gen(back, "--from", first), ", Distilled CFG Scale: 1.25")
+	d, n := pixelsOffBy(t, back, pngPixels(t, first))
+	assert.Equalf(t, 0, d, "--from redraws the image exactly (%d values differ)", n)
+
+	over := filepath.Join(tmp, "over.png")
+	assert.Contains(t, gen(over, "--from", first, "--guidance", "3.5"), ", Distilled CFG Scale: 3.5")
+	d, _ = pixelsOffBy(t, over, pngPixels(t, first))
+	assert.Greater(t, d, 1, "--guidance overrides the PNG's")
+
+	def := filepath.Join(tmp, "def.png")
+	assert.Contains(t, gen(def, "-p", "a photograph of an astronaut riding a horse"), ", Distilled CFG Scale: 3.5")
+	d, _ = pixelsOffBy(t, def, pngPixels(t, over))
+	assert.Equal(t, 0, d, "the default is 3.5")
 }
