@@ -1,0 +1,80 @@
+package nets
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
+)
+
+// ifFolder returns a folder of golden-wave4 (if-mini, if-mini-sr).
+func ifFolder(t *testing.T, name string) string {
+	return filepath.Join(golden.Wave(t, "golden-wave4"), name)
+}
+
+// Both IF U-Nets reproduce diffusers on every golden case (stage I at t
+// 999/500/0 and a CFG batch; stage II with noise-level class labels), and
+// the stage's intermediates (time, class and text-time embeddings, the
+// text projection, conv_in, the mid block) for the traced case.
+func TestIFUNetGolden(t *testing.T) {
+	g := golden.Open(t, filepath.Join(golden.Wave(t, "golden-wave4"), "if_unet.safetensors"))
+	stages := []struct {
+		name, folder, traced string
+		cases                []string
+	}{
+		{"stage1", "if-mini", "b1_t500", []string{"b1_t999", "b1_t500", "b1_t0", "b2cfg_t500"}},
+		{"stage2", "if-mini-sr", "b1_t500_nl250", []string{"b1_t500_nl250", "b1_t900_nl0", "b2cfg_t100_nl250"}},
+	}
+	for _, st := range stages {
+		var c IFUNetConfig
+		loadConfig(t, filepath.Join(ifFolder(t, st.folder), "unet", "config.json"), &c)
+		w := loadWeights(t, filepath.Join(ifFolder(t, st.folder), "unet", "diffusion_pytorch_model.fp16.safetensors"))
+		for name, d := range testDevices(t) {
+			t.Run(st.name+"/"+name, func(t *testing.T) {
+				u, err := NewIFUNet(d, c, w)
+				require.NoError(t, err)
+				defer u.Release()
+				for _, cs := range st.cases {
+					p := st.name + "." + cs + "."
+					ts, _ := g.F32(p + "timestep")
+					var labels []float32
+					if st.name == "stage2" {
+						for _, l := range g.I64(p + "class_labels") {
+							labels = append(labels, float32(l))
+						}
+					}
+					traced := map[string]bool{}
+					if cs == st.traced {
+						u.Trace = func(n string, tt *gpu.Tensor) {
+							if _, ok := g.Lookup(p + "intermediate." + n); !ok {
+								return
+							}
+							want, shape := g.F32(p + "intermediate." + n)
+							// README: U-Net outputs max abs <= 1e-4 (values O(1)).
+							compare(t, d, p+n, tt, want, shape, 1e-4)
+							traced[n] = true
+						}
+					}
+					x, e := upload(d, g, p+"sample"), upload(d, g, p+"encoder_hidden_states")
+					out := u.Forward(x, ts, e, labels)
+					u.Trace = nil
+					require.NoError(t, d.Err())
+					want, shape := g.F32(p + "out")
+					// README: U-Net outputs max abs <= 1e-4 (values O(1)).
+					worst := compare(t, d, p+"out", out, want, shape, 1e-4)
+					t.Logf("%s %s: worst |diff| %.3g", name, p+"out", worst)
+					if cs == st.traced {
+						require.NotEmpty(t, traced, fmt.Sprintf("%s: no intermediates compared", cs))
+					}
+					d.Release(x)
+					d.Release(e)
+					d.Release(out)
+				}
+			})
+		}
+	}
+}
