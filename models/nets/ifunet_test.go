@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/gpu"
@@ -76,5 +77,47 @@ func TestIFUNetGolden(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// if-mini's T5 with the attention mask reproduces what IF's encode_prompt
+// gets (4 prompts x 77 tokens, padding positions included); without the
+// mask it would not (the golden holds both).
+func TestIFT5MaskedGolden(t *testing.T) {
+	dir := ifFolder(t, "if-mini")
+	g := golden.Open(t, filepath.Join(golden.Wave(t, "golden-wave4"), "if_text_encoder.safetensors"))
+	var c T5Config
+	loadConfig(t, filepath.Join(dir, "text_encoder", "config.json"), &c)
+	w := loadWeights(t, filepath.Join(dir, "text_encoder", "model.fp16.safetensors"))
+	rows := ids(t, g, "input_ids")
+	var mask [][]bool
+	for _, r := range ids(t, g, "attention_mask") {
+		m := make([]bool, len(r))
+		for j, v := range r {
+			m[j] = v != 0
+		}
+		mask = append(mask, m)
+	}
+	want, shape := g.F32("last_hidden_state")
+	unmasked, _ := g.F32("last_hidden_state_without_mask")
+	for name, d := range testDevices(t) {
+		t.Run(name, func(t *testing.T) {
+			te, err := NewT5Encoder(d, c, w)
+			require.NoError(t, err)
+			defer te.Release()
+			out, err := te.EncodeMasked(rows, mask)
+			require.NoError(t, err)
+			// README: T5 max abs <= 1e-4 (values O(1)).
+			worst := compare(t, d, "t5 masked last_hidden_state", out, want, shape, 1e-4)
+			t.Logf("%s: IF t5 masked worst |diff| %.3g", name, worst)
+			d.Release(out)
+			out, err = te.Encode(rows)
+			require.NoError(t, err)
+			worst = compare(t, d, "t5 unmasked last_hidden_state", out, unmasked, shape, 1e-4)
+			t.Logf("%s: IF t5 unmasked worst |diff| %.3g", name, worst)
+			d.Release(out)
+			_, err = te.EncodeMasked(rows, mask[:1])
+			assert.Error(t, err)
+		})
 	}
 }
