@@ -56,7 +56,7 @@ func TestIFUNetGolden(t *testing.T) {
 							}
 							want, shape := g.F32(p + "intermediate." + n)
 							// README: U-Net outputs max abs <= 1e-4 (values O(1)).
-							compare(t, d, p+n, tt, want, shape, 1e-4)
+							t.Logf("%s %s: %.3g", name, p+n, compare(t, d, p+n, tt, want, shape, 1e-4))
 							traced[n] = true
 						}
 					}
