@@ -149,6 +149,13 @@ func loadIFStage(d gpu.Device, dir string, upscaler bool) (*IFStage, error) {
 // unet, scheduler) onto d.
 func LoadIF(d gpu.Device, dir string) (*IF, error) {
 	p := &IF{dev: d}
+	class, ok := IsIFFolder(dir)
+	switch {
+	case !ok:
+		return nil, fmt.Errorf("%s: not a DeepFloyd IF folder (model_index.json with _class_name IFPipeline)", dir)
+	case class == "IFSuperResolutionPipeline":
+		return nil, fmt.Errorf("%s: a stage II (super-resolution) model cannot be the base model; pass it as the upscaler", filepath.Join(dir, "model_index.json"))
+	}
 	var err error
 	if p.tok, err = tokenizer.LoadUnigram(filepath.Join(dir, "tokenizer")); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer"), err)
