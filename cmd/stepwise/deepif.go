@@ -62,6 +62,14 @@ func generateIF(ctx context.Context, f genFlags, paths []string, stderr io.Write
 			return fmt.Errorf("%w; nothing written", err)
 		}
 	}
+	if p.Upper != nil {
+		if n := p.Upper.Noising.NumTrainTimesteps; f.ifFlags.noiseLevel < 0 || f.ifFlags.noiseLevel >= n {
+			return fmt.Errorf("--noise-level %d: want 0..%d; nothing written", f.ifFlags.noiseLevel, n-1)
+		}
+		if _, err := p.Upper.Sched.Timesteps(f.ifFlags.upscalerSteps); err != nil {
+			return fmt.Errorf("--upscaler-steps: %w; nothing written", err)
+		}
+	}
 	o := models.IFOptions{Prompt: s.Prompt, Negative: s.NegativePrompt, Steps: s.Steps, CFG: s.CFGScale,
 		Seed: uint64(seed), Size: s.Width, UpscalerSteps: f.ifFlags.upscalerSteps,
 		UpscalerCFG: f.ifFlags.upscalerCFG, NoiseLevel: f.ifFlags.noiseLevel}
