@@ -106,7 +106,7 @@ func readJSON(path string, v any) error {
 
 // loadIFStage reads a stage's U-Net and schedulers; upscaler says which
 // stage the caller wants, and a folder of the other kind is refused.
-func loadIFStage(d gpu.Device, dir string, upscaler bool) (*IFStage, error) {
+func loadIFStage(d gpu.Device, dir string, upscaler bool, textDim int) (*IFStage, error) {
 	class, ok := IsIFFolder(dir)
 	if !ok {
 		return nil, fmt.Errorf("%s: not a DeepFloyd IF folder (model_index.json with _class_name IFPipeline or IFSuperResolutionPipeline)", dir)
@@ -122,6 +122,9 @@ func loadIFStage(d gpu.Device, dir string, upscaler bool) (*IFStage, error) {
 		return nil, fmt.Errorf("%s: a stage II (super-resolution) model cannot be the base model; pass it as the upscaler", cfgPath)
 	case !isSR && upscaler:
 		return nil, fmt.Errorf("%s: a stage I model, not a stage II upscaler", cfgPath)
+	}
+	if c.Defaults(); textDim > 0 && c.TextDim() != textDim {
+		return nil, fmt.Errorf("%s: stage II takes text states of width %d, stage I's T5 gives %d", cfgPath, c.TextDim(), textDim)
 	}
 	w, err := componentWeights(dir, "unet", "diffusion_pytorch_model")
 	if err != nil {
@@ -171,7 +174,7 @@ func LoadIF(d gpu.Device, dir string) (*IF, error) {
 	if p.te, err = nets.NewT5Encoder(d, tc, tw); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "text_encoder"), err)
 	}
-	if p.Base, err = loadIFStage(d, dir, false); err != nil {
+	if p.Base, err = loadIFStage(d, dir, false, 0); err != nil {
 		p.te.Release()
 		return nil, err
 	}
@@ -185,13 +188,9 @@ func LoadIF(d gpu.Device, dir string) (*IF, error) {
 // LoadUpscaler loads a stage II folder (IFSuperResolutionPipeline) whose
 // text width must match stage I's.
 func (p *IF) LoadUpscaler(dir string) error {
-	st, err := loadIFStage(p.dev, dir, true)
+	st, err := loadIFStage(p.dev, dir, true, p.Base.UNet.Config.TextDim())
 	if err != nil {
 		return err
-	}
-	if got, want := st.UNet.Config.TextDim(), p.Base.UNet.Config.TextDim(); got != want {
-		st.UNet.Release()
-		return fmt.Errorf("%s: stage II takes text states of width %d, stage I's T5 gives %d", filepath.Join(dir, "unet", "config.json"), got, want)
 	}
 	p.Upper = st
 	return nil

@@ -2,7 +2,9 @@ package models
 
 import (
 	"math"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -129,4 +131,31 @@ func TestIFWrongStage(t *testing.T) {
 	err = p.LoadUpscaler(filepath.Join(w4, "if-mini"))
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "config.json")
+}
+
+// A stage II whose text width differs from stage I's is refused naming
+// both widths and its config, before its weights are read.
+func TestIFUpscalerTextWidth(t *testing.T) {
+	w4 := golden.Wave(t, "golden-wave4")
+	sr := filepath.Join(w4, "if-mini-sr")
+	tmp := t.TempDir()
+	for _, sub := range []string{"scheduler", "image_noising_scheduler"} {
+		require.NoError(t, os.Symlink(filepath.Join(sr, sub), filepath.Join(tmp, sub)))
+	}
+	require.NoError(t, os.Symlink(filepath.Join(sr, "model_index.json"), filepath.Join(tmp, "model_index.json")))
+	require.NoError(t, os.Mkdir(filepath.Join(tmp, "unet"), 0o755))
+	cfg, err := os.ReadFile(filepath.Join(sr, "unet", "config.json"))
+	require.NoError(t, err)
+	cfg = []byte(strings.Replace(string(cfg), `"encoder_hid_dim": 48`, `"encoder_hid_dim": 64`, 1))
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "unet", "config.json"), cfg, 0o644))
+
+	d := testdev.All(t)["ref"](t)
+	p, err := LoadIF(d, filepath.Join(w4, "if-mini"))
+	require.NoError(t, err)
+	defer p.Release()
+	err = p.LoadUpscaler(tmp)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), filepath.Join(tmp, "unet", "config.json"))
+	assert.Contains(t, err.Error(), "width 64")
+	assert.Contains(t, err.Error(), "gives 48")
 }
