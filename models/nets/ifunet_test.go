@@ -121,3 +121,35 @@ func TestIFT5MaskedGolden(t *testing.T) {
 		})
 	}
 }
+
+// Unsupported IF U-Net options are refused by name, and weights that do
+// not fit the config are reported before anything is uploaded.
+func TestIFUNetBadConfig(t *testing.T) {
+	var c IFUNetConfig
+	loadConfig(t, filepath.Join(ifFolder(t, "if-mini"), "unet", "config.json"), &c)
+	require.NotNil(t, ExpectedIFUNet(c))
+	d := testDevices(t)["ref"]
+	for field, mutate := range map[string]func(*IFUNetConfig){
+		"down_block_types[1]": func(c *IFUNetConfig) {
+			c.DownBlockTypes = append([]string(nil), c.DownBlockTypes...)
+			c.DownBlockTypes[1] = "CrossAttnDownBlock2D"
+		},
+		"mid_block_type":      func(c *IFUNetConfig) { c.MidBlockType = "UNetMidBlock2DCrossAttn" },
+		"act_fn":              func(c *IFUNetConfig) { c.ActFn = "mish" },
+		"addition_embed_type": func(c *IFUNetConfig) { c.AdditionEmbedType = "image" },
+		"attention_head_dim":  func(c *IFUNetConfig) { c.AttentionHeadDim = IntOrList{7} },
+	} {
+		bad := c
+		mutate(&bad)
+		assert.Nil(t, ExpectedIFUNet(bad), field)
+		_, err := NewIFUNet(d, bad, MapWeights{})
+		if assert.Error(t, err, field) {
+			assert.Contains(t, err.Error(), field)
+		}
+	}
+	w := loadWeights(t, filepath.Join(ifFolder(t, "if-mini"), "unet", "diffusion_pytorch_model.fp16.safetensors"))
+	delete(w, "add_embedding.pool.positional_embedding")
+	_, err := NewIFUNet(d, c, w)
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "add_embedding.pool.positional_embedding")
+}
