@@ -240,6 +240,9 @@ type IFOptions struct {
 	UpscalerSteps int
 	UpscalerCFG   float64
 	NoiseLevel    int
+	// Stop, when set, is asked before each step; a non-nil error ends
+	// the run with it (an interrupt).
+	Stop func() error
 }
 
 // IFStep is reported after each scheduler step: the stage (1 or 2), the
@@ -309,6 +312,11 @@ func (p *IF) Stage1(o IFOptions, cb func(IFStep)) ([]float32, error) {
 	x := make([]float32, c*size*size)
 	g.Randn(x)
 	for i, t := range ts {
+		if o.Stop != nil {
+			if err := o.Stop(); err != nil {
+				return nil, err
+			}
+		}
 		eps, err := p.predict(st.UNet, x, nil, c, size, size, t, ctx, o.CFG, nil)
 		if err != nil {
 			return nil, fmt.Errorf("stage I step %d: %w", i, err)
@@ -362,6 +370,11 @@ func (p *IF) Stage2(low []float32, h, w int, o IFOptions, cb func(IFStep)) ([]fl
 	}
 	labels := []float32{float32(o.NoiseLevel), float32(o.NoiseLevel)}
 	for i, t := range ts {
+		if o.Stop != nil {
+			if err := o.Stop(); err != nil {
+				return nil, 0, 0, err
+			}
+		}
 		eps, err := p.predict(st.UNet, x, noised, c, H, W, t, ctx, o.UpscalerCFG, labels)
 		if err != nil {
 			return nil, 0, 0, fmt.Errorf("stage II step %d: %w", i, err)

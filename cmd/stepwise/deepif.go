@@ -72,7 +72,7 @@ func generateIF(ctx context.Context, f genFlags, paths []string, stderr io.Write
 	}
 	o := models.IFOptions{Prompt: s.Prompt, Negative: s.NegativePrompt, Steps: s.Steps, CFG: s.CFGScale,
 		Seed: uint64(seed), Size: s.Width, UpscalerSteps: f.ifFlags.upscalerSteps,
-		UpscalerCFG: f.ifFlags.upscalerCFG, NoiseLevel: f.ifFlags.noiseLevel}
+		UpscalerCFG: f.ifFlags.upscalerCFG, NoiseLevel: f.ifFlags.noiseLevel, Stop: ctx.Err}
 	progress := func(st models.IFStep) {
 		if ctx.Err() == nil {
 			fmt.Fprintf(stderr, "\rstage %d step %d (t %d)   ", st.Stage, st.Index+1, st.T)
@@ -97,9 +97,6 @@ func generateIF(ctx context.Context, f genFlags, paths []string, stderr io.Write
 			o.UpscalerSteps, strconv.FormatFloat(o.UpscalerCFG, 'g', -1, 64), o.NoiseLevel)
 	}
 	fmt.Fprintln(stderr)
-	if err := ctx.Err(); err != nil {
-		return err
-	}
 	if err := render.WritePNG(paths[0], models.IFImage(x, h, w), params, f.force); err != nil {
 		return err
 	}
