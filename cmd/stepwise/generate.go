@@ -44,6 +44,7 @@ type genFlags struct {
 	guidance                            float64 // --guidance (Flux's distilled guidance; < 0: the model's)
 	cfgSet                              bool    // --cfg-scale given (or read by --from)
 	extra                               checkpoint.Extra
+	ifFlags                             ifFlags // DeepFloyd IF's stage II (deepif.go)
 	// branchAt > 0 continues the run from its step branchAt with the
 	// --branch changes (the studio's "b"); xy are the X/Y plot's axes.
 	branchAt int
@@ -143,6 +144,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
+	addIFFlags(fs, &f.ifFlags)
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")
@@ -557,6 +559,9 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 		return err
 	}
 	warn := func(s string) { fmt.Fprintf(stderr, "warning: %s\n", termsafe.Text(s)) }
+	if _, ok := models.IsIFFolder(f.model); ok {
+		return generateIF(ctx, f, paths, stderr)
+	}
 	// The init image and mask are read and checked before the model loads.
 	in, err := gen.LoadInputs(f.s)
 	if err != nil {

@@ -256,6 +256,28 @@ func (te *T5Encoder) Encode(ids [][]int32) (*gpu.Tensor, error) {
 // hidden_states: the embeddings and each layer's output (before the final
 // norm), each [B,L,d_model].
 func (te *T5Encoder) EncodeHidden(ids [][]int32, all bool) (*gpu.Tensor, []*gpu.Tensor, error) {
+	return te.encode(ids, nil, all)
+}
+
+// EncodeMasked is Encode with transformers' attention mask, as DeepFloyd
+// IF calls it: key j of row i is masked out when mask[i][j] is false (the
+// padding). Every position, padding included, is still computed and
+// returned.
+func (te *T5Encoder) EncodeMasked(ids [][]int32, mask [][]bool) (*gpu.Tensor, error) {
+	if len(mask) != len(ids) {
+		return nil, fmt.Errorf("t5: %d mask rows for %d sequences", len(mask), len(ids))
+	}
+	for i := range mask {
+		if len(mask[i]) != len(ids[i]) {
+			return nil, fmt.Errorf("t5: mask row %d has %d entries for %d tokens", i, len(mask[i]), len(ids[i]))
+		}
+	}
+	h, _, err := te.encode(ids, mask, false)
+	return h, err
+}
+
+// encode runs the encoder; mask (nil: none) masks keys per row.
+func (te *T5Encoder) encode(ids [][]int32, mask [][]bool, all bool) (*gpu.Tensor, []*gpu.Tensor, error) {
 	c, d := &te.Config, te.d
 	if len(ids) == 0 || len(ids[0]) == 0 {
 		return nil, nil, fmt.Errorf("t5: no tokens")
@@ -278,6 +300,19 @@ func (te *T5Encoder) EncodeHidden(ids [][]int32, all bool) (*gpu.Tensor, []*gpu.
 	if err != nil {
 		d.PopScope()
 		return nil, nil, fmt.Errorf("t5: %w", err)
+	}
+	if mask != nil {
+		// transformers adds (1-mask)*finfo.min to the scores; any huge
+		// negative value gives the same zero weights.
+		m := make([]float32, len(ids)*L)
+		for i, row := range mask {
+			for j, keep := range row {
+				if !keep {
+					m[i*L+j] = -1e30
+				}
+			}
+		}
+		bias = d.Add(bias, d.Upload(m, len(ids), 1, 1, L))
 	}
 	x := d.Embedding(te.emb, flat).View(len(ids), L, c.DModel)
 	var states []*gpu.Tensor
