@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/internal/termsafe"
+	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
@@ -100,6 +101,14 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 	embedded := path == "" || path == "bundled"
 	if embedded {
 		m, err = bundled.Checkpoint()
+	} else if class, ok := models.IsIFFolder(path); ok {
+		// A DeepFloyd IF cascade is no latent-diffusion checkpoint: say
+		// what it is rather than which LDM part it lacks.
+		use := "generate with `stepwise generate --model " + path + "`"
+		if strings.Contains(class, "SuperResolution") {
+			use = "it is a stage II upscaler: give it as `--upscaler " + path + "` beside a stage I `--model`"
+		}
+		return nil, fmt.Errorf("%s is a DeepFloyd IF pipeline folder (%s): `stepwise info` describes latent-diffusion checkpoints; %s", path, class, use)
 	} else {
 		m, err = checkpoint.Load(path, config)
 	}

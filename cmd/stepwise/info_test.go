@@ -11,6 +11,8 @@ import (
 
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/safetensors"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // The sd15-mini parameter counts, summed from the diffusers files' shapes.
@@ -167,5 +169,23 @@ func TestInfoCheck(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), poisoned) || !strings.Contains(out.String(), "NaN or Inf") {
 		t.Errorf("NaN in %s not reported:\n%s", poisoned, out.String())
+	}
+}
+
+// TestInfoDeepIF: `info` on a DeepFloyd IF folder says what it is and how
+// to use it (stage I with --model, stage II with --upscaler) instead of
+// naming the LDM part it lacks.
+func TestInfoDeepIF(t *testing.T) {
+	w4 := golden.Wave(t, "golden-wave4")
+	for _, c := range []struct{ dir, want string }{
+		{filepath.Join(w4, "if-mini"), "(IFPipeline): `stepwise info` describes latent-diffusion checkpoints; generate with `stepwise generate --model "},
+		{filepath.Join(w4, "if-mini-sr"), "(IFSuperResolutionPipeline): `stepwise info` describes latent-diffusion checkpoints; it is a stage II upscaler: give it as `--upscaler "},
+	} {
+		var out bytes.Buffer
+		err := writeInfo(&out, c.dir, "", false, false)
+		require.Error(t, err, c.dir)
+		assert.Contains(t, err.Error(), c.dir+" is a DeepFloyd IF pipeline folder")
+		assert.Contains(t, err.Error(), c.want)
+		assert.NotContains(t, err.Error(), "vae/config.json")
 	}
 }
