@@ -321,20 +321,10 @@ func loadDiffusers(dir string) (*Model, error) {
 	}
 	var b builder
 	for _, cp := range comps {
-		path, err := weightFile(filepath.Join(dir, cp.sub), cp.base)
+		f, infos, err := m.openPart(filepath.Join(dir, cp.sub), cp.base)
 		if err != nil {
-			m.Close()
 			return nil, err
 		}
-		f, err := safetensors.Open(path)
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("checkpoint: %w", err)
-		}
-		m.files = append(m.files, f)
-		m.Files = append(m.Files, path)
-		infos := f.Tensors()
-		m.Tensors += len(infos)
 		for _, t := range infos {
 			name := t.Name
 			if cp.sub == "vae" {
@@ -352,6 +342,7 @@ func loadDiffusers(dir string) (*Model, error) {
 			}
 		}
 		b.missing(cp.c)
+		path := f.Path()
 		m.setOrigins(cp.c, func(string) string { return path })
 	}
 	if len(b.problems) > 0 {
@@ -371,4 +362,25 @@ func loadDiffusers(dir string) (*Model, error) {
 func (c *component) hasSlot(name string) bool {
 	_, ok := c.byName[name]
 	return ok
+}
+
+// openPart opens the weight file (base.safetensors or its fp16 variant) of
+// a diffusers component folder and records it in m, returning its tensors;
+// on an error m is closed.
+func (m *Model) openPart(folder, base string) (*safetensors.File, []safetensors.TensorInfo, error) {
+	path, err := weightFile(folder, base)
+	if err != nil {
+		m.Close()
+		return nil, nil, err
+	}
+	f, err := safetensors.Open(path)
+	if err != nil {
+		m.Close()
+		return nil, nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	m.files = append(m.files, f)
+	m.Files = append(m.Files, path)
+	infos := f.Tensors()
+	m.Tensors += len(infos)
+	return f, infos, nil
 }

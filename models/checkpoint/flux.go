@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 
 	"github.com/stepwise/stepwise/models/nets"
-	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // fluxPipeline reports a model_index.json of a Flux pipeline.
@@ -152,20 +151,10 @@ func loadFluxDiffusers(dir string, idx modelIndex) (*Model, error) {
 	}
 	var b builder
 	for _, cp := range comps {
-		path, err := weightFile(filepath.Join(dir, cp.sub), cp.base)
+		f, infos, err := m.openPart(filepath.Join(dir, cp.sub), cp.base)
 		if err != nil {
-			m.Close()
 			return nil, err
 		}
-		f, err := safetensors.Open(path)
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("checkpoint: %w", err)
-		}
-		m.files = append(m.files, f)
-		m.Files = append(m.Files, path)
-		infos := f.Tensors()
-		m.Tensors += len(infos)
 		for _, t := range infos {
 			switch {
 			case ignored(t.Name):
@@ -179,6 +168,7 @@ func loadFluxDiffusers(dir string, idx modelIndex) (*Model, error) {
 			}
 		}
 		b.missing(cp.c)
+		path := f.Path()
 		m.setOrigins(cp.c, func(string) string { return path })
 	}
 	if len(b.problems) > 0 {

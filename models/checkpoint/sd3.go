@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/models/nets"
-	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // sd3Pipeline reports a model_index.json of an SD3 pipeline.
@@ -175,20 +174,10 @@ func loadSD3Diffusers(dir string, idx modelIndex) (*Model, error) {
 	}
 	var b builder
 	for _, cp := range comps {
-		path, err := weightFile(filepath.Join(dir, cp.sub), cp.base)
+		f, infos, err := m.openPart(filepath.Join(dir, cp.sub), cp.base)
 		if err != nil {
-			m.Close()
 			return nil, err
 		}
-		f, err := safetensors.Open(path)
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("checkpoint: %w", err)
-		}
-		m.files = append(m.files, f)
-		m.Files = append(m.Files, path)
-		infos := f.Tensors()
-		m.Tensors += len(infos)
 		for _, t := range infos {
 			switch {
 			case ignored(t.Name):
@@ -202,6 +191,7 @@ func loadSD3Diffusers(dir string, idx modelIndex) (*Model, error) {
 			}
 		}
 		b.missing(cp.c)
+		path := f.Path()
 		m.setOrigins(cp.c, func(string) string { return path })
 	}
 	if len(b.problems) > 0 {
