@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 	"github.com/stepwise/stepwise/models/tokenizer"
@@ -43,7 +44,7 @@ type IF struct {
 // pipelines (model_index.json's _class_name IFPipeline or
 // IFSuperResolutionPipeline), and which.
 func IsIFFolder(dir string) (class string, ok bool) {
-	b, err := os.ReadFile(filepath.Join(dir, "model_index.json"))
+	b, err := safefile.ReadFile(filepath.Join(dir, "model_index.json"), ifConfigLimit)
 	if err != nil {
 		return "", false
 	}
@@ -93,8 +94,12 @@ func componentWeights(dir, comp, base string) (nets.MapWeights, error) {
 	return nil, fmt.Errorf("%s: no %s.safetensors or %s.fp16.safetensors", filepath.Join(dir, comp), base, base)
 }
 
+// ifConfigLimit bounds the JSON files of an IF folder (configs are a few
+// KB); safefile never blocks on a FIFO or reads a device.
+const ifConfigLimit = 4 << 20
+
 func readJSON(path string, v any) error {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, ifConfigLimit)
 	if err != nil {
 		return err
 	}

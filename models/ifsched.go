@@ -4,9 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"sort"
 
+	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/sampler"
 )
 
@@ -33,7 +33,7 @@ type IFScheduler struct {
 
 // LoadIFScheduler reads a DDPMScheduler scheduler_config.json.
 func LoadIFScheduler(path string) (*IFScheduler, error) {
-	b, err := os.ReadFile(path)
+	b, err := safefile.ReadFile(path, ifConfigLimit)
 	if err != nil {
 		return nil, fmt.Errorf("scheduler %s: %w", path, err)
 	}
