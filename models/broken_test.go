@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"io/fs"
 	"math"
 	"os"
@@ -648,15 +650,11 @@ func TestBrokenCorpus(t *testing.T) {
 			}
 			p, err := models.Load(dev, path, config)
 			if c.ok {
-				if err != nil {
-					t.Fatalf("want a pipeline with a warning, got %v", err)
-				}
+				require.NoError(t, err, "want a pipeline with a warning")
 				defer p.Close()
 				warn := strings.Join(p.Model.Warnings, "\n")
 				for _, w := range c.want {
-					if !strings.Contains(warn, w) {
-						t.Errorf("warnings lack %q: %q", w, p.Model.Warnings)
-					}
+					assert.Contains(t, warn, w, "warnings")
 				}
 				if c.check != nil {
 					c.check(t, p)
@@ -668,19 +666,15 @@ func TestBrokenCorpus(t *testing.T) {
 			}
 			if err == nil {
 				p.Close()
-				t.Fatal("loaded without an error")
 			}
+			require.Error(t, err, "loaded without an error")
 			msg := err.Error()
-			if !strings.Contains(msg, names) {
-				t.Errorf("error does not name the file %s:\n%v", names, msg)
-			}
+			assert.Contains(t, msg, names, "the error names the file")
 			for _, w := range c.want {
-				if !strings.Contains(msg, w) {
-					t.Errorf("error lacks %q:\n%v", w, msg)
-				}
+				assert.Contains(t, msg, w)
 			}
-			if c.typed != nil && !c.typed(err) {
-				t.Errorf("error %T is not of the expected type: %v", err, err)
+			if c.typed != nil {
+				assert.True(t, c.typed(err), "error %T is not of the expected type: %v", err, err)
 			}
 			if !t.Failed() {
 				table[c.class].errs++
@@ -688,9 +682,7 @@ func TestBrokenCorpus(t *testing.T) {
 			t.Log(msg)
 		})
 	}
-	if live := dev.Stats().Buffers; live != 0 {
-		t.Errorf("%d tensors left on the device by failed loads", live)
-	}
+	assert.Zero(t, dev.Stats().Buffers, "tensors left on the device by failed loads")
 	var b strings.Builder
 	total := 0
 	b.WriteString("input class | cases | outcome\n")

@@ -3,6 +3,8 @@ package tui
 import (
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"os"
 	"path/filepath"
 	"strings"
@@ -358,19 +360,16 @@ func TestStudioMemoryFlat(t *testing.T) {
 	const n = 8
 	for i := 1; i <= n; i++ {
 		r := h.finishRun()
-		if r.Status != runDone {
-			t.Fatalf("run %d: %s (%s)", i, runStatusNames[r.Status], m.status)
-		}
+		require.Equal(t, runStatusNames[runDone], runStatusNames[r.Status], "run %d (%s)", i, m.status)
 		if i == 3 {
 			at3 = m.w.sess.Device().Stats() // the worker is idle between runs
 		}
 	}
 	end := m.w.sess.Device().Stats()
 	t.Logf("device after 3 runs: %d B in %d buffers; after %d: %d B in %d buffers", at3.Resident, at3.Buffers, n, end.Resident, end.Buffers)
-	if end.Resident != at3.Resident || end.Buffers != at3.Buffers {
-		t.Errorf("device memory grew over %d studio runs: %d B / %d buffers after 3, %d B / %d after %d",
-			n, at3.Resident, at3.Buffers, end.Resident, end.Buffers, n)
-	}
+	// Exact: the buffer pool must give back every run's tensors.
+	assert.Equal(t, at3.Resident, end.Resident, "device bytes after 3 runs and after %d", n)
+	assert.Equal(t, at3.Buffers, end.Buffers, "device buffers after 3 runs and after %d", n)
 }
 
 // TestSwitchAfterFailedLoad: when the first model fails to load (the

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -54,9 +56,7 @@ func newHarness(t *testing.T, s presets.Settings, load LoadFunc) *harness {
 	t.Setenv("XDG_CONFIG_HOME", xdg)
 	h := &harness{t: t, msgs: make(chan tea.Msg, 4096), out: t.TempDir(), dir: filepath.Join(xdg, "stepwise", "presets")}
 	h.m = New(Options{Load: load, ModelLabel: "mini on ref", OutDir: h.out, Settings: &s, Color: render.NoColor})
-	if h.m.store.Dir != h.dir {
-		t.Fatalf("preset folder %s, want %s under XDG_CONFIG_HOME", h.m.store.Dir, h.dir)
-	}
+	require.Equal(t, h.dir, h.m.store.Dir, "the preset folder is under XDG_CONFIG_HOME")
 	h.m.Update(tea.WindowSizeMsg{Width: 120, Height: 40})
 	h.m.Start(func(msg tea.Msg) { h.msgs <- msg })
 	t.Cleanup(h.m.Close)
@@ -67,9 +67,7 @@ func newHarness(t *testing.T, s presets.Settings, load LoadFunc) *harness {
 func newMini(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t, testSettings(), miniLoad(t))
-	if h.m.model == nil {
-		t.Fatalf("model did not load: %s", h.m.status)
-	}
+	require.NotNil(t, h.m.model, "model did not load: %s", h.m.status)
 	return h
 }
 
@@ -170,9 +168,7 @@ func (h *harness) mustView(subs ...string) {
 	h.t.Helper()
 	v := h.view()
 	for _, s := range subs {
-		if !strings.Contains(v, s) {
-			h.t.Errorf("view lacks %q:\n%s", s, v)
-		}
+		assert.Contains(h.t, v, s, "the view")
 	}
 }
 

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -290,21 +292,17 @@ func TestExportAndOpen(t *testing.T) {
 	h.keys("ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 1 })
 	p1 := m.exported[0]
-	if filepath.Dir(p1) != h.out {
-		t.Errorf("exported to %s, want the folder %s", p1, h.out)
-	}
+	assert.Equal(t, h.out, filepath.Dir(p1), "exported into the out folder")
 	h.mustView("exported", filepath.Base(p1))
 	text, err := render.ReadPNGTextFile(p1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s, _, err := presets.ParseInfotext(text["parameters"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Prompt != "an astronaut riding a horse" || s.Seed != 42 || s.Steps != 3 || s.CFGScale != 7.5 || s.Width != 64 {
-		t.Errorf("parameters read back: %+v", s)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, "an astronaut riding a horse", s.Prompt)
+	assert.Equal(t, int64(42), s.Seed)
+	assert.Equal(t, 3, s.Steps)
+	assert.InDelta(t, 7.5, s.CFGScale, 0, "CFG read back exactly")
+	assert.Equal(t, 64, s.Width)
 
 	// The frame on screen (step 1, predicted x0 as shown by default),
 	// decoded by the VAE; a second export never overwrites the first.
@@ -312,16 +310,10 @@ func TestExportAndOpen(t *testing.T) {
 	h.keys("home", ".", "ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 1 })
 	p2 := m.exported[0]
-	if p2 == p1 {
-		t.Fatalf("second export reused %s", p1)
-	}
+	require.NotEqual(t, p1, p2, "a second export never overwrites the first")
 	text2, err := render.ReadPNGTextFile(p2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(text2["parameters"], "Stepwise frame: 1/3 predicted x0") {
-		t.Errorf("frame export parameters: %q", text2["parameters"])
-	}
+	require.NoError(t, err)
+	assert.Contains(t, text2["parameters"], "Stepwise frame: 1/3 predicted x0")
 
 	// Open the first PNG's settings after editing them away.
 	h.setField(focusPrompt, "x")
@@ -592,26 +584,18 @@ func TestBatch(t *testing.T) {
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitRun(r)
-	if r.Status != runDone || len(r.Images) != 2 {
-		t.Fatalf("batch of 2: %s, %d images (%s)", runStatusNames[r.Status], len(r.Images), m.status)
-	}
-	if samePixels(r.Images[0].Pix, r.Images[1].Pix) {
-		t.Error("the two images of a batch are equal")
-	}
-	if b := r.Frames[0].XT.Bounds(); b.Dx() != 8+1+8 || b.Dy() != 8 {
-		t.Errorf("batch preview is %v, want two 8x8 latents side by side", b)
-	}
+	require.Equal(t, runStatusNames[runDone], runStatusNames[r.Status], m.status)
+	require.Len(t, r.Images, 2)
+	assert.False(t, samePixels(r.Images[0].Pix, r.Images[1].Pix), "the two images of a batch differ")
+	b := r.Frames[0].XT.Bounds()
+	assert.Equal(t, [2]int{8 + 1 + 8, 8}, [2]int{b.Dx(), b.Dy()}, "two 8x8 latents side by side")
 	h.mustView("batch of 2")
 	h.keys("ctrl+x")
 	h.waitFor("export", func() bool { return len(m.exported) == 2 })
 	for i, p := range m.exported {
 		text, err := render.ReadPNGTextFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := fmt.Sprintf("Batch size: 2, Batch pos: %d", i); !strings.Contains(text["parameters"], want) {
-			t.Errorf("%s: parameters lack %q: %q", p, want, text["parameters"])
-		}
+		require.NoError(t, err)
+		assert.Contains(t, text["parameters"], fmt.Sprintf("Batch size: 2, Batch pos: %d", i), p)
 	}
 }
 

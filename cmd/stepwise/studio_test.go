@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
@@ -124,9 +127,7 @@ func (s tmuxSession) waitScreen(want string, d time.Duration) string {
 func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	work := t.TempDir()
 	out := filepath.Join(work, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.Mkdir(out, 0o755))
 	exit := filepath.Join(work, "exit")
 	s := tmuxSession{t: t, tmux: tmux, sock: filepath.Join(work, "sock")}
 	shell := fmt.Sprintf("cd %q && XDG_CONFIG_HOME=%q %q --model %q --config %q --device ref --out %q 2>%q; echo $? > %q; sleep 60",
@@ -143,16 +144,13 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	s.cmd("send-keys", "-t", "studio", "C-g")
 	main := s.waitScreen("run 1 done", 60*time.Second)
 	for _, want := range []string{prompt, "run 1", "step 3/3", "final image (VAE)", "history [#1✓]", "space pause/resume"} {
-		if !strings.Contains(main, want) {
-			t.Errorf("screen lacks %q:\n%s", want, main)
-		}
+		assert.Contains(t, main, want, "the screen after the run")
 	}
 	s.cmd("send-keys", "-t", "studio", "C-x")
 	exported := s.waitScreen("exported", 30*time.Second)
 	pngPath := filepath.Join(out, "stepwise_0001.png")
-	if _, err := os.Stat(pngPath); err != nil {
-		t.Fatalf("export: %v\nscreen:\n%s", err, exported)
-	}
+	_, err := os.Stat(pngPath)
+	require.NoError(t, err, "export; screen:\n%s", exported)
 
 	// The timeline scrubbed back, then the four explanation views.
 	s.cmd("send-keys", "-t", "studio", "Home", ".")
@@ -182,44 +180,28 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if strings.TrimSpace(string(code)) != "0" {
-		stderr, _ := os.ReadFile(filepath.Join(work, "stderr"))
-		t.Errorf("exit status %s; stderr:\n%s", code, stderr)
-	}
-	if after := s.capture(); strings.Contains(after, "ctrl+g generate") {
-		t.Errorf("the terminal was not restored after quitting:\n%s", after)
-	}
+	stderr, _ := os.ReadFile(filepath.Join(work, "stderr"))
+	assert.Equal(t, "0", strings.TrimSpace(string(code)), "exit status; stderr:\n%s", stderr)
+	assert.NotContains(t, s.capture(), "ctrl+g generate", "the terminal is restored after quitting")
 
 	text, err := render.ReadPNGTextFile(pngPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	st, _, err := presets.ParseInfotext(text["parameters"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Prompt != prompt || st.Steps != 3 || st.Width != 64 || st.Height != 64 {
-		t.Errorf("PNG parameters: %+v", st)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, prompt, st.Prompt)
+	assert.Equal(t, 3, st.Steps)
+	assert.Equal(t, [2]int{64, 64}, [2]int{st.Width, st.Height})
 	f, err := os.Open(pngPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	img, err := png.Decode(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if b := img.Bounds(); b.Dx() != 64 || b.Dy() != 64 {
-		t.Errorf("PNG is %v, want 64x64", b)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, [2]int{64, 64}, [2]int{img.Bounds().Dx(), img.Bounds().Dy()}, "PNG size")
 
 	if cd := os.Getenv("STEPWISE_CAPTURE_DIR"); cd != "" {
 		for name, scr := range screens {
 			p := filepath.Join(cd, fmt.Sprintf("studio_%dx%d_%s.txt", w, h, name))
-			if err := os.WriteFile(p, []byte(scr), 0o644); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, os.WriteFile(p, []byte(scr), 0o644))
 		}
 	}
 }

@@ -5,6 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestMain keeps the tests' program binaries out of the user's cache folder
@@ -34,96 +37,68 @@ func scaleOn(t *testing.T) ([]float32, *Device) {
 	d := fresh(t)
 	x := d.Upload([]float32{1, -2, 3.5}, 3)
 	got, err := d.Download(d.Scale(x, 2, 1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return got, d
 }
+
+// cacheCounts are a device's program cache hits and writes.
+func cacheCounts(d *Device) [2]int { return [2]int{d.cache.hits, d.cache.writes} }
 
 func TestProgramCache(t *testing.T) {
 	dir := t.TempDir()
 	t.Setenv("STEPWISE_GL_CACHE", dir)
-	want := []float32{3, -3, 8}
-	check := func(got []float32) {
-		t.Helper()
-		for i := range want {
-			if got[i] != want[i] {
-				t.Fatalf("Scale gave %v, want %v", got, want)
-			}
-		}
-	}
+	want := []float32{3, -3, 8} // exact: 2x + 1 in float32
 
 	got, d := scaleOn(t)
-	check(got)
+	require.Equal(t, want, got)
 	if d.cache.dir == "" {
 		t.Skip("this driver offers no program binary formats")
 	}
-	if d.cache.hits != 0 || d.cache.writes != 1 {
-		t.Fatalf("cold start: %d hits, %d writes; want 0, 1", d.cache.hits, d.cache.writes)
-	}
+	require.Equal(t, [2]int{0, 1}, cacheCounts(d), "cold start: hits, writes")
 	entries, _ := filepath.Glob(filepath.Join(dir, "*.bin"))
-	if len(entries) != 1 {
-		t.Fatalf("cache holds %v, want one entry", entries)
-	}
+	require.Len(t, entries, 1, "the cache holds one entry")
 
 	got, d = scaleOn(t)
-	check(got)
-	if d.cache.hits != 1 || d.cache.writes != 0 {
-		t.Fatalf("warm start: %d hits, %d writes; want 1, 0", d.cache.hits, d.cache.writes)
-	}
+	require.Equal(t, want, got)
+	require.Equal(t, [2]int{1, 0}, cacheCounts(d), "warm start: hits, writes")
 
 	// A corrupt entry (one payload byte flipped) is ignored and rewritten.
 	raw, err := os.ReadFile(entries[0])
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	raw[len(raw)-1] ^= 0xff
-	if err := os.WriteFile(entries[0], raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(entries[0], raw, 0o644))
 	got, d = scaleOn(t)
-	check(got)
-	if d.cache.hits != 0 || d.cache.writes != 1 {
-		t.Fatalf("corrupt entry: %d hits, %d writes; want 0, 1", d.cache.hits, d.cache.writes)
-	}
+	require.Equal(t, want, got)
+	require.Equal(t, [2]int{0, 1}, cacheCounts(d), "corrupt entry: hits, writes")
 
 	// A stale entry (a valid file the driver refuses) is ignored and rewritten.
-	if err := os.WriteFile(entries[0], encodeEntry(0x1234, []byte("not a program")), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(entries[0], encodeEntry(0x1234, []byte("not a program")), 0o644))
 	got, d = scaleOn(t)
-	check(got)
-	if d.cache.hits != 0 || d.cache.writes != 1 || d.Err() != nil {
-		t.Fatalf("stale entry: %d hits, %d writes, err %v; want 0, 1, nil", d.cache.hits, d.cache.writes, d.Err())
-	}
+	require.Equal(t, want, got)
+	require.NoError(t, d.Err())
+	require.Equal(t, [2]int{0, 1}, cacheCounts(d), "stale entry: hits, writes")
 	got, d = scaleOn(t)
-	check(got)
-	if d.cache.hits != 1 {
-		t.Fatalf("after rewrite: %d hits, want 1", d.cache.hits)
-	}
+	require.Equal(t, want, got)
+	assert.Equal(t, 1, d.cache.hits, "after the rewrite")
 	left, _ := filepath.Glob(filepath.Join(dir, ".tmp-*"))
-	if len(left) != 0 {
-		t.Fatalf("temporary files left behind: %v", left)
-	}
+	assert.Empty(t, left, "temporary files left behind")
 }
 
 func TestProgramCacheOff(t *testing.T) {
 	t.Setenv("STEPWISE_GL_CACHE", "off")
 	got, d := scaleOn(t)
-	if got[0] != 3 || d.cache.dir != "" {
-		t.Fatalf("cache off: Scale gave %v, cache folder %q", got, d.cache.dir)
-	}
+	assert.Equal(t, []float32{3, -3, 8}, got)
+	assert.Empty(t, d.cache.dir, "no cache folder")
 }
 
 func TestDecodeEntry(t *testing.T) {
 	e := encodeEntry(7, []byte{1, 2, 3})
 	f, p, err := decodeEntry(e)
-	if err != nil || f != 7 || len(p) != 3 || p[2] != 3 {
-		t.Fatalf("round trip: format %d payload %v err %v", f, p, err)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, uint32(7), f)
+	assert.Equal(t, []byte{1, 2, 3}, p)
 	for _, bad := range [][]byte{nil, e[:len(e)-1], append(append([]byte(nil), e...), 0), []byte("junk")} {
-		if _, _, err := decodeEntry(bad); err == nil {
-			t.Errorf("decodeEntry accepted %d bad bytes", len(bad))
-		}
+		_, _, err := decodeEntry(bad)
+		assert.Error(t, err, "decodeEntry accepted %d bad bytes", len(bad))
 	}
 }
