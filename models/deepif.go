@@ -38,6 +38,10 @@ type IF struct {
 	te    *nets.T5Encoder
 	Base  *IFStage
 	Upper *IFStage
+	// adjustText, when set, rewrites the T5 states [2,77,width] after
+	// encoding (tests use it to measure how the cascade responds to one
+	// ulp of rounding in its text conditioning).
+	adjustText func([]float32)
 }
 
 // IsIFFolder reports whether dir is a diffusers folder of one of IF's
@@ -230,7 +234,17 @@ func (p *IF) Tokens(text string) ([]int32, []bool) {
 func (p *IF) Encode(prompt, negative string) (*gpu.Tensor, error) {
 	ni, nm := p.Tokens(negative)
 	pi, pm := p.Tokens(prompt)
-	return p.te.EncodeMasked([][]int32{ni, pi}, [][]bool{nm, pm})
+	t, err := p.te.EncodeMasked([][]int32{ni, pi}, [][]bool{nm, pm})
+	if err != nil || p.adjustText == nil {
+		return t, err
+	}
+	v, err := p.dev.Download(t)
+	p.dev.Release(t)
+	if err != nil {
+		return nil, err
+	}
+	p.adjustText(v)
+	return p.dev.Upload(v, t.Dim(0), t.Dim(1), t.Dim(2)), nil
 }
 
 // IFOptions are the settings of one IF run.
