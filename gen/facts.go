@@ -50,6 +50,10 @@ type Facts struct {
 	LatentRGBBias [3]float32
 	// Tokenizer is the model's tokenizer (immutable, safe for concurrent use).
 	Tokenizer *tokenizer.Tokenizer
+	// T5Tokenizer is the T5 tokenizer of a model that has one (SD3, Flux;
+	// nil otherwise; immutable). Such models truncate the CLIP prompt to
+	// 77 tokens and the T5 prompt to MaxSequenceLength.
+	T5Tokenizer *tokenizer.Unigram
 
 	// For Estimate: the U-Net's widths per level, resnets per block and
 	// which levels attend; the VAE's widths; the weights' bytes; the
@@ -81,6 +85,7 @@ func FactsOf(p *models.Pipeline) *Facts {
 	}
 	if t5 := p.Model.T5; t5 != nil { // SD3: the context is T5-wide
 		f.TextHidden, f.MaxSequenceLength = t5.Config.DModel, p.MaxSequenceLength
+		f.T5Tokenizer = p.T5Tokenizer()
 		f.Encoders = append(f.Encoders, fmt.Sprintf("%s %d layers", t5.Spec.Role, t5.Config.NumLayers))
 	}
 	f.Scheduler.TrainedBetas = slices.Clone(f.Scheduler.TrainedBetas)

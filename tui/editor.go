@@ -63,6 +63,8 @@ type editor struct {
 	// tokenCount is A1111's "N/75" beside the prompt and the negative
 	// prompt ("" without a model); see Model.countTokens.
 	tokenCount [2]string
+	// tokenOver marks a count whose prompt an encoder truncates (SD3, Flux).
+	tokenOver [2]bool
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {
@@ -368,7 +370,11 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 			}
 			head := label(f)
 			if c := e.tokenCount[f-focusPrompt]; c != "" {
-				head += styleDim.Render(c)
+				if e.tokenOver[f-focusPrompt] {
+					head += styleWarn.Render(c + " (cut)")
+				} else {
+					head += styleDim.Render(c)
+				}
 			}
 			if f == focusPrompt && chunks > 1 {
 				head += styleWarn.Render(fmt.Sprintf(" long: split into %d chunks of 75 tokens", chunks))
