@@ -142,18 +142,24 @@ func (v *presetsView) key(m *Model, k tea.KeyMsg) tea.Cmd {
 				s.Width, s.Height = cur.Width, cur.Height
 			}
 			// A built-in preset applies settings only: the typed
-			// prompts stay. A saved preset is an image's settings, its
-			// prompts included, and loads them (ctrl+z undoes); a style
-			// merges its prompts in (below).
-			if p.Builtin {
-				s.Prompt, s.NegativePrompt = m.ed.prompt.Value(), m.ed.negative.Value()
+			// prompts stay. A saved preset also carries its image's
+			// prompts: with "{prompt}" in them they merge as an A1111
+			// style does; where they would replace different typed
+			// prompts, the studio asks (replace, merge or keep).
+			switch {
+			case p.Builtin || (s.Prompt == "" && s.NegativePrompt == ""):
+				s.Prompt, s.NegativePrompt = typedPrompt, typedNegative
+			case strings.Contains(s.Prompt+s.NegativePrompt, "{prompt}"):
+				s.Prompt, s.NegativePrompt = mergeInto(s, typedPrompt, typedNegative)
+			case strings.TrimSpace(typedPrompt+typedNegative) != "" && (s.Prompt != typedPrompt || s.NegativePrompt != typedNegative):
+				m.state = stateMain
+				m.modal = &modal{kind: modalPresetPrompts, target: p.Name, settings: s,
+					title: "Preset " + termsafe.Escape(p.Name) + " carries its own prompts"}
+				return nil
 			}
 			m.ed.set(s)
 			m.state = stateMain
 			m.setStatus("applied preset " + p.Name + " (ctrl+z undoes)")
-			if !p.Builtin && (s.Prompt != typedPrompt || s.NegativePrompt != typedNegative) {
-				m.setStatus("loaded preset " + p.Name + " with its prompts (ctrl+z brings yours back)")
-			}
 			return nil
 		}
 		st := v.styles[v.sel-len(v.list)]
@@ -248,7 +254,8 @@ const (
 	modalRename
 	modalImport
 	modalModel
-	modalReplace // y/n: replace an existing preset
+	modalReplace       // y/n: replace an existing preset
+	modalPresetPrompts // r/m/k: a saved preset's prompts against the typed ones
 )
 
 // modal asks for one line of text (a name or a path).
@@ -272,8 +279,12 @@ func (m *Model) openModal(kind modalKind, title, value string) {
 
 func (md *modal) view(w int) string {
 	iw := min(max(w-10, 20), 70)
-	if md.kind == modalReplace {
+	switch md.kind {
+	case modalReplace:
 		return styleModal.Render(styleTitle.Render(md.title) + "\n" + styleDim.Render("y replaces it · n or esc keeps it"))
+	case modalPresetPrompts:
+		return styleModal.Render(styleTitle.Render(md.title) + "\n" +
+			styleDim.Render("r replaces yours · m merges (yours, then its) · k keeps yours · esc cancels"))
 	}
 	return styleModal.Render(styleTitle.Render(md.title) + "\n" +
 		md.input.View(iw, 1, true, styleValue, styleCursor) + "\n" +
@@ -282,6 +293,10 @@ func (md *modal) view(w int) string {
 
 // update handles a key in the modal; enter runs the action in a command.
 func (md *modal) update(m *Model, k tea.KeyMsg) tea.Cmd {
+	if md.kind == modalPresetPrompts {
+		md.presetPrompts(m, k.String())
+		return nil
+	}
 	if md.kind == modalReplace {
 		switch k.String() {
 		case "y", "Y":
@@ -372,6 +387,42 @@ func (md *modal) submit(m *Model, v string) tea.Cmd {
 		}
 	}
 	return nil
+}
+
+// presetPrompts applies the saved preset md asked about, its prompts as the
+// answer says: r replaces the typed prompts, m merges its prompts after
+// them (A1111's style merge), k keeps them (settings only); esc cancels.
+func (md *modal) presetPrompts(m *Model, answer string) {
+	s := md.settings
+	typed, typedNeg := m.ed.prompt.Value(), m.ed.negative.Value()
+	verb := ""
+	switch answer {
+	case "r", "R":
+		verb = "with its prompts"
+	case "m", "M":
+		s.Prompt, s.NegativePrompt = mergeInto(s, typed, typedNeg)
+		verb = "merging its prompts into yours"
+	case "k", "K":
+		s.Prompt, s.NegativePrompt = typed, typedNeg
+		verb = "keeping your prompts"
+	case "esc":
+		m.modal = nil
+		m.setStatus("preset " + md.target + " not applied")
+		return
+	default:
+		return
+	}
+	m.modal = nil
+	m.ed.set(s)
+	m.setStatus("applied preset " + md.target + " " + verb + " (ctrl+z undoes)")
+}
+
+// mergeInto merges the prompts of s into the typed ones as an A1111 style
+// (s's text after the typed text, or in place of its "{prompt}").
+func mergeInto(s presets.Settings, typed, typedNeg string) (string, string) {
+	m := presets.ApplyStyle(presets.Settings{Prompt: typed, NegativePrompt: typedNeg},
+		presets.Style{Prompt: s.Prompt, NegativePrompt: s.NegativePrompt})
+	return m.Prompt, m.NegativePrompt
 }
 
 // replace overwrites the preset the user agreed to replace, unless its file

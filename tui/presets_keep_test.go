@@ -94,3 +94,58 @@ func TestSelectionFollowsARenamedPreset(t *testing.T) {
 	v.update(h.m, presetsMsg{seq: 1, list: mk("dawn")})
 	assert.Equal(t, "dawn", v.list[v.sel].Name)
 }
+
+// A saved preset carries its image's prompts: over different typed
+// prompts the studio asks, and r replaces, m merges (A1111's style merge:
+// yours, then the preset's), k keeps yours with the preset's settings,
+// esc applies nothing; each answer is one ctrl+z away. With nothing
+// typed it loads directly, and a "{prompt}" in its prompt merges as a
+// style does without asking.
+func TestSavedPresetAsksAboutPrompts(t *testing.T) {
+	h := newBare(t)
+	saved := testSettings()
+	saved.Prompt, saved.NegativePrompt, saved.Steps = "snowman", "ugly", 9
+	require.NoError(t, h.m.store.Create("Winter", saved))
+	styled := testSettings()
+	styled.Prompt, styled.Steps = "{prompt}, in the snow", 11
+	require.NoError(t, h.m.store.Create("Snowy", styled))
+
+	type answer struct{ key, prompt, negative, steps string }
+	for _, a := range []answer{
+		{"r", "snowman", "ugly", "9"},
+		{"m", "red heart, snowman", "blurry, ugly", "9"},
+		{"k", "red heart", "blurry", "9"},
+		{"esc", "red heart", "blurry", "12"},
+	} {
+		t.Run(a.key, func(t *testing.T) {
+			h.setField(focusPrompt, "red heart")
+			h.setField(focusNegative, "blurry")
+			h.setField(focusSteps, "12")
+			h.applyPreset("Winter")
+			require.NotNil(t, h.m.modal, "a saved preset over typed prompts asks")
+			h.mustView("carries its own prompts", "r replaces yours")
+			h.keys(a.key)
+			assert.Nil(t, h.m.modal)
+			assert.Equal(t, a.prompt, h.m.ed.prompt.Value())
+			assert.Equal(t, a.negative, h.m.ed.negative.Value())
+			assert.Equal(t, a.steps, h.m.ed.steps.Value())
+			if a.key != "esc" {
+				h.keys("ctrl+z")
+				assert.Equal(t, "red heart", h.m.ed.prompt.Value(), "ctrl+z undoes the preset")
+				assert.Equal(t, "12", h.m.ed.steps.Value())
+			}
+		})
+	}
+
+	h.setField(focusPrompt, "red heart")
+	h.setField(focusNegative, "")
+	h.applyPreset("Snowy")
+	assert.Nil(t, h.m.modal, "a {prompt} preset merges without asking")
+	assert.Equal(t, "red heart, in the snow", h.m.ed.prompt.Value())
+	assert.Equal(t, "11", h.m.ed.steps.Value())
+
+	h.setField(focusPrompt, "")
+	h.applyPreset("Winter")
+	assert.Nil(t, h.m.modal, "nothing typed: nothing to ask")
+	assert.Equal(t, "snowman", h.m.ed.prompt.Value())
+}

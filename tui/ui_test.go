@@ -227,6 +227,8 @@ func TestPresetsSaveLoadRenameDelete(t *testing.T) {
 		h.keys("down")
 	}
 	h.keys("enter")
+	require.NotNil(t, m.modal, "the saved preset's prompts differ from the typed ones: it asks")
+	h.keys("r") // replace them
 	if m.state != stateMain || m.ed.prompt.Value() != "a lighthouse at dusk" || m.ed.steps.Value() != "7" {
 		t.Fatalf("after loading: state %v prompt %q steps %q", m.state, m.ed.prompt.Value(), m.ed.steps.Value())
 	}
