@@ -243,7 +243,9 @@ func (v *presetsView) view(m *Model, w, h int) string {
 }
 
 // oneLine puts s on one line for display, control characters escaped.
-func oneLine(s string) string { return termsafe.Escape(strings.Join(strings.Fields(s), " ")) }
+func oneLine(s string) string {
+	return termsafe.Cells(termsafe.Escape(strings.Join(strings.Fields(s), " ")))
+}
 
 // modalKind is what a one-line question is for.
 type modalKind int

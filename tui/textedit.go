@@ -367,8 +367,10 @@ func (e *textEdit) lineView(width int, focused bool, st, cursor lipgloss.Style) 
 	return s + strings.Repeat(" ", max(0, width-lipgloss.Width(s)))
 }
 
-// safeCluster escapes control runes of a cluster (see termsafe.Rune).
+// safeCluster escapes control runes of a cluster (see termsafe.Rune) and
+// reduces emoji sequences terminals measure differently (termsafe.Cells).
 func safeCluster(c []rune) []rune {
+	c = termsafe.CellsCluster(c)
 	out := make([]rune, len(c))
 	for i, r := range c {
 		out[i] = termsafe.Rune(r)

@@ -137,8 +137,8 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	t.Cleanup(func() { exec.Command(tmux, "-S", s.sock, "kill-server").Run() })
 
 	s.waitScreen("loaded sd15-mini", 60*time.Second)
-	const prompt = "a red fox in snow"
-	s.cmd("send-keys", "-t", "studio", "-l", prompt)
+	const prompt = "a red fox in snow!"
+	studioDefects(t, s, h, negative)
 	s.cmd("send-keys", "-t", "studio", "Tab", "Tab", "Tab", "C-u")
 	s.cmd("send-keys", "-t", "studio", "-l", "3")
 	s.cmd("send-keys", "-t", "studio", "C-g")
@@ -189,6 +189,7 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	st, _, err := presets.ParseInfotext(text["parameters"])
 	require.NoError(t, err)
 	assert.Equal(t, prompt, st.Prompt)
+	assert.Equal(t, negative, st.NegativePrompt)
 	assert.Equal(t, 3, st.Steps)
 	assert.Equal(t, [2]int{64, 64}, [2]int{st.Width, st.Height})
 	f, err := os.Open(pngPath)
@@ -204,6 +205,63 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 			assert.NoError(t, os.WriteFile(p, []byte(scr), 0o644))
 		}
 	}
+}
+
+// negative is the negative prompt studioDefects types: a skin-toned emoji
+// and a heart with its variation selector (grapheme clusters of two code
+// points, two cells each).
+const negative = "❤️ 👍🏽 blurry"
+
+// studioDefects drives the studio's fixed defects (issue 14) through the
+// real binary at this size, from the freshly loaded model to the prompt
+// "a red fox in snow!" in the prompt field: "?" in the empty prompt opens
+// the modal help, whose keys edit nothing; readline's ctrl+a/ctrl+e move
+// in the prompt instead of exporting; emoji in the negative prompt keep
+// every line inside the screen; an out-of-range CFG is flagged as typed;
+// a built-in preset keeps the typed prompts and ctrl+z takes it back; the
+// token counter follows the prompt.
+func studioDefects(t *testing.T, s tmuxSession, h int, negative string) {
+	t.Helper()
+	send := func(keys ...string) { s.cmd(append([]string{"send-keys", "-t", "studio"}, keys...)...) }
+	typeText := func(text string) { send("-l", text) }
+
+	send("?")
+	help := s.waitScreen("everywhere", 10*time.Second)
+	assert.Contains(t, help, "fields", "the full help")
+	send("j", "j", "x")
+	send("Escape")
+	scr := s.waitScreen("Prompt     0/75", 10*time.Second) // nothing was typed under the help
+	assert.NotContains(t, scr, "everywhere", "esc closes the help")
+
+	typeText("red fox in snow")
+	send("C-a")
+	typeText("a ")
+	send("C-e")
+	typeText("!")
+	scr = s.waitScreen("a red fox in snow!", 10*time.Second)
+	assert.Contains(t, scr, "Prompt     6/75", "the token counter")
+	assert.NotContains(t, scr, "exported", "ctrl+e in a text field is end of line")
+
+	send("Tab")
+	typeText(negative)
+	send("Tab", "C-u")
+	typeText("150")
+	scr = s.waitScreen("150 is outside", 10*time.Second)
+	lines := strings.Split(strings.TrimRight(scr, "\n"), "\n")
+	assert.LessOrEqual(t, len(lines), h, "no line wrapped with emoji on screen")
+	assert.Contains(t, lines[len(lines)-1], "ctrl+c quit", "the help bar stays on the last line")
+	assert.Contains(t, scr, "blurry", "the negative prompt with emoji")
+	send("C-u")
+	typeText("7")
+
+	send("C-p")
+	s.waitScreen("(built-in)", 10*time.Second)
+	send("Enter")
+	scr = s.waitScreen("applied preset", 10*time.Second)
+	assert.Contains(t, scr, "a red fox in snow!", "a built-in preset keeps the typed prompt")
+	send("C-z")
+	s.waitScreen("undone", 10*time.Second)
+	send("BTab", "BTab") // back to the prompt field
 }
 
 // TestStudioFlags: bad flags fail before the terminal is touched.

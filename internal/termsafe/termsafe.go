@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/rivo/uniseg"
 )
 
 // Escape returns s with every control character escaped as Go writes it in
@@ -97,4 +99,62 @@ func Rune(r rune) rune {
 		return utf8.RuneError
 	}
 	return r
+}
+
+// Cells returns s with the emoji sequences whose width terminals disagree
+// on reduced to what every terminal draws alike: variation selectors
+// (U+FE0E, U+FE0F: "❤️" is two cells to lipgloss and one to a wcwidth
+// terminal such as tmux), skin-tone modifiers (U+1F3FB..U+1F3FF) and tag
+// characters (U+E0020..U+E007F) are dropped, and a zero-width-joiner
+// sequence keeps its first emoji (a family is one emoji to some terminals,
+// three to others). A cluster made only of such runes keeps its first.
+// Each grapheme cluster of s stays one cluster, so an editor's cursor
+// positions hold. It is for display only: the text itself is unchanged.
+func Cells(s string) string {
+	if !needsCells(s) {
+		return s
+	}
+	var b strings.Builder
+	g := uniseg.NewGraphemes(s)
+	for g.Next() {
+		b.WriteString(string(cellsCluster(g.Runes())))
+	}
+	return b.String()
+}
+
+// CellsCluster is Cells for one grapheme cluster.
+func CellsCluster(c []rune) []rune {
+	if !needsCells(string(c)) {
+		return c
+	}
+	return cellsCluster(c)
+}
+
+func cellsCluster(c []rune) []rune {
+	out := make([]rune, 0, len(c))
+	for _, r := range c {
+		if r == 0x200d {
+			break
+		}
+		if !widthAmbiguous(r) {
+			out = append(out, r)
+		}
+	}
+	if len(out) == 0 && len(c) > 0 {
+		out = append(out, c[0])
+	}
+	return out
+}
+
+func widthAmbiguous(r rune) bool {
+	return r == 0xfe0e || r == 0xfe0f || (r >= 0x1f3fb && r <= 0x1f3ff) || (r >= 0xe0020 && r <= 0xe007f)
+}
+
+func needsCells(s string) bool {
+	for _, r := range s {
+		if r == 0x200d || widthAmbiguous(r) {
+			return true
+		}
+	}
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/rivo/uniseg"
 	"github.com/stretchr/testify/assert"
 )
 
@@ -58,4 +59,22 @@ func TestRune(t *testing.T) {
 	assert.Equal(t, '\uFFFD', Rune(0x9b))
 	assert.Equal(t, 'a', Rune('a'))
 	assert.Equal(t, '😀', Rune('😀'))
+}
+
+// Cells reduces the emoji sequences terminals measure differently to the
+// form they all draw alike, one cluster for one.
+func TestCells(t *testing.T) {
+	for in, want := range map[string]string{
+		"plain text, café":       "plain text, café",
+		"❤️ love":                "❤ love",   // VS16 dropped: one cell everywhere
+		"👍🏽 ok":                  "👍 ok",     // skin tone dropped: two cells
+		"👨\u200d👩\u200d👧 family": "👨 family", // ZWJ sequence: its first emoji
+		"🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f": "🏴", // tag sequence
+		"🏽":   "🏽", // a lone modifier stays
+		"1️⃣": "1⃣",
+	} {
+		got := Cells(in)
+		assert.Equal(t, want, got, "Cells(%q)", in)
+		assert.Equal(t, uniseg.GraphemeClusterCount(in), uniseg.GraphemeClusterCount(got), "clusters of Cells(%q)", in)
+	}
 }
