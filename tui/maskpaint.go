@@ -204,18 +204,11 @@ func (p *maskPaint) changed() { p.dirty, p.gen = true, p.gen+1 }
 // paintMouse paints or erases under the pointer; false when the event is
 // not on the picture (the studio handles it as usual).
 func (m *Model) paintMouse(msg tea.MouseMsg) bool {
-	header := m.headerView()
-	bodyH := m.bodyHeight(header, m.footerView())
-	l := m.layoutMain(bodyH)
-	iw, imgRows := max(l.paneW-2, 1), max(bodyH-2-4, 1)
-	g := m.inputGeom(iw, imgRows)
+	g, at := m.paintArea()
 	if len(g.main) == 0 || g.main[0] != focusInit || g.src != m.mp.mask.Bounds().Size() {
 		return false
 	}
-	// The picture's first cell on the screen: the form, the gap, the
-	// pane's border; the header, the border and the pane's title.
-	x0, y0 := l.formW+1+1+g.x, lipgloss.Height(header)+1+1+g.y
-	c := image.Pt(msg.X-x0, msg.Y-y0)
+	c := image.Pt(msg.X, msg.Y).Sub(at)
 	in := c.X >= 0 && c.Y >= 0 && c.X < g.cols && c.Y < g.rows()
 	switch {
 	case msg.Action == tea.MouseActionRelease:
@@ -248,6 +241,17 @@ func (m *Model) paintMouse(msg tea.MouseMsg) bool {
 	m.strokeCells(g, from, c, v)
 	m.mp.last, m.mp.inDrag = c, true
 	return true
+}
+
+// paintArea is the geometry of the input picture and the screen cell of
+// its top-left corner: past the form, the gap and the pane's border; below
+// the header, the border and the pane's title.
+func (m *Model) paintArea() (inputGeom, image.Point) {
+	header := m.headerView()
+	bodyH := m.bodyHeight(header, m.footerView())
+	l := m.layoutMain(bodyH)
+	g := m.inputGeom(max(l.paneW-2, 1), max(bodyH-2-4, 1))
+	return g, image.Pt(l.formW+1+1+g.x, lipgloss.Height(header)+1+1+g.y)
 }
 
 // strokeCells stamps the brush from cell a to cell b (one stamp a cell).
