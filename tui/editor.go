@@ -48,7 +48,7 @@ const (
 )
 
 var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder",
-	"Init image", "Strength", "Mask", "Mask blur", "ControlNet", "Control im", "Ctrl str.", "IP-Adapter", "IP image", "IP scale", "LoRA dir", "Timeline"}
+	"Init img", "Strength", "Mask", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "Timeline"}
 
 func (f focus) isList() bool { return f == focusSampler || f == focusSchedule || f == focusRNG }
 

@@ -64,6 +64,14 @@ func (f focus) isPath() bool {
 	return false
 }
 
+// fieldNames are the image page's fields in words (the labels are short).
+var fieldNames = map[focus]string{
+	focusInit: "init image", focusStrength: "strength", focusMask: "mask", focusMaskBlur: "mask blur",
+	focusControlNet: "ControlNet", focusControlImage: "control image", focusControlStrength: "control strength",
+	focusIPAdapter: "IP-Adapter", focusIPImage: "IP-Adapter image", focusIPScale: "IP-Adapter scale", focusLoRADir: "LoRA folder",
+	focusOutDir: "export folder",
+}
+
 // imageRole is what an image field's file is, as gen names it in errors.
 var imageRole = map[focus]string{
 	focusInit: "init image", focusMask: "mask", focusControlImage: "control image", focusIPImage: "ip-adapter image",
@@ -212,7 +220,7 @@ func formatStep(v float64) string { return formatFloat(math.Round(v*100) / 100) 
 
 // title is the image page's first line.
 func (f *imageFields) title(width int) string {
-	return truncate(styleTitle.Render("Image inputs")+styleDim.Render(" · alt+i basic fields · alt+m paint mask"), width)
+	return truncate(styleTitle.Render("Image inputs")+styleDim.Render(" · alt+i back · alt+m mask"), width)
 }
 
 // summary is page 0's last line: what the image page holds.
@@ -454,6 +462,14 @@ func resolveLoRAs(key, prompt, dir string) tea.Msg {
 	if err != nil {
 		return loraResolvedMsg{key: key, err: oneLine(err.Error())}
 	}
+	if dir == "" && len(tags) > 0 {
+		e := "no LoRA folder: set LoRA dir on the image page (alt+i)"
+		msg := loraResolvedMsg{key: key, err: e}
+		for _, t := range tags {
+			msg.items = append(msg.items, loraItem{name: t.Name, w: t.UNet, err: e})
+		}
+		return msg
+	}
 	msg := loraResolvedMsg{key: key}
 	for _, t := range tags {
 		it := loraItem{name: t.Name, w: t.UNet}
@@ -539,7 +555,7 @@ func (m *Model) setPathField(f focus, p string) {
 		delete(m.in.cache, k) // read it again: the file may have changed
 		m.in.dropped[k] = true
 	}
-	m.setStatus(fmt.Sprintf("%s: %s", strings.ToLower(focusLabels[f]), p))
+	m.setStatus(fmt.Sprintf("%s: %s", fieldNames[f], p))
 }
 
 // Preview of the inputs.
@@ -608,11 +624,7 @@ func (m *Model) inputPane(iw, rows int) (title, body string) {
 	}
 	main := g.main[0]
 	var pic image.Image = m.fieldImage(main).rgb
-	title = strings.ToLower(focusLabels[main])
-	if main == focusControlImage {
-		title = "control image"
-	}
-	title += " · " + oneLine(filepath.Base(unquotePath(m.ed.field(main).Value())))
+	title = fieldNames[main] + " · " + oneLine(filepath.Base(unquotePath(m.ed.field(main).Value())))
 	if mask := m.shownMask(); mask != nil && main == focusInit {
 		k := tintKey{m.fieldImage(main).rgb, mask, m.mp.gen, m.mp.featherBlur}
 		if m.mp.tintKey != k || m.mp.tinted == nil {

@@ -193,8 +193,11 @@ func (m *Model) paintKey(k tea.KeyMsg) (tea.Cmd, bool) {
 		} else {
 			m.setStatus("mask saved as " + m.mp.path)
 		}
+	case "?":
+		m.help.ShowAll, m.helpScroll = true, 0
 	default:
-		return nil, false
+		// Other letters would type into the focused field unseen.
+		return nil, k.Type == tea.KeyRunes && !k.Alt && !k.Paste
 	}
 	return nil, true
 }
