@@ -80,7 +80,7 @@ func TestLoRAWeightChangeWithoutReload(t *testing.T) {
 	h.setField(focusPrompt, "a cat <lora:"+name+":0.8>")
 	h.waitFor("the LoRA lookup", func() bool { return len(m.ed.img.loras) == 1 })
 	assert.Empty(t, m.ed.img.loras[0].err)
-	h.mustView(name+" 0.8 ✓")
+	h.mustView(name + " 0.8 ✓")
 
 	runOnce := func() *runRec {
 		h.keys("ctrl+g")
