@@ -641,11 +641,10 @@ func (m *Model) inputPane(iw, rows int) (title, body string) {
 			lines[i] = strings.Repeat(" ", g.x) + pl[j]
 		}
 	}
-	left := fitBlock(strings.Join(lines, "\n"), max(g.thumbX-1, iw), rows)
 	if g.thW == 0 {
-		return title, left
+		return title, fitBlock(strings.Join(lines, "\n"), iw, rows)
 	}
-	left = fitBlock(strings.Join(lines, "\n"), g.thumbX-1, rows)
+	left := fitBlock(strings.Join(lines, "\n"), g.thumbX-1, rows)
 	var thumbs []string
 	each := max(rows/len(g.thumbs), 2)
 	for _, f := range g.thumbs {

@@ -16,6 +16,7 @@ import (
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
 )
 
 // TestImg2ImgFromTheInitField: the init image and strength typed in the
@@ -233,4 +234,31 @@ func TestImageFieldsToSettings(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, presets.Settings{}.ImageEncoder, s.ImageEncoder)
 	assert.Equal(t, o.Mask, s.Mask)
+}
+
+// TestDropImageOutsideTheImagePage: a PNG without parameters (or a JPEG)
+// dropped while a basic field has focus becomes the init image; one that
+// carries parameters still opens them.
+func TestDropImageOutsideTheImagePage(t *testing.T) {
+	h := newHarness(t, testSettings(), bundledLoad)
+	m := h.m
+	plain := writeTestImage(t, t.TempDir(), "photo.png", 64, 64)
+	require.Equal(t, focusPrompt, m.focus)
+	h.typeText("'" + plain + "'")
+	h.waitFor("the drop", func() bool { return m.ed.img.init.Value() != "" || m.statusErr })
+	assert.Equal(t, plain, m.ed.img.init.Value())
+	assert.Empty(t, m.ed.prompt.Value(), "the path was not typed into the prompt")
+	assert.Contains(t, m.status, "init image: "+plain)
+	h.waitFor("the init image", func() bool { return m.fieldImage(focusInit) != nil })
+	h.mustView("init image · photo.png")
+
+	withParams := filepath.Join(t.TempDir(), "made.png")
+	s := testSettings()
+	s.Prompt = "from the png"
+	im, err := gen.ReadImage("init image", plain)
+	require.NoError(t, err)
+	require.NoError(t, render.WritePNG(withParams, im, map[string]string{"parameters": s.Infotext()}, false))
+	h.typeText(withParams)
+	h.waitFor("the open", func() bool { return m.ed.prompt.Value() == "from the png" || m.statusErr })
+	assert.False(t, m.statusErr, m.status)
 }
