@@ -561,8 +561,8 @@ func (m *Model) setPathField(f focus, p string) {
 // Preview of the inputs.
 
 // showInputs reports whether the preview pane shows the input images
-// instead of a run: before the first run, while painting a mask, and on
-// the image page while no run is in progress.
+// instead of a run: before the first run, while painting a mask, and
+// while a field of the image page has focus and no run is in progress.
 func (m *Model) showInputs() bool {
 	if m.mp.on {
 		return true
@@ -570,7 +570,7 @@ func (m *Model) showInputs() bool {
 	if m.fieldImage(focusInit) == nil && m.fieldImage(focusControlImage) == nil && m.fieldImage(focusIPImage) == nil {
 		return false
 	}
-	return len(m.runs) == 0 || (m.ed.page == 1 && m.active() == nil)
+	return len(m.runs) == 0 || (m.focus.page() == 1 && m.active() == nil)
 }
 
 // inputGeom is where the main input picture is drawn in the pane's

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	tea "github.com/charmbracelet/bubbletea"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -39,6 +40,7 @@ func TestImg2ImgFromTheInitField(t *testing.T) {
 	h.waitRun(r)
 	require.Equal(t, runDone, r.Status, m.status)
 	assert.Len(t, r.Frames, 3, "int(5 * 0.6) steps")
+	h.mustView("final image (VAE)") // the timeline has focus: the run, not the inputs
 	assert.Equal(t, init, r.Settings.InitImage)
 	assert.InDelta(t, 0.6, r.Settings.Strength, 0, "strength as typed")
 
@@ -261,4 +263,26 @@ func TestDropImageOutsideTheImagePage(t *testing.T) {
 	h.typeText(withParams)
 	h.waitFor("the open", func() bool { return m.ed.prompt.Value() == "from the png" || m.statusErr })
 	assert.False(t, m.statusErr, m.status)
+}
+
+// TestImagePageMouse: a click on the form's image line opens the image
+// page, a click on the strength slider sets it, a click on the page's
+// title goes back.
+func TestImagePageMouse(t *testing.T) {
+	h := newHarness(t, testSettings(), bundledLoad)
+	m := h.m
+	l := m.layoutMain(m.bodyHeight(m.headerView(), m.footerView()))
+	h.update(tea.MouseMsg{X: 2, Y: 1 + l.form.toggleRow, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	require.Equal(t, focusInit, m.focus)
+	require.Equal(t, 1, m.ed.page)
+	l = m.layoutMain(m.bodyHeight(m.headerView(), m.footerView()))
+	x0, sw := cfgSlider(l.formW)
+	h.update(tea.MouseMsg{X: x0 + sw - 1, Y: 1 + l.form.rows[focusStrength], Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	assert.Equal(t, focusStrength, m.focus)
+	assert.Equal(t, "1", m.ed.img.strength.Value(), "the slider's right end")
+	h.update(tea.MouseMsg{X: x0, Y: 1 + l.form.rows[focusIPScale], Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	assert.Equal(t, "0", m.ed.img.ipScale.Value(), "the slider's left end")
+	h.update(tea.MouseMsg{X: 2, Y: 1 + l.form.toggleRow, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
+	assert.Equal(t, focusPrompt, m.focus)
+	assert.Equal(t, 0, m.ed.page)
 }
