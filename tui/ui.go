@@ -1,8 +1,10 @@
 // Package tui is the Stepwise studio: a bubbletea program to edit a
 // generation's settings, watch every sampler step as a half-block preview,
 // pause, step, scrub and branch a run, keep presets, export PNGs that carry
-// their parameters, and look at four live explanations of diffusion (noise
-// schedule, forward/reverse process, guidance sweep, pipeline trace).
+// their parameters, start from images (init image, a mask painted with the
+// mouse, ControlNet and IP-Adapter images, LoRAs), and look at four live
+// explanations of diffusion (noise schedule, forward/reverse process,
+// guidance sweep, pipeline trace).
 //
 // All model work runs on one worker goroutine (worker.go) that owns the
 // device; the UI only sends it requests and draws the messages it returns,
@@ -473,7 +475,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		m.onInputMsg(msg)
 	case dropInitMsg:
 		m.setPathField(focusInit, msg.path)
-		m.setStatus("init image: " + msg.path + " (a PNG without parameters; focus a field of the image page to drop into it)")
+		m.setStatus("init image: " + msg.path + " (an image without generation parameters; to fill another field, focus it on the image page, alt+i, and drop there)")
 	case inputsReadyMsg:
 		return m.onInputsReady(msg)
 	}
