@@ -544,3 +544,32 @@ func gaussianBlur(g *image.Gray, sigma float64) *image.Gray {
 	out.Pix = y
 	return out
 }
+
+// ReadImage reads an init, control or reference image as LoadInputs does
+// (a PNG or JPEG with pixels, within the limits), for a caller that shows
+// it before a run; role names it in the *ImageError ("init image").
+func ReadImage(role, path string) (*image.NRGBA, error) {
+	im, err := readImage(role, path)
+	if err != nil {
+		return nil, err
+	}
+	return toNRGBA(im), nil
+}
+
+// ReadMask reads a mask as LoadInputs does: 8-bit grey, colour by luma.
+func ReadMask(path string) (*image.Gray, error) {
+	im, err := readImage("mask", path)
+	if err != nil {
+		return nil, err
+	}
+	return toGray(im), nil
+}
+
+// BlurMask is the mask a run repaints with after A1111's "Mask blur" of
+// blur pixels (see pixels): g itself when blur is 0.
+func BlurMask(g *image.Gray, blur int) *image.Gray {
+	if blur <= 0 {
+		return g
+	}
+	return gaussianBlur(g, float64(blur))
+}

@@ -184,3 +184,23 @@ func TestLoadInputsBadFiles(t *testing.T) {
 	assert.Equal(t, image.Pt(64, 64), in.Init.Bounds().Size())
 	assert.Contains(t, in.ResizeNote(128, 64), "resizing the init image "+goodJPEG+" and the mask "+mask+" from 64x64 to 128x64")
 }
+
+// TestReadImageAndMask: the studio's readers name the file and the
+// problem as LoadInputs does; a mask blur of 0 is the mask itself.
+func TestReadImageAndMask(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.png")
+	require.NoError(t, os.WriteFile(bad, []byte("text"), 0o644))
+	_, err := ReadImage("init image", bad)
+	assert.EqualError(t, err, "init image "+bad+": not a PNG or JPEG image")
+	_, err = ReadMask(filepath.Join(dir, "none.png"))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "mask "+filepath.Join(dir, "none.png")+": ")
+	g := image.NewGray(image.Rect(0, 0, 9, 9))
+	g.Pix[40] = 255
+	assert.Same(t, g, BlurMask(g, 0))
+	soft := BlurMask(g, 1)
+	assert.Equal(t, gaussianBlur(g, 1).Pix, soft.Pix)
+	assert.Less(t, soft.Pix[40], uint8(255))
+	assert.Greater(t, soft.Pix[41], uint8(0))
+}

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
 
 	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/presets"
@@ -30,11 +31,24 @@ const (
 	focusClipSkip
 	focusRNG
 	focusOutDir
+	// The image page (imagefields.go).
+	focusInit
+	focusStrength
+	focusMask
+	focusMaskBlur
+	focusControlNet
+	focusControlImage
+	focusControlStrength
+	focusIPAdapter
+	focusIPImage
+	focusIPScale
+	focusLoRADir
 	focusTimeline
 	numFocus
 )
 
-var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder", "Timeline"}
+var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder",
+	"Init img", "Strength", "Mask", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "Timeline"}
 
 func (f focus) isList() bool { return f == focusSampler || f == focusSchedule || f == focusRNG }
 
@@ -65,6 +79,10 @@ type editor struct {
 	tokenCount [2]string
 	// tokenOver marks a count whose prompt an encoder truncates (SD3, Flux).
 	tokenOver [2]bool
+	// img holds the image page's fields (imagefields.go); page is the page
+	// of the form on screen (0 the basic fields, 1 the image inputs).
+	img  imageFields
+	page int
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {
@@ -74,6 +92,7 @@ func newEditor(s presets.Settings, outDir string) *editor {
 		width: newTextEdit("", false), height: newTextEdit("", false), batch: newTextEdit("", false),
 		clip: newTextEdit("", false), outDir: newTextEdit(outDir, false), downscale: 64,
 		rngs: []string{presets.RNGTorchCPU, presets.RNGPhilox},
+		img:  newImageFields(),
 	}
 	for _, f := range []*textEdit{e.cfg, e.steps, e.seed, e.width, e.height, e.batch, e.clip} {
 		f.Limit = 24
@@ -114,6 +133,7 @@ func (e *editor) set(s presets.Settings) {
 	e.eta, e.distilled = s.Eta, s.DistilledGuidance
 	e.guidanceRescale = s.GuidanceRescale
 	e.sizeCond = [6]int{s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight}
+	e.img.set(s)
 }
 
 func indexOf(list []string, s string) int {
@@ -166,6 +186,9 @@ func (e *editor) settings() (presets.Settings, error) {
 	s.GuidanceRescale = e.guidanceRescale
 	c := e.sizeCond
 	s.OriginalWidth, s.OriginalHeight, s.CropLeft, s.CropTop, s.TargetWidth, s.TargetHeight = c[0], c[1], c[2], c[3], c[4], c[5]
+	if ierr := e.img.apply(&s); ierr != nil && err == nil {
+		err = ierr
+	}
 	return s, err
 }
 
@@ -194,7 +217,7 @@ func (e *editor) field(f focus) *textEdit {
 	case focusOutDir:
 		return e.outDir
 	}
-	return nil
+	return e.img.field(f)
 }
 
 // update gives a key to the focused field. It reports whether the key was
@@ -221,8 +244,8 @@ func (e *editor) update(f focus, k tea.KeyMsg) bool {
 		}
 		return true
 	}
-	// Up/down nudge a number; left/right move the CFG slider too.
-	if ks := k.String(); ks == "up" || ks == "down" || (f == focusCFG && (ks == "left" || ks == "right")) {
+	// Up/down nudge a number; left/right move the sliders too.
+	if ks := k.String(); ks == "up" || ks == "down" || (f.isSlider() && (ks == "left" || ks == "right")) {
 		d := 1.0
 		if ks == "down" || ks == "left" {
 			d = -1
@@ -261,6 +284,9 @@ func wrapIndex(i, n int) int { return ((i % n) + n) % n }
 
 // nudge changes a numeric field by d units; false for other fields.
 func (e *editor) nudge(f focus, d float64) bool {
+	if f.page() == 1 {
+		return e.img.nudge(f, d)
+	}
 	step := map[focus]float64{focusCFG: 0.5, focusSteps: 1, focusSeed: 1, focusBatch: 1, focusClipSkip: 1,
 		focusWidth: float64(e.downscale), focusHeight: float64(e.downscale)}[f]
 	if step == 0 {
@@ -319,31 +345,50 @@ func (e *editor) hint(f focus) string {
 }
 
 // formLayout is where the form's fields are drawn: rows[f] is the first
-// line of field f within the form, heights[f] its line count.
+// line of field f within the form, heights[f] its line count (0 for the
+// fields of the other page). toggleRow is the line that switches pages
+// (the image summary on page 0, the title on page 1).
 type formLayout struct {
 	rows, heights [numFocus]int
 	promptRows    int
 	negRows       int
+	loraLine      bool // the prompt's LoRAs are listed under it
+	toggleRow     int
+	page          int
 	lines         int
 }
 
-func layoutForm(height int) formLayout {
+func layoutForm(height int, e *editor) formLayout {
 	var l formLayout
+	l.page = e.page
 	l.promptRows, l.negRows = 3, 2
 	if height < 18 {
 		l.promptRows, l.negRows = 2, 1
 	}
+	l.loraLine = e.page == 0 && hasLoRATags(e.prompt.Value())
 	y := 0
+	if l.page == 1 {
+		l.toggleRow = 0
+		y = 1
+	}
 	for f := focusPrompt; f < focusTimeline; f++ {
+		if f.page() != l.page {
+			l.rows[f] = -1
+			continue
+		}
 		h := 1
 		switch f {
 		case focusPrompt:
-			h = 1 + l.promptRows
+			h = 1 + l.promptRows + boolInt(l.loraLine)
 		case focusNegative:
 			h = 1 + l.negRows
 		}
 		l.rows[f], l.heights[f] = y, h
 		y += h
+	}
+	if l.page == 0 {
+		l.toggleRow = y
+		y++
 	}
 	l.lines = y
 	return l
@@ -351,7 +396,7 @@ func layoutForm(height int) formLayout {
 
 // view draws the form width cells wide.
 func (e *editor) view(width, height int, cur focus, chunks int) string {
-	l := layoutForm(height)
+	l := layoutForm(height, e)
 	var b strings.Builder
 	label := func(f focus) string {
 		st := styleLabel
@@ -361,7 +406,13 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 		return st.Render(fmt.Sprintf("%-10s", focusLabels[f]))
 	}
 	inner := max(width-10, 4)
+	if l.page == 1 {
+		b.WriteString(e.img.title(width) + "\n")
+	}
 	for f := focusPrompt; f < focusTimeline; f++ {
+		if f.page() != l.page {
+			continue
+		}
 		switch f {
 		case focusPrompt, focusNegative:
 			t, rows := e.prompt, l.promptRows
@@ -381,6 +432,9 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 			}
 			b.WriteString(head + "\n")
 			b.WriteString(t.View(width, rows, f == cur, styleValue, styleCursor) + "\n")
+			if f == focusPrompt && l.loraLine {
+				b.WriteString(e.img.loraLine(width) + "\n")
+			}
 		case focusSampler, focusSchedule, focusRNG:
 			list, i := e.samplers, e.sampler
 			if f == focusSchedule {
@@ -404,10 +458,11 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 			w := inner
 			extra := ""
 			switch f {
-			case focusCFG:
+			case focusCFG, focusStrength, focusControlStrength, focusIPScale:
 				w = 6
 				_, sw := cfgSlider(width)
-				extra = " " + slider(e.cfg.Value(), sw)
+				_, hi, _ := sliderRange(f)
+				extra = " " + sliderOf(t.Value(), sw, hi)
 			case focusSeed:
 				w = min(12, inner)
 				if e.seedLocked {
@@ -417,9 +472,19 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 				}
 			case focusSteps, focusWidth, focusHeight, focusBatch, focusClipSkip:
 				w = min(6, inner)
+			case focusMaskBlur:
+				w = min(6, inner)
+				extra = styleDim.Render(" px (feather)")
+			case focusInit, focusMask, focusControlImage, focusIPImage:
+				mark := e.img.mark(f)
+				w = max(inner-lipgloss.Width(mark), 4)
+				extra = mark
 			}
 			b.WriteString(label(f) + t.View(w, 1, f == cur, styleValue, styleCursor) + extra + "\n")
 		}
+	}
+	if l.page == 0 {
+		b.WriteString(e.img.summary(width) + "\n")
 	}
 	return strings.TrimSuffix(b.String(), "\n")
 }
@@ -429,11 +494,14 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 func cfgSlider(width int) (x, w int) { return 10 + 6 + 1, max(width-10-7, 3) }
 
 // slider draws the guidance scale on a bar of w cells from 0 to cfgMax.
-func slider(v string, w int) string {
+func slider(v string, w int) string { return sliderOf(v, w, cfgMax) }
+
+// sliderOf draws value v on a bar of w cells from 0 to hi.
+func sliderOf(v string, w int, hi float64) string {
 	x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 	if err != nil || math.IsNaN(x) {
 		return styleErr.Render(strings.Repeat("─", w))
 	}
-	p := int(math.Round(math.Min(math.Max(x/cfgMax, 0), 1) * float64(w-1)))
+	p := int(math.Round(math.Min(math.Max(x/hi, 0), 1) * float64(w-1)))
 	return styleBarDone.Render(strings.Repeat("━", p)) + styleSelected.Render("●") + styleBarTodo.Render(strings.Repeat("─", w-1-p))
 }

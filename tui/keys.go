@@ -27,6 +27,11 @@ type keyMap struct {
 	// Lists and views.
 	Up, Down, Enter, Rename, Delete, Import, Toggle, Play, Resweep key.Binding
 
+	// The image page and mask painting (maskpaint.go).
+	ImagePage, PaintMask                                                                            key.Binding
+	PaintDrag, EraseDrag, BrushSize, EraseTool, MaskClear, MaskInvert, Feather, MaskSave, PaintDone key.Binding
+	painting                                                                                        bool
+
 	focus  focus
 	state  state
 	inText bool
@@ -58,7 +63,7 @@ func newKeyMap() keyMap {
 		ViewTrace:    b(k("alt+5", "f7"), h("alt+5/f7", "pipeline trace (or 5 outside a text field)")),
 
 		Nudge:    b(k("up", "down"), h("↑/↓", "nudge value")),
-		Cycle:    b(k("left", "right"), h("←/→", "choose / CFG ±0.5")),
+		Cycle:    b(k("left", "right"), h("←/→", "choose / sliders (CFG, strength, scales)")),
 		RollSeed: b(k("ctrl+r"), h("ctrl+r", "random seed")),
 		LockSeed: b(k("alt+l"), h("alt+l", "lock seed")),
 
@@ -82,6 +87,18 @@ func newKeyMap() keyMap {
 		Toggle:  b(k("1", "2", "3", "s"), h("1/2/3 s", "toggle schedules, SNR")),
 		Play:    b(k(" "), h("space", "play/pause")),
 		Resweep: b(k("r"), h("r", "recompute")),
+
+		ImagePage:  b(k("alt+i"), h("alt+i", "image page: init, mask, ControlNet, IP-Adapter, LoRA dir")),
+		PaintMask:  b(k("alt+m"), h("alt+m", "paint the mask on the init image (again: done)")),
+		PaintDrag:  b(k("left-drag"), h("left-drag", "paint (white: repaint)")),
+		EraseDrag:  b(k("right-drag"), h("right-drag", "erase (or ctrl+drag)")),
+		BrushSize:  b(k("+", "-"), h("+/-", "brush size (or the wheel)")),
+		EraseTool:  b(k("e"), h("e", "left button erases / paints")),
+		MaskClear:  b(k("c"), h("c", "clear the mask")),
+		MaskInvert: b(k("i"), h("i", "invert the mask")),
+		Feather:    b(k("f", "F"), h("f/F", "feather (mask blur) +/-")),
+		MaskSave:   b(k("s", "enter"), h("s", "save the mask PNG now")),
+		PaintDone:  b(k("esc"), h("esc", "done: save, fill the Mask field")),
 	}
 }
 
@@ -100,13 +117,19 @@ func (k keyMap) ShortHelp() []key.Binding {
 		local = []key.Binding{k.Nudge, k.Resweep}
 	case stateMain:
 		switch {
+		case k.painting:
+			local = []key.Binding{k.PaintDrag, k.EraseDrag, k.BrushSize, k.MaskClear, k.MaskInvert, k.Feather, k.PaintDone}
 		case k.focus == focusTimeline:
 			local = []key.Binding{k.Pause, k.StepFwd, k.StepBack, k.ToggleX0, k.Branch}
 		case k.focus == focusSeed:
 			local = []key.Binding{k.Nudge, k.RollSeed, k.LockSeed}
 		case k.focus.isList():
 			local = []key.Binding{k.Cycle}
-		case !k.inText || k.focus == focusCFG:
+		case k.focus.isSlider():
+			local = []key.Binding{k.Nudge, k.Cycle}
+		case k.focus.page() == 1:
+			local = []key.Binding{k.ImagePage, k.PaintMask}
+		case !k.inText:
 			local = []key.Binding{k.Nudge}
 		}
 	}
@@ -121,10 +144,11 @@ func (k keyMap) FullHelp() [][]key.Binding {
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},
 		{k.Enter, k.Rename, k.Delete, k.Import, k.Toggle, k.Play, k.Resweep},
+		{k.ImagePage, k.PaintMask, k.PaintDrag, k.EraseDrag, k.BrushSize, k.EraseTool, k.MaskClear, k.MaskInvert, k.Feather, k.MaskSave, k.PaintDone},
 	}
 }
 
-var helpTitles = []string{"everywhere", "fields", "timeline", "views", "presets and views"}
+var helpTitles = []string{"everywhere", "fields", "timeline", "views", "presets and views", "image inputs and mask painting"}
 
 // fullHelpView draws every group of the key map, as many side by side as
 // the width allows.

@@ -17,7 +17,8 @@ import (
 // renderCache keeps the half-block text of recently drawn images, so that
 // redrawing the screen (every key, every frame) does not resample them.
 type renderCache struct {
-	m map[cacheKey]string
+	m    map[cacheKey]string
+	conv map[image.Image]*image.RGBA // see halfBlockRGBA
 }
 
 type cacheKey struct {
@@ -152,6 +153,12 @@ func (m *Model) previewPane(w, h int) string {
 		progress = m.progressLine(r, iw)
 		bar = m.timelineBar(r, iw)
 		hist = m.historyLine(iw)
+	}
+	if m.showInputs() {
+		title, img = m.inputPane(iw, imgRows)
+		if m.mp.on {
+			title = m.mp.label() + " · " + title
+		}
 	}
 	inner := strings.Join([]string{truncate(styleLabelOn.Render(title), iw), img, truncate(progress, iw), bar, hist}, "\n")
 	return st.Width(iw).Height(ih).Render(fitBlock(inner, iw, ih))

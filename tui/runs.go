@@ -67,27 +67,85 @@ func (m *Model) validSettings(seed int64) (presets.Settings, error) {
 }
 
 // generate starts a new run with the edited settings; a run in progress is
-// cancelled first (it stays in the history).
+// cancelled first (it stays in the history). With image inputs (an init
+// image, a mask, a control or reference image) the files are read and
+// checked first, in a command: a bad one is reported naming it, and no run
+// starts.
 func (m *Model) generate() tea.Cmd {
+	if m.mp.on && m.mp.dirty {
+		if err := m.saveMask(); err != nil {
+			m.setError(fmt.Errorf("not generating: %w", err))
+			return nil
+		}
+	}
 	s, err := m.validSettings(-1)
 	if err != nil {
 		m.setError(fmt.Errorf("not generating: %w", err))
 		return nil
 	}
+	if !hasImageInputs(s) {
+		return m.startRun(s, nil)
+	}
+	m.inSeq++
+	seq := m.inSeq
+	m.setStatus("reading the input images…")
+	return func() tea.Msg {
+		in, err := gen.LoadInputs(s)
+		return inputsReadyMsg{seq: seq, settings: s, inputs: in, err: err}
+	}
+}
+
+// inputsReadyMsg: the input images of a generate were read (or not).
+type inputsReadyMsg struct {
+	seq      int
+	settings presets.Settings
+	inputs   *gen.Inputs
+	err      error
+}
+
+func hasImageInputs(s presets.Settings) bool {
+	return s.InitImage != "" || s.Mask != "" || s.ControlImage != "" || s.IPAdapter != "" || s.IPAdapterImage != ""
+}
+
+func (m *Model) onInputsReady(msg inputsReadyMsg) tea.Cmd {
+	if msg.seq != m.inSeq {
+		return nil // another ctrl+g came since
+	}
+	if msg.err != nil {
+		m.setError(fmt.Errorf("not generating: %w", msg.err))
+		return nil
+	}
+	cmd := m.startRun(msg.settings, msg.inputs)
+	if note := msg.inputs.ResizeNote(msg.settings.Width, msg.settings.Height); note != "" && !m.statusErr {
+		m.setStatus(m.status + "; " + note)
+	}
+	return cmd
+}
+
+// startRun starts run settings s (its inputs read, or nil to read them in
+// the worker).
+func (m *Model) startRun(s presets.Settings, in *gen.Inputs) tea.Cmd {
+	m.inSeq++ // a generate waiting for its inputs is superseded
 	m.stopWork()
 	m.nextID++
 	r := newRunRec(m.nextID, s, -1, -1)
 	m.runs = append(m.runs, r)
 	m.cur, m.frame, m.follow, m.paused = len(m.runs)-1, -1, true, false
 	m.w.setPaused(false)
-	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1})
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1, Inputs: in, LoRADir: m.loraDir()})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
 	if note := lcmNote(m.model, s); note != "" {
 		m.setError(fmt.Errorf("run %d: %s", r.ID, note))
 	}
+	if s.InitImage != "" {
+		return nil // the first latent is the noised init image, from the worker
+	}
 	return noisePreview(m.model, r.ID, s)
 }
+
+// loraDir is the LoRA folder field's path.
+func (m *Model) loraDir() string { return unquotePath(m.ed.img.loraDir.Value()) }
 
 // noisePreview draws a new run's initial noise on the CPU, beside the
 // worker: the noise depends only on the seed, the RNG and the shape, so the
@@ -130,7 +188,7 @@ func (m *Model) branch() tea.Cmd {
 	m.runs = append(m.runs, r)
 	m.cur, m.follow, m.paused = len(m.runs)-1, true, false
 	m.w.setPaused(false)
-	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame})
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame, LoRADir: m.loraDir()})
 	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
 	return nil
 }

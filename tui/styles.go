@@ -1,6 +1,10 @@
 package tui
 
-import "github.com/charmbracelet/lipgloss"
+import (
+	"image/color"
+
+	"github.com/charmbracelet/lipgloss"
+)
 
 // Every style of the studio, defined once.
 var (
@@ -31,6 +35,10 @@ var (
 	styleModal     = lipgloss.NewStyle().Border(lipgloss.DoubleBorder()).BorderForeground(colAccent).Padding(0, 1)
 	styleHighlight = lipgloss.NewStyle().Border(lipgloss.ThickBorder()).BorderForeground(colWarn)
 	styleNormalBox = lipgloss.NewStyle().Border(lipgloss.NormalBorder()).BorderForeground(colDim)
+
+	// maskTint is the colour over the pixels a mask repaints (the mask
+	// painting overlay, in the picture itself).
+	maskTint = color.RGBA{R: 255, G: 40, B: 120, A: 255}
 
 	// Curves of the noise schedule chart, in the order of scheduleNames.
 	styleCurves = []lipgloss.Style{

@@ -183,6 +183,9 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 	if m.state != stateMain || m.modal != nil {
 		return nil
 	}
+	if m.mp.on && m.paintMouse(msg) {
+		return nil
+	}
 	header := m.headerView()
 	l := m.layoutMain(m.bodyHeight(header, m.footerView()))
 	y := msg.Y - lipgloss.Height(header)
@@ -217,11 +220,15 @@ func (m *Model) handleMouse(msg tea.MouseMsg) tea.Cmd {
 			return nil
 		}
 		if inForm {
+			if y == l.form.toggleRow {
+				return m.handleKey(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{'i'}, Alt: true})
+			}
 			if f, ok := l.fieldAt(y); ok {
 				m.focus = f
-				if x0, w := cfgSlider(l.formW); f == focusCFG && msg.X >= x0 && msg.X < x0+w {
-					v := math.Round(float64(msg.X-x0)/float64(max(w-1, 1))*cfgMax*2) / 2
-					m.ed.cfg.SetValue(formatFloat(v))
+				if x0, w := cfgSlider(l.formW); f.isSlider() && msg.X >= x0 && msg.X < x0+w {
+					step, hi, _ := sliderRange(f)
+					v := math.Round(float64(msg.X-x0)/float64(max(w-1, 1))*hi/step) * step
+					m.ed.field(f).SetValue(formatStep(v))
 				}
 			}
 			return nil
@@ -257,7 +264,7 @@ func (m *Model) layoutMain(bodyH int) mainLayout {
 		l.formW = max(w/2, 20)
 	}
 	l.paneW = max(w-l.formW-1, 4)
-	l.form = layoutForm(bodyH)
+	l.form = layoutForm(bodyH, m.ed)
 	imgRows := max(bodyH-2-4, 1)
 	l.barRow = 1 + 1 + imgRows + 1 // border, title, picture, progress
 	l.barX = l.formW + 1 + 1

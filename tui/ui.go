@@ -1,8 +1,10 @@
 // Package tui is the Stepwise studio: a bubbletea program to edit a
 // generation's settings, watch every sampler step as a half-block preview,
 // pause, step, scrub and branch a run, keep presets, export PNGs that carry
-// their parameters, and look at four live explanations of diffusion (noise
-// schedule, forward/reverse process, guidance sweep, pipeline trace).
+// their parameters, start from images (init image, a mask painted with the
+// mouse, ControlNet and IP-Adapter images, LoRAs), and look at four live
+// explanations of diffusion (noise schedule, forward/reverse process,
+// guidance sweep, pipeline trace).
 //
 // All model work runs on one worker goroutine (worker.go) that owns the
 // device; the UI only sends it requests and draws the messages it returns,
@@ -244,6 +246,10 @@ type Model struct {
 	gv         sweepView
 
 	cache renderCache
+
+	in    inputState // the image fields' files, read (imagefields.go)
+	mp    maskPaint  // mask painting (maskpaint.go)
+	inSeq int        // the last generate waiting for its input images
 }
 
 // New returns the studio model. Call Start to begin loading the model.
@@ -364,6 +370,12 @@ func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
 	before := m.ed.state()
 	cmd = m.update(msg)
 	m.noteChange(before)
+	if m.focus != focusTimeline {
+		m.ed.page = m.focus.page()
+	}
+	if c := m.syncInputs(); c != nil {
+		cmd = tea.Batch(cmd, c)
+	}
 	if b := m.trackBusy(msg); b != nil {
 		cmd = tea.Batch(cmd, b)
 	}
@@ -459,6 +471,13 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 	case crashMsg:
 		m.crash = msg.err
 		return tea.Quit
+	case inputLoadedMsg, loraResolvedMsg:
+		m.onInputMsg(msg)
+	case dropInitMsg:
+		m.setPathField(focusInit, msg.path)
+		m.setStatus("init image: " + msg.path + " (an image without generation parameters; to fill another field, focus it on the image page, alt+i, and drop there)")
+	case inputsReadyMsg:
+		return m.onInputsReady(msg)
 	}
 	return nil
 }
@@ -494,6 +513,29 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return m.modal.update(m, k)
 	case m.help.ShowAll:
 		return m.helpKey(k)
+	}
+	if m.mp.on && m.state == stateMain {
+		if cmd, ok := m.paintKey(k); ok {
+			return cmd
+		}
+	}
+	if k.Paste {
+		if cmd, ok := m.dropPath(string(k.Runes)); ok {
+			return cmd
+		}
+	}
+	switch {
+	case key.Matches(k, km.ImagePage):
+		m.state = stateMain
+		if m.focus.page() == 1 || (m.focus == focusTimeline && m.ed.page == 1) {
+			m.focus = focusPrompt
+		} else {
+			m.focus = focusInit
+		}
+		return nil
+	case key.Matches(k, km.PaintMask):
+		m.state = stateMain
+		return m.togglePaint()
 	case k.Paste && droppedPNG(string(k.Runes)) != "":
 		path := droppedPNG(string(k.Runes))
 		return func() tea.Msg { return openPNG(path) }
@@ -673,6 +715,7 @@ func (m *Model) View() (out string) {
 func (m *Model) view() string {
 	m.keys.state, m.keys.focus = m.state, m.focus
 	m.keys.inText = m.focus.isText()
+	m.keys.painting = m.mp.on && m.state == stateMain
 	if m.width < 24 || m.height < 8 {
 		return fitBlock("stepwise: enlarge the terminal", m.width, m.height)
 	}
@@ -727,6 +770,9 @@ func (m *Model) headerView() string {
 
 func (m *Model) footerView() string {
 	status := truncate(styleOK.Render(m.status), m.width)
+	if p := m.paintStatus(); p != "" {
+		status = truncate(styleWarn.Render(p)+styleDim.Render(" · ")+styleOK.Render(m.status), m.width)
+	}
 	if b := m.busyLine(); b != "" {
 		status = truncate(b+styleDim.Render(" · ")+styleOK.Render(m.status), m.width)
 	}
@@ -779,7 +825,7 @@ func (m *Model) mainView(w, h int) string {
 	form := m.ed.view(l.formW, h, m.focus, m.chunks())
 	if p := m.problem(); p != "" {
 		form += "\n" + lipgloss.NewStyle().Width(l.formW).Render(styleErr.Render("✗ "+p))
-	} else if hint := m.ed.hint(m.focus); hint != "" {
+	} else if hint := m.hint(); hint != "" {
 		form += "\n" + lipgloss.NewStyle().Width(l.formW).Render(styleDim.Render(hint))
 	}
 	form = fitBlock(form, l.formW, h)

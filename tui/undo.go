@@ -12,6 +12,7 @@ type editorState struct {
 	etaSet                 bool
 	eta, guidanceRescale   float64
 	sizeCond               [6]int
+	img                    [11]string // the image page's fields
 }
 
 // maxUndo is how many changes ctrl+z can take back.
@@ -22,6 +23,9 @@ func (e *editor) state() editorState {
 		guidanceRescale: e.guidanceRescale, sizeCond: e.sizeCond}
 	for i, t := range []*textEdit{e.prompt, e.negative, e.cfg, e.steps, e.seed, e.width, e.height, e.batch, e.clip, e.outDir} {
 		s.text[i] = t.Value()
+	}
+	for i, t := range e.img.texts() {
+		s.img[i] = t.Value()
 	}
 	if e.eta != nil {
 		s.etaSet, s.eta = true, *e.eta
@@ -35,6 +39,9 @@ func (e *editor) restore(s editorState) {
 	}
 	e.sampler, e.schedule, e.rng, e.seedLocked = s.sampler, s.schedule, s.rng, s.seedLocked
 	e.guidanceRescale, e.sizeCond = s.guidanceRescale, s.sizeCond
+	for i, t := range e.img.texts() {
+		t.SetValue(s.img[i])
+	}
 	e.eta = nil
 	if s.etaSet {
 		v := s.eta

@@ -83,6 +83,11 @@ type genReq struct {
 	Settings presets.Settings
 	Parent   int
 	At       int
+	// Inputs are the run's images, read and checked by the UI (nil: the
+	// session reads them). LoRADir is where the prompt's LoRAs are looked
+	// up (the LoRA folder field).
+	Inputs  *gen.Inputs
+	LoRADir string
 }
 
 type stepReq struct{ ID int }
@@ -342,8 +347,11 @@ func (w *worker) start(r genReq) {
 	}
 	var run *gen.Run
 	var err error
+	if p := w.sess.Pipeline(); p != nil {
+		p.LoRADir = r.LoRADir // changing it (or a LoRA) never reloads the model
+	}
 	if r.Parent < 0 {
-		run, err = w.sess.Start(r.ID, r.Settings)
+		run, err = w.sess.StartInputs(r.ID, r.Settings, r.Inputs)
 	} else {
 		run, err = w.sess.Branch(r.ID, r.Parent, r.At, r.Settings)
 	}

@@ -20,8 +20,8 @@ import (
 )
 
 // TestStudioInTmux runs the real binary in tmux at 120x40 and 80x24: it
-// types a prompt, sets 3 steps, generates, exports, quits, and checks the
-// screen, the exit status, the restored terminal and the PNG. With
+// types a prompt, sets 3 steps, generates, exports, opens the image page,
+// quits, and checks the screen, the exit status, the restored terminal and the PNG. With
 // STEPWISE_CAPTURE_DIR set, the screens are also written there
 // (tui/testdata/screens holds a set made this way).
 func TestStudioInTmux(t *testing.T) {
@@ -166,6 +166,13 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	}
 	s.cmd("send-keys", "-t", "studio", "M-4")
 	screens["sweep"] = s.waitScreen("guidance sweep done", 90*time.Second)
+
+	// The image page fits the terminal: every field of it on screen.
+	s.cmd("send-keys", "-t", "studio", "M-i")
+	screens["image"] = s.waitScreen("Image inputs", 10*time.Second)
+	for _, want := range []string{"Init img", "Strength", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "alt+i"} {
+		assert.Contains(t, screens["image"], want, "the image page")
+	}
 
 	s.cmd("send-keys", "-t", "studio", "C-c")
 	end := time.Now().Add(20 * time.Second)
