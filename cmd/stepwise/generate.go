@@ -135,11 +135,11 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.s.ImageEncoder, "image-encoder", "clip-vision", "IP-Adapter: the CLIP vision encoder folder (config.json, model.safetensors, preprocessor_config.json; default: image_encoder/ beside the adapter file)")
 	str(&f.loraDir, "lora-dir", "", "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (NAME.safetensors, also in sub-folders; default $"+models.LoRADirEnv+")")
 	fs.StringVar(&f.loraDir, "lora-model-dir", "", "the same as --lora-dir (stable-diffusion.cpp's name)")
-	str(&f.extra.CLIPL, "clip-l", "", "SD3 single file: the CLIP-L text encoder's file, when the checkpoint lacks it (stable-diffusion.cpp's flag)")
+	str(&f.extra.CLIPL, "clip-l", "", "SD3/Flux single file: the CLIP-L text encoder's file, when the checkpoint lacks it (stable-diffusion.cpp's flag)")
 	str(&f.extra.CLIPG, "clip-g", "", "SD3 single file: the CLIP-G text encoder's file")
-	str(&f.extra.T5XXL, "t5xxl", "", "SD3 single file: the T5-XXL text encoder's file")
-	str(&f.extra.VAE, "vae", "", "SD3 single file: the VAE's file (original or diffusers names)")
-	str(&f.extra.T5Tokenizer, "t5-tokenizer", "", "SD3 single file: the T5 tokenizer (spiece.model, or its folder); default: beside the checkpoint")
+	str(&f.extra.T5XXL, "t5xxl", "", "SD3/Flux single file: the T5-XXL text encoder's file")
+	str(&f.extra.VAE, "vae", "", "SD3/Flux single file: the VAE's file (original or diffusers names; Flux's ae.safetensors)")
+	str(&f.extra.T5Tokenizer, "t5-tokenizer", "", "SD3/Flux single file: the T5 tokenizer (spiece.model, or its folder); default: beside the checkpoint")
 	fs.Float64Var(&f.guidance, "guidance", -1, "FLUX.1-dev's distilled guidance (stable-diffusion.cpp's name; default 3.5); Flux runs --cfg-scale 1 unless given")
 	integer(&f.maxSeqLen, "max-sequence-length", "", "T5 tokens the prompt is padded or cut to (diffusers' max_sequence_length; default the family's: SD3 256)")
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
@@ -527,7 +527,7 @@ func loadPipeline(device, path, config string, warn func(string)) (*models.Pipel
 // loadPipelineWith is loadPipeline with separate component files.
 func loadPipelineWith(device, path, config string, ex checkpoint.Extra, warn func(string)) (*models.Pipeline, error) {
 	if path == "" && ex != (checkpoint.Extra{}) {
-		return nil, fmt.Errorf("--clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer need --model (an SD3 single file)")
+		return nil, fmt.Errorf("--clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer need --model (an SD3 or Flux single file)")
 	}
 	dev, err := openDevice(device, warn)
 	if err != nil {

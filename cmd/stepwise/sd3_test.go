@@ -201,3 +201,42 @@ func TestFluxGuidanceRoundTrip(t *testing.T) {
 	d, _ = pixelsOffBy(t, def, pngPixels(t, over))
 	assert.Equal(t, 0, d, "the default is 3.5")
 }
+
+// A Flux transformer in Black Forest Labs' layout (a bare
+// flux1-dev-style file) runs with the VAE, CLIP-L and T5 given as
+// stable-diffusion.cpp's --vae, --clip-l and --t5xxl, and reproduces the
+// public FLUX.1-dev PNG.
+func TestGenerateFluxSingleFile(t *testing.T) {
+	w3 := golden.Wave(t, "golden-wave3")
+	want := golden.Open(t, filepath.Join(w3, "flux_dev_e2e_g3.5_seed42.safetensors")).I64("image_uint8")
+	m, err := checkpoint.Load(filepath.Join(w3, "flux-mini"), "")
+	require.NoError(t, err)
+	defer m.Close()
+	es, err := checkpoint.SingleFileEntries(m)
+	require.NoError(t, err)
+	tmp := t.TempDir()
+	files := map[string][]safetensors.Entry{}
+	for _, e := range es {
+		for prefix, file := range map[string]string{"model.diffusion_model.": "flux1-mini.safetensors", "first_stage_model.": "ae.safetensors",
+			"text_encoders.clip_l.transformer.": "clip_l.safetensors", "text_encoders.t5xxl.transformer.": "t5xxl.safetensors"} {
+			if k, ok := strings.CutPrefix(e.Name, prefix); ok {
+				e.Name = k
+				files[file] = append(files[file], e)
+			}
+		}
+	}
+	for name, es := range files {
+		var buf bytes.Buffer
+		require.NoError(t, safetensors.Write(&buf, es, nil))
+		require.NoError(t, os.WriteFile(filepath.Join(tmp, name), buf.Bytes(), 0o644))
+	}
+	out := filepath.Join(tmp, "out.png")
+	log, err := runGen(t, []string{"--model", filepath.Join(tmp, "flux1-mini.safetensors"), "--config", filepath.Join(w3, "flux_mini_config.json"),
+		"--clip-l", filepath.Join(tmp, "clip_l.safetensors"), "--t5xxl", filepath.Join(tmp, "t5xxl.safetensors"), "--vae", filepath.Join(tmp, "ae.safetensors"),
+		"--t5-tokenizer", filepath.Join(w3, "flux-mini", "tokenizer_2", "spiece.model"),
+		"-p", "a photograph of an astronaut riding a horse", "--steps", "20", "--sampler", "euler", "--seed", "42",
+		"-W", "64", "-H", "64", "-o", out, "--device", "ref"})
+	require.NoError(t, err, log)
+	d, n := pixelsOffBy(t, out, want)
+	assert.LessOrEqualf(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
+}

@@ -118,9 +118,9 @@ func (b *builder) place(c *component, f *safetensors.File, key string, d nets.De
 		b.problems = append(b.problems, err.Error())
 		return
 	}
-	if !direct && d.Parts > 1 {
-		n := len(raw) / d.Parts
-		raw = raw[d.Part*n : (d.Part+1)*n : (d.Part+1)*n]
+	if !direct && d.Fused() {
+		lo, hi := d.RowRange(len(raw))
+		raw = raw[lo:hi:hi]
 	}
 	if !direct && d.Transpose {
 		raw = transpose(raw, info.Shape[0], info.Shape[1], dt.Size())
@@ -443,6 +443,9 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	if m.Transformer != nil {
 		return sd3SingleFileEntries(m)
 	}
+	if m.Flux != nil {
+		return fluxSingleFileEntries(m)
+	}
 	ud, vd, tds, err := declsOf(m)
 	if err != nil {
 		return nil, err
@@ -472,13 +475,13 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
 				}
 			}
-			if orig && d.Parts > 1 {
+			if orig && d.Fused() {
 				if i, ok := fused[k]; ok {
 					out[i].Data = append(out[i].Data, data...)
 					continue
 				}
 				fused[k] = len(out)
-				data = append(make([]byte, 0, len(data)*d.Parts), data...)
+				data = append(make([]byte, 0, len(data)*shape[0]/d.Shape[0]), data...)
 			}
 			out = append(out, safetensors.Entry{Name: k, DType: dtype(p), Shape: shape, Data: data})
 		}

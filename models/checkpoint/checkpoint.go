@@ -278,8 +278,12 @@ func Load(path, configPath string) (*Model, error) {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
 	if fam, _ := singleFileFamily(f.Tensors()); fam != nil && fam.Denoiser == DenoiserFlux {
-		f.Close()
-		return nil, fmt.Errorf("checkpoint %s: a Flux single file (double_blocks.*): not supported yet; use a diffusers folder (FluxPipeline)", path)
+		m, err := fromSingleFlux(f, cfg, source, Extra{})
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		return m, nil
 	} else if fam != nil && fam.Denoiser == DenoiserMMDiT {
 		m, err := fromSingleSD3(f, cfg, source, Extra{})
 		if err != nil {

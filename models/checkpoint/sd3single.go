@@ -55,11 +55,20 @@ func LoadExtra(path, configPath string, ex Extra) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
-	if fam, _ := singleFileFamily(f.Tensors()); fam == nil || fam.Denoiser != DenoiserMMDiT {
+	fam, _ := singleFileFamily(f.Tensors())
+	from := fromSingleSD3
+	switch {
+	case fam != nil && fam.Denoiser == DenoiserFlux:
+		from = fromSingleFlux
+		if ex.CLIPG != "" {
+			f.Close()
+			return nil, fmt.Errorf("checkpoint %s: --clip-g: a Flux model has no CLIP-G (it takes --clip-l, --t5xxl and --vae)", path)
+		}
+	case fam == nil || fam.Denoiser != DenoiserMMDiT:
 		f.Close()
-		return nil, fmt.Errorf("checkpoint %s: --clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer apply to SD3 single files (model.diffusion_model.joint_blocks.*), and this is not one", path)
+		return nil, fmt.Errorf("checkpoint %s: --clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer apply to SD3 and Flux single files (model.diffusion_model.joint_blocks.*, double_blocks.*), and this is not one", path)
 	}
-	m, err := fromSingleSD3(f, cfg, configPath, ex)
+	m, err := from(f, cfg, configPath, ex)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -85,20 +94,29 @@ func keyPrefix(f *safetensors.File, within, suffix string) (string, bool) {
 	return "", false
 }
 
+// sourceWant is one network a single file may hold or a flag may supply:
+// its role, the flag and the path it gave (empty: look in the checkpoint
+// under within), the key suffix that finds it, and what to call it.
+type sourceWant struct {
+	role, flag, path, within, suffix, what string
+}
+
 // sd3Sources finds every network of an SD3 single file: in the file under
 // the family's prefixes, or in the separate file the matching flag names.
 // A network found in neither is an error that names its flag.
 func sd3Sources(main *safetensors.File, fam *Family, ex Extra, opened *[]*safetensors.File) (map[string]source, error) {
-	type want struct {
-		role, flag, path, within, suffix, what string
-	}
-	ws := []want{
+	return findSources(main, []sourceWant{
 		{"transformer", "", "", fam.UNetPrefix, "x_embedder.proj.weight", "the MM-DiT (model.diffusion_model.*)"},
 		{"vae", "--vae", ex.VAE, fam.VAEPrefix, "decoder.conv_in.weight", "a VAE (first_stage_model.*)"},
 		{fam.Texts[0].Role, "--clip-l", ex.CLIPL, fam.Texts[0].Prefix, "text_model.embeddings.token_embedding.weight", "a CLIP-L text encoder (" + fam.Texts[0].Prefix + "*)"},
 		{fam.Texts[1].Role, "--clip-g", ex.CLIPG, fam.Texts[1].Prefix, "text_model.embeddings.token_embedding.weight", "a CLIP-G text encoder (" + fam.Texts[1].Prefix + "*)"},
 		{fam.T5.Role, "--t5xxl", ex.T5XXL, fam.T5.Prefix, "encoder.block.0.layer.0.SelfAttention.q.weight", "a T5-XXL text encoder (" + fam.T5.Prefix + "*)"},
-	}
+	}, opened)
+}
+
+// findSources finds each wanted network in main or in the file its flag
+// names (opened files are appended to opened, for the caller to close).
+func findSources(main *safetensors.File, ws []sourceWant, opened *[]*safetensors.File) (map[string]source, error) {
 	out := map[string]source{}
 	for _, w := range ws {
 		if w.path == "" {
@@ -359,18 +377,31 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 		return fail(err)
 	}
 
-	// Place every tensor against the declarations.
 	td, err := nets.MMDiTDecls(tc)
 	if err != nil {
 		return fail(err)
 	}
+	if err := placeSingle(m, f, opened, src, td, diffusersVAE, "SD3 single file", "keys model.diffusion_model.joint_blocks.*"); err != nil {
+		return fail(err)
+	}
+	return m, nil
+}
+
+// placeSingle places the tensors of a transformer family's single file,
+// and of the separate files that supplied its other networks, against the
+// declarations: the transformer's td by original names, the VAE by LDM
+// (or diffusers) names, T5 and the CLIP encoders by transformers' names,
+// each under the prefix its source was found at. Tensors no network
+// claims are reported; on success m holds the weights and its files.
+func placeSingle(m *Model, f *safetensors.File, opened []*safetensors.File, src map[string]source, td []nets.Decl, diffusersVAE bool, family, keysWhy string) error {
+	fam, t5 := m.Spec, m.T5
 	vd, err := nets.VAEDecls(m.VAE)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	t5d, err := nets.T5Decls(t5.Config)
 	if err != nil {
-		return fail(err)
+		return err
 	}
 	type part struct {
 		c   *component
@@ -382,7 +413,7 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 	direct := func(p string) func(d nets.Decl) []string {
 		return func(d nets.Decl) []string { return []string{p + d.Name} }
 	}
-	ts, t5s := src["transformer"], src[fam.T5.Role]
+	ts, t5s, vs := src["transformer"], src[fam.T5.Role], src["vae"]
 	parts := []part{
 		{newComponent("transformer", td, true, orig(ts.prefix)), ts},
 		{newComponent("vae", vd, !diffusersVAE, orig(vs.prefix)), vs},
@@ -394,7 +425,7 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 	for _, t := range m.Texts {
 		d, err := nets.TextDecls(t.Config)
 		if err != nil {
-			return fail(err)
+			return err
 		}
 		s := src[t.Spec.Role]
 		parts = append(parts, part{newComponent(t.Spec.Role, d, false, direct(s.prefix)), s})
@@ -413,7 +444,7 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 			switch {
 			case b.take(pt.c, pt.src.f, t.Name):
 				claimed[pt.src.f][t.Name] = true
-			case ignored(t.Name) || rest == "encoder.embed_tokens.weight":
+			case ignored(t.Name) || rest == "encoder.embed_tokens.weight" || rest == "text_projection.weight":
 				claimed[pt.src.f][t.Name] = true
 				b.ignored++
 			}
@@ -435,8 +466,8 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 	}
 	if len(b.problems) > 0 {
 		err := b.fail(f.Path())
-		err.(*LoadError).Family = "SD3 single file"
-		return fail(err)
+		err.(*LoadError).Family = family
+		return err
 	}
 	m.Ignored = b.ignored
 	m.Warnings = b.warnings()
@@ -450,16 +481,20 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 	for _, o := range opened {
 		m.Files = append(m.Files, o.Path())
 	}
-	for _, role := range []string{fam.Texts[0].Role, fam.Texts[1].Role, fam.T5.Role, "vae"} {
+	roles := []string{}
+	for _, t := range fam.Texts {
+		roles = append(roles, t.Role)
+	}
+	for _, role := range append(roles, fam.T5.Role, "vae") {
 		if s := src[role]; s.flag != "" {
 			why = append(why, fmt.Sprintf("%s from %s", role, s.flag))
 		}
 	}
-	m.FamilyWhy = "keys model.diffusion_model.joint_blocks.*"
+	m.FamilyWhy = keysWhy
 	if len(why) > 0 {
 		m.FamilyWhy += "; " + strings.Join(why, ", ")
 	}
-	return m, nil
+	return nil
 }
 
 // findT5Tokenizer returns the spiece.model given (a file or a folder
@@ -475,12 +510,12 @@ func findT5Tokenizer(checkpointPath, given string) (string, error) {
 		return given, nil
 	}
 	dir := filepath.Dir(checkpointPath)
-	for _, p := range []string{"spiece.model", filepath.Join("tokenizer_3", "spiece.model")} {
+	for _, p := range []string{"spiece.model", filepath.Join("tokenizer_3", "spiece.model"), filepath.Join("tokenizer_2", "spiece.model")} {
 		if _, err := os.Stat(filepath.Join(dir, p)); err == nil {
 			return filepath.Join(dir, p), nil
 		}
 	}
-	return "", fmt.Errorf("checkpoint %s: no T5 tokenizer: a single file carries none; pass --t5-tokenizer PATH (an SD3 folder's tokenizer_3/spiece.model) or put spiece.model beside the file", checkpointPath)
+	return "", fmt.Errorf("checkpoint %s: no T5 tokenizer: a single file carries none; pass --t5-tokenizer PATH (the spiece.model of an SD3 folder's tokenizer_3/ or a Flux folder's tokenizer_2/) or put spiece.model beside the file", checkpointPath)
 }
 
 // sd3SingleFileEntries lays an SD3 model out as an all-in-one original
@@ -492,6 +527,14 @@ func sd3SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return transformerFileEntries(m, td, fam.UNetPrefix)
+}
+
+// transformerFileEntries lays out a transformer family's model (SD3,
+// Flux) as an all-in-one original single file: the transformer's
+// declarations td under prefix with original names, the VAE in LDM names
+// under the family's VAE prefix, the text encoders and T5 under theirs.
+func transformerFileEntries(m *Model, td []nets.Decl, prefix string) ([]safetensors.Entry, error) {
 	vd, err := nets.VAEDecls(m.VAE)
 	if err != nil {
 		return nil, err
@@ -500,48 +543,11 @@ func sd3SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []safetensors.Entry
-	emit := func(w nets.Weights, decls []nets.Decl, prefix string, orig bool) error {
-		fused := map[string]int{}
-		for _, d := range decls {
-			p, ok := w.Get(d.Name)
-			if !ok {
-				return fmt.Errorf("checkpoint %s: no %s", m.Path, d.Name)
-			}
-			k, shape, data := prefix+d.Name, d.Shape, p.Raw
-			if orig {
-				k, shape = prefix+d.Orig, d.OrigShape()
-				if d.Transpose {
-					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
-				}
-				if d.Swap {
-					n := len(data) / 2
-					data = append(append(make([]byte, 0, len(data)), data[n:]...), data[:n]...)
-				}
-				if d.Parts > 1 {
-					if i, ok := fused[k]; ok {
-						out[i].Data = append(out[i].Data, data...)
-						continue
-					}
-					fused[k] = len(out)
-					data = append(make([]byte, 0, len(data)*d.Parts), data...)
-				}
-			}
-			dt := safetensors.F16
-			switch p.DType {
-			case gpu.F32:
-				dt = safetensors.F32
-			case gpu.BF16:
-				dt = safetensors.BF16
-			}
-			out = append(out, safetensors.Entry{Name: k, DType: dt, Shape: shape, Data: data})
-		}
-		return nil
-	}
-	if err := emit(m.TransformerWeights, td, fam.UNetPrefix, true); err != nil {
+	out, err := appendEntries(nil, m.Path, m.TransformerWeights, td, prefix, true)
+	if err != nil {
 		return nil, err
 	}
-	if err := emit(m.VAEWeights, vd, fam.VAEPrefix, true); err != nil {
+	if out, err = appendEntries(out, m.Path, m.VAEWeights, vd, m.Spec.VAEPrefix, true); err != nil {
 		return nil, err
 	}
 	for _, t := range m.Texts {
@@ -549,12 +555,50 @@ func sd3SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		if err := emit(t.Weights, d, t.Spec.Prefix, false); err != nil {
+		if out, err = appendEntries(out, m.Path, t.Weights, d, t.Spec.Prefix, false); err != nil {
 			return nil, err
 		}
 	}
-	if err := emit(m.T5.Weights, t5d, m.T5.Spec.Prefix, false); err != nil {
-		return nil, err
+	return appendEntries(out, m.Path, m.T5.Weights, t5d, m.T5.Spec.Prefix, false)
+}
+
+// appendEntries appends w's tensors under prefix, with their declared
+// names, or (orig) their original names and layouts: transposed, swapped,
+// and fused parts concatenated in declaration order.
+func appendEntries(out []safetensors.Entry, path string, w nets.Weights, decls []nets.Decl, prefix string, orig bool) ([]safetensors.Entry, error) {
+	fused := map[string]int{}
+	for _, d := range decls {
+		p, ok := w.Get(d.Name)
+		if !ok {
+			return nil, fmt.Errorf("checkpoint %s: no %s", path, d.Name)
+		}
+		k, shape, data := prefix+d.Name, d.Shape, p.Raw
+		if orig {
+			k, shape = prefix+d.Orig, d.OrigShape()
+			if d.Transpose {
+				data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
+			}
+			if d.Swap {
+				n := len(data) / 2
+				data = append(append(make([]byte, 0, len(data)), data[n:]...), data[:n]...)
+			}
+			if d.Fused() {
+				if i, ok := fused[k]; ok {
+					out[i].Data = append(out[i].Data, data...)
+					continue
+				}
+				fused[k] = len(out)
+				data = append(make([]byte, 0, len(data)*shape[0]/d.Shape[0]), data...)
+			}
+		}
+		dt := safetensors.F16
+		switch p.DType {
+		case gpu.F32:
+			dt = safetensors.F32
+		case gpu.BF16:
+			dt = safetensors.BF16
+		}
+		out = append(out, safetensors.Entry{Name: k, DType: dt, Shape: shape, Data: data})
 	}
 	return out, nil
 }

@@ -87,8 +87,8 @@ func NewFlux(d gpu.Device, c FluxConfig, w Weights) (*Flux, error) {
 	return f, nil
 }
 
-// FluxDecls lists every parameter of a Flux transformer with config c
-// (diffusers names; the original BFL names are not declared yet).
+// FluxDecls lists every parameter of a Flux transformer with config c,
+// under diffusers' names and Black Forest Labs' original ones.
 func FluxDecls(c FluxConfig) ([]Decl, error) {
 	c.Defaults()
 	return decls(func(b builder) (*Flux, error) { return buildFlux(b, c) })
@@ -119,49 +119,80 @@ func buildFlux(b builder, c FluxConfig) (*Flux, error) {
 		return nil, fmt.Errorf("axes_dims_rope %v must be 3 axes adding up to attention_head_dim %d", c.AxesDimsRope, hd)
 	}
 	f := &Flux{Config: c}
-	f.xEmb = b.linear("x_embedder", c.InChannels, inner, true)
-	f.ctxEmb = b.linear("context_embedder", c.JointAttentionDim, inner, true)
-	te := b.at("time_text_embed")
-	f.t1 = te.linear("timestep_embedder.linear_1", 256, inner, true)
-	f.t2 = te.linear("timestep_embedder.linear_2", inner, inner, true)
-	if c.GuidanceEmbeds {
-		f.g1 = te.linear("guidance_embedder.linear_1", 256, inner, true)
-		f.g2 = te.linear("guidance_embedder.linear_2", inner, inner, true)
+	// Each parameter is declared under diffusers' name and Black Forest
+	// Labs' original one (flux1-dev.safetensors, ComfyUI and GGUF files):
+	// img_in, txt_in, time_in / guidance_in / vector_in (in_layer,
+	// out_layer), double_blocks.N (img_/txt_ mod, attn with fused qkv and
+	// norm.{query,key}_norm.scale, mlp.0/2), single_blocks.N (modulation,
+	// linear1 = q, k, v and the MLP input stacked, linear2, norm),
+	// final_layer (adaLN_modulation.1 with shift and scale swapped, linear).
+	f.xEmb = b.as("x_embedder", "img_in").linear("", c.InChannels, inner, true)
+	f.ctxEmb = b.as("context_embedder", "txt_in").linear("", c.JointAttentionDim, inner, true)
+	mlp2 := func(b builder, name, orig string, in int) (linear, linear) {
+		m := b.as(name, orig)
+		return m.as("linear_1", "in_layer").linear("", in, inner, true), m.as("linear_2", "out_layer").linear("", inner, inner, true)
 	}
-	f.p1 = te.linear("text_embedder.linear_1", c.PooledProjectionDim, inner, true)
-	f.p2 = te.linear("text_embedder.linear_2", inner, inner, true)
+	te := b.as("time_text_embed", "")
+	f.t1, f.t2 = mlp2(te, "timestep_embedder", "time_in", 256)
+	if c.GuidanceEmbeds {
+		f.g1, f.g2 = mlp2(te, "guidance_embedder", "guidance_in", 256)
+	}
+	f.p1, f.p2 = mlp2(te, "text_embedder", "vector_in", c.PooledProjectionDim)
+	norm := func(b builder, name, orig string) *gpu.Tensor {
+		return b.as(name, orig).stored(Decl{Orig: "scale"}).param("weight", hd)
+	}
 	for i := 0; i < c.NumLayers; i++ {
-		blk := b.at("transformer_blocks.%d", i)
+		blk := b.as(fmt.Sprintf("transformer_blocks.%d", i), fmt.Sprintf("double_blocks.%d", i))
 		f.double = append(f.double, &fluxDouble{
 			x: mmStream{
-				mod: blk.linear("norm1.linear", inner, 6*inner, true),
-				q:   blk.linear("attn.to_q", inner, inner, true), k: blk.linear("attn.to_k", inner, inner, true),
-				v: blk.linear("attn.to_v", inner, inner, true), out: blk.linear("attn.to_out.0", inner, inner, true),
-				normQ: blk.param("attn.norm_q.weight", hd), normK: blk.param("attn.norm_k.weight", hd),
-				ff1: blk.linear("ff.net.0.proj", inner, 4*inner, true), ff2: blk.linear("ff.net.2", 4*inner, inner, true),
+				mod:   blk.as("norm1.linear", "img_mod.lin").linear("", inner, 6*inner, true),
+				q:     qkvPart(blk, "attn.to_q", "img_attn.qkv", 0, inner),
+				k:     qkvPart(blk, "attn.to_k", "img_attn.qkv", 1, inner),
+				v:     qkvPart(blk, "attn.to_v", "img_attn.qkv", 2, inner),
+				out:   blk.as("attn.to_out.0", "img_attn.proj").linear("", inner, inner, true),
+				normQ: norm(blk, "attn.norm_q", "img_attn.norm.query_norm"),
+				normK: norm(blk, "attn.norm_k", "img_attn.norm.key_norm"),
+				ff1:   blk.as("ff.net.0.proj", "img_mlp.0").linear("", inner, 4*inner, true),
+				ff2:   blk.as("ff.net.2", "img_mlp.2").linear("", 4*inner, inner, true),
 			},
 			ctx: mmStream{
-				mod: blk.linear("norm1_context.linear", inner, 6*inner, true),
-				q:   blk.linear("attn.add_q_proj", inner, inner, true), k: blk.linear("attn.add_k_proj", inner, inner, true),
-				v: blk.linear("attn.add_v_proj", inner, inner, true), out: blk.linear("attn.to_add_out", inner, inner, true),
-				normQ: blk.param("attn.norm_added_q.weight", hd), normK: blk.param("attn.norm_added_k.weight", hd),
-				ff1: blk.linear("ff_context.net.0.proj", inner, 4*inner, true), ff2: blk.linear("ff_context.net.2", 4*inner, inner, true),
+				mod:   blk.as("norm1_context.linear", "txt_mod.lin").linear("", inner, 6*inner, true),
+				q:     qkvPart(blk, "attn.add_q_proj", "txt_attn.qkv", 0, inner),
+				k:     qkvPart(blk, "attn.add_k_proj", "txt_attn.qkv", 1, inner),
+				v:     qkvPart(blk, "attn.add_v_proj", "txt_attn.qkv", 2, inner),
+				out:   blk.as("attn.to_add_out", "txt_attn.proj").linear("", inner, inner, true),
+				normQ: norm(blk, "attn.norm_added_q", "txt_attn.norm.query_norm"),
+				normK: norm(blk, "attn.norm_added_k", "txt_attn.norm.key_norm"),
+				ff1:   blk.as("ff_context.net.0.proj", "txt_mlp.0").linear("", inner, 4*inner, true),
+				ff2:   blk.as("ff_context.net.2", "txt_mlp.2").linear("", 4*inner, inner, true),
 			},
 		})
 	}
+	// linear1 stacks q, k, v (inner rows each) and the MLP input (4 inner).
+	rows := 7 * inner
+	part := func(b builder, name string, from, n int) linear {
+		m := b.as(name, "linear1")
+		return linear{
+			w: m.stored(Decl{Orig: "weight", From: from, Of: rows}).param("weight", n, inner),
+			b: m.stored(Decl{Orig: "bias", From: from, Of: rows}).param("bias", n),
+		}
+	}
 	for i := 0; i < c.NumSingleLayers; i++ {
-		blk := b.at("single_transformer_blocks.%d", i)
+		blk := b.as(fmt.Sprintf("single_transformer_blocks.%d", i), fmt.Sprintf("single_blocks.%d", i))
 		f.single = append(f.single, &fluxSingle{
-			mod: blk.linear("norm.linear", inner, 3*inner, true),
-			q:   blk.linear("attn.to_q", inner, inner, true), k: blk.linear("attn.to_k", inner, inner, true),
-			v:     blk.linear("attn.to_v", inner, inner, true),
-			normQ: blk.param("attn.norm_q.weight", hd), normK: blk.param("attn.norm_k.weight", hd),
-			mlp: blk.linear("proj_mlp", inner, 4*inner, true),
-			out: blk.linear("proj_out", 5*inner, inner, true),
+			mod:   blk.as("norm.linear", "modulation.lin").linear("", inner, 3*inner, true),
+			q:     part(blk, "attn.to_q", 0, inner),
+			k:     part(blk, "attn.to_k", inner, inner),
+			v:     part(blk, "attn.to_v", 2*inner, inner),
+			normQ: norm(blk, "attn.norm_q", "norm.query_norm"),
+			normK: norm(blk, "attn.norm_k", "norm.key_norm"),
+			mlp:   part(blk, "proj_mlp", 3*inner, 4*inner),
+			out:   blk.as("proj_out", "linear2").linear("", 5*inner, inner, true),
 		})
 	}
-	f.normOut = b.linear("norm_out.linear", inner, 2*inner, true)
-	f.projOut = b.linear("proj_out", inner, c.InChannels, true)
+	fl := b.origSub("final_layer")
+	f.normOut = fl.as("norm_out.linear", "adaLN_modulation.1").stored(Decl{Swap: true}).linear("", inner, 2*inner, true)
+	f.projOut = fl.as("proj_out", "linear").linear("", inner, c.InChannels, true)
 	return f, nil
 }
 

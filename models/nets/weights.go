@@ -65,6 +65,11 @@ type Decl struct {
 	// dimension 0, as OpenCLIP's attn.in_proj_weight holds q, k and v).
 	Orig        string
 	Part, Parts int
+	// From and Of place an unequal part: the tensor is rows [From,
+	// From+Shape[0]) of an original of Of rows along dimension 0 (Flux's
+	// single-block linear1 holds q, k, v and the MLP input). Of is 0 for
+	// the equal parts above and for unfused tensors.
+	From, Of int
 	// Squeeze: the original stores the [O,I] weight as a 1x1 convolution
 	// [O,I,1,1]. Transpose: the original stores the [O,I] weight as [I,O]
 	// (OpenCLIP's text_projection, applied as x @ W).
@@ -87,7 +92,28 @@ func (d Decl) OrigShape() []int {
 	if d.Parts > 1 {
 		s[0] *= d.Parts
 	}
+	if d.Of > 0 {
+		s[0] = d.Of
+	}
 	return s
+}
+
+// Fused reports whether the original holds this tensor together with
+// others (equal Parts, or rows From of Of).
+func (d Decl) Fused() bool { return d.Parts > 1 || d.Of > 0 }
+
+// RowRange is the byte range of this tensor within its original's data
+// (all of it when not fused), for an original of origBytes bytes.
+func (d Decl) RowRange(origBytes int) (int, int) {
+	switch {
+	case d.Of > 0:
+		row := origBytes / d.Of
+		return d.From * row, (d.From + d.Shape[0]) * row
+	case d.Parts > 1:
+		n := origBytes / d.Parts
+		return d.Part * n, (d.Part + 1) * n
+	}
+	return 0, origBytes
 }
 
 // buildState is shared by the builders of one network: the expected
@@ -157,7 +183,7 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 	if _, ok := b.s.shapes[full]; !ok {
 		d := Decl{Name: full, Shape: append([]int(nil), shape...), Orig: b.orig + name}
 		if m := b.mod; m != nil {
-			d.Part, d.Parts = m.Part, m.Parts
+			d.Part, d.Parts, d.From, d.Of = m.Part, m.Parts, m.From, m.Of
 			d.Squeeze, d.Transpose = m.Squeeze && len(shape) == 2, m.Transpose && len(shape) == 2
 			d.Swap = m.Swap
 			if m.Orig != "" {
