@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/internal/testdev"
 	"github.com/stepwise/stepwise/models"
@@ -42,33 +45,25 @@ func TestE2EEulerSeed42(t *testing.T) {
 			t.Run(devName+"/"+srcName, func(t *testing.T) {
 				d := open(t)
 				p, err := models.Load(d, src[0], src[1])
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				defer p.Close()
 				j, err := Start(p, e2eSettings())
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
 				defer j.Close()
 				n := 4 * 8 * 8
 				worst := 0.0
 				for i := 0; !j.Done(); i++ {
 					f, err := j.Step(context.Background())
-					if err != nil {
-						t.Fatal(err)
-					}
+					require.NoError(t, err)
 					want := wantSteps[i*n : (i+1)*n]
 					d, _, scale := golden.MaxAbsDiff(f.X.Data, want)
-					if d > 1e-3*scale {
-						t.Fatalf("step %d: latents differ by %.3g (limit %.3g)", i, d, 1e-3*scale)
-					}
+					// golden README (e2e): latents max abs diff <= 1e-3 x max|latent| per step.
+					require.LessOrEqual(t, d, 1e-3*scale, "step %d: latents max abs diff", i)
 					worst = max(worst, d/scale)
 				}
 				imgs, err := j.Images()
-				if err != nil {
-					t.Fatal(err)
-				}
+				require.NoError(t, err)
+				require.NotEmpty(t, imgs)
 				off, big := 0, 0
 				im := imgs[0]
 				for y := 0; y < 64; y++ {
@@ -85,9 +80,8 @@ func TestE2EEulerSeed42(t *testing.T) {
 						}
 					}
 				}
-				if big > 0 {
-					t.Errorf("%d pixel values differ by more than 1 (%d differ at all)", big, off)
-				}
+				// golden README (e2e): uint8 pixels within +-1.
+				assert.Zero(t, big, "%d pixel values differ by more than 1 (%d differ at all)", big, off)
 				t.Logf("worst step latent error %.2g x max|latent|; %d of %d pixel values off by 1", worst, off, 64*64*3)
 			})
 		}

@@ -3,11 +3,12 @@ package gen
 import (
 	"bytes"
 	"context"
-	"errors"
 	"math"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/faulty"
@@ -41,43 +42,34 @@ func TestNaNStopsTheStepAndSaysWhere(t *testing.T) {
 	dir := golden.Dir(t)
 	dev := &nanDevice{Device: ref.New()}
 	p, err := models.Load(dev, filepath.Join(dir, "sd15-mini"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer p.Close()
 	s := e2eSettings()
 	s.Steps = 5
 	j, err := Start(p, s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer j.Close()
 	for i := 0; i < 2; i++ {
-		if _, err := j.Step(context.Background()); err != nil {
-			t.Fatal(err)
-		}
+		_, err := j.Step(context.Background())
+		require.NoError(t, err)
 	}
 	before := append([]float32(nil), j.Run.X().Data...)
 	dev.n = dev.calls + 1 // the next read-back: step 3's U-Net output
 	_, err = j.Step(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "step 3/5") || !strings.Contains(err.Error(), "U-Net output") {
-		t.Fatalf("err = %v, want one naming step 3/5 and the U-Net output", err)
-	}
-	if got := j.Run.X().Data; firstNonFinite(got) >= 0 || got[0] != before[0] || len(j.Frames) != 2 {
-		t.Errorf("the failed step moved the run (frames %d)", len(j.Frames))
-	}
+	require.ErrorContains(t, err, "step 3/5", "want an error naming step 3/5 and the U-Net output")
+	require.ErrorContains(t, err, "U-Net output", "want an error naming step 3/5 and the U-Net output")
+	got := j.Run.X().Data
+	assert.Negative(t, firstNonFinite(got), "the failed step moved the run: non-finite latent")
+	assert.Equal(t, before[0], got[0], "the failed step moved the run")
+	assert.Equal(t, 2, len(j.Frames), "the failed step moved the run: frames")
 	// The same run steps on once the fault is gone, and a new run works.
-	if _, err := j.Step(context.Background()); err != nil {
-		t.Errorf("step after the fault: %v", err)
-	}
+	_, err = j.Step(context.Background())
+	assert.NoError(t, err, "step after the fault")
 	j2, err := Start(p, s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer j2.Close()
-	if _, err := j2.Step(context.Background()); err != nil {
-		t.Errorf("a new run after the fault: %v", err)
-	}
+	_, err = j2.Step(context.Background())
+	assert.NoError(t, err, "a new run after the fault")
 }
 
 // miniOn loads the single-file sd15-mini on dev.
@@ -85,9 +77,7 @@ func miniOn(t *testing.T, dev gpu.Device) *models.Pipeline {
 	t.Helper()
 	dir := golden.Dir(t)
 	p, err := models.Load(dev, filepath.Join(dir, "sd15-mini.fp16.safetensors"), filepath.Join(dir, "sd15_mini_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return p
 }
 
@@ -95,14 +85,10 @@ func miniOn(t *testing.T, dev gpu.Device) *models.Pipeline {
 func generateAll(t *testing.T, p *models.Pipeline, s presets.Settings) [][]byte {
 	t.Helper()
 	j, err := Start(p, s)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer j.Close()
 	imgs, err := j.Finish(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var out [][]byte
 	for _, im := range imgs {
 		out = append(out, im.Pix)
@@ -157,19 +143,15 @@ func TestDeviceFaults(t *testing.T) {
 				_, err = Start(p, s)
 			} else {
 				j, serr := Start(p, s)
-				if serr != nil {
-					t.Fatal(serr)
-				}
+				require.NoError(t, serr)
 				for i := 0; i < 2; i++ {
-					if _, err := j.Step(context.Background()); err != nil {
-						t.Fatal(err)
-					}
+					_, err := j.Step(context.Background())
+					require.NoError(t, err)
 				}
 				if tc.when == atDecode {
 					for !j.Done() {
-						if _, err := j.Step(context.Background()); err != nil {
-							t.Fatal(err)
-						}
+						_, err := j.Step(context.Background())
+						require.NoError(t, err)
 					}
 					plan.Arm(tc.trig)
 					_, err = j.Images()
@@ -181,25 +163,19 @@ func TestDeviceFaults(t *testing.T) {
 				j.Close()
 			}
 			var de *DeviceError
-			if !errors.As(err, &de) {
-				t.Fatalf("err = %v (%T), want a *DeviceError", err, err)
-			}
+			require.ErrorAs(t, err, &de, "err = %v (%T), want a *DeviceError", err, err)
 			t.Logf("reported: %v", err)
 			for _, w := range append([]string{tc.stage}, tc.want...) {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
+				assert.ErrorContains(t, err, w)
 			}
-			if fired, _ := plan.Fired(); !fired {
-				t.Error("the fault never fired")
-			}
-			if tc.when == atStep3 && frames != 2 {
-				t.Errorf("%d frames after a fault at step 3, want 2", frames)
+			fired, _ := plan.Fired()
+			assert.True(t, fired, "the fault never fired")
+			if tc.when == atStep3 {
+				assert.Equal(t, 2, frames, "frames after a fault at step 3")
 			}
 			// The device stays failed: the pipeline cannot go on.
-			if _, err := Start(p, s); err == nil {
-				t.Error("a new run on the failed device started")
-			}
+			_, err = Start(p, s)
+			assert.Error(t, err, "a new run on the failed device started")
 			p.Close()
 			dev.Close()
 
@@ -208,8 +184,9 @@ func TestDeviceFaults(t *testing.T) {
 			p2 := miniOn(t, dev2)
 			defer p2.Close()
 			got := generateAll(t, p2, s)
-			if len(got) != len(want) || !bytes.Equal(got[0], want[0]) {
-				t.Errorf("the run after reopening differs from a fault-free run")
+			// bytes.Equal, not assert.Equal: a diff of the pixels would be thousands of lines.
+			if assert.Equal(t, len(want), len(got), "images after reopening") {
+				assert.True(t, bytes.Equal(got[0], want[0]), "the run after reopening differs from a fault-free run")
 			}
 		})
 	}
@@ -230,26 +207,21 @@ func TestDeviceFaultOnGL(t *testing.T) {
 	dev := faulty.Wrap(testdev.GL(t), plan)
 	p := miniOn(t, dev)
 	j, err := Start(p, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := j.Step(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
+	_, err = j.Step(context.Background())
+	require.NoError(t, err)
 	_, err = j.Step(context.Background())
 	var de *DeviceError
-	if !errors.As(err, &de) || de.Step != 2 || de.Stage != "U-Net" || !errors.Is(err, faulty.ErrContextLost) {
-		t.Fatalf("err = %v, want a lost context at step 2 (U-Net)", err)
-	}
-	if _, err := dev.Download(dev.Upload([]float32{1}, 1)); !errors.Is(err, faulty.ErrContextLost) {
-		t.Errorf("the GL device forgot the fault: %v", err)
-	}
+	require.ErrorAs(t, err, &de, "want a lost context at step 2 (U-Net)")
+	require.Equal(t, 2, de.Step, "err = %v, want a lost context at step 2 (U-Net)", err)
+	require.Equal(t, "U-Net", de.Stage, "err = %v, want a lost context at step 2 (U-Net)", err)
+	require.ErrorIs(t, err, faulty.ErrContextLost, "want a lost context at step 2 (U-Net)")
+	_, err = dev.Download(dev.Upload([]float32{1}, 1))
+	assert.ErrorIs(t, err, faulty.ErrContextLost, "the GL device forgot the fault")
 	j.Close()
 	p.Close()
 
 	p2 := miniOn(t, faulty.Wrap(testdev.GL(t), plan))
 	defer p2.Close()
-	if got := generateAll(t, p2, s); !equalPix(got, want) {
-		t.Error("the run on a new GL device differs from the fault-free GL run")
-	}
+	assert.True(t, equalPix(generateAll(t, p2, s), want), "the run on a new GL device differs from the fault-free GL run")
 }

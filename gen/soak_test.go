@@ -2,13 +2,15 @@ package gen
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/ref"
@@ -58,9 +60,7 @@ func TestSoak(t *testing.T) {
 	}
 	dev, name := soakDevice(t)
 	p, err := bundled.Load(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer p.Close()
 	var at20 gpu.MemStats
 	var heap20 uint64
@@ -68,14 +68,11 @@ func TestSoak(t *testing.T) {
 	for i := 1; i <= n; i++ {
 		s := bundledSettings(p, int64(i))
 		j, err := Start(p, s)
-		if err != nil {
-			t.Fatalf("generation %d: %v", i, err)
-		}
+		require.NoError(t, err, "generation %d", i)
 		imgs, err := j.Finish(context.Background())
 		j.Close()
-		if err != nil || len(imgs) != 1 {
-			t.Fatalf("generation %d: %d images, %v", i, len(imgs), err)
-		}
+		require.NoError(t, err, "generation %d", i)
+		require.Equal(t, 1, len(imgs), "generation %d: images", i)
 		if i == 20 {
 			at20, heap20 = dev.Stats(), heapAlloc()
 		}
@@ -85,13 +82,9 @@ func TestSoak(t *testing.T) {
 	t.Logf("%d generations on %s (%s) in %s (%s each); device after 20: %d B in %d buffers, after %d: %d B in %d buffers (peak %d B); Go heap %d -> %d B",
 		n, name, dev.Name(), took.Round(time.Millisecond), (took / time.Duration(n)).Round(time.Millisecond),
 		at20.Resident, at20.Buffers, n, end.Resident, end.Buffers, end.Peak, heap20, heapEnd)
-	if end.Resident != at20.Resident || end.Buffers != at20.Buffers {
-		t.Errorf("device memory grew: %d B in %d buffers after 20 generations, %d B in %d after %d",
-			at20.Resident, at20.Buffers, end.Resident, end.Buffers, n)
-	}
-	if heapEnd > heap20+1<<20 {
-		t.Errorf("Go heap grew from %d to %d bytes between generation 20 and %d", heap20, heapEnd, n)
-	}
+	assert.Equal(t, at20.Resident, end.Resident, "device memory grew: bytes resident after 20 generations and after %d", n)
+	assert.Equal(t, at20.Buffers, end.Buffers, "device memory grew: live buffers after 20 generations and after %d", n)
+	assert.LessOrEqual(t, heapEnd, heap20+1<<20, "Go heap grew from %d to %d bytes between generation 20 and %d", heap20, heapEnd, n)
 }
 
 // TestCancelAtEveryStep cancels a run at each step index in turn: the
@@ -102,9 +95,7 @@ func TestCancelAtEveryStep(t *testing.T) {
 	dev := ref.New()
 	defer dev.Close()
 	p, err := bundled.Load(dev)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer p.Close()
 	s := bundledSettings(p, 7)
 	s.Steps, s.CFGScale = 4, 1
@@ -112,33 +103,23 @@ func TestCancelAtEveryStep(t *testing.T) {
 	for i := 0; i < s.Steps; i++ {
 		t.Run(fmt.Sprint("step", i), func(t *testing.T) {
 			j, err := Start(p, s)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			defer j.Close()
 			ctx, cancel := context.WithCancel(context.Background())
 			for k := 0; k < i; k++ {
-				if _, err := j.Step(ctx); err != nil {
-					t.Fatal(err)
-				}
+				_, err := j.Step(ctx)
+				require.NoError(t, err)
 			}
 			before := append([]float32(nil), j.Run.X().Data...)
 			cancel()
 			_, err = j.Step(ctx)
-			if !errors.Is(err, context.Canceled) {
-				t.Fatalf("step after cancel: %v, want context.Canceled", err)
-			}
-			if len(j.Frames) != i || j.Done() {
-				t.Errorf("cancelled at step %d: %d frames, done %v", i, len(j.Frames), j.Done())
-			}
+			require.ErrorIs(t, err, context.Canceled, "step after cancel")
+			assert.Equal(t, i, len(j.Frames), "cancelled at step %d: frames", i)
+			assert.False(t, j.Done(), "cancelled at step %d: done", i)
 			for k, v := range j.Run.X().Data {
-				if v != before[k] {
-					t.Fatalf("the cancelled step moved the latent at %d", k)
-				}
+				require.Equal(t, before[k], v, "the cancelled step moved the latent at %d", k)
 			}
-			if got := generateAll(t, p, s); !equalPix(got, want) {
-				t.Error("the run after the cancel differs from the first")
-			}
+			assert.True(t, equalPix(generateAll(t, p, s), want), "the run after the cancel differs from the first")
 		})
 	}
 }

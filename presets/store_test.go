@@ -2,115 +2,83 @@ package presets
 
 import (
 	"encoding/json"
-	"errors"
 	"io/fs"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestStoreSaveLoadListRenameDelete(t *testing.T) {
 	st := NewStore(filepath.Join(t.TempDir(), "presets"))
-	if ps, errs := st.List(); len(errs) != 0 || len(ps) != len(Builtins()) {
-		t.Fatalf("empty store: %d presets, errors %v", len(ps), errs)
-	}
+	ps, errs := st.List()
+	require.Empty(t, errs, "empty store")
+	require.Len(t, ps, len(Builtins()), "empty store")
 	a := Default()
 	a.Prompt, a.Seed, a.Eta = "a lighthouse\nat dusk", 99, Float(0)
 	b := Default()
 	b.Prompt, b.Sampler, b.Schedule, b.CFGScale = "b", "DPM++ 2M", "karras", 4.5
-	if err := st.Save("Évening ✨", a); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Save("b", b); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, st.Save("Évening ✨", a))
+	require.NoError(t, st.Save("b", b))
 	p, err := st.Load("Évening ✨")
-	if err != nil || !reflect.DeepEqual(p.Settings, a) || p.Builtin {
-		t.Fatalf("Load: %+v, %v", p, err)
-	}
-	ps, errs := st.List()
-	if len(errs) != 0 {
-		t.Fatal(errs)
-	}
+	require.NoError(t, err, "Load")
+	require.Equal(t, a, p.Settings, "Load")
+	require.False(t, p.Builtin, "Load: %+v", p)
+	ps, errs = st.List()
+	require.Empty(t, errs)
 	var names []string
 	for _, p := range ps[len(Builtins()):] {
 		names = append(names, p.Name)
 	}
-	if !reflect.DeepEqual(names, []string{"b", "Évening ✨"}) {
-		t.Fatalf("names %v", names)
-	}
-	if err := st.Rename("b", "Évening ✨"); !errors.Is(err, fs.ErrExist) {
-		t.Fatalf("rename onto an existing preset: %v", err)
-	}
-	if err := st.Rename("b", "c"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.Load("b"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("old name still loads: %v", err)
-	}
-	if p, err := st.Load("c"); err != nil || !reflect.DeepEqual(p.Settings, b) {
-		t.Fatalf("renamed: %+v %v", p, err)
-	}
-	if err := st.Delete("c"); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Delete("c"); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("delete twice: %v", err)
-	}
+	require.Equal(t, []string{"b", "Évening ✨"}, names)
+	require.ErrorIs(t, st.Rename("b", "Évening ✨"), fs.ErrExist, "rename onto an existing preset")
+	require.NoError(t, st.Rename("b", "c"))
+	_, err = st.Load("b")
+	require.ErrorIs(t, err, fs.ErrNotExist, "old name still loads")
+	p, err = st.Load("c")
+	require.NoError(t, err, "renamed")
+	require.Equal(t, b, p.Settings, "renamed")
+	require.NoError(t, st.Delete("c"))
+	require.ErrorIs(t, st.Delete("c"), fs.ErrNotExist, "delete twice")
 	// Saving again replaces.
 	a.Steps = 33
-	if err := st.Save("Évening ✨", a); err != nil {
-		t.Fatal(err)
-	}
-	if p, _ := st.Load("Évening ✨"); p.Settings.Steps != 33 {
-		t.Fatalf("not replaced: %+v", p.Settings)
-	}
+	require.NoError(t, st.Save("Évening ✨", a))
+	p, _ = st.Load("Évening ✨")
+	require.Equal(t, 33, p.Settings.Steps, "not replaced: %+v", p.Settings)
 	entries, _ := os.ReadDir(st.Dir)
-	if len(entries) != 1 {
-		t.Fatalf("folder holds %d entries, want 1 (no temp files left)", len(entries))
-	}
+	require.Len(t, entries, 1, "no temp files left")
 }
 
 func TestStoreRefusesBadNamesAndBuiltins(t *testing.T) {
 	st := NewStore(t.TempDir())
 	for _, name := range []string{"", "  ", "a/b", `a\b`, ".hidden", "../up", "tab\there", " pad", strings.Repeat("x", MaxNameLen+1), "bad\xffutf8"} {
-		if err := st.Save(name, Default()); err == nil {
-			t.Errorf("Save(%q) accepted", name)
-		}
+		assert.Error(t, st.Save(name, Default()), "Save(%q) accepted", name)
 	}
-	if err := st.Save("Quality", Default()); !errors.Is(err, ErrReadOnly) {
-		t.Errorf("Save over built-in: %v", err)
-	}
-	if err := st.Delete("quick draft"); !errors.Is(err, ErrReadOnly) {
-		t.Errorf("Delete built-in: %v", err)
-	}
+	assert.ErrorIs(t, st.Save("Quality", Default()), ErrReadOnly, "Save over built-in")
+	assert.ErrorIs(t, st.Delete("quick draft"), ErrReadOnly, "Delete built-in")
 	p, err := st.Load("Quick draft")
-	if err != nil || !p.Builtin || p.Settings.Steps != 8 || p.Settings.Schedule != "karras" {
-		t.Errorf("Load built-in: %+v %v", p, err)
-	}
+	assert.NoError(t, err, "Load built-in")
+	assert.True(t, p.Builtin, "Load built-in: %+v", p)
+	assert.Equal(t, 8, p.Settings.Steps, "Load built-in")
+	assert.Equal(t, "karras", p.Settings.Schedule, "Load built-in")
 	for _, b := range Builtins() {
-		if err := b.Settings.Validate(); err != nil {
-			t.Errorf("built-in %q invalid: %v", b.Name, err)
-		}
+		assert.NoError(t, b.Settings.Validate(), "built-in %q invalid", b.Name)
 	}
 	bad := Default()
 	bad.Width = 100
-	if err := st.Save("bad", bad); err == nil || !strings.Contains(err.Error(), "multiple of 8") {
-		t.Errorf("Save invalid settings: %v", err)
-	}
+	assert.ErrorContains(t, st.Save("bad", bad), "multiple of 8", "Save invalid settings")
 }
 
 func TestStoreCorruptedFileDoesNotHideOthers(t *testing.T) {
 	st := NewStore(t.TempDir())
-	if err := st.Save("good", Default()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, st.Save("good", Default()))
 	files := map[string]string{
 		"broken.toml":        "format = 1\nsteps = \"twenty\"\n",
 		"garbage.toml":       "\x00\x01\x02 not toml [[[",
@@ -122,17 +90,12 @@ func TestStoreCorruptedFileDoesNotHideOthers(t *testing.T) {
 		".good.toml.tmp-123": "format = 1\n", // a stray temporary from a crash
 	}
 	for name, content := range files {
-		if err := os.WriteFile(filepath.Join(st.Dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(filepath.Join(st.Dir, name), []byte(content), 0o644))
 	}
 	ps, errs := st.List()
-	if len(ps) != len(Builtins())+1 || ps[len(ps)-1].Name != "good" {
-		t.Fatalf("presets %+v", ps)
-	}
-	if len(errs) != 6 {
-		t.Fatalf("%d errors, want 6: %v", len(errs), errs)
-	}
+	require.Len(t, ps, len(Builtins())+1, "presets")
+	require.Equal(t, "good", ps[len(ps)-1].Name, "presets %+v", ps)
+	require.Len(t, errs, 6, "errors")
 	wantIn := map[string]string{"broken.toml": "steps", "garbage.toml": "TOML", "future.toml": "format 2",
 		"typo.toml": "stesp", "invalid.toml": "multiple of 8", "noformat.toml": "format"}
 	for _, err := range errs {
@@ -142,21 +105,19 @@ func TestStoreCorruptedFileDoesNotHideOthers(t *testing.T) {
 				found = true
 			}
 		}
-		if !found {
-			t.Errorf("error does not name its file and problem: %v", err)
-		}
+		assert.True(t, found, "error does not name its file and problem: %v", err)
 	}
 }
 
 func TestDefaultDir(t *testing.T) {
 	t.Setenv("XDG_CONFIG_HOME", "/cfg")
-	if d, _ := DefaultDir(); d != filepath.Join("/cfg", "stepwise", "presets") {
-		t.Errorf("XDG: %s", d)
-	}
+	d, _ := DefaultDir()
+	assert.Equal(t, filepath.Join("/cfg", "stepwise", "presets"), d, "XDG")
 	t.Setenv("XDG_CONFIG_HOME", "relative/path")
 	t.Setenv("HOME", "/home/someone")
-	if d, _ := DefaultDir(); runtime.GOOS == "linux" && d != "/home/someone/.config/stepwise/presets" {
-		t.Errorf("HOME: %s", d)
+	d, _ = DefaultDir()
+	if runtime.GOOS == "linux" {
+		assert.Equal(t, "/home/someone/.config/stepwise/presets", d, "HOME")
 	}
 }
 
@@ -164,23 +125,17 @@ func TestWriteFileAtomic(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "x.bin")
 	for _, content := range []string{"first", "second, longer"} {
-		if err := WriteFileAtomic(p, []byte(content), 0o600); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, WriteFileAtomic(p, []byte(content), 0o600))
 		got, _ := os.ReadFile(p)
-		if string(got) != content {
-			t.Fatalf("got %q", got)
-		}
+		require.Equal(t, content, string(got))
 	}
-	if fi, _ := os.Stat(p); runtime.GOOS != "windows" && fi.Mode().Perm() != 0o600 {
-		t.Errorf("perm %v", fi.Mode().Perm())
+	fi, _ := os.Stat(p)
+	if runtime.GOOS != "windows" {
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), "perm")
 	}
-	if err := WriteFileAtomic(filepath.Join(dir, "missing", "x"), nil, 0o644); err == nil {
-		t.Error("write into a missing folder succeeded")
-	}
-	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
-		t.Errorf("%d entries left", len(entries))
-	}
+	assert.Error(t, WriteFileAtomic(filepath.Join(dir, "missing", "x"), nil, 0o644), "write into a missing folder succeeded")
+	entries, _ := os.ReadDir(dir)
+	assert.Len(t, entries, 1, "entries left")
 }
 
 // killSaverEnv names the folder a re-executed test binary saves presets into
@@ -214,45 +169,30 @@ func TestSaveSurvivesSIGKILL(t *testing.T) {
 	}
 	dir := t.TempDir()
 	st := NewStore(dir)
-	if err := st.Save("p", killSettings(0)); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, st.Save("p", killSettings(0)))
 	rng := rand.New(rand.NewSource(1))
 	var seen [2]int
 	for iter := 0; iter < 20; iter++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestSaveSurvivesSIGKILL$")
 		cmd.Env = append(os.Environ(), killSaverEnv+"="+dir)
 		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
 		buf := make([]byte, 6)
-		if _, err := out.Read(buf); err != nil {
-			t.Fatalf("helper did not start: %v", err)
-		}
+		_, err = out.Read(buf)
+		require.NoError(t, err, "helper did not start")
 		time.Sleep(time.Duration(1+rng.Intn(40)) * time.Millisecond)
-		if err := cmd.Process.Kill(); err != nil { // SIGKILL on Unix
-			t.Fatal(err)
-		}
-		err = cmd.Wait()
-		if err == nil || !strings.Contains(err.Error(), "killed") {
-			t.Fatalf("helper ended with %v, want killed", err)
-		}
+		require.NoError(t, cmd.Process.Kill()) // SIGKILL on Unix
+		require.ErrorContains(t, cmd.Wait(), "killed", "helper ended, want killed")
 		ps, errs := st.List()
-		if len(errs) != 0 {
-			t.Fatalf("iteration %d: folder unreadable after SIGKILL: %v", iter, errs)
-		}
+		require.Empty(t, errs, "iteration %d: folder unreadable after SIGKILL", iter)
 		user := ps[len(Builtins()):]
-		if len(user) != 1 || user[0].Name != "p" {
-			t.Fatalf("iteration %d: presets %v", iter, user)
-		}
+		require.Len(t, user, 1, "iteration %d: presets", iter)
+		require.Equal(t, "p", user[0].Name, "iteration %d: presets", iter)
 		which := int(user[0].Settings.Seed)
-		if which < 0 || which > 1 || !reflect.DeepEqual(user[0].Settings, killSettings(which)) {
-			t.Fatalf("iteration %d: preset is neither version (seed %d)", iter, which)
-		}
+		// ObjectsAreEqual, not require.Equal: a diff would print two 48 KiB prompts.
+		require.True(t, (which == 0 || which == 1) && assert.ObjectsAreEqual(killSettings(which), user[0].Settings),
+			"iteration %d: preset is neither version (seed %d)", iter, which)
 		seen[which]++
 	}
 	entries, _ := os.ReadDir(dir)
@@ -265,23 +205,16 @@ func TestSaveRemovesStaleTemporaries(t *testing.T) {
 	young := filepath.Join(st.Dir, ".p [1].toml.tmp-222")
 	other := filepath.Join(st.Dir, ".q.toml.tmp-333")
 	for _, f := range []string{old, young, other} {
-		if err := os.WriteFile(f, []byte("partial"), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(f, []byte("partial"), 0o644))
 	}
 	long := time.Now().Add(-time.Hour)
 	for _, f := range []string{old, other} {
-		if err := os.Chtimes(f, long, long); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.Chtimes(f, long, long))
 	}
-	if err := st.Save("p [1]", Default()); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, st.Save("p [1]", Default()))
 	for f, want := range map[string]bool{old: false, young: true, other: true} {
-		if _, err := os.Stat(f); (err == nil) != want {
-			t.Errorf("%s exists=%v, want %v", filepath.Base(f), err == nil, want)
-		}
+		_, err := os.Stat(f)
+		assert.Equal(t, want, err == nil, "%s exists", filepath.Base(f))
 	}
 }
 
@@ -289,14 +222,10 @@ func TestSettingsJSONRoundTrip(t *testing.T) {
 	s := Default()
 	s.Prompt, s.Eta, s.ModelHash = "x", Float(1), "abc"
 	data, err := json.Marshal(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(data), `"cfg_scale":7`) || !strings.Contains(string(data), `"eta":1`) {
-		t.Errorf("json: %s", data)
-	}
+	require.NoError(t, err)
+	assert.Contains(t, string(data), `"cfg_scale":7`, "json")
+	assert.Contains(t, string(data), `"eta":1`, "json")
 	var back Settings
-	if err := json.Unmarshal(data, &back); err != nil || !reflect.DeepEqual(back, s) {
-		t.Fatalf("%+v %v", back, err)
-	}
+	require.NoError(t, json.Unmarshal(data, &back))
+	require.Equal(t, s, back)
 }

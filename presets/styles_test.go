@@ -2,10 +2,12 @@ package presets
 
 import (
 	"os"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // A styles.csv as A1111 writes it (utf-8-sig, Python csv quoting), with a
@@ -20,32 +22,25 @@ const sampleStyles = "\ufeffname,prompt,negative_prompt\r\n" +
 
 func TestImportStyles(t *testing.T) {
 	got, err := ImportStyles(strings.NewReader(sampleStyles))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	want := []Style{
 		{"Cinematic", "cinematic still of {prompt}, shallow depth of field, film grain", "cartoon, painting"},
 		{"Watercolor", "watercolor, wet paper", "blurry"},
 		{"Multi\nline", "line one\nline two", `he said "no"`},
 		{"Short", "only prompt", ""},
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("got  %q\nwant %q", got, want)
-	}
+	require.Equal(t, want, got)
 
 	// The old two-column format, and columns in another order.
 	got, err = ImportStyles(strings.NewReader("name,text\nOld,old text\n"))
-	if err != nil || !reflect.DeepEqual(got, []Style{{"Old", "old text", ""}}) {
-		t.Fatalf("old format: %q %v", got, err)
-	}
+	require.NoError(t, err, "old format")
+	require.Equal(t, []Style{{"Old", "old text", ""}}, got, "old format")
 	got, err = ImportStyles(strings.NewReader("negative_prompt,description,prompt,name\nneg,ignored,pos,N\n"))
-	if err != nil || !reflect.DeepEqual(got, []Style{{"N", "pos", "neg"}}) {
-		t.Fatalf("reordered: %q %v", got, err)
-	}
+	require.NoError(t, err, "reordered")
+	require.Equal(t, []Style{{"N", "pos", "neg"}}, got, "reordered")
 	for _, bad := range []string{"", "prompt,negative_prompt\nx,y\n", "name,negative_prompt\nx,y\n"} {
-		if _, err := ImportStyles(strings.NewReader(bad)); err == nil || !strings.Contains(err.Error(), "styles.csv") {
-			t.Errorf("ImportStyles(%q): %v", bad, err)
-		}
+		_, err := ImportStyles(strings.NewReader(bad))
+		assert.ErrorContains(t, err, "styles.csv", "ImportStyles(%q)", bad)
 	}
 }
 
@@ -53,17 +48,14 @@ func TestApplyStyle(t *testing.T) {
 	s := Default()
 	s.Prompt, s.NegativePrompt = "a cat", "lowres"
 	got := ApplyStyle(s, Style{Prompt: "cinematic still of {prompt}, {prompt} again", NegativePrompt: "cartoon"})
-	if got.Prompt != "cinematic still of a cat, a cat again" || got.NegativePrompt != "lowres, cartoon" {
-		t.Fatalf("got %q / %q", got.Prompt, got.NegativePrompt)
-	}
+	require.Equal(t, "cinematic still of a cat, a cat again", got.Prompt)
+	require.Equal(t, "lowres, cartoon", got.NegativePrompt)
 	s.Prompt, s.NegativePrompt = "  ", ""
 	got = ApplyStyle(s, Style{Prompt: " watercolor ", NegativePrompt: ""})
-	if got.Prompt != "watercolor" || got.NegativePrompt != "" {
-		t.Fatalf("got %q / %q", got.Prompt, got.NegativePrompt)
-	}
-	if got.Steps != s.Steps || got.Seed != s.Seed {
-		t.Fatal("ApplyStyle changed other settings")
-	}
+	require.Equal(t, "watercolor", got.Prompt)
+	require.Equal(t, "", got.NegativePrompt)
+	require.Equal(t, s.Steps, got.Steps, "ApplyStyle changed other settings")
+	require.Equal(t, s.Seed, got.Seed, "ApplyStyle changed other settings")
 }
 
 func FuzzImportStyles(f *testing.F) {
@@ -72,20 +64,17 @@ func FuzzImportStyles(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data string) {
 		styles, err := ImportStyles(strings.NewReader(data))
 		if err != nil {
-			if !strings.HasPrefix(err.Error(), "styles.csv: ") {
-				t.Fatalf("error does not name styles.csv: %v", err)
-			}
+			require.True(t, strings.HasPrefix(err.Error(), "styles.csv: "), "error does not name styles.csv: %v", err)
 			return
 		}
 		seen := map[string]bool{}
 		for _, st := range styles {
-			if strings.TrimSpace(st.Name) == "" || seen[st.Name] {
-				t.Fatalf("empty or duplicate name %q", st.Name)
-			}
+			require.NotEmpty(t, strings.TrimSpace(st.Name), "empty name %q", st.Name)
+			require.False(t, seen[st.Name], "duplicate name %q", st.Name)
 			seen[st.Name] = true
 			s := ApplyStyle(Default(), st)
-			if !strings.Contains(st.Prompt, "{prompt}") && utf8.ValidString(st.Prompt) && s.Prompt != strings.TrimSpace(st.Prompt) {
-				t.Fatalf("style on an empty prompt: %q -> %q", st.Prompt, s.Prompt)
+			if !strings.Contains(st.Prompt, "{prompt}") && utf8.ValidString(st.Prompt) {
+				require.Equal(t, strings.TrimSpace(st.Prompt), s.Prompt, "style on an empty prompt: %q", st.Prompt)
 			}
 		}
 	})
@@ -95,42 +84,28 @@ func FuzzLoadPreset(f *testing.F) {
 	s := Default()
 	s.Prompt, s.Eta = "a \"quoted\"\nprompt", Float(0.3)
 	data, err := EncodePreset(s)
-	if err != nil {
-		f.Fatal(err)
-	}
+	require.NoError(f, err)
 	f.Add(data)
 	f.Add([]byte("format = 1\nsteps = 30\nsampler = \"DPM++ 2M\"\nschedule = \"karras\"\n"))
 	st := NewStore(f.TempDir())
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Through the store, as the studio reads a preset file: an error
 		// names the file, a success is what DecodePreset gives.
-		if err := os.WriteFile(st.path("fuzz"), data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, os.WriteFile(st.path("fuzz"), data, 0o644))
 		p, ferr := st.Load("fuzz")
 		s, err := DecodePreset(data)
-		if (err == nil) != (ferr == nil) {
-			t.Fatalf("DecodePreset: %v; Store.Load: %v", err, ferr)
-		}
+		require.Equal(t, err == nil, ferr == nil, "DecodePreset: %v; Store.Load: %v", err, ferr)
 		if err != nil {
-			if !strings.Contains(ferr.Error(), st.path("fuzz")) {
-				t.Fatalf("error does not name the file: %v", ferr)
-			}
+			require.ErrorContains(t, ferr, st.path("fuzz"), "error does not name the file")
 			return
 		}
-		if !reflect.DeepEqual(p.Settings, s) || p.Path != st.path("fuzz") {
-			t.Fatalf("Store.Load gave %+v, DecodePreset %+v", p.Settings, s)
-		}
-		if err := s.Validate(); err != nil {
-			t.Fatalf("decoded invalid settings: %v", err)
-		}
+		require.Equal(t, s, p.Settings, "Store.Load vs DecodePreset")
+		require.Equal(t, st.path("fuzz"), p.Path, "Store.Load")
+		require.NoError(t, s.Validate(), "decoded invalid settings")
 		again, err := EncodePreset(s)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		s2, err := DecodePreset(again)
-		if err != nil || !reflect.DeepEqual(s, s2) {
-			t.Fatalf("re-encode: %v\n%+v\n%+v", err, s, s2)
-		}
+		require.NoError(t, err, "re-encode")
+		require.Equal(t, s, s2, "re-encode")
 	})
 }

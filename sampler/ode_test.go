@@ -4,6 +4,9 @@ import (
 	"context"
 	"math"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // gaussNet is the exact eps-denoiser for data x0 ~ N(0, s^2): D(x, sigma) =
@@ -40,18 +43,15 @@ func TestDeterministicSamplersSolveTheODE(t *testing.T) {
 		}
 		net := &gaussNet{s: 0.5}
 		r, err := NewRun(s, net)
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		net.run = r
 		s0, xT := r.st.XSigma, cloneVec(r.st.X)
 		// Compare before the final step: samplers jump from sigma_min to 0
 		// with one first-order step, an error floor of sigma_min^2/2s^2.
 		var last Frame
 		for i := 0; i < r.Total()-1; i++ {
-			if last, err = r.Step(context.Background()); err != nil {
-				t.Fatal(err)
-			}
+			last, err = r.Step(context.Background())
+			require.NoError(t, err)
 		}
 		sf := r.st.XSigma
 		scale := math.Sqrt(0.25+sf*sf) / math.Sqrt(0.25+s0*s0)
@@ -76,11 +76,10 @@ func TestDeterministicSamplersSolveTheODE(t *testing.T) {
 			e100, _ := solve(t, in.Name, 100)
 			// Every sampler here is at least first order: 4x the steps must
 			// cut the error by more than 2.5x, and land within 3%.
-			if e100 > e25/2.5 || e100 > 0.03 {
-				t.Errorf("relative error %.3g at 25 steps, %.3g at 100: not converging to the exact ODE solution", e25, e100)
-			}
-			if secondOrder[in.Name] && e100 > e25/8 {
-				t.Errorf("relative error %.3g at 25 steps, %.3g at 100: not second order", e25, e100)
+			assert.LessOrEqual(t, e100, e25/2.5, "relative error %.3g at 25 steps, %.3g at 100: not converging to the exact ODE solution", e25, e100)
+			assert.LessOrEqual(t, e100, 0.03, "relative error %.3g at 25 steps, %.3g at 100: not converging to the exact ODE solution", e25, e100)
+			if secondOrder[in.Name] {
+				assert.LessOrEqual(t, e100, e25/8, "relative error %.3g at 25 steps, %.3g at 100: not second order", e25, e100)
 			}
 			t.Logf("%s: relative error %.2g at 25 steps (%d calls), %.2g at 100", in.Name, e25, n25, e100)
 		})
