@@ -110,11 +110,8 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 		return img, "x_t (VAE)"
 	}
 	f := r.Frames[i]
-	if f.Tiny {
-		if m.showX0 {
-			return f.X0, "predicted x0 (TAESD)"
-		}
-		return f.XT, "x_t (TAESD)"
+	if f.Tiny && m.showX0 {
+		return f.X0, "predicted x0 (TAESD)"
 	}
 	if m.showX0 {
 		if f.X0VAE {

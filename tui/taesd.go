@@ -2,8 +2,9 @@ package tui
 
 // The TAESD field of the image page: a tiny autoencoder (diffusers'
 // AutoencoderTiny) put on the running pipeline without reloading the
-// model, so that every step's preview is its decode (and the final image
-// too, as stable-diffusion.cpp's --taesd and the studio's flag do). An
+// model, so that every step's preview (its predicted x0; x_t stays the
+// latent projection, one decode a step) is its decode, and the final image
+// too, as stable-diffusion.cpp's --taesd and the studio's flag do. An
 // empty field takes it off: previews go back to the VAE budget or the
 // latent projection. The worker loads it (it owns the pipeline and the
 // device); the field shows what is loaded, or why not.
@@ -195,9 +196,10 @@ func describeTAESD(t *checkpoint.Tiny) string {
 	return fmt.Sprintf("%d latent channels, %s", t.Config.LatentChannels, layout)
 }
 
-// previews projects every image of a latent batch to RGB for a step's
-// preview: with the pipeline's TAESD when one is loaded (gen.PreviewFor),
-// else the model's latent projection. It reports whether the TAESD drew it.
+// previews projects every image of a latent batch (a step's predicted x0)
+// to RGB for the step's preview: with the pipeline's TAESD when one is
+// loaded (gen.PreviewFor, as generate --preview), else the model's latent
+// projection. It reports whether the TAESD drew it.
 func (w *worker) previews(l sampler.Latent) (*image.RGBA, bool) {
 	p := w.sess.Pipeline()
 	if p == nil || p.TAESD() == nil {

@@ -41,7 +41,8 @@ type frameRec struct {
 	// XTVAE and X0VAE: the picture was decoded by the VAE (see
 	// worker.vaeFrame), not projected from the latent.
 	XTVAE, X0VAE bool
-	// Tiny: both pictures are the TAESD's decodes (taesd.go).
+	// Tiny: X0 is the TAESD's decode (taesd.go); XT stays the latent
+	// projection (one TAESD decode a step, as generate --preview).
 	Tiny bool
 }
 

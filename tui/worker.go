@@ -387,10 +387,9 @@ func (w *worker) step(a *active) {
 	}
 	fr := frameRec{
 		Index: st.Index, Total: st.Total, Sigma: st.Sigma, Next: st.Next, Timestep: st.Timestep, NFE: st.NFE,
-		Took: st.Took,
+		Took: st.Took, XT: previewAll(w.sess.Facts(), st.XT),
 	}
-	fr.XT, fr.Tiny = w.previews(st.XT) // the TAESD's decodes when one is loaded (taesd.go)
-	fr.X0, _ = w.previews(st.Denoised)
+	fr.X0, fr.Tiny = w.previews(st.Denoised) // the TAESD's decode when one is loaded (taesd.go)
 	w.vaeFrame(a.run, st.Took, &fr)
 	if w.active != a {
 		return // a device error in the VAE preview stopped the run
