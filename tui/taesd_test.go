@@ -160,3 +160,37 @@ func (h *harness) taesdLine() string {
 	h.t.Fatalf("no TAESD field on screen:\n%s", h.view())
 	return ""
 }
+
+// TestTAESDFollowsModelSwitch: the TAESD field applies to every model the
+// studio loads: after ctrl+n to sd3-mini (16 latent channels) it is
+// refused with the reason and the pipeline has none; back on sd15-mini it
+// is on the new pipeline again, with no key pressed in the field.
+func TestTAESDFollowsModelSwitch(t *testing.T) {
+	w3 := golden.Wave(t, "golden-wave3")
+	taesd := filepath.Join(w3, "taesd-mini")
+	h := newMini(t)
+	m := h.m
+	h.setField(focusTAESD, taesd)
+	tz := h.waitTAESD()
+	require.Equal(t, taesd, tz.loaded, tz.err)
+
+	switchTo := func(path string) {
+		h.keys("ctrl+n")
+		h.typeText(path)
+		h.keys("enter")
+		h.waitFor("the model "+path, func() bool { return !m.switching })
+		require.NotNil(t, m.model, m.status)
+	}
+	switchTo(filepath.Join(w3, "sd3-mini"))
+	h.waitFor("the TAESD refused on sd3-mini", func() bool { return tz.err != "" })
+	assert.Equal(t, "taesd "+taesd+": 4 latent channels, the model's are 16", tz.err)
+	assert.Empty(t, tz.loaded)
+	assert.Nil(t, m.w.sess.Pipeline().TAESD())
+
+	switchTo(filepath.Join(golden.Dir(t), "sd15-mini"))
+	h.waitFor("the TAESD back on sd15-mini", func() bool { return tz.loaded == taesd })
+	assert.Empty(t, tz.err)
+	require.NotNil(t, m.w.sess.Pipeline().TAESD())
+	assert.Equal(t, taesd, m.w.sess.Pipeline().TAESD().Path)
+	assert.Equal(t, taesd, m.ed.img.taesd.Value(), "the field as typed")
+}
