@@ -43,12 +43,13 @@ const (
 	focusIPImage
 	focusIPScale
 	focusLoRADir
+	focusTAESD
 	focusTimeline
 	numFocus
 )
 
 var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder",
-	"Init img", "Strength", "Mask", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "Timeline"}
+	"Init img", "Strength", "Mask", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "TAESD", "Timeline"}
 
 func (f focus) isList() bool { return f == focusSampler || f == focusSchedule || f == focusRNG }
 
@@ -477,6 +478,10 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 				extra = styleDim.Render(" px (feather)")
 			case focusInit, focusMask, focusControlImage, focusIPImage:
 				mark := e.img.mark(f)
+				w = max(inner-lipgloss.Width(mark), 4)
+				extra = mark
+			case focusTAESD:
+				mark := e.img.tz.mark(unquotePath(t.Value()))
 				w = max(inner-lipgloss.Width(mark), 4)
 				extra = mark
 			}

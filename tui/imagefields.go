@@ -28,7 +28,7 @@ import (
 // page is the form page a field is drawn on: 0 the basic fields, 1 the
 // image inputs.
 func (f focus) page() int {
-	if f >= focusInit && f <= focusLoRADir {
+	if f >= focusInit && f <= focusTAESD {
 		return 1
 	}
 	return 0
@@ -58,7 +58,7 @@ func sliderRange(f focus) (step, hi float64, ok bool) {
 // on the terminal fills it).
 func (f focus) isPath() bool {
 	switch f {
-	case focusInit, focusMask, focusControlNet, focusControlImage, focusIPAdapter, focusIPImage, focusLoRADir, focusOutDir:
+	case focusInit, focusMask, focusControlNet, focusControlImage, focusIPAdapter, focusIPImage, focusLoRADir, focusTAESD, focusOutDir:
 		return true
 	}
 	return false
@@ -69,7 +69,7 @@ var fieldNames = map[focus]string{
 	focusInit: "init image", focusStrength: "strength", focusMask: "mask", focusMaskBlur: "mask blur",
 	focusControlNet: "ControlNet", focusControlImage: "control image", focusControlStrength: "control strength",
 	focusIPAdapter: "IP-Adapter", focusIPImage: "IP-Adapter image", focusIPScale: "IP-Adapter scale", focusLoRADir: "LoRA folder",
-	focusOutDir: "export folder",
+	focusTAESD: "TAESD", focusOutDir: "export folder",
 }
 
 // imageRole is what an image field's file is, as gen names it in errors.
@@ -83,6 +83,10 @@ type imageFields struct {
 	init, strength, mask, maskBlur         *textEdit
 	controlNet, controlImage, controlScale *textEdit
 	ipAdapter, ipImage, ipScale, loraDir   *textEdit
+	// taesd is the TAESD the previews decode with (taesd.go); tz is
+	// what the worker made of it.
+	taesd *textEdit
+	tz    taesdState
 
 	imageEncoder            string
 	controlStart, controlEd float64
@@ -114,7 +118,7 @@ func newImageFields() imageFields {
 	t := func() *textEdit { return newTextEdit("", false) }
 	f := imageFields{init: t(), strength: t(), mask: t(), maskBlur: t(), controlNet: t(), controlImage: t(),
 		controlScale: t(), ipAdapter: t(), ipImage: t(), ipScale: t(), loraDir: newTextEdit(os.Getenv(models.LoRADirEnv), false),
-		info: map[focus]inputInfo{}}
+		taesd: t(), info: map[focus]inputInfo{}}
 	for _, n := range []*textEdit{f.strength, f.maskBlur, f.controlScale, f.ipScale} {
 		n.Limit = 24
 	}
@@ -123,7 +127,7 @@ func newImageFields() imageFields {
 
 // texts lists the fields in focus order, for undo.
 func (f *imageFields) texts() []*textEdit {
-	return []*textEdit{f.init, f.strength, f.mask, f.maskBlur, f.controlNet, f.controlImage, f.controlScale, f.ipAdapter, f.ipImage, f.ipScale, f.loraDir}
+	return []*textEdit{f.init, f.strength, f.mask, f.maskBlur, f.controlNet, f.controlImage, f.controlScale, f.ipAdapter, f.ipImage, f.ipScale, f.loraDir, f.taesd}
 }
 
 func (f *imageFields) field(ff focus) *textEdit {
@@ -288,6 +292,8 @@ func (f *imageFields) hint(ff focus) string {
 			return f.loraErr
 		}
 		return "the folder the prompt's <lora:NAME:W> tags are looked up in"
+	case focusTAESD:
+		return f.tz.hint(unquotePath(f.taesd.Value()))
 	}
 	return ""
 }
@@ -419,6 +425,7 @@ func (m *Model) syncInputs() tea.Cmd {
 			cmds = append(cmds, func() tea.Msg { return resolveLoRAs(key, prompt, dir) })
 		}
 	}
+	cmds = append(cmds, m.syncTAESD())
 	return tea.Batch(cmds...)
 }
 

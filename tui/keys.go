@@ -88,7 +88,7 @@ func newKeyMap() keyMap {
 		Play:    b(k(" "), h("space", "play/pause")),
 		Resweep: b(k("r"), h("r", "recompute")),
 
-		ImagePage:  b(k("alt+i"), h("alt+i", "image page: init, mask, ControlNet, IP-Adapter, LoRA dir")),
+		ImagePage:  b(k("alt+i"), h("alt+i", "image page: init, mask, ControlNet, IP-Adapter, LoRA dir, TAESD")),
 		PaintMask:  b(k("alt+m"), h("alt+m", "paint the mask on the init image (again: done)")),
 		PaintDrag:  b(k("left-drag"), h("left-drag", "paint (white: repaint)")),
 		EraseDrag:  b(k("right-drag"), h("right-drag", "erase (or ctrl+drag)")),

@@ -98,6 +98,9 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 		if r.final == nil {
 			r.final = tile(r.Images)
 		}
+		if r.Frames[i].Tiny {
+			return r.final, "final image (TAESD)"
+		}
 		return r.final, "final image (VAE)"
 	}
 	if img := r.decoded[decodeKey{i, m.showX0}]; img != nil {
@@ -107,6 +110,9 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 		return img, "x_t (VAE)"
 	}
 	f := r.Frames[i]
+	if f.Tiny && m.showX0 {
+		return f.X0, "predicted x0 (TAESD)"
+	}
 	if m.showX0 {
 		if f.X0VAE {
 			return f.X0, "predicted x0 (VAE)"

@@ -132,6 +132,7 @@ func (m *Model) startRun(s presets.Settings, in *gen.Inputs) tea.Cmd {
 	m.runs = append(m.runs, r)
 	m.cur, m.frame, m.follow, m.paused = len(m.runs)-1, -1, true, false
 	m.w.setPaused(false)
+	m.flushTAESD() // the run previews with what the TAESD field says
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1, Inputs: in, LoRADir: m.loraDir()})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
@@ -188,6 +189,7 @@ func (m *Model) branch() tea.Cmd {
 	m.runs = append(m.runs, r)
 	m.cur, m.follow, m.paused = len(m.runs)-1, true, false
 	m.w.setPaused(false)
+	m.flushTAESD() // the run previews with what the TAESD field says
 	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame, LoRADir: m.loraDir()})
 	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
 	return nil

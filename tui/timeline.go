@@ -41,6 +41,9 @@ type frameRec struct {
 	// XTVAE and X0VAE: the picture was decoded by the VAE (see
 	// worker.vaeFrame), not projected from the latent.
 	XTVAE, X0VAE bool
+	// Tiny: X0 is the TAESD's decode (taesd.go); XT stays the latent
+	// projection (one TAESD decode a step, as generate --preview).
+	Tiny bool
 }
 
 type decodeKey struct {

@@ -61,6 +61,8 @@ type Options struct {
 	// Update at ctrl+g, "view" in View once a run exists, "worker" on the
 	// worker's next step.
 	CrashTest string
+	// TAESD is the TAESD field's first path (the studio's --taesd).
+	TAESD string
 }
 
 // CrashError is a panic caught in the studio (in Update, View or the
@@ -272,6 +274,7 @@ func New(opts Options) *Model {
 		busy:   newBusy(),
 	}
 	m.status = "loading " + opts.ModelLabel + "…"
+	m.ed.img.taesd.SetValue(opts.TAESD)
 	return m
 }
 
@@ -286,6 +289,8 @@ func (m *Model) Start(send func(tea.Msg)) {
 		}
 	}
 	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest})
+	m.syncTAESD() // the TAESD field's first path goes on the model once it is loaded
+	m.flushTAESD()
 }
 
 // Close stops the worker (cancelling its work) and releases the model.
@@ -471,6 +476,8 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 	case crashMsg:
 		m.crash = msg.err
 		return tea.Quit
+	case taesdTickMsg, taesdMsg:
+		return m.onTAESDMsg(msg)
 	case inputLoadedMsg, loraResolvedMsg:
 		m.onInputMsg(msg)
 	case dropInitMsg:

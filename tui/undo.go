@@ -12,7 +12,7 @@ type editorState struct {
 	etaSet                 bool
 	eta, guidanceRescale   float64
 	sizeCond               [6]int
-	img                    [11]string // the image page's fields
+	img                    [12]string // the image page's fields
 }
 
 // maxUndo is how many changes ctrl+z can take back.

@@ -329,6 +329,8 @@ func (w *worker) handle1(r request) {
 		w.send(exportedMsg{Paths: paths, Err: w.recovered(err)})
 	case sweepReq:
 		w.sweep(r)
+	case taesdReq:
+		w.setTAESD(r)
 	case forwardReq:
 		fw, err := w.sess.Forward(r.ID, r.Frame, max(r.N, 2), w.cheapVAE(max(r.N, 2)))
 		if err != nil {
@@ -383,11 +385,11 @@ func (w *worker) step(a *active) {
 		w.finish(a, err)
 		return
 	}
-	f := w.sess.Facts()
 	fr := frameRec{
 		Index: st.Index, Total: st.Total, Sigma: st.Sigma, Next: st.Next, Timestep: st.Timestep, NFE: st.NFE,
-		Took: st.Took, XT: previewAll(f, st.XT), X0: previewAll(f, st.Denoised),
+		Took: st.Took, XT: previewAll(w.sess.Facts(), st.XT),
 	}
+	fr.X0, fr.Tiny = w.previews(st.Denoised) // the TAESD's decode when one is loaded (taesd.go)
 	w.vaeFrame(a.run, st.Took, &fr)
 	if w.active != a {
 		return // a device error in the VAE preview stopped the run

@@ -60,7 +60,7 @@ func runStudio(args []string) error {
 		return dev, nil
 	}
 	return tui.Run(tui.Options{Load: load, Open: open, ModelLabel: label, OutDir: *out, PresetDir: *presetDir,
-		CrashTest: os.Getenv("STEPWISE_TEST_PANIC")})
+		CrashTest: os.Getenv("STEPWISE_TEST_PANIC"), TAESD: *taesd})
 }
 
 // studioLoad is how the studio opens its device and first model (and reopens

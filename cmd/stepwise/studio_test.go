@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"image"
+	"image/color"
 	"image/png"
 	"os"
 	"os/exec"
@@ -21,7 +23,7 @@ import (
 
 // TestStudioInTmux runs the real binary in tmux at 120x40 and 80x24: it
 // types a prompt, sets 3 steps, generates, exports, opens the image page,
-// quits, and checks the screen, the exit status, the restored terminal and the PNG. With
+// paints a mask with the mouse on an init image (studioMask), quits, and checks the screen, the exit status, the restored terminal and the PNG. With
 // STEPWISE_CAPTURE_DIR set, the screens are also written there
 // (tui/testdata/screens holds a set made this way).
 func TestStudioInTmux(t *testing.T) {
@@ -170,9 +172,10 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 	// The image page fits the terminal: every field of it on screen.
 	s.cmd("send-keys", "-t", "studio", "M-i")
 	screens["image"] = s.waitScreen("Image inputs", 10*time.Second)
-	for _, want := range []string{"Init img", "Strength", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "alt+i"} {
+	for _, want := range []string{"Init img", "Strength", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "TAESD", "alt+i"} {
 		assert.Contains(t, screens["image"], want, "the image page")
 	}
+	screens["mask"] = studioMask(t, s, work, out)
 
 	s.cmd("send-keys", "-t", "studio", "C-c")
 	end := time.Now().Add(20 * time.Second)
@@ -269,6 +272,113 @@ func studioDefects(t *testing.T, s tmuxSession, h int, negative string) {
 	send("C-z")
 	s.waitScreen("undone", 10*time.Second)
 	send("BTab", "BTab") // back to the prompt field
+}
+
+// studioMask paints an inpainting mask with the mouse in the real binary:
+// on the image page (alt+i, the Init field focused) it types the path of a
+// 64x64 PNG written in work, enters mask painting (alt+m), finds the
+// picture on the screen (its half-block cells), drags the left button from
+// a quarter of the way in to the middle as SGR mouse reports (what
+// bubbletea's cell-motion mode reads; tmux passes literal input through),
+// and leaves with esc. The mask PNG saved in the export folder out is white
+// where the stroke went and black in the corners, and the Mask field shows
+// its path. It returns the screen while painting.
+func studioMask(t *testing.T, s tmuxSession, work, out string) string {
+	t.Helper()
+	send := func(keys ...string) { s.cmd(append([]string{"send-keys", "-t", "studio"}, keys...)...) }
+	init := filepath.Join(work, "photo.png")
+	pic := image.NewNRGBA(image.Rect(0, 0, 64, 64))
+	for y := 0; y < 64; y++ {
+		for x := 0; x < 64; x++ {
+			pic.SetNRGBA(x, y, color.NRGBA{uint8(4 * x), uint8(4 * y), 128, 255})
+		}
+	}
+	f, err := os.Create(init)
+	require.NoError(t, err)
+	require.NoError(t, png.Encode(f, pic))
+	require.NoError(t, f.Close())
+
+	s.waitScreen("img2img:", 10*time.Second) // the Init field has focus
+	send("-l", init)
+	s.waitScreen("init image · photo.png", 10*time.Second)
+	send("M-m")
+	scr := s.waitScreen("✎ mask: paint", 10*time.Second)
+
+	// The picture: the cells drawn with "▀" (one pixel column, two rows).
+	top, left, rows, cols := -1, -1, 0, 0
+	for y, line := range strings.Split(scr, "\n") {
+		r := []rune(line)
+		first, last := -1, -1
+		for x, c := range r {
+			if c == '▀' {
+				if first < 0 {
+					first = x
+				}
+				last = x
+			}
+		}
+		if first < 0 || first < len(r)/3 { // no picture on this line (or in the form)
+			continue
+		}
+		if top < 0 {
+			top, left, cols = y, first, last-first+1
+		}
+		rows++
+	}
+	require.Greater(t, rows, 4, "the init image on screen:\n%s", scr)
+	require.Greater(t, cols, 4, "the init image on screen:\n%s", scr)
+
+	// SGR reports are 1-based: button 0 press "M", 32 = motion with the
+	// left button held, release "m".
+	at := func(cx, cy int) string { return fmt.Sprintf("%d;%d", left+cx+1, top+cy+1) }
+	a := [2]int{cols / 4, rows / 4}
+	b := [2]int{cols / 2, rows / 2}
+	send("-l", "\x1b[<0;"+at(a[0], a[1])+"M")
+	send("-l", "\x1b[<32;"+at((a[0]+b[0])/2, (a[1]+b[1])/2)+"M")
+	send("-l", "\x1b[<32;"+at(b[0], b[1])+"M")
+	send("-l", "\x1b[<0;"+at(b[0], b[1])+"m")
+	send("Escape")
+	saved := s.waitScreen("mask saved as", 10*time.Second)
+	maskPath := filepath.Join(out, "photo_mask_0001.png")
+	assert.Contains(t, saved, "photo_mask_0001.png", "the status names the mask")
+	var maskLine string
+	for _, line := range strings.Split(saved, "\n") {
+		if strings.HasPrefix(line, "Mask      ") { // not "Mask blur"
+			maskLine = line
+		}
+	}
+	assert.Contains(t, maskLine, "0001.png", "the Mask field shows the saved mask")
+
+	mf, err := os.Open(maskPath)
+	require.NoError(t, err, "the mask PNG in the export folder; screen:\n%s", saved)
+	defer mf.Close()
+	mask, err := png.Decode(mf)
+	require.NoError(t, err)
+	require.Equal(t, image.Pt(64, 64), mask.Bounds().Size(), "the init image's size")
+	white := func(x, y int) bool { r, _, _, _ := mask.At(x, y).RGBA(); return r == 0xffff }
+	// The image pixel under a cell's centre: cells are 64/cols pixels
+	// across and 64/(2 rows) a half-block row.
+	under := func(c [2]int) (int, int) {
+		return int((float64(c[0]) + 0.5) * 64 / float64(cols)), int((2*float64(c[1]) + 1) * 64 / float64(2*rows))
+	}
+	for _, c := range [][2]int{a, b} {
+		x, y := under(c)
+		assert.True(t, white(x, y), "painted cell %v (pixel %d,%d) is white", c, x, y)
+	}
+	n := 0
+	for y := 0; y < 64; y++ {
+		for x := 0; x < 64; x++ {
+			if white(x, y) {
+				n++
+			}
+		}
+	}
+	assert.Greater(t, n, 1, "white pixels along the stroke")
+	assert.Less(t, n, 64*64/4, "only the stroke is white")
+	for _, c := range [][2]int{{0, 0}, {63, 63}, {63, 0}, {0, 63}} {
+		assert.False(t, white(c[0], c[1]), "the unpainted corner %v is black", c)
+	}
+	return scr
 }
 
 // TestStudioFlags: bad flags fail before the terminal is touched.
