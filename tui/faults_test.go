@@ -154,7 +154,7 @@ func TestStudioFaults(t *testing.T) {
 		}
 		r := m.runs[m.cur]
 		h.keys("v")
-		h.waitFor("the decode", func() bool { return r.decoded[decodeKey{m.frame, true}] != nil })
+		h.waitFor("the decode", func() bool { return r.decoded[decodeKey{m.frame, true}].img != nil })
 		// A branch of a run made before the reopen works too.
 		h.keys("b")
 		b := h.last()

@@ -103,11 +103,11 @@ func (m *Model) shown(r *runRec) (*image.RGBA, string) {
 		}
 		return r.final, "final image (VAE)"
 	}
-	if img := r.decoded[decodeKey{i, m.showX0}]; img != nil {
+	if d := r.decoded[decodeKey{i, m.showX0}]; d.img != nil {
 		if m.showX0 {
-			return img, "predicted x0 (VAE)"
+			return d.img, "predicted x0 (" + decoderName(d.tiny) + ")"
 		}
-		return img, "x_t (VAE)"
+		return d.img, "x_t (" + decoderName(d.tiny) + ")"
 	}
 	f := r.Frames[i]
 	if f.Tiny && m.showX0 {
@@ -229,4 +229,19 @@ func (m *Model) progressText(r *runRec, short bool) string {
 		return strings.Join(parts, " ")
 	}
 	return strings.Join(parts, " · ")
+}
+
+// decodedImage is a frame decoded on request (the v key) and whether the
+// pipeline's TAESD decoded it rather than its VAE.
+type decodedImage struct {
+	img  *image.RGBA
+	tiny bool
+}
+
+// decoderName names what decoded a picture for titles and the status line.
+func decoderName(tiny bool) string {
+	if tiny {
+		return "TAESD"
+	}
+	return "VAE"
 }

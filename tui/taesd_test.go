@@ -90,6 +90,12 @@ func TestTAESDField(t *testing.T) {
 	h.mustView("predicted x0 (TAESD)")
 	h.keys("end")
 	h.mustView("final image (TAESD)")
+	// v decodes a frame on request: with a TAESD loaded the pipeline
+	// decodes with it, and the title says so.
+	h.keys("home", ".", "x", "v")
+	h.waitFor("the decode", func() bool { return r.decoded[decodeKey{m.frame, false}].img != nil })
+	h.mustView("x_t (TAESD)", "TAESD-decoded frame")
+	h.keys("x")
 	assert.Equal(t, int32(1), loads.Load(), "the model was loaded once")
 
 	// Cleared: the pipeline has no TAESD, previews are as before.

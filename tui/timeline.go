@@ -63,7 +63,7 @@ type runRec struct {
 	Noise          *image.RGBA
 	Images         []*image.RGBA
 	final          *image.RGBA // Images side by side, for the preview
-	decoded        map[decodeKey]*image.RGBA
+	decoded        map[decodeKey]decodedImage
 	// shortAt is the pane width at which the progress line went short.
 	shortAt        int
 	Schedule       sampler.Schedule
@@ -84,7 +84,7 @@ type runRec struct {
 }
 
 func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
-	return &runRec{ID: id, Settings: s, Parent: parent, At: at, Status: runStarting, Requested: time.Now(), decoded: map[decodeKey]*image.RGBA{}}
+	return &runRec{ID: id, Settings: s, Parent: parent, At: at, Status: runStarting, Requested: time.Now(), decoded: map[decodeKey]decodedImage{}}
 }
 
 // total is the number of frames the run will have when done.

@@ -153,6 +153,7 @@ type (
 		ID, Frame int
 		X0        bool
 		Images    []*image.RGBA
+		Tiny      bool // decoded by the pipeline's TAESD, not its VAE
 		Err       error
 	}
 	exportedMsg struct {
@@ -435,8 +436,8 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			if msg.Err != nil {
 				m.setError(fmt.Errorf("decode: %w", msg.Err))
 			} else if len(msg.Images) > 0 {
-				r.decoded[decodeKey{msg.Frame, msg.X0}] = tile(msg.Images)
-				m.setStatus(fmt.Sprintf("VAE-decoded frame %d", msg.Frame+1))
+				r.decoded[decodeKey{msg.Frame, msg.X0}] = decodedImage{tile(msg.Images), msg.Tiny}
+				m.setStatus(fmt.Sprintf("%s-decoded frame %d", decoderName(msg.Tiny), msg.Frame+1))
 			}
 		}
 	case exportedMsg:

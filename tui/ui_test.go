@@ -94,8 +94,8 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 
 	// Decode the frame on screen with the VAE.
 	h.keys("v")
-	h.waitFor("VAE decode", func() bool { return r.decoded[decodeKey{m.frame, true}] != nil || m.statusErr })
-	if b := r.decoded[decodeKey{m.frame, true}].Bounds(); b.Dx() != 64 {
+	h.waitFor("VAE decode", func() bool { return r.decoded[decodeKey{m.frame, true}].img != nil || m.statusErr })
+	if b := r.decoded[decodeKey{m.frame, true}].img.Bounds(); b.Dx() != 64 {
 		t.Fatalf("decoded frame is %v", b)
 	}
 	h.mustView("predicted x0 (VAE)")

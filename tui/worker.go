@@ -319,7 +319,11 @@ func (w *worker) handle1(r request) {
 		}
 	case decodeReq:
 		imgs, err := w.sess.Decode(r.ID, r.Frame, r.X0)
-		w.send(decodedMsg{ID: r.ID, Frame: r.Frame, X0: r.X0, Images: imgs, Err: w.recovered(err)})
+		tiny := false
+		if p := w.sess.Pipeline(); p != nil {
+			tiny = p.TAESD() != nil // the pipeline decodes with its TAESD when it has one
+		}
+		w.send(decodedMsg{ID: r.ID, Frame: r.Frame, X0: r.X0, Images: imgs, Tiny: tiny, Err: w.recovered(err)})
 	case exportReq:
 		var imgs []*image.RGBA
 		if r.Final {
