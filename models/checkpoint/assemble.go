@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -123,6 +124,14 @@ func (b *builder) place(c *component, f *safetensors.File, key string, d nets.De
 		raw = raw[d.Part*n : (d.Part+1)*n : (d.Part+1)*n]
 	}
 	if !direct && d.Transpose {
+		if dt.Quantized() { // blocks run along the stored rows: widen first
+			v, err := ref.Dequantize(dt, raw, int(info.NumElements()))
+			if err != nil {
+				b.problems = append(b.problems, fmt.Sprintf("tensor %s: %v", label(), err))
+				return
+			}
+			dt, raw = gpu.F16, ref.EncodeF16(v)
+		}
 		raw = transpose(raw, info.Shape[0], info.Shape[1], dt.Size())
 	}
 	if !direct && d.Swap {

@@ -51,7 +51,7 @@ func LoadExtra(path, configPath string, ex Extra) (*Model, error) {
 		}
 		cfg = &c
 	}
-	f, err := safetensors.Open(path)
+	f, err := OpenWeights(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -112,7 +112,7 @@ func sd3Sources(main *safetensors.File, fam *Family, ex Extra, opened *[]*safete
 			out[w.role] = source{f: main, prefix: p}
 			continue
 		}
-		f, err := safetensors.Open(w.path)
+		f, err := OpenWeights(w.path)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", w.flag, err)
 		}
