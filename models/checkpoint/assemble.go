@@ -458,11 +458,8 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	}
 	var out []safetensors.Entry
 	dtype := func(p nets.Param) safetensors.DType {
-		switch p.DType {
-		case gpu.F32:
-			return safetensors.F32
-		case gpu.BF16:
-			return safetensors.BF16
+		if d, ok := safetensors.FromGPU(p.DType); ok {
+			return d // quantized types too: stepwise convert writes them to GGUF
 		}
 		return safetensors.F16
 	}
@@ -478,6 +475,13 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 			if orig {
 				shape = d.OrigShape()
 				if d.Transpose {
+					if p.DType.Quantized() {
+						v, err := ref.Dequantize(p.DType, p.Raw, gpu.Shape(d.Shape).Numel())
+						if err != nil {
+							return fmt.Errorf("checkpoint %s: %s: %w", m.Path, d.Name, err)
+						}
+						p = nets.Param{DType: gpu.F16, Shape: p.Shape, Raw: ref.EncodeF16(v)}
+					}
 					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
 				}
 			}

@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -511,6 +510,9 @@ func sd3SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 			k, shape, data := prefix+d.Name, d.Shape, p.Raw
 			if orig {
 				k, shape = prefix+d.Orig, d.OrigShape()
+				if d.Transpose && p.DType.Quantized() {
+					return fmt.Errorf("checkpoint %s: %s: a transposed original cannot be written from %v", m.Path, d.Name, p.DType)
+				}
 				if d.Transpose {
 					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
 				}
@@ -527,12 +529,9 @@ func sd3SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 					data = append(make([]byte, 0, len(data)*d.Parts), data...)
 				}
 			}
-			dt := safetensors.F16
-			switch p.DType {
-			case gpu.F32:
-				dt = safetensors.F32
-			case gpu.BF16:
-				dt = safetensors.BF16
+			dt, ok := safetensors.FromGPU(p.DType)
+			if !ok {
+				dt = safetensors.F16
 			}
 			out = append(out, safetensors.Entry{Name: k, DType: dt, Shape: shape, Data: data})
 		}

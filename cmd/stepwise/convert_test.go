@@ -1,0 +1,126 @@
+package main
+
+import (
+	"image/png"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/nets"
+)
+
+// psnr compares two 8-bit PNGs of the same size (dB; +Inf when equal).
+func psnr(t *testing.T, a, b string) float64 {
+	t.Helper()
+	read := func(p string) []float64 {
+		f, err := os.Open(p)
+		require.NoError(t, err)
+		defer f.Close()
+		im, err := png.Decode(f)
+		require.NoError(t, err)
+		var v []float64
+		r := im.Bounds()
+		for y := r.Min.Y; y < r.Max.Y; y++ {
+			for x := r.Min.X; x < r.Max.X; x++ {
+				cr, cg, cb, _ := im.At(x, y).RGBA()
+				v = append(v, float64(cr>>8), float64(cg>>8), float64(cb>>8))
+			}
+		}
+		return v
+	}
+	va, vb := read(a), read(b)
+	require.Equal(t, len(va), len(vb))
+	var se float64
+	for i := range va {
+		se += (va[i] - vb[i]) * (va[i] - vb[i])
+	}
+	if se == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(255*255/(se/float64(len(va))))
+}
+
+// sd15-mini converted to each weight type loads back (GGUF and fp8
+// safetensors through the single-file key maps) and generates an image
+// close to the fp16 one. Bounds are the measured PSNRs less about 3 dB.
+func TestConvertRoundTrip(t *testing.T) {
+	dir := golden.Dir(t)
+	in, cfg := filepath.Join(dir, "sd15-mini.fp16.safetensors"), filepath.Join(dir, "sd15_mini_config.json")
+	tmp := t.TempDir()
+	gen := func(model, out string) {
+		log, err := runGen(t, []string{"--model", model, "-p", "a photograph of an astronaut riding a horse",
+			"--steps", "6", "--seed", "42", "-W", "64", "-H", "64", "-o", out, "--device", "ref"})
+		require.NoError(t, err, log)
+	}
+	base := filepath.Join(tmp, "f16.png")
+	ref16 := filepath.Join(tmp, "f16.safetensors")
+	// The fp16 input with its config beside it, as the outputs have theirs.
+	data, err := os.ReadFile(in)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(ref16, data, 0o644))
+	c, err := os.ReadFile(cfg)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(tmp, "f16.json"), c, 0o644))
+	gen(ref16, base)
+	for _, tc := range []struct {
+		typ, ext string
+		dt       gpu.DType
+		minPSNR  float64
+	}{
+		{"q8_0", ".gguf", gpu.Q8_0, 54},         // measured 57.3 dB
+		{"fp8", ".safetensors", gpu.F8E4M3, 44}, // 47.8
+		{"q4_0", ".gguf", gpu.Q4_0, 37},         // 40.3
+		{"q4_k", ".gguf", gpu.Q4_K, 42},         // 45.5 (only the 14 weights with rows of 256)
+	} {
+		out := filepath.Join(tmp, tc.typ+tc.ext)
+		st, err := convert(in, out, cfg, tc.dt)
+		require.NoError(t, err, tc.typ)
+		assert.Greater(t, st.quantized, 10, tc.typ)
+		assert.Less(t, st.outBytes, st.inBytes, tc.typ)
+		m, err := checkpoint.Load(out, "")
+		require.NoError(t, err, tc.typ)
+		kept := 0 // quantized weights keep their type through the key maps
+		for _, p := range m.UNetWeights.(nets.MapWeights) {
+			if p.DType == tc.dt {
+				kept++
+			}
+		}
+		m.Close()
+		assert.Positive(t, kept, tc.typ)
+		img := filepath.Join(tmp, tc.typ+".png")
+		gen(out, img)
+		db := psnr(t, base, img)
+		t.Logf("%s: %d of %d tensors quantized, %d -> %d bytes, image PSNR vs fp16 %.1f dB", tc.typ, st.quantized, st.tensors, st.inBytes, st.outBytes, db)
+		assert.GreaterOrEqual(t, db, tc.minPSNR, tc.typ)
+	}
+	_, err = convert(in, filepath.Join(tmp, "x.gguf"), cfg, gpu.Q8_0)
+	require.NoError(t, err)
+	_, err = convert(filepath.Join(tmp, "missing.safetensors"), filepath.Join(tmp, "y.gguf"), "", gpu.Q8_0)
+	assert.ErrorContains(t, err, "missing.safetensors")
+	_, err = os.Stat(filepath.Join(tmp, "y.gguf"))
+	assert.True(t, os.IsNotExist(err), "nothing written on failure")
+}
+
+// A truncated GGUF and a GGUF with an unknown quant type are refused by
+// name when loaded as a model.
+func TestLoadBadGGUF(t *testing.T) {
+	dir := golden.Dir(t)
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "m.gguf")
+	_, err := convert(filepath.Join(dir, "sd15-mini.fp16.safetensors"), out, filepath.Join(dir, "sd15_mini_config.json"), gpu.Q8_0)
+	require.NoError(t, err)
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	trunc := filepath.Join(tmp, "trunc.gguf")
+	require.NoError(t, os.WriteFile(trunc, b[:len(b)/2], 0o644))
+	_, err = checkpoint.Load(trunc, "")
+	assert.ErrorContains(t, err, "gguf "+trunc)
+	assert.ErrorContains(t, err, "truncated file?")
+}
