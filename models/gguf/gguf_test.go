@@ -104,8 +104,16 @@ func TestBadFiles(t *testing.T) {
 		{"truncated data", good[:len(good)-40], "runs past the"},
 		{"q6_k", setType("q8", 14), `tensor "q8": ggml type 14 (Q6_K) is not supported`},
 		{"type 99", setType("q8", 99), "ggml type 99 (unknown)"},
-		{"huge tensor count", func() []byte { b := append([]byte(nil), good...); binary.LittleEndian.PutUint64(b[8:], 1<<60); return b }(), "tensors cannot fit"},
-		{"huge kv count", func() []byte { b := append([]byte(nil), good...); binary.LittleEndian.PutUint64(b[16:], 1<<62); return b }(), "metadata entries cannot fit"},
+		{"huge tensor count", func() []byte {
+			b := append([]byte(nil), good...)
+			binary.LittleEndian.PutUint64(b[8:], 1<<60)
+			return b
+		}(), "tensors cannot fit"},
+		{"huge kv count", func() []byte {
+			b := append([]byte(nil), good...)
+			binary.LittleEndian.PutUint64(b[16:], 1<<62)
+			return b
+		}(), "metadata entries cannot fit"},
 	} {
 		_, err := Parse("bad.gguf", c.b)
 		var fe *FormatError
