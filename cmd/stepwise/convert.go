@@ -160,10 +160,18 @@ func convert(in, out, config string, dt gpu.DType) (convertStats, error) {
 	if err != nil {
 		return st, fmt.Errorf("convert %s: %w", out, err)
 	}
-	if strings.HasPrefix(m.ConfigSource, "inferred") || m.Transformer != nil {
-		return st, nil // the shapes say it all (SD3 single files infer theirs)
+	if strings.HasPrefix(m.ConfigSource, "inferred") {
+		return st, nil // the shapes say it all
 	}
-	cfg := map[string]any{"unet": m.UNet, "vae": m.VAE, "scheduler": m.Scheduler}
+	cfg := map[string]any{"vae": m.VAE, "scheduler": m.Scheduler}
+	if m.Transformer != nil {
+		cfg["transformer"] = m.Transformer
+		if m.T5 != nil {
+			cfg[m.T5.Spec.Role] = m.T5.Config
+		}
+	} else {
+		cfg["unet"] = m.UNet
+	}
 	for _, t := range m.Texts {
 		cfg[t.Spec.Role] = t.Config
 	}
