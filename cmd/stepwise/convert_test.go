@@ -151,3 +151,29 @@ func TestConvertSD3(t *testing.T) {
 	t.Logf("SD3 q8_0: %d of %d tensors quantized, image PSNR vs the fp16 folder %.1f dB", st.quantized, st.tensors, db)
 	assert.GreaterOrEqual(t, db, 50.0) // measured 55.0 dB
 }
+
+// sdxl-mini (a diffusers folder: two text encoders, OpenCLIP's fused
+// in_proj and transposed text_projection in the original names) converted
+// to Q4_0 loads back as SDXL and generates close to the folder's image.
+func TestConvertSDXL(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave2")
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "sdxl.gguf")
+	st, err := convert(filepath.Join(dir, "sdxl-mini"), out, "", gpu.Q4_0)
+	require.NoError(t, err)
+	m, err := checkpoint.Load(out, "")
+	require.NoError(t, err)
+	assert.Equal(t, "SDXL", m.Family)
+	m.Close()
+	gen := func(model, png string) {
+		log, err := runGen(t, []string{"--model", model, "-p", "a photograph of an astronaut riding a horse",
+			"--steps", "6", "--seed", "42", "-W", "64", "-H", "64", "-o", png, "--device", "ref"})
+		require.NoError(t, err, log)
+	}
+	a, b := filepath.Join(tmp, "folder.png"), filepath.Join(tmp, "q4_0.png")
+	gen(filepath.Join(dir, "sdxl-mini"), a)
+	gen(out, b)
+	db := psnr(t, a, b)
+	t.Logf("SDXL q4_0: %d of %d tensors quantized, image PSNR vs the fp16 folder %.1f dB", st.quantized, st.tensors, db)
+	assert.GreaterOrEqual(t, db, 30.0) // measured 33.1 dB
+}
