@@ -103,6 +103,8 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, "HAS_BIAS")
 		}
 		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
+	} else if b.DType.Block() > 1 {
+		quantMatMul(l, a, b, o, g)
 	} else if b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4) {
 		l.file = "matmul_nt4.comp"
 		if !o.TransB {
