@@ -177,3 +177,25 @@ func TestConvertSDXL(t *testing.T) {
 	t.Logf("SDXL q4_0: %d of %d tensors quantized, image PSNR vs the fp16 folder %.1f dB", st.quantized, st.tensors, db)
 	assert.GreaterOrEqual(t, db, 30.0) // measured 33.1 dB
 }
+
+// A LoRA merges into a Q8_0 model (quantized weights widen to F32 for the
+// merge) and the image stays close to the fp16 model's with the same LoRA.
+func TestConvertLoRA(t *testing.T) {
+	dir := golden.Dir(t)
+	loraDir := filepath.Join(golden.Wave(t, "golden-wave3"), "lora")
+	tmp := t.TempDir()
+	out := filepath.Join(tmp, "q8.gguf")
+	_, err := convert(filepath.Join(dir, "sd15-mini"), out, "", gpu.Q8_0)
+	require.NoError(t, err)
+	gen := func(model, png string) {
+		log, err := runGen(t, []string{"--model", model, "-p", "a photograph of an astronaut riding a horse <lora:sd15-mini-lora.kohya.fp16:0.8>",
+			"--steps", "6", "--seed", "42", "-W", "64", "-H", "64", "-o", png, "--device", "ref", "--lora-dir", loraDir})
+		require.NoError(t, err, log)
+	}
+	a, b := filepath.Join(tmp, "f16.png"), filepath.Join(tmp, "q8.png")
+	gen(filepath.Join(dir, "sd15-mini"), a)
+	gen(out, b)
+	db := psnr(t, a, b)
+	t.Logf("sd15-mini + LoRA, q8_0 vs fp16: PSNR %.1f dB", db)
+	assert.GreaterOrEqual(t, db, 50.0) // measured 56.7 dB
+}

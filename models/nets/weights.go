@@ -274,7 +274,7 @@ func replaceParam(d gpu.Device, named map[string]*gpu.Tensor, name string, t *gp
 		return fmt.Errorf("parameter %s: no new tensor", name)
 	case !old.Shape.Equal(t.Shape):
 		return fmt.Errorf("parameter %s: shape %v, want %v", name, t.Shape, old.Shape)
-	case t.DType > gpu.BF16:
+	case !t.DType.Valid():
 		return fmt.Errorf("parameter %s: unsupported storage type %v", name, t.DType)
 	}
 	// The layers hold the *gpu.Tensor itself: it takes t's storage, so
