@@ -31,10 +31,11 @@ type DType uint8
 
 // Storage types. F32 is the compute type; F16 and BF16 are storage-only types
 // for weights. The types after BF16 are quantized weight formats (see
-// gpu/quant for their bytes): a tensor of one of them is only ever the
+// gpu/ref/quant.go for their bytes): a device need only accept one as the
 // weight operand B of a MatMul with TransB (a linear layer's [N, K]
-// weight, K a multiple of the block), an Embedding table or the input of
-// Cast; the loaders widen every other weight to F16 at load.
+// weight, K a multiple of the block) and in Download; gpu/ref reads them
+// anywhere, gpu/gl refuses them elsewhere. The loaders widen every other
+// weight to F16 at load.
 const (
 	F32 DType = iota
 	F16
