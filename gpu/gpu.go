@@ -30,19 +30,81 @@ import (
 type DType uint8
 
 // Storage types. F32 is the compute type; F16 and BF16 are storage-only types
-// for weights.
+// for weights. The types after BF16 are quantized weight formats (see
+// gpu/ref/quant.go for their bytes): a device need only accept one as the
+// weight operand B of a MatMul with TransB (a linear layer's [N, K]
+// weight, K a multiple of the block) and in Download; gpu/ref reads them
+// anywhere, gpu/gl refuses them elsewhere. The loaders widen every other
+// weight to F16 at load.
 const (
 	F32 DType = iota
 	F16
 	BF16
+	Q8_0   // ggml's Q8_0: blocks of 32, fp16 scale + 32 int8
+	Q4_0   // ggml's Q4_0: blocks of 32, fp16 scale + 16 bytes of nibbles
+	Q4_K   // ggml's Q4_K: super-blocks of 256, 144 bytes
+	Q5_K   // ggml's Q5_K: super-blocks of 256, 176 bytes
+	F8E4M3 // float8 e4m3fn (safetensors F8_E4M3), one byte an element
+	F8E5M2 // float8 e5m2 (safetensors F8_E5M2), one byte an element
+	numDTypes
 )
 
-// Size is the number of bytes one element occupies.
+// Size is the number of bytes one element occupies: 1 for the fp8 types,
+// 0 for the block formats (use Bytes).
 func (d DType) Size() int {
-	if d == F32 {
+	switch d {
+	case F32:
 		return 4
+	case F16, BF16:
+		return 2
+	case F8E4M3, F8E5M2:
+		return 1
 	}
-	return 2
+	return 0
+}
+
+// Block is the number of elements of one block of a block format (32 or
+// 256), 1 for the element types.
+func (d DType) Block() int {
+	switch d {
+	case Q8_0, Q4_0:
+		return 32
+	case Q4_K, Q5_K:
+		return 256
+	}
+	return 1
+}
+
+// BlockBytes is the bytes of one block (the element size for element
+// types).
+func (d DType) BlockBytes() int {
+	switch d {
+	case Q8_0:
+		return 34
+	case Q4_0:
+		return 18
+	case Q4_K:
+		return 144
+	case Q5_K:
+		return 176
+	}
+	return d.Size()
+}
+
+// Quantized reports whether d is one of the weight-only formats after BF16.
+func (d DType) Quantized() bool { return d > BF16 && d < numDTypes }
+
+// Valid reports whether d is a known storage type.
+func (d DType) Valid() bool { return d < numDTypes }
+
+// Bytes is the storage n elements of type d take, or -1 when n is not a
+// whole number of blocks.
+func (d DType) Bytes(n int) int {
+	b := d.Block()
+	if n%b != 0 || !d.Valid() {
+		return -1
+	}
+	return n / b * d.BlockBytes()
 }
 
 func (d DType) String() string {
@@ -53,6 +115,18 @@ func (d DType) String() string {
 		return "F16"
 	case BF16:
 		return "BF16"
+	case Q8_0:
+		return "Q8_0"
+	case Q4_0:
+		return "Q4_0"
+	case Q4_K:
+		return "Q4_K"
+	case Q5_K:
+		return "Q5_K"
+	case F8E4M3:
+		return "F8_E4M3"
+	case F8E5M2:
+		return "F8_E5M2"
 	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }

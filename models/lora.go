@@ -19,7 +19,9 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/tokenizer"
 )
 
@@ -246,6 +248,15 @@ func (p *Pipeline) mergeWeight(role, param string, cs []loraContrib, files map[s
 		return fmt.Errorf("%s: the checkpoint has no %s %s", p.Model.Path, role, param)
 	}
 	d := p.dev
+	if base.DType.Quantized() && (len(cs) > 0 || net.Param(param).DType != base.DType) {
+		// A quantized weight merges in F32 (no device op reads packed
+		// weights but MatMul); one the loader widened is restored widened.
+		v, err := ref.Dequantize(base.DType, base.Raw, gpu.Shape(base.Shape).Numel())
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", role, param, err)
+		}
+		base = nets.Param{DType: gpu.F16, Shape: base.Shape, Raw: ref.EncodeF16(v)}
+	}
 	if len(cs) == 0 {
 		return net.ReplaceParam(param, d.UploadRaw(base.DType, base.Raw, base.Shape...))
 	}

@@ -13,7 +13,7 @@ import (
 )
 
 // RandomKinds lists the architectures RandomModel can synthesise.
-var RandomKinds = []string{"sd15", "sd15-mini", "sd2", "sdxl"}
+var RandomKinds = []string{"sd15", "sd15-mini", "sd2", "sdxl", "flux"}
 
 // RandomModel synthesises a checkpoint with random fp16 weights and the
 // exact shapes of a known architecture: "sd15" (Stable Diffusion 1.5, 1.07 B
@@ -23,6 +23,20 @@ var RandomKinds = []string{"sd15", "sd15-mini", "sd2", "sdxl"}
 // (biases, norm scales) are zero and one, so norms are
 // identity. For benchmarks: the numbers mean nothing, the work is real.
 func RandomModel(kind string, seed uint64) (*checkpoint.Model, error) {
+	return RandomModelAs(kind, seed, gpu.F16)
+}
+
+// RandomModelAs is RandomModel with the linear weights in storage type dt
+// (see randomLazy); F16 is RandomModel's eager fp16 weights. "flux" (FLUX.1-dev's
+// shapes, with T5-XXL) is synthesised only this way.
+func RandomModelAs(kind string, seed uint64, dt gpu.DType) (*checkpoint.Model, error) {
+	if kind == "flux" {
+		return randomFlux(seed, dt)
+	}
+	randomWeights := func(shapes map[string][]int, r *rand.Rand) nets.Weights { return randomWeights(shapes, r) }
+	if dt != gpu.F16 {
+		randomWeights = func(shapes map[string][]int, r *rand.Rand) nets.Weights { return newRandomLazy(shapes, r.Uint64(), dt) }
+	}
 	m := &checkpoint.Model{Path: "random:" + kind, Layout: "random", Scheduler: checkpoint.DefaultScheduler()}
 	fam := checkpoint.FamilyNamed("SD 1.x")
 	texts := []nets.TextConfig{{}}

@@ -6,6 +6,7 @@
 // the fetches fourfold. Defines: LX, LY, A_LOADER4, B_LOADER4, HAS_BIAS with
 // BIAS_LOADER.
 #include "common.glsl"
+#include "quant.glsl"
 
 layout(local_size_x = LX, local_size_y = LY) in;
 

@@ -57,6 +57,20 @@ type benchReport struct {
 	// against StepSeconds.
 	TAESDSeconds float64 `json:"taesd_preview_seconds,omitempty"`
 	PeakRSS      int64   `json:"peak_rss_bytes"`
+	// Weights is --weights: the storage type of the linear weights.
+	Weights string `json:"weights,omitempty"`
+}
+
+// benchWeightTypes maps --weights to a storage type.
+var benchWeightTypes = map[string]gpu.DType{
+	"f16": gpu.F16, "q8_0": gpu.Q8_0, "q4_0": gpu.Q4_0, "q4_k": gpu.Q4_K, "q5_k": gpu.Q5_K, "fp8": gpu.F8E4M3, "fp8_e5m2": gpu.F8E5M2,
+}
+
+// flagSet reports whether the flag name was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // peakRSS reads the process's peak resident set size from /proc.
@@ -79,7 +93,7 @@ func runBench(args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	model := fs.String("model", "", "checkpoint to benchmark (default: the bundled model)")
 	config := fs.String("config", "", "config for a single-file checkpoint")
-	random := fs.String("random", "", "synthesise random fp16 weights instead: "+strings.Join(models.RandomKinds, ", "))
+	random := fs.String("random", "", "synthesise random weights instead (fp16, or --weights): "+strings.Join(models.RandomKinds, ", "))
 	device := fs.String("device", "auto", "compute device: auto, gl or ref")
 	size := fs.Int("size", 0, "image width and height (default: the model's native size)")
 	steps := fs.Int("steps", 4, "sampling steps (the first one includes shader compilation)")
@@ -87,6 +101,7 @@ func runBench(args []string) error {
 	sampler := fs.String("sampler", "euler", "sampler")
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	taesd := fs.String("taesd", "", "also time a TAESD preview decode: a TAESD path, or 'random' for TAESD's published shapes with random weights")
+	weights := fs.String("weights", "f16", "with --random: the linear weights' storage type: f16, q8_0, q4_0, q4_k, q5_k, fp8 (made directly in that type)")
 	save := fs.String("save", "", "with --random: write the synthesised model as a single-file checkpoint in its family's original layout (and FILE's .json config beside it), then stop")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -103,9 +118,16 @@ func runBench(args []string) error {
 	var p *models.Pipeline
 	switch {
 	case *random != "":
-		m, err := models.RandomModel(*random, 1)
+		wt, ok := benchWeightTypes[strings.ToLower(*weights)]
+		if !ok {
+			return fmt.Errorf("--weights %q: want f16, q8_0, q4_0, q4_k, q5_k or fp8", *weights)
+		}
+		m, err := models.RandomModelAs(*random, 1, wt)
 		if err != nil {
 			return err
+		}
+		if *random == "flux" && !flagSet(fs, "cfg-scale") {
+			*cfg = 1 // FLUX.1-dev's guidance is distilled: one transformer row per step
 		}
 		if *save != "" {
 			return saveRandom(m, *save)
@@ -130,6 +152,7 @@ func runBench(args []string) error {
 	}
 	defer p.Close()
 	load := time.Since(t0)
+	loaded := counter.Stats().Resident // the weights, as the device holds them
 	var tiny *checkpoint.Tiny
 	if *taesd != "" {
 		if tiny, err = benchTAESD(*taesd); err != nil {
@@ -149,6 +172,10 @@ func runBench(args []string) error {
 		return err
 	}
 	r.LoadSeconds = load.Seconds()
+	r.Weights = strings.ToLower(*weights)
+	if r.WeightBytes == 0 { // weights made on demand (--weights) are not held on the host
+		r.WeightBytes = loaded
+	}
 	if *asJSON {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -302,7 +329,11 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpo
 }
 
 func printBench(w io.Writer, r *benchReport) {
-	fmt.Fprintf(w, "model   %s\ndevice  %s\nimage   %dx%d, %d steps, cfg %g\nload    %.3fs\n\n", r.Model, r.Device, r.Size, r.Size, r.Steps, r.CFG, r.LoadSeconds)
+	fmt.Fprintf(w, "model   %s\ndevice  %s\nimage   %dx%d, %d steps, cfg %g\nload    %.3fs\n", r.Model, r.Device, r.Size, r.Size, r.Steps, r.CFG, r.LoadSeconds)
+	if r.Weights != "" && r.Weights != "f16" {
+		fmt.Fprintf(w, "weights %s (linear layers), %.1f MiB on the device\n", r.Weights, float64(r.WeightBytes)/(1<<20))
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintf(w, "%-26s %10s %10s %10s\n", "stage", "seconds", "GFLOP", "GFLOP/s")
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "%-26s %10.4f %10.2f %10.2f\n", s.Stage, s.Seconds, s.GFLOP, s.GFLOPS)

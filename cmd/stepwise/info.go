@@ -14,7 +14,6 @@ import (
 	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
-	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 func init() {
@@ -147,7 +146,7 @@ func describe(path, config string, check bool) (*checkpointInfo, error) {
 		if embedded {
 			break
 		}
-		f, err := safetensors.Open(p)
+		f, err := checkpoint.OpenWeights(p)
 		if err != nil {
 			return nil, err
 		}

@@ -35,6 +35,7 @@ import (
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 )
 
 // Device is the OpenGL compute device. Make one with New; use it from one
@@ -252,7 +253,7 @@ const syncUpload = 1 << 20
 // until the GL thread has used it: callers pass data they own, or borrowed
 // data of at least syncUpload bytes with borrowed set (alloc then waits).
 func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bool) *gpu.Tensor {
-	bytes := int64(shape.Numel()) * int64(dt.Size())
+	bytes := int64(max(dt.Bytes(shape.Numel()), 0))
 	buf := &buffer{size: sizeClass(max(bytes, 1))}
 	st := &gpu.Storage{Handle: buf, Bytes: bytes, Dev: d}
 	resident := d.Stats().Resident
@@ -302,13 +303,13 @@ func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 	if !d.usable() {
 		return d.placeholder(s)
 	}
-	if dt > gpu.BF16 {
+	if !dt.Valid() {
 		d.Fail(fmt.Errorf("gl: UploadRaw: unknown type %v", dt))
 		return d.placeholder(s)
 	}
-	if err := checkShape(s); err != nil || s.Numel()*dt.Size() != len(raw) {
+	if err := checkShape(s); err != nil || dt.Bytes(s.Numel()) != len(raw) {
 		if err == nil {
-			err = fmt.Errorf("%d bytes for %d %v elements", len(raw), s.Numel(), dt)
+			err = fmt.Errorf("%d bytes for %d %v elements (want %d; %v blocks hold %d)", len(raw), s.Numel(), dt, dt.Bytes(s.Numel()), dt, dt.Block())
 		}
 		d.Fail(&gpu.ShapeError{Op: "UploadRaw", Shapes: []gpu.Shape{s}, Why: err.Error()})
 		return d.placeholder(s)
@@ -348,7 +349,7 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 		return nil, d.Err()
 	}
 	buf := t.Store.Handle.(*buffer)
-	raw := make([]byte, t.Numel()*t.DType.Size())
+	raw := make([]byte, max(t.DType.Bytes(t.Numel()), 0))
 	d.call(func() {
 		if len(raw) == 0 {
 			return
@@ -363,6 +364,9 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 	}
 	if d.Interrupted() {
 		return nil, gpu.ErrInterrupted
+	}
+	if t.DType.Quantized() {
+		return ref.Dequantize(t.DType, raw, t.Numel())
 	}
 	return decode(t.DType, raw), nil
 }
@@ -603,6 +607,9 @@ func (d *Device) usable() bool {
 // tensor of this device. On failure it records why and returns false.
 func (d *Device) check(op string, ts ...*gpu.Tensor) bool {
 	if !d.usable() {
+		return false
+	}
+	if op != "MatMul" && op != "Download" && d.quantRefused(op, ts) {
 		return false
 	}
 	for i, t := range ts {

@@ -64,6 +64,10 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		d.shapeFail("MatMul", err.Error(), a, b)
 		return d.placeholder(shapeOf(a))
 	}
+	if err := quantMatMulOK(a, b, o, g); err != nil {
+		d.shapeFail("MatMul", err.Error(), a, b)
+		return d.placeholder(shapeOf(a))
+	}
 	out := d.out(g.Out)
 	l := &launch{out: out, ints: map[string]int{"M": g.M, "N": g.N, "K": g.K}}
 	aRow, aCol := g.K, 1
@@ -99,7 +103,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, "HAS_BIAS")
 		}
 		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
-	} else if !o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4 {
+	} else if b.DType.Block() > 1 {
+		quantMatMul(l, a, b, o, g)
+	} else if b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4) {
 		l.file = "matmul_nt4.comp"
 		if !o.TransB {
 			l.file = "matmul_nn4.comp"

@@ -180,6 +180,9 @@ func loader(prefix string, t *gpu.Tensor) string {
 
 // loader4 is loader for the vector (four elements a fetch) loaders.
 func loader4(prefix string, t *gpu.Tensor) string {
+	if t.DType.Quantized() {
+		return prefix + "_LOADER4=LOADER4_" + strings.ReplaceAll(t.DType.String(), "_E", "E")
+	}
 	return strings.Replace(loader(prefix, t), "_LOADER=LOADER", "_LOADER4=LOADER4", 1)
 }
 
@@ -187,6 +190,9 @@ func loader4(prefix string, t *gpu.Tensor) string {
 func in4(t *gpu.Tensor) input {
 	if t.DType == gpu.F32 {
 		return input{t, texF32x4}
+	}
+	if t.DType.Quantized() {
+		return input{t, texU32} // packed bytes, one word a texel (quant.glsl)
 	}
 	return input{t, texU32x2}
 }

@@ -53,6 +53,7 @@ type Device struct {
 type buffer struct {
 	f32 []float32 // F32 elements
 	u16 []uint16  // F16 or BF16 bit patterns
+	raw []byte    // quantized and fp8 weights, as stored (see quant.go)
 }
 
 // New returns a reference device that uses up to runtime.GOMAXPROCS(0)
@@ -96,19 +97,21 @@ func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 		d.Fail(fmt.Errorf("ref: UploadRaw: %w", err))
 		return d.placeholder(shape)
 	}
-	if dt != gpu.F32 && dt != gpu.F16 && dt != gpu.BF16 {
+	if !dt.Valid() {
 		d.Fail(fmt.Errorf("ref: UploadRaw: unknown dtype %v", dt))
 		return d.placeholder(shape)
 	}
 	n := gpu.Shape(shape).Numel()
-	if len(raw) != n*dt.Size() {
+	if want := dt.Bytes(n); len(raw) != want {
 		d.Fail(&gpu.ShapeError{Op: "UploadRaw", Shapes: []gpu.Shape{shape},
-			Why: fmt.Sprintf("%d bytes for %d %v elements (want %d)", len(raw), n, dt, n*dt.Size())})
+			Why: fmt.Sprintf("%d bytes for %d %v elements (want %d; %v blocks hold %d)", len(raw), n, dt, want, dt, dt.Block())})
 		return d.placeholder(shape)
 	}
 	t := d.alloc(shape, dt)
 	b := t.Store.Handle.(*buffer)
-	if dt == gpu.F32 {
+	if dt.Quantized() {
+		copy(b.raw, raw)
+	} else if dt == gpu.F32 {
 		DecodeF32(b.f32, raw)
 	} else {
 		for i := range b.u16 {
@@ -231,9 +234,12 @@ func (d *Device) check(t *gpu.Tensor) error {
 	if !ok {
 		return fmt.Errorf("tensor %v is a placeholder", t.Shape)
 	}
-	n, wrongKind := len(b.f32), b.u16 != nil
-	if t.DType != gpu.F32 {
-		n, wrongKind = len(b.u16), b.f32 != nil
+	n, wrongKind := len(b.f32), b.u16 != nil || b.raw != nil
+	switch {
+	case t.DType.Quantized():
+		n, wrongKind = t.Numel(), b.f32 != nil || b.u16 != nil || len(b.raw) != t.DType.Bytes(t.Numel())
+	case t.DType != gpu.F32:
+		n, wrongKind = len(b.u16), b.f32 != nil || b.raw != nil
 	}
 	if wrongKind || n != t.Numel() {
 		return fmt.Errorf("tensor %v %v does not match its storage (%d elements)", t.Shape, t.DType, n)
@@ -255,12 +261,15 @@ func checkShape(shape []int) error {
 func (d *Device) alloc(shape gpu.Shape, dt gpu.DType) *gpu.Tensor {
 	n := shape.Numel()
 	b := &buffer{}
-	if dt == gpu.F32 {
+	switch {
+	case dt == gpu.F32:
 		b.f32 = make([]float32, n)
-	} else {
+	case dt.Quantized():
+		b.raw = make([]byte, max(dt.Bytes(n), 0))
+	default:
 		b.u16 = make([]uint16, n)
 	}
-	st := &gpu.Storage{Handle: b, Bytes: int64(n * dt.Size()), Dev: d}
+	st := &gpu.Storage{Handle: b, Bytes: int64(max(dt.Bytes(n), 0)), Dev: d}
 	d.live[st] = struct{}{}
 	d.Alloc(st.Bytes)
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
@@ -285,9 +294,18 @@ func (d *Device) placeholder(shape gpu.Shape) *gpu.Tensor {
 }
 
 // read returns t's elements as float32. For F32 it is the tensor's own
-// storage (callers must not modify it); F16 and BF16 are widened to a copy.
+// storage (callers must not modify it); F16, BF16 and the quantized types
+// are widened to a copy.
 func (d *Device) read(t *gpu.Tensor) []float32 {
 	b := t.Store.Handle.(*buffer)
+	if t.DType.Quantized() {
+		v, err := Dequantize(t.DType, b.raw, t.Numel())
+		if err != nil { // a view whose element count is not whole blocks
+			d.Fail(fmt.Errorf("ref: %w", err))
+			return make([]float32, t.Numel())
+		}
+		return v
+	}
 	switch t.DType {
 	case gpu.F16:
 		table := halfTable()

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -123,6 +124,14 @@ func (b *builder) place(c *component, f *safetensors.File, key string, d nets.De
 		raw = raw[lo:hi:hi]
 	}
 	if !direct && d.Transpose {
+		if dt.Quantized() { // blocks run along the stored rows: widen first
+			v, err := ref.Dequantize(dt, raw, int(info.NumElements()))
+			if err != nil {
+				b.problems = append(b.problems, fmt.Sprintf("tensor %s: %v", label(), err))
+				return
+			}
+			dt, raw = gpu.F16, ref.EncodeF16(v)
+		}
 		raw = transpose(raw, info.Shape[0], info.Shape[1], dt.Size())
 	}
 	if !direct && d.Swap {
@@ -452,11 +461,8 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 	}
 	var out []safetensors.Entry
 	dtype := func(p nets.Param) safetensors.DType {
-		switch p.DType {
-		case gpu.F32:
-			return safetensors.F32
-		case gpu.BF16:
-			return safetensors.BF16
+		if d, ok := safetensors.FromGPU(p.DType); ok {
+			return d // quantized types too: stepwise convert writes them to GGUF
 		}
 		return safetensors.F16
 	}
@@ -472,6 +478,13 @@ func SingleFileEntries(m *Model) ([]safetensors.Entry, error) {
 			if orig {
 				shape = d.OrigShape()
 				if d.Transpose {
+					if p.DType.Quantized() {
+						v, err := ref.Dequantize(p.DType, p.Raw, gpu.Shape(d.Shape).Numel())
+						if err != nil {
+							return fmt.Errorf("checkpoint %s: %s: %w", m.Path, d.Name, err)
+						}
+						p = nets.Param{DType: gpu.F16, Shape: p.Shape, Raw: ref.EncodeF16(v)}
+					}
 					data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
 				}
 			}

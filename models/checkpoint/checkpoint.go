@@ -150,7 +150,7 @@ func (m *Model) Stats() []ComponentStats {
 				s.Tensors++
 				s.DTypes[p.DType]++
 				s.Bytes += int64(len(p.Raw))
-				s.Params += int64(len(p.Raw) / p.DType.Size())
+				s.Params += int64(gpu.Shape(p.Shape).Numel())
 			}
 		}
 		out = append(out, s)
@@ -273,7 +273,7 @@ func Load(path, configPath string) (*Model, error) {
 		}
 		cfg, source = &c, configPath
 	}
-	f, err := safetensors.Open(path)
+	f, err := OpenWeights(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}

@@ -569,7 +569,7 @@ func checkLoRAModule(f *safetensors.File, g *loraGroup, tgt LoRATarget) (LoRAMod
 	mod := LoRAModule{Target: tgt, Key: g.name}
 	param := func(info safetensors.TensorInfo, part string) nets.Param {
 		dt, ok := info.DType.GPU()
-		if !ok {
+		if !ok || dt.Quantized() {
 			bad("%s %q: dtype %s is not supported (want F32, F16 or BF16)", part, info.Name, info.DType)
 			return nets.Param{}
 		}

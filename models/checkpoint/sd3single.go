@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
@@ -51,7 +50,7 @@ func LoadExtra(path, configPath string, ex Extra) (*Model, error) {
 		}
 		cfg = &c
 	}
-	f, err := safetensors.Open(path)
+	f, err := OpenWeights(path)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint: %w", err)
 	}
@@ -130,7 +129,7 @@ func findSources(main *safetensors.File, ws []sourceWant, opened *[]*safetensors
 			out[w.role] = source{f: main, prefix: p}
 			continue
 		}
-		f, err := safetensors.Open(w.path)
+		f, err := OpenWeights(w.path)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", w.flag, err)
 		}
@@ -575,6 +574,9 @@ func appendEntries(out []safetensors.Entry, path string, w nets.Weights, decls [
 		k, shape, data := prefix+d.Name, d.Shape, p.Raw
 		if orig {
 			k, shape = prefix+d.Orig, d.OrigShape()
+			if d.Transpose && p.DType.Quantized() {
+				return nil, fmt.Errorf("checkpoint %s: %s: a transposed original cannot be written from %v", path, d.Name, p.DType)
+			}
 			if d.Transpose {
 				data = transpose(p.Raw, d.Shape[0], d.Shape[1], p.DType.Size())
 			}
@@ -591,12 +593,9 @@ func appendEntries(out []safetensors.Entry, path string, w nets.Weights, decls [
 				data = append(make([]byte, 0, len(data)*shape[0]/d.Shape[0]), data...)
 			}
 		}
-		dt := safetensors.F16
-		switch p.DType {
-		case gpu.F32:
-			dt = safetensors.F32
-		case gpu.BF16:
-			dt = safetensors.BF16
+		dt, ok := safetensors.FromGPU(p.DType)
+		if !ok {
+			dt = safetensors.F16
 		}
 		out = append(out, safetensors.Entry{Name: k, DType: dt, Shape: shape, Data: data})
 	}

@@ -9,7 +9,7 @@ type linear struct{ w, b *gpu.Tensor }
 
 func (b builder) linear(name string, in, out int, bias bool) linear {
 	m := b.sub(name)
-	l := linear{w: m.param("weight", out, in)}
+	l := linear{w: m.linearWeight("weight", out, in)}
 	if bias {
 		l.b = m.param("bias", out)
 	}

@@ -6,7 +6,16 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/gpu/ref"
 )
+
+// QuantizableRow reports whether a weight of the given shape can stay in the
+// quantized type dt on the device: a 2-D [out, in] linear weight whose rows
+// are whole blocks (and whole 4-element vectors, for the fp8 loaders).
+// Converters quantize only such weights; loaders widen the others to F16.
+func QuantizableRow(dt gpu.DType, shape []int) bool {
+	return len(shape) == 2 && shape[1]%dt.Block() == 0 && shape[1]%4 == 0
+}
 
 // WeightsError reports every expected parameter of a network that is missing
 // from its Weights or does not match the config: one line per parameter,
@@ -36,13 +45,13 @@ func checkWeights(component string, want map[string][]int, w Weights) error {
 		switch {
 		case !ok:
 			problems = append(problems, fmt.Sprintf("%s: missing (want shape %v)", n, shape))
-		case p.DType > gpu.BF16:
-			problems = append(problems, fmt.Sprintf("%s: unsupported storage type %v (want F32, F16 or BF16)", n, p.DType))
+		case !p.DType.Valid():
+			problems = append(problems, fmt.Sprintf("%s: unsupported storage type %v (want F32, F16, BF16, F8_E4M3, F8_E5M2, Q8_0, Q4_0, Q4_K or Q5_K)", n, p.DType))
 		case !gpu.Shape(p.Shape).Equal(shape):
 			problems = append(problems, fmt.Sprintf("%s: shape %v, want %v", n, gpu.Shape(p.Shape), shape))
-		case len(p.Raw) != shape.Numel()*p.DType.Size():
+		case len(p.Raw) != p.DType.Bytes(shape.Numel()):
 			problems = append(problems, fmt.Sprintf("%s: %d bytes of data, want %d for %v %v",
-				n, len(p.Raw), shape.Numel()*p.DType.Size(), p.DType, shape))
+				n, len(p.Raw), p.DType.Bytes(shape.Numel()), p.DType, shape))
 		}
 	}
 	if len(problems) > 0 {
@@ -174,8 +183,22 @@ func (b builder) stored(mod Decl) builder {
 }
 
 // param declares the parameter prefix+name with the given shape and returns
-// it uploaded (nil while only recording).
+// it uploaded (nil while only recording). A quantized weight (Q8_0, fp8,
+// ...) is widened to F16 here: only linear layers read it packed (see
+// linearWeight).
 func (b builder) param(name string, shape ...int) *gpu.Tensor {
+	return b.paramAs(name, false, shape...)
+}
+
+// linearWeight is param for the [out, in] weight of a linear layer: a
+// quantized weight stays packed on the device when in is a whole number
+// of its blocks (as the MatMul kernels need), else it is widened to F16
+// as stable-diffusion.cpp keeps such rows.
+func (b builder) linearWeight(name string, out, in int) *gpu.Tensor {
+	return b.paramAs(name, true, out, in)
+}
+
+func (b builder) paramAs(name string, packed bool, shape ...int) *gpu.Tensor {
 	full := b.prefix + name
 	if prev, ok := b.s.shapes[full]; ok && !gpu.Shape(prev).Equal(shape) && b.s.err == nil {
 		b.s.err = fmt.Errorf("parameter %s declared with shapes %v and %v", full, gpu.Shape(prev), gpu.Shape(shape))
@@ -200,7 +223,16 @@ func (b builder) param(name string, shape ...int) *gpu.Tensor {
 	if t, ok := b.s.named[full]; ok { // declared twice: one tensor
 		return t
 	}
-	t := b.s.d.UploadRaw(p.DType, p.Raw, shape...)
+	dt, raw := p.DType, p.Raw
+	if dt.Quantized() && !(packed && QuantizableRow(dt, shape)) {
+		v, err := ref.Dequantize(dt, raw, gpu.Shape(shape).Numel())
+		if err != nil {
+			b.s.d.Fail(fmt.Errorf("%s: %w", full, err))
+			return b.s.d.Upload(make([]float32, gpu.Shape(shape).Numel()), shape...)
+		}
+		dt, raw = gpu.F16, ref.EncodeF16(v)
+	}
+	t := b.s.d.UploadRaw(dt, raw, shape...)
 	b.s.params = append(b.s.params, t)
 	b.s.named[full] = t
 	return t
@@ -268,7 +300,7 @@ func replaceParam(d gpu.Device, named map[string]*gpu.Tensor, name string, t *gp
 		return fmt.Errorf("parameter %s: no new tensor", name)
 	case !old.Shape.Equal(t.Shape):
 		return fmt.Errorf("parameter %s: shape %v, want %v", name, t.Shape, old.Shape)
-	case t.DType > gpu.BF16:
+	case !t.DType.Valid():
 		return fmt.Errorf("parameter %s: unsupported storage type %v", name, t.DType)
 	}
 	// The layers hold the *gpu.Tensor itself: it takes t's storage, so
@@ -289,7 +321,7 @@ func releaseAll(d gpu.Device, params []*gpu.Tensor) {
 func paramBytes(params []*gpu.Tensor) int64 {
 	var n int64
 	for _, t := range params {
-		n += int64(t.Numel() * t.DType.Size())
+		n += int64(max(t.DType.Bytes(t.Numel()), 0))
 	}
 	return n
 }

@@ -51,7 +51,17 @@ var dtypeSizes = map[DType]int{
 // Size is the number of bytes one element occupies, 0 for an unknown type.
 func (d DType) Size() int { return dtypeSizes[d] }
 
-// GPU returns the matching gpu storage type; only F32, F16 and BF16 have one.
+// Block types of GGUF files read through FromMapped (never valid in a
+// safetensors header).
+const (
+	Q8_0 DType = "Q8_0"
+	Q4_0 DType = "Q4_0"
+	Q4_K DType = "Q4_K"
+	Q5_K DType = "Q5_K"
+)
+
+// GPU returns the matching gpu storage type: F32, F16, BF16, the fp8 types
+// and the GGUF block types have one.
 func (d DType) GPU() (gpu.DType, bool) {
 	switch d {
 	case F32:
@@ -60,8 +70,30 @@ func (d DType) GPU() (gpu.DType, bool) {
 		return gpu.F16, true
 	case BF16:
 		return gpu.BF16, true
+	case F8E4M3:
+		return gpu.F8E4M3, true
+	case F8E5M2:
+		return gpu.F8E5M2, true
+	case Q8_0:
+		return gpu.Q8_0, true
+	case Q4_0:
+		return gpu.Q4_0, true
+	case Q4_K:
+		return gpu.Q4_K, true
+	case Q5_K:
+		return gpu.Q5_K, true
 	}
 	return 0, false
+}
+
+// FromGPU is GPU's inverse.
+func FromGPU(dt gpu.DType) (DType, bool) {
+	for _, d := range []DType{F32, F16, BF16, F8E4M3, F8E5M2, Q8_0, Q4_0, Q4_K, Q5_K} {
+		if g, _ := d.GPU(); g == dt {
+			return d, true
+		}
+	}
+	return "", false
 }
 
 // TensorInfo describes one tensor of a file. Begin and End are byte offsets
@@ -288,7 +320,12 @@ func parse(path string, b []byte) (*File, error) {
 func (f *File) check() error {
 	size := int64(len(f.data))
 	for _, t := range f.tensors {
-		es := t.DType.Size()
+		es, blk, bb := t.DType.Size(), 1, 0
+		if es == 0 { // a GGUF block type (FromMapped)
+			if g, ok := t.DType.GPU(); ok {
+				es, blk, bb = 1, g.Block(), g.BlockBytes()
+			}
+		}
 		numel := int64(1)
 		for _, d := range t.Shape {
 			if d < 0 {
@@ -308,7 +345,14 @@ func (f *File) check() error {
 		if t.End > size {
 			return &FormatError{f.path, t.Name, fmt.Sprintf("data_offsets [%d,%d] run past the %d-byte data section (truncated file?)", t.Begin, t.End, size)}
 		}
-		if want := numel * int64(es); t.End-t.Begin != want {
+		want := numel * int64(es)
+		if blk > 1 {
+			if numel%int64(blk) != 0 {
+				return &FormatError{f.path, t.Name, fmt.Sprintf("%d elements is not a whole number of %s blocks of %d", numel, t.DType, blk)}
+			}
+			want = numel / int64(blk) * int64(bb)
+		}
+		if t.End-t.Begin != want {
 			return &FormatError{f.path, t.Name, fmt.Sprintf("data_offsets [%d,%d] hold %d bytes, but %s %v needs %d", t.Begin, t.End, t.End-t.Begin, t.DType, t.Shape, want)}
 		}
 	}
