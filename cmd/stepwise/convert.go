@@ -89,9 +89,6 @@ func convert(in, out, config string, dt gpu.DType) (convertStats, error) {
 		return st, err
 	}
 	defer m.Close()
-	if m.Flux != nil {
-		return st, fmt.Errorf("convert %s: Flux models have no single-file layout here yet (Flux single files do not load); nothing written", in)
-	}
 	entries, err := checkpoint.SingleFileEntries(m)
 	if err != nil {
 		return st, fmt.Errorf("convert %s: %w", in, err)
@@ -164,12 +161,16 @@ func convert(in, out, config string, dt gpu.DType) (convertStats, error) {
 		return st, nil // the shapes say it all
 	}
 	cfg := map[string]any{"vae": m.VAE, "scheduler": m.Scheduler}
-	if m.Transformer != nil {
+	switch {
+	case m.Transformer != nil:
 		cfg["transformer"] = m.Transformer
 		if m.T5 != nil {
 			cfg[m.T5.Spec.Role] = m.T5.Config
 		}
-	} else {
+	case m.Flux != nil:
+		cfg["transformer"] = m.Flux
+		cfg[m.T5.Spec.Role] = m.T5.Config
+	default:
 		cfg["unet"] = m.UNet
 	}
 	for _, t := range m.Texts {

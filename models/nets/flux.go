@@ -173,7 +173,7 @@ func buildFlux(b builder, c FluxConfig) (*Flux, error) {
 	part := func(b builder, name string, from, n int) linear {
 		m := b.as(name, "linear1")
 		return linear{
-			w: m.stored(Decl{Orig: "weight", From: from, Of: rows}).param("weight", n, inner),
+			w: m.stored(Decl{Orig: "weight", From: from, Of: rows}).linearWeight("weight", n, inner),
 			b: m.stored(Decl{Orig: "bias", From: from, Of: rows}).param("bias", n),
 		}
 	}

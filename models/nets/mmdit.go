@@ -238,7 +238,7 @@ func (b builder) origSub(orig string) builder {
 func qkvPart(b builder, name, orig string, part, inner int) linear {
 	m := b.as(name, orig)
 	return linear{
-		w: m.stored(Decl{Orig: "weight", Part: part, Parts: 3}).param("weight", inner, inner),
+		w: m.stored(Decl{Orig: "weight", Part: part, Parts: 3}).linearWeight("weight", inner, inner),
 		b: m.stored(Decl{Orig: "bias", Part: part, Parts: 3}).param("bias", inner),
 	}
 }

@@ -114,7 +114,7 @@ func buildText(b builder, c TextConfig) (*TextEncoder, error) {
 		qkv := func(name string, part int) linear {
 			p := l.as("self_attn."+name, "attn")
 			return linear{
-				w: p.stored(Decl{Orig: "in_proj_weight", Part: part, Parts: 3}).param("weight", w, w),
+				w: p.stored(Decl{Orig: "in_proj_weight", Part: part, Parts: 3}).linearWeight("weight", w, w),
 				b: p.stored(Decl{Orig: "in_proj_bias", Part: part, Parts: 3}).param("bias", w),
 			}
 		}
