@@ -102,6 +102,15 @@ type Device struct {
 	// useUnfusedAttention); off in tests of attention.comp itself.
 	attnUnfused    bool
 	attnScoreBytes int64
+
+	// dry (caller side) is set while CompileAhead runs its work: ops record
+	// their programs in dryNeeds (first met first in dryOrder) and neither
+	// allocate nor dispatch. dummy and dummyOut (GL thread) are the buffers
+	// its warm-up dispatches bind.
+	dry             bool
+	dryNeeds        map[string]need
+	dryOrder        []string
+	dummy, dummyOut *buffer
 }
 
 type profileEntry struct {
@@ -258,9 +267,11 @@ func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bo
 	resident := d.Stats().Resident
 	d.Alloc(bytes)
 	d.storages[st] = struct{}{}
-	if len(borrowed) > 0 && borrowed[0] {
+	switch {
+	case d.dry: // nothing is dispatched in a dry run: no buffer is needed
+	case len(borrowed) > 0 && borrowed[0]:
 		d.call(func() { d.glAlloc(buf, raw, bytes, resident) })
-	} else {
+	default:
 		d.enqueue(func() { d.glAlloc(buf, raw, bytes, resident) })
 	}
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
@@ -346,6 +357,9 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 	}
 	if !d.check("Download", t) {
 		return nil, d.Err()
+	}
+	if d.dry {
+		return dryDownload(t), nil
 	}
 	buf := t.Store.Handle.(*buffer)
 	raw := make([]byte, t.Numel()*t.DType.Size())
@@ -485,6 +499,11 @@ func (d *Device) glShutdown() {
 		}
 	}
 	d.pool, d.live = nil, nil
+	for _, b := range []*buffer{d.dummy, d.dummyOut} {
+		if b != nil {
+			d.glDelete(b)
+		}
+	}
 	for _, p := range d.progs {
 		if p.id != 0 {
 			gogl.DeleteProgram(p.id)
