@@ -71,4 +71,3 @@ func TestCompileNote(t *testing.T) {
 	assert.Equal(t, "compiling GL programs for NVIDIA GeForce RTX 3060/PCIe/SSE2, first run only: 0/3",
 		CompileNote("gl: NVIDIA GeForce RTX 3060/PCIe/SSE2, 4.6.0 NVIDIA 535", 0, 3))
 }
-
