@@ -17,7 +17,8 @@ import (
 // the programs a piece of work needs by running it dry (ops record their
 // launch instead of allocating or dispatching), then builds each one and,
 // where the driver compiles at dispatch, dispatches it once on a single
-// work group over tiny buffers bound with the same texture formats. All
+// work group over buffers of the same sizes bound with the same texture
+// formats (never written: they cost address space, not memory). All
 // uniforms of a new program are zero, so every kernel's bounds checks make
 // that dispatch do (almost) nothing; llvmpipe also bounds-checks storage
 // writes and texel fetches and guards integer division by zero. Elsewhere
@@ -26,14 +27,14 @@ import (
 // need is one program a dry run met and how its launches bind their inputs.
 type need struct {
 	kernel
-	formats []int // texture unit -> view format, -1 where nothing is bound
-	ssbos   int   // storage buffers bound after the output
-	windows bool  // the output is bound as outWindows windows
+	formats []int   // texture unit -> view format, -1 where nothing is bound
+	sizes   []int64 // texture unit -> bytes of the bound buffer
+	ssbos   int     // storage buffers bound after the output
+	windows bool    // the output is bound as outWindows windows
 }
 
-// dummyBytes is the size of the buffers a warm-up dispatch binds: its views
-// are 12, 6 and 3 texels wide, none a power of two, as sizeClass keeps every
-// real buffer's (llvmpipe keys its variants on that).
+// dummyBytes is the size of the storage buffers a warm-up dispatch binds
+// (their sizes are not part of llvmpipe's variant key; textures' are).
 const dummyBytes = 48
 
 // CompileAhead runs work dry and builds the programs it needs (see
@@ -74,6 +75,7 @@ func (d *Device) CompileAhead(work func(), progress func(done, total int)) error
 			progress(i+1, len(todo))
 		}
 	}
+	d.call(d.glFreeDummies)
 	return d.Err()
 }
 
@@ -93,11 +95,12 @@ func (d *Device) record(l *launch) {
 	}
 	n := need{kernel: kernel{file: l.file, defines: append([]string(nil), l.defines...)}, ssbos: len(l.ssbos)}
 	for _, x := range l.ins {
-		f := -1
+		f, size := -1, int64(0)
 		if x.t != nil {
-			f = x.format
+			f, size = x.format, x.t.Store.Handle.(*buffer).size
 		}
 		n.formats = append(n.formats, f)
+		n.sizes = append(n.sizes, size)
 	}
 	for _, def := range l.defines {
 		n.windows = n.windows || def == "OUT_WINDOWS"
@@ -135,8 +138,9 @@ func (d *Device) glAhead(n need) {
 		if f < 0 {
 			continue
 		}
+		b := d.dummySized(n.sizes[unit])
 		gogl.ActiveTexture(gogl.TEXTURE0 + uint32(unit))
-		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(d.dummy, f))
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(b, f))
 	}
 	for i := 0; i < n.ssbos; i++ {
 		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, uint32(i+1), d.dummy.id, 0, dummyBytes)
@@ -151,6 +155,35 @@ func (d *Device) glAhead(n need) {
 	gogl.DispatchCompute(1, 1, 1)
 	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
 	d.glCheck("compiling ahead")
+}
+
+// dummySized is a buffer of size bytes for warm-up dispatches: llvmpipe's
+// variant key depends on the bytes of each buffer a texture views (not only
+// on whether they are a power of two), so a warm-up over buffers of other
+// sizes compiled variants the real launch did not use. Its storage is never
+// written, so it costs address space, not memory; glFreeDummies deletes them.
+func (d *Device) dummySized(size int64) *buffer {
+	if d.dummies == nil {
+		d.dummies = map[int64]*buffer{}
+	}
+	b := d.dummies[size]
+	if b == nil {
+		b = &buffer{size: size}
+		gogl.GenBuffers(1, &b.id)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+		gogl.BufferData(gogl.COPY_WRITE_BUFFER, int(size), nil, gogl.DYNAMIC_COPY)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+		d.dummies[size] = b
+	}
+	return b
+}
+
+// glFreeDummies deletes the warm-up buffers.
+func (d *Device) glFreeDummies() {
+	for _, b := range d.dummies {
+		d.glDelete(b)
+	}
+	d.dummies = nil
 }
 
 // dryDownload is Download during a dry run: zeros of t's size.
