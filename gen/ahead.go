@@ -17,13 +17,14 @@ import (
 // fresh machine this is where the time of a first run goes (the GL
 // programs for llvmpipe); the studio does it while the user types, and the
 // first step then compiles nothing. The dry run it takes computes nothing,
-// and any error of it is the real run's to report.
-func (s *Session) Prepare(st presets.Settings, in *Inputs, progress func(done, total int)) error {
+// and any error of it is the real run's to report. Cancelling ctx stops it
+// between two programs (and returns ctx's error).
+func (s *Session) Prepare(ctx context.Context, st presets.Settings, in *Inputs, progress func(done, total int)) error {
 	if s.pipe == nil || s.dev == nil {
 		return nil
 	}
 	p := s.pipe
-	err := gpu.CompileAhead(s.dev, func() {
+	dry := func() {
 		j, err := StartInputs(p, st, in)
 		if err != nil {
 			return
@@ -35,11 +36,12 @@ func (s *Session) Prepare(st presets.Settings, in *Inputs, progress func(done, t
 		}
 		PreviewFor(p, f.Denoised, 0)
 		j.ImagesContext(context.Background())
-	}, progress)
-	if err != nil {
+	}
+	err := interruptible(ctx, s.dev, func() error { return gpu.CompileAhead(s.dev, dry, progress) })
+	if err != nil && ctx.Err() == nil {
 		return fmt.Errorf("compiling the device's programs ahead: %w", s.recover(err))
 	}
-	return nil
+	return err
 }
 
 // CompileNote is the line that tells a user what a first run is waiting

@@ -30,7 +30,7 @@ func TestPrepareBuildsTheFirstStep(t *testing.T) {
 	st := bundledSettings(s.Pipeline(), 42)
 
 	var calls [][2]int
-	require.NoError(t, s.Prepare(st, nil, func(done, total int) { calls = append(calls, [2]int{done, total}) }))
+	require.NoError(t, s.Prepare(context.Background(), st, nil, func(done, total int) { calls = append(calls, [2]int{done, total}) }))
 	require.NotEmpty(t, calls)
 	total := calls[len(calls)-1][1]
 	assert.Greater(t, total, 10, "the bundled model needs more than ten programs")

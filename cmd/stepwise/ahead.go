@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"time"
@@ -14,12 +15,12 @@ import (
 // programs for llvmpipe, first run only: 12/41"), and with one log line
 // when that took a while (a warm start loads them from the caches in a
 // fraction of a second). A failure is left to the run to report.
-func compileAhead(sess *gen.Session, s presets.Settings, in *gen.Inputs, busy *busyLine, stderr io.Writer) {
+func compileAhead(ctx context.Context, sess *gen.Session, s presets.Settings, in *gen.Inputs, busy *busyLine, stderr io.Writer) {
 	name := sess.Device().Name()
 	t0 := time.Now()
 	built := 0
 	busy.start(gen.CompileNote(name, 0, 0))
-	err := sess.Prepare(s, in, func(done, total int) {
+	err := sess.Prepare(ctx, s, in, func(done, total int) {
 		built = total
 		busy.set(gen.CompileNote(name, done, total))
 	})

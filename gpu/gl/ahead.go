@@ -38,7 +38,7 @@ type need struct {
 const dummyBytes = 48
 
 // CompileAhead runs work dry and builds the programs it needs (see
-// gpu.AheadCompiler).
+// gpu.AheadCompiler). Interrupt stops it between two programs.
 func (d *Device) CompileAhead(work func(), progress func(done, total int)) error {
 	if !d.usable() {
 		return d.Err()
@@ -69,6 +69,9 @@ func (d *Device) CompileAhead(work func(), progress func(done, total int)) error
 		progress(0, len(todo))
 	}
 	for i, k := range todo {
+		if d.Interrupted() {
+			break // the rest is built when first used
+		}
 		n := needs[k]
 		d.call(func() { d.glAhead(n) })
 		if progress != nil {
