@@ -191,3 +191,20 @@ func (d *Device) glFreeDummies() {
 
 // dryDownload is Download during a dry run: zeros of t's size.
 func dryDownload(t *gpu.Tensor) []float32 { return make([]float32, t.Numel()) }
+
+// TrimPool deletes the pooled (released) buffers (see gpu.TrimPool): on
+// llvmpipe their storage is process memory that stays resident.
+func (d *Device) TrimPool() {
+	if d.closed {
+		return
+	}
+	d.call(func() {
+		for size, list := range d.pool {
+			for _, b := range list {
+				d.glDelete(b)
+			}
+			delete(d.pool, size)
+		}
+		d.pooled = 0
+	})
+}

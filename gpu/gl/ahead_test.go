@@ -107,3 +107,27 @@ func TestCompileAheadBadProgram(t *testing.T) {
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "unary.comp"), "error names the shader: %v", err)
 }
+
+// TestTrimPool: released buffers wait in the pool (an allocation of their
+// size makes none) until TrimPool deletes them.
+func TestTrimPool(t *testing.T) {
+	d := fresh(t)
+	x := d.Upload(make([]float32, 1<<14), 1<<14)
+	d.Release(d.Scale(x, 2, 0))
+	require.NoError(t, d.Finish())
+	created := d.BuffersCreated()
+	d.Release(d.Scale(x, 2, 0))
+	assert.Equal(t, created, d.BuffersCreated(), "the pooled buffer is reused")
+	var pooled int64
+	d.call(func() { pooled = d.pooled })
+	assert.Equal(t, sizeClass(4<<14), pooled)
+
+	d.TrimPool()
+	d.call(func() { pooled = d.pooled })
+	assert.Zero(t, pooled)
+	y := d.Scale(x, 2, 0)
+	assert.Equal(t, created+1, d.BuffersCreated(), "after trimming a new buffer is made")
+	got, err := d.Download(y)
+	require.NoError(t, err)
+	assert.Equal(t, float32(0), got[0])
+}
