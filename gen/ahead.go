@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/stepwise/stepwise/gpu"
+	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
 )
 
@@ -20,7 +21,7 @@ import (
 // and any error of it is the real run's to report. Cancelling ctx stops it
 // between two programs (and returns ctx's error).
 func (s *Session) Prepare(ctx context.Context, st presets.Settings, in *Inputs, progress func(done, total int)) error {
-	if s.pipe == nil || s.dev == nil {
+	if s.pipe == nil || s.dev == nil || !dryRunSafe(s.pipe, st) {
 		return nil
 	}
 	p := s.pipe
@@ -42,6 +43,20 @@ func (s *Session) Prepare(ctx context.Context, st presets.Settings, in *Inputs, 
 		return fmt.Errorf("compiling the device's programs ahead: %w", s.recover(err))
 	}
 	return err
+}
+
+// dryRunSafe reports whether a dry run of st leaves the pipeline as it
+// was. Adapters are not: a dry run would record a LoRA as merged (or
+// unmerged) without changing the device's weights, and keep a ControlNet or
+// an IP-Adapter whose weights were never uploaded. Runs with any of them,
+// or on a pipeline holding one, compile their programs as they go.
+func dryRunSafe(p *models.Pipeline, st presets.Settings) bool {
+	for _, text := range []string{st.Prompt, st.NegativePrompt} {
+		if tags, err := models.ParseLoRATags(text); err != nil || len(tags) > 0 {
+			return false
+		}
+	}
+	return st.ControlNet == "" && st.IPAdapter == "" && len(p.LoRAs()) == 0 && p.ControlNet() == nil && p.IPAdapter() == nil
 }
 
 // CompileNote is the line that tells a user what a first run is waiting

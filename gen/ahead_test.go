@@ -11,6 +11,7 @@ import (
 	"github.com/stepwise/stepwise/internal/testdev"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/models/bundled"
+	"github.com/stepwise/stepwise/presets"
 )
 
 // TestPrepareBuildsTheFirstStep: compiling ahead for the bundled model's
@@ -70,4 +71,29 @@ func TestCompileNote(t *testing.T) {
 		CompileNote("gl: llvmpipe (LLVM 15.0.6, 256 bits), 4.5 (Core Profile) Mesa 22.3.6", 12, 41))
 	assert.Equal(t, "compiling GL programs for NVIDIA GeForce RTX 3060/PCIe/SSE2, first run only: 0/3",
 		CompileNote("gl: NVIDIA GeForce RTX 3060/PCIe/SSE2, 4.6.0 NVIDIA 535", 0, 3))
+}
+
+// TestPrepareSkipsAdapters: a dry run would leave a LoRA recorded as merged
+// (or a ControlNet or IP-Adapter without uploaded weights), so runs with
+// adapters are not compiled ahead: nothing is built, progress is not called.
+func TestPrepareSkipsAdapters(t *testing.T) {
+	dev := testdev.GL(t)
+	p, err := bundled.Load(dev)
+	require.NoError(t, err)
+	s, err := SessionOn(p)
+	require.NoError(t, err)
+	before := dev.(interface{ Built() int }).Built()
+	for name, change := range map[string]func(*presets.Settings){
+		"lora tag":         func(st *presets.Settings) { st.Prompt += " <lora:style:0.8>" },
+		"lora in negative": func(st *presets.Settings) { st.NegativePrompt = "<lora:blur:1>" },
+		"controlnet":       func(st *presets.Settings) { st.ControlNet = "canny.safetensors" },
+		"ip-adapter":       func(st *presets.Settings) { st.IPAdapter = "ip-adapter_sd15.safetensors" },
+	} {
+		st := bundledSettings(p, 1)
+		change(&st)
+		called := false
+		require.NoError(t, s.Prepare(context.Background(), st, nil, func(int, int) { called = true }), name)
+		assert.False(t, called, "%s: progress called", name)
+	}
+	assert.Equal(t, before, dev.(interface{ Built() int }).Built(), "nothing built")
 }
