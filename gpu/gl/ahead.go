@@ -48,11 +48,7 @@ func (d *Device) CompileAhead(work func(), progress func(done, total int)) error
 		defer func() { d.dry = false }()
 		work()
 	}()
-	order := d.dryOrder
-	needs := map[string]need{}
-	for _, k := range order {
-		needs[k] = d.dryNeeds[k]
-	}
+	order, needs := d.dryOrder, d.dryNeeds
 	d.dryOrder, d.dryNeeds = nil, nil
 	if err := d.Err(); err != nil {
 		return err
