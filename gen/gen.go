@@ -404,7 +404,13 @@ func (j *Job) ImagesContext(ctx context.Context) ([]*image.RGBA, error) {
 		return nil, &NonFiniteError{Stage: "final latent", Index: i, Value: x.Data[i]}
 	}
 	var imgs []*image.RGBA
-	err := interruptible(ctx, j.Pipe.Device(), func() (err error) {
+	// The U-Net's released buffers are of no use to the VAE, and the VAE's
+	// none to the next run's first step: dropping them before and after
+	// keeps the process's peak at the larger stage's.
+	dev := j.Pipe.Device()
+	gpu.TrimPool(dev)
+	defer gpu.TrimPool(dev)
+	err := interruptible(ctx, dev, func() (err error) {
 		imgs, err = j.Pipe.Decode(x.Data, x.Shape)
 		return err
 	})

@@ -27,6 +27,9 @@ func newBusy() busy {
 
 // stage names what the studio is waiting for ("" when nothing).
 func (m *Model) stage() string {
+	if note := m.compileStage(); note != "" && !m.loading {
+		return note
+	}
 	switch {
 	case m.loading:
 		return "loading " + m.opts.ModelLabel

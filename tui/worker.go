@@ -52,6 +52,8 @@ type worker struct {
 	active *active
 	vae    vaeCost // what a VAE preview costs on the loaded model
 	crash  string  // test-only: "worker" panics on the next step
+
+	compiling compiling // the compile-ahead's progress, for the busy line
 }
 
 // active is the run the worker steps (or holds paused).
@@ -303,7 +305,11 @@ func (w *worker) handle1(r request) {
 		start := time.Now()
 		w.sess, w.crash = gen.NewSession(r.load, r.open), r.crash
 		facts, warns, err := w.sess.Load()
+		ahead := err == nil && w.announceAhead()
 		w.send(loadedMsg{model: facts, err: err, took: time.Since(start), warnings: warns})
+		if ahead {
+			w.prepare()
+		}
 	case modelReq:
 		w.switchModel(r)
 	case genReq:

@@ -719,6 +719,7 @@ func generate(ctx context.Context, f genFlags, stderr io.Writer) error {
 	if len(f.xy) > 0 {
 		return generateXY(ctx, sess, f, s, in, paths[0], stderr)
 	}
+	compileAhead(ctx, sess, s, in, busy, stderr)
 	busy.start("encoding the prompt")
 	run, err := sess.StartInputs(1, s, in)
 	busy.end()

@@ -12,11 +12,12 @@ import (
 // step that compiles the shaders, the VAE decode), redrawn in place; off a
 // terminal it draws nothing, the log lines say what happened.
 type busyLine struct {
-	w    io.Writer
-	tty  bool
-	mu   sync.Mutex
-	stop chan struct{}
-	done chan struct{}
+	w     io.Writer
+	tty   bool
+	mu    sync.Mutex
+	stop  chan struct{}
+	done  chan struct{}
+	stage string // what the line says; set shows another without restarting the clock
 }
 
 var spinFrames = []string{"⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"}
@@ -29,14 +30,16 @@ func (b *busyLine) start(stage string) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.stop, b.done = make(chan struct{}), make(chan struct{})
+	b.stop, b.done, b.stage = make(chan struct{}), make(chan struct{}), stage
 	go func(stop, done chan struct{}) {
 		defer close(done)
 		t0 := time.Now()
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for i := 0; ; i++ {
-			fmt.Fprintf(b.w, "\r\x1b[2K%s %s %.1fs", spinFrames[i%len(spinFrames)], stage, time.Since(t0).Seconds())
+			b.mu.Lock()
+			fmt.Fprintf(b.w, "\r\x1b[2K%s %s %.1fs", spinFrames[i%len(spinFrames)], b.stage, time.Since(t0).Seconds())
+			b.mu.Unlock()
 			select {
 			case <-stop:
 				io.WriteString(b.w, "\r\x1b[2K")
@@ -45,6 +48,13 @@ func (b *busyLine) start(stage string) {
 			}
 		}
 	}(b.stop, b.done)
+}
+
+// set changes what the line says (a stage's progress) and keeps its clock.
+func (b *busyLine) set(stage string) {
+	b.mu.Lock()
+	b.stage = stage
+	b.mu.Unlock()
 }
 
 // end clears the line and waits for the drawing to stop.

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -85,4 +87,23 @@ func TestPreviewUsesTheVAEBudget(t *testing.T) {
 	t.Logf("%d VAE previews of 12; %v of %v", got, spent, sampled)
 	assert.Greater(t, got, 0)
 	assert.LessOrEqual(t, spent, time.Duration(float64(sampled)*gen.DefaultPreviewShare)+last)
+}
+
+// set changes what the line says (the compile-ahead's progress) and keeps
+// its clock running.
+func TestBusyLineSet(t *testing.T) {
+	var buf lockedBuffer
+	b := &busyLine{w: &buf, tty: true}
+	b.start(gen.CompileNote("gl: llvmpipe (LLVM 15.0.6, 256 bits)", 0, 41))
+	time.Sleep(250 * time.Millisecond)
+	b.set(gen.CompileNote("gl: llvmpipe (LLVM 15.0.6, 256 bits)", 12, 41))
+	time.Sleep(250 * time.Millisecond)
+	b.end()
+	out := buf.String()
+	assert.Contains(t, out, "compiling GL programs for llvmpipe, first run only: 0/41 0.")
+	m := regexp.MustCompile(`first run only: 12/41 ([0-9.]+)s`).FindAllStringSubmatch(out, -1)
+	require.NotEmpty(t, m, "the new text is drawn")
+	last, err := strconv.ParseFloat(m[len(m)-1][1], 64)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, last, 0.3, "the clock was not restarted by set")
 }

@@ -65,8 +65,9 @@ func convKey(g gpu.ConvGeom, w gpu.DType) string {
 
 // tunedWinograd decides between Winograd and the direct convolution for a
 // shape both apply to, timing them when the shape is in the tuning band and
-// not decided yet.
-func (d *Device) tunedWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) bool {
+// not decided yet. Both ways are timed with the residual res (when not nil)
+// so that the programs built for timing are the ones the convolution needs.
+func (d *Device) tunedWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) bool {
 	tiles := g.N * ceilDiv(g.OH, 4) * ceilDiv(g.OW, 4)
 	rule := tiles >= winogradMinTiles
 	if d.tune.off || tiles < winogradMinTiles/tuneBand || tiles >= winogradMinTiles*tuneBand {
@@ -75,6 +76,12 @@ func (d *Device) tunedWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) bool {
 	key := convKey(g, w.DType)
 	if win, ok := d.tune.choices[key]; ok {
 		return win
+	}
+	if d.dry {
+		// The real run will time both ways: build both.
+		d.Release(d.convWinograd(x, w, bias, res, g))
+		d.Release(d.convDirect(x, w, bias, res, g))
+		return rule
 	}
 	if d.Finish() != nil {
 		return rule
@@ -88,8 +95,8 @@ func (d *Device) tunedWinograd(x, w, bias *gpu.Tensor, g gpu.ConvGeom) bool {
 		d.Finish()
 		return time.Since(start)
 	}
-	tw := timeIt(func() *gpu.Tensor { return d.convWinograd(x, w, bias, nil, g) })
-	td := timeIt(func() *gpu.Tensor { return d.convDirect(x, w, bias, nil, g) })
+	tw := timeIt(func() *gpu.Tensor { return d.convWinograd(x, w, bias, res, g) })
+	td := timeIt(func() *gpu.Tensor { return d.convDirect(x, w, bias, res, g) })
 	if d.Err() != nil {
 		return rule
 	}

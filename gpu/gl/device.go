@@ -103,6 +103,16 @@ type Device struct {
 	// useUnfusedAttention); off in tests of attention.comp itself.
 	attnUnfused    bool
 	attnScoreBytes int64
+
+	// dry (caller side) is set while CompileAhead runs its work: ops record
+	// their programs in dryNeeds (first met first in dryOrder) and neither
+	// allocate nor dispatch. dummy and dummyOut (GL thread) are the buffers
+	// its warm-up dispatches bind.
+	dry             bool
+	dryNeeds        map[string]need
+	dryOrder        []string
+	dummy, dummyOut *buffer
+	dummies         map[int64]*buffer // by size, see dummySized
 }
 
 type profileEntry struct {
@@ -221,25 +231,32 @@ func (d *Device) call(f func()) {
 
 // sizeClass rounds n up to a size with at most three significant bits (at
 // most 25% slack), a multiple of 16 bytes, so released buffers can be reused,
-// and never a power of two: llvmpipe keys its compiled shader variants on
-// whether each texture's width is a power of two, so views of buffers of
-// both kinds would compile every program up to twice per input (seconds
-// each for the big kernels). A power of two gets 16 more bytes (32 more for
-// 16), so that the views of every format (4, 8 or 16 bytes a texel) have
-// widths that are not powers of two either.
+// shaped so that every buffer looks the same to llvmpipe's variant key.
+// llvmpipe compiles a program once per combination of its texture views'
+// static state, which includes whether the buffer's bytes are a power of two
+// and whether bits 8-15 of its byte size are zero (for a buffer view the
+// size shares its bits with a texture view's last mip level, and "level 0
+// only" is part of the key). Views of buffers of both kinds would compile
+// every program up to twice per input (seconds each for the big kernels),
+// and a program built ahead (CompileAhead) would be built again. So a size
+// is never a power of two (a power of two gets 16 more bytes, so that the
+// views of every format, 4, 8 or 16 bytes a texel, have widths that are not
+// powers of two either), always has a bit among bits 8-15 (256 more bytes
+// where it has none), and is at least 272 bytes.
 func sizeClass(n int64) int64 {
-	var c int64
-	if n < 256 {
-		c = (n + 15) &^ 15
-	} else {
-		shift := 0
-		for (n >> shift) >= 8 {
-			shift++
-		}
-		c = ((n + (1 << shift) - 1) >> shift) << shift
+	if n <= 256 {
+		return 272
 	}
-	for c > 0 && c&(c-1) == 0 {
+	shift := 0
+	for (n >> shift) >= 8 {
+		shift++
+	}
+	c := ((n + (1 << shift) - 1) >> shift) << shift
+	if c&(c-1) == 0 {
 		c += 16
+	}
+	if (c>>8)&0xff == 0 {
+		c += 256
 	}
 	return c
 }
@@ -259,9 +276,11 @@ func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bo
 	resident := d.Stats().Resident
 	d.Alloc(bytes)
 	d.storages[st] = struct{}{}
-	if len(borrowed) > 0 && borrowed[0] {
+	switch {
+	case d.dry: // nothing is dispatched in a dry run: no buffer is needed
+	case len(borrowed) > 0 && borrowed[0]:
 		d.call(func() { d.glAlloc(buf, raw, bytes, resident) })
-	} else {
+	default:
 		d.enqueue(func() { d.glAlloc(buf, raw, bytes, resident) })
 	}
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
@@ -347,6 +366,9 @@ func (d *Device) Download(t *gpu.Tensor) ([]float32, error) {
 	}
 	if !d.check("Download", t) {
 		return nil, d.Err()
+	}
+	if d.dry {
+		return dryDownload(t), nil
 	}
 	buf := t.Store.Handle.(*buffer)
 	raw := make([]byte, max(t.DType.Bytes(t.Numel()), 0))
@@ -489,6 +511,12 @@ func (d *Device) glShutdown() {
 		}
 	}
 	d.pool, d.live = nil, nil
+	for _, b := range []*buffer{d.dummy, d.dummyOut} {
+		if b != nil {
+			d.glDelete(b)
+		}
+	}
+	d.glFreeDummies()
 	for _, p := range d.progs {
 		if p.id != 0 {
 			gogl.DeleteProgram(p.id)

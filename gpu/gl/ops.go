@@ -153,7 +153,7 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		return d.convPointwise(x, w, bias, res, g)
 	}
 	if winogradApplies(g) && d.convAlgo == convAuto && !d.noWinograd {
-		if d.tunedWinograd(x, w, bias, g) {
+		if d.tunedWinograd(x, w, bias, res, g) {
 			return d.convWinograd(x, w, bias, res, g)
 		}
 	} else if d.useWinograd(g) {

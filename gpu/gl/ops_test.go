@@ -359,17 +359,14 @@ func TestPoolReuse(t *testing.T) {
 }
 
 func TestSizeClass(t *testing.T) {
-	for _, c := range []struct{ n, want int64 }{{0, 0}, {1, 48}, {16, 48}, {17, 48}, {33, 48}, {65, 80}, {255, 272}, {256, 272}, {1000, 1040},
-		{1025, 1280}, {3 << 20, 3 << 20}, {(3 << 20) + 1, 7 << 19}, {1 << 30, 1<<30 + 16}} {
-		if got := sizeClass(c.n); got != c.want {
-			t.Errorf("sizeClass(%d) = %d, want %d", c.n, got, c.want)
-		}
+	for _, c := range []struct{ n, want int64 }{{0, 272}, {1, 272}, {16, 272}, {255, 272}, {256, 272}, {257, 320}, {1000, 1040},
+		{1025, 1280}, {3 << 20, 3<<20 + 256}, {(3 << 20) + 1, 7<<19 + 256}, {1 << 30, 1<<30 + 16 + 256}, {5 << 12, 5 << 12}} {
+		assert.Equal(t, c.want, sizeClass(c.n), "sizeClass(%d)", c.n)
 	}
-	for n := int64(1); n < 1<<22; n = n*5/4 + 1 {
+	for n := int64(1); n < 1<<32; n = n*5/4 + 1 {
 		got := sizeClass(n)
-		if got < n || got%16 != 0 || got&(got-1) == 0 || got > n+n/4+48 {
-			t.Errorf("sizeClass(%d) = %d: want a 16-byte multiple covering it, not a power of two, at most 25%% (or 48 bytes) more", n, got)
-		}
+		assert.True(t, got >= n && got%16 == 0 && got&(got-1) != 0 && got <= n+n/4+272 && (got>>8)&0xff != 0,
+			"sizeClass(%d) = %d: want a 16-byte multiple covering it, not a power of two, with a bit among bits 8-15, at most 25%% (or 272 bytes) more", n, got)
 	}
 }
 

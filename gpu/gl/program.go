@@ -242,6 +242,10 @@ func (d *Device) run(op string, l *launch) {
 	if l.groups[0] == 0 || l.groups[1] == 0 || l.groups[2] == 0 {
 		return
 	}
+	if d.dry {
+		d.record(l)
+		return
+	}
 	d.enqueue(func() { d.glRun(op, l) })
 }
 

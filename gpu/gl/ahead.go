@@ -1,0 +1,206 @@
+package gl
+
+import (
+	"strings"
+	"unsafe"
+
+	gogl "github.com/go-gl/gl/v4.3-core/gl"
+
+	"github.com/stepwise/stepwise/gpu"
+)
+
+// Compiling ahead. A program costs twice on a cold start: the GLSL compile
+// and link (cached by the program binary cache, progcache.go) and, on
+// llvmpipe, the JIT of the variant for the bound textures' formats, which
+// llvmpipe does at the first dispatch (cached by Mesa's shader cache,
+// MESA_SHADER_CACHE_DIR or ~/.cache/mesa_shader_cache). CompileAhead finds
+// the programs a piece of work needs by running it dry (ops record their
+// launch instead of allocating or dispatching), then builds each one and,
+// where the driver compiles at dispatch, dispatches it once on a single
+// work group over buffers of the same sizes bound with the same texture
+// formats (never written: they cost address space, not memory). All
+// uniforms of a new program are zero, so every kernel's bounds checks make
+// that dispatch do (almost) nothing; llvmpipe also bounds-checks storage
+// writes and texel fetches and guards integer division by zero. Elsewhere
+// the driver compiles at link time and the dispatch is skipped.
+
+// need is one program a dry run met and how its launches bind their inputs.
+type need struct {
+	kernel
+	formats []int   // texture unit -> view format, -1 where nothing is bound
+	sizes   []int64 // texture unit -> bytes of the bound buffer
+	ssbos   int     // storage buffers bound after the output
+	windows bool    // the output is bound as outWindows windows
+}
+
+// dummyBytes is the size of the storage buffers a warm-up dispatch binds
+// (their sizes are not part of llvmpipe's variant key; textures' are).
+const dummyBytes = 48
+
+// CompileAhead runs work dry and builds the programs it needs (see
+// gpu.AheadCompiler). Interrupt stops it between two programs.
+func (d *Device) CompileAhead(work func(), progress func(done, total int)) error {
+	if !d.usable() {
+		return d.Err()
+	}
+	d.dry, d.dryNeeds, d.dryOrder = true, map[string]need{}, nil
+	func() {
+		defer func() { d.dry = false }()
+		work()
+	}()
+	order, needs := d.dryOrder, d.dryNeeds
+	d.dryOrder, d.dryNeeds = nil, nil
+	if err := d.Err(); err != nil {
+		return err
+	}
+	var todo []string
+	d.call(func() {
+		for _, k := range order {
+			if _, ok := d.progs[k]; !ok {
+				todo = append(todo, k)
+			}
+		}
+	})
+	if progress != nil {
+		progress(0, len(todo))
+	}
+	for i, k := range todo {
+		if d.Interrupted() {
+			break // the rest is built when first used
+		}
+		n := needs[k]
+		d.call(func() { d.glAhead(n) })
+		if progress != nil {
+			progress(i+1, len(todo))
+		}
+	}
+	d.call(d.glFreeDummies)
+	return d.Err()
+}
+
+// Built is the number of programs this device has built (compiled, or
+// loaded from the program cache), failed ones included.
+func (d *Device) Built() int {
+	var n int
+	d.call(func() { n = len(d.progs) })
+	return n
+}
+
+// record notes l's program during a dry run (caller side).
+func (d *Device) record(l *launch) {
+	key := l.kernel.key()
+	if _, ok := d.dryNeeds[key]; ok {
+		return
+	}
+	n := need{kernel: kernel{file: l.file, defines: append([]string(nil), l.defines...)}, ssbos: len(l.ssbos)}
+	for _, x := range l.ins {
+		f, size := -1, int64(0)
+		if x.t != nil {
+			f, size = x.format, x.t.Store.Handle.(*buffer).size
+		}
+		n.formats = append(n.formats, f)
+		n.sizes = append(n.sizes, size)
+	}
+	for _, def := range l.defines {
+		n.windows = n.windows || def == "OUT_WINDOWS"
+	}
+	d.dryNeeds[key] = n
+	d.dryOrder = append(d.dryOrder, key)
+}
+
+// compilesAtDispatch reports whether the driver JITs programs at their
+// first dispatch (Mesa's software rasterisers) rather than at link time.
+func (d *Device) compilesAtDispatch() bool {
+	return strings.Contains(d.name, "llvmpipe") || strings.Contains(d.name, "softpipe")
+}
+
+// glAhead builds n's program and, where the driver compiles at dispatch,
+// dispatches it once over dummy buffers. A program that does not build is
+// left for its first real launch to report.
+func (d *Device) glAhead(n need) {
+	p, err := d.glProgram(n.kernel)
+	if err != nil || !d.compilesAtDispatch() {
+		return
+	}
+	if d.dummy == nil {
+		d.dummy = &buffer{size: dummyBytes}
+		d.dummyOut = &buffer{size: dummyBytes}
+		zeros := make([]byte, dummyBytes)
+		for _, b := range []*buffer{d.dummy, d.dummyOut} {
+			gogl.GenBuffers(1, &b.id)
+			gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+			gogl.BufferData(gogl.COPY_WRITE_BUFFER, dummyBytes, unsafe.Pointer(&zeros[0]), gogl.DYNAMIC_COPY)
+		}
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+	}
+	for unit, f := range n.formats {
+		if f < 0 {
+			continue
+		}
+		b := d.dummySized(n.sizes[unit])
+		gogl.ActiveTexture(gogl.TEXTURE0 + uint32(unit))
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(b, f))
+	}
+	for i := 0; i < n.ssbos; i++ {
+		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, uint32(i+1), d.dummy.id, 0, dummyBytes)
+	}
+	gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, d.dummyOut.id, 0, dummyBytes)
+	if n.windows {
+		for _, binding := range []uint32{4, 5, 6, 7} {
+			gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, binding, d.dummyOut.id, 0, dummyBytes)
+		}
+	}
+	gogl.UseProgram(p.id)
+	gogl.DispatchCompute(1, 1, 1)
+	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
+	d.glCheck("compiling ahead")
+}
+
+// dummySized is a buffer of size bytes for warm-up dispatches: llvmpipe's
+// variant key depends on the bytes of each buffer a texture views (not only
+// on whether they are a power of two), so a warm-up over buffers of other
+// sizes compiled variants the real launch did not use. Its storage is never
+// written, so it costs address space, not memory; glFreeDummies deletes them.
+func (d *Device) dummySized(size int64) *buffer {
+	if d.dummies == nil {
+		d.dummies = map[int64]*buffer{}
+	}
+	b := d.dummies[size]
+	if b == nil {
+		b = &buffer{size: size}
+		gogl.GenBuffers(1, &b.id)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+		gogl.BufferData(gogl.COPY_WRITE_BUFFER, int(size), nil, gogl.DYNAMIC_COPY)
+		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+		d.dummies[size] = b
+	}
+	return b
+}
+
+// glFreeDummies deletes the warm-up buffers.
+func (d *Device) glFreeDummies() {
+	for _, b := range d.dummies {
+		d.glDelete(b)
+	}
+	d.dummies = nil
+}
+
+// dryDownload is Download during a dry run: zeros of t's size.
+func dryDownload(t *gpu.Tensor) []float32 { return make([]float32, t.Numel()) }
+
+// TrimPool deletes the pooled (released) buffers (see gpu.TrimPool): on
+// llvmpipe their storage is process memory that stays resident.
+func (d *Device) TrimPool() {
+	if d.closed {
+		return
+	}
+	d.call(func() {
+		for size, list := range d.pool {
+			for _, b := range list {
+				d.glDelete(b)
+			}
+			delete(d.pool, size)
+		}
+		d.pooled = 0
+	})
+}

@@ -1,0 +1,133 @@
+package gl
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/stepwise/stepwise/gpu/gputest"
+	"github.com/stepwise/stepwise/gpu/ref"
+)
+
+// aheadCases are op cases on odd shapes whose programs differ: F16 convs
+// with residuals, stride 2, matmuls with F16 weights and bias, attention,
+// group norm with SiLU, GEGLU.
+func aheadCases(t *testing.T) []gputest.Case {
+	var cs []gputest.Case
+	for _, c := range gputest.Cases() {
+		for _, name := range []string{
+			"Conv2D/residual_3x3_p1_1x8x33x35_to12_f16", "Conv2D/3x3_s2_p1_1x6x13x13_to7",
+			"MatMul/linear_f16_2x7x33_w13x33_bias", "Attention/clip_b2_l77_h4_d16_causal",
+			"GroupNormSiLU/2x12x5x7_g3_f16", "GEGLU/2x7x26",
+		} {
+			if c.Name == name {
+				cs = append(cs, c)
+			}
+		}
+	}
+	require.Len(t, cs, 6, "the cases this test picks must exist")
+	return cs
+}
+
+// TestCompileAhead: a dry run of some ops computes nothing, CompileAhead
+// reports its progress counting up to the total of programs built, and the
+// real run afterwards builds no program and still matches the reference
+// (the warm-up dispatches leave no state behind).
+func TestCompileAhead(t *testing.T) {
+	t.Setenv("STEPWISE_GL_CACHE", t.TempDir()) // programs are compiled, not loaded
+	d := fresh(t)
+	cases := aheadCases(t)
+	var calls [][2]int
+	err := d.CompileAhead(func() {
+		for _, c := range cases {
+			res, err := gputest.Exec(d, c)
+			require.NoError(t, err, c.Name)
+			for _, v := range res.Data {
+				require.Zero(t, v, "%s: a dry run computes nothing", c.Name)
+			}
+		}
+	}, func(done, total int) { calls = append(calls, [2]int{done, total}) })
+	require.NoError(t, err)
+	require.NotEmpty(t, calls)
+	total := calls[0][1]
+	assert.GreaterOrEqual(t, total, len(cases), "at least one program per op")
+	assert.Len(t, calls, total+1, "one call before the first program and one after each")
+	for i, c := range calls {
+		assert.Equal(t, [2]int{i, total}, c, "progress call %d", i)
+	}
+	built := d.Built()
+	before := map[string]bool{}
+	d.call(func() {
+		for k := range d.progs {
+			before[k] = true
+		}
+	})
+	defer d.call(func() {
+		for k := range d.progs {
+			if !before[k] {
+				t.Logf("built late: %s", k)
+			}
+		}
+	})
+	assert.Equal(t, total, built, "programs built ahead")
+
+	for _, c := range cases {
+		assert.NoError(t, gputest.CheckCase(ref.New(), d, c, 1e-4))
+	}
+	assert.Equal(t, built, d.Built(), "the real run built no program")
+
+	// Ahead of work whose programs are all built there is nothing to do.
+	calls = nil
+	require.NoError(t, d.CompileAhead(func() {
+		_, err := gputest.Exec(d, cases[0])
+		require.NoError(t, err)
+	}, func(done, total int) { calls = append(calls, [2]int{done, total}) }))
+	assert.Equal(t, [][2]int{{0, 0}}, calls)
+}
+
+// TestCompileAheadBadProgram: a program that does not compile is left to
+// its first real launch, which reports it naming the shader.
+func TestCompileAheadBadProgram(t *testing.T) {
+	d := fresh(t)
+	l := &launch{kernel: kernel{file: "unary.comp", defines: []string{"LX=64", "X_LOADER=NO_SUCH_LOADER"}}}
+	require.NoError(t, d.CompileAhead(func() {
+		x := d.Upload([]float32{1, 2, 3}, 3)
+		l.ins = []input{in(x)}
+		l.out = d.out(x.Shape)
+		l.groups = [3]int{1, 1, 1}
+		d.run("Bad", l)
+	}, nil), "building ahead does not fail the device")
+	x := d.Upload([]float32{1, 2, 3}, 3)
+	l.ins = []input{in(x)}
+	l.out = d.out(x.Shape)
+	d.run("Bad", l)
+	err := d.Finish()
+	require.Error(t, err)
+	assert.True(t, strings.Contains(err.Error(), "unary.comp"), "error names the shader: %v", err)
+}
+
+// TestTrimPool: released buffers wait in the pool (an allocation of their
+// size makes none) until TrimPool deletes them.
+func TestTrimPool(t *testing.T) {
+	d := fresh(t)
+	x := d.Upload(make([]float32, 1<<14), 1<<14)
+	d.Release(d.Scale(x, 2, 0))
+	require.NoError(t, d.Finish())
+	created := d.BuffersCreated()
+	d.Release(d.Scale(x, 2, 0))
+	assert.Equal(t, created, d.BuffersCreated(), "the pooled buffer is reused")
+	var pooled int64
+	d.call(func() { pooled = d.pooled })
+	assert.Equal(t, sizeClass(4<<14), pooled)
+
+	d.TrimPool()
+	d.call(func() { pooled = d.pooled })
+	assert.Zero(t, pooled)
+	y := d.Scale(x, 2, 0)
+	assert.Equal(t, created+1, d.BuffersCreated(), "after trimming a new buffer is made")
+	got, err := d.Download(y)
+	require.NoError(t, err)
+	assert.Equal(t, float32(0), got[0])
+}
