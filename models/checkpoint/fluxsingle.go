@@ -1,7 +1,6 @@
 package checkpoint
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/stepwise/stepwise/models/nets"
@@ -87,14 +86,8 @@ func fromSingleFlux(f *safetensors.File, cfg *configs, configPath string, ex Ext
 		return fail(err)
 	}
 	var bundle fluxBundle
-	if configPath != "" {
-		data, err := readConfig(configPath)
-		if err != nil {
-			return fail(err)
-		}
-		if err := json.Unmarshal(data, &bundle); err != nil {
-			return fail(cfgErr(configPath, "%v", err))
-		}
+	if err := readBundle(configPath, &bundle); err != nil {
+		return fail(err)
 	}
 	tc, note := inferFlux(src["transformer"])
 	m.ConfigSource = "inferred from tensor shapes (" + note + ")"
@@ -113,16 +106,8 @@ func fromSingleFlux(f *safetensors.File, cfg *configs, configPath string, ex Ext
 	m.Flux = &tc
 
 	vs := src["vae"]
-	_, diffusersVAE := vs.f.Lookup(vs.prefix + "decoder.up_blocks.0.resnets.0.conv1.weight")
-	if cfg != nil && cfg.VAE.ShiftFactor != nil {
-		m.VAE = cfg.VAE
-	} else {
-		m.VAE = inferVAE(vs, diffusersVAE)
-		shift := fam.Shift
-		m.VAE.ScalingFactor, m.VAE.ShiftFactor = fam.Scaling, &shift
-	}
-	m.VAE.Defaults()
-	if err := validateVAE(f.Path(), &m.VAE); err != nil {
+	diffusersVAE, err := singleVAE(m, vs, cfg)
+	if err != nil {
 		return fail(err)
 	}
 	if 4*m.VAE.LatentChannels != tc.InChannels {
@@ -135,33 +120,13 @@ func fromSingleFlux(f *safetensors.File, cfg *configs, configPath string, ex Ext
 	}
 
 	spec := fam.Texts[0]
-	c := inferCLIP(src[spec.Role], spec.Act)
-	if cfg != nil {
-		if bc, ok := cfg.Texts[spec.Role]; ok && bc.HiddenSize > 0 {
-			c = bc
-		}
-	}
-	c.Defaults()
-	c.Architectures = []string{"CLIPTextModel"} // Flux pools without the projection
-	if err := validateText(f.Path(), spec.Role, &c); err != nil {
+	if err := singleText(m, src[spec.Role], spec, cfg, "CLIPTextModel"); err != nil { // Flux pools without the projection
 		return fail(err)
 	}
-	pad := spec.Pad
-	if cfg != nil {
-		if p, ok := cfg.Pads[spec.Tokenizer]; ok {
-			pad = p
-		}
-	}
-	m.Texts = []TextModel{{Spec: spec, Config: c, Pad: pad}}
-	t5 := &T5Model{Spec: *fam.T5, Config: inferT5(src[fam.T5.Role])}
-	if bundle.T5 != nil {
-		t5.Config = *bundle.T5
-		t5.Config.Defaults()
-	}
-	if t5.Tokenizer, err = findT5Tokenizer(f.Path(), ex.T5Tokenizer); err != nil {
+	if err := singleT5(m, src[fam.T5.Role], bundle.T5, ex); err != nil {
 		return fail(err)
 	}
-	m.T5 = t5
+	c, t5 := m.Texts[0].Config, m.T5
 	switch {
 	case t5.Config.DModel != tc.JointAttentionDim:
 		return fail(fmt.Errorf("checkpoint %s: the transformer's txt_in takes %d-wide T5 states, but the T5 encoder is %d wide: a T5 of the wrong size for this transformer", f.Path(), tc.JointAttentionDim, t5.Config.DModel))

@@ -303,14 +303,8 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 		return fail(err)
 	}
 	var bundle sd3Bundle
-	if configPath != "" {
-		data, err := readConfig(configPath)
-		if err != nil {
-			return fail(err)
-		}
-		if err := json.Unmarshal(data, &bundle); err != nil {
-			return fail(cfgErr(configPath, "%v", err))
-		}
+	if err := readBundle(configPath, &bundle); err != nil {
+		return fail(err)
 	}
 	tc, note := inferMMDiT(src["transformer"])
 	m.ConfigSource = "inferred from tensor shapes (" + note + ")"
@@ -326,17 +320,8 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 	}
 	m.Transformer = &tc
 
-	vs := src["vae"]
-	_, diffusersVAE := vs.f.Lookup(vs.prefix + "decoder.up_blocks.0.resnets.0.conv1.weight")
-	if cfg != nil && cfg.VAE.ShiftFactor != nil {
-		m.VAE = cfg.VAE // the bundle's "vae" (scaling and shift included)
-	} else {
-		m.VAE = inferVAE(vs, diffusersVAE)
-		shift := fam.Shift
-		m.VAE.ScalingFactor, m.VAE.ShiftFactor = fam.Scaling, &shift
-	}
-	m.VAE.Defaults()
-	if err := validateVAE(f.Path(), &m.VAE); err != nil {
+	diffusersVAE, err := singleVAE(m, src["vae"], cfg)
+	if err != nil {
 		return fail(err)
 	}
 	m.Scheduler = fam.Scheduler
@@ -344,34 +329,13 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 		m.Scheduler = cfg.Scheduler
 	}
 	for _, spec := range fam.Texts {
-		c := inferCLIP(src[spec.Role], spec.Act)
-		if cfg != nil {
-			if bc, ok := cfg.Texts[spec.Role]; ok && bc.HiddenSize > 0 {
-				c = bc
-			}
-		}
-		c.Defaults()
-		c.Architectures = []string{"CLIPTextModelWithProjection"}
-		if err := validateText(f.Path(), spec.Role, &c); err != nil {
+		if err := singleText(m, src[spec.Role], spec, cfg, "CLIPTextModelWithProjection"); err != nil {
 			return fail(err)
 		}
-		pad := spec.Pad
-		if cfg != nil {
-			if p, ok := cfg.Pads[spec.Tokenizer]; ok {
-				pad = p
-			}
-		}
-		m.Texts = append(m.Texts, TextModel{Spec: spec, Config: c, Pad: pad})
 	}
-	t5 := &T5Model{Spec: *fam.T5, Config: inferT5(src[fam.T5.Role])}
-	if bundle.T5 != nil {
-		t5.Config = *bundle.T5
-		t5.Config.Defaults()
-	}
-	if t5.Tokenizer, err = findT5Tokenizer(f.Path(), ex.T5Tokenizer); err != nil {
+	if err := singleT5(m, src[fam.T5.Role], bundle.T5, ex); err != nil {
 		return fail(err)
 	}
-	m.T5 = t5
 	if err := checkSD3Widths(m, f.Path()); err != nil {
 		return fail(err)
 	}
@@ -384,6 +348,75 @@ func fromSingleSD3(f *safetensors.File, cfg *configs, configPath string, ex Extr
 		return fail(err)
 	}
 	return m, nil
+}
+
+// readBundle decodes the config bundle at configPath (none: nothing) into v.
+func readBundle(configPath string, v any) error {
+	if configPath == "" {
+		return nil
+	}
+	data, err := readConfig(configPath)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return cfgErr(configPath, "%v", err)
+	}
+	return nil
+}
+
+// singleVAE sets m's VAE config: the bundle's "vae" when it gives the
+// shift (scaling included), else read from vs's shapes with the family's
+// scaling and shift. It reports whether vs holds diffusers' names.
+func singleVAE(m *Model, vs source, cfg *configs) (diffusers bool, err error) {
+	_, diffusers = vs.f.Lookup(vs.prefix + "decoder.up_blocks.0.resnets.0.conv1.weight")
+	if cfg != nil && cfg.VAE.ShiftFactor != nil {
+		m.VAE = cfg.VAE
+	} else {
+		m.VAE = inferVAE(vs, diffusers)
+		shift := m.Spec.Shift
+		m.VAE.ScalingFactor, m.VAE.ShiftFactor = m.Spec.Scaling, &shift
+	}
+	m.VAE.Defaults()
+	return diffusers, validateVAE(m.Path, &m.VAE)
+}
+
+// singleText appends the CLIP text encoder spec to m.Texts: its config
+// from the bundle or s's shapes, as class arch, with the tokenizer's pad.
+func singleText(m *Model, s source, spec TextSpec, cfg *configs, arch string) error {
+	c := inferCLIP(s, spec.Act)
+	pad := spec.Pad
+	if cfg != nil {
+		if bc, ok := cfg.Texts[spec.Role]; ok && bc.HiddenSize > 0 {
+			c = bc
+		}
+		if p, ok := cfg.Pads[spec.Tokenizer]; ok {
+			pad = p
+		}
+	}
+	c.Defaults()
+	c.Architectures = []string{arch}
+	if err := validateText(m.Path, spec.Role, &c); err != nil {
+		return err
+	}
+	m.Texts = append(m.Texts, TextModel{Spec: spec, Config: c, Pad: pad})
+	return nil
+}
+
+// singleT5 sets m's T5: its config from the bundle (bc) or s's shapes, and
+// the tokenizer --t5-tokenizer names or one beside the checkpoint.
+func singleT5(m *Model, s source, bc *nets.T5Config, ex Extra) error {
+	t5 := &T5Model{Spec: *m.Spec.T5, Config: inferT5(s)}
+	if bc != nil {
+		t5.Config = *bc
+		t5.Config.Defaults()
+	}
+	var err error
+	if t5.Tokenizer, err = findT5Tokenizer(m.Path, ex.T5Tokenizer); err != nil {
+		return err
+	}
+	m.T5 = t5
+	return nil
 }
 
 // placeSingle places the tensors of a transformer family's single file,
