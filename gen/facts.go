@@ -64,6 +64,10 @@ type Facts struct {
 	VAEWidths     []int
 	WeightBytes   int64
 	DeviceMemory  int64
+
+	// IF is set for a DeepFloyd IF cascade (Family IFFamily; see
+	// deepif.go), whose frames are pixels.
+	IF *IFFacts
 }
 
 // FactsOf copies p's facts. Call it on the goroutine that owns p, before
