@@ -121,7 +121,7 @@ func FactsOfIF(p *models.IF, name string, up IFUpscale) *Facts {
 		Name: name, Family: IFFamily, Downscale: 1, SizeMultiple: 1 << max(levels-1, 0), Levels: 0,
 		NativeSize: u.SampleSize, LatentChannels: u.InChannels, MaxClipSkip: 1, TextHidden: p.TextWidth(),
 		MaxSequenceLength: models.IFMaxLength, T5Tokenizer: p.Tokenizer(),
-		Encoders: []string{"text_encoder (T5) " + strconv.Itoa(models.IFMaxLength) + " tokens"},
+		Encoders:  []string{"text_encoder (T5) " + strconv.Itoa(models.IFMaxLength) + " tokens"},
 		Scheduler: ifSchedulerConfig(b.Sched),
 		// Frames are pixels in [-1,1]: the "latent" projection is
 		// x/2+0.5 per channel.
