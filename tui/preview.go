@@ -183,7 +183,7 @@ func (m *Model) progressLine(r *runRec, w int) string {
 func (m *Model) progressText(r *runRec, short bool) string {
 	n := r.total()
 	i := m.frame + 1
-	parts := []string{fmt.Sprintf("step %d/%d", i, n)}
+	parts := []string{stepLabel(r, i, n)}
 	if m.frame >= 0 && m.frame < len(r.Frames) {
 		f := r.Frames[m.frame]
 		if short {

@@ -61,6 +61,12 @@ type Options struct {
 	// Update at ctrl+g, "view" in View once a run exists, "worker" on the
 	// worker's next step.
 	CrashTest string
+	// Model, when its Path is set, is loaded instead of Load's model (a
+	// DeepFloyd IF folder and its upscaler; Load and Open still open the
+	// device), and IFUpscale are the stage II settings of IF runs (zero:
+	// gen.DefaultIFUpscale).
+	Model     gen.ModelSpec
+	IFUpscale gen.IFUpscale
 }
 
 // CrashError is a panic caught in the studio (in Update, View or the
@@ -130,6 +136,8 @@ type (
 		VE                           bool
 		Shape                        [4]int
 		Noise                        *image.RGBA
+		// Boundary is a DeepFloyd IF run's number of stage I frames.
+		Boundary int
 	}
 	noiseMsg struct {
 		ID    int
@@ -285,7 +293,7 @@ func (m *Model) Start(send func(tea.Msg)) {
 			return nil, nil, errors.New("no model to load")
 		}
 	}
-	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest})
+	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest, spec: m.opts.Model, ifUp: m.opts.IFUpscale})
 }
 
 // Close stops the worker (cancelling its work) and releases the model.
