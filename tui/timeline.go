@@ -70,19 +70,19 @@ type runRec struct {
 	Chunks         int
 	PromptTokens   int
 	NegativeTokens int
-	PromptT5Tokens int       // T5 tokens with </s>, before padding (SD3, Flux)
+	PromptT5Tokens int // T5 tokens with </s>, before padding (SD3, Flux)
 	// Boundary is a DeepFloyd IF run's number of stage I frames (0 for
 	// other models): the timeline marks where stage II begins.
-	Boundary int
-	Requested      time.Time // when the key was pressed
-	Started        time.Time // when the worker started it
-	FirstPreview   time.Duration
-	FirstStep      time.Duration
-	Elapsed        time.Duration
-	Encode         time.Duration
-	Sampling       time.Duration
-	Decode         time.Duration
-	Timings        map[string]time.Duration
+	Boundary     int
+	Requested    time.Time // when the key was pressed
+	Started      time.Time // when the worker started it
+	FirstPreview time.Duration
+	FirstStep    time.Duration
+	Elapsed      time.Duration
+	Encode       time.Duration
+	Sampling     time.Duration
+	Decode       time.Duration
+	Timings      map[string]time.Duration
 }
 
 func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
