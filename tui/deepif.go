@@ -110,3 +110,16 @@ func traceIF(m *Model, r *runRec, w int) string {
 	stage("pixels", fmt.Sprintf("[1, 3, %d, %d]", h2, h2), fmt.Sprintf("clamp(x/2+0.5); %s in %s", runStatusNames[r.Status], r.Elapsed.Round(time.Millisecond)))
 	return b.String()
 }
+
+// ifShownLabel names what the pane shows for a DeepFloyd IF run: its
+// frames are pixels, not latents decoded by a VAE or projected.
+func ifShownLabel(r *runRec, what string) string {
+	if r.Boundary <= 0 {
+		return what
+	}
+	what = strings.NewReplacer(" (VAE)", " (pixels)", " (latent preview)", " (pixels)").Replace(what)
+	if r.Status == runDone && strings.HasPrefix(what, "final image") && len(r.Frames) > r.Boundary {
+		what = "final image, stage II (pixels)"
+	}
+	return what
+}

@@ -141,6 +141,7 @@ func (m *Model) previewPane(w, h int) string {
 	} else {
 		r := m.runs[m.cur]
 		pic, what := m.shown(r)
+		what = ifShownLabel(r, what)
 		title = fmt.Sprintf("run %d", r.ID)
 		if r.Parent >= 0 {
 			title += fmt.Sprintf(" (branch of %d at step %d)", r.Parent, r.At+1)
