@@ -49,7 +49,8 @@ type IFFacts struct {
 	Factor, UpscalerSize int
 	// NoisingTimesteps is the number of noise levels stage II knows.
 	NoisingTimesteps int
-	// Upscale are the stage II settings runs take (Session.IFUpscale).
+	// Upscale are the stage II settings runs take (Session.IFUpscale when
+	// the cascade loaded).
 	Upscale IFUpscale
 }
 
@@ -222,7 +223,7 @@ func (s *Session) startIF(id int, st presets.Settings) (*Run, error) {
 	if err := validateIF(s.facts, st); err != nil {
 		return nil, err
 	}
-	up := s.facts.IF.Upscale
+	up := s.IFUpscale
 	if err := checkIFUpscale(s.ifp, up); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,10 @@ package gen
 
 import (
 	"context"
+	"image"
+	"image/draw"
+	"image/png"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +18,7 @@ import (
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/presets"
+	"github.com/stepwise/stepwise/render"
 )
 
 // ifSession loads if-mini with if-mini-sr as its upscaler into a session
@@ -183,4 +188,83 @@ func TestSessionIFInfotextAndCancel(t *testing.T) {
 	_, err = s.BranchIF(3, 1, 0, st, IFUpscale{Steps: up.Steps, CFG: up.CFG, NoiseLevel: 5000})
 	assert.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "no frame") || strings.Contains(err.Error(), "noise level"), err.Error())
+}
+
+// The guidance sweep runs the whole cascade per scale, the forward view
+// noises a frame's pixels, and an exported frame is its pixels with the
+// run's parameters.
+func TestSessionIFSweepForwardExport(t *testing.T) {
+	s, _ := ifSession(t)
+	s.IFUpscale = IFUpscale{Steps: 2, CFG: 4, NoiseLevel: 250}
+	st := ifSettings(s.Facts())
+	st.Steps = 2
+	var got []SweepResult
+	require.NoError(t, s.Sweep(context.Background(), st, []float64{1, 7}, func(r SweepResult) { got = append(got, r) }))
+	require.Len(t, got, 2)
+	run, err := s.Start(1, st)
+	require.NoError(t, err)
+	imgs, err := s.Finish(context.Background(), run, nil)
+	require.NoError(t, err)
+	require.Equal(t, 4, run.Len())
+	assert.Equal(t, imgs[0].Pix, got[1].Image.Pix, "the sweep's cfg 7 image is the run's")
+	assert.NotEqual(t, got[0].Image.Pix, got[1].Image.Pix)
+	assert.Equal(t, 64, got[0].Image.Bounds().Dx())
+
+	fw, err := s.Forward(1, 3, 3, false)
+	require.NoError(t, err)
+	require.Len(t, fw.Images, 3)
+	last, _, _ := run.IFFrame(3)
+	want := models.IFImage(last, 64, 64).Pix
+	// t = 0 keeps the image (sigma ~0.006: a level or two of 255); the
+	// last timestep is noise.
+	assert.LessOrEqual(t, maxPixDiff(want, fw.Images[0].Pix), 4, "t = 0 is the image, barely noised")
+	assert.Greater(t, maxPixDiff(want, fw.Images[2].Pix), 64, "t = T-1 is noise")
+	assert.Equal(t, 64, fw.Images[2].Bounds().Dx())
+
+	dir := t.TempDir()
+	paths, err := s.Export(1, 1, false, nil, dir)
+	require.NoError(t, err)
+	require.Len(t, paths, 1)
+	x2, _, _ := run.IFFrame(1)
+	img, text, err := readPNGText(paths[0])
+	require.NoError(t, err)
+	assert.Equal(t, models.IFImage(x2, 16, 16).Pix, img.Pix)
+	assert.Contains(t, text, "Stepwise frame: 2/4 x_t")
+	assert.Contains(t, text, "Noise level: 250")
+}
+
+// readPNGText reads an exported PNG as RGBA and its parameters text.
+func readPNGText(path string) (*image.RGBA, string, error) {
+	m, err := render.ReadPNGTextFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer f.Close()
+	im, err := png.Decode(f)
+	if err != nil {
+		return nil, "", err
+	}
+	b := im.Bounds()
+	out := image.NewRGBA(b)
+	draw.Draw(out, b, im, b.Min, draw.Src)
+	return out, m["parameters"], nil
+}
+
+func maxPixDiff(a, b []uint8) int {
+	d := 0
+	for i := range a {
+		d = max(d, abs(int(a[i])-int(b[i])))
+	}
+	return d
+}
+
+func abs(x int) int {
+	if x < 0 {
+		return -x
+	}
+	return x
 }
