@@ -161,3 +161,32 @@ func TestStepLabelIF(t *testing.T) {
 	_, _, err = cutUpscaler("if-mini --upscaler")
 	assert.ErrorContains(t, err, "needs a folder")
 }
+
+// The noise schedule view shows IF's cosine schedule as the model's, with
+// the run's DDPM timesteps of both stages.
+func TestScheduleViewIF(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave4")
+	dev := ref.New()
+	defer dev.Close()
+	p, err := models.LoadIF(dev, filepath.Join(dir, "if-mini"))
+	require.NoError(t, err)
+	defer p.Release()
+	require.NoError(t, p.LoadUpscaler(filepath.Join(dir, "if-mini-sr")))
+	f := gen.FactsOfIF(p, "if-mini", gen.DefaultIFUpscale)
+	s := presets.Default()
+	r := newRunRec(1, s, -1, 0)
+	r.Status, r.Boundary = runDone, 10
+	for _, t := range []float64{900, 800, 700, 600, 500, 400, 300, 200, 100, 0, 900, 800} {
+		r.Schedule.Timesteps = append(r.Schedule.Timesteps, t)
+		r.Schedule.Sigmas = append(r.Schedule.Sigmas, 1)
+		r.Schedule.Next = append(r.Schedule.Next, 1)
+	}
+	m := &Model{model: f, runs: []*runRec{r}}
+	v := newScheduleView()
+	assert.Nil(t, v.enter(m))
+	require.NoError(t, v.err)
+	assert.Equal(t, 2, v.model, "squaredcos_cap_v2 is the model's schedule")
+	view := v.view(m, 100, 30)
+	assert.Contains(t, view, "squaredcos_cap_v2 (model)")
+	assert.Contains(t, view, "12 steps")
+}
