@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -267,4 +268,41 @@ func abs(x int) int {
 		return -x
 	}
 	return x
+}
+
+// Cancelling an IF run in the middle of a stage II step returns within a
+// second (the device's work is interrupted), and the run keeps its frames.
+func TestSessionIFCancelMidStep(t *testing.T) {
+	s, _ := ifSession(t)
+	st := ifSettings(s.Facts())
+	st.Steps = 2
+	run, err := s.Start(1, st)
+	require.NoError(t, err)
+	for run.Len() < 2 {
+		_, err := s.Step(context.Background(), run)
+		require.NoError(t, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var cancelled time.Time
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		cancelled = time.Now()
+		cancel()
+	}()
+	go func() {
+		_, err := s.Step(ctx, run) // stage II's first step: 64x64
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Skip("the step finished before the cancel; nothing to measure")
+		}
+		assert.ErrorIs(t, err, context.Canceled)
+		assert.Less(t, time.Since(cancelled), time.Second, "the cancel took effect within a second")
+	case <-time.After(30 * time.Second):
+		t.Fatal("the cancelled step did not return")
+	}
+	assert.Equal(t, 2, run.Len())
 }
