@@ -190,3 +190,25 @@ func TestScheduleViewIF(t *testing.T) {
 	assert.Contains(t, view, "squaredcos_cap_v2 (model)")
 	assert.Contains(t, view, "12 steps")
 }
+
+// Ctrl+N with "IF_FOLDER --upscaler SR_FOLDER" switches to the cascade;
+// a stage II folder as the model is refused and the cascade stays.
+func TestSwitchToIF(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave4")
+	h := newMini(t)
+	m := h.m
+	require.NotEqual(t, gen.IFFamily, m.model.Family)
+	h.run(m.loadModel(filepath.Join(dir, "if-mini") + " --upscaler " + filepath.Join(dir, "if-mini-sr")))
+	h.waitFor("the switch", func() bool { return !m.switching })
+	require.NotNil(t, m.model)
+	require.Equal(t, gen.IFFamily, m.model.Family, "status: %s", m.status)
+	require.NotNil(t, m.model.IF)
+	assert.Equal(t, "if-mini-sr", m.model.IF.Upscaler)
+	assert.Equal(t, "16", m.ed.width.Value(), "the size is the cascade's native one")
+
+	h.run(m.loadModel(filepath.Join(dir, "if-mini-sr")))
+	h.waitFor("the refused switch", func() bool { return !m.switching })
+	assert.True(t, m.statusErr)
+	assert.Contains(t, m.status, "cannot be the base model")
+	assert.Equal(t, gen.IFFamily, m.model.Family, "the cascade stays loaded")
+}
