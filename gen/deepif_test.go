@@ -131,7 +131,7 @@ func TestSessionIF(t *testing.T) {
 	info := s.Infotext(2, 0)
 	assert.Contains(t, info, "Seed: 43")
 	assert.Contains(t, info, "Upscaler steps: 10, Upscaler CFG scale: 4, Noise level: 250")
-	assert.Contains(t, info, BranchKey+": step 12 of")
+	assert.Contains(t, info, BranchKey+": step 12 of Seed=42")
 
 	// Same settings: the generator's state at the frame continues.
 	same, err := s.Branch(3, 1, 11, st)

@@ -862,8 +862,9 @@ func settingsDiff(a, b presets.Settings) []string {
 	return out
 }
 
-// branchKeys are the settings a branch may change, by infotext key.
-var branchKeys = []string{"Steps", "Sampler", "Schedule type", "CFG scale", "Guidance rescale", "Clip skip", "Prompt", "Negative prompt"}
+// branchKeys are the settings a branch may change, by infotext key (the
+// seed only in a DeepFloyd IF branch; others keep the parent's).
+var branchKeys = []string{"Steps", "Sampler", "Schedule type", "CFG scale", "Guidance rescale", "Clip skip", "Prompt", "Negative prompt", "Seed"}
 
 func branchValue(s presets.Settings, k string) string {
 	switch k {
@@ -883,6 +884,8 @@ func branchValue(s presets.Settings, k string) string {
 		return strconv.Quote(s.Prompt)
 	case "Negative prompt":
 		return strconv.Quote(s.NegativePrompt)
+	case "Seed":
+		return strconv.FormatInt(s.Seed, 10)
 	}
 	return ""
 }
@@ -913,6 +916,8 @@ func setBranchValue(s *presets.Settings, k, v string) error {
 		s.Prompt = unq()
 	case "Negative prompt":
 		s.NegativePrompt = unq()
+	case "Seed":
+		s.Seed, err = strconv.ParseInt(v, 10, 64)
 	default:
 		return fmt.Errorf("%q is not a setting a branch changes", k)
 	}
