@@ -64,6 +64,10 @@ type Facts struct {
 	VAEWidths     []int
 	WeightBytes   int64
 	DeviceMemory  int64
+
+	// IF is set for a DeepFloyd IF cascade (Family IFFamily; see
+	// deepif.go), whose frames are pixels.
+	IF *IFFacts
 }
 
 // FactsOf copies p's facts. Call it on the goroutine that owns p, before
@@ -122,6 +126,12 @@ func (f *Facts) SamplerSettings(s presets.Settings) sampler.Settings {
 // Preview renders batch row i of a latent as RGB without the VAE; see
 // PreviewFor.
 func (f *Facts) Preview(l sampler.Latent, i int) *image.RGBA {
+	if f.IF != nil { // pixels
+		c, h, w := l.Shape[1], l.Shape[2], l.Shape[3]
+		if n := c * h * w; c == 3 && (i+1)*n <= len(l.Data) {
+			return IFPreview(sampler.Latent{Shape: [4]int{1, c, h, w}, Data: l.Data[i*n : (i+1)*n]})
+		}
+	}
 	return preview(f.LatentRGB, f.LatentRGBBias, l, i)
 }
 

@@ -44,6 +44,9 @@ func Validate(p *models.Pipeline, s presets.Settings) error {
 }
 
 func validate(f *Facts, s presets.Settings) error {
+	if f.IF != nil {
+		return validateIF(f, s)
+	}
 	if err := s.Validate(); err != nil {
 		return err
 	}

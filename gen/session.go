@@ -35,6 +35,9 @@ type OpenFunc func(warn func(string)) (gpu.Device, error)
 type ModelSpec struct {
 	Path, Config string
 	Load         func(gpu.Device) (*models.Pipeline, error)
+	// Upscaler is the stage II folder loaded beside a DeepFloyd IF stage
+	// I folder (Path); see deepif.go.
+	Upscaler string
 }
 
 // loadOn loads spec's model on dev.
@@ -59,7 +62,8 @@ type Session struct {
 	open  OpenFunc
 	dev   gpu.Device
 	pipe  *models.Pipeline
-	model ModelSpec // what a reopened device loads
+	ifp   *models.IF // a DeepFloyd IF cascade, loaded instead of a pipeline
+	model ModelSpec  // what a reopened device loads
 	facts *Facts
 	runs  map[int]*Run
 	// hash is the A1111 hash of hashOf, the pipeline it was computed for.
@@ -68,12 +72,15 @@ type Session struct {
 	// Configure, when set, is applied to every pipeline the session loads
 	// (a LoRA folder, a TAESD, a prediction type).
 	Configure func(*models.Pipeline) error
+	// IFUpscale are the stage II settings of the DeepFloyd IF runs the
+	// session starts (DefaultIFUpscale unless changed before the load).
+	IFUpscale IFUpscale
 }
 
 // NewSession returns a session that loads its model with load (see Load)
 // and reopens devices with open (optional).
 func NewSession(load LoadFunc, open OpenFunc) *Session {
-	return &Session{load: load, open: open, runs: map[int]*Run{}}
+	return &Session{load: load, open: open, runs: map[int]*Run{}, IFUpscale: DefaultIFUpscale}
 }
 
 // SessionOn returns a session over a loaded pipeline (on its device),
@@ -81,7 +88,7 @@ func NewSession(load LoadFunc, open OpenFunc) *Session {
 // device: after a device error its calls return the *DeviceError, for a
 // command that then exits.
 func SessionOn(p *models.Pipeline) (*Session, error) {
-	s := &Session{runs: map[int]*Run{}, dev: p.Device()}
+	s := &Session{runs: map[int]*Run{}, dev: p.Device(), IFUpscale: DefaultIFUpscale}
 	if err := s.setPipe(p); err != nil {
 		return nil, err
 	}
@@ -101,6 +108,7 @@ type Run struct {
 	owners      []*sampler.Run // the sampler run each snapshot belongs to
 	gone        string         // the model it was made with, once unloaded
 	sampledTime time.Duration
+	ifr         *ifRun // a DeepFloyd IF run (Job then holds only the settings)
 }
 
 // Step is what one step of a run gave.
@@ -110,6 +118,9 @@ type Step struct {
 	// previews that must not saturate.
 	XT   sampler.Latent
 	Took time.Duration
+	// Stage is a DeepFloyd IF run's stage (1 or 2; 0 for other runs),
+	// whose frames are pixels.
+	Stage int
 }
 
 // Gone names the model the run was made with when another model has
@@ -123,6 +134,9 @@ func (r *Run) Sampling() time.Duration { return r.sampledTime }
 // InitialXT is the run's x_T (or, for a branch, the frame it starts from)
 // on the VP scale.
 func (r *Run) InitialXT() sampler.Latent {
+	if r.ifr != nil {
+		return r.ifr.initial
+	}
 	x := r.Job.Run.X()
 	sigma := 0.0
 	if len(r.Schedule.Sigmas) > 0 {
@@ -178,6 +192,9 @@ func (s *Session) setPipe(p *models.Pipeline) error {
 	if p == nil {
 		return nil
 	}
+	if s.ifp != nil {
+		return errors.New("a DeepFloyd IF cascade is loaded")
+	}
 	if s.Configure != nil {
 		if err := s.Configure(p); err != nil {
 			return err
@@ -187,14 +204,49 @@ func (s *Session) setPipe(p *models.Pipeline) error {
 	return nil
 }
 
+// setModel makes what spec loaded the session's model: a pipeline, or a
+// DeepFloyd IF cascade.
+func (s *Session) setModel(p *models.Pipeline, ifp *models.IF, spec ModelSpec) error {
+	if ifp != nil {
+		s.pipe, s.ifp = nil, ifp
+		s.facts = FactsOfIF(ifp, filepath.Base(spec.Path), s.IFUpscale)
+		s.facts.DeviceMemory = DeviceMemory(ifp.Device())
+		return nil
+	}
+	s.ifp = nil
+	return s.setPipe(p)
+}
+
+// modelName names the loaded model ("" when none).
+func (s *Session) modelName() string {
+	switch {
+	case s.pipe != nil:
+		return s.pipe.Name
+	case s.facts != nil:
+		return s.facts.Name
+	}
+	return ""
+}
+
+// closeModel releases the loaded pipeline or cascade.
+func (s *Session) closeModel() {
+	if s.pipe != nil {
+		s.pipe.Close()
+	}
+	if s.ifp != nil {
+		s.ifp.Release()
+	}
+	s.pipe, s.ifp, s.facts = nil, nil, nil
+}
+
 // Load opens the device and loads the session's own model. It returns the
 // model's facts and the warnings met.
 func (s *Session) Load() (*Facts, []string, error) {
 	var warns []string
-	dev, pipe, err := s.openModel(ModelSpec{}, func(w string) { warns = append(warns, w) })
+	dev, pipe, ifp, err := s.openModel(ModelSpec{}, func(w string) { warns = append(warns, w) })
 	s.dev = dev
 	if err == nil {
-		err = s.setPipe(pipe)
+		err = s.setModel(pipe, ifp, ModelSpec{})
 	}
 	if err != nil {
 		return nil, warns, err
@@ -202,12 +254,13 @@ func (s *Session) Load() (*Facts, []string, error) {
 	return s.facts, warns, nil
 }
 
-func (s *Session) openModel(spec ModelSpec, warn func(string)) (gpu.Device, *models.Pipeline, error) {
-	if s.load == nil {
-		return nil, nil, errors.New("no model to load")
+func (s *Session) openModel(spec ModelSpec, warn func(string)) (gpu.Device, *models.Pipeline, *models.IF, error) {
+	if s.load == nil && (s.open == nil || !isIFSpec(spec)) {
+		return nil, nil, nil, errors.New("no model to load")
 	}
 	if spec.Path == "" {
-		return s.load(warn)
+		dev, p, err := s.load(warn)
+		return dev, p, nil, err
 	}
 	var dev gpu.Device
 	var err error
@@ -221,27 +274,29 @@ func (s *Session) openModel(spec ModelSpec, warn func(string)) (gpu.Device, *mod
 		}
 	}
 	if err != nil {
-		return dev, nil, err
+		return dev, nil, nil, err
 	}
 	if dev == nil {
-		return nil, nil, errors.New("no device was opened")
+		return nil, nil, nil, errors.New("no device was opened")
+	}
+	if isIFSpec(spec) {
+		ifp, err := loadIFOn(dev, spec)
+		return dev, nil, ifp, err
 	}
 	p, err := loadOn(dev, spec)
-	return dev, p, err
+	return dev, p, nil, err
 }
 
 // Close releases every run's device memory, the pipeline and the device.
 func (s *Session) Close() {
 	for _, r := range s.runs {
-		r.Job.Close()
+		s.End(r)
 	}
-	if s.pipe != nil {
-		s.pipe.Close()
-	}
+	s.closeModel()
 	if s.dev != nil {
 		s.dev.Close()
 	}
-	s.pipe, s.dev, s.facts = nil, nil, nil
+	s.dev = nil
 }
 
 // CheckDevice reopens the device when it recorded an error no call
@@ -262,23 +317,29 @@ func (s *Session) recover(err error) error {
 	}
 	t0 := time.Now()
 	for _, r := range s.runs {
-		r.Job.Close() // the prompt embeddings lived on the failed device
+		s.End(r) // the prompt embeddings lived on the failed device
 		r.Job.Pipe = nil
+		if r.ifr != nil {
+			r.ifr.p = nil
+		}
 	}
-	if s.pipe != nil {
-		s.pipe.Close()
-	}
+	s.closeModel()
 	s.dev.Close()
-	s.dev, s.pipe, s.facts = nil, nil, nil
+	s.dev = nil
 	var warns []string
-	dev, pipe, lerr := s.openModel(s.model, func(w string) { warns = append(warns, w) })
+	dev, pipe, ifp, lerr := s.openModel(s.model, func(w string) { warns = append(warns, w) })
 	s.dev = dev
 	if lerr == nil {
-		lerr = s.setPipe(pipe)
+		lerr = s.setModel(pipe, ifp, s.model)
 	}
 	for _, r := range s.runs {
 		if r.gone == "" {
 			r.Job.Pipe = s.pipe
+			if r.ifr != nil {
+				// Its frames stay; the stage in progress (whose text
+				// states were on the failed device) cannot go on.
+				r.ifr.p = s.ifp
+			}
 		}
 	}
 	note := fmt.Sprintf("device reopened, model reloaded in %.2fs", time.Since(t0).Seconds())
@@ -300,6 +361,9 @@ func (s *Session) Start(id int, st presets.Settings) (*Run, error) {
 
 // StartInputs is Start with the init image and mask already read.
 func (s *Session) StartInputs(id int, st presets.Settings, in *Inputs) (*Run, error) {
+	if s.ifp != nil {
+		return s.startIF(id, st)
+	}
 	if s.pipe == nil {
 		return nil, errors.New("no model is loaded")
 	}
@@ -328,11 +392,14 @@ func (s *Session) add(r *Run, t0 time.Time) *Run {
 // history; with another it starts that sampler at the frame's noise level.
 func (s *Session) Branch(id, parent, at int, st presets.Settings) (*Run, error) {
 	p := s.runs[parent]
-	if p == nil || at < 0 || at >= len(p.snaps) {
+	if p == nil || at < 0 || at >= p.Len() || (p.ifr == nil && at >= len(p.snaps)) {
 		return nil, fmt.Errorf("branch: run %d has no frame %d", parent, at+1)
 	}
 	if p.gone != "" {
 		return nil, fmt.Errorf("branch: run %d was made with %s, which is no longer loaded", parent, p.gone)
+	}
+	if p.ifr != nil {
+		return s.branchIF(id, p, at, st, p.ifr.up)
 	}
 	if s.pipe == nil {
 		return nil, errors.New("branch: no model is loaded")
@@ -400,6 +467,9 @@ func (s *Session) Branch(id, parent, at int, st presets.Settings) (*Run, error) 
 
 // Step takes one step of r.
 func (s *Session) Step(ctx context.Context, r *Run) (Step, error) {
+	if r.ifr != nil {
+		return s.stepIF(ctx, r)
+	}
 	if r.Job.Pipe == nil {
 		return Step{}, errors.New("no model is loaded for this run")
 	}
@@ -417,6 +487,9 @@ func (s *Session) Step(ctx context.Context, r *Run) (Step, error) {
 
 // Images decodes r's final latent with the VAE.
 func (s *Session) Images(ctx context.Context, r *Run) ([]*image.RGBA, error) {
+	if r.ifr != nil {
+		return r.ifr.images()
+	}
 	if r.Job.Pipe == nil {
 		return nil, errors.New("no model is loaded for this run")
 	}
@@ -427,7 +500,7 @@ func (s *Session) Images(ctx context.Context, r *Run) ([]*image.RGBA, error) {
 // Finish takes r's remaining steps and decodes its images; each step is
 // passed to each (when not nil) as it comes.
 func (s *Session) Finish(ctx context.Context, r *Run, each func(Step)) ([]*image.RGBA, error) {
-	for !r.Job.Done() {
+	for !r.Done() {
 		st, err := s.Step(ctx, r)
 		if err != nil {
 			return nil, err
@@ -442,7 +515,12 @@ func (s *Session) Finish(ctx context.Context, r *Run, each func(Step)) ([]*image
 // End releases r's prompt embeddings: an ended run never steps again (a
 // branch encodes its own prompt), so a long session holds no more device
 // memory than its first run did.
-func (s *Session) End(r *Run) { r.Job.Close() }
+func (s *Session) End(r *Run) {
+	r.Job.Close()
+	if r.ifr != nil {
+		r.ifr.end()
+	}
+}
 
 // FrameLatent returns frame i of run id: its predicted x0, or its x_t on
 // the VP scale.
@@ -453,6 +531,13 @@ func (s *Session) FrameLatent(id, frame int, x0 bool) (*Run, sampler.Latent, err
 	}
 	if r.gone != "" {
 		return r, sampler.Latent{}, fmt.Errorf("run %d was made with %s, which is no longer loaded", id, r.gone)
+	}
+	if r.ifr != nil {
+		l, err := r.ifr.frame(frame, x0)
+		if err != nil {
+			return r, l, fmt.Errorf("run %d: %w", id, err)
+		}
+		return r, l, nil
 	}
 	if r.Job.Pipe == nil {
 		return r, sampler.Latent{}, errors.New("no model is loaded")
@@ -473,6 +558,9 @@ func (s *Session) Decode(id, frame int, x0 bool) ([]*image.RGBA, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.ifr != nil { // pixels: no VAE
+		return []*image.RGBA{IFPreview(l)}, nil
+	}
 	imgs, err := r.Job.Pipe.Decode(l.Data, l.Shape)
 	if err != nil {
 		return nil, s.recover(deviceFault(r.Job.Pipe, "VAE decoder", 0, 0, err))
@@ -486,6 +574,9 @@ func (s *Session) Infotext(id, i int, extra ...presets.Param) string {
 	r := s.runs[id]
 	if r == nil {
 		return ""
+	}
+	if r.ifr != nil {
+		return s.infotextIF(r, extra...)
 	}
 	st := r.Job.Settings
 	var ps []presets.Param
@@ -518,7 +609,7 @@ func (s *Session) Export(id, frame int, x0 bool, images []*image.RGBA, dir strin
 		if x0 {
 			what = "predicted x0"
 		}
-		extra = append(extra, presets.Param{Key: "Stepwise frame", Value: fmt.Sprintf("%d/%d %s", frame+1, len(r.Job.Frames), what)})
+		extra = append(extra, presets.Param{Key: "Stepwise frame", Value: fmt.Sprintf("%d/%d %s", frame+1, r.Len(), what)})
 	}
 	var paths []string
 	for i, img := range images {
@@ -564,6 +655,9 @@ type SweepResult struct {
 // each with every image as it is done. It stops at the first error, or
 // when ctx is cancelled (returning ctx.Err()).
 func (s *Session) Sweep(ctx context.Context, st presets.Settings, scales []float64, each func(SweepResult)) error {
+	if s.ifp != nil {
+		return s.recover(s.sweepIF(ctx, st, scales, each))
+	}
 	if s.pipe == nil {
 		return errors.New("no model is loaded")
 	}
@@ -609,6 +703,9 @@ func (s *Session) Forward(id, frame, n int, vae bool) (*Forward, error) {
 	if err != nil {
 		return nil, err
 	}
+	if r.ifr != nil {
+		return s.forwardIF(r, frame, n)
+	}
 	if last := len(r.Job.Frames) - 1; frame == last {
 		f := r.Job.Frames[last]
 		l = r.Space.VP(f.X, f.Next) // the finished latent (x0 at sigma 0)
@@ -649,29 +746,42 @@ func (s *Session) SwitchModel(spec ModelSpec, cancelled func() bool) (*Facts, []
 	if s.dev == nil || s.dev.Err() != nil {
 		// No usable device (the first load failed): open one with the
 		// new model.
-		old := ""
-		if s.pipe != nil {
-			old = s.pipe.Name
-		}
-		s.unloadRuns(old)
-		if s.pipe != nil {
-			s.pipe.Close()
-		}
+		s.unloadRuns(s.modelName())
+		s.closeModel()
 		if s.dev != nil {
 			s.dev.Close()
 		}
-		s.pipe, s.facts = nil, nil
 		var warns []string
-		dev, pipe, err := s.openModel(spec, func(w string) { warns = append(warns, w) })
+		dev, pipe, ifp, err := s.openModel(spec, func(w string) { warns = append(warns, w) })
 		s.dev = dev
 		if err == nil {
-			err = s.setPipe(pipe)
+			err = s.setModel(pipe, ifp, spec)
 		}
 		if err != nil {
 			return nil, warns, err
 		}
 		s.model = spec
-		return s.facts, append(warns, pipe.Model.Warnings...), nil
+		if pipe != nil {
+			warns = append(warns, pipe.Model.Warnings...)
+		}
+		return s.facts, warns, nil
+	}
+	if isIFSpec(spec) {
+		ifp, err := loadIFOn(s.dev, spec)
+		if err == nil && cancelled() {
+			ifp.Release()
+			return nil, nil, ErrSwitchCancelled
+		}
+		if err != nil {
+			return nil, nil, s.recover(err)
+		}
+		s.unloadRuns(s.modelName())
+		s.closeModel()
+		s.model = spec
+		if err := s.setModel(nil, ifp, spec); err != nil {
+			return nil, nil, err
+		}
+		return s.facts, nil, nil
 	}
 	pipe, err := loadOn(s.dev, spec)
 	if err == nil && cancelled() {
@@ -684,9 +794,9 @@ func (s *Session) SwitchModel(spec ModelSpec, cancelled func() bool) (*Facts, []
 		}
 		return nil, nil, s.recover(err)
 	}
-	if old := s.pipe; old != nil {
-		s.unloadRuns(old.Name)
-		old.Close()
+	if s.pipe != nil || s.ifp != nil {
+		s.unloadRuns(s.modelName())
+		s.closeModel()
 	}
 	s.model = spec
 	if err := s.setPipe(pipe); err != nil {
@@ -702,8 +812,11 @@ func (s *Session) unloadRuns(name string) {
 		name = "a model that is no longer loaded"
 	}
 	for _, r := range s.runs {
-		r.Job.Close()
+		s.End(r)
 		r.Job.Pipe = nil
+		if r.ifr != nil {
+			r.ifr.p = nil
+		}
 		if r.gone == "" {
 			r.gone = name
 		}
@@ -749,8 +862,9 @@ func settingsDiff(a, b presets.Settings) []string {
 	return out
 }
 
-// branchKeys are the settings a branch may change, by infotext key.
-var branchKeys = []string{"Steps", "Sampler", "Schedule type", "CFG scale", "Guidance rescale", "Clip skip", "Prompt", "Negative prompt"}
+// branchKeys are the settings a branch may change, by infotext key (the
+// seed only in a DeepFloyd IF branch; others keep the parent's).
+var branchKeys = []string{"Steps", "Sampler", "Schedule type", "CFG scale", "Guidance rescale", "Clip skip", "Prompt", "Negative prompt", "Seed"}
 
 func branchValue(s presets.Settings, k string) string {
 	switch k {
@@ -770,6 +884,8 @@ func branchValue(s presets.Settings, k string) string {
 		return strconv.Quote(s.Prompt)
 	case "Negative prompt":
 		return strconv.Quote(s.NegativePrompt)
+	case "Seed":
+		return strconv.FormatInt(s.Seed, 10)
 	}
 	return ""
 }
@@ -800,6 +916,8 @@ func setBranchValue(s *presets.Settings, k, v string) error {
 		s.Prompt = unq()
 	case "Negative prompt":
 		s.NegativePrompt = unq()
+	case "Seed":
+		s.Seed, err = strconv.ParseInt(v, 10, 64)
 	default:
 		return fmt.Errorf("%q is not a setting a branch changes", k)
 	}

@@ -269,7 +269,9 @@ type IFOptions struct {
 type IFStep struct {
 	Stage, Index, T int
 	X               []float32
-	H, W            int
+	// X0 is the step's predicted (thresholded) x0.
+	X0   []float32
+	H, W int
 }
 
 // predict runs u on cat([x, x]) (plus extra channels) with rows
@@ -312,6 +314,67 @@ func (p *IF) predict(u *nets.IFUNet, x []float32, extra []float32, c, h, w, t in
 // Stage1 runs stage I from the seed's noise and returns its un-clamped
 // output [1,3,S,S].
 func (p *IF) Stage1(o IFOptions, cb func(IFStep)) ([]float32, error) {
+	r, err := p.NewStage1(o)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Release()
+	if err := r.Run(cb); err != nil {
+		return nil, err
+	}
+	return r.X, nil
+}
+
+// Stage2 upscales stage I's un-clamped output low [1,3,h,w] x4 with a
+// fresh generator of the same seed, as diffusers' examples chain them.
+func (p *IF) Stage2(low []float32, h, w int, o IFOptions, cb func(IFStep)) ([]float32, int, int, error) {
+	r, err := p.NewStage2(low, h, w, o)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer r.Release()
+	if err := r.Run(cb); err != nil {
+		return nil, 0, 0, err
+	}
+	return r.X, r.H, r.W, nil
+}
+
+// IFStageRun is one stage of an IF run taken one scheduler step at a time
+// (the studio steps, scrubs and branches through it; Stage1 and Stage2
+// run it to the end). Its exported fields are the state a branch copies.
+type IFStageRun struct {
+	p     *IF
+	st    *IFStage
+	Stage int // 1 or 2
+	// C, H and W are the image's channels and size.
+	C, H, W int
+	// X is the sample x_t after the steps taken (updated in place).
+	X []float32
+	// Timesteps are the stage's timesteps from the one the next step
+	// takes; Steps is the step count they were made for (DDPM steps from
+	// t to t - T/Steps); First is the index of Timesteps[0] in the full
+	// schedule of Steps steps.
+	Timesteps    []int
+	Steps, First int
+	// Taken counts the steps this run has taken.
+	Taken int
+	// Gen draws the variance noise (stage II: it drew the initial noise
+	// and the upscale's noise first).
+	Gen *rng.TorchCPU
+	CFG float64
+	// Stage II: the bilinear x4 upscale of stage I's output, the noise
+	// drawn for it, the noise level and the noised upscale the U-Net is
+	// conditioned on (concatenated after X on the channels).
+	Up, UpNoise, Noised []float32
+	NoiseLevel          int
+	// Stop, when set, is asked before each step (see IFOptions.Stop).
+	Stop func() error
+	ctx  *gpu.Tensor
+}
+
+// NewStage1 prepares stage I from the seed's noise: the prompt is encoded
+// and the initial x_T drawn.
+func (p *IF) NewStage1(o IFOptions) (*IFStageRun, error) {
 	st := p.Base
 	size := o.Size
 	if size == 0 {
@@ -326,36 +389,20 @@ func (p *IF) Stage1(o IFOptions, cb func(IFStep)) ([]float32, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer p.dev.Release(ctx)
 	g := rng.NewTorchCPU(o.Seed)
 	x := make([]float32, c*size*size)
 	g.Randn(x)
-	for i, t := range ts {
-		if o.Stop != nil {
-			if err := o.Stop(); err != nil {
-				return nil, err
-			}
-		}
-		eps, err := p.predict(st.UNet, x, nil, c, size, size, t, ctx, o.CFG, nil)
-		if err != nil {
-			return nil, fmt.Errorf("stage I step %d: %w", i, err)
-		}
-		if err := st.Sched.Step(eps, x, 1, c, t, o.Steps, g.Randn); err != nil {
-			return nil, err
-		}
-		if cb != nil {
-			cb(IFStep{Stage: 1, Index: i, T: t, X: append([]float32(nil), x...), H: size, W: size})
-		}
-	}
-	return x, nil
+	return &IFStageRun{p: p, st: st, Stage: 1, C: c, H: size, W: size, X: x, Timesteps: ts, Steps: o.Steps,
+		Gen: g, CFG: o.CFG, Stop: o.Stop, ctx: ctx}, nil
 }
 
-// Stage2 upscales stage I's un-clamped output low [1,3,h,w] x4 with a
-// fresh generator of the same seed, as diffusers' examples chain them.
-func (p *IF) Stage2(low []float32, h, w int, o IFOptions, cb func(IFStep)) ([]float32, int, int, error) {
+// NewStage2 prepares stage II on stage I's un-clamped output low
+// [1,3,h,w]: a fresh generator of the seed draws x_T and the noise of the
+// upscale, which is noised to o.NoiseLevel.
+func (p *IF) NewStage2(low []float32, h, w int, o IFOptions) (*IFStageRun, error) {
 	st := p.Upper
 	if st == nil {
-		return nil, 0, 0, fmt.Errorf("no upscaler loaded")
+		return nil, fmt.Errorf("no upscaler loaded")
 	}
 	c := 3
 	H, W := 4*h, 4*w
@@ -363,20 +410,19 @@ func (p *IF) Stage2(low []float32, h, w int, o IFOptions, cb func(IFStep)) ([]fl
 		H, W = s, s
 	}
 	if st.UNet.Config.InChannels != 2*c {
-		return nil, 0, 0, fmt.Errorf("%s: stage II takes %d input channels, want %d", st.Dir, st.UNet.Config.InChannels, 2*c)
+		return nil, fmt.Errorf("%s: stage II takes %d input channels, want %d", st.Dir, st.UNet.Config.InChannels, 2*c)
 	}
 	ts, err := st.Sched.Timesteps(o.UpscalerSteps)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	if o.NoiseLevel < 0 || o.NoiseLevel >= st.Noising.NumTrainTimesteps {
-		return nil, 0, 0, fmt.Errorf("noise level %d: want 0..%d", o.NoiseLevel, st.Noising.NumTrainTimesteps-1)
+	if err := p.checkNoiseLevel(o.NoiseLevel); err != nil {
+		return nil, err
 	}
 	ctx, err := p.Encode(o.Prompt, o.Negative)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, err
 	}
-	defer p.dev.Release(ctx)
 	g := rng.NewTorchCPU(o.Seed)
 	x := make([]float32, c*H*W)
 	g.Randn(x)
@@ -385,28 +431,201 @@ func (p *IF) Stage2(low []float32, h, w int, o IFOptions, cb func(IFStep)) ([]fl
 	g.Randn(nz)
 	noised, err := st.Noising.AddNoise(up, nz, o.NoiseLevel)
 	if err != nil {
-		return nil, 0, 0, err
+		p.dev.Release(ctx)
+		return nil, err
 	}
-	labels := []float32{float32(o.NoiseLevel), float32(o.NoiseLevel)}
+	return &IFStageRun{p: p, st: st, Stage: 2, C: c, H: H, W: W, X: x, Timesteps: ts, Steps: o.UpscalerSteps,
+		Gen: g, CFG: o.UpscalerCFG, Up: up, UpNoise: nz, Noised: noised, NoiseLevel: o.NoiseLevel, Stop: o.Stop, ctx: ctx}, nil
+}
+
+func (p *IF) checkNoiseLevel(n int) error {
+	if p.Upper == nil {
+		return fmt.Errorf("no upscaler loaded")
+	}
+	if n < 0 || n >= p.Upper.Noising.NumTrainTimesteps {
+		return fmt.Errorf("noise level %d: want 0..%d", n, p.Upper.Noising.NumTrainTimesteps-1)
+	}
+	return nil
+}
+
+// IFResume is where a stage continues from: the sample x_t after step
+// After (0-based) of a run of that stage, with Gen (nil: a fresh
+// generator of the options' seed) drawing the rest of the variance noise.
+// Stage II also takes the upscale and its noise draw, which are re-noised
+// at the options' noise level.
+type IFResume struct {
+	Stage int
+	X     []float32
+	H, W  int
+	// T is the timestep the step After took (x is at its predecessor).
+	T           int
+	Gen         *rng.TorchCPU
+	Up, UpNoise []float32
+}
+
+// ResumeStage prepares the rest of a stage from r with options o (their
+// prompt, guidance, steps and, for stage II, noise level): x is r.X, and
+// the remaining timesteps are those of o's schedule below r.T (with the
+// same step count, the ones after r's step).
+func (p *IF) ResumeStage(r IFResume, o IFOptions) (*IFStageRun, error) {
+	st, steps, cfg := p.Base, o.Steps, o.CFG
+	c := p.Base.UNet.Config.InChannels
+	if r.Stage == 2 {
+		st, steps, cfg, c = p.Upper, o.UpscalerSteps, o.UpscalerCFG, 3
+		if st == nil {
+			return nil, fmt.Errorf("no upscaler loaded")
+		}
+		if err := p.checkNoiseLevel(o.NoiseLevel); err != nil {
+			return nil, err
+		}
+		if len(r.Up) != c*r.H*r.W || len(r.UpNoise) != len(r.Up) {
+			return nil, fmt.Errorf("stage II resume: the upscale has %d values, want %d", len(r.Up), c*r.H*r.W)
+		}
+	}
+	if len(r.X) != c*r.H*r.W {
+		return nil, fmt.Errorf("stage %d resume: x has %d values, want %d", r.Stage, len(r.X), c*r.H*r.W)
+	}
+	ts, err := st.Sched.Timesteps(steps)
+	if err != nil {
+		return nil, err
+	}
+	first := len(ts)
 	for i, t := range ts {
-		if o.Stop != nil {
-			if err := o.Stop(); err != nil {
-				return nil, 0, 0, err
-			}
+		if t < r.T {
+			first = i
+			break
 		}
-		eps, err := p.predict(st.UNet, x, noised, c, H, W, t, ctx, o.UpscalerCFG, labels)
+	}
+	g := r.Gen
+	if g == nil {
+		g = rng.NewTorchCPU(o.Seed)
+	} else {
+		g = g.Clone().(*rng.TorchCPU)
+	}
+	run := &IFStageRun{p: p, st: st, Stage: r.Stage, C: c, H: r.H, W: r.W, X: append([]float32(nil), r.X...),
+		Timesteps: ts[first:], Steps: steps, First: first, Gen: g, CFG: cfg, Stop: o.Stop}
+	if r.Stage == 2 {
+		run.Up, run.UpNoise, run.NoiseLevel = r.Up, r.UpNoise, o.NoiseLevel
+		if run.Noised, err = st.Noising.AddNoise(r.Up, r.UpNoise, o.NoiseLevel); err != nil {
+			return nil, err
+		}
+	}
+	if run.ctx, err = p.Encode(o.Prompt, o.Negative); err != nil {
+		return nil, err
+	}
+	return run, nil
+}
+
+// Done reports whether every step of the stage has been taken.
+func (r *IFStageRun) Done() bool { return r.Taken >= len(r.Timesteps) }
+
+// Total is the number of steps of the stage's schedule (taken before this
+// run included, for a resumed one).
+func (r *IFStageRun) Total() int { return r.First + len(r.Timesteps) }
+
+// Step takes the next scheduler step and reports it.
+func (r *IFStageRun) Step() (IFStep, error) {
+	if r.Done() {
+		return IFStep{}, fmt.Errorf("stage %d: no steps are left", r.Stage)
+	}
+	if r.Stop != nil {
+		if err := r.Stop(); err != nil {
+			return IFStep{}, err
+		}
+	}
+	if r.ctx == nil {
+		return IFStep{}, fmt.Errorf("stage %d: the run was released", r.Stage)
+	}
+	i, t := r.First+r.Taken, r.Timesteps[r.Taken]
+	eps, err := r.p.predict(r.st.UNet, r.X, r.Noised, r.C, r.H, r.W, t, r.ctx, r.CFG, r.labels())
+	if err != nil {
+		if r.Stage == 2 {
+			return IFStep{}, fmt.Errorf("stage II step %d: %w", i, err)
+		}
+		return IFStep{}, fmt.Errorf("stage I step %d: %w", i, err)
+	}
+	x0 := r.st.Sched.PredictX0(eps, r.X, t, r.Steps)
+	if err := r.st.Sched.Step(eps, r.X, 1, r.C, t, r.Steps, r.Gen.Randn); err != nil {
+		return IFStep{}, err
+	}
+	r.Taken++
+	return IFStep{Stage: r.Stage, Index: i, T: t, X: append([]float32(nil), r.X...), X0: x0, H: r.H, W: r.W}, nil
+}
+
+func (r *IFStageRun) labels() []float32 {
+	if r.Stage != 2 {
+		return nil
+	}
+	return []float32{float32(r.NoiseLevel), float32(r.NoiseLevel)}
+}
+
+// Run takes the remaining steps, reporting each to cb (when not nil).
+func (r *IFStageRun) Run(cb func(IFStep)) error {
+	for !r.Done() {
+		s, err := r.Step()
 		if err != nil {
-			return nil, 0, 0, fmt.Errorf("stage II step %d: %w", i, err)
-		}
-		if err := st.Sched.Step(eps, x, 1, c, t, o.UpscalerSteps, g.Randn); err != nil {
-			return nil, 0, 0, err
+			return err
 		}
 		if cb != nil {
-			cb(IFStep{Stage: 2, Index: i, T: t, X: append([]float32(nil), x...), H: H, W: W})
+			cb(s)
 		}
 	}
-	return x, H, W, nil
+	return nil
 }
+
+// Release frees the run's text states on the device.
+func (r *IFStageRun) Release() {
+	if r.ctx != nil {
+		r.p.dev.Release(r.ctx)
+		r.ctx = nil
+	}
+}
+
+// PredictX0 is the x0 a DDPM step at t (of n steps) predicts from the
+// guided output out [1, C or 2C, ...] and x [1,C,...], thresholded or
+// clipped as the step does (for previews; the step computes its own).
+func (s *IFScheduler) PredictX0(out, x []float32, t, n int) []float32 {
+	a, _ := s.alphas(t, n)
+	sqB := float32(math.Sqrt(float64(1 - a)))
+	sqA := float32(math.Sqrt(float64(a)))
+	x0 := make([]float32, len(x))
+	for i := range x {
+		x0[i] = (x[i] - sqB*out[i]) / sqA
+	}
+	if s.Thresholding {
+		s.threshold(x0, 1)
+	} else if s.ClipSample {
+		r := float32(s.ClipSampleRange)
+		for i, v := range x0 {
+			x0[i] = float32(math.Min(math.Max(float64(v), float64(-r)), float64(r)))
+		}
+	}
+	return x0
+}
+
+// AlphaBar is alphas_cumprod[t] (1 for t < 0, before the first step).
+func (s *IFScheduler) AlphaBar(t int) float64 {
+	if t < 0 {
+		return 1
+	}
+	if t >= len(s.ac) {
+		t = len(s.ac) - 1
+	}
+	return float64(s.ac[t])
+}
+
+// Prev is the timestep a DDPM step from t of n steps lands on (negative:
+// the clean image).
+func (s *IFScheduler) Prev(t, n int) int { return s.prev(t, n) }
+
+// Tokenizer is the cascade's T5 tokenizer (immutable).
+func (p *IF) Tokenizer() *tokenizer.Unigram { return p.tok }
+
+// Device is the device the cascade runs on.
+func (p *IF) Device() gpu.Device { return p.dev }
+
+// TextWidth is the width of the T5 states.
+func (p *IF) TextWidth() int { return p.Base.UNet.Config.TextDim() }
 
 // BilinearAlignCorners is F.interpolate(x, (H,W), mode="bilinear",
 // align_corners=True) of x [1,c,h,w].

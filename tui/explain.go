@@ -125,6 +125,9 @@ func (v *scheduleView) enter(m *Model) tea.Cmd {
 	if s.Seed < 0 {
 		s.Seed = 0
 	}
+	if m.model.IF != nil { // DeepFloyd IF always steps with DDPM
+		s.Sampler, s.Schedule = "DDPM", ""
+	}
 	if err := m.model.Validate(s); err != nil {
 		v.marks, v.what = sampler.Schedule{}, err.Error()
 		return nil
@@ -679,6 +682,9 @@ func traceView(m *Model, w, h int) string {
 		return b.String()
 	}
 	r := m.runs[m.cur]
+	if m.model.IF != nil || r.Boundary > 0 {
+		return traceIF(m, r, w)
+	}
 	s := r.Settings
 	p := m.model
 	tm := func(k string) string {

@@ -88,6 +88,11 @@ func droppedModel(paste string) string {
 // loadModel asks the worker to switch to the checkpoint typed or dropped
 // (v is "PATH [--config FILE]"); the run in progress is stopped first.
 func (m *Model) loadModel(v string) tea.Cmd {
+	v, upscaler, err := cutUpscaler(v)
+	if err != nil {
+		m.setError(err)
+		return nil
+	}
 	path, config, err := parseModelField(v)
 	if err != nil {
 		m.setError(err)
@@ -104,7 +109,7 @@ func (m *Model) loadModel(v string) tea.Cmd {
 	m.stopWork()
 	m.switching = true
 	m.switchSeq++
-	m.w.submit(modelReq{Path: path, Config: config, Seq: m.switchSeq})
+	m.w.submit(modelReq{Path: path, Config: config, Seq: m.switchSeq, Upscaler: upscaler})
 	m.setStatus("loading model " + path + "…")
 	return nil
 }

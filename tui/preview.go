@@ -147,6 +147,7 @@ func (m *Model) previewPane(w, h int) string {
 	} else {
 		r := m.runs[m.cur]
 		pic, what := m.shown(r)
+		what = ifShownLabel(r, what)
 		title = fmt.Sprintf("run %d", r.ID)
 		if r.Parent >= 0 {
 			title += fmt.Sprintf(" (branch of %d at step %d)", r.Parent, r.At+1)
@@ -189,7 +190,7 @@ func (m *Model) progressLine(r *runRec, w int) string {
 func (m *Model) progressText(r *runRec, short bool) string {
 	n := r.total()
 	i := m.frame + 1
-	parts := []string{fmt.Sprintf("step %d/%d", i, n)}
+	parts := []string{stepLabel(r, i, n)}
 	if m.frame >= 0 && m.frame < len(r.Frames) {
 		f := r.Frames[m.frame]
 		if short {

@@ -214,7 +214,7 @@ func (m *Model) onRunStarted(msg runStartedMsg) {
 	r.Status = runRunning
 	r.Settings, r.Schedule, r.Chunks = msg.Settings, msg.Schedule, msg.Chunks
 	r.PromptTokens, r.NegativeTokens, r.Encode, r.Shape = msg.PromptTokens, msg.NegativeTokens, msg.Encode, msg.Shape
-	r.PromptT5Tokens = msg.PromptT5Tokens
+	r.PromptT5Tokens, r.Boundary = msg.PromptT5Tokens, msg.Boundary
 	if msg.Parent < 0 && r.Noise == nil {
 		r.Noise = msg.Noise
 		r.FirstPreview = time.Since(r.Requested)

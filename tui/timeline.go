@@ -44,6 +44,8 @@ type frameRec struct {
 	// Tiny: X0 is the TAESD's decode (taesd.go); XT stays the latent
 	// projection (one TAESD decode a step, as generate --preview).
 	Tiny bool
+	// Stage is a DeepFloyd IF frame's stage (1 or 2; 0 for other models).
+	Stage int
 }
 
 type decodeKey struct {
@@ -71,16 +73,19 @@ type runRec struct {
 	Chunks         int
 	PromptTokens   int
 	NegativeTokens int
-	PromptT5Tokens int       // T5 tokens with </s>, before padding (SD3, Flux)
-	Requested      time.Time // when the key was pressed
-	Started        time.Time // when the worker started it
-	FirstPreview   time.Duration
-	FirstStep      time.Duration
-	Elapsed        time.Duration
-	Encode         time.Duration
-	Sampling       time.Duration
-	Decode         time.Duration
-	Timings        map[string]time.Duration
+	PromptT5Tokens int // T5 tokens with </s>, before padding (SD3, Flux)
+	// Boundary is a DeepFloyd IF run's number of stage I frames (0 for
+	// other models): the timeline marks where stage II begins.
+	Boundary     int
+	Requested    time.Time // when the key was pressed
+	Started      time.Time // when the worker started it
+	FirstPreview time.Duration
+	FirstStep    time.Duration
+	Elapsed      time.Duration
+	Encode       time.Duration
+	Sampling     time.Duration
+	Decode       time.Duration
+	Timings      map[string]time.Duration
 }
 
 func newRunRec(id int, s presets.Settings, parent, at int) *runRec {
@@ -296,15 +301,21 @@ func (m *Model) timelineBar(r *runRec, w int) string {
 	var b strings.Builder
 	for x := 0; x < w; x++ {
 		i := x * n / w
+		done, todo := "▆", "▁"
+		if r.Boundary > 0 && i >= r.Boundary { // DeepFloyd IF's stage II
+			done, todo = "▄", "▂"
+		}
 		switch {
 		case x == mark:
 			b.WriteString(styleTickOn.Render("█"))
+		case r.Boundary > 0 && r.Boundary < n && x > 0 && (x-1)*n/w < r.Boundary && i >= r.Boundary:
+			b.WriteString(styleLabelOn.Render(ifBoundaryGlyph))
 		case i < r.Inherited:
-			b.WriteString(styleDim.Render("▆"))
+			b.WriteString(styleDim.Render(done))
 		case i < len(r.Frames):
-			b.WriteString(styleBarDone.Render("▆"))
+			b.WriteString(styleBarDone.Render(done))
 		default:
-			b.WriteString(styleBarTodo.Render("▁"))
+			b.WriteString(styleBarTodo.Render(todo))
 		}
 	}
 	return b.String()

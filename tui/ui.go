@@ -63,6 +63,12 @@ type Options struct {
 	CrashTest string
 	// TAESD is the TAESD field's first path (the studio's --taesd).
 	TAESD string
+	// Model, when its Path is set, is loaded instead of Load's model (a
+	// DeepFloyd IF folder and its upscaler; Load and Open still open the
+	// device), and IFUpscale are the stage II settings of IF runs (zero:
+	// gen.DefaultIFUpscale).
+	Model     gen.ModelSpec
+	IFUpscale gen.IFUpscale
 }
 
 // CrashError is a panic caught in the studio (in Update, View or the
@@ -132,6 +138,8 @@ type (
 		VE                           bool
 		Shape                        [4]int
 		Noise                        *image.RGBA
+		// Boundary is a DeepFloyd IF run's number of stage I frames.
+		Boundary int
 	}
 	noiseMsg struct {
 		ID    int
@@ -289,7 +297,7 @@ func (m *Model) Start(send func(tea.Msg)) {
 			return nil, nil, errors.New("no model to load")
 		}
 	}
-	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest})
+	m.w.submit(loadReq{load: m.opts.Load, open: m.opts.Open, crash: m.opts.CrashTest, spec: m.opts.Model, ifUp: m.opts.IFUpscale})
 	m.syncTAESD() // the TAESD field's first path goes on the model once it is loaded
 	m.flushTAESD()
 }

@@ -70,6 +70,11 @@ type loadReq struct {
 	load  LoadFunc
 	open  OpenFunc
 	crash string
+	// spec, when its Path is set, is the model loaded instead of load's
+	// (a DeepFloyd IF folder and its upscaler); ifUp the stage II
+	// settings of the session's IF runs.
+	spec gen.ModelSpec
+	ifUp gen.IFUpscale
 }
 
 // modelReq switches to another model on the same device. Seq numbers the
@@ -77,6 +82,7 @@ type loadReq struct {
 type modelReq struct {
 	Path, Config string
 	Seq          int64
+	Upscaler     string // a DeepFloyd IF stage II folder beside Path
 }
 
 // genReq starts a run (Parent < 0) or branches from frame At of run Parent.
@@ -230,7 +236,7 @@ func (w *worker) loop() {
 	defer close(w.done)
 	defer w.sess.Close() // the device on the thread that made its context
 	for {
-		if a := w.active; a != nil && !a.run.Job.Done() && !w.paused.Load() {
+		if a := w.active; a != nil && !a.run.Done() && !w.paused.Load() {
 			select {
 			case r, ok := <-w.reqs:
 				if !ok {
@@ -290,7 +296,7 @@ func (w *worker) recovered(err error) error {
 		w.active = nil
 		w.setRunCancel(nil)
 		a.cancel()
-		w.send(runDoneMsg{ID: a.run.ID, Err: fmt.Errorf("stopped at step %d: %w", len(a.run.Job.Frames), err)})
+		w.send(runDoneMsg{ID: a.run.ID, Err: fmt.Errorf("stopped at step %d: %w", a.run.Len(), err)})
 	}
 	return err
 }
@@ -304,8 +310,18 @@ func (w *worker) handle1(r request) {
 	case loadReq:
 		start := time.Now()
 		w.sess, w.crash = gen.NewSession(r.load, r.open), r.crash
-		facts, warns, err := w.sess.Load()
-		ahead := err == nil && w.announceAhead()
+		if r.ifUp.Steps > 0 {
+			w.sess.IFUpscale = r.ifUp
+		}
+		var facts *gen.Facts
+		var warns []string
+		var err error
+		if r.spec.Path != "" {
+			facts, warns, err = w.sess.SwitchModel(r.spec, nil)
+		} else {
+			facts, warns, err = w.sess.Load()
+		}
+		ahead := err == nil && w.sess.Pipeline() != nil && w.announceAhead() // an IF cascade compiles as it goes
 		w.send(loadedMsg{model: facts, err: err, took: time.Since(start), warnings: warns})
 		if ahead {
 			w.prepare()
@@ -315,7 +331,7 @@ func (w *worker) handle1(r request) {
 	case genReq:
 		w.start(r)
 	case stepReq:
-		if a := w.active; a != nil && a.run.ID == r.ID && !a.run.Job.Done() {
+		if a := w.active; a != nil && a.run.ID == r.ID && !a.run.Done() {
 			w.step(a)
 		}
 	case wakeReq:
@@ -354,7 +370,7 @@ func (w *worker) handle1(r request) {
 // start begins a run or a branch and sends its first preview (the initial
 // noise, or the frame branched from) at once.
 func (w *worker) start(r genReq) {
-	if a := w.active; a != nil && !a.run.Job.Done() {
+	if a := w.active; a != nil && !a.run.Done() {
 		w.finish(a, errStopped)
 	}
 	var run *gen.Run
@@ -375,11 +391,16 @@ func (w *worker) start(r genReq) {
 	a := &active{run: run, ctx: ctx, cancel: cancel}
 	w.active = a
 	w.setRunCancel(cancel)
-	c := run.Job.Cond
-	w.send(runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: run.Job.Settings,
-		Schedule: run.Schedule, Chunks: c.Chunks, PromptTokens: c.PromptTokens,
-		NegativeTokens: c.NegativeTokens, PromptT5Tokens: c.PromptT5Tokens, Encode: run.Encode, VE: run.Space == sampler.SpaceVE,
-		Shape: run.Job.Run.X().Shape, Noise: previewAll(w.sess.Facts(), run.InitialXT())})
+	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: run.Job.Settings,
+		Schedule: run.Schedule, Encode: run.Encode, VE: run.Space == sampler.SpaceVE,
+		Shape: run.InitialXT().Shape, Noise: previewAll(w.sess.Facts(), run.InitialXT())}
+	if c := run.Job.Cond; c != nil {
+		msg.Chunks, msg.PromptTokens, msg.NegativeTokens, msg.PromptT5Tokens = c.Chunks, c.PromptTokens, c.NegativeTokens, c.PromptT5Tokens
+	}
+	if run.IsIF() {
+		ifStarted(&msg, w.sess.Facts(), run)
+	}
+	w.send(msg)
 }
 
 var errStopped = errors.New("stopped: a new run started")
@@ -397,15 +418,19 @@ func (w *worker) step(a *active) {
 	}
 	fr := frameRec{
 		Index: st.Index, Total: st.Total, Sigma: st.Sigma, Next: st.Next, Timestep: st.Timestep, NFE: st.NFE,
-		Took: st.Took, XT: previewAll(w.sess.Facts(), st.XT),
+		Took: st.Took, XT: previewAll(w.sess.Facts(), st.XT), Stage: st.Stage,
 	}
-	fr.X0, fr.Tiny = w.previews(st.Denoised) // the TAESD's decode when one is loaded (taesd.go)
-	w.vaeFrame(a.run, st.Took, &fr)
+	if st.Stage == 0 {
+		fr.X0, fr.Tiny = w.previews(st.Denoised) // the TAESD's decode when one is loaded (taesd.go)
+		w.vaeFrame(a.run, st.Took, &fr)
+	} else { // an IF frame's pixels are its picture: no VAE
+		fr.X0 = previewAll(w.sess.Facts(), st.Denoised)
+	}
 	if w.active != a {
 		return // a device error in the VAE preview stopped the run
 	}
 	w.send(frameMsg{ID: a.run.ID, Frame: fr})
-	if a.run.Job.Done() {
+	if a.run.Done() {
 		w.finish(a, nil)
 	}
 }
@@ -482,11 +507,11 @@ func (w *worker) switchModel(r modelReq) {
 		w.send(modelMsg{path: r.Path, seq: r.Seq, cancelled: true})
 		return
 	}
-	if a := w.active; a != nil && !a.run.Job.Done() {
+	if a := w.active; a != nil && !a.run.Done() {
 		w.finish(a, errStopped)
 	}
 	t0 := time.Now()
-	spec := gen.ModelSpec{Path: r.Path, Config: r.Config}
+	spec := gen.ModelSpec{Path: r.Path, Config: r.Config, Upscaler: r.Upscaler}
 	if r.Path == bundledPath {
 		spec.Load = bundled.Load
 	}
@@ -524,7 +549,7 @@ func (w *worker) vaeFrame(r *gen.Run, step time.Duration, fr *frameRec) {
 	}
 	b := &w.vae.budget
 	b.Stepped(step)
-	frame := len(r.Job.Frames) - 1
+	frame := r.Len() - 1
 	for _, x0 := range []bool{true, false} {
 		if !b.Allows() {
 			return

@@ -6,9 +6,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand"
-	"strconv"
 	"time"
 
+	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/models"
 	"github.com/stepwise/stepwise/render"
 )
@@ -87,15 +87,17 @@ func generateIF(ctx context.Context, f genFlags, paths []string, stderr io.Write
 		size = p.Base.UNet.Config.SampleSize
 	}
 	h, w := size, size
-	params := map[string]string{"parameters": fmt.Sprintf("%s\nSteps: %d, Sampler: DDPM, CFG scale: %s, Seed: %d, Size: %dx%d, Model: DeepFloyd IF",
-		s.Prompt, s.Steps, strconv.FormatFloat(s.CFGScale, 'g', -1, 64), seed, w, h)}
+	// The studio's IF runs write the same text (gen.IFInfotext).
+	ps := s
+	ps.Seed, ps.Width, ps.Height = seed, w, h
+	var up *gen.IFUpscale
 	if p.Upper != nil {
 		if x, h, w, err = p.Stage2(x, h, w, o, progress); err != nil {
 			return err
 		}
-		params["parameters"] += fmt.Sprintf(", Upscaler steps: %d, Upscaler CFG scale: %s, Noise level: %d",
-			o.UpscalerSteps, strconv.FormatFloat(o.UpscalerCFG, 'g', -1, 64), o.NoiseLevel)
+		up = &gen.IFUpscale{Steps: o.UpscalerSteps, CFG: o.UpscalerCFG, NoiseLevel: o.NoiseLevel}
 	}
+	params := map[string]string{"parameters": gen.IFInfotext(ps, up)}
 	fmt.Fprintln(stderr)
 	if err := render.WritePNG(paths[0], models.IFImage(x, h, w), params, f.force); err != nil {
 		return err

@@ -208,6 +208,7 @@ func fromPNGExtras(f *genFlags, set map[string]bool, unknown map[string]string, 
 		warn("it is a mid-run frame (%s); generating the finished image", v)
 	}
 	delete(unknown, "Version")
+	ifFromPNG(f, set, unknown, warn)
 	var keys []string
 	for k, v := range unknown {
 		keys = append(keys, k+": "+v)

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/models"
@@ -18,7 +19,7 @@ func init() {
 	register(command{name: "studio", summary: "the interactive studio (the default): edit, watch every step, branch, export", run: runStudio})
 }
 
-const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE]] [--device auto|gl|ref] [--out DIR] [--presets DIR] [--lora-dir DIR]"
+const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE] | --model IF_FOLDER [--upscaler SR_FOLDER]] [--device auto|gl|ref] [--out DIR] [--presets DIR] [--lora-dir DIR]"
 
 func runStudio(args []string) error {
 	fs := flag.NewFlagSet("studio", flag.ContinueOnError)
@@ -30,6 +31,8 @@ func runStudio(args []string) error {
 	presetDir := fs.String("presets", "", "preset folder (default $XDG_CONFIG_HOME/stepwise/presets)")
 	taesd := fs.String("taesd", "", "TAESD (tiny autoencoder) the model the studio starts with decodes with, step previews (at most 256 px a side) and exports alike (stable-diffusion.cpp's --taesd): a diffusers folder or .safetensors file")
 	loraDir := fs.String("lora-dir", os.Getenv(models.LoRADirEnv), "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (default $"+models.LoRADirEnv+")")
+	var iff ifFlags
+	addIFFlags(fs, &iff)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), studioUsage)
 		fs.PrintDefaults()
@@ -59,8 +62,17 @@ func runStudio(args []string) error {
 		}
 		return dev, nil
 	}
-	return tui.Run(tui.Options{Load: load, Open: open, ModelLabel: label, OutDir: *out, PresetDir: *presetDir,
-		CrashTest: os.Getenv("STEPWISE_TEST_PANIC"), TAESD: *taesd})
+	opts := tui.Options{Load: load, Open: open, ModelLabel: label, OutDir: *out, PresetDir: *presetDir,
+		CrashTest: os.Getenv("STEPWISE_TEST_PANIC"), TAESD: *taesd}
+	// A DeepFloyd IF folder loads as a cascade (gen.Session), with its
+	// stage II when --upscaler names one.
+	if _, ok := models.IsIFFolder(*model); ok && *model != "" {
+		opts.Model = gen.ModelSpec{Path: *model, Upscaler: iff.upscaler}
+		opts.IFUpscale = gen.IFUpscale{Steps: iff.upscalerSteps, CFG: iff.upscalerCFG, NoiseLevel: iff.noiseLevel}
+	} else if iff.upscaler != "" {
+		return fmt.Errorf("--upscaler %s: only a DeepFloyd IF stage I --model takes an upscaler", iff.upscaler)
+	}
+	return tui.Run(opts)
 }
 
 // studioLoad is how the studio opens its device and first model (and reopens
