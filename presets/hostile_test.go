@@ -30,7 +30,7 @@ func TestListSurvivesFIFO(t *testing.T) {
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):
-		t.Fatal("listing a preset folder with a FIFO hung")
+		require.FailNow(t, "listing a preset folder with a FIFO hung")
 	}
 	assert.Len(t, list, len(Builtins())+1)
 	require.Len(t, errs, 2)

@@ -1,9 +1,7 @@
 package presets
 
 import (
-	"errors"
 	"math"
-	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -22,9 +20,7 @@ func TestInfotextExactFormat(t *testing.T) {
 	want := "a photograph of an astronaut riding a horse\n" +
 		"Negative prompt: low quality, blurry, watermark\n" +
 		"Steps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 64x64, Model hash: abcdef1234, Model: sd15-mini, Clip skip: 2, RNG: CPU"
-	if got := s.Infotext(); got != want {
-		t.Fatalf("Infotext:\n%s\nwant:\n%s", got, want)
-	}
+	require.Equal(t, want, s.Infotext(), "Infotext")
 
 	// No negative prompt: the line is omitted; philox is "NV"; a value with
 	// ',' or ':' is JSON-quoted; extras come last.
@@ -33,16 +29,14 @@ func TestInfotextExactFormat(t *testing.T) {
 	s.Schedule, s.Sampler, s.CFGScale = "", "euler_ancestral", 7
 	want = "a photograph of an astronaut riding a horse\n" +
 		`Steps: 20, Sampler: Euler a, Schedule type: Automatic, CFG scale: 7, Seed: 42, Size: 64x64, Model: "my, \"best\": model", RNG: NV, Batch pos: 1`
-	if got := s.InfotextWith(Param{"Batch pos", "1"}); got != want {
-		t.Fatalf("Infotext:\n%s\nwant:\n%s", got, want)
-	}
+	require.Equal(t, want, s.InfotextWith(Param{"Batch pos", "1"}), "Infotext")
 
 	// An extra that repeats a key replaces it in place.
 	s.Batch = 2
 	got := s.InfotextWith(Param{"Batch size", "2"}, Param{"Batch pos", "1"}, Param{"Seed", "43"})
-	if strings.Count(got, "Batch size") != 1 || !strings.Contains(got, "Seed: 43, Size") || !strings.HasSuffix(got, "RNG: NV, Batch size: 2, Batch pos: 1") {
-		t.Fatalf("duplicate keys: %s", got)
-	}
+	require.Equal(t, 1, strings.Count(got, "Batch size"), "duplicate keys: %s", got)
+	require.Contains(t, got, "Seed: 43, Size", "duplicate keys")
+	require.True(t, strings.HasSuffix(got, "RNG: NV, Batch size: 2, Batch pos: 1"), "duplicate keys: %s", got)
 }
 
 func TestInfotextRoundTrip(t *testing.T) {
@@ -78,15 +72,9 @@ func TestInfotextRoundTrip(t *testing.T) {
 	for i, s := range cases {
 		text := s.Infotext()
 		got, unknown, err := ParseInfotext(text)
-		if err != nil {
-			t.Fatalf("case %d: ParseInfotext(%q): %v", i, text, err)
-		}
-		if len(unknown) != 0 {
-			t.Errorf("case %d: unknown keys %v", i, unknown)
-		}
-		if !reflect.DeepEqual(got, s) {
-			t.Errorf("case %d: round trip of\n%s\ngot  %+v\nwant %+v", i, text, got, s)
-		}
+		require.NoError(t, err, "case %d: ParseInfotext(%q)", i, text)
+		assert.Empty(t, unknown, "case %d: unknown keys", i)
+		assert.Equal(t, s, got, "case %d: round trip of\n%s", i, text)
 	}
 }
 
@@ -159,15 +147,11 @@ func TestParseInfotextSamples(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s, unknown, err := ParseInfotext(c.text)
-			if err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, err)
 			w := c.want
 			got := want{s.Prompt, s.NegativePrompt, s.Steps, s.CFGScale, s.Sampler, s.Schedule, s.Seed, s.Width, s.Height,
 				s.ClipSkip, s.RNG, s.Model, s.ModelHash, s.LoraHashes, unknown}
-			if !reflect.DeepEqual(got, w) {
-				t.Errorf("got  %+v\nwant %+v", got, w)
-			}
+			assert.Equal(t, w, got)
 		})
 	}
 }
@@ -190,37 +174,34 @@ func TestParseInfotextErrors(t *testing.T) {
 	for _, c := range cases {
 		_, _, err := ParseInfotext(c.text)
 		var ie *InfotextError
-		if !errors.As(err, &ie) {
-			t.Errorf("%q: err = %v, want *InfotextError", c.text, err)
+		if !assert.ErrorAs(t, err, &ie, "%q: want *InfotextError", c.text) {
 			continue
 		}
-		if ie.NoLine != c.noLine || !reflect.DeepEqual(ie.Missing, c.missing) ||
-			(c.badPrefix != "" && (len(ie.Bad) != 1 || !strings.HasPrefix(ie.Bad[0], c.badPrefix))) {
-			t.Errorf("%q: got %+v (%v)", c.text, ie, err)
+		assert.Equal(t, c.noLine, ie.NoLine, "%q: NoLine (%v)", c.text, err)
+		assert.Equal(t, c.missing, ie.Missing, "%q: Missing (%v)", c.text, err)
+		if c.badPrefix != "" && assert.Len(t, ie.Bad, 1, "%q: Bad (%v)", c.text, err) {
+			assert.True(t, strings.HasPrefix(ie.Bad[0], c.badPrefix), "%q: Bad[0] = %q, want prefix %q", c.text, ie.Bad[0], c.badPrefix)
 		}
 	}
 }
 
 func TestSamplerLabelAndSchedule(t *testing.T) {
 	for in, want := range map[string]string{"euler": "Euler", "k_euler_a": "Euler a", "DPM++  2M": "DPM++ 2M", "dpmpp_2m_sde": "DPM++ 2M SDE", "uni_pc": "UniPC"} {
-		if got, ok := SamplerLabel(in); !ok || got != want {
-			t.Errorf("SamplerLabel(%q) = %q, %v; want %q", in, got, ok, want)
-		}
+		got, ok := SamplerLabel(in)
+		assert.True(t, ok, "SamplerLabel(%q) not known", in)
+		assert.Equal(t, want, got, "SamplerLabel(%q)", in)
 	}
-	if _, ok := SamplerLabel("warp drive"); ok {
-		t.Error("unknown sampler reported known")
-	}
+	_, ok := SamplerLabel("warp drive")
+	assert.False(t, ok, "unknown sampler reported known")
 	for in, want := range map[string]string{"Karras": "karras", "SGM Uniform": "sgm_uniform", "DDIM": "ddim_uniform", "Uniform": "normal", "Linspace": "linspace", "Automatic": "", "trailing": "trailing"} {
-		if got, ok := ScheduleFromLabel(in); !ok || got != want {
-			t.Errorf("ScheduleFromLabel(%q) = %q, %v; want %q", in, got, ok, want)
-		}
+		got, ok := ScheduleFromLabel(in)
+		assert.True(t, ok, "ScheduleFromLabel(%q) not known", in)
+		assert.Equal(t, want, got, "ScheduleFromLabel(%q)", in)
 	}
 }
 
 func TestValidate(t *testing.T) {
-	if err := Default().Validate(); err != nil {
-		t.Fatalf("Default invalid: %v", err)
-	}
+	require.NoError(t, Default().Validate(), "Default invalid")
 	s := Default()
 	s.Width, s.Height, s.Steps, s.Batch, s.ClipSkip, s.RNG, s.Schedule = 100, 8192, 0, 65, 0, "dice", "weird"
 	s.CFGScale = nanValue()
@@ -228,18 +209,12 @@ func TestValidate(t *testing.T) {
 	var fields []string
 	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
 		var fe *FieldError
-		if !errors.As(e, &fe) {
-			t.Fatalf("not a FieldError: %v", e)
-		}
+		require.ErrorAs(t, e, &fe, "not a FieldError")
 		fields = append(fields, fe.Field)
 	}
 	want := []string{"Width", "Height", "Steps", "CFGScale", "Batch", "ClipSkip", "RNG", "Schedule"}
-	if !reflect.DeepEqual(fields, want) {
-		t.Fatalf("fields %v, want %v\n%v", fields, want, err)
-	}
-	if !strings.Contains(err.Error(), "width: 100 is not a multiple of 8") {
-		t.Errorf("message: %v", err)
-	}
+	require.Equal(t, want, fields, "fields\n%v", err)
+	assert.ErrorContains(t, err, "width: 100 is not a multiple of 8", "message")
 }
 
 func nanValue() float64 {
@@ -254,14 +229,11 @@ func FuzzParseInfotext(f *testing.F) {
 	f.Add("p\nSteps: 20, Sampler: DPM++ 2M Karras, CFG scale: 7, Seed: 1, Size: 512x512, Lora hashes: \"a: 1, b: 2\"")
 	f.Fuzz(func(t *testing.T, text string) {
 		s, unknown, err := ParseInfotext(text)
-		if unknown == nil {
-			t.Fatal("nil unknown map")
-		}
+		require.NotNil(t, unknown, "nil unknown map")
 		if err != nil {
 			var ie *InfotextError
-			if !errors.As(err, &ie) || (!ie.NoLine && len(ie.Missing)+len(ie.Bad) == 0) {
-				t.Fatalf("error %T is not an *InfotextError saying what is wrong: %v", err, err)
-			}
+			require.ErrorAs(t, err, &ie, "error %T is not an *InfotextError", err)
+			require.True(t, ie.NoLine || len(ie.Missing)+len(ie.Bad) > 0, "*InfotextError does not say what is wrong: %v", err)
 			return
 		}
 		if !utf8.ValidString(text) {
@@ -270,12 +242,8 @@ func FuzzParseInfotext(f *testing.F) {
 		// What we parsed, written and read back, must give the same settings
 		// .
 		s2, _, err := ParseInfotext(s.Infotext())
-		if err != nil {
-			t.Fatalf("re-parse of %q: %v", s.Infotext(), err)
-		}
-		if !reflect.DeepEqual(s, s2) {
-			t.Fatalf("re-parse changed settings:\n%+v\n%+v\ntext %q", s, s2, s.Infotext())
-		}
+		require.NoError(t, err, "re-parse of %q", s.Infotext())
+		require.Equal(t, s, s2, "re-parse changed settings; text %q", s.Infotext())
 	})
 }
 
@@ -289,16 +257,13 @@ func TestInfotextLoraHashes(t *testing.T) {
 	text := s.Infotext()
 	want := "a lighthouse <lora:add_detail:0.6> <lora:style:1:0.5>\n" +
 		`Steps: 20, Sampler: Euler, Schedule type: Automatic, CFG scale: 7, Seed: 1, Size: 64x64, RNG: CPU, Lora hashes: "add_detail: 7c6bad76eb54, style: 3b8aa1d351ef"`
-	if text != want {
-		t.Fatalf("Infotext:\n%s\nwant:\n%s", text, want)
-	}
+	require.Equal(t, want, text, "Infotext")
 	back, unknown, err := ParseInfotext(text)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if back.Prompt != s.Prompt || back.LoraHashes != s.LoraHashes || len(unknown) != 0 {
-		t.Fatalf("read back %q / %q (unknown %v)", back.Prompt, back.LoraHashes, unknown)
-	}
+	require.NoError(t, err)
+	require.Equal(t, s.Prompt, back.Prompt, "read back prompt")
+	require.Equal(t, s.LoraHashes, back.LoraHashes, "read back Lora hashes")
+	require.Empty(t, unknown, "read back unknown keys")
+
 }
 
 // Flux's distilled guidance is written as Forge's "Distilled CFG Scale"
