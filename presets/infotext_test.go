@@ -263,7 +263,6 @@ func TestInfotextLoraHashes(t *testing.T) {
 	require.Equal(t, s.Prompt, back.Prompt, "read back prompt")
 	require.Equal(t, s.LoraHashes, back.LoraHashes, "read back Lora hashes")
 	require.Empty(t, unknown, "read back unknown keys")
-
 }
 
 // Flux's distilled guidance is written as Forge's "Distilled CFG Scale"
