@@ -302,7 +302,7 @@ func TestSessionIFCancelMidStep(t *testing.T) {
 		assert.ErrorIs(t, err, context.Canceled)
 		assert.Less(t, time.Since(cancelled), time.Second, "the cancel took effect within a second")
 	case <-time.After(30 * time.Second):
-		t.Fatal("the cancelled step did not return")
+		require.FailNow(t, "the cancelled step did not return")
 	}
 	assert.Equal(t, 2, run.Len())
 }

@@ -44,7 +44,7 @@ func TestCancelInsideAStep(t *testing.T) {
 	select {
 	case err = <-done:
 	case <-time.After(60 * time.Second):
-		t.Fatal("the step ran on for a minute after its context was cancelled")
+		require.FailNow(t, "the step ran on for a minute after its context was cancelled")
 	}
 	assert.Less(t, time.Since(t0), 1500*time.Millisecond)
 	assert.ErrorIs(t, err, context.Canceled)

@@ -193,7 +193,7 @@ func TestSessionExportAndSweep(t *testing.T) {
 
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	err = s.Sweep(cctx, st, []float64{1}, func(SweepResult) { t.Error("a cancelled sweep produced an image") })
+	err = s.Sweep(cctx, st, []float64{1}, func(SweepResult) { assert.Fail(t, "a cancelled sweep produced an image") })
 	assert.True(t, errors.Is(err, context.Canceled), "err = %v", err)
 }
 
