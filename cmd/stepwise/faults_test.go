@@ -13,6 +13,9 @@ import (
 	"github.com/stepwise/stepwise/gpu/ref"
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/tui"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // TestGenerateFaults runs `stepwise generate` with each fault injected
@@ -32,9 +35,8 @@ func TestGenerateFaults(t *testing.T) {
 			"-p", "a red fox", "--steps", "3", "--seed", "9", "-W", "64", "-H", "64", "-o", out}
 	}
 	clean := filepath.Join(tmp, "clean.png")
-	if log, err := runGen(t, args(clean)); err != nil {
-		t.Fatalf("%v\n%s", err, log)
-	}
+	log, err := runGen(t, args(clean))
+	require.NoError(t, err, log)
 	want, _ := os.ReadFile(clean)
 
 	for _, tc := range []struct {
@@ -54,36 +56,26 @@ func TestGenerateFaults(t *testing.T) {
 			out := filepath.Join(tmp, strings.ReplaceAll(tc.name, " ", "_")+".png")
 			plan.ArmKind(tc.kind, tc.trig)
 			log, err := runGen(t, args(out))
-			if err == nil {
-				t.Fatalf("no error\n%s", log)
-			}
+			require.Error(t, err, "no error\n%s", log)
 			t.Logf("stepwise generate: %v", err)
 			for _, w := range tc.want {
-				if !strings.Contains(err.Error(), w) {
-					t.Errorf("error %q lacks %q", err, w)
-				}
+				assert.ErrorContains(t, err, w)
 			}
-			if fired, _ := plan.Fired(); !fired {
-				t.Error("the fault never fired")
-			}
-			if _, serr := os.Stat(out); !os.IsNotExist(serr) {
-				t.Errorf("%s was written (stat: %v)", out, serr)
-			}
+			fired, _ := plan.Fired()
+			assert.True(t, fired, "the fault never fired")
+			_, serr := os.Stat(out)
+			assert.True(t, os.IsNotExist(serr), "%s was written (stat: %v)", out, serr)
 			// The exit status, through run as main calls it (once: it
 			// costs a run).
 			if tc.kind == faulty.LostContext {
 				plan.Arm(tc.trig)
-				if code := run(append([]string{"generate"}, args(out)...)); code != 1 {
-					t.Errorf("exit status %d, want 1", code)
-				}
+				assert.Equal(t, 1, run(append([]string{"generate"}, args(out)...)), "exit status")
 			}
 			// The next run works and matches the fault-free one.
-			if log, err := runGen(t, args(out)); err != nil {
-				t.Fatalf("the run after the fault: %v\n%s", err, log)
-			}
-			if got, _ := os.ReadFile(out); !bytes.Equal(got, want) {
-				t.Error("the run after the fault wrote other bytes than the fault-free run")
-			}
+			log, err = runGen(t, args(out))
+			require.NoError(t, err, "the run after the fault:\n%s", log)
+			got, _ := os.ReadFile(out)
+			assert.True(t, bytes.Equal(got, want), "the run after the fault wrote other bytes than the fault-free run")
 		})
 	}
 }
@@ -105,9 +97,7 @@ func TestCrashReport(t *testing.T) {
 		{"crash-studio-test", "stepwise crashed: a panic in the worker (a step): boom in the worker"},
 	} {
 		r, w, err := os.Pipe()
-		if err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, err)
 		saved := os.Stderr
 		os.Stderr = w
 		code := run([]string{tc.cmd})
@@ -115,13 +105,9 @@ func TestCrashReport(t *testing.T) {
 		w.Close()
 		out, _ := io.ReadAll(r)
 		r.Close()
-		if code != 2 {
-			t.Errorf("%s: exit status %d, want 2", tc.cmd, code)
-		}
+		assert.Equal(t, 2, code, "%s: exit status", tc.cmd)
 		for _, want := range []string{tc.want, "Please report it at " + reportURL, "with this trace", "goroutine "} {
-			if !strings.Contains(string(out), want) {
-				t.Errorf("%s: stderr lacks %q:\n%s", tc.cmd, want, out)
-			}
+			assert.Contains(t, string(out), want, "%s: stderr", tc.cmd)
 		}
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"image/png"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 // publicE2EArgs is the command line of the public e2e case.
@@ -39,14 +41,10 @@ func runGen(t *testing.T, args []string) (string, error) {
 func pixelsOffBy(t *testing.T, path string, want []int64) (maxDiff, count int) {
 	t.Helper()
 	fh, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer fh.Close()
 	im, err := png.Decode(fh)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	for y := 0; y < 64; y++ {
 		for x := 0; x < 64; x++ {
 			r, g, b, _ := im.At(x, y).RGBA()
@@ -71,48 +69,36 @@ func TestGeneratePublicE2EAndFrom(t *testing.T) {
 	tmp := t.TempDir()
 	out := filepath.Join(tmp, "out.png")
 	log, err := runGen(t, publicE2EArgs(dir, out))
-	if err != nil {
-		t.Fatalf("%v\n%s", err, log)
-	}
-	if !strings.Contains(log, "step 20/20") || !strings.Contains(log, "wrote "+out) {
-		t.Errorf("progress log lacks plain step lines or the path:\n%s", log)
-	}
-	if d, n := pixelsOffBy(t, out, want); d > 1 {
-		t.Errorf("pixels differ from diffusers by up to %d (%d values)", d, n)
-	}
+	require.NoError(t, err, log)
+	assert.Contains(t, log, "step 20/20", "progress log lacks plain step lines")
+	assert.Contains(t, log, "wrote "+out, "progress log lacks the path")
+	d, n := pixelsOffBy(t, out, want)
+	assert.LessOrEqual(t, d, 1, "pixels differ from diffusers by up to %d (%d values)", d, n)
 	text, err := render.ReadPNGTextFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s, _, err := presets.ParseInfotext(text["parameters"])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s.Seed != 42 || s.Steps != 20 || s.CFGScale != 7.5 || s.Width != 64 || s.Prompt != "a photograph of an astronaut riding a horse" ||
-		s.NegativePrompt != "low quality, blurry, watermark" || s.RNG != presets.RNGTorchCPU {
-		t.Errorf("parameters read back wrong: %+v", s)
-	}
-	if !strings.Contains(text["parameters"], "Model: sd15-mini.fp16,") {
-		t.Errorf("parameters lack the model name: %q", text["parameters"])
-	}
+	require.NoError(t, err)
+	assert.Equal(t, int64(42), s.Seed, "parameters read back wrong: seed")
+	assert.Equal(t, 20, s.Steps, "parameters read back wrong: steps")
+	assert.Equal(t, 7.5, s.CFGScale, "parameters read back wrong: CFG scale")
+	assert.Equal(t, 64, s.Width, "parameters read back wrong: width")
+	assert.Equal(t, "a photograph of an astronaut riding a horse", s.Prompt, "parameters read back wrong: prompt")
+	assert.Equal(t, "low quality, blurry, watermark", s.NegativePrompt, "parameters read back wrong: negative prompt")
+	assert.Equal(t, presets.RNGTorchCPU, s.RNG, "parameters read back wrong: RNG")
+	assert.Contains(t, text["parameters"], "Model: sd15-mini.fp16,", "parameters lack the model name")
 
 	// Writing again refuses to overwrite.
-	if _, err := runGen(t, publicE2EArgs(dir, out)); err == nil || !strings.Contains(err.Error(), "--force") {
-		t.Errorf("second write: err = %v, want a refusal mentioning --force", err)
-	}
+	_, err = runGen(t, publicE2EArgs(dir, out))
+	assert.ErrorContains(t, err, "--force", "second write: want a refusal mentioning --force")
 
 	// --from regenerates the same image from the PNG's parameters.
 	again := filepath.Join(tmp, "again.png")
 	log, err = runGen(t, []string{"--from", out, "--model", filepath.Join(dir, "sd15-mini.fp16.safetensors"),
 		"--config", filepath.Join(dir, "sd15_mini_config.json"), "--device", "ref", "-o", again})
-	if err != nil {
-		t.Fatalf("--from: %v\n%s", err, log)
-	}
+	require.NoError(t, err, "--from:\n%s", log)
 	a, _ := os.ReadFile(out)
 	b, _ := os.ReadFile(again)
-	if !bytes.Equal(a, b) {
-		t.Errorf("--from did not reproduce the image byte for byte")
-	}
+	assert.True(t, bytes.Equal(a, b), "--from did not reproduce the image byte for byte")
 }
 
 func TestGenerateBatchNames(t *testing.T) {
@@ -120,17 +106,13 @@ func TestGenerateBatchNames(t *testing.T) {
 	tmp := t.TempDir()
 	args := []string{"--model", filepath.Join(dir, "sd15-mini"), "-p", "a cat", "--steps", "2", "--seed", "7",
 		"--batch", "2", "-W", "64", "-H", "64", "--device", "ref", "-o", filepath.Join(tmp, "cat.png")}
-	if log, err := runGen(t, args); err != nil {
-		t.Fatalf("%v\n%s", err, log)
-	}
+	log, err := runGen(t, args)
+	require.NoError(t, err, log)
 	for i, name := range []string{"cat_0.png", "cat_1.png"} {
 		text, err := render.ReadPNGTextFile(filepath.Join(tmp, name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(text["parameters"], "Batch size: 2") || !strings.Contains(text["parameters"], "Batch pos: "+string(rune('0'+i))) {
-			t.Errorf("%s parameters: %q", name, text["parameters"])
-		}
+		require.NoError(t, err)
+		assert.Contains(t, text["parameters"], "Batch size: 2", "%s parameters", name)
+		assert.Contains(t, text["parameters"], "Batch pos: "+string(rune('0'+i)), "%s parameters", name)
 	}
 }
 
@@ -151,8 +133,6 @@ func TestGenerateRefusesBadInput(t *testing.T) {
 	for _, c := range cases {
 		args := append([]string{"--model", model, "--device", "ref", "-p", "x", "-o", filepath.Join(t.TempDir(), "x.png")}, c.args...)
 		_, err := runGen(t, args)
-		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%v: err = %v, want one mentioning %q", c.args, err, c.want)
-		}
+		assert.ErrorContains(t, err, c.want, "%v", c.args)
 	}
 }

@@ -100,7 +100,7 @@ func within(t *testing.T, d time.Duration, what string, f func()) {
 	select {
 	case <-done:
 	case <-time.After(d):
-		t.Fatalf("%s hung for %s", what, d)
+		require.Failf(t, "timed out", "%s hung for %s", what, d)
 	}
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -36,13 +35,9 @@ func TestInfoText(t *testing.T) {
 		{filepath.Join(g, "sd15-mini"), "", []string{"diffusers: 3 file(s)", "986 tensors", "F16 x986", "(13243611)", "widths [16 32 64 64]"}},
 	} {
 		var out bytes.Buffer
-		if err := writeInfo(&out, c.path, c.config, false, false); err != nil {
-			t.Fatal(err)
-		}
+		require.NoError(t, writeInfo(&out, c.path, c.config, false, false))
 		for _, w := range c.want {
-			if !strings.Contains(out.String(), w) {
-				t.Errorf("%s (config %q): output lacks %q:\n%s", c.path, c.config, w, out.String())
-			}
+			assert.Contains(t, out.String(), w, "%s (config %q): output", c.path, c.config)
 		}
 	}
 }
@@ -50,33 +45,30 @@ func TestInfoText(t *testing.T) {
 func TestInfoJSON(t *testing.T) {
 	g := golden.Dir(t)
 	var out bytes.Buffer
-	if err := writeInfo(&out, filepath.Join(g, "sd15-mini"), "", false, true); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, writeInfo(&out, filepath.Join(g, "sd15-mini"), "", false, true))
 	var got checkpointInfo
-	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
-		t.Fatalf("%v:\n%s", err, out.String())
-	}
+	require.NoError(t, json.Unmarshal(out.Bytes(), &got), out.String())
 	params := map[string]int64{}
 	for _, c := range got.Components {
 		params[c.Name] = c.Params
 	}
-	if params["unet"] != miniUNetParams || params["vae"] != miniVAEParams || params["text_encoder"] != miniTextParams ||
-		got.TotalParams != miniUNetParams+miniVAEParams+miniTextParams {
-		t.Errorf("params %v total %d", params, got.TotalParams)
-	}
-	if got.Layout != "diffusers" || got.Tensors != 986 || got.DTypes["F16"] != 986 || got.Family != "SD 1.x" ||
-		got.UNet.CrossAttentionDim != 64 || got.VAE.NormNumGroups != 8 || got.Scheduler.ClassName != "PNDMScheduler" {
-		t.Errorf("%+v", got)
-	}
+	assert.Equal(t, int64(miniUNetParams), params["unet"], "params %v", params)
+	assert.Equal(t, int64(miniVAEParams), params["vae"], "params %v", params)
+	assert.Equal(t, int64(miniTextParams), params["text_encoder"], "params %v", params)
+	assert.Equal(t, int64(miniUNetParams+miniVAEParams+miniTextParams), got.TotalParams, "total params")
+	assert.Equal(t, "diffusers", got.Layout, "%+v", got)
+	assert.Equal(t, 986, got.Tensors, "%+v", got)
+	assert.Equal(t, 986, got.DTypes["F16"], "%+v", got)
+	assert.Equal(t, "SD 1.x", got.Family, "%+v", got)
+	assert.Equal(t, 64, got.UNet.CrossAttentionDim, "%+v", got)
+	assert.Equal(t, 8, got.VAE.NormNumGroups, "%+v", got)
+	assert.Equal(t, "PNDMScheduler", got.Scheduler.ClassName, "%+v", got)
 }
 
 func TestInfoErrors(t *testing.T) {
 	g := golden.Dir(t)
 	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	dir := t.TempDir()
 	cut := filepath.Join(dir, "cut.safetensors")
 	os.WriteFile(cut, data[:len(data)-1000], 0o644)
@@ -91,38 +83,27 @@ func TestInfoErrors(t *testing.T) {
 	} {
 		var out bytes.Buffer
 		err := writeInfo(&out, c.path, "", false, false)
-		if err == nil || !strings.Contains(err.Error(), c.path) || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("%s: %v", c.path, err)
-		}
+		assert.ErrorContains(t, err, c.path, c.path)
+		assert.ErrorContains(t, err, c.want, c.path)
 		var fe *safetensors.FormatError
-		if c.want != "no such file" && !errors.As(err, &fe) {
-			t.Errorf("%s: not a FormatError: %v", c.path, err)
+		if c.want != "no such file" {
+			assert.ErrorAs(t, err, &fe, "%s: not a FormatError", c.path)
 		}
 	}
 	// Through the command: exit status 1 on a bad file, a usage error
 	// with two paths; flags may follow the path.
-	if code := run([]string{"info", cut}); code != 1 {
-		t.Errorf("exit %d for a truncated file", code)
-	}
-	if err := runInfo([]string{cut, cut}); !errors.Is(err, errUsage) {
-		t.Errorf("two paths: %v", err)
-	}
-	if err := runInfo([]string{cut, "--config", filepath.Join(g, "sd15_mini_config.json"), "--json"}); err == nil || !strings.Contains(err.Error(), "truncated") {
-		t.Errorf("flags after path: %v", err)
-	}
+	assert.Equal(t, 1, run([]string{"info", cut}), "exit status for a truncated file")
+	assert.ErrorIs(t, runInfo([]string{cut, cut}), errUsage, "two paths")
+	assert.ErrorContains(t, runInfo([]string{cut, "--config", filepath.Join(g, "sd15_mini_config.json"), "--json"}), "truncated", "flags after path")
 }
 
 // TestInfoBundled describes the model embedded in the binary when no path
 // is given.
 func TestInfoBundled(t *testing.T) {
 	var out bytes.Buffer
-	if err := writeInfo(&out, "", "", false, false); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, writeInfo(&out, "", "", false, false))
 	for _, want := range []string{"bundled:stepwise-emoji", "SD 1.x", "F16"} {
-		if !strings.Contains(out.String(), want) {
-			t.Errorf("info of the bundled model lacks %q:\n%s", want, out.String())
-		}
+		assert.Contains(t, out.String(), want, "info of the bundled model")
 	}
 }
 
@@ -133,16 +114,10 @@ func TestInfoCheck(t *testing.T) {
 	src := filepath.Join(g, "sd15-mini.fp16.safetensors")
 	config := filepath.Join(g, "sd15_mini_config.json")
 	var out bytes.Buffer
-	if err := writeInfo(&out, src, config, true, false); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), "weights       all finite") {
-		t.Errorf("clean file: output lacks the weights check:\n%s", out.String())
-	}
+	require.NoError(t, writeInfo(&out, src, config, true, false))
+	assert.Contains(t, out.String(), "weights       all finite", "clean file: output lacks the weights check")
 	f, err := safetensors.Open(src)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	var es []safetensors.Entry
 	poisoned := ""
@@ -156,20 +131,13 @@ func TestInfoCheck(t *testing.T) {
 		es = append(es, safetensors.Entry{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: d})
 	}
 	var buf bytes.Buffer
-	if err := safetensors.Write(&buf, es, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.Write(&buf, es, nil))
 	bad := filepath.Join(t.TempDir(), "nan.safetensors")
-	if err := os.WriteFile(bad, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(bad, buf.Bytes(), 0o644))
 	out.Reset()
-	if err := writeInfo(&out, bad, config, true, false); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(out.String(), poisoned) || !strings.Contains(out.String(), "NaN or Inf") {
-		t.Errorf("NaN in %s not reported:\n%s", poisoned, out.String())
-	}
+	require.NoError(t, writeInfo(&out, bad, config, true, false))
+	assert.Contains(t, out.String(), poisoned, "NaN in %s not reported", poisoned)
+	assert.Contains(t, out.String(), "NaN or Inf", "NaN in %s not reported", poisoned)
 }
 
 // TestInfoDeepIF: `info` on a DeepFloyd IF folder says what it is and how

@@ -69,7 +69,7 @@ func TestGenerateStopsOnSignal(t *testing.T) {
 			for !strings.Contains(stderr.String(), "loaded in") {
 				if time.Now().After(deadline) {
 					cmd.Process.Kill()
-					t.Fatalf("generate never started; stderr:\n%s", stderr.String())
+					require.Failf(t, "generate never started", "stderr:\n%s", stderr.String())
 				}
 				time.Sleep(50 * time.Millisecond)
 			}
@@ -82,7 +82,7 @@ func TestGenerateStopsOnSignal(t *testing.T) {
 			case <-exited:
 			case <-time.After(30 * time.Second):
 				cmd.Process.Kill()
-				t.Fatalf("generate ran on for 30 s after %v; stderr:\n%s", sig, stderr.String())
+				require.Failf(t, "generate did not stop", "ran on for 30 s after %v; stderr:\n%s", sig, stderr.String())
 			}
 			t.Logf("stopped in %s; stderr:\n%s", time.Since(t0), stderr.String())
 			// Well under a second on a quiet machine (30-120 ms measured);

@@ -38,9 +38,8 @@ func TestStudioInTmux(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "stepwise")
 	build := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "go build:\n%s", out)
 	for _, sz := range [][2]int{{120, 40}, {80, 24}} {
 		t.Run(fmt.Sprintf("%dx%d", sz[0], sz[1]), func(t *testing.T) {
 			studioSession(t, tmux, bin, g, sz[0], sz[1])
@@ -68,15 +67,11 @@ func crashSession(t *testing.T, tmux, bin, g, where string) {
 	s.cmd("send-keys", "-t", "studio", "C-g")
 	screen := s.waitScreen("shell-is-back", 30*time.Second)
 	code, _ := os.ReadFile(exit)
-	if strings.TrimSpace(string(code)) != "2" {
-		t.Errorf("exit status %q, want 2", strings.TrimSpace(string(code)))
-	}
+	assert.Equal(t, "2", strings.TrimSpace(string(code)), "exit status")
 	stderr, _ := os.ReadFile(stderrPath)
 	for _, want := range []string{"stepwise crashed: a panic in ", "STEPWISE_TEST_PANIC=" + where,
 		"Please report it at " + reportURL, "with this trace", "goroutine "} {
-		if !strings.Contains(string(stderr), want) {
-			t.Errorf("stderr lacks %q:\n%s", want, stderr)
-		}
+		assert.Contains(t, string(stderr), want, "stderr")
 	}
 	stty, _ := os.ReadFile(sttyOut)
 	modes := map[string]bool{}
@@ -84,13 +79,10 @@ func crashSession(t *testing.T, tmux, bin, g, where string) {
 		modes[f] = true
 	}
 	for _, m := range []string{"echo", "icanon", "isig"} {
-		if !modes[m] || modes["-"+m] {
-			t.Errorf("terminal not restored: stty shows %s off:\n%s", m, stty)
-		}
+		assert.True(t, modes[m], "terminal not restored: stty shows %s off:\n%s", m, stty)
+		assert.False(t, modes["-"+m], "terminal not restored: stty shows %s off:\n%s", m, stty)
 	}
-	if strings.Contains(screen, "ctrl+g generate") {
-		t.Errorf("the studio's screen is still up:\n%s", screen)
-	}
+	assert.NotContains(t, screen, "ctrl+g generate", "the studio's screen is still up")
 }
 
 // tmuxSession is one tmux server on a private socket.
@@ -186,7 +178,7 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 			break
 		}
 		if time.Now().After(end) {
-			t.Fatalf("the studio did not quit on ctrl+c; screen:\n%s", s.capture())
+			require.Failf(t, "the studio did not quit on ctrl+c", "screen:\n%s", s.capture())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -388,11 +380,7 @@ func TestStudioFlags(t *testing.T) {
 		{"studio", "stray"},
 		{"--no-such-flag"},
 	} {
-		if code := run(args); code == 0 {
-			t.Errorf("stepwise %v exited 0", args)
-		}
+		assert.NotEqual(t, 0, run(args), "stepwise %v exited 0", args)
 	}
-	if err := runStudio([]string{"--out", filepath.Join(t.TempDir(), "missing")}); err == nil || !strings.Contains(err.Error(), "not a folder") {
-		t.Errorf("--out missing: %v", err)
-	}
+	assert.ErrorContains(t, runStudio([]string{"--out", filepath.Join(t.TempDir(), "missing")}), "not a folder", "--out missing")
 }
