@@ -3,7 +3,6 @@ package tui
 import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"strings"
 	"testing"
 
 	tea "github.com/charmbracelet/bubbletea"
@@ -49,58 +48,49 @@ func TestEditorFields(t *testing.T) {
 	for range e.samplers {
 		e.update(focusSampler, key1("right"))
 	}
-	if e.samplers[e.sampler] != first {
-		t.Errorf("cycling all samplers ended on %s, want %s", e.samplers[e.sampler], first)
-	}
+	assert.Equal(t, first, e.samplers[e.sampler], "cycling all samplers")
 	e.update(focusSchedule, key1("left"))
-	if e.schedules[e.schedule] != presets.Schedules[len(presets.Schedules)-1] {
-		t.Errorf("left from automatic gave %q", e.schedules[e.schedule])
-	}
+	assert.Equal(t, presets.Schedules[len(presets.Schedules)-1], e.schedules[e.schedule], "left from automatic")
 	e.update(focusRNG, key1("right"))
 	for _, f := range []focus{focusSampler, focusSchedule, focusRNG} {
-		if e.hint(f) == "" {
-			t.Errorf("no hint for %s", focusLabels[f])
-		}
+		assert.NotEmpty(t, e.hint(f), "no hint for %s", focusLabels[f])
 	}
 
 	// The seed: random until rolled, typed or locked.
 	got, err := e.settings()
-	if err != nil || got.Seed != -1 {
-		t.Fatalf("unlocked seed: %d, %v", got.Seed, err)
-	}
+	require.NoError(t, err, "unlocked seed")
+	require.Equal(t, int64(-1), got.Seed, "unlocked seed")
 	e.update(focusSeed, key1("ctrl+r"))
 	got, _ = e.settings()
-	if !e.seedLocked || got.Seed < 0 || got.Seed >= 1<<32 {
-		t.Fatalf("rolled seed %d locked %v", got.Seed, e.seedLocked)
-	}
+	require.True(t, e.seedLocked, "rolled seed %d not locked", got.Seed)
+	require.GreaterOrEqual(t, got.Seed, int64(0), "rolled seed")
+	require.Less(t, got.Seed, int64(1<<32), "rolled seed")
 	e.update(focusSeed, tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune{'l'}, Alt: true})
-	if got, _ = e.settings(); got.Seed != -1 {
-		t.Errorf("unlocked seed still %d", got.Seed)
-	}
+	got, _ = e.settings()
+	assert.Equal(t, int64(-1), got.Seed, "unlocked seed")
 	e.update(focusSeed, key1("ctrl+u"))
 	e.update(focusSeed, key1("1234"))
-	if got, _ = e.settings(); got.Seed != 1234 || !e.seedLocked {
-		t.Errorf("typed seed: %d locked %v", got.Seed, e.seedLocked)
-	}
-	if got.Sampler != first || got.Schedule != "trailing" || got.RNG != presets.RNGPhilox || got.Batch != 3 || got.ClipSkip != 2 {
-		t.Errorf("settings %+v", got)
-	}
+	got, _ = e.settings()
+	assert.Equal(t, int64(1234), got.Seed, "typed seed")
+	assert.True(t, e.seedLocked, "typed seed not locked")
+	assert.Equal(t, first, got.Sampler, "settings %+v", got)
+	assert.Equal(t, "trailing", got.Schedule, "settings %+v", got)
+	assert.Equal(t, presets.RNGPhilox, got.RNG, "settings %+v", got)
+	assert.Equal(t, 3, got.Batch, "settings %+v", got)
+	assert.Equal(t, 2, got.ClipSkip, "settings %+v", got)
 
 	// Bad numbers name their field.
 	e.cfg.SetValue("NaN")
-	if _, err := e.settings(); err == nil || !strings.Contains(err.Error(), "cfg scale") {
-		t.Errorf("cfg NaN: %v", err)
-	}
+	_, err = e.settings()
+	assert.ErrorContains(t, err, "cfg scale", "cfg NaN")
 	e.cfg.SetValue("7")
 	e.height.SetValue("tall")
-	if _, err := e.settings(); err == nil || !strings.Contains(err.Error(), "height") {
-		t.Errorf("height 'tall': %v", err)
-	}
+	_, err = e.settings()
+	assert.ErrorContains(t, err, "height", "height 'tall'")
 
 	// A1111 names from a PNG map onto the lists.
 	s.Sampler, s.Schedule = "DPM++ 2M Karras", ""
 	e.set(s)
-	if e.samplers[e.sampler] != "dpmpp_2m" || e.schedules[e.schedule] != "karras" {
-		t.Errorf("DPM++ 2M Karras -> %s / %s", e.samplers[e.sampler], e.schedules[e.schedule])
-	}
+	assert.Equal(t, "dpmpp_2m", e.samplers[e.sampler], "DPM++ 2M Karras sampler")
+	assert.Equal(t, "karras", e.schedules[e.schedule], "DPM++ 2M Karras schedule")
 }

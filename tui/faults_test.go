@@ -74,9 +74,7 @@ func TestStudioFaults(t *testing.T) {
 	h := newHarness(t, s, faultyLoad(t, plan, &opens))
 	m := h.m
 	want := h.finishRun()
-	if want.Status != runDone {
-		t.Fatalf("fault-free run: %s (%s)", runStatusNames[want.Status], m.status)
-	}
+	require.Equal(t, runDone, want.Status, "fault-free run: %s (%s)", runStatusNames[want.Status], m.status)
 	for _, tc := range []struct {
 		name   string
 		kind   faulty.Kind
@@ -96,26 +94,22 @@ func TestStudioFaults(t *testing.T) {
 			h.keys(".")
 			h.waitRun(r)
 			t.Logf("status: %s", m.status)
-			if r.Status != runFailed || len(r.Frames) != 1 {
-				t.Fatalf("%s with %d frames, want failed with 1 (%s)", runStatusNames[r.Status], len(r.Frames), m.status)
-			}
+			require.Equal(t, runFailed, r.Status, "%s, want failed (%s)", runStatusNames[r.Status], m.status)
+			require.Equal(t, 1, len(r.Frames), "frames of the failed run (%s)", m.status)
 			for _, w := range tc.want {
-				if !strings.Contains(m.status, w) || !strings.Contains(r.Err.Error(), w) {
-					t.Errorf("status %q lacks %q", m.status, w)
-				}
+				assert.Contains(t, m.status, w, "status")
+				assert.ErrorContains(t, r.Err, w, "the run's error")
 			}
 			reopened := strings.Contains(m.status, "device reopened, model reloaded in")
-			if reopened != tc.reopen || (opens > before) != tc.reopen || (m.model != pipe) != tc.reopen {
-				t.Errorf("reopened: status says %v, %d devices opened, new model %v; want %v", reopened, opens-before, m.model != pipe, tc.reopen)
-			}
-			if m.paused || m.active() != nil {
-				t.Errorf("after the fault: paused %v, active run %v", m.paused, m.active() != nil)
-			}
+			assert.Equal(t, tc.reopen, reopened, "reopened: status says so (%s)", m.status)
+			assert.Equal(t, tc.reopen, opens > before, "reopened: %d devices opened", opens-before)
+			assert.Equal(t, tc.reopen, m.model != pipe, "reopened: new model")
+			assert.False(t, m.paused, "after the fault: paused")
+			assert.True(t, m.active() == nil, "after the fault: a run is still active")
 			h.mustView("✗")
 			next := h.finishRun()
-			if next.Status != runDone || !samePixels(next.Images[0].Pix, want.Images[0].Pix) {
-				t.Errorf("the run after the fault: %s, same image as the fault-free run: %v (%s)",
-					runStatusNames[next.Status], next.Status == runDone && samePixels(next.Images[0].Pix, want.Images[0].Pix), m.status)
+			if assert.Equal(t, runDone, next.Status, "the run after the fault: %s (%s)", runStatusNames[next.Status], m.status) {
+				assert.True(t, samePixels(next.Images[0].Pix, want.Images[0].Pix), "the run after the fault: not the same image as the fault-free run")
 			}
 		})
 	}
@@ -129,15 +123,14 @@ func TestStudioFaults(t *testing.T) {
 		h.waitFor("the switch", func() bool { return !m.switching })
 		t.Logf("status: %s", m.status)
 		for _, w := range []string{"load model", "out of memory", "device reopened, model reloaded in", "sd15-mini.fp16 stays loaded"} {
-			if !strings.Contains(m.status, w) {
-				t.Errorf("status %q lacks %q", m.status, w)
-			}
+			assert.Contains(t, m.status, w, "status")
 		}
-		if m.model == nil || m.model == pipe || m.model.Name != "sd15-mini.fp16" {
-			t.Fatalf("after the failed switch: %v", m.model)
-		}
-		if r := h.finishRun(); r.Status != runDone || !samePixels(r.Images[0].Pix, want.Images[0].Pix) {
-			t.Errorf("a run after the failed switch: %s (%s)", runStatusNames[r.Status], m.status)
+		require.NotNil(t, m.model, "after the failed switch: no model")
+		require.True(t, m.model != pipe, "after the failed switch: the model was not reloaded")
+		require.Equal(t, "sd15-mini.fp16", m.model.Name, "after the failed switch")
+		r := h.finishRun()
+		if assert.Equal(t, runDone, r.Status, "a run after the failed switch: %s (%s)", runStatusNames[r.Status], m.status) {
+			assert.True(t, samePixels(r.Images[0].Pix, want.Images[0].Pix), "a run after the failed switch: not the same image as the fault-free run")
 		}
 	})
 
@@ -149,9 +142,8 @@ func TestStudioFaults(t *testing.T) {
 		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "Conv2D", After: 2})
 		h.keys("v")
 		h.waitFor("the decode error", func() bool { return m.statusErr })
-		if !strings.Contains(m.status, "out of memory") || !strings.Contains(m.status, "device reopened") {
-			t.Errorf("status %q", m.status)
-		}
+		assert.Contains(t, m.status, "out of memory", "status")
+		assert.Contains(t, m.status, "device reopened", "status")
 		r := m.runs[m.cur]
 		h.keys("v")
 		h.waitFor("the decode", func() bool { return r.decoded[decodeKey{m.frame, true}].img != nil })
@@ -159,9 +151,7 @@ func TestStudioFaults(t *testing.T) {
 		h.keys("b")
 		b := h.last()
 		h.waitRun(b)
-		if b.Status != runDone {
-			t.Errorf("branch after the reopen: %s (%s)", runStatusNames[b.Status], m.status)
-		}
+		assert.Equal(t, runDone, b.Status, "branch after the reopen: %s (%s)", runStatusNames[b.Status], m.status)
 	})
 }
 
@@ -175,84 +165,63 @@ func TestModelSwitch(t *testing.T) {
 	m := h.m
 	h.setField(focusSteps, "2")
 	first := h.finishRun()
-	if first.Status != runDone {
-		t.Fatalf("first run: %s", m.status)
-	}
+	require.Equal(t, runDone, first.Status, "first run: %s", m.status)
 	h.keys("?")
 	h.mustView("ctrl+n", "load another model")
 	h.keys("esc")
 
 	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	bad := filepath.Join(t.TempDir(), "broken.safetensors")
-	if err := os.WriteFile(bad, data[:len(data)/2], 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(bad, data[:len(data)/2], 0o644))
 	old := m.model
 	h.keys("ctrl+n")
-	if m.modal == nil || m.modal.kind != modalModel {
-		t.Fatal("ctrl+n did not open the model field")
-	}
+	require.NotNil(t, m.modal, "ctrl+n did not open the model field")
+	require.Equal(t, modalModel, m.modal.kind, "ctrl+n did not open the model field")
 	h.mustView("Load a model")
 	h.typeText(bad + " --config " + filepath.Join(g, "sd15_mini_config.json"))
 	h.keys("enter")
-	if !m.switching {
-		t.Fatalf("no switch started: %s", m.status)
-	}
+	require.True(t, m.switching, "no switch started: %s", m.status)
 	h.keys("ctrl+g")
-	if !strings.Contains(m.status, "a model is loading") {
-		t.Errorf("ctrl+g while loading: %q", m.status)
-	}
+	assert.Contains(t, m.status, "a model is loading", "ctrl+g while loading")
 	h.waitFor("the load to fail", func() bool { return !m.switching })
 	t.Logf("status: %s", m.status)
 	for _, w := range []string{"broken.safetensors", "sd15-mini.fp16 stays loaded"} {
-		if !strings.Contains(m.status, w) || !m.statusErr {
-			t.Errorf("status %q lacks %q", m.status, w)
-		}
+		assert.Contains(t, m.status, w, "status")
+		assert.True(t, m.statusErr, "status %q is not an error", m.status)
 	}
-	if m.model != old {
-		t.Fatal("the failed load replaced the model")
-	}
+	require.True(t, m.model == old, "the failed load replaced the model")
 	again := h.finishRun()
-	if again.Status != runDone || !samePixels(again.Images[0].Pix, first.Images[0].Pix) {
-		t.Fatalf("a run after the failed load: %s (%s)", runStatusNames[again.Status], m.status)
-	}
+	require.Equal(t, runDone, again.Status, "a run after the failed load: %s (%s)", runStatusNames[again.Status], m.status)
+	require.True(t, samePixels(again.Images[0].Pix, first.Images[0].Pix), "a run after the failed load: not the same image (%s)", m.status)
 
 	// Drop the diffusers folder (quoted, as terminals paste it).
 	h.typeText("'" + filepath.Join(g, "sd15-mini") + "'")
-	if !m.switching {
-		t.Fatalf("dropping a diffusers folder did not load it: %s", m.status)
-	}
+	require.True(t, m.switching, "dropping a diffusers folder did not load it: %s", m.status)
 	h.waitFor("the new model", func() bool { return !m.switching })
-	if m.model == old || m.model == nil || m.model.Name != "sd15-mini" {
-		t.Fatalf("model after the switch: %v (%s)", m.model, m.status)
-	}
+	require.True(t, m.model != old, "model after the switch: still the old one (%s)", m.status)
+	require.NotNil(t, m.model, "model after the switch (%s)", m.status)
+	require.Equal(t, "sd15-mini", m.model.Name, "model after the switch (%s)", m.status)
 	h.mustView("loaded sd15-mini in", "stepwise · sd15-mini ·")
 	h.setField(focusSteps, "2")
 	r := h.finishRun()
-	if r.Status != runDone || len(r.Images) != 1 || r.Settings.Model != "sd15-mini" {
-		t.Fatalf("a run on the new model: %s, model %q (%s)", runStatusNames[r.Status], r.Settings.Model, m.status)
-	}
+	require.Equal(t, runDone, r.Status, "a run on the new model: %s (%s)", runStatusNames[r.Status], m.status)
+	require.Equal(t, 1, len(r.Images), "a run on the new model: images")
+	require.Equal(t, "sd15-mini", r.Settings.Model, "a run on the new model")
 	// The old runs keep their images; decoding one of their frames says why
 	// it cannot be done.
 	h.keys("[")
-	if m.runs[m.cur] != again || again.Images == nil {
-		t.Fatalf("run on screen %d", m.runs[m.cur].ID)
-	}
+	require.True(t, m.runs[m.cur] == again, "run on screen %d", m.runs[m.cur].ID)
+	require.NotNil(t, again.Images, "run on screen %d has no images", m.runs[m.cur].ID)
 	h.keys("home", ".", "v")
 	h.waitFor("the decode error", func() bool { return m.statusErr })
-	if !strings.Contains(m.status, "sd15-mini.fp16, which is no longer loaded") {
-		t.Errorf("decode of an old run: %q", m.status)
-	}
+	assert.Contains(t, m.status, "sd15-mini.fp16, which is no longer loaded", "decode of an old run")
 	// A path that does not exist is refused in the UI.
 	h.keys("ctrl+n")
 	h.typeText("/no/such/model.safetensors")
 	h.keys("enter")
-	if m.switching || !strings.Contains(m.status, "no such file") {
-		t.Errorf("missing path: switching %v, %q", m.switching, m.status)
-	}
+	assert.False(t, m.switching, "missing path: switching")
+	assert.Contains(t, m.status, "no such file", "missing path")
 }
 
 // TestCancelAtEveryStepStudio cancels a 3-step run with esc at each step
@@ -267,17 +236,15 @@ func TestCancelAtEveryStepStudio(t *testing.T) {
 		r := h.pausedAt(i)
 		h.keys("esc")
 		h.waitRun(r)
-		if r.Status != runCancelled || len(r.Frames) != i {
-			t.Errorf("esc at step %d: %s with %d frames (%s)", i, runStatusNames[r.Status], len(r.Frames), m.status)
-		}
-		if m.active() != nil || m.paused {
-			t.Errorf("esc at step %d: a run is still active (paused %v)", i, m.paused)
-		}
+		assert.Equal(t, runCancelled, r.Status, "esc at step %d: %s (%s)", i, runStatusNames[r.Status], m.status)
+		assert.Equal(t, i, len(r.Frames), "esc at step %d: frames", i)
+		assert.True(t, m.active() == nil, "esc at step %d: a run is still active", i)
+		assert.False(t, m.paused, "esc at step %d: still paused", i)
 		h.mustView(fmt.Sprintf("run %d cancelled after %d steps", r.ID, i))
 	}
 	next := h.finishRun()
-	if next.Status != runDone || !samePixels(next.Images[0].Pix, want.Images[0].Pix) {
-		t.Errorf("the run after the cancels: %s (%s)", runStatusNames[next.Status], m.status)
+	if assert.Equal(t, runDone, next.Status, "the run after the cancels: %s (%s)", runStatusNames[next.Status], m.status) {
+		assert.True(t, samePixels(next.Images[0].Pix, want.Images[0].Pix), "the run after the cancels: not the same image (%s)", m.status)
 	}
 }
 
@@ -296,13 +263,9 @@ func TestResizeDuringRun(t *testing.T) {
 		h.update(teaSize(sz[0], sz[1]))
 		v := m.View()
 		lines := strings.Split(v, "\n")
-		if len(lines) != sz[1] {
-			t.Fatalf("%dx%d at frame %d: %d lines", sz[0], sz[1], len(r.Frames), len(lines))
-		}
+		require.Equal(t, sz[1], len(lines), "%dx%d at frame %d: lines", sz[0], sz[1], len(r.Frames))
 		for j, l := range lines {
-			if w := lipgloss.Width(l); w > sz[0] {
-				t.Fatalf("%dx%d: line %d is %d wide: %q", sz[0], sz[1], j, w, ansi.Strip(l))
-			}
+			require.LessOrEqual(t, lipgloss.Width(l), sz[0], "%dx%d: line %d is too wide: %q", sz[0], sz[1], j, ansi.Strip(l))
 		}
 		seen[len(r.Frames)] = true
 		select {
@@ -311,12 +274,9 @@ func TestResizeDuringRun(t *testing.T) {
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	if r.Status != runDone || len(r.Frames) != 8 {
-		t.Fatalf("run resized throughout: %s with %d frames (%s)", runStatusNames[r.Status], len(r.Frames), m.status)
-	}
-	if len(seen) < 4 {
-		t.Errorf("the resizes met only %d distinct frame counts; the run was not stepping", len(seen))
-	}
+	require.Equal(t, runDone, r.Status, "run resized throughout: %s (%s)", runStatusNames[r.Status], m.status)
+	require.Equal(t, 8, len(r.Frames), "run resized throughout: frames")
+	assert.GreaterOrEqual(t, len(seen), 4, "the resizes met too few distinct frame counts; the run was not stepping")
 }
 
 // TestCrashes: a panic in Update, View or the worker is caught; the
@@ -333,18 +293,15 @@ func TestCrashes(t *testing.T) {
 			h.m.w.crash = where.test // the worker read it at load time
 			h.keys("ctrl+g")
 			if where.test == "view" {
-				if v := h.m.View(); v != "" {
-					t.Errorf("a crashed view drew %q", v)
-				}
+				assert.Empty(t, h.m.View(), "a crashed view drew something")
 			}
 			h.waitFor("the crash", func() bool { return h.m.crash != nil })
 			c := h.m.crash
-			if c.Where != where.where || !strings.Contains(c.Value, "STEPWISE_TEST_PANIC="+where.test) || !strings.Contains(c.Stack, where.file) {
-				t.Errorf("crash %+v", c)
-			}
-			if _, cmd := h.m.Update(teaSize(80, 24)); cmd == nil {
-				t.Error("a crashed studio did not quit on the next message")
-			}
+			assert.Equal(t, where.where, c.Where, "crash %+v", c)
+			assert.Contains(t, c.Value, "STEPWISE_TEST_PANIC="+where.test, "crash value")
+			assert.Contains(t, c.Stack, where.file, "crash stack")
+			_, cmd := h.m.Update(teaSize(80, 24))
+			assert.NotNil(t, cmd, "a crashed studio did not quit on the next message")
 		})
 	}
 }
@@ -385,13 +342,11 @@ func TestSwitchAfterFailedLoad(t *testing.T) {
 	h.typeText(filepath.Join(g, "sd15-mini"))
 	h.keys("enter")
 	h.waitFor("the model", func() bool { return !m.switching })
-	if m.model == nil || m.model.Name != "sd15-mini" {
-		t.Fatalf("no model after ctrl+n: %s", m.status)
-	}
+	require.NotNil(t, m.model, "no model after ctrl+n: %s", m.status)
+	require.Equal(t, "sd15-mini", m.model.Name, "no model after ctrl+n: %s", m.status)
 	m.ed.steps.SetValue("1")
-	if r := h.finishRun(); r.Status != runDone {
-		t.Fatalf("run: %s (%s)", runStatusNames[r.Status], m.status)
-	}
+	r := h.finishRun()
+	require.Equal(t, runDone, r.Status, "run: %s (%s)", runStatusNames[r.Status], m.status)
 }
 
 // TestLongErrorWraps: an error longer than the terminal is wide wraps onto
@@ -402,16 +357,10 @@ func TestLongErrorWraps(t *testing.T) {
 	h.update(teaSize(80, 24))
 	h.m.setError(errors.New("load model /tmp/some/long/path/broken.safetensors: checkpoint: safetensors: header length 128480 exceeds the data; sd15-mini.fp16 stays loaded"))
 	v := h.view()
-	if !strings.Contains(strings.ReplaceAll(v, "\n", " "), "stays loaded") {
-		t.Errorf("the end of the error is cut:\n%s", v)
-	}
+	assert.Contains(t, strings.ReplaceAll(v, "\n", " "), "stays loaded", "the end of the error is cut")
 	lines := strings.Split(h.m.View(), "\n")
-	if len(lines) != 24 {
-		t.Errorf("%d lines on a 24-line terminal", len(lines))
-	}
+	assert.Equal(t, 24, len(lines), "lines on a 24-line terminal")
 	for i, l := range lines {
-		if w := lipgloss.Width(l); w > 80 {
-			t.Errorf("line %d is %d wide", i, w)
-		}
+		assert.LessOrEqual(t, lipgloss.Width(l), 80, "line %d is too wide", i)
 	}
 }

@@ -54,7 +54,7 @@ func TestViewDuringDeviceRecovery(t *testing.T) {
 	case <-reopening:
 	case <-time.After(90 * time.Second):
 		close(release)
-		t.Fatalf("the worker never reopened the device; status: %s", m.status)
+		require.Failf(t, "the worker never reopened the device", "status: %s", m.status)
 	}
 	// The worker holds a closed pipeline; the UI draws every view that
 	// reads the model.

@@ -20,26 +20,18 @@ func TestTextEditKeys(t *testing.T) {
 	}
 	runes := func(s string) tea.KeyMsg { return tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(s)} }
 	press(runes("héllo"), tea.KeyMsg{Type: tea.KeySpace}, runes("wörld"), tea.KeyMsg{Type: tea.KeyEnter}, runes("two"))
-	if got := e.Value(); got != "héllo wörld\ntwo" {
-		t.Fatalf("value %q", got)
-	}
+	require.Equal(t, "héllo wörld\ntwo", e.Value(), "value")
 	press(tea.KeyMsg{Type: tea.KeyUp}, tea.KeyMsg{Type: tea.KeyCtrlW})
-	if got := e.Value(); got != "héllo \ntwo" {
-		t.Fatalf("after ctrl+w on line 1: %q", got)
-	}
+	require.Equal(t, "héllo \ntwo", e.Value(), "after ctrl+w on line 1")
 	press(tea.KeyMsg{Type: tea.KeyHome}, tea.KeyMsg{Type: tea.KeyDelete}, tea.KeyMsg{Type: tea.KeyEnd}, tea.KeyMsg{Type: tea.KeyBackspace})
-	if got := e.Value(); got != "éllo\ntwo" {
-		t.Fatalf("after home, delete, end, backspace: %q", got)
-	}
+	require.Equal(t, "éllo\ntwo", e.Value(), "after home, delete, end, backspace")
 	one := newTextEdit("a\nb", false)
-	if one.Value() != "a b" || one.Update(tea.KeyMsg{Type: tea.KeyEnter}) || one.Update(tea.KeyMsg{Type: tea.KeyUp}) {
-		t.Fatalf("one-line editor: %q, or it used enter/up", one.Value())
-	}
+	require.Equal(t, "a b", one.Value(), "one-line editor")
+	require.False(t, one.Update(tea.KeyMsg{Type: tea.KeyEnter}), "one-line editor used enter")
+	require.False(t, one.Update(tea.KeyMsg{Type: tea.KeyUp}), "one-line editor used up")
 	one.Limit = 5
 	one.Update(runes("cdefg"))
-	if one.Value() != "a bcd" {
-		t.Fatalf("limit 5: %q", one.Value())
-	}
+	require.Equal(t, "a bcd", one.Value(), "limit 5")
 }
 
 func TestTextEditView(t *testing.T) {
@@ -47,24 +39,18 @@ func TestTextEditView(t *testing.T) {
 	v := ansi.Strip(e.View(10, 3, false, lipgloss.NewStyle(), lipgloss.NewStyle()))
 	lines := strings.Split(v, "\n")
 	want := []string{"the quick ", "brown fox ", "jumps     "}
-	if strings.Join(lines, "|") != strings.Join(want, "|") {
-		t.Errorf("wrapped to 10x3: %q, want %q", lines, want)
-	}
+	assert.Equal(t, strings.Join(want, "|"), strings.Join(lines, "|"), "wrapped to 10x3")
 	// Two lines high, the cursor's (last) line stays in view.
 	v = ansi.Strip(e.View(10, 2, true, lipgloss.NewStyle(), lipgloss.NewStyle()))
-	if v != "brown fox \njumps     " {
-		t.Errorf("10x2 with the cursor at the end: %q", v)
-	}
+	assert.Equal(t, "brown fox \njumps     ", v, "10x2 with the cursor at the end")
 	path := newTextEdit("/a/very/long/path/to/the/out/folder", false)
 	got := ansi.Strip(path.View(12, 1, false, lipgloss.NewStyle(), lipgloss.NewStyle()))
-	if got != "…out/folder " || lipgloss.Width(got) != 12 {
-		t.Errorf("one line cut to 12: %q", got)
-	}
+	assert.Equal(t, "…out/folder ", got, "one line cut to 12")
+	assert.Equal(t, 12, lipgloss.Width(got), "one line cut to 12: %q", got)
 	path.Update(tea.KeyMsg{Type: tea.KeyHome})
 	got = ansi.Strip(path.View(12, 1, true, lipgloss.NewStyle(), lipgloss.NewStyle()))
-	if got != "/a/very/lon…" || lipgloss.Width(got) != 12 {
-		t.Errorf("one line with the cursor at the start: %q", got)
-	}
+	assert.Equal(t, "/a/very/lon…", got, "one line with the cursor at the start")
+	assert.Equal(t, 12, lipgloss.Width(got), "one line with the cursor at the start: %q", got)
 }
 
 // Emoji with a variation selector or a skin-tone modifier are one cluster

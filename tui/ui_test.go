@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -39,53 +38,47 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	h.keys("a", " ", "r", "e", "d")
 	h.typeText(" foxx")
 	h.keys("backspace")
-	if got := m.ed.prompt.Value(); got != "a red fox" {
-		t.Fatalf("prompt = %q, want %q", got, "a red fox")
-	}
+	require.Equal(t, "a red fox", m.ed.prompt.Value(), "prompt")
 	h.mustView("a red fox", "ctrl+g generate")
 
 	// Generate and pause at once: the worker may take at most the step it
 	// had begun.
 	h.keys("ctrl+g", "space")
-	if len(m.runs) != 1 || m.focus != focusTimeline || !m.paused {
-		t.Fatalf("after ctrl+g space: %d runs, focus %v, paused %v", len(m.runs), m.focus, m.paused)
-	}
+	require.Equal(t, 1, len(m.runs), "after ctrl+g space: runs")
+	require.Equal(t, focusTimeline, m.focus, "after ctrl+g space: focus")
+	require.True(t, m.paused, "after ctrl+g space: not paused")
 	r := m.runs[0]
 	h.waitFor("run start", func() bool { return r.Status == runRunning })
-	if r.Noise == nil || r.FirstPreview <= 0 {
-		t.Fatal("no preview of the initial noise before the first step")
-	}
+	require.NotNil(t, r.Noise, "no preview of the initial noise before the first step")
+	require.Greater(t, r.FirstPreview, time.Duration(0), "no preview of the initial noise before the first step")
 	t.Logf("first preview %s after ctrl+g (mini model, ref device)", r.FirstPreview)
 	// The UI's CPU preview of the noise is the worker's initial latent.
 	quick, ok := noisePreview(m.model, r.ID, r.Settings)().(noiseMsg)
-	if !ok || len(h.started) != 1 || !samePixels(quick.Noise.Pix, h.started[0].Noise.Pix) {
-		t.Fatalf("the quick noise preview differs from the run's initial noise")
-	}
+	require.True(t, ok, "the quick noise preview is not a noiseMsg")
+	require.Equal(t, 1, len(h.started), "runs started")
+	require.True(t, samePixels(quick.Noise.Pix, h.started[0].Noise.Pix), "the quick noise preview differs from the run's initial noise")
 	h.drain(400 * time.Millisecond)
 	n0 := len(r.Frames)
-	if n0 > 1 {
-		t.Fatalf("paused run took %d steps", n0)
-	}
+	require.LessOrEqual(t, n0, 1, "paused run took %d steps", n0)
 	h.mustView("run 1", "paused", fmt.Sprintf("step %d/3", n0))
 
 	// Step exactly one.
 	h.keys(".")
 	h.waitFor("one step", func() bool { return len(r.Frames) == n0+1 })
 	h.drain(400 * time.Millisecond)
-	if len(r.Frames) != n0+1 || m.frame != n0 {
-		t.Fatalf("after one step: %d frames (want %d), frame on screen %d", len(r.Frames), n0+1, m.frame)
-	}
+	require.Equal(t, n0+1, len(r.Frames), "after one step: frames")
+	require.Equal(t, n0, m.frame, "after one step: frame on screen")
 	f := r.Frames[n0]
-	if f.Index != n0 || f.Total != 3 || f.XT == nil || f.X0 == nil || f.Sigma <= 0 {
-		t.Fatalf("frame %+v", f)
-	}
+	require.Equal(t, n0, f.Index, "frame index")
+	require.Equal(t, 3, f.Total, "frame total")
+	require.NotNil(t, f.XT, "frame x_t")
+	require.NotNil(t, f.X0, "frame x0")
+	require.Greater(t, f.Sigma, 0.0, "frame sigma")
 	h.mustView(fmt.Sprintf("step %d/3", n0+1), fmt.Sprintf("σ %.3f", f.Sigma), "it/s", "predicted x0 (latent preview)")
 
 	// Scrub back to the noise and toggle to the noisy x_t.
 	h.keys(",")
-	if m.frame != n0-1 {
-		t.Fatalf("scrub back: frame %d, want %d", m.frame, n0-1)
-	}
+	require.Equal(t, n0-1, m.frame, "scrub back: frame")
 	h.keys("home")
 	h.mustView("initial noise x_T")
 	h.keys(".", "x")
@@ -95,85 +88,64 @@ func TestGeneratePauseStepScrubBranch(t *testing.T) {
 	// Decode the frame on screen with the VAE.
 	h.keys("v")
 	h.waitFor("VAE decode", func() bool { return r.decoded[decodeKey{m.frame, true}].img != nil || m.statusErr })
-	if b := r.decoded[decodeKey{m.frame, true}].img.Bounds(); b.Dx() != 64 {
-		t.Fatalf("decoded frame is %v", b)
-	}
+	b := r.decoded[decodeKey{m.frame, true}].img.Bounds()
+	require.Equal(t, 64, b.Dx(), "decoded frame is %v", b)
 	h.mustView("predicted x0 (VAE)")
 
 	// Keys typed faster than they are read come as one message.
 	h.update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(",.")})
-	if m.frame != 0 {
-		t.Fatalf("\",.\" in one message: frame %d, want 0", m.frame)
-	}
+	require.Equal(t, 0, m.frame, "\",.\" in one message: frame")
 
 	// Resume to the end.
 	h.keys("space")
 	h.waitRun(r)
-	if r.Status != runDone || len(r.Frames) != 3 || len(r.Images) != 1 {
-		t.Fatalf("run 1: %s, %d frames, %d images (%s)", runStatusNames[r.Status], len(r.Frames), len(r.Images), m.status)
-	}
-	if b := r.Images[0].Bounds(); b.Dx() != 64 || b.Dy() != 64 {
-		t.Fatalf("final image %v, want 64x64", b)
-	}
-	if r.Settings.Seed != 42 || r.Settings.Prompt != "a red fox" {
-		t.Fatalf("run settings %+v", r.Settings)
-	}
+	require.Equal(t, runDone, r.Status, "run 1: %s (%s)", runStatusNames[r.Status], m.status)
+	require.Equal(t, 3, len(r.Frames), "run 1: frames")
+	require.Equal(t, 1, len(r.Images), "run 1: images")
+	b = r.Images[0].Bounds()
+	require.Equal(t, 64, b.Dx(), "final image %v, want 64x64", b)
+	require.Equal(t, 64, b.Dy(), "final image %v, want 64x64", b)
+	require.Equal(t, int64(42), r.Settings.Seed, "run settings")
+	require.Equal(t, "a red fox", r.Settings.Prompt, "run settings")
 	h.keys("end")
 	h.mustView("final image (VAE)", "done in", "history [#1✓]")
 
 	// Branch at step 1 with the same settings: a deterministic sampler
 	// must give the parent's frames and image exactly.
 	h.keys("home", ".")
-	if m.frame != 0 {
-		t.Fatalf("frame %d, want 0", m.frame)
-	}
+	require.Equal(t, 0, m.frame, "frame")
 	h.keys("b")
 	same := h.last()
-	if same.Parent != r.ID || same.At != 0 || same.Inherited != 1 {
-		t.Fatalf("branch: parent %d at %d inherited %d", same.Parent, same.At, same.Inherited)
-	}
+	require.Equal(t, r.ID, same.Parent, "branch: parent")
+	require.Equal(t, 0, same.At, "branch: at")
+	require.Equal(t, 1, same.Inherited, "branch: inherited")
 	h.waitRun(same)
-	if same.Status != runDone || len(same.Frames) != 3 {
-		t.Fatalf("branch: %s with %d frames: %s", runStatusNames[same.Status], len(same.Frames), m.status)
-	}
-	if !samePixels(same.Images[0].Pix, r.Images[0].Pix) {
-		t.Errorf("a branch with unchanged settings changed the image")
-	}
+	require.Equal(t, runDone, same.Status, "branch: %s: %s", runStatusNames[same.Status], m.status)
+	require.Equal(t, 3, len(same.Frames), "branch: frames: %s", m.status)
+	assert.True(t, samePixels(same.Images[0].Pix, r.Images[0].Pix), "a branch with unchanged settings changed the image")
 	h.mustView("branch of 1 at step 1", "#2←1@1✓")
 
 	// Branch at step 1 with guidance 1: the steps after it differ.
 	h.keys("home", ".", "[")
-	if m.runs[m.cur] != r || m.frame != 0 {
-		t.Fatalf("[ while scrubbing: run %d frame %d, want run 1 at the same step", m.runs[m.cur].ID, m.frame)
-	}
+	require.True(t, m.runs[m.cur] == r, "[ while scrubbing: run %d, want run 1", m.runs[m.cur].ID)
+	require.Equal(t, 0, m.frame, "[ while scrubbing: frame, want the same step")
 	h.setField(focusCFG, "1")
 	h.keys("shift+tab", "shift+tab", "shift+tab")
-	if m.focus != focusTimeline {
-		t.Fatalf("focus %v, want the timeline", m.focus)
-	}
+	require.Equal(t, focusTimeline, m.focus, "focus, want the timeline")
 	h.keys("home", ".", "b")
 	low := h.last()
 	h.waitRun(low)
-	if low.Status != runDone || low.Settings.CFGScale != 1 || low.Parent != r.ID {
-		t.Fatalf("cfg-1 branch: %s cfg %v parent %d", runStatusNames[low.Status], low.Settings.CFGScale, low.Parent)
-	}
-	if low.Frames[0].X0 != r.Frames[0].X0 {
-		t.Errorf("the branch does not start from its parent's frame")
-	}
-	if samePixels(low.Images[0].Pix, r.Images[0].Pix) {
-		t.Errorf("guidance 1 from step 2 on gave the same image as guidance 7.5")
-	}
-	if r.Status != runDone || len(r.Frames) != 3 {
-		t.Errorf("the parent changed: %s, %d frames", runStatusNames[r.Status], len(r.Frames))
-	}
-	if len(m.runs) != 3 {
-		t.Errorf("%d runs in history, want 3", len(m.runs))
-	}
+	require.Equal(t, runDone, low.Status, "cfg-1 branch: %s", runStatusNames[low.Status])
+	require.Equal(t, 1.0, low.Settings.CFGScale, "cfg-1 branch: cfg")
+	require.Equal(t, r.ID, low.Parent, "cfg-1 branch: parent")
+	assert.Same(t, r.Frames[0].X0, low.Frames[0].X0, "the branch does not start from its parent's frame")
+	assert.False(t, samePixels(low.Images[0].Pix, r.Images[0].Pix), "guidance 1 from step 2 on gave the same image as guidance 7.5")
+	assert.Equal(t, runDone, r.Status, "the parent changed: %s", runStatusNames[r.Status])
+	assert.Equal(t, 3, len(r.Frames), "the parent changed: frames")
+	assert.Equal(t, 3, len(m.runs), "runs in history")
 	// The branch keeps its parent's seed whatever the editor shows, and
 	// the trace counts only its own steps (guidance 1: one row a call).
-	if low.Settings.Seed != r.Settings.Seed {
-		t.Errorf("branch seed %d, parent %d", low.Settings.Seed, r.Settings.Seed)
-	}
+	assert.Equal(t, r.Settings.Seed, low.Settings.Seed, "branch seed, parent's")
 	h.keys("alt+5")
 	h.mustView("x at step 1", "branched from run 1", "U-Net ×2 steps, 2 calls on [1, 4, 8, 8]")
 }
@@ -187,32 +159,26 @@ func TestPresetsSaveLoadRenameDelete(t *testing.T) {
 	h.typeText("a lighthouse at dusk")
 	h.setField(focusSteps, "7")
 	h.keys("ctrl+s")
-	if m.modal == nil {
-		t.Fatal("ctrl+s opened no dialog")
-	}
+	require.NotNil(t, m.modal, "ctrl+s opened no dialog")
 	h.mustView("Save preset as")
 	h.typeText("dusk")
 	h.keys("enter")
 	h.waitFor("save", func() bool { return strings.Contains(m.status, "saved preset dusk") })
 	data, err := os.ReadFile(filepath.Join(h.dir, "dusk.toml"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	s, err := presets.DecodePreset(data)
-	if err != nil || s.Prompt != "a lighthouse at dusk" || s.Steps != 7 {
-		t.Fatalf("saved preset: %+v, %v", s, err)
-	}
-	if err := os.WriteFile(filepath.Join(h.dir, "broken.toml"), []byte("steps = [oops"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err, "saved preset")
+	require.Equal(t, "a lighthouse at dusk", s.Prompt, "saved preset")
+	require.Equal(t, 7, s.Steps, "saved preset")
+	require.NoError(t, os.WriteFile(filepath.Join(h.dir, "broken.toml"), []byte("steps = [oops"), 0o644))
 
 	h.setField(focusPrompt, "something else")
 	h.setField(focusSteps, "2")
 	h.keys("ctrl+p")
 	h.waitFor("preset list with the broken file", func() bool { return len(m.pv.errs) > 0 })
-	if m.state != statePresets || len(m.pv.errs) != 1 || !strings.Contains(m.pv.errs[0].Error(), "broken.toml") {
-		t.Fatalf("state %v, errors %v", m.state, m.pv.errs)
-	}
+	require.Equal(t, statePresets, m.state, "state")
+	require.Len(t, m.pv.errs, 1, "preset list errors")
+	require.ErrorContains(t, m.pv.errs[0], "broken.toml")
 	h.mustView("Presets", "dusk", "(built-in)", "broken.toml")
 	sel := -1
 	for i, p := range m.pv.list {
@@ -220,18 +186,16 @@ func TestPresetsSaveLoadRenameDelete(t *testing.T) {
 			sel = i
 		}
 	}
-	if sel < 0 {
-		t.Fatal("dusk not listed")
-	}
+	require.GreaterOrEqual(t, sel, 0, "dusk not listed")
 	for m.pv.sel < sel {
 		h.keys("down")
 	}
 	h.keys("enter")
 	require.NotNil(t, m.modal, "the saved preset's prompts differ from the typed ones: it asks")
 	h.keys("r") // replace them
-	if m.state != stateMain || m.ed.prompt.Value() != "a lighthouse at dusk" || m.ed.steps.Value() != "7" {
-		t.Fatalf("after loading: state %v prompt %q steps %q", m.state, m.ed.prompt.Value(), m.ed.steps.Value())
-	}
+	require.Equal(t, stateMain, m.state, "after loading: state")
+	require.Equal(t, "a lighthouse at dusk", m.ed.prompt.Value(), "after loading: prompt")
+	require.Equal(t, "7", m.ed.steps.Value(), "after loading: steps")
 
 	// Rename, then delete (d twice).
 	h.keys("ctrl+p")
@@ -250,24 +214,19 @@ func TestPresetsSaveLoadRenameDelete(t *testing.T) {
 		}
 		return false
 	})
-	if _, err := os.Stat(filepath.Join(h.dir, "dawn.toml")); err != nil {
-		t.Fatal(err)
-	}
+	_, err = os.Stat(filepath.Join(h.dir, "dawn.toml"))
+	require.NoError(t, err)
 	h.keys("d")
-	if _, err := os.Stat(filepath.Join(h.dir, "dawn.toml")); err != nil {
-		t.Fatal("one d deleted the preset")
-	}
+	_, err = os.Stat(filepath.Join(h.dir, "dawn.toml"))
+	require.NoError(t, err, "one d deleted the preset")
 	h.keys("d")
 	h.waitFor("delete", func() bool { return strings.Contains(m.status, "deleted preset dawn") })
-	if _, err := os.Stat(filepath.Join(h.dir, "dawn.toml")); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("dawn.toml still there: %v", err)
-	}
+	_, err = os.Stat(filepath.Join(h.dir, "dawn.toml"))
+	require.ErrorIs(t, err, os.ErrNotExist, "dawn.toml still there")
 
 	// Import an A1111 styles.csv and merge a style into the prompt.
 	csv := filepath.Join(t.TempDir(), "styles.csv")
-	if err := os.WriteFile(csv, []byte("name,prompt,negative_prompt\nnoir,\"{prompt}, film noir\",colour\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(csv, []byte("name,prompt,negative_prompt\nnoir,\"{prompt}, film noir\",colour\n"), 0o644))
 	h.keys("i")
 	h.typeText("'" + csv + "'")
 	h.keys("enter")
@@ -277,9 +236,7 @@ func TestPresetsSaveLoadRenameDelete(t *testing.T) {
 		h.keys("down")
 	}
 	h.keys("enter")
-	if got := m.ed.prompt.Value(); got != "a lighthouse at dusk, film noir" {
-		t.Errorf("prompt after style = %q", got)
-	}
+	assert.Equal(t, "a lighthouse at dusk, film noir", m.ed.prompt.Value(), "prompt after style")
 }
 
 // TestExportAndOpen exports the finished image and a mid-run frame, reads
@@ -324,31 +281,25 @@ func TestExportAndOpen(t *testing.T) {
 	h.typeText(p1)
 	h.keys("enter")
 	h.waitFor("open", func() bool { return strings.Contains(m.status, "settings from") || m.statusErr })
-	if m.ed.prompt.Value() != "an astronaut riding a horse" || m.ed.seed.Value() != "42" || !m.ed.seedLocked {
-		t.Fatalf("after open: prompt %q seed %q locked %v (%s)", m.ed.prompt.Value(), m.ed.seed.Value(), m.ed.seedLocked, m.status)
-	}
+	require.Equal(t, "an astronaut riding a horse", m.ed.prompt.Value(), "after open: prompt (%s)", m.status)
+	require.Equal(t, "42", m.ed.seed.Value(), "after open: seed (%s)", m.status)
+	require.True(t, m.ed.seedLocked, "after open: seed not locked (%s)", m.status)
 
 	// Dropping the PNG onto the terminal (a bracketed paste of its path)
 	// opens it too, from any field.
 	h.setField(focusPrompt, "y")
 	h.update(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("'" + p1 + "'"), Paste: true})
 	h.waitFor("open by drop", func() bool { return m.ed.prompt.Value() == "an astronaut riding a horse" || m.statusErr })
-	if m.statusErr {
-		t.Fatalf("drop: %s", m.status)
-	}
+	require.False(t, m.statusErr, "drop: %s", m.status)
 
 	// A PNG without parameters is refused with a message.
 	plain := filepath.Join(t.TempDir(), "plain.png")
-	if err := render.WritePNG(plain, r.Images[0], nil, false); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, render.WritePNG(plain, r.Images[0], nil, false))
 	h.keys("ctrl+o")
 	h.typeText(plain)
 	h.keys("enter")
 	h.waitFor("open error", func() bool { return m.statusErr })
-	if !strings.Contains(m.status, "no \"parameters\"") {
-		t.Errorf("status %q", m.status)
-	}
+	assert.Contains(t, m.status, "no \"parameters\"", "status")
 }
 
 // TestExplanationViews opens each of the four views on a finished run.
@@ -363,32 +314,27 @@ func TestExplanationViews(t *testing.T) {
 	// Noise schedule: the model's curve with the run's three timesteps.
 	h.keys("alt+2")
 	h.mustView("Noise schedule", "scaled_linear (model)", "run 1: euler, 3 steps")
-	if got := strings.Count(h.view(), "◆"); got != 3+1 { // 3 marks + the legend's
-		t.Errorf("%d ◆ in the chart, want 3 marks and the legend", got)
-	}
+	assert.Equal(t, 3+1, strings.Count(h.view(), "◆"), "◆ in the chart, want 3 marks and the legend") // 3 marks + the legend's
 	h.keys("1")
-	if m.sv.on[0] {
-		t.Error("1 did not hide the linear curve")
-	}
+	assert.False(t, m.sv.on[0], "1 did not hide the linear curve")
 	h.mustView("○ linear")
 	h.keys("s")
 	h.mustView("log SNR")
 	ab := m.sv.curves[1]
-	if len(ab) != 1000 || ab[0] < 0.99 || ab[999] > 0.01 {
-		t.Errorf("scaled_linear alphas_cumprod: %d values, first %v last %v", len(ab), ab[0], ab[len(ab)-1])
+	if assert.Equal(t, 1000, len(ab), "scaled_linear alphas_cumprod: values") {
+		assert.GreaterOrEqual(t, ab[0], float32(0.99), "scaled_linear alphas_cumprod: first")
+		assert.LessOrEqual(t, ab[999], float32(0.01), "scaled_linear alphas_cumprod: last")
 	}
 
 	// Forward and reverse: 16 noised pictures from t=0 to 999, then the
 	// three recorded frames.
 	h.keys("alt+3")
 	h.waitFor("forward frames", func() bool { return len(m.fv.fwd) > 0 || m.fv.err != nil })
-	if len(m.fv.fwd) != forwardFrames || m.fv.t[0] != 0 || m.fv.t[forwardFrames-1] != 999 {
-		t.Fatalf("forward: %d frames, t %v (%v)", len(m.fv.fwd), m.fv.t, m.fv.err)
-	}
+	require.Equal(t, forwardFrames, len(m.fv.fwd), "forward: frames (%v)", m.fv.err)
+	require.Equal(t, 0, m.fv.t[0], "forward: t %v", m.fv.t)
+	require.Equal(t, 999, m.fv.t[forwardFrames-1], "forward: t %v", m.fv.t)
 	for i := 1; i < len(m.fv.ab); i++ {
-		if m.fv.ab[i] >= m.fv.ab[i-1] {
-			t.Fatalf("alpha_bar not decreasing at %d: %v", i, m.fv.ab)
-		}
+		require.Less(t, m.fv.ab[i], m.fv.ab[i-1], "alpha_bar not decreasing at %d: %v", i, m.fv.ab)
 	}
 	h.keys("space", "home")
 	h.mustView("forward", "t=0", "ᾱ=")
@@ -403,20 +349,12 @@ func TestExplanationViews(t *testing.T) {
 	// moves the highlight, and the 7.5 picture is the run's own image.
 	h.keys("alt+4")
 	h.waitFor("sweep", func() bool { return m.gv.filled == len(sweepScales) || m.gv.err != nil })
-	if m.gv.err != nil {
-		t.Fatal(m.gv.err)
-	}
-	if !samePixels(m.gv.imgs[2].Pix, r.Images[0].Pix) {
-		t.Error("the sweep at cfg 7.5 differs from the run at cfg 7.5 with the same seed")
-	}
-	if samePixels(m.gv.imgs[0].Pix, m.gv.imgs[3].Pix) {
-		t.Error("cfg 1 and cfg 12 gave the same image")
-	}
+	require.NoError(t, m.gv.err)
+	assert.True(t, samePixels(m.gv.imgs[2].Pix, r.Images[0].Pix), "the sweep at cfg 7.5 differs from the run at cfg 7.5 with the same seed")
+	assert.False(t, samePixels(m.gv.imgs[0].Pix, m.gv.imgs[3].Pix), "cfg 1 and cfg 12 gave the same image")
 	h.mustView("Guidance sweep", "seed 42", "▶ cfg 7.5")
 	h.keys("up", "up", "up", "up", "up", "up", "up", "up", "up")
-	if m.ed.cfg.Value() != "12" {
-		t.Fatalf("cfg after 9 nudges = %s", m.ed.cfg.Value())
-	}
+	require.Equal(t, "12", m.ed.cfg.Value(), "cfg after 9 nudges")
 	h.mustView("▶ cfg 12")
 
 	// Pipeline trace with the mini model's shapes.
@@ -424,13 +362,9 @@ func TestExplanationViews(t *testing.T) {
 	hid := m.model.TextHidden
 	h.mustView("Pipeline trace", "a bowl of fruit", fmt.Sprintf("[1, 77, %d] ×2", hid), "[1, 4, 8, 8]",
 		"U-Net ×3 steps, 3 calls on [2, 4, 8, 8]", "[1, 3, 64, 64]", "VAE decoder")
-	if strings.Contains(h.view(), "</w>") {
-		t.Error("the trace shows raw BPE end-of-word marks")
-	}
+	assert.NotContains(t, h.view(), "</w>", "the trace shows raw BPE end-of-word marks")
 	h.keys("esc")
-	if m.state != stateMain {
-		t.Errorf("esc left state %v", m.state)
-	}
+	assert.Equal(t, stateMain, m.state, "esc left state")
 }
 
 // TestRefusedAndCancelled: invalid settings are refused with a message, a
@@ -441,32 +375,28 @@ func TestRefusedAndCancelled(t *testing.T) {
 	// Before any run, the schedule chart marks the edited settings' steps.
 	h.keys("alt+2")
 	h.waitFor("schedule of the edited settings", func() bool { return len(m.sv.marks.Timesteps) > 0 })
-	if got := len(m.sv.marks.Timesteps); got != 3 {
-		t.Fatalf("%d marks for 3 steps", got)
-	}
+	require.Len(t, m.sv.marks.Timesteps, 3, "marks for 3 steps")
 	h.mustView("edited settings: euler, 3 steps")
 	h.keys("alt+1")
 	h.setField(focusWidth, "100")
 	h.mustView("✗ width: 100 is not a multiple of 8")
 	h.keys("ctrl+g")
-	if len(m.runs) != 0 || !m.statusErr || !strings.Contains(m.status, "multiple of 8") {
-		t.Fatalf("width 100: %d runs, status %q", len(m.runs), m.status)
-	}
+	require.Equal(t, 0, len(m.runs), "width 100: runs")
+	require.True(t, m.statusErr, "width 100: status %q is not an error", m.status)
+	require.Contains(t, m.status, "multiple of 8", "width 100: status")
 	h.setField(focusWidth, "64")
 	h.setField(focusSteps, "many")
 	h.keys("ctrl+g")
-	if len(m.runs) != 0 || !strings.Contains(m.status, "steps") {
-		t.Fatalf("steps 'many': %d runs, status %q", len(m.runs), m.status)
-	}
+	require.Equal(t, 0, len(m.runs), "steps 'many': runs")
+	require.Contains(t, m.status, "steps", "steps 'many': status")
 	h.setField(focusSteps, "40")
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitFor("a frame", func() bool { return len(r.Frames) > 0 })
 	h.keys("esc")
 	h.waitRun(r)
-	if r.Status != runCancelled || len(r.Frames) >= 40 {
-		t.Fatalf("after esc: %s with %d frames", runStatusNames[r.Status], len(r.Frames))
-	}
+	require.Equal(t, runCancelled, r.Status, "after esc: %s", runStatusNames[r.Status])
+	require.Less(t, len(r.Frames), 40, "after esc: frames")
 	h.mustView("cancelled")
 
 	// Ctrl+G while a run goes restarts it; the first stays in history.
@@ -476,14 +406,11 @@ func TestRefusedAndCancelled(t *testing.T) {
 	h.keys("ctrl+g")
 	b := h.last()
 	h.waitRun(a)
-	if a == b || a.Status != runCancelled {
-		t.Fatalf("restart: first run %s", runStatusNames[a.Status])
-	}
+	require.NotSame(t, a, b, "restart: no new run")
+	require.Equal(t, runCancelled, a.Status, "restart: first run %s", runStatusNames[a.Status])
 	h.keys("esc")
 	h.waitRun(b)
-	if len(m.runs) != 3 {
-		t.Errorf("%d runs, want 3", len(m.runs))
-	}
+	assert.Equal(t, 3, len(m.runs), "runs")
 }
 
 // TestNoModel: a failed load shows its message and generation is refused.
@@ -493,9 +420,8 @@ func TestNoModel(t *testing.T) {
 	})
 	h.mustView("no bundled model in this build yet")
 	h.keys("ctrl+g")
-	if len(h.m.runs) != 0 || !strings.Contains(h.m.status, "no model loaded") {
-		t.Fatalf("status %q", h.m.status)
-	}
+	require.Equal(t, 0, len(h.m.runs), "runs; status %q", h.m.status)
+	require.Contains(t, h.m.status, "no model loaded", "status")
 	h.keys("alt+2")
 	h.mustView("no model loaded")
 }
@@ -509,20 +435,14 @@ func TestResizeAndChunks(t *testing.T) {
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitRun(r)
-	if r.Chunks < 2 {
-		t.Fatalf("chunks = %d for a long prompt", r.Chunks)
-	}
+	require.GreaterOrEqual(t, r.Chunks, 2, "chunks for a long prompt")
 	for _, sz := range [][2]int{{120, 40}, {80, 24}, {60, 16}, {30, 8}, {1, 1}} {
 		h.update(teaSize(sz[0], sz[1]))
 		v := h.m.View()
 		lines := strings.Split(v, "\n")
-		if len(lines) != sz[1] {
-			t.Errorf("%dx%d: %d lines", sz[0], sz[1], len(lines))
-		}
+		assert.Equal(t, sz[1], len(lines), "%dx%d: lines", sz[0], sz[1])
 		for i, l := range lines {
-			if w := lipgloss.Width(l); w > sz[0] {
-				t.Errorf("%dx%d: line %d is %d wide: %q", sz[0], sz[1], i, w, ansi.Strip(l))
-			}
+			assert.LessOrEqual(t, lipgloss.Width(l), sz[0], "%dx%d: line %d is too wide: %q", sz[0], sz[1], i, ansi.Strip(l))
 		}
 	}
 	h.update(teaSize(120, 40))
@@ -530,9 +450,7 @@ func TestResizeAndChunks(t *testing.T) {
 	h.keys("?")
 	h.mustView("ctrl+s", "save preset", "open PNG settings", "branch here with edits", "apply at the next ctrl+g (mid-run: restarts)")
 	h.keys("esc")
-	if h.m.help.ShowAll {
-		t.Error("esc did not close the full help")
-	}
+	assert.False(t, h.m.help.ShowAll, "esc did not close the full help")
 }
 
 // TestMouse: a click focuses a field, the wheel nudges it, a click on the
@@ -543,36 +461,27 @@ func TestMouse(t *testing.T) {
 	l := m.layoutMain(m.bodyHeight(m.headerView(), m.footerView()))
 	y := 1 + l.form.rows[focusSteps] // below the header line
 	h.update(tea.MouseMsg{X: 3, Y: y, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
-	if m.focus != focusSteps {
-		t.Fatalf("click on the steps row focused %v", m.focus)
-	}
+	require.Equal(t, focusSteps, m.focus, "click on the steps row")
 	h.update(tea.MouseMsg{X: 3, Y: y, Button: tea.MouseButtonWheelUp, Action: tea.MouseActionPress})
-	if m.ed.steps.Value() != "4" {
-		t.Fatalf("wheel up on steps 3 gave %s", m.ed.steps.Value())
-	}
+	require.Equal(t, "4", m.ed.steps.Value(), "wheel up on steps 3")
 	cfgY := 1 + l.form.rows[focusCFG]
 	x0, sw := cfgSlider(l.formW)
 	h.update(tea.MouseMsg{X: x0 + sw - 1, Y: cfgY, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
-	if m.focus != focusCFG || m.ed.cfg.Value() != fmt.Sprint(cfgMax) {
-		t.Fatalf("click on the slider's right end: focus %v cfg %s", m.focus, m.ed.cfg.Value())
-	}
+	require.Equal(t, focusCFG, m.focus, "click on the slider's right end: focus")
+	require.Equal(t, fmt.Sprint(cfgMax), m.ed.cfg.Value(), "click on the slider's right end: cfg")
 	h.update(tea.MouseMsg{X: x0 + (sw-1)/2, Y: cfgY, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
-	if v, _ := strconv.ParseFloat(m.ed.cfg.Value(), 64); math.Abs(v-cfgMax/2) > 0.5 {
-		t.Fatalf("click on the slider's middle: cfg %s", m.ed.cfg.Value())
-	}
+	v, _ := strconv.ParseFloat(m.ed.cfg.Value(), 64)
+	require.InDelta(t, cfgMax/2, v, 0.5, "click on the slider's middle: cfg %s", m.ed.cfg.Value())
 	m.ed.cfg.SetValue("7.5")
 	h.keys("ctrl+g")
 	r := h.last()
 	h.waitRun(r)
 	h.update(tea.MouseMsg{X: l.barX, Y: 1 + l.barRow, Button: tea.MouseButtonLeft, Action: tea.MouseActionPress})
-	if m.focus != focusTimeline || m.frame != 0 {
-		t.Fatalf("click on the bar's first cell: focus %v frame %d", m.focus, m.frame)
-	}
+	require.Equal(t, focusTimeline, m.focus, "click on the bar's first cell: focus")
+	require.Equal(t, 0, m.frame, "click on the bar's first cell: frame")
 	h.update(tea.MouseMsg{X: l.barX + 5, Y: 5, Button: tea.MouseButtonWheelDown, Action: tea.MouseActionPress})
 	h.update(tea.MouseMsg{X: l.barX + 5, Y: 5, Button: tea.MouseButtonWheelDown, Action: tea.MouseActionPress})
-	if m.frame != 2 {
-		t.Fatalf("two wheel steps from frame 0 gave frame %d", m.frame)
-	}
+	require.Equal(t, 2, m.frame, "two wheel steps from frame 0")
 	h.mustView("step 3/4")
 }
 
@@ -611,26 +520,18 @@ func TestSweepCancelKeepsRun(t *testing.T) {
 	r := h.last()
 	h.waitFor("run start", func() bool { return r.Status == runRunning })
 	h.keys("alt+4")
-	if !m.gv.busy {
-		t.Fatal("the sweep did not start")
-	}
+	require.True(t, m.gv.busy, "the sweep did not start")
 	h.drain(300 * time.Millisecond)
 	h.keys("esc")
-	if m.gv.busy || m.state != stateSweep {
-		t.Fatalf("esc in a busy sweep: busy %v state %v", m.gv.busy, m.state)
-	}
+	require.False(t, m.gv.busy, "esc in a busy sweep: busy")
+	require.Equal(t, stateSweep, m.state, "esc in a busy sweep: state")
 	h.drain(time.Second)
-	if r.Status != runRunning {
-		t.Fatalf("cancelling the sweep ended the paused run: %s", runStatusNames[r.Status])
-	}
-	if m.gv.filled == len(sweepScales) {
-		t.Error("the cancelled sweep still finished")
-	}
+	require.Equal(t, runRunning, r.Status, "cancelling the sweep ended the paused run: %s", runStatusNames[r.Status])
+	assert.NotEqual(t, len(sweepScales), m.gv.filled, "the cancelled sweep still finished")
 	h.keys("esc", "space")
 	h.waitRun(r)
-	if r.Status != runDone || len(r.Frames) != 12 {
-		t.Fatalf("after resuming: %s with %d frames", runStatusNames[r.Status], len(r.Frames))
-	}
+	require.Equal(t, runDone, r.Status, "after resuming: %s", runStatusNames[r.Status])
+	require.Equal(t, 12, len(r.Frames), "after resuming: frames")
 }
 
 // TestMonkeyKeys presses random keys (with the worker's messages arriving
@@ -668,9 +569,7 @@ func monkey(t *testing.T, seed uint64) {
 			h.update(teaSize(60+rng.IntN(80), 12+rng.IntN(30)))
 		}
 		v := m.View()
-		if got := strings.Count(v, "\n") + 1; got != m.height {
-			t.Fatalf("after key %d (%q): %d lines on a %d-line screen", i, k, got, m.height)
-		}
+		require.Equal(t, m.height, strings.Count(v, "\n")+1, "after key %d (%q): lines on the screen", i, k)
 	}
 	m.modal, m.state, m.help.ShowAll = nil, stateMain, false
 	h.keys("esc")
@@ -686,8 +585,6 @@ func TestLoadWarning(t *testing.T) {
 		warn("no GL 4.3 context\nfalling back to the plain-Go reference device")
 		return load(warn)
 	})
-	if h.m.model == nil {
-		t.Fatalf("not loaded: %s", h.m.status)
-	}
+	require.NotNil(t, h.m.model, "not loaded: %s", h.m.status)
 	h.mustView("no GL 4.3 context falling back to the plain-Go reference device")
 }
