@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -129,7 +127,7 @@ func convert(in, out, config string, dt gpu.DType) (convertStats, error) {
 		}
 		return ref.Quantize(p.target, v)
 	}
-	err = writeAtomic(out, func(w io.Writer) error {
+	err = presets.WriteAtomic(out, 0o644, func(w io.Writer) error {
 		if toGGUF {
 			ts := make([]gguf.WriteTensor, len(plans))
 			for i, p := range plans {
@@ -210,51 +208,4 @@ func ggufArch(m *checkpoint.Model) string {
 		return "sdxl"
 	}
 	return "sd1"
-}
-
-// writeAtomic streams a file the user owns: to a temporary file beside
-// path, synced, then renamed over path, the folder synced; on any error
-// nothing is left behind.
-func writeAtomic(path string, write func(w io.Writer) error) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	if err := write(bw); err != nil {
-		return err
-	}
-	if err := bw.Flush(); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	if d, err := os.Open(dir); err == nil {
-		err = d.Sync()
-		d.Close()
-		if err != nil && !errors.Is(err, os.ErrInvalid) {
-			return fmt.Errorf("syncing %s: %w", dir, err)
-		}
-	}
-	return nil
 }
