@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -211,30 +210,11 @@ func saveRandom(m *checkpoint.Model, path string) error {
 	}
 	// Streamed to a temporary file beside path, synced, then renamed: a
 	// 6.9 GB SDXL file is never held twice in memory.
-	f, err := os.CreateTemp(filepath.Dir(path), ".bench-*.tmp")
+	err = presets.WriteAtomic(path, 0o644, func(w io.Writer) error {
+		return safetensors.Write(w, entries, map[string]string{"stepwise": "random weights, " + m.FamilyWhy})
+	})
 	if err != nil {
 		return fmt.Errorf("--save: %w", err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(0o644); err != nil {
-		return fmt.Errorf("--save: %w", err)
-	}
-	bw := bufio.NewWriterSize(f, 1<<20)
-	err = safetensors.Write(bw, entries, map[string]string{"stepwise": "random weights, " + m.FamilyWhy})
-	if err == nil {
-		err = bw.Flush()
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("--save %s: %w", path, err)
 	}
 	side := strings.TrimSuffix(path, filepath.Ext(path)) + ".json"
 	if err := presets.WriteFileAtomic(side, js, 0o644); err != nil {
