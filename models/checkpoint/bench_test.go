@@ -1,15 +1,17 @@
 package checkpoint
 
 import (
-	"github.com/stepwise/stepwise/models/nets"
 	"os"
-	"reflect"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/internal/golden"
+	"github.com/stepwise/stepwise/models/nets"
 	"github.com/stepwise/stepwise/models/safetensors"
 )
 
@@ -29,25 +31,21 @@ func writeSD15(tb testing.TB) string {
 // inferred hyper-parameters must be SD 1.5's.
 func TestSD15Synthetic(t *testing.T) {
 	m := load(t, writeSD15(t), "")
-	if m.Family != "SD 1.x" || !strings.Contains(m.FamilyWhy, "context dim 768, CLIP ViT-L text encoder, epsilon") {
-		t.Errorf("family %q: %s", m.Family, m.FamilyWhy)
-	}
+	assert.Equal(t, "SD 1.x", m.Family)
+	assert.Contains(t, m.FamilyWhy, "context dim 768, CLIP ViT-L text encoder, epsilon")
 	want := newConfigs()
 	want.Texts["text_encoder"] = nets.TextConfig{HiddenAct: "quick_gelu"}
 	want.validate("")
-	if !reflect.DeepEqual(m.UNet, want.UNet) || !reflect.DeepEqual(m.VAE, want.VAE) {
-		t.Errorf("inferred\n%+v\n%+v\nwant\n%+v\n%+v", m.UNet, m.VAE, want.UNet, want.VAE)
-	}
-	if !reflect.DeepEqual(m.Text("text_encoder").Config, want.text1()) {
-		t.Errorf("text %+v, want %+v", m.Text("text_encoder").Config, want.text1())
-	}
+	assert.Equal(t, want.UNet, m.UNet, "inferred U-Net")
+	assert.Equal(t, want.VAE, m.VAE, "inferred VAE")
+	assert.Equal(t, want.text1(), m.Text("text_encoder").Config, "inferred text encoder")
 	var params int64
 	for _, s := range m.Stats() {
 		params += s.Params
 	}
-	if m.Tensors != 1134 || m.Ignored != 4 || params != 1066235307 {
-		t.Errorf("tensors %d ignored %d params %d", m.Tensors, m.Ignored, params)
-	}
+	assert.Equal(t, 1134, m.Tensors)
+	assert.Equal(t, 4, m.Ignored)
+	assert.Equal(t, int64(1066235307), params)
 }
 
 func rssKB() float64 {
@@ -74,9 +72,7 @@ func BenchmarkLoadSD15(b *testing.B) {
 	var grow float64
 	for b.Loop() {
 		m, err := Load(path, "")
-		if err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, err)
 		if g := rssKB() - before; g > grow {
 			grow = g
 		}

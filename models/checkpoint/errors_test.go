@@ -2,13 +2,13 @@ package checkpoint
 
 import (
 	"bytes"
-	"errors"
 	"os"
 	"path/filepath"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/internal/golden"
@@ -21,9 +21,7 @@ func miniEntries(t *testing.T) ([]safetensors.Entry, []byte) {
 	t.Helper()
 	g := golden.Dir(t)
 	f, err := safetensors.Open(filepath.Join(g, "sd15-mini.fp16.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer f.Close()
 	var out []safetensors.Entry
 	for _, ti := range f.Tensors() {
@@ -31,18 +29,14 @@ func miniEntries(t *testing.T) ([]safetensors.Entry, []byte) {
 		out = append(out, safetensors.Entry{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Data: append([]byte(nil), d...)})
 	}
 	cfg, err := os.ReadFile(filepath.Join(g, "sd15_mini_config.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	return out, cfg
 }
 
 func encode(t *testing.T, es []safetensors.Entry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
-	if err := safetensors.Write(&buf, es, nil); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, safetensors.Write(&buf, es, nil))
 	return buf.Bytes()
 }
 
@@ -74,12 +68,8 @@ func TestMissingAndMisshaped(t *testing.T) {
 	})
 	_, err := LoadBytes("broken.safetensors", encode(t, broken), cfg)
 	var le *LoadError
-	if !errors.As(err, &le) {
-		t.Fatalf("want *LoadError, got %v", err)
-	}
-	if len(le.Problems) != 3 {
-		t.Fatalf("want 3 problems, got %q", le.Problems)
-	}
+	require.ErrorAs(t, err, &le, "want *LoadError, got %v", err)
+	require.Len(t, le.Problems, 3, "want 3 problems, got %q", le.Problems)
 	msg := err.Error()
 	for _, want := range []string{
 		`missing tensor "` + gone + `" (unet down_blocks.0.resnets.0.conv1.weight), expected shape [32 32 3 3]`,
@@ -87,9 +77,7 @@ func TestMissingAndMisshaped(t *testing.T) {
 		`tensor "` + badType + `" (text_encoder text_model.final_layer_norm.bias): dtype I16 is not supported`,
 		"broken.safetensors",
 	} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error lacks %q:\n%s", want, msg)
-		}
+		assert.Contains(t, msg, want, "error lacks %q:\n%s", want, msg)
 	}
 }
 
@@ -99,12 +87,10 @@ func TestWrongConfig(t *testing.T) {
 	// mis-shaped; the error lists them in one go.
 	_, err := LoadBytes("mini.safetensors", encode(t, es), []byte(`{}`))
 	var le *LoadError
-	if !errors.As(err, &le) || len(le.Problems) < 900 {
-		t.Fatalf("want hundreds of problems, got %v", err)
-	}
-	if !strings.Contains(err.Error(), "... and ") || strings.Count(err.Error(), "\n") > 30 {
-		t.Errorf("error not summarised:\n%s", err)
-	}
+	require.ErrorAs(t, err, &le, "want hundreds of problems, got %v", err)
+	require.GreaterOrEqual(t, len(le.Problems), 900, "want hundreds of problems, got %v", err)
+	assert.Contains(t, err.Error(), "... and ", "error not summarised:\n%s", err)
+	assert.LessOrEqual(t, strings.Count(err.Error(), "\n"), 30, "error not summarised:\n%s", err)
 }
 
 func TestExtrasAndOldTextPrefix(t *testing.T) {
@@ -124,24 +110,19 @@ func TestExtrasAndOldTextPrefix(t *testing.T) {
 		es = append(es, safetensors.Entry{Name: name, DType: safetensors.I64, Shape: []int{1}, Data: make([]byte, 8)})
 	}
 	m, err := LoadBytes("extras.safetensors", encode(t, es), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	defer m.Close()
-	if m.Ignored != 6 || len(m.Warnings) != 1 || !strings.Contains(m.Warnings[0], "2 unknown") ||
-		!strings.Contains(m.Warnings[0], "lora_unet_foo.alpha") || !strings.Contains(m.Warnings[0], "model.diffusion_model.extra.weight") {
-		t.Errorf("ignored %d, warnings %q", m.Ignored, m.Warnings)
-	}
+	assert.Equal(t, 6, m.Ignored, "ignored %d, warnings %q", m.Ignored, m.Warnings)
+	require.Len(t, m.Warnings, 1, "ignored %d, warnings %q", m.Ignored, m.Warnings)
+	assert.Contains(t, m.Warnings[0], "2 unknown", "ignored %d, warnings %q", m.Ignored, m.Warnings)
+	assert.Contains(t, m.Warnings[0], "lora_unet_foo.alpha", "ignored %d, warnings %q", m.Ignored, m.Warnings)
+	assert.Contains(t, m.Warnings[0], "model.diffusion_model.extra.weight", "ignored %d, warnings %q", m.Ignored, m.Warnings)
 	p, ok := m.Text("text_encoder").Weights.Get("text_model.encoder.layers.2.mlp.fc2.weight")
-	if !ok || !slices.Equal(p.Shape, []int{64, 256}) {
-		t.Errorf("old-style text key not converted: %+v", p.Shape)
-	}
-	if p, _ := m.UNetWeights.Get("conv_norm_out.weight"); p.DType != gpu.BF16 {
-		t.Errorf("BF16 tensor became %v", p.DType)
-	}
-	if m.Tensors != 986+8 {
-		t.Errorf("Tensors %d", m.Tensors)
-	}
+	assert.True(t, ok, "old-style text key not converted: %+v", p.Shape)
+	assert.Equal(t, []int{64, 256}, p.Shape, "old-style text key not converted: %+v", p.Shape)
+	p, _ = m.UNetWeights.Get("conv_norm_out.weight")
+	assert.Equal(t, gpu.BF16, p.DType, "BF16 tensor became %v", p.DType)
+	assert.Equal(t, 986+8, m.Tensors, "Tensors %d", m.Tensors)
 }
 
 func TestPickleRefused(t *testing.T) {
@@ -156,35 +137,32 @@ func TestPickleRefused(t *testing.T) {
 		p := filepath.Join(dir, name)
 		os.WriteFile(p, data, 0o644)
 		_, err := Load(p, "")
-		if !errors.Is(err, ErrPickle) || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "safetensors") {
-			t.Errorf("%s: %v", name, err)
-		}
+		assert.ErrorIs(t, err, ErrPickle, "%s: %v", name, err)
+		assert.ErrorContains(t, err, p, "%s: %v", name, err)
+		assert.ErrorContains(t, err, "safetensors", "%s: %v", name, err)
 	}
 	// A diffusers folder with only pickle weights.
 	unet := filepath.Join(dir, "pipe", "unet")
 	os.MkdirAll(unet, 0o755)
-	if _, err := weightFile(unet, "diffusion_pytorch_model"); err == nil || !strings.Contains(err.Error(), "no diffusion_pytorch_model") {
-		t.Errorf("empty folder: %v", err)
-	}
+	_, err := weightFile(unet, "diffusion_pytorch_model")
+	assert.ErrorContains(t, err, "no diffusion_pytorch_model", "empty folder: %v", err)
 	os.WriteFile(filepath.Join(unet, "diffusion_pytorch_model.bin"), []byte("PK"), 0o644)
-	if _, err := weightFile(unet, "diffusion_pytorch_model"); !errors.Is(err, ErrPickle) {
-		t.Errorf("pickle-only folder: %v", err)
-	}
+	_, err = weightFile(unet, "diffusion_pytorch_model")
+	assert.ErrorIs(t, err, ErrPickle, "pickle-only folder: %v", err)
 }
 
 func TestTruncatedFile(t *testing.T) {
 	g := golden.Dir(t)
 	data, err := os.ReadFile(filepath.Join(g, "sd15-mini.fp16.safetensors"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "cut.safetensors")
 	os.WriteFile(p, data[:len(data)/2], 0o644)
 	_, err = Load(p, filepath.Join(g, "sd15_mini_config.json"))
 	var fe *safetensors.FormatError
-	if !errors.As(err, &fe) || fe.Path != p || !strings.Contains(err.Error(), "truncated") {
-		t.Errorf("truncated file: %v", err)
+	if assert.ErrorAs(t, err, &fe, "truncated file: %v", err) {
+		assert.Equal(t, p, fe.Path, "truncated file: %v", err)
 	}
+	assert.ErrorContains(t, err, "truncated", "truncated file: %v", err)
 }
 
 // linkMini puts the golden single file in a temp dir under name and
@@ -207,24 +185,27 @@ func TestSideFiles(t *testing.T) {
 	side := strings.TrimSuffix(p, ".safetensors") + ".json"
 	os.WriteFile(side, cfg, 0o644)
 	m := load(t, p, "")
-	if m.ConfigSource != side || m.VAE.NormNumGroups != 8 || m.Text("text_encoder").Config.NumAttentionHeads != 4 {
-		t.Errorf("side .json not used: %q %+v", m.ConfigSource, m.VAE)
-	}
+	assert.Equal(t, side, m.ConfigSource, "side .json not used: %q %+v", m.ConfigSource, m.VAE)
+	assert.Equal(t, 8, m.VAE.NormNumGroups, "side .json not used: %q %+v", m.ConfigSource, m.VAE)
+	assert.Equal(t, 4, m.Text("text_encoder").Config.NumAttentionHeads, "side .json not used: %q %+v", m.ConfigSource, m.VAE)
 	os.Remove(side)
 	yside := strings.TrimSuffix(p, ".safetensors") + ".yaml"
 	os.WriteFile(yside, []byte(miniYAML), 0o644)
 	m = load(t, p, "")
-	if !strings.HasPrefix(m.ConfigSource, yside) || m.Text("text_encoder").Config.HiddenSize != 64 || m.VAE.NormNumGroups != 16 || m.UNet.CrossAttentionDim != 64 || m.Family != "SD 1.x" {
-		t.Errorf("side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
-	}
+	assert.True(t, strings.HasPrefix(m.ConfigSource, yside), "side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
+	assert.Equal(t, 64, m.Text("text_encoder").Config.HiddenSize, "side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
+	assert.Equal(t, 16, m.VAE.NormNumGroups, "side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
+	assert.Equal(t, 64, m.UNet.CrossAttentionDim, "side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
+	assert.Equal(t, "SD 1.x", m.Family, "side .yaml not used: %q %+v", m.ConfigSource, m.UNet)
 	// A bad explicit config names its file.
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	os.WriteFile(bad, []byte(`{"unet": {"layers_per_block": "two"}}`), 0o644)
 	_, err := Load(p, bad)
 	var ce *ConfigError
-	if !errors.As(err, &ce) || ce.Path != bad || !strings.Contains(err.Error(), "layers_per_block") {
-		t.Errorf("bad config: %v", err)
+	if assert.ErrorAs(t, err, &ce, "bad config: %v", err) {
+		assert.Equal(t, bad, ce.Path, "bad config: %v", err)
 	}
+	assert.ErrorContains(t, err, "layers_per_block", "bad config: %v", err)
 }
 
 // miniYAML describes sd15-mini in the original LDM config format (the VAE's
@@ -320,48 +301,44 @@ model:
 
 func TestLDMYAML(t *testing.T) {
 	c, err := parseLDMYAML("v2.yaml", []byte(v2YAML))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	u := c.UNet
-	if !u.UseLinearProjection || u.CrossAttentionDim != 1024 || u.Heads(0) != 5 || u.Heads(3) != 20 ||
-		!slices.Equal(u.BlockOutChannels, []int{320, 640, 1280, 1280}) || u.SampleSize != 96 {
-		t.Errorf("unet %+v", u)
-	}
-	if c.text1().HiddenSize != 1024 || c.text1().NumHiddenLayers != 23 || c.text1().HiddenAct != "gelu" || c.text1().NumAttentionHeads != 16 {
-		t.Errorf("text %+v", c.text1())
-	}
-	if c.Scheduler.PredictionType != "v_prediction" || c.Scheduler.BetaEnd != 0.012 {
-		t.Errorf("scheduler %+v", c.Scheduler)
-	}
+	assert.True(t, u.UseLinearProjection, "unet %+v", u)
+	assert.Equal(t, 1024, u.CrossAttentionDim, "unet %+v", u)
+	assert.Equal(t, 5, u.Heads(0), "unet %+v", u)
+	assert.Equal(t, 20, u.Heads(3), "unet %+v", u)
+	assert.Equal(t, []int{320, 640, 1280, 1280}, u.BlockOutChannels, "unet %+v", u)
+	assert.Equal(t, 96, u.SampleSize, "unet %+v", u)
+	assert.Equal(t, 1024, c.text1().HiddenSize, "text %+v", c.text1())
+	assert.Equal(t, 23, c.text1().NumHiddenLayers, "text %+v", c.text1())
+	assert.Equal(t, "gelu", c.text1().HiddenAct, "text %+v", c.text1())
+	assert.Equal(t, 16, c.text1().NumAttentionHeads, "text %+v", c.text1())
+	assert.Equal(t, "v_prediction", c.Scheduler.PredictionType, "scheduler %+v", c.Scheduler)
+	assert.Equal(t, 0.012, c.Scheduler.BetaEnd, "scheduler %+v", c.Scheduler)
 	sd2 := FamilyNamed("SD 2.x")
 	m := &Model{UNet: c.UNet, VAE: c.VAE, Spec: sd2, Texts: []TextModel{{Spec: sd2.Texts[0], Config: c.text1()}}, Scheduler: c.Scheduler}
-	if fam, why := classify(m, false, ""); fam != "SD 2.x" || !strings.Contains(why, "OpenCLIP ViT-H") || !strings.Contains(why, "v_prediction") {
-		t.Errorf("family %q: %s", fam, why)
-	}
+	fam, why := classify(m, false, "")
+	assert.Equal(t, "SD 2.x", fam, "family %q: %s", fam, why)
+	assert.Contains(t, why, "OpenCLIP ViT-H", "family %q: %s", fam, why)
+	assert.Contains(t, why, "v_prediction", "family %q: %s", fam, why)
 	// SD 2.x U-Net: proj_in is linear, cross-attention keys are 1024 wide.
 	e := ExpectedUNet(c.UNet)
-	if s := e["down_blocks.0.attentions.0.proj_in.weight"]; !slices.Equal(s, []int{320, 320}) {
-		t.Errorf("proj_in %v", s)
-	}
-	if s := e["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"]; !slices.Equal(s, []int{1280, 1024}) {
-		t.Errorf("attn2.to_k %v", s)
-	}
+	s := e["down_blocks.0.attentions.0.proj_in.weight"]
+	assert.Equal(t, []int{320, 320}, s, "proj_in %v", s)
+	s = e["mid_block.attentions.0.transformer_blocks.0.attn2.to_k.weight"]
+	assert.Equal(t, []int{1280, 1024}, s, "attn2.to_k %v", s)
 
 	// v1 defaults: the SD 1.5 configs.
 	v1 := strings.NewReplacer("model_channels: 32", "model_channels: 320", "context_dim: 64", "context_dim: 768", "ch: 16", "ch: 128").Replace(miniYAML)
 	c1, err := parseLDMYAML("v1.yaml", []byte(v1))
-	if err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, err)
 	var want configs
 	want.Scheduler = DefaultScheduler()
 	want.validate("")
 	compareShapes(t, "v1 unet", ExpectedUNet(c1.UNet), ExpectedUNet(want.UNet))
 	compareShapes(t, "v1 vae", ExpectedVAE(c1.VAE), ExpectedVAE(want.VAE))
-	if c1.UNet.Heads(2) != 8 || !reflect.DeepEqual(c1.Scheduler, want.Scheduler) {
-		t.Errorf("v1: %+v %+v", c1.UNet, c1.Scheduler)
-	}
+	assert.Equal(t, 8, c1.UNet.Heads(2), "v1: %+v %+v", c1.UNet, c1.Scheduler)
+	assert.Equal(t, want.Scheduler, c1.Scheduler, "v1: %+v %+v", c1.UNet, c1.Scheduler)
 
 	for _, bad := range []string{
 		"", "model: [", "model:\n  params:\n    unet_config:\n      params:\n        model_channels: 320\n",
@@ -370,9 +347,8 @@ func TestLDMYAML(t *testing.T) {
 		strings.Replace(v2YAML, "num_res_blocks: 2", "num_res_blocks: 2000", 1),
 		strings.Replace(v2YAML, "channel_mult: [ 1, 2, 4, 4 ]", "channel_mult: [ 1, 2, 4, 4, 4, 4, 4, 4, 4 ]", 1),
 	} {
-		if _, err := parseLDMYAML("bad.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
-			t.Errorf("accepted or unnamed: %v\n%s", err, bad)
-		}
+		_, err := parseLDMYAML("bad.yaml", []byte(bad))
+		assert.ErrorContains(t, err, "bad.yaml", "accepted or unnamed: %v\n%s", err, bad)
 	}
 }
 
@@ -392,18 +368,18 @@ func TestBundleValidation(t *testing.T) {
 	} {
 		_, err := parseBundle("cfg.json", []byte(bad))
 		var ce *ConfigError
-		if !errors.As(err, &ce) || ce.Path != "cfg.json" {
-			t.Errorf("%s: %v", bad, err)
+		if assert.ErrorAs(t, err, &ce, "%s: %v", bad, err) {
+			assert.Equal(t, "cfg.json", ce.Path, "%s: %v", bad, err)
 		}
 	}
 	c, err := parseBundle("cfg.json", []byte(`{"unet": {"attention_head_dim": [5, 10, 20, 20], "cross_attention_dim": 1024, "use_linear_projection": true}, "scheduler": {"prediction_type": "v_prediction", "timestep_spacing": "trailing"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if c.UNet.Heads(1) != 10 || c.Scheduler.PredictionType != "v_prediction" || c.Scheduler.StepsOffset != 1 || c.VAE.ScalingFactor != 0.18215 {
-		t.Errorf("%+v %+v", c.UNet, c.Scheduler)
-	}
-	if d := DefaultScheduler(); d.BetaSchedule != "scaled_linear" || d.NumTrainTimesteps != 1000 || d.TimestepSpacing != "leading" {
-		t.Errorf("defaults %+v", d)
-	}
+	require.NoError(t, err)
+	assert.Equal(t, 10, c.UNet.Heads(1), "%+v %+v", c.UNet, c.Scheduler)
+	assert.Equal(t, "v_prediction", c.Scheduler.PredictionType, "%+v %+v", c.UNet, c.Scheduler)
+	assert.Equal(t, 1, c.Scheduler.StepsOffset, "%+v %+v", c.UNet, c.Scheduler)
+	assert.Equal(t, 0.18215, c.VAE.ScalingFactor, "%+v %+v", c.UNet, c.Scheduler)
+	d := DefaultScheduler()
+	assert.Equal(t, "scaled_linear", d.BetaSchedule, "defaults %+v", d)
+	assert.Equal(t, 1000, d.NumTrainTimesteps, "defaults %+v", d)
+	assert.Equal(t, "leading", d.TimestepSpacing, "defaults %+v", d)
 }

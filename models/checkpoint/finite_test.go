@@ -2,11 +2,13 @@ package checkpoint
 
 import (
 	"encoding/binary"
-	"errors"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/models/nets"
@@ -46,17 +48,14 @@ func TestCountNonFiniteEvery16BitPattern(t *testing.T) {
 		binary.LittleEndian.PutUint16(raw[2*v:], uint16(v))
 	}
 	// F16: exponent 0x1F with any sign and mantissa: 2 * 1024 patterns.
-	if got := CountNonFinite(gpu.F16, raw); got != 2048 {
-		t.Errorf("F16: %d non-finite patterns, want 2048", got)
-	}
+	got := CountNonFinite(gpu.F16, raw)
+	assert.Equal(t, int64(2048), got, "F16: %d non-finite patterns, want 2048", got)
 	// BF16: exponent 0xFF with any sign and 7-bit mantissa: 2 * 128.
-	if got := CountNonFinite(gpu.BF16, raw); got != 256 {
-		t.Errorf("BF16: %d non-finite patterns, want 256", got)
-	}
+	got = CountNonFinite(gpu.BF16, raw)
+	assert.Equal(t, int64(256), got, "BF16: %d non-finite patterns, want 256", got)
 	for _, dt := range []gpu.DType{gpu.F16, gpu.BF16} {
-		if got, want := CountNonFinite(dt, raw), slowNonFinite(dt, raw); got != want {
-			t.Errorf("%v: %d, oracle %d", dt, got, want)
-		}
+		got, want := CountNonFinite(dt, raw), slowNonFinite(dt, raw)
+		assert.Equal(t, want, got, "%v: %d, oracle %d", dt, got, want)
 	}
 }
 
@@ -76,20 +75,17 @@ func TestCountNonFiniteMatchesOracle(t *testing.T) {
 			}
 		}
 		for _, dt := range []gpu.DType{gpu.F16, gpu.BF16, gpu.F32} {
-			if got, want := CountNonFinite(dt, raw), slowNonFinite(dt, raw); got != want {
-				t.Fatalf("trial %d, %v, %d bytes: %d, oracle %d", trial, dt, n, got, want)
-			}
+			got, want := CountNonFinite(dt, raw), slowNonFinite(dt, raw)
+			require.Equal(t, want, got, "trial %d, %v, %d bytes: %d, oracle %d", trial, dt, n, got, want)
 		}
 	}
 	// A lone NaN in the last value of an odd-length F16 tensor (tail path).
 	raw := make([]byte, 2*37)
 	binary.LittleEndian.PutUint16(raw[2*36:], 0x7E00)
-	if got := CountNonFinite(gpu.F16, raw); got != 1 {
-		t.Errorf("tail NaN: %d", got)
-	}
-	if got := CountNonFinite(gpu.DType(99), raw); got != 0 {
-		t.Errorf("unknown dtype counted %d", got)
-	}
+	got := CountNonFinite(gpu.F16, raw)
+	assert.Equal(t, int64(1), got, "tail NaN: %d", got)
+	got = CountNonFinite(gpu.DType(99), raw)
+	assert.Equal(t, int64(0), got, "unknown dtype counted %d", got)
 }
 
 func TestCheckFiniteNamesTensors(t *testing.T) {
@@ -112,29 +108,27 @@ func TestCheckFiniteNamesTensors(t *testing.T) {
 		Texts:   []TextModel{{Spec: TextSpec{Role: "text_encoder"}, Weights: nets.MapWeights{}}},
 		origins: map[string]origin{"unet/conv_in.weight": {file: "x.safetensors", key: "model.diffusion_model.input_blocks.0.0.weight"}},
 	}
-	if err := m.CheckFinite("text_encoder"); err != nil {
-		t.Fatalf("empty text encoder: %v", err)
-	}
-	err := m.CheckFinite("unet")
+	err := m.CheckFinite("text_encoder")
+	require.NoError(t, err, "empty text encoder: %v", err)
+	err = m.CheckFinite("unet")
 	var ne *NonFiniteError
-	if !errors.As(err, &ne) || len(ne.Tensors) != 1 {
-		t.Fatalf("unet: %v", err)
-	}
-	if got := ne.Tensors[0]; got.Count != 2 || got.Total != 4 || got.Key != "model.diffusion_model.input_blocks.0.0.weight" || got.Param != "conv_in.weight" {
-		t.Errorf("unet: %+v", got)
-	}
+	require.ErrorAs(t, err, &ne, "unet: %v", err)
+	require.Len(t, ne.Tensors, 1, "unet: %v", err)
+	got := ne.Tensors[0]
+	assert.Equal(t, int64(2), got.Count, "unet: %+v", got)
+	assert.Equal(t, int64(4), got.Total, "unet: %+v", got)
+	assert.Equal(t, "model.diffusion_model.input_blocks.0.0.weight", got.Key, "unet: %+v", got)
+	assert.Equal(t, "conv_in.weight", got.Param, "unet: %+v", got)
 	for _, want := range []string{"x.safetensors", `"model.diffusion_model.input_blocks.0.0.weight" (unet conv_in.weight)`, "2 of 4 values are NaN or Inf"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("message lacks %q:\n%v", want, err)
-		}
+		assert.ErrorContains(t, err, want, "message lacks %q:\n%v", want, err)
 	}
 	err = m.CheckFinite()
-	if !errors.As(err, &ne) || len(ne.Tensors) != 2 || !strings.Contains(err.Error(), `"decoder.conv_out.bias": 1 of 2 values`) {
-		t.Errorf("all components: %v", err)
+	if assert.ErrorAs(t, err, &ne, "all components: %v", err) {
+		assert.Len(t, ne.Tensors, 2, "all components: %v", err)
 	}
-	if err := m.CheckFinite("transformer"); err == nil || !strings.Contains(err.Error(), `"transformer"`) {
-		t.Errorf("unknown component: %v", err)
-	}
+	assert.ErrorContains(t, err, `"decoder.conv_out.bias": 1 of 2 values`, "all components: %v", err)
+	err = m.CheckFinite("transformer")
+	assert.ErrorContains(t, err, `"transformer"`, "unknown component: %v", err)
 }
 
 // BenchmarkCountNonFinite measures the scan over 64 MiB of finite F16
@@ -181,9 +175,7 @@ func FuzzCountNonFinite(f *testing.F) {
 		for _, dt := range []gpu.DType{gpu.F16, gpu.BF16, gpu.F32} {
 			n := len(raw) / dt.Size() * dt.Size()
 			got, want := CountNonFinite(dt, raw[:n]), slowNonFinite(dt, raw[:n])
-			if got != want {
-				t.Fatalf("%v over %d bytes: %d, oracle %d", dt, n, got, want)
-			}
+			require.Equal(t, want, got, "%v over %d bytes: %d, oracle %d", dt, n, got, want)
 		}
 	})
 }

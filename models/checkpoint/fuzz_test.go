@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/nets"
@@ -19,25 +21,20 @@ import (
 // configs whose layouts can be enumerated.
 func checkConfigs(t *testing.T, c configs) {
 	t.Helper()
-	if len(ExpectedUNet(c.UNet)) == 0 || len(ExpectedVAE(c.VAE)) == 0 {
-		t.Fatal("empty layout from a valid config")
-	}
+	require.NotEmpty(t, ExpectedUNet(c.UNet), "empty layout from a valid config")
+	require.NotEmpty(t, ExpectedVAE(c.VAE), "empty layout from a valid config")
 	for role, tc := range c.Texts {
-		if len(ExpectedText(tc)) == 0 {
-			t.Fatalf("empty %s layout from a valid config", role)
-		}
+		require.NotEmpty(t, ExpectedText(tc), "empty %s layout from a valid config", role)
 	}
-	if c.UNet.Heads(0) <= 0 || c.UNet.BlockOutChannels[0]%c.UNet.Heads(0) != 0 {
-		t.Fatalf("invalid heads accepted: %+v", c.UNet)
-	}
+	require.Positive(t, c.UNet.Heads(0), "invalid heads accepted: %+v", c.UNet)
+	require.Zero(t, c.UNet.BlockOutChannels[0]%c.UNet.Heads(0), "invalid heads accepted: %+v", c.UNet)
 }
 
 func wantConfigError(t *testing.T, err error) {
 	t.Helper()
 	var ce *ConfigError
-	if !errors.As(err, &ce) || ce.Path == "" {
-		t.Fatalf("error %T is not a *ConfigError naming the file: %v", err, err)
-	}
+	require.ErrorAs(t, err, &ce, "error %T is not a *ConfigError naming the file: %v", err, err)
+	require.NotEmpty(t, ce.Path, "error %T is not a *ConfigError naming the file: %v", err, err)
 }
 
 // FuzzDiffusersConfig feeds arbitrary bytes as each diffusers config.json,
@@ -100,23 +97,17 @@ func FuzzLoadBytes(f *testing.F) {
 			var ce *ConfigError
 			switch {
 			case errors.As(err, &le):
-				if le.Path != name || len(le.Problems) == 0 {
-					t.Fatalf("LoadError for %q with %d problems: %v", le.Path, len(le.Problems), err)
-				}
+				require.Equal(t, name, le.Path, "LoadError for %q with %d problems: %v", le.Path, len(le.Problems), err)
+				require.NotEmpty(t, le.Problems, "LoadError for %q with %d problems: %v", le.Path, len(le.Problems), err)
 			case errors.As(err, &fe):
-				if fe.Path != name || fe.Msg == "" {
-					t.Fatalf("FormatError %+v", fe)
-				}
+				require.Equal(t, name, fe.Path, "FormatError %+v", fe)
+				require.NotEmpty(t, fe.Msg, "FormatError %+v", fe)
 			case errors.As(err, &ce):
-				if !strings.HasPrefix(ce.Path, name) {
-					t.Fatalf("ConfigError for %q", ce.Path)
-				}
+				require.True(t, strings.HasPrefix(ce.Path, name), "ConfigError for %q", ce.Path)
 			default:
-				t.Fatalf("untyped error %T: %v", err, err)
+				require.Failf(t, "untyped error", "untyped error %T: %v", err, err)
 			}
-			if !strings.Contains(err.Error(), name) {
-				t.Fatalf("error does not name the file: %v", err)
-			}
+			require.ErrorContains(t, err, name, "error does not name the file: %v", err)
 			return
 		}
 		defer m.Close()
@@ -127,16 +118,17 @@ func FuzzLoadBytes(f *testing.F) {
 		}{{m.UNetWeights, ExpectedUNet(m.UNet)}, {m.VAEWeights, ExpectedVAE(m.VAE)}, {m.Text("text_encoder").Weights, ExpectedText(m.Text("text_encoder").Config)}} {
 			for n, shape := range c.want {
 				p, ok := c.w.Get(n)
-				if !ok || !slices.Equal(p.Shape, shape) || len(p.Raw) != gpu.Shape(shape).Numel()*p.DType.Size() {
-					t.Fatalf("loaded model: %s is %v (%d bytes), want %v", n, p.Shape, len(p.Raw), shape)
-				}
+				require.True(t, ok, "loaded model: %s is %v (%d bytes), want %v", n, p.Shape, len(p.Raw), shape)
+				require.True(t, slices.Equal(p.Shape, shape), "loaded model: %s is %v (%d bytes), want %v", n, p.Shape, len(p.Raw), shape)
+				require.Len(t, p.Raw, gpu.Shape(shape).Numel()*p.DType.Size(), "loaded model: %s is %v (%d bytes), want %v", n, p.Shape, len(p.Raw), shape)
 			}
 		}
 		if err := m.CheckFinite(); err != nil {
 			var ne *NonFiniteError
-			if !errors.As(err, &ne) || len(ne.Tensors) == 0 || ne.Tensors[0].Count <= 0 || ne.Tensors[0].Count > ne.Tensors[0].Total {
-				t.Fatalf("CheckFinite: %v", err)
-			}
+			require.ErrorAs(t, err, &ne, "CheckFinite: %v", err)
+			require.NotEmpty(t, ne.Tensors, "CheckFinite: %v", err)
+			require.Positive(t, ne.Tensors[0].Count, "CheckFinite: %v", err)
+			require.LessOrEqual(t, ne.Tensors[0].Count, ne.Tensors[0].Total, "CheckFinite: %v", err)
 		}
 	})
 }
@@ -150,36 +142,30 @@ func FuzzModelIndex(f *testing.F) {
 		idx, err := parseModelIndex(path, data)
 		if err != nil {
 			var ce *ConfigError
-			if !errors.As(err, &ce) || ce.Path != path {
-				t.Fatalf("error %T is not a *ConfigError naming %s: %v", err, path, err)
-			}
+			require.ErrorAs(t, err, &ce, "error %T is not a *ConfigError naming %s: %v", err, path, err)
+			require.Equal(t, path, ce.Path, "error %T is not a *ConfigError naming %s: %v", err, path, err)
 			return
 		}
 		// The oracle looks the key up exactly: diffusers (Python's json)
 		// matches keys by case, where encoding/json's struct fields do not.
 		var oracle map[string]json.RawMessage
-		if err := json.Unmarshal(data, &oracle); err != nil {
-			t.Fatalf("parsed what encoding/json rejects (%v): %q", err, data)
-		}
+		err = json.Unmarshal(data, &oracle)
+		require.NoError(t, err, "parsed what encoding/json rejects (%v): %q", err, data)
 		if v, ok := oracle["_class_name"]; ok {
 			var name *string
-			if err := json.Unmarshal(v, &name); err != nil {
-				t.Fatalf("accepted _class_name %s that is not a string", v)
-			}
-			if name != nil && *name != idx.ClassName {
-				t.Fatalf("class %q, encoding/json says %q", idx.ClassName, *name)
+			require.NoError(t, json.Unmarshal(v, &name), "accepted _class_name %s that is not a string", v)
+			if name != nil {
+				require.Equal(t, *name, idx.ClassName, "class %q, encoding/json says %q", idx.ClassName, *name)
 			}
 		}
 		for k := range idx.Components {
-			if strings.HasPrefix(k, "_") {
-				t.Fatalf("metadata key %q taken as a component", k)
-			}
+			require.False(t, strings.HasPrefix(k, "_"), "metadata key %q taken as a component", k)
 		}
 		if err := idx.supported(path); err != nil {
 			var ce *ConfigError
-			if !errors.As(err, &ce) || ce.Path != path || !strings.Contains(err.Error(), "supported") {
-				t.Fatalf("supported: %v", err)
-			}
+			require.ErrorAs(t, err, &ce, "supported: %v", err)
+			require.Equal(t, path, ce.Path, "supported: %v", err)
+			require.ErrorContains(t, err, "supported", "supported: %v", err)
 		}
 	})
 }
@@ -208,34 +194,26 @@ func FuzzSideConfig(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, c := range pairs {
-			if err := os.WriteFile(c.side, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			require.NoError(t, os.WriteFile(c.side, data, 0o644))
 			m, err := Load(c.model, "")
 			if err != nil {
 				var ce *ConfigError
 				var le *LoadError
 				switch {
 				case errors.As(err, &ce):
-					if ce.Path != c.side {
-						t.Fatalf("ConfigError names %q, not the side file %s: %v", ce.Path, c.side, err)
-					}
+					require.Equal(t, c.side, ce.Path, "ConfigError names %q, not the side file %s: %v", ce.Path, c.side, err)
 				case errors.As(err, &le):
-					if le.Path != c.model || len(le.Problems) == 0 {
-						t.Fatalf("LoadError names %q with %d problems", le.Path, len(le.Problems))
-					}
+					require.Equal(t, c.model, le.Path, "LoadError names %q with %d problems", le.Path, len(le.Problems))
+					require.NotEmpty(t, le.Problems, "LoadError names %q with %d problems", le.Path, len(le.Problems))
 				default:
-					t.Fatalf("untyped error %T: %v", err, err)
+					require.Failf(t, "untyped error", "untyped error %T: %v", err, err)
 				}
 				continue
 			}
-			if !strings.HasPrefix(m.ConfigSource, c.side) {
-				t.Fatalf("config source %q, want the side file %s", m.ConfigSource, c.side)
-			}
+			require.True(t, strings.HasPrefix(m.ConfigSource, c.side), "config source %q, want the side file %s", m.ConfigSource, c.side)
 			checkConfigs(t, configs{UNet: m.UNet, VAE: m.VAE, Texts: map[string]nets.TextConfig{"text_encoder": m.Text("text_encoder").Config}})
-			if err := validateScheduler(c.side, &m.Scheduler); err != nil {
-				t.Fatalf("loaded an invalid scheduler: %v", err)
-			}
+			err = validateScheduler(c.side, &m.Scheduler)
+			require.NoError(t, err, "loaded an invalid scheduler: %v", err)
 			m.Close()
 		}
 	})

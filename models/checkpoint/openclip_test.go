@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"encoding/json"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/nets"
@@ -66,9 +68,7 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 	f16("logit_scale", make([]byte, 2))
 
 	var bundle map[string]any
-	if err := json.Unmarshal(cfgJSON, &bundle); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, json.Unmarshal(cfgJSON, &bundle))
 	bundle["unet"].(map[string]any)["use_linear_projection"] = true
 	bundle["text_encoder"].(map[string]any)["hidden_act"] = "gelu"
 	cfg, _ := json.Marshal(bundle)
@@ -79,29 +79,24 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 		cfg  []byte
 	}{{"config", cfg}, {"inferred", nil}} {
 		m, err := LoadBytes("sd2-mini.safetensors", file, c.cfg)
-		if err != nil {
-			t.Fatalf("%s: %v", c.name, err)
-		}
-		if m.Ignored != 14 || len(m.Warnings) != 0 {
-			t.Errorf("%s: ignored %d, warnings %q", c.name, m.Ignored, m.Warnings)
-		}
-		if m.Text("text_encoder").Config.NumHiddenLayers != 3 || m.Text("text_encoder").Config.HiddenAct != "gelu" || !m.UNet.UseLinearProjection {
-			t.Errorf("%s: text %+v linear %v", c.name, m.Text("text_encoder").Config, m.UNet.UseLinearProjection)
-		}
+		require.NoError(t, err, c.name)
+		assert.Equal(t, 14, m.Ignored, c.name)
+		assert.Empty(t, m.Warnings, c.name)
+		assert.Equal(t, 3, m.Text("text_encoder").Config.NumHiddenLayers, c.name)
+		assert.Equal(t, "gelu", m.Text("text_encoder").Config.HiddenAct, c.name)
+		assert.True(t, m.UNet.UseLinearProjection, c.name)
 		got := m.Text("text_encoder").Weights.(nets.MapWeights)
-		if len(got) != len(tw) {
-			t.Errorf("%s: %d text tensors, want %d", c.name, len(got), len(tw))
-		}
+		assert.Equal(t, len(tw), len(got), "%s: text tensors", c.name)
 		for k, p := range tw {
-			if q := got[k]; q.DType != p.DType || !slices.Equal(q.Shape, p.Shape) || !bytes.Equal(q.Raw, p.Raw) {
-				t.Errorf("%s: %s differs (%v vs %v)", c.name, k, q.Shape, p.Shape)
-			}
+			q := got[k]
+			assert.Equal(t, p.DType, q.DType, "%s: %s", c.name, k)
+			assert.Equal(t, p.Shape, q.Shape, "%s: %s", c.name, k)
+			assert.True(t, bytes.Equal(q.Raw, p.Raw), "%s: %s differs", c.name, k)
 		}
 		pin, _ := m.UNetWeights.Get("down_blocks.1.attentions.0.proj_in.weight")
 		want, _ := folder.UNetWeights.Get("down_blocks.1.attentions.0.proj_in.weight")
-		if !slices.Equal(pin.Shape, []int{64, 64}) || !bytes.Equal(pin.Raw, want.Raw) {
-			t.Errorf("%s: linear proj_in %v", c.name, pin.Shape)
-		}
+		assert.Equal(t, []int{64, 64}, pin.Shape, "%s: linear proj_in", c.name)
+		assert.True(t, bytes.Equal(pin.Raw, want.Raw), "%s: linear proj_in data", c.name)
 		m.Close()
 	}
 
@@ -113,7 +108,5 @@ func TestOpenCLIPSingleFile(t *testing.T) {
 		}
 	}
 	_, err := LoadBytes("cut.safetensors", encode(t, cut), cfg)
-	if err == nil || !strings.Contains(err.Error(), `missing tensor "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_bias" (text_encoder text_model.encoder.layers.1.self_attn.q_proj.bias)`) {
-		t.Errorf("missing in_proj: %v", err)
-	}
+	assert.ErrorContains(t, err, `missing tensor "cond_stage_model.model.transformer.resblocks.1.attn.in_proj_bias" (text_encoder text_model.encoder.layers.1.self_attn.q_proj.bias)`, "missing in_proj")
 }

@@ -4,6 +4,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/internal/golden"
 	"github.com/stepwise/stepwise/models/checkpoint"
 	"github.com/stepwise/stepwise/models/nets"
@@ -17,30 +20,20 @@ func TestNetsFromCheckpointLayouts(t *testing.T) {
 		{"diffusers folder", filepath.Join(dir, "sd15-mini"), ""},
 	} {
 		m, err := checkpoint.Load(layout.path, layout.config)
-		if err != nil {
-			t.Fatalf("%s: %v", layout.name, err)
-		}
+		require.NoError(t, err, layout.name)
 		for dname, d := range nets.DevicesForTest(t) {
 			u, err := nets.NewUNet(d, m.UNet, m.UNetWeights)
-			if err != nil {
-				t.Fatalf("%s: %v", layout.name, err)
-			}
+			require.NoError(t, err, layout.name)
 			te, err := nets.NewTextEncoder(d, m.Text("text_encoder").Config, m.Text("text_encoder").Weights)
-			if err != nil {
-				t.Fatalf("%s: %v", layout.name, err)
-			}
+			require.NoError(t, err, layout.name)
 			v, err := nets.NewVAE(d, m.VAE, m.VAEWeights)
-			if err != nil {
-				t.Fatalf("%s: %v", layout.name, err)
-			}
+			require.NoError(t, err, layout.name)
 			t.Logf("%s, %s: max |diff| text %.3g, U-Net %.3g, VAE %.3g", layout.name, dname,
 				nets.CheckTextGolden(t, d, te), nets.CheckUNetGolden(t, d, u), nets.CheckVAEGolden(t, d, v))
 			u.Release()
 			te.Release()
 			v.Release()
-			if err := d.Err(); err != nil {
-				t.Errorf("%s, %s: %v", layout.name, dname, err)
-			}
+			assert.NoError(t, d.Err(), "%s, %s", layout.name, dname)
 		}
 		m.Close()
 	}

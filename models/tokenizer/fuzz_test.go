@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
 )
 
 func FuzzEncode(f *testing.F) {
@@ -18,16 +20,14 @@ func FuzzEncode(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		ids := tok.Encode(s)
 		for _, id := range ids {
-			if id < 0 || id >= VocabSize {
-				t.Fatalf("Encode(%q) produced id %d", s, id)
-			}
+			require.True(t, id >= 0 && id < VocabSize, "Encode(%q) produced id %d", s, id)
 		}
-		if c := Clean(s); !utf8.ValidString(c) {
-			t.Fatalf("Clean(%q) = %q is not valid UTF-8", s, c)
-		}
-		if p := Pad77(ids); len(p) != ContextLen || p[0] != BOS || p[ContextLen-1] != EOS {
-			t.Fatalf("Pad77 of %q = %v", s, p)
-		}
+		c := Clean(s)
+		require.True(t, utf8.ValidString(c), "Clean(%q) = %q is not valid UTF-8", s, c)
+		p := Pad77(ids)
+		require.Len(t, p, ContextLen, "Pad77 of %q", s)
+		require.Equal(t, int32(BOS), int32(p[0]), "Pad77 of %q starts with BOS", s)
+		require.Equal(t, int32(EOS), int32(p[ContextLen-1]), "Pad77 of %q ends with EOS", s)
 	})
 }
 
@@ -42,32 +42,22 @@ func FuzzParseWeights(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		frags, err := ParseWeights(s)
 		if err != nil {
-			if !strings.Contains(err.Error(), "prompt weight") {
-				t.Fatalf("ParseWeights(%q): error does not name the weight: %v", s, err)
-			}
-			if _, err2 := tok.EncodeWeighted(s); err2 == nil {
-				t.Fatalf("EncodeWeighted(%q) accepted what ParseWeights rejects (%v)", s, err)
-			}
+			require.ErrorContains(t, err, "prompt weight", "ParseWeights(%q): the error names the weight", s)
+			_, err2 := tok.EncodeWeighted(s)
+			require.Error(t, err2, "EncodeWeighted(%q) accepted what ParseWeights rejects (%v)", s, err)
 			return
 		}
-		if len(frags) == 0 {
-			t.Fatalf("ParseWeights(%q) returned no fragments", s)
-		}
+		require.NotEmpty(t, frags, "ParseWeights(%q) returned no fragments", s)
 		e, err := tok.EncodeWeighted(s)
-		if err != nil {
-			t.Fatalf("EncodeWeighted(%q) failed after ParseWeights succeeded: %v", s, err)
-		}
-		if len(e.Chunks) == 0 || len(e.Chunks) != len(e.Weights) {
-			t.Fatalf("EncodeWeighted(%q): %d chunks, %d weight rows", s, len(e.Chunks), len(e.Weights))
-		}
+		require.NoError(t, err, "EncodeWeighted(%q) after ParseWeights succeeded", s)
+		require.NotEmpty(t, e.Chunks, "EncodeWeighted(%q): no chunks", s)
+		require.Equal(t, len(e.Chunks), len(e.Weights), "EncodeWeighted(%q): chunks and weight rows", s)
 		for i, c := range e.Chunks {
-			if len(c) != ContextLen || len(e.Weights[i]) != ContextLen || c[0] != BOS || c[ContextLen-1] != EOS {
-				t.Fatalf("EncodeWeighted(%q): malformed chunk %d %v", s, i, c)
-			}
+			require.Len(t, c, ContextLen, "EncodeWeighted(%q): chunk %d", s, i)
+			require.Len(t, e.Weights[i], ContextLen, "EncodeWeighted(%q): weights %d", s, i)
+			require.True(t, c[0] == BOS && c[ContextLen-1] == EOS, "EncodeWeighted(%q): malformed chunk %d %v", s, i, c)
 			for _, id := range c {
-				if id < 0 || id >= VocabSize {
-					t.Fatalf("EncodeWeighted(%q): id %d", s, id)
-				}
+				require.True(t, id >= 0 && id < VocabSize, "EncodeWeighted(%q): id %d", s, id)
 			}
 		}
 	})
@@ -85,24 +75,18 @@ func FuzzExtraNetworks(f *testing.F) {
 		var b strings.Builder
 		last := 0
 		for _, tg := range tags {
-			if tg.Start < last || tg.End > len(s) || tg.Start >= tg.End {
-				t.Fatalf("ExtraNetworks(%q): tag %+v out of order", s, tg)
-			}
-			if s[tg.Start:tg.End] != tg.Text() {
-				t.Fatalf("ExtraNetworks(%q): tag at %d..%d is %q, Text() %q", s, tg.Start, tg.End, s[tg.Start:tg.End], tg.Text())
-			}
-			if tg.Kind == "" || len(tg.Items) == 0 || len(tg.Positional())+len(tg.Named()) > len(tg.Items) {
-				t.Fatalf("ExtraNetworks(%q): bad tag %+v", s, tg)
-			}
+			require.True(t, tg.Start >= last && tg.End <= len(s) && tg.Start < tg.End, "ExtraNetworks(%q): tag %+v out of order", s, tg)
+			require.Equal(t, s[tg.Start:tg.End], tg.Text(), "ExtraNetworks(%q): tag at %d..%d", s, tg.Start, tg.End)
+			require.NotEmpty(t, tg.Kind, "ExtraNetworks(%q): bad tag %+v", s, tg)
+			require.NotEmpty(t, tg.Items, "ExtraNetworks(%q): bad tag %+v", s, tg)
+			require.LessOrEqual(t, len(tg.Positional())+len(tg.Named()), len(tg.Items), "ExtraNetworks(%q): bad tag %+v", s, tg)
 			b.WriteString(s[last:tg.Start])
 			last = tg.End
 		}
 		b.WriteString(s[last:])
-		if b.String() != rest {
-			t.Fatalf("ExtraNetworks(%q) left %q, want %q", s, rest, b.String())
-		}
-		if len(tags) == 0 && rest != s {
-			t.Fatalf("ExtraNetworks(%q) changed a prompt without tags", s)
+		require.Equal(t, b.String(), rest, "ExtraNetworks(%q): the text left", s)
+		if len(tags) == 0 {
+			require.Equal(t, s, rest, "ExtraNetworks(%q) changed a prompt without tags", s)
 		}
 	})
 }
