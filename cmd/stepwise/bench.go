@@ -166,7 +166,7 @@ func runBench(args []string) error {
 	if *size == 0 {
 		s.Width, s.Height = p.NativeSize(), p.NativeSize()
 	}
-	r, err := bench(counter, p, s, tiny)
+	r, err := bench(counter, p, s, tiny, os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func saveRandom(m *checkpoint.Model, path string) error {
 }
 
 // bench runs one generation stage by stage, counting FLOPs on c.
-func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpoint.Tiny) (*benchReport, error) {
+func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpoint.Tiny, progress io.Writer) (*benchReport, error) {
 	r := &benchReport{Model: p.Name, Device: c.Name(), Size: s.Width, Steps: s.Steps, CFG: s.CFGScale}
 	stage := func(name string, f func() error) error {
 		f0, t0 := c.FLOPs, time.Now()
@@ -242,6 +242,9 @@ func bench(c *gpu.Counter, p *models.Pipeline, s presets.Settings, tiny *checkpo
 		sec := time.Since(t0).Seconds()
 		g := float64(c.FLOPs-f0) / 1e9
 		r.Stages = append(r.Stages, stageResult{Stage: name, Seconds: sec, GFLOP: g, GFLOPS: g / sec})
+		if progress != nil { // a long run (Flux on a CPU: an hour a step) reports as it goes
+			fmt.Fprintf(progress, "%s: %.1f s, %.1f GFLOP/s, peak RSS %.0f MiB\n", name, sec, g/sec, float64(peakRSS())/(1<<20))
+		}
 		return nil
 	}
 	start := time.Now()
