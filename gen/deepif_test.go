@@ -306,3 +306,76 @@ func TestSessionIFCancelMidStep(t *testing.T) {
 	}
 	assert.Equal(t, 2, run.Len())
 }
+
+// A branch at a stage II frame through BranchIF with other upscaler
+// steps, guidance and noise level continues stage II with them: it equals
+// stage II resumed directly at that frame with those options (the same
+// generator state, the same upscale noise re-noised at the new level);
+// its frame count follows the new schedule, and its PNG text names the
+// new settings. A stage I branch takes the new stage II settings for the
+// stage II it runs.
+func TestSessionIFBranchUpscaleSettings(t *testing.T) {
+	s, _ := ifSession(t)
+	ctx := context.Background()
+	st := ifSettings(s.Facts())
+	st.Steps = 2
+	s.IFUpscale = IFUpscale{Steps: 3, CFG: 4, NoiseLevel: 250}
+	run, err := s.Start(1, st)
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, run, nil)
+	require.NoError(t, err)
+	require.Equal(t, 5, run.Len())
+
+	// Stage II's 2nd frame (frame 4), then 5 steps, cfg 2, noise level 100.
+	p := s.IF()
+	o := IFOptions(st, IFUpscale{Steps: 3, CFG: 4, NoiseLevel: 250})
+	low, _, _ := run.IFStageOutput()
+	var direct []models.IFStep
+	_, _, _, err = p.Stage2(low, 16, 16, o, func(x models.IFStep) { direct = append(direct, x) })
+	require.NoError(t, err)
+	x4, _, _ := run.IFFrame(3)
+	require.Equal(t, direct[1].X, x4)
+	up := IFUpscale{Steps: 5, CFG: 2, NoiseLevel: 100}
+	br, err := s.BranchIF(2, 1, 3, st, up)
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, br, nil)
+	require.NoError(t, err)
+	got, ok := br.IFUpscaleOf()
+	require.True(t, ok)
+	assert.Equal(t, up, got)
+
+	// Directly: resume stage II from frame 4 with the parent's generator
+	// state after that step, with the new options.
+	parent := run.ifr.frames[3]
+	o2 := IFOptions(st, up)
+	rest, err := p.ResumeStage(models.IFResume{Stage: 2, X: direct[1].X, H: 64, W: 64, T: direct[1].T, Gen: parent.Gen,
+		Up: parent.Up, UpNoise: parent.UpNoise}, o2)
+	require.NoError(t, err)
+	require.NoError(t, rest.Run(nil))
+	rest.Release()
+	// The frames after frame 4 are the 5-step schedule's timesteps
+	// below frame 4's.
+	assert.Equal(t, 2+2+len(rest.Timesteps), br.Len())
+	assert.Greater(t, br.Len(), run.Len(), "more upscaler steps, more frames")
+	last, _, _ := br.IFFrame(br.Len() - 1)
+	assert.Equal(t, rest.X, last, "branch = stage II resumed with the new steps, cfg and noise level: exact")
+	plast, _, _ := run.IFFrame(4)
+	assert.NotEqual(t, plast, last)
+	assert.Contains(t, s.Infotext(2, 0), "Upscaler steps: 5, Upscaler CFG scale: 2, Noise level: 100")
+
+	// A stage I branch (frame 1) runs stage II with the new settings: the
+	// same as a fresh run with them, as its stage I is the parent's.
+	b1, err := s.BranchIF(3, 1, 0, st, up)
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, b1, nil)
+	require.NoError(t, err)
+	require.Equal(t, 2+5, b1.Len())
+	s.IFUpscale = up
+	fresh, err := s.Start(4, st)
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, fresh, nil)
+	require.NoError(t, err)
+	f1, _, _ := b1.IFFrame(6)
+	f2, _, _ := fresh.IFFrame(6)
+	assert.Equal(t, f2, f1)
+}

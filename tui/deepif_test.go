@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"context"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -205,10 +206,170 @@ func TestSwitchToIF(t *testing.T) {
 	require.NotNil(t, m.model.IF)
 	assert.Equal(t, "if-mini-sr", m.model.IF.Upscaler)
 	assert.Equal(t, "16", m.ed.width.Value(), "the size is the cascade's native one")
+	assert.True(t, m.ed.ifUp.on, "the stage II fields are shown")
+	h.mustView("Up steps", "Noise lvl")
 
 	h.run(m.loadModel(filepath.Join(dir, "if-mini-sr")))
 	h.waitFor("the refused switch", func() bool { return !m.switching })
 	assert.True(t, m.statusErr)
 	assert.Contains(t, m.status, "cannot be the base model")
 	assert.Equal(t, gen.IFFamily, m.model.Family, "the cascade stays loaded")
+}
+
+// The stage II fields: shown with the cascade's settings, checked as they
+// are typed, and taken by the next run (its images equal a gen.Session's
+// run with those settings), written to its PNG text and read back when
+// the PNG is opened; a branch at a stage II frame with another noise
+// level equals gen.Session's BranchIF with it.
+func TestStudioIFStageIIFields(t *testing.T) {
+	dir := golden.Wave(t, "golden-wave4")
+	s := presets.Default()
+	s.Prompt, s.NegativePrompt = "a photograph of an astronaut riding a horse", ""
+	s.Seed, s.Steps, s.CFGScale, s.Width, s.Height = 42, 2, 7, 16, 16
+	h := newIFHarness(t, dir, s)
+	m := h.m
+	require.True(t, m.ed.ifUp.on, "a cascade with an upscaler shows the stage II fields")
+	h.mustView("Up steps", "Up CFG", "Noise lvl", "of 0..999")
+	assert.Equal(t, "10", m.ed.ifUp.steps.Value(), "the command line's stage II settings")
+	assert.Equal(t, "4", m.ed.ifUp.cfg.Value())
+	assert.Equal(t, "250", m.ed.ifUp.noise.Value())
+
+	// Bad values are named as they are typed, and no run starts.
+	for _, c := range []struct {
+		f       focus
+		v, want string
+	}{
+		{focusUpSteps, "0", "upscaler steps 0: want 1..1000"},
+		{focusUpSteps, "1001", "upscaler steps 1001: want 1..1000"},
+		{focusUpSteps, "x", `upscaler steps: "x" is not a whole number`},
+		{focusUpCFG, "nan", `upscaler cfg scale: "nan" is not a finite number`},
+		{focusUpCFG, "-1", "upscaler cfg scale -1: want a number >= 0"},
+		{focusNoiseLevel, "1000", "noise level 1000: want 0..999"},
+		{focusNoiseLevel, "2.5", `noise level: "2.5" is not a whole number`},
+	} {
+		old := m.ed.field(c.f).Value()
+		h.setField(c.f, c.v)
+		assert.Equal(t, c.want, m.problem(), "%s %q", focusLabels[c.f], c.v)
+		h.keys("ctrl+g")
+		assert.Empty(t, m.runs, "%s %q: no run", focusLabels[c.f], c.v)
+		assert.Contains(t, m.status, "not generating: "+c.want)
+		h.setField(c.f, old)
+	}
+	require.Empty(t, m.problem())
+	h.setField(focusUpCFG, "3")
+	h.keys("left", "left") // the slider: 2
+	assert.Equal(t, "2", m.ed.ifUp.cfg.Value())
+	h.setField(focusNoiseLevel, "99")
+	h.keys("up") // 100
+	h.setField(focusUpSteps, "2")
+
+	h.keys("ctrl+g")
+	require.Len(t, m.runs, 1)
+	r := m.runs[0]
+	h.waitLong("the IF run", func() bool { return r.Status > runRunning })
+	require.Equal(t, runDone, r.Status, "run: %v", r.Err)
+	require.Len(t, r.Frames, 4, "2 steps of stage I, 2 of stage II")
+	up := gen.IFUpscale{Steps: 2, CFG: 2, NoiseLevel: 100}
+	require.NotNil(t, r.IFUp)
+	assert.Equal(t, up, *r.IFUp)
+
+	// The same run in a gen.Session of its own.
+	sess := gen.NewSession(nil, func(func(string)) (gpu.Device, error) { return ref.New(), nil })
+	defer sess.Close()
+	sess.IFUpscale = up
+	_, _, err := sess.SwitchModel(gen.ModelSpec{Path: filepath.Join(dir, "if-mini"), Upscaler: filepath.Join(dir, "if-mini-sr")}, nil)
+	require.NoError(t, err)
+	direct, err := sess.Start(1, r.Settings)
+	require.NoError(t, err)
+	dimgs, err := sess.Finish(context.Background(), direct, nil)
+	require.NoError(t, err)
+	assert.Equal(t, dimgs[0].Pix, r.Images[0].Pix, "the run takes the edited stage II settings")
+	assert.Contains(t, traceView(m, 200, 60), "noise level 100")
+
+	// Its PNG text names them.
+	h.keys("ctrl+x")
+	h.waitFor("export", func() bool { return len(m.exported) == 1 })
+	text, err := render.ReadPNGTextFile(m.exported[0])
+	require.NoError(t, err)
+	assert.Contains(t, text["parameters"], "Upscaler steps: 2, Upscaler CFG scale: 2, Noise level: 100")
+
+	// A branch at frame 3 (stage II's first step) with noise level 50.
+	h.setField(focusNoiseLevel, "50")
+	for m.focus != focusTimeline {
+		h.keys("tab")
+	}
+	h.keys("home", ".", ".", ".")
+	require.Equal(t, 2, m.frame)
+	h.keys("b")
+	br := h.last()
+	require.Equal(t, r.ID, br.Parent)
+	h.waitLong("the branch", func() bool { return br.Status > runRunning })
+	require.Equal(t, runDone, br.Status, "branch: %v", br.Err)
+	require.Len(t, br.Frames, 4)
+	up50 := up
+	up50.NoiseLevel = 50
+	assert.Equal(t, up50, *br.IFUp)
+	dbr, err := sess.BranchIF(2, 1, 2, r.Settings, up50)
+	require.NoError(t, err)
+	bimgs, err := sess.Finish(context.Background(), dbr, nil)
+	require.NoError(t, err)
+	assert.Equal(t, bimgs[0].Pix, br.Images[0].Pix, "the branch is gen.Session's BranchIF at noise level 50")
+	assert.NotEqual(t, r.Images[0].Pix, br.Images[0].Pix, "another noise level, another image")
+
+	// Opening the first run's PNG fills the fields again.
+	h.setField(focusUpSteps, "7")
+	h.setField(focusUpCFG, "9")
+	h.keys("ctrl+o")
+	h.typeText(m.exported[0])
+	h.keys("enter")
+	h.waitFor("open", func() bool { return strings.Contains(m.status, "settings from") || m.statusErr })
+	require.False(t, m.statusErr, m.status)
+	assert.Equal(t, "2", m.ed.ifUp.steps.Value())
+	assert.Equal(t, "2", m.ed.ifUp.cfg.Value())
+	assert.Equal(t, "100", m.ed.ifUp.noise.Value())
+	// A PNG with a malformed value keeps that field and says so.
+	assert.Error(t, m.ed.ifUp.setParams(map[string]string{"Noise level": "lots", "Upscaler steps": "5"}))
+	assert.Equal(t, "5", m.ed.ifUp.steps.Value())
+	assert.Equal(t, "100", m.ed.ifUp.noise.Value())
+}
+
+// Without a DeepFloyd IF cascade and its upscaler the stage II fields are
+// not in the form: not drawn, not reached by tab, not checked.
+func TestIFFieldsHiddenForOtherModels(t *testing.T) {
+	h := newMini(t)
+	m := h.m
+	require.False(t, m.ed.ifUp.on)
+	v := h.view()
+	for _, s := range []string{"Up steps", "Up CFG", "Noise lvl"} {
+		assert.NotContains(t, v, s)
+	}
+	l := layoutForm(40, m.ed)
+	for _, f := range []focus{focusUpSteps, focusUpCFG, focusNoiseLevel} {
+		assert.Equal(t, -1, l.rows[f], "%s has no row", focusLabels[f])
+	}
+	assert.Equal(t, l.rows[focusRNG]+1, l.rows[focusOutDir], "the folder follows the RNG")
+	m.focus = focusRNG
+	h.keys("tab")
+	assert.Equal(t, focusOutDir, m.focus, "tab skips the hidden fields")
+	h.keys("shift+tab")
+	assert.Equal(t, focusRNG, m.focus)
+	m.ed.ifUp.noise.SetValue("5000")
+	assert.Empty(t, m.problem(), "hidden fields are not checked")
+	up, err := m.stageII()
+	assert.NoError(t, err)
+	assert.Nil(t, up)
+
+	// Stage I alone (no upscaler) hides them too.
+	f := &gen.Facts{IF: &gen.IFFacts{Factor: 4}}
+	m.ed.setModel(f)
+	assert.False(t, m.ed.ifUp.on)
+	f.IF.Upscaler, f.IF.NoisingTimesteps, f.IF.Upscale = "sr", 1000, gen.IFUpscale{Steps: 3, CFG: 5, NoiseLevel: 7}
+	m.ed.setModel(f)
+	assert.True(t, m.ed.ifUp.on)
+	assert.Equal(t, "7", m.ed.ifUp.noise.Value())
+	m.focus = focusNoiseLevel
+	m.model = &gen.Facts{}
+	m.modelFields()
+	assert.False(t, m.ed.ifUp.on)
+	assert.Equal(t, focusPrompt, m.focus, "a hidden field gives the focus to the prompt")
 }

@@ -30,6 +30,11 @@ const (
 	focusBatch
 	focusClipSkip
 	focusRNG
+	// DeepFloyd IF's stage II (shown only with an upscaler loaded; see
+	// editor.visible).
+	focusUpSteps
+	focusUpCFG
+	focusNoiseLevel
 	focusOutDir
 	// The image page (imagefields.go).
 	focusInit
@@ -48,7 +53,7 @@ const (
 	numFocus
 )
 
-var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Folder",
+var focusLabels = [...]string{"Prompt", "Negative", "CFG", "Steps", "Sampler", "Schedule", "Seed", "Width", "Height", "Batch", "Clip skip", "RNG", "Up steps", "Up CFG", "Noise lvl", "Folder",
 	"Init img", "Strength", "Mask", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "TAESD", "Timeline"}
 
 func (f focus) isList() bool { return f == focusSampler || f == focusSchedule || f == focusRNG }
@@ -84,6 +89,9 @@ type editor struct {
 	// of the form on screen (0 the basic fields, 1 the image inputs).
 	img  imageFields
 	page int
+	// ifUp holds DeepFloyd IF's stage II fields (deepif.go), shown only
+	// while a cascade with an upscaler is loaded.
+	ifUp ifUpFields
 }
 
 func newEditor(s presets.Settings, outDir string) *editor {
@@ -94,6 +102,7 @@ func newEditor(s presets.Settings, outDir string) *editor {
 		clip: newTextEdit("", false), outDir: newTextEdit(outDir, false), downscale: 64,
 		rngs: []string{presets.RNGTorchCPU, presets.RNGPhilox},
 		img:  newImageFields(),
+		ifUp: newIFUpFields(),
 	}
 	for _, f := range []*textEdit{e.cfg, e.steps, e.seed, e.width, e.height, e.batch, e.clip} {
 		f.Limit = 24
@@ -217,6 +226,8 @@ func (e *editor) field(f focus) *textEdit {
 		return e.clip
 	case focusOutDir:
 		return e.outDir
+	case focusUpSteps, focusUpCFG, focusNoiseLevel:
+		return e.ifUp.field(f)
 	}
 	return e.img.field(f)
 }
@@ -288,6 +299,9 @@ func (e *editor) nudge(f focus, d float64) bool {
 	if f.page() == 1 {
 		return e.img.nudge(f, d)
 	}
+	if f.isIFUp() {
+		return e.ifUp.nudge(f, d)
+	}
 	step := map[focus]float64{focusCFG: 0.5, focusSteps: 1, focusSeed: 1, focusBatch: 1, focusClipSkip: 1,
 		focusWidth: float64(e.downscale), focusHeight: float64(e.downscale)}[f]
 	if step == 0 {
@@ -320,6 +334,8 @@ func (e *editor) nudge(f focus, d float64) bool {
 // hint describes the focused list entry (a sampler or a schedule).
 func (e *editor) hint(f focus) string {
 	switch f {
+	case focusUpSteps, focusUpCFG, focusNoiseLevel:
+		return e.ifUp.hint(f)
 	case focusSampler:
 		for _, in := range sampler.Samplers() {
 			if in.Name == e.samplers[e.sampler] {
@@ -373,7 +389,7 @@ func layoutForm(height int, e *editor) formLayout {
 		y = 1
 	}
 	for f := focusPrompt; f < focusTimeline; f++ {
-		if f.page() != l.page {
+		if f.page() != l.page || !e.visible(f) {
 			l.rows[f] = -1
 			continue
 		}
@@ -411,7 +427,7 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 		b.WriteString(e.img.title(width) + "\n")
 	}
 	for f := focusPrompt; f < focusTimeline; f++ {
-		if f.page() != l.page {
+		if f.page() != l.page || !e.visible(f) {
 			continue
 		}
 		switch f {
@@ -459,7 +475,7 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 			w := inner
 			extra := ""
 			switch f {
-			case focusCFG, focusStrength, focusControlStrength, focusIPScale:
+			case focusCFG, focusUpCFG, focusStrength, focusControlStrength, focusIPScale:
 				w = 6
 				_, sw := cfgSlider(width)
 				_, hi, _ := sliderRange(f)
@@ -471,8 +487,11 @@ func (e *editor) view(width, height int, cur focus, chunks int) string {
 				} else {
 					extra = styleDim.Render(" random")
 				}
-			case focusSteps, focusWidth, focusHeight, focusBatch, focusClipSkip:
+			case focusSteps, focusWidth, focusHeight, focusBatch, focusClipSkip, focusUpSteps:
 				w = min(6, inner)
+			case focusNoiseLevel:
+				w = min(6, inner)
+				extra = styleDim.Render(fmt.Sprintf(" of 0..%d", max(e.ifUp.levels-1, 0)))
 			case focusMaskBlur:
 				w = min(6, inner)
 				extra = styleDim.Render(" px (feather)")

@@ -549,16 +549,24 @@ func (v *sweepView) enter(m *Model, force bool) tea.Cmd {
 		v.err = err
 		return nil
 	}
+	up, err := m.stageII()
+	if err != nil {
+		v.err = err
+		return nil
+	}
 	k := s
 	k.CFGScale = 0
 	key := k.Infotext()
+	if up != nil {
+		key += fmt.Sprintf("\n%+v", *up)
+	}
 	if key == v.sig && !force && (v.busy || v.filled == len(sweepScales)) {
 		return nil
 	}
 	v.sig, v.seed, v.err, v.busy, v.filled, v.since = key, s.Seed, nil, true, 0, time.Now()
 	v.imgs = make([]*image.RGBA, len(sweepScales))
 	v.took = make([]time.Duration, len(sweepScales))
-	m.w.submit(sweepReq{Gen: m.w.newSweep(), Key: key, Settings: s, Scales: sweepScales})
+	m.w.submit(sweepReq{Gen: m.w.newSweep(), Key: key, Settings: s, Scales: sweepScales, IFUp: up})
 	return nil
 }
 

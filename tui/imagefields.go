@@ -44,7 +44,7 @@ func (f focus) isSlider() bool {
 // go beyond it, up to what presets.Validate allows) and its nudge step.
 func sliderRange(f focus) (step, hi float64, ok bool) {
 	switch f {
-	case focusCFG:
+	case focusCFG, focusUpCFG:
 		return 0.5, cfgMax, true
 	case focusStrength:
 		return 0.05, 1, true

@@ -132,6 +132,7 @@ func (m *Model) onModel(msg modelMsg) {
 	}
 	m.model, m.loadErr = msg.model, nil
 	m.ed.downscale = m.model.SizeMultiple
+	m.modelFields()
 	n := m.model.NativeSize
 	m.ed.width.SetValue(fmt.Sprint(n))
 	m.ed.height.SetValue(fmt.Sprint(n))

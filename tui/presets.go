@@ -474,9 +474,9 @@ func openPNG(path string) tea.Msg {
 		return openedMsg{Err: fmt.Errorf("open %s: the PNG has no \"parameters\" text chunk", path)}
 	}
 	// A missing or malformed key is an *presets.InfotextError naming it.
-	s, _, err := presets.ParseInfotext(params)
+	s, unknown, err := presets.ParseInfotext(params)
 	if err != nil {
 		return openedMsg{Err: fmt.Errorf("open %s: %w", path, err)}
 	}
-	return openedMsg{Path: path, Settings: s}
+	return openedMsg{Path: path, Settings: s, IFParams: ifParams(unknown)}
 }

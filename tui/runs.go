@@ -79,6 +79,9 @@ func (m *Model) generate() tea.Cmd {
 		}
 	}
 	s, err := m.validSettings(-1)
+	if err == nil {
+		_, err = m.stageII()
+	}
 	if err != nil {
 		m.setError(fmt.Errorf("not generating: %w", err))
 		return nil
@@ -133,7 +136,9 @@ func (m *Model) startRun(s presets.Settings, in *gen.Inputs) tea.Cmd {
 	m.cur, m.frame, m.follow, m.paused = len(m.runs)-1, -1, true, false
 	m.w.setPaused(false)
 	m.flushTAESD() // the run previews with what the TAESD field says
-	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1, Inputs: in, LoRADir: m.loraDir()})
+	// DeepFloyd IF's stage II fields, checked by generate.
+	up, _ := m.stageII()
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: -1, At: -1, Inputs: in, LoRADir: m.loraDir(), IFUp: up})
 	m.state, m.focus = stateMain, focusTimeline
 	m.setStatus(fmt.Sprintf("run %d: generating, seed %d", r.ID, s.Seed))
 	if note := lcmNote(m.model, s); note != "" {
@@ -176,6 +181,10 @@ func (m *Model) branch() tea.Cmd {
 	}
 	parent := m.runs[m.cur]
 	s, err := m.validSettings(parent.Settings.Seed)
+	var up *gen.IFUpscale
+	if err == nil && parent.Boundary > 0 {
+		up, err = m.stageII() // a DeepFloyd IF run: stage II's fields too
+	}
 	if err != nil {
 		m.setError(fmt.Errorf("branch: %w", err))
 		return nil
@@ -190,7 +199,7 @@ func (m *Model) branch() tea.Cmd {
 	m.cur, m.follow, m.paused = len(m.runs)-1, true, false
 	m.w.setPaused(false)
 	m.flushTAESD() // the run previews with what the TAESD field says
-	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame, LoRADir: m.loraDir()})
+	m.w.submit(genReq{ID: r.ID, Settings: s, Parent: parent.ID, At: m.frame, LoRADir: m.loraDir(), IFUp: up})
 	m.setStatus(fmt.Sprintf("run %d: branch of run %d at step %d", r.ID, parent.ID, m.frame+1))
 	return nil
 }
@@ -214,7 +223,7 @@ func (m *Model) onRunStarted(msg runStartedMsg) {
 	r.Status = runRunning
 	r.Settings, r.Schedule, r.Chunks = msg.Settings, msg.Schedule, msg.Chunks
 	r.PromptTokens, r.NegativeTokens, r.Encode, r.Shape = msg.PromptTokens, msg.NegativeTokens, msg.Encode, msg.Shape
-	r.PromptT5Tokens, r.Boundary = msg.PromptT5Tokens, msg.Boundary
+	r.PromptT5Tokens, r.Boundary, r.IFUp = msg.PromptT5Tokens, msg.Boundary, msg.IFUp
 	if msg.Parent < 0 && r.Noise == nil {
 		r.Noise = msg.Noise
 		r.FirstPreview = time.Since(r.Requested)

@@ -12,6 +12,7 @@ import (
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/stepwise/stepwise/gen"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/sampler"
 )
@@ -76,7 +77,9 @@ type runRec struct {
 	PromptT5Tokens int // T5 tokens with </s>, before padding (SD3, Flux)
 	// Boundary is a DeepFloyd IF run's number of stage I frames (0 for
 	// other models): the timeline marks where stage II begins.
-	Boundary     int
+	Boundary int
+	// IFUp are a DeepFloyd IF run's stage II settings (nil: no stage II).
+	IFUp         *gen.IFUpscale
 	Requested    time.Time // when the key was pressed
 	Started      time.Time // when the worker started it
 	FirstPreview time.Duration

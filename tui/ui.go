@@ -140,6 +140,8 @@ type (
 		Noise                        *image.RGBA
 		// Boundary is a DeepFloyd IF run's number of stage I frames.
 		Boundary int
+		// IFUp are an IF run's stage II settings (nil: none).
+		IFUp *gen.IFUpscale
 	}
 	noiseMsg struct {
 		ID    int
@@ -187,6 +189,8 @@ type (
 	openedMsg struct {
 		Path     string
 		Settings presets.Settings
+		// IFParams are the PNG's DeepFloyd IF stage II keys (ifParams).
+		IFParams map[string]string
 		Err      error
 	}
 	errMsg struct{ err error }
@@ -418,6 +422,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		}
 		m.model = msg.model
 		m.ed.downscale = m.model.SizeMultiple
+		m.modelFields()
 		if m.opts.Settings == nil {
 			n := m.model.NativeSize
 			m.ed.width.SetValue(fmt.Sprint(n))
@@ -461,6 +466,9 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		} else {
 			m.ed.set(msg.Settings)
 			m.setStatus("settings from " + msg.Path + " (seed locked; ctrl+g to reproduce)")
+			if err := m.ed.ifUp.setParams(msg.IFParams); err != nil {
+				m.setError(fmt.Errorf("settings from %s; stage II: %w", msg.Path, err))
+			}
 		}
 	case presetsMsg, presetDoneMsg, presetExistsMsg, stylesMsg:
 		return m.pv.update(m, msg)
@@ -481,6 +489,7 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 			m.model, m.loadErr = nil, msg.err
 		} else {
 			m.model = msg.model
+			m.modelFields()
 		}
 	case crashMsg:
 		m.crash = msg.err
@@ -611,10 +620,10 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 	}
 	switch {
 	case key.Matches(k, km.NextField):
-		m.focus = (m.focus + 1) % numFocus
+		m.moveFocus(1)
 		return nil
 	case key.Matches(k, km.PrevField):
-		m.focus = (m.focus + numFocus - 1) % numFocus
+		m.moveFocus(-1)
 		return nil
 	}
 	if m.focus == focusTimeline {
@@ -624,10 +633,10 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		switch k.String() {
 		case "up":
 			if m.focus > 0 {
-				m.focus--
+				m.moveFocus(-1)
 			}
 		case "down", "enter":
-			m.focus++
+			m.moveFocus(1)
 		}
 	}
 	return nil
@@ -860,6 +869,9 @@ func (m *Model) problem() string {
 		}
 		if m.model != nil {
 			err = m.model.Validate(s)
+			if err == nil {
+				_, err = m.stageII()
+			}
 		} else {
 			err = s.Validate() // what no model accepts, as it is typed
 		}

@@ -13,6 +13,7 @@ type editorState struct {
 	eta, guidanceRescale   float64
 	sizeCond               [6]int
 	img                    [12]string // the image page's fields
+	ifUp                   [3]string  // DeepFloyd IF's stage II fields
 }
 
 // maxUndo is how many changes ctrl+z can take back.
@@ -26,6 +27,9 @@ func (e *editor) state() editorState {
 	}
 	for i, t := range e.img.texts() {
 		s.img[i] = t.Value()
+	}
+	for i, t := range e.ifUp.texts() {
+		s.ifUp[i] = t.Value()
 	}
 	if e.eta != nil {
 		s.etaSet, s.eta = true, *e.eta
@@ -41,6 +45,9 @@ func (e *editor) restore(s editorState) {
 	e.guidanceRescale, e.sizeCond = s.guidanceRescale, s.sizeCond
 	for i, t := range e.img.texts() {
 		t.SetValue(s.img[i])
+	}
+	for i, t := range e.ifUp.texts() {
+		t.SetValue(s.ifUp[i])
 	}
 	e.eta = nil
 	if s.etaSet {

@@ -96,6 +96,9 @@ type genReq struct {
 	// up (the LoRA folder field).
 	Inputs  *gen.Inputs
 	LoRADir string
+	// IFUp are the stage II settings of a DeepFloyd IF run or branch (the
+	// form's fields; nil: the session's, or the parent's).
+	IFUp *gen.IFUpscale
 }
 
 type stepReq struct{ ID int }
@@ -123,6 +126,7 @@ type sweepReq struct {
 	Key      string
 	Settings presets.Settings
 	Scales   []float64
+	IFUp     *gen.IFUpscale // DeepFloyd IF's stage II settings (nil: the session's)
 }
 
 // forwardReq noises a run's image with q(x_t|x0) at n timesteps.
@@ -378,9 +382,15 @@ func (w *worker) start(r genReq) {
 	if p := w.sess.Pipeline(); p != nil {
 		p.LoRADir = r.LoRADir // changing it (or a LoRA) never reloads the model
 	}
-	if r.Parent < 0 {
+	switch {
+	case r.Parent < 0:
+		if r.IFUp != nil && w.sess.IF() != nil {
+			w.sess.IFUpscale = *r.IFUp // the session's IF runs take the fields' stage II
+		}
 		run, err = w.sess.StartInputs(r.ID, r.Settings, r.Inputs)
-	} else {
+	case r.IFUp != nil && w.sess.Run(r.Parent) != nil && w.sess.Run(r.Parent).IsIF():
+		run, err = w.sess.BranchIF(r.ID, r.Parent, r.At, r.Settings, *r.IFUp)
+	default:
 		run, err = w.sess.Branch(r.ID, r.Parent, r.At, r.Settings)
 	}
 	if err != nil {
@@ -399,6 +409,9 @@ func (w *worker) start(r genReq) {
 	}
 	if run.IsIF() {
 		ifStarted(&msg, w.sess.Facts(), run)
+		if up, ok := run.IFUpscaleOf(); ok {
+			msg.IFUp = &up
+		}
 	}
 	w.send(msg)
 }
@@ -484,6 +497,9 @@ func (w *worker) sweep(r sweepReq) {
 	}()
 	if stale {
 		return
+	}
+	if r.IFUp != nil && w.sess.IF() != nil {
+		w.sess.IFUpscale = *r.IFUp
 	}
 	next := 0
 	err := w.sess.Sweep(ctx, r.Settings, r.Scales, func(res gen.SweepResult) {
