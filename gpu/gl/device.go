@@ -88,11 +88,11 @@ type Device struct {
 	winogradChunk int64
 	tune          tuner // decisions between kernels, see autotune.go
 
-	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
+	// naiveMatMul selects matmul.comp's MM_NAIVE variant for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
 	// noFoldSamples turns off conv2d.comp's NT 2 (benchmarks).
 	noFoldSamples bool
-	// noVec4 turns off matmul_nt4.comp and conv2d.comp's C4 (tests, benchmarks).
+	// noVec4 turns off matmul.comp's MM_NT4 and MM_NN4 and conv2d.comp's C4 (tests, benchmarks).
 	noVec4 bool
 	// attnUnroll is the largest head dim for which attention.comp is compiled
 	// with its head-dim loops unrolled when it fetches four elements at a time

@@ -95,8 +95,8 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	l.floats = map[string]float32{"alpha": alpha}
 	naive := d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32)
 	if naive {
-		l.file = "matmul_naive.comp"
-		l.defines = []string{"LX=16", "LY=4"}
+		l.file = "matmul.comp"
+		l.defines = []string{"MM_NAIVE", "LX=16", "LY=4"}
 		l.ssbos = []*gpu.Tensor{a, b}
 		if o.Bias != nil {
 			l.ssbos = append(l.ssbos, o.Bias)
@@ -106,11 +106,12 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	} else if b.DType.Block() > 1 {
 		quantMatMul(l, a, b, o, g)
 	} else if b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4) {
-		l.file = "matmul_nt4.comp"
+		l.file = "matmul.comp"
+		variant := "MM_NT4"
 		if !o.TransB {
-			l.file = "matmul_nn4.comp"
+			variant = "MM_NN4"
 		}
-		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), loader4("B", b)}
+		l.defines = []string{variant, fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), loader4("B", b)}
 		l.ins = []input{in4(a), in4(b)}
 		if o.Bias != nil {
 			l.ins = append(l.ins, in(o.Bias))
@@ -119,7 +120,7 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
 	} else {
 		l.file = "matmul.comp"
-		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader("A", a), loader("B", b)}
+		l.defines = []string{"MM_STRIDED", fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader("A", a), loader("B", b)}
 		l.ins = []input{in(a), in(b)}
 		if o.Bias != nil {
 			l.ins = append(l.ins, in(o.Bias))

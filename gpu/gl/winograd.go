@@ -109,7 +109,7 @@ func (d *Device) convWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.
 }
 
 // usePointwise reports whether conv g is a 1x1 convolution that runs as a
-// matrix product (matmul_nn4.comp): [O, C] weights times each sample's
+// matrix product (matmul.comp's MM_NN4 variant): [O, C] weights times each sample's
 // [C, H*W] input. conv2d.comp reaches about a fifth of the matmul's rate on
 // these (no kernel window to reuse inputs across).
 func (d *Device) usePointwise(g gpu.ConvGeom) bool {
@@ -118,12 +118,12 @@ func (d *Device) usePointwise(g gpu.ConvGeom) bool {
 }
 
 // convPointwise computes the 1x1 conv g as out[n] = w · x[n] + bias (per
-// output channel, matmul_nn4.comp's BIAS_ROWS).
+// output channel, matmul.comp's MM_NN4 variant with BIAS_ROWS).
 func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	hw := g.H * g.W
 	l := &launch{
-		kernel: kernel{file: "matmul_nn4.comp", defines: []string{
+		kernel: kernel{file: "matmul.comp", defines: []string{"MM_NN4",
 			fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", w), loader4("B", x)}},
 		ins:    []input{in4(w), in4(x)},
 		out:    out,
