@@ -367,7 +367,8 @@ func (d *Device) checkOptional(op string, ts ...*gpu.Tensor) bool {
 }
 
 // LayerNorm normalises over the last dim (see gpu.Device). gamma and beta
-// may be nil (1 and 0).
+// may be nil (1 and 0). It is groupnorm.comp's LAYERNORM variant: one group
+// a row.
 func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor {
 	if !d.check("LayerNorm", x) || !d.checkOptional("LayerNorm", gamma, beta) {
 		return d.placeholder(shapeOf(x))
@@ -380,7 +381,7 @@ func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor 
 	out := d.out(x.Shape)
 	rows := x.Numel() / c
 	l := &launch{
-		kernel: kernel{file: "layernorm.comp", defines: []string{loader("X", x)}},
+		kernel: kernel{file: "groupnorm.comp", defines: []string{"LAYERNORM", loader("X", x)}},
 		ins:    []input{in(x)},
 		out:    out,
 		ints:   map[string]int{"C": c, "rows": rows},
