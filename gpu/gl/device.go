@@ -74,11 +74,12 @@ type Device struct {
 	liveBytes, highWater int64
 	poolCap              int64 // poolLimit but in tests
 
-	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
-	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
+	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each kernel's
+	// dispatches (by its ops table name; GL thread; llvmpipe runs a dispatch
+	// before returning).
 	profile map[string]profileEntry
-	// profileDetail (STEPWISE_GL_PROFILE=2) keys the profile by shader,
-	// grid and integer uniforms instead of by shader alone.
+	// profileDetail (STEPWISE_GL_PROFILE=2) keys the profile by kernel,
+	// grid and integer uniforms instead of by kernel alone.
 	profileDetail bool
 
 	// convAlgo picks Conv2D's algorithm (convAuto but in tests and
@@ -484,7 +485,7 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// printProfile writes the time spent in each shader to stderr.
+// printProfile writes the time spent in each kernel to stderr.
 func (d *Device) printProfile() {
 	gogl.Finish()
 	names := make([]string, 0, len(d.profile))

@@ -44,16 +44,3 @@ func (d *Device) quantRefused(op string, ts []*gpu.Tensor) bool {
 	}
 	return false
 }
-
-// quantMatMul fills l for matmul.comp's MM_QBLOCK variant (B in a block format, checked by
-// quantMatMulOK).
-func quantMatMul(l *launch, a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) {
-	l.file = "matmul.comp"
-	l.defines = []string{"MM_QBLOCK", fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), "QUANT_" + b.DType.String()}
-	l.ins = []input{in4(a), {b, texU32}}
-	if o.Bias != nil {
-		l.ins = append(l.ins, in(o.Bias))
-		l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
-	}
-	l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
-}
