@@ -7,6 +7,10 @@
 // y * sigmoid(y) to the result. Long rows go to groupnorm_stats.comp,
 // groupnorm_merge.comp and groupnorm_apply.comp instead (see gl.GroupNorm).
 //
+// LAYERNORM: LayerNorm over the last dim of x [rows, C], as one group a row
+// with no spatial extent (S and G are the constant 1, which the compiler
+// folds away, so the arithmetic is a LayerNorm's).
+//
 // SERIAL (the host sets it for short rows): one invocation per row, which
 // loops over it alone (no shared memory or barriers, which are slow on
 // llvmpipe), with invocations numbered flat (linearId).
@@ -27,7 +31,12 @@ float loadB(int c) { return 0.0; }
 #endif
 DECLARE_OUTPUT
 
+#ifdef LAYERNORM
+uniform int C, rows;
+const int S = 1, G = 1;
+#else
 uniform int C, S, G, rows;
+#endif
 uniform float eps;
 
 #ifdef SERIAL

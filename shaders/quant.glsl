@@ -2,9 +2,9 @@
 // as the B operand of a linear layer's matmul. The host binds the packed
 // bytes through an R32UI texel view (one little-endian word a texel, the
 // buffer padded to whole words). float8 has vector loaders for
-// matmul_nt4.comp (`B_LOADER4=LOADER4_F8E4M3`: `vec4 fn(int i)` returns
+// matmul.comp's MM_NT4 (`B_LOADER4=LOADER4_F8E4M3`: `vec4 fn(int i)` returns
 // elements 4i..4i+3); the block formats have group readers for
-// matmul_q.comp (QUANT_B below), which fetches each scale once per 32
+// matmul.comp's MM_QBLOCK (QUANT_B below), which fetches each scale once per 32
 // weights. The block layouts are documented in gpu/ref/quant.go, the
 // reference.
 
@@ -21,7 +21,7 @@
 		uint w = texelFetch(tex, off >> 2).r; \
 		return unpackHalf2x16((off & 2) != 0 ? (w >> 16) : w).x; }
 
-// Block formats, for matmul_q.comp: the weight is read in groups of 32
+// Block formats, for matmul.comp's MM_QBLOCK: the weight is read in groups of 32
 // consecutive elements of a row that share one scale (a Q8_0/Q4_0 block, a
 // Q4_K/Q5_K sub-block). With QUANT_Q8_0 (etc.) defined, QUANT_B(tex, unit)
 // declares, for the group G (counted from the start of the weight):

@@ -1,10 +1,15 @@
-// Package shaders holds Stepwise's GLSL compute shaders, one operation a file,
-// and assembles a compilable source from a file and a set of #defines.
+// Package shaders holds Stepwise's GLSL compute shaders and assembles a
+// compilable source from a file and a set of #defines.
 //
-// Variants of an op (the storage type of an input, the activation, the tile
-// size) are the same file compiled with different defines. Shared pieces live
-// in include files (common.glsl) that Source splices in where a shader says
-// #include "name".
+// A file holds one operation or a family of near-identical ones, and its
+// variants are the same file compiled with different defines: the storage
+// type of each input (X_LOADER=LOADER_F16, ...), optional inputs (HAS_BIAS),
+// tile sizes, and which member of the family (matmul.comp's MM_NAIVE,
+// MM_STRIDED, MM_NN4, MM_NT4 and MM_QBLOCK; groupnorm.comp's LAYERNORM;
+// unary.comp's OP_SILU, ...). gpu/gl's ops table (kernels.go) names each
+// kernel it builds: file, variant defines, local size. Shared pieces live in
+// include files (common.glsl, quant.glsl) that Source splices in where a
+// shader says #include "name", also inside an #if.
 package shaders
 
 import (

@@ -54,8 +54,8 @@ func benchMatMul(b *testing.B, naive, scalar, transB bool, dt gpu.DType) {
 	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: transB}) })
 }
 
-// Tiled is matmul_nn4.comp, TiledScalar matmul.comp, Naive
-// matmul_naive.comp, Linear matmul_nt4.comp.
+// The variants of matmul.comp: Tiled is MM_NN4, TiledScalar MM_STRIDED,
+// Naive MM_NAIVE, Linear MM_NT4.
 func BenchmarkMatMul1024Tiled(b *testing.B)       { benchMatMul(b, false, false, false, gpu.F32) }
 func BenchmarkMatMul1024TiledScalar(b *testing.B) { benchMatMul(b, false, true, false, gpu.F32) }
 func BenchmarkMatMul1024Naive(b *testing.B)       { benchMatMul(b, true, false, false, gpu.F32) }
@@ -167,8 +167,8 @@ func BenchmarkTinyOps(b *testing.B) {
 }
 
 // benchLinear times a linear layer x [m, k] · w^T with F16 weights stored as
-// PyTorch does ([n, k], matmul_nt4.comp) or transposed ([k, n],
-// matmul_nn4.comp).
+// PyTorch does ([n, k], matmul.comp's MM_NT4) or transposed ([k, n],
+// MM_NN4).
 func benchLinear(b *testing.B, m, k, n int, transposed bool) {
 	d := fresh(b)
 	r := rand.New(rand.NewPCG(7, 8))

@@ -74,11 +74,12 @@ type Device struct {
 	liveBytes, highWater int64
 	poolCap              int64 // poolLimit but in tests
 
-	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each shader's
-	// dispatches (GL thread; llvmpipe runs a dispatch before returning).
+	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each kernel's
+	// dispatches (by its ops table name; GL thread; llvmpipe runs a dispatch
+	// before returning).
 	profile map[string]profileEntry
-	// profileDetail (STEPWISE_GL_PROFILE=2) keys the profile by shader,
-	// grid and integer uniforms instead of by shader alone.
+	// profileDetail (STEPWISE_GL_PROFILE=2) keys the profile by kernel,
+	// grid and integer uniforms instead of by kernel alone.
 	profileDetail bool
 
 	// convAlgo picks Conv2D's algorithm (convAuto but in tests and
@@ -88,11 +89,11 @@ type Device struct {
 	winogradChunk int64
 	tune          tuner // decisions between kernels, see autotune.go
 
-	// naiveMatMul selects matmul_naive.comp for F32 MatMuls (tests, benchmarks).
+	// naiveMatMul selects matmul.comp's MM_NAIVE variant for F32 MatMuls (tests, benchmarks).
 	naiveMatMul bool
 	// noFoldSamples turns off conv2d.comp's NT 2 (benchmarks).
 	noFoldSamples bool
-	// noVec4 turns off matmul_nt4.comp and conv2d.comp's C4 (tests, benchmarks).
+	// noVec4 turns off matmul.comp's MM_NT4 and MM_NN4 and conv2d.comp's C4 (tests, benchmarks).
 	noVec4 bool
 	// attnUnroll is the largest head dim for which attention.comp is compiled
 	// with its head-dim loops unrolled when it fetches four elements at a time
@@ -484,7 +485,7 @@ func (d *Device) Close() error {
 	return nil
 }
 
-// printProfile writes the time spent in each shader to stderr.
+// printProfile writes the time spent in each kernel to stderr.
 func (d *Device) printProfile() {
 	gogl.Finish()
 	names := make([]string, 0, len(d.profile))

@@ -25,6 +25,7 @@ const (
 	serialRow = 1024
 	serialLX  = 8
 	attnLX    = 16 // attention local size (query tiles)
+	attnQ     = 4  // attention: queries per invocation (fixed in attention.comp)
 	maxDimsB  = 6  // binary.comp MAXR
 	maxDimsC  = 8  // copy.comp MAXR
 )
@@ -68,67 +69,81 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		d.shapeFail("MatMul", err.Error(), a, b)
 		return d.placeholder(shapeOf(a))
 	}
+	id := d.matMulKernel(a, b, o, g)
+	l := d.newLaunch(id, [3]int{g.N, g.M, g.Batch})
+	switch id {
+	case kMatMulNaive: // F32 storage buffers
+		l.ssbos = []*gpu.Tensor{a, b}
+	case kMatMulQBlock:
+		l.ins = []input{in4(a), {b, texU32}}
+		l.defines = append(l.defines, loader4("A", a), "QUANT_"+b.DType.String())
+	case kMatMulNN4, kMatMulNT4:
+		l.ins = []input{in4(a), in4(b)}
+		l.defines = append(l.defines, loader4("A", a), loader4("B", b))
+	default:
+		l.ins = []input{in(a), in(b)}
+		l.defines = append(l.defines, loader("A", a), loader("B", b))
+	}
+	if o.Bias != nil {
+		l.defines = append(l.defines, "HAS_BIAS")
+		if id == kMatMulNaive {
+			l.ssbos = append(l.ssbos, o.Bias)
+		} else {
+			l.ins = append(l.ins, in(o.Bias))
+			l.defines = append(l.defines, loader("BIAS", o.Bias))
+		}
+	}
 	out := d.out(g.Out)
-	l := &launch{out: out, ints: map[string]int{"M": g.M, "N": g.N, "K": g.K}}
-	aRow, aCol := g.K, 1
-	if o.TransA {
-		aRow, aCol = 1, g.M
-	}
-	bRow, bCol := g.N, 1
-	if o.TransB {
-		bRow, bCol = 1, g.K
-	}
-	aBatch, bBatch := 0, 0
-	if g.BatchA > 1 {
-		aBatch = g.M * g.K
-	}
-	if g.BatchB > 1 {
-		bBatch = g.K * g.N
-	}
-	for k, v := range map[string]int{"aBatch": aBatch, "aRow": aRow, "aCol": aCol, "bBatch": bBatch, "bRow": bRow, "bCol": bCol} {
-		l.ints[k] = v
-	}
+	l.out = out
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
 	}
 	l.floats = map[string]float32{"alpha": alpha}
-	naive := d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32)
-	if naive {
-		l.file = "matmul_naive.comp"
-		l.defines = []string{"LX=16", "LY=4"}
-		l.ssbos = []*gpu.Tensor{a, b}
-		if o.Bias != nil {
-			l.ssbos = append(l.ssbos, o.Bias)
-			l.defines = append(l.defines, "HAS_BIAS")
+	// Element strides between batch matrices (0: one matrix for all), and
+	// for the strided kernels along rows and columns. A block-quantized B
+	// is always one matrix.
+	l.ints = map[string]int{"M": g.M, "N": g.N, "K": g.K, "aBatch": 0}
+	if g.BatchA > 1 {
+		l.ints["aBatch"] = g.M * g.K
+	}
+	if id != kMatMulQBlock {
+		l.ints["bBatch"] = 0
+		if g.BatchB > 1 {
+			l.ints["bBatch"] = g.K * g.N
 		}
-		l.groups = [3]int{ceilDiv(g.N, 16), ceilDiv(g.M, 4), g.Batch}
-	} else if b.DType.Block() > 1 {
-		quantMatMul(l, a, b, o, g)
-	} else if b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4) {
-		l.file = "matmul_nt4.comp"
-		if !o.TransB {
-			l.file = "matmul_nn4.comp"
+	}
+	if id == kMatMulNaive || id == kMatMulStrided {
+		l.ints["aRow"], l.ints["aCol"] = g.K, 1
+		if o.TransA {
+			l.ints["aRow"], l.ints["aCol"] = 1, g.M
 		}
-		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), loader4("B", b)}
-		l.ins = []input{in4(a), in4(b)}
-		if o.Bias != nil {
-			l.ins = append(l.ins, in(o.Bias))
-			l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
+		l.ints["bRow"], l.ints["bCol"] = g.N, 1
+		if o.TransB {
+			l.ints["bRow"], l.ints["bCol"] = 1, g.K
 		}
-		l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
-	} else {
-		l.file = "matmul.comp"
-		l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader("A", a), loader("B", b)}
-		l.ins = []input{in(a), in(b)}
-		if o.Bias != nil {
-			l.ins = append(l.ins, in(o.Bias))
-			l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
-		}
-		l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
 	}
 	d.run("MatMul", l)
 	return out
+}
+
+// matMulKernel picks the matmul variant: the naive one when a test or
+// benchmark asks (F32 operands), the block-quantized one for a Q8_0/Q4_0/
+// Q4_K/Q5_K weight, the vector ones where rows are contiguous along K (and
+// for A.B along N) in whole texels of four, else the strided one.
+func (d *Device) matMulKernel(a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) kernelID {
+	switch {
+	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32):
+		return kMatMulNaive
+	case b.DType.Block() > 1:
+		return kMatMulQBlock
+	case b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4):
+		if o.TransB {
+			return kMatMulNT4
+		}
+		return kMatMulNN4
+	}
+	return kMatMulStrided
 }
 
 // Conv2D is a direct convolution (see gpu.Device).
@@ -169,24 +184,18 @@ func (d *Device) convDirect(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Te
 	c4 := g.C%4 == 0 && g.KH <= 4 && g.KW <= 4 && g.KH*g.KW <= 9 && g.SW <= 2 && !d.noVec4
 	px, py := convTile(g.OW, g.OH, c4 && g.SH == 1)
 	tilesW, tilesH := ceilDiv(g.OW, px), ceilDiv(g.OH, py)
-	// Tiles of at most 4 pixels take two samples an invocation (NT 2), in
-	// work groups of 8 so that the halved count still spreads over threads.
-	nt, lx := 1, convLX
+	// Tiles of at most 4 pixels take two samples an invocation.
+	id, nt := kConv2D, 1
 	if c4 && px*py <= 4 && g.N > 1 && !d.noFoldSamples {
-		nt, lx = 2, 8
+		id, nt = kConv2DPairs, 2
 	}
 	total := ceilDiv(g.N, nt) * ceilDiv(g.O, convOC) * tilesH * tilesW
-	l := &launch{
-		kernel: kernel{file: "conv2d.comp", defines: []string{
-			fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
-			fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), fmt.Sprintf("NT=%d", nt),
-			fmt.Sprintf("LX=%d", lx), loader("X", x)}},
-		ins: []input{in(x), in(w)},
-		out: out,
-		ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
-			"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "tilesH": tilesH, "NB": g.N},
-		groups: d.grid1D(total, lx),
-	}
+	l := d.newLaunch(id, [3]int{total}, fmt.Sprintf("KH=%d", g.KH), fmt.Sprintf("KW=%d", g.KW), fmt.Sprintf("SW=%d", g.SW),
+		fmt.Sprintf("PX=%d", px), fmt.Sprintf("PY=%d", py), loader("X", x))
+	l.ins = []input{in(x), in(w)}
+	l.out = out
+	l.ints = map[string]int{"C": g.C, "H": g.H, "W": g.W, "O": g.O, "OH": g.OH, "OW": g.OW,
+		"SH": g.SH, "PH": g.PH, "PW": g.PW, "tilesW": tilesW, "tilesH": tilesH, "NB": g.N}
 	if c4 {
 		l.ins[1] = in4(w)
 		l.defines = append(l.defines, "C4", loader4("W", w))
@@ -272,14 +281,11 @@ func (d *Device) groupNorm(op string, x, gamma, beta *gpu.Tensor, groups int, ep
 		return d.groupNormSplit(op, x, gamma, beta, groups, eps, act)
 	}
 	out := d.out(x.Shape)
-	l := &launch{
-		kernel: kernel{file: "groupnorm.comp", defines: append([]string{loader("X", x)}, act...)},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"C": c, "S": s, "G": groups, "rows": rows},
-		floats: map[string]float32{"eps": eps},
-	}
-	d.rowGrid(l, rows, count)
+	l := d.newLaunch(rowKernel(count, kGroupNorm, kGroupNormSerial), [3]int{rows}, append([]string{loader("X", x)}, act...)...)
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"C": c, "S": s, "G": groups, "rows": rows}
+	l.floats = map[string]float32{"eps": eps}
 	affine(l, gamma, beta)
 	d.run(op, l)
 	return out
@@ -293,51 +299,39 @@ func (d *Device) groupNormSplit(op string, x, gamma, beta *gpu.Tensor, groups in
 	rows, count := n*groups, x.Numel()/(n*groups)
 	chunks := ceilDiv(count, normChunk)
 	part := d.alloc(gpu.Shape{rows * chunks * 3}, gpu.F32, nil)
-	d.run(op, &launch{
-		kernel: kernel{file: "groupnorm_stats.comp", defines: []string{
-			fmt.Sprintf("LX=%d", serialLX), fmt.Sprintf("CH=%d", normChunk), loader4("X", x)}},
-		ins:    []input{in4(x)},
-		out:    part,
-		ints:   map[string]int{"count": count, "chunks": chunks, "rows": rows},
-		groups: d.grid1D(rows*chunks, serialLX),
-	})
-	stats := d.alloc(gpu.Shape{rows * 2}, gpu.F32, nil)
-	d.run(op, &launch{
-		kernel: kernel{file: "groupnorm_merge.comp", defines: []string{fmt.Sprintf("LX=%d", serialLX), loader("P", part)}},
-		ins:    []input{in(part)},
-		out:    stats,
-		ints:   map[string]int{"chunks": chunks, "rows": rows},
-		floats: map[string]float32{"eps": eps},
-		groups: d.grid1D(rows, serialLX),
-	})
+	stats := d.newLaunch(kGroupNormStats, [3]int{rows * chunks}, loader4("X", x))
+	stats.ins = []input{in4(x)}
+	stats.out = part
+	stats.ints = map[string]int{"count": count, "chunks": chunks, "rows": rows}
+	d.run(op, stats)
+	moments := d.alloc(gpu.Shape{rows * 2}, gpu.F32, nil)
+	merge := d.newLaunch(kGroupNormMerge, [3]int{rows}, loader("P", part))
+	merge.ins = []input{in(part)}
+	merge.out = moments
+	merge.ints = map[string]int{"chunks": chunks, "rows": rows}
+	merge.floats = map[string]float32{"eps": eps}
+	d.run(op, merge)
 	d.Release(part)
 	out := d.out(x.Shape)
 	n4 := x.Numel() / 4
-	l := &launch{
-		kernel: kernel{file: "groupnorm_apply.comp", defines: append([]string{
-			fmt.Sprintf("LX=%d", elemLX), loader4("X", x), loader("R", stats)}, act...)},
-		ins:    []input{in4(x), in(stats)},
-		out:    out,
-		ints:   map[string]int{"C": c, "S": s, "cpg": c / groups, "n4": n4},
-		groups: d.grid1D(n4, elemLX),
-	}
+	l := d.newLaunch(kGroupNormApply, [3]int{n4}, append([]string{loader4("X", x), loader("R", moments)}, act...)...)
+	l.ins = []input{in4(x), in(moments)}
+	l.out = out
+	l.ints = map[string]int{"C": c, "S": s, "cpg": c / groups, "n4": n4}
 	affine(l, gamma, beta)
 	d.run(op, l)
-	d.Release(stats)
+	d.Release(moments)
 	return out
 }
 
-// rowGrid sets the grid of a norm kernel over rows of n elements: one
-// invocation per row (SERIAL) when rows are short, so that a row costs no
-// barriers and many rows share a SIMD vector, else one work group per row.
-func (d *Device) rowGrid(l *launch, rows, n int) {
+// rowKernel picks a norm's kernel for rows of n elements: one invocation
+// per row (serial) when rows are short, so that a row costs no barriers and
+// many rows share a SIMD vector, else one work group per row (wide).
+func rowKernel(n int, wide, serial kernelID) kernelID {
 	if n <= serialRow {
-		l.defines = append(l.defines, "SERIAL", fmt.Sprintf("LX=%d", serialLX))
-		l.groups = d.grid1D(rows, serialLX)
-		return
+		return serial
 	}
-	l.defines = append(l.defines, fmt.Sprintf("LX=%d", rowLX))
-	l.groups = d.gridRows(rows)
+	return wide
 }
 
 // affine adds the optional gamma and beta of a norm on the next two texture
@@ -366,7 +360,8 @@ func (d *Device) checkOptional(op string, ts ...*gpu.Tensor) bool {
 }
 
 // LayerNorm normalises over the last dim (see gpu.Device). gamma and beta
-// may be nil (1 and 0).
+// may be nil (1 and 0). It is groupnorm.comp's LAYERNORM variant: one group
+// a row.
 func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor {
 	if !d.check("LayerNorm", x) || !d.checkOptional("LayerNorm", gamma, beta) {
 		return d.placeholder(shapeOf(x))
@@ -378,14 +373,11 @@ func (d *Device) LayerNorm(x, gamma, beta *gpu.Tensor, eps float32) *gpu.Tensor 
 	}
 	out := d.out(x.Shape)
 	rows := x.Numel() / c
-	l := &launch{
-		kernel: kernel{file: "layernorm.comp", defines: []string{loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"C": c, "rows": rows},
-		floats: map[string]float32{"eps": eps},
-	}
-	d.rowGrid(l, rows, c)
+	l := d.newLaunch(rowKernel(c, kLayerNorm, kLayerNormSerial), [3]int{rows}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"C": c, "rows": rows}
+	l.floats = map[string]float32{"eps": eps}
 	affine(l, gamma, beta)
 	d.run("LayerNorm", l)
 	return out
@@ -404,14 +396,11 @@ func (d *Device) RMSNorm(x, gamma *gpu.Tensor, eps float32) *gpu.Tensor {
 	}
 	out := d.out(x.Shape)
 	rows := x.Numel() / c
-	l := &launch{
-		kernel: kernel{file: "rmsnorm.comp", defines: []string{loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"C": c, "rows": rows},
-		floats: map[string]float32{"eps": eps},
-	}
-	d.rowGrid(l, rows, c)
+	l := d.newLaunch(rowKernel(c, kRMSNorm, kRMSNormSerial), [3]int{rows}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"C": c, "rows": rows}
+	l.floats = map[string]float32{"eps": eps}
 	if gamma != nil {
 		l.ins = append(l.ins, in(gamma))
 		l.defines = append(l.defines, "HAS_G", loader("G", gamma))
@@ -428,13 +417,11 @@ func (d *Device) Softmax(x *gpu.Tensor) *gpu.Tensor {
 	c := x.Dim(-1)
 	out := d.out(x.Shape)
 	rows := x.Numel() / c
-	d.run("Softmax", &launch{
-		kernel: kernel{file: "softmax.comp", defines: []string{fmt.Sprintf("LX=%d", rowLX), loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"C": c, "rows": rows},
-		groups: d.gridRows(rows),
-	})
+	l := d.newLaunch(kSoftmax, [3]int{rows}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"C": c, "rows": rows}
+	d.run("Softmax", l)
 	return out
 }
 
@@ -459,8 +446,7 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 	if d.useUnfusedAttention(h, dh, dv) {
 		return d.attentionUnfused(q, k, v, scale)
 	}
-	const qt = 4 // queries per invocation (fixed in attention.comp)
-	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), fmt.Sprintf("LX=%d", attnLX), loader("Q", q)}
+	defs := []string{fmt.Sprintf("D=%d", dh), fmt.Sprintf("DV=%d", dv), loader("Q", q)}
 	ins := []input{in(q), in(k), in(v)}
 	unroll := d.attnUnroll / 4
 	if dh%4 == 0 && dv%4 == 0 && !d.noVec4 {
@@ -477,14 +463,12 @@ func (d *Device) Attention(q, k, v *gpu.Tensor, o gpu.AttentionOpts) *gpu.Tensor
 		defs = append(defs, "UNROLL")
 	}
 	out := d.out(gpu.Shape{b, lq, h * dv})
-	d.run("Attention", &launch{
-		kernel: kernel{file: "attention.comp", defines: defs},
-		ins:    ins,
-		out:    out,
-		ints:   map[string]int{"Lq": lq, "Lk": lk, "H": h},
-		floats: map[string]float32{"scale": scale},
-		groups: [3]int{ceilDiv(ceilDiv(lq, qt), attnLX), h, b},
-	})
+	l := d.newLaunch(kAttention, [3]int{lq, h, b}, defs...)
+	l.ins = ins
+	l.out = out
+	l.ints = map[string]int{"Lq": lq, "Lk": lk, "H": h}
+	l.floats = map[string]float32{"scale": scale}
+	d.run("Attention", l)
 	return out
 }
 
@@ -533,51 +517,49 @@ func (d *Device) attentionUnfused(q, k, v *gpu.Tensor, scale float32) *gpu.Tenso
 	return out
 }
 
-// unary runs one OP_ variant of unary.comp.
-func (d *Device) unary(op, define string, x *gpu.Tensor, s, b float32) *gpu.Tensor {
+// unary runs one of unary.comp's element-wise functions.
+func (d *Device) unary(op string, id kernelID, x *gpu.Tensor, s, b float32) *gpu.Tensor {
 	if !d.check(op, x) {
 		return d.placeholder(shapeOf(x))
 	}
 	out := d.out(x.Shape)
 	n := x.Numel()
-	d.run(op, &launch{
-		kernel: kernel{file: "unary.comp", defines: []string{define, fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"n": n},
-		floats: map[string]float32{"s": s, "b": b},
-		groups: d.grid1D(n, elemLX),
-	})
+	l := d.newLaunch(id, [3]int{n}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"n": n}
+	l.floats = map[string]float32{"s": s, "b": b}
+	d.run(op, l)
 	return out
 }
 
 // SiLU is x * sigmoid(x).
-func (d *Device) SiLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("SiLU", "OP_SILU", x, 0, 0) }
+func (d *Device) SiLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("SiLU", kSiLU, x, 0, 0) }
 
 // GELU is the erf form.
-func (d *Device) GELU(x *gpu.Tensor) *gpu.Tensor { return d.unary("GELU", "OP_GELU", x, 0, 0) }
+func (d *Device) GELU(x *gpu.Tensor) *gpu.Tensor { return d.unary("GELU", kGELU, x, 0, 0) }
 
 // GELUTanh is the tanh approximation of GELU.
 func (d *Device) GELUTanh(x *gpu.Tensor) *gpu.Tensor {
-	return d.unary("GELUTanh", "OP_GELU_TANH", x, 0, 0)
+	return d.unary("GELUTanh", kGELUTanh, x, 0, 0)
 }
 
 // QuickGELU is x * sigmoid(1.702 x).
 func (d *Device) QuickGELU(x *gpu.Tensor) *gpu.Tensor {
-	return d.unary("QuickGELU", "OP_QUICKGELU", x, 0, 0)
+	return d.unary("QuickGELU", kQuickGELU, x, 0, 0)
 }
 
 // ReLU returns max(x, 0).
-func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("ReLU", "OP_RELU", x, 0, 0) }
+func (d *Device) ReLU(x *gpu.Tensor) *gpu.Tensor { return d.unary("ReLU", kReLU, x, 0, 0) }
 
 // SoftClamp returns s * tanh(x / s).
 func (d *Device) SoftClamp(x *gpu.Tensor, s float32) *gpu.Tensor {
-	return d.unary("SoftClamp", "OP_SOFTCLAMP", x, s, 0)
+	return d.unary("SoftClamp", kSoftClamp, x, s, 0)
 }
 
 // Scale returns x*s + b.
 func (d *Device) Scale(x *gpu.Tensor, s, b float32) *gpu.Tensor {
-	return d.unary("Scale", "OP_SCALE", x, s, b)
+	return d.unary("Scale", kScale, x, s, b)
 }
 
 // GEGLU returns a * GELU(g) for the halves (a, g) of the last dim.
@@ -594,23 +576,21 @@ func (d *Device) GEGLU(x *gpu.Tensor) *gpu.Tensor {
 	s[len(s)-1] = c / 2
 	out := d.out(s)
 	n := out.Numel()
-	d.run("GEGLU", &launch{
-		kernel: kernel{file: "unary.comp", defines: []string{"OP_GEGLU", fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"n": n, "halfC": c / 2},
-		groups: d.grid1D(n, elemLX),
-	})
+	l := d.newLaunch(kGEGLU, [3]int{n}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"n": n, "halfC": c / 2}
+	d.run("GEGLU", l)
 	return out
 }
 
 // Add is a + b with broadcasting.
-func (d *Device) Add(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Add", "OP_ADD", a, b) }
+func (d *Device) Add(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Add", kAdd, a, b) }
 
 // Mul is a * b with broadcasting.
-func (d *Device) Mul(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Mul", "OP_MUL", a, b) }
+func (d *Device) Mul(a, b *gpu.Tensor) *gpu.Tensor { return d.binary("Mul", kMul, a, b) }
 
-func (d *Device) binary(op, define string, a, b *gpu.Tensor) *gpu.Tensor {
+func (d *Device) binary(op string, id kernelID, a, b *gpu.Tensor) *gpu.Tensor {
 	if !d.check(op, a, b) {
 		return d.placeholder(shapeOf(a))
 	}
@@ -621,13 +601,10 @@ func (d *Device) binary(op, define string, a, b *gpu.Tensor) *gpu.Tensor {
 	}
 	out := d.out(shape)
 	n := out.Numel()
-	l := &launch{
-		kernel: kernel{file: "binary.comp", defines: []string{define, fmt.Sprintf("LX=%d", elemLX), loader("A", a), loader("B", b)}},
-		ins:    []input{in(a), in(b)},
-		out:    out,
-		ints:   map[string]int{"n": n},
-		groups: d.grid1D(n, elemLX),
-	}
+	l := d.newLaunch(id, [3]int{n}, loader("A", a), loader("B", b))
+	l.ins = []input{in(a), in(b)}
+	l.out = out
+	l.ints = map[string]int{"n": n}
 	if a.Shape.Equal(shape) && b.Shape.Equal(shape) {
 		l.defines = append(l.defines, "SAME")
 	} else {
@@ -722,14 +699,12 @@ func (d *Device) copyRegion(op string, src, dst *gpu.Tensor, shape, ss, ds []int
 		return
 	}
 	n := gpu.Shape(dims).Numel()
-	d.run(op, &launch{
-		kernel: kernel{file: "copy.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", src)}},
-		ins:    []input{in(src)},
-		out:    dst,
-		ints:   map[string]int{"n": n, "rank": len(dims), "sOff": sOff, "dOff": dOff},
-		arrays: map[string][]int32{"shape": i32(dims), "ss": i32(st[0]), "ds": i32(st[1])},
-		groups: d.grid1D(n, elemLX),
-	})
+	l := d.newLaunch(kCopy, [3]int{n}, loader("X", src))
+	l.ins = []input{in(src)}
+	l.out = dst
+	l.ints = map[string]int{"n": n, "rank": len(dims), "sOff": sOff, "dOff": dOff}
+	l.arrays = map[string][]int32{"shape": i32(dims), "ss": i32(st[0]), "ds": i32(st[1])}
+	d.run(op, l)
 }
 
 // Upsample2x is nearest-neighbour 2x upsampling of [N, C, H, W].
@@ -744,13 +719,11 @@ func (d *Device) Upsample2x(x *gpu.Tensor) *gpu.Tensor {
 	h, w := x.Dim(2), x.Dim(3)
 	out := d.out(gpu.Shape{x.Dim(0), x.Dim(1), 2 * h, 2 * w})
 	n := out.Numel()
-	d.run("Upsample2x", &launch{
-		kernel: kernel{file: "upsample.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
-		ins:    []input{in(x)},
-		out:    out,
-		ints:   map[string]int{"H": h, "W": w, "n": n},
-		groups: d.grid1D(n, elemLX),
-	})
+	l := d.newLaunch(kUpsample2x, [3]int{n}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = out
+	l.ints = map[string]int{"H": h, "W": w, "n": n}
+	d.run("Upsample2x", l)
 	return out
 }
 
@@ -877,13 +850,11 @@ func (d *Device) Embedding(table *gpu.Tensor, ids []int32) *gpu.Tensor {
 	idt := d.alloc(gpu.Shape{len(ids)}, gpu.F32, raw) // int32 bits, read through an R32I view
 	out := d.out(gpu.Shape{len(ids), c})
 	n := out.Numel()
-	d.run("Embedding", &launch{
-		kernel: kernel{file: "embedding.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", table)}},
-		ins:    []input{in(table), {idt, texI32}},
-		out:    out,
-		ints:   map[string]int{"n": n, "C": c},
-		groups: d.grid1D(n, elemLX),
-	})
+	l := d.newLaunch(kEmbedding, [3]int{n}, loader("X", table))
+	l.ins = []input{in(table), {idt, texI32}}
+	l.out = out
+	l.ints = map[string]int{"n": n, "C": c}
+	d.run("Embedding", l)
 	d.Release(idt)
 	return out
 }

@@ -171,7 +171,7 @@ func TestGLCases(t *testing.T) {
 
 // TestVariants runs the kernels that the default choices do not reach: the
 // naive matmul (the benchmark baseline; for F32 operands), the scalar tiled
-// matmul on the linear layout (instead of matmul_nt4), conv2d.comp without C4
+// matmul on the linear layout (MM_STRIDED instead of MM_NT4), conv2d.comp without C4
 // where C4 would apply, and attention with loops
 // instead of unrolled head dims (used for large head dims).
 func TestVariants(t *testing.T) {

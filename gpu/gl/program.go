@@ -158,6 +158,7 @@ type input struct {
 // thread.
 type launch struct {
 	kernel
+	spec   *kernelSpec   // its row of the ops table (nil: a test's own kernel)
 	ins    []input       // texture units 0, 1, ...
 	ssbos  []*gpu.Tensor // storage buffer bindings 1, 2, ... (read-only inputs)
 	out    *gpu.Tensor   // storage buffer binding 0
@@ -220,6 +221,10 @@ func (d *Device) window() int64 { return d.maxBlock / 256 * 256 }
 // run queues l. The output must fit outWindows storage-block windows and the
 // grid the dispatch limits; otherwise it records an error.
 func (d *Device) run(op string, l *launch) {
+	if err := l.checkUniforms(); err != nil {
+		d.Fail(fmt.Errorf("%s: %w", op, err))
+		return
+	}
 	ob := int64(l.out.Numel()) * 4
 	if w := d.window(); ob > w {
 		if ob > outWindows*w {
@@ -257,8 +262,11 @@ func (d *Device) glRun(op string, l *launch) {
 		start := time.Now()
 		defer func() {
 			key := l.file
+			if l.spec != nil {
+				key = l.spec.name
+			}
 			if d.profileDetail {
-				key = fmt.Sprintf("%s %v %v", l.file, l.groups, l.ints)
+				key = fmt.Sprintf("%s %v %v", key, l.groups, l.ints)
 			}
 			p := d.profile[key]
 			t := time.Since(start)

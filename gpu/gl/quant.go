@@ -8,10 +8,11 @@ import (
 
 // Quantized weights (Q8_0, Q4_0, Q4_K, Q5_K, F8_E4M3, F8_E5M2) stay packed
 // on the device and are dequantized inside the matmul kernels by the
-// readers of shaders/quant.glsl: the block formats in matmul_q.comp (a
-// scale pair per 32 weights), fp8 through matmul_nt4.comp's vector loader. They may only be the weight of a linear layer: the B
-// operand of a MatMul with TransB, 2-D (shared by every batch), its inner
-// dimension K a whole number of blocks. Every other op refuses them (the
+// readers of shaders/quant.glsl: the block formats in matmul.comp's
+// MM_QBLOCK variant (a scale pair per 32 weights), fp8 through the MM_NT4
+// variant's vector loader. They may only be the weight of a linear layer:
+// the B operand of a MatMul with TransB, 2-D (shared by every batch), its
+// inner dimension K a whole number of blocks. Every other op refuses them (the
 // loaders widen such weights to F16 at load).
 
 // quantMatMulOK says why a MatMul cannot take its quantized operands, or
@@ -42,17 +43,4 @@ func (d *Device) quantRefused(op string, ts []*gpu.Tensor) bool {
 		}
 	}
 	return false
-}
-
-// quantMatMul fills l for matmul_q.comp (B in a block format, checked by
-// quantMatMulOK).
-func quantMatMul(l *launch, a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) {
-	l.file = "matmul_q.comp"
-	l.defines = []string{fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", a), "QUANT_" + b.DType.String()}
-	l.ins = []input{in4(a), {b, texU32}}
-	if o.Bias != nil {
-		l.ins = append(l.ins, in(o.Bias))
-		l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", o.Bias))
-	}
-	l.groups = [3]int{ceilDiv(ceilDiv(g.N, mmTile), mmLX), ceilDiv(ceilDiv(g.M, mmTile), mmLY), g.Batch}
 }

@@ -14,8 +14,8 @@ import (
 
 var quantTypes = []gpu.DType{gpu.Q8_0, gpu.Q4_0, gpu.Q4_K, gpu.Q5_K, gpu.F8E4M3, gpu.F8E5M2}
 
-// Each quantized weight type through matmul_nt4.comp's loaders against
-// gpu/ref (which dequantizes to F32 and multiplies) on shapes whose M and
+// Each quantized weight type through matmul.comp (MM_QBLOCK for the block
+// formats, MM_NT4's vector loaders for fp8) against gpu/ref (which dequantizes to F32 and multiplies) on shapes whose M and
 // N straddle the 8x8 tiles, batched A, with and without a bias, and a
 // block count per row that makes Q8_0/Q4_0 rows start at odd byte offsets.
 func TestMatMulQuantized(t *testing.T) {

@@ -1,8 +1,6 @@
 package gl
 
 import (
-	"fmt"
-
 	"github.com/stepwise/stepwise/gpu"
 )
 
@@ -66,35 +64,28 @@ func (d *Device) convWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.
 	for o0 := 0; o0 < g.O; o0 += oc {
 		ocn := min(oc, g.O-o0)
 		u := d.alloc(gpu.Shape{36, g.C, ocn}, gpu.F32, nil)
-		d.run("Conv2D", &launch{
-			kernel: kernel{file: "winograd_weights.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("W", w)}},
-			ins:    []input{in(w)},
-			out:    u,
-			ints:   map[string]int{"C": g.C, "o0": o0, "Oc": ocn},
-			groups: d.grid1D(g.C*ocn, elemLX),
-		})
+		wl := d.newLaunch(kWinogradWeights, [3]int{g.C * ocn}, loader("W", w))
+		wl.ins = []input{in(w)}
+		wl.out = u
+		wl.ints = map[string]int{"C": g.C, "o0": o0, "Oc": ocn}
+		d.run("Conv2D", wl)
 		chunk := max(1, int(limit/(36*4*int64(max(g.C, ocn)))))
 		for t0 := 0; t0 < tiles; t0 += chunk {
 			tc := min(chunk, tiles-t0)
 			v := d.alloc(gpu.Shape{36, tc, g.C}, gpu.F32, nil)
-			d.run("Conv2D", &launch{
-				kernel: kernel{file: "winograd_input.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("X", x)}},
-				ins:    []input{in(x)},
-				out:    v,
-				ints: map[string]int{"C": g.C, "H": g.H, "W": g.W, "PH": g.PH, "PW": g.PW,
-					"tilesH": tilesH, "tilesW": tilesW, "tile0": t0, "Tc": tc},
-				groups: d.grid1D(tc*g.C, elemLX),
-			})
+			il := d.newLaunch(kWinogradInput, [3]int{tc * g.C}, loader("X", x))
+			il.ins = []input{in(x)}
+			il.out = v
+			il.ints = map[string]int{"C": g.C, "H": g.H, "W": g.W, "PH": g.PH, "PW": g.PW,
+				"tilesH": tilesH, "tilesW": tilesW, "tile0": t0, "Tc": tc}
+			d.run("Conv2D", il)
 			m := d.MatMul(v, u, gpu.MatMulOpts{})
 			d.Release(v)
-			l := &launch{
-				kernel: kernel{file: "winograd_output.comp", defines: []string{fmt.Sprintf("LX=%d", elemLX), loader("M", m)}},
-				ins:    []input{in(m)},
-				out:    out,
-				ints: map[string]int{"O": g.O, "o0": o0, "Oc": ocn, "OH": g.OH, "OW": g.OW,
-					"tilesH": tilesH, "tilesW": tilesW, "tile0": t0, "Tc": tc},
-				groups: d.grid1D(tc*ocn, elemLX),
-			}
+			l := d.newLaunch(kWinogradOutput, [3]int{tc * ocn}, loader("M", m))
+			l.ins = []input{in(m)}
+			l.out = out
+			l.ints = map[string]int{"O": g.O, "o0": o0, "Oc": ocn, "OH": g.OH, "OW": g.OW,
+				"tilesH": tilesH, "tilesW": tilesW, "tile0": t0, "Tc": tc}
 			if bias != nil {
 				l.ins = append(l.ins, in(bias))
 				l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
@@ -109,7 +100,7 @@ func (d *Device) convWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.
 }
 
 // usePointwise reports whether conv g is a 1x1 convolution that runs as a
-// matrix product (matmul_nn4.comp): [O, C] weights times each sample's
+// matrix product (matmul.comp's MM_NN4 variant): [O, C] weights times each sample's
 // [C, H*W] input. conv2d.comp reaches about a fifth of the matmul's rate on
 // these (no kernel window to reuse inputs across).
 func (d *Device) usePointwise(g gpu.ConvGeom) bool {
@@ -118,19 +109,15 @@ func (d *Device) usePointwise(g gpu.ConvGeom) bool {
 }
 
 // convPointwise computes the 1x1 conv g as out[n] = w · x[n] + bias (per
-// output channel, matmul_nn4.comp's BIAS_ROWS).
+// output channel, matmul.comp's MM_NN4 variant with BIAS_ROWS).
 func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	hw := g.H * g.W
-	l := &launch{
-		kernel: kernel{file: "matmul_nn4.comp", defines: []string{
-			fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), loader4("A", w), loader4("B", x)}},
-		ins:    []input{in4(w), in4(x)},
-		out:    out,
-		ints:   map[string]int{"M": g.O, "N": hw, "K": g.C, "aBatch": 0, "bBatch": g.C * hw},
-		floats: map[string]float32{"alpha": 1},
-		groups: [3]int{ceilDiv(ceilDiv(hw, mmTile), mmLX), ceilDiv(ceilDiv(g.O, mmTile), mmLY), g.N},
-	}
+	l := d.newLaunch(kMatMulNN4, [3]int{hw, g.O, g.N}, loader4("A", w), loader4("B", x))
+	l.ins = []input{in4(w), in4(x)}
+	l.out = out
+	l.ints = map[string]int{"M": g.O, "N": hw, "K": g.C, "aBatch": 0, "bBatch": g.C * hw}
+	l.floats = map[string]float32{"alpha": 1}
 	if bias != nil {
 		l.ins = append(l.ins, in(bias))
 		l.defines = append(l.defines, "HAS_BIAS", "BIAS_ROWS", loader("BIAS", bias))
