@@ -77,7 +77,8 @@ type runRec struct {
 	// Boundary is a DeepFloyd IF run's number of stage I frames (0 for
 	// other models): the timeline marks where stage II begins.
 	Boundary     int
-	Requested    time.Time // when the key was pressed
+	Requested    time.Time // when the key was pressed (a live run: the last edit)
+	Live         bool      // a live-mode run (live.go)
 	Started      time.Time // when the worker started it
 	FirstPreview time.Duration
 	FirstStep    time.Duration
