@@ -71,8 +71,8 @@ func (h *harness) waitStarted(n int) {
 // Live mode: a prompt typed key by key gives images as it is typed; a
 // burst of keys starts one run; an edit cancels the live run in flight;
 // the timeline keeps one live run; the image on screen is, bit for bit,
-// the image a session makes with the live profile (4 steps of ddim,
-// trailing schedule, the form's seed, guidance and size) for the final
+// the image a session makes with the live profile (4 steps of ddim with
+// the model's timestep spacing, the form's seed, guidance and size) for the final
 // prompt; turned off, ctrl+g runs the form's own steps and sampler.
 func TestLiveModeTypesAPrompt(t *testing.T) {
 	for name, open := range liveDevices(t) {
@@ -141,7 +141,7 @@ func TestLiveModeTypesAPrompt(t *testing.T) {
 
 			// The same image from a session on the same kind of device.
 			want := s
-			want.Prompt, want.Steps, want.Sampler, want.Schedule = "red heart", 4, "ddim", "trailing"
+			want.Prompt, want.Steps, want.Sampler, want.Schedule = "red heart", 4, "ddim", ""
 			sess := gen.NewSession(bundledOn(open), nil)
 			defer sess.Close()
 			_, _, err := sess.Load()
@@ -177,7 +177,7 @@ func TestLiveModeTypesAPrompt(t *testing.T) {
 	}
 }
 
-// The live profile: 4 steps of ddim with the trailing schedule, one image,
+// The live profile: 4 steps of ddim with the model's spacing, one image,
 // the form's seed, guidance, size and prompts.
 func TestLiveProfile(t *testing.T) {
 	s := presets.Default()
@@ -187,7 +187,7 @@ func TestLiveProfile(t *testing.T) {
 	got := liveProfile(&gen.Facts{}, s)
 	assert.Equal(t, 4, got.Steps)
 	assert.Equal(t, "ddim", got.Sampler)
-	assert.Equal(t, "trailing", got.Schedule)
+	assert.Equal(t, "", got.Schedule, "the model's own timestep spacing")
 	assert.Equal(t, 1, got.Batch)
 	assert.Nil(t, got.Eta, "ddim's own eta (0)")
 	assert.Equal(t, "cat face", got.Prompt)

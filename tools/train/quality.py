@@ -12,7 +12,7 @@ hit, red = miss) to tools/train/quality_grid.png, and generated | prompted | nea
 triples to runs/quality_pairs.png.
 
     /usr/bin/python3 tools/train/quality.py [--model models/bundled/stepwise-emoji]
-        [--steps 4 --schedule trailing]   # the studio's live profile (ddim, trailing timesteps)
+        [--steps 4 --schedule leading|trailing]   # 4 leading = the studio's live profile
 """
 
 import argparse
@@ -149,7 +149,7 @@ def main():
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's .json, else 6")
     ap.add_argument("--steps", type=int, default=STEPS)
     ap.add_argument("--schedule", choices=("leading", "trailing"), default="leading",
-                    help="DDIM timestep spacing; the studio's live mode is --steps 4 --schedule trailing")
+                    help="DDIM timestep spacing; the studio's live mode is --steps 4 with the model's (leading)")
     ap.add_argument("--data", default=T.DATA, help="folder with full64.npz and full64.json (train.py's data stage)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grid", default=os.path.join(HERE, "quality_grid.png"))
