@@ -522,6 +522,18 @@ func (s *Session) End(r *Run) {
 	}
 }
 
+// Forget drops run id (ending it first) and its snapshots: a caller that
+// replaces runs (the studio's live mode) keeps the session's memory to the
+// runs it shows. An unknown id is a no-op.
+func (s *Session) Forget(id int) {
+	r := s.runs[id]
+	if r == nil {
+		return
+	}
+	s.End(r)
+	delete(s.runs, id)
+}
+
 // FrameLatent returns frame i of run id: its predicted x0, or its x_t on
 // the VP scale.
 func (s *Session) FrameLatent(id, frame int, x0 bool) (*Run, sampler.Latent, error) {

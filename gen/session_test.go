@@ -275,3 +275,35 @@ func TestSessionRefusesABadSizeBeforeTheDevice(t *testing.T) {
 	require.NoError(t, err)
 	s.End(r)
 }
+
+// Forget drops a run: it is no longer known (its frames cannot be decoded
+// or branched), the other runs stay, and an unknown id is a no-op.
+func TestSessionForget(t *testing.T) {
+	s := bundledSession(t)
+	ctx := context.Background()
+	st := sessionSettings(s.Facts())
+	st.Steps = 2
+	a, err := s.Start(1, st)
+	require.NoError(t, err)
+	_, err = s.Finish(ctx, a, nil)
+	require.NoError(t, err)
+	b, err := s.Start(2, st)
+	require.NoError(t, err)
+	_, err = s.Step(ctx, b) // forgotten mid-run, as the studio drops a cancelled live run
+	require.NoError(t, err)
+
+	s.Forget(2)
+	assert.Nil(t, s.Run(2))
+	assert.Nil(t, b.Job.Cond, "its prompt embeddings are released")
+	_, err = s.Decode(2, 0, true)
+	assert.ErrorContains(t, err, "run 2")
+	_, err = s.Branch(3, 2, 0, st)
+	assert.ErrorContains(t, err, "run 2 has no frame 1")
+
+	require.NotNil(t, s.Run(1), "the other run stays")
+	imgs, err := s.Decode(1, 1, true)
+	require.NoError(t, err)
+	assert.Len(t, imgs, 1)
+	s.Forget(99)
+	assert.NotNil(t, s.Run(1))
+}

@@ -22,13 +22,15 @@ import (
 // harness drives a Model the way a tea.Program does: keys go to Update,
 // the worker's messages and the commands' results come back through msgs.
 type harness struct {
-	t    *testing.T
+	t    testing.TB
 	m    *Model
 	msgs chan tea.Msg
 	out  string // export folder
 	dir  string // preset folder
-	// started records the worker's run-start messages.
+	// started and ended record the worker's run-start and run-end
+	// messages.
 	started []runStartedMsg
+	ended   []runDoneMsg
 }
 
 // testSettings are small: the golden mini model makes 64x64 images.
@@ -50,7 +52,7 @@ func miniLoad(t testing.TB) LoadFunc {
 
 // newHarness starts a studio whose presets live under a temporary
 // XDG_CONFIG_HOME and whose exports go to a temporary folder.
-func newHarness(t *testing.T, s presets.Settings, load LoadFunc) *harness {
+func newHarness(t testing.TB, s presets.Settings, load LoadFunc) *harness {
 	t.Helper()
 	xdg := t.TempDir()
 	t.Setenv("XDG_CONFIG_HOME", xdg)
@@ -92,8 +94,11 @@ func (h *harness) run(cmd tea.Cmd) {
 }
 
 func (h *harness) update(msg tea.Msg) {
-	if s, ok := msg.(runStartedMsg); ok {
+	switch s := msg.(type) {
+	case runStartedMsg:
 		h.started = append(h.started, s)
+	case runDoneMsg:
+		h.ended = append(h.ended, s)
 	}
 	_, cmd := h.m.Update(msg)
 	h.run(cmd)
@@ -101,7 +106,7 @@ func (h *harness) update(msg tea.Msg) {
 
 var namedKeys = map[string]tea.KeyType{
 	"ctrl+g": tea.KeyCtrlG, "ctrl+s": tea.KeyCtrlS, "ctrl+e": tea.KeyCtrlE, "ctrl+x": tea.KeyCtrlX, "ctrl+z": tea.KeyCtrlZ, "ctrl+a": tea.KeyCtrlA, "f9": tea.KeyF9, "ctrl+o": tea.KeyCtrlO,
-	"ctrl+p": tea.KeyCtrlP, "ctrl+c": tea.KeyCtrlC, "ctrl+u": tea.KeyCtrlU, "ctrl+l": tea.KeyCtrlL,
+	"ctrl+p": tea.KeyCtrlP, "ctrl+c": tea.KeyCtrlC, "ctrl+u": tea.KeyCtrlU, "ctrl+l": tea.KeyCtrlL, "ctrl+t": tea.KeyCtrlT,
 	"ctrl+r": tea.KeyCtrlR, "ctrl+n": tea.KeyCtrlN, "esc": tea.KeyEsc, "tab": tea.KeyTab, "shift+tab": tea.KeyShiftTab,
 	"enter": tea.KeyEnter, "up": tea.KeyUp, "down": tea.KeyDown, "left": tea.KeyLeft,
 	"right": tea.KeyRight, "home": tea.KeyHome, "end": tea.KeyEnd, "backspace": tea.KeyBackspace,

@@ -12,7 +12,7 @@ import (
 // help bubble draws it.
 type keyMap struct {
 	// Global: work from any field.
-	Generate, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw, Undo key.Binding
+	Generate, Live, Cancel, Quit, Save, Export, Open, LoadModel, Presets, Help, Redraw, Undo key.Binding
 	// Edits only documents what an edit during a run does.
 	Edits                                                     key.Binding
 	NextField, PrevField                                      key.Binding
@@ -42,6 +42,7 @@ func newKeyMap() keyMap {
 	k, h := key.WithKeys, key.WithHelp
 	return keyMap{
 		Generate:  b(k("ctrl+g"), h("ctrl+g", "generate (restarts a run)")),
+		Live:      b(k("ctrl+t", "f8"), h("ctrl+t/f8", "live mode: regenerate as you type (4 steps)")),
 		Edits:     b(k("ctrl+g"), h("edits", "apply at the next ctrl+g (mid-run: restarts)")),
 		Cancel:    b(k("esc"), h("esc", "cancel run / back")),
 		Quit:      b(k("ctrl+c"), h("ctrl+c", "quit")),
@@ -139,7 +140,7 @@ func (k keyMap) ShortHelp() []key.Binding {
 // FullHelp implements help.KeyMap.
 func (k keyMap) FullHelp() [][]key.Binding {
 	return [][]key.Binding{
-		{k.Generate, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw, k.Undo},
+		{k.Generate, k.Live, k.Edits, k.Cancel, k.Quit, k.Save, k.Export, k.Open, k.LoadModel, k.Presets, k.Help, k.Redraw, k.Undo},
 		{k.NextField, k.PrevField, k.Nudge, k.Cycle, k.RollSeed, k.LockSeed},
 		{k.Pause, k.StepFwd, k.StepBack, k.First, k.Last, k.ToggleX0, k.Branch, k.Decode, k.PrevRun, k.NextRun},
 		{k.ViewMain, k.ViewSchedule, k.ViewForward, k.ViewSweep, k.ViewTrace},

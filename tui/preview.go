@@ -149,6 +149,9 @@ func (m *Model) previewPane(w, h int) string {
 		pic, what := m.shown(r)
 		what = ifShownLabel(r, what)
 		title = fmt.Sprintf("run %d", r.ID)
+		if r.Live {
+			title += " (live)"
+		}
 		if r.Parent >= 0 {
 			title += fmt.Sprintf(" (branch of %d at step %d)", r.Parent, r.At+1)
 		}

@@ -104,6 +104,9 @@ type inputsReadyMsg struct {
 	settings presets.Settings
 	inputs   *gen.Inputs
 	err      error
+	// live: the inputs of a live run (live.go), for the edit made at keyAt.
+	live  bool
+	keyAt time.Time
 }
 
 func hasImageInputs(s presets.Settings) bool {
@@ -117,6 +120,12 @@ func (m *Model) onInputsReady(msg inputsReadyMsg) tea.Cmd {
 	if msg.err != nil {
 		m.setError(fmt.Errorf("not generating: %w", msg.err))
 		return nil
+	}
+	if msg.live {
+		if !m.live.on {
+			return nil
+		}
+		return m.startLive(msg.settings, msg.inputs, msg.keyAt)
 	}
 	cmd := m.startRun(msg.settings, msg.inputs)
 	if note := msg.inputs.ResizeNote(msg.settings.Width, msg.settings.Height); note != "" && !m.statusErr {
@@ -276,6 +285,9 @@ func (m *Model) onRunDone(msg runDoneMsg) {
 	}
 	if m.active() == nil {
 		m.paused = false // the pause belonged to the run that ended
+	}
+	if r.Live {
+		m.onLiveDone(r, msg)
 	}
 }
 

@@ -80,7 +80,8 @@ type runRec struct {
 	Boundary int
 	// IFUp are a DeepFloyd IF run's stage II settings (nil: no stage II).
 	IFUp         *gen.IFUpscale
-	Requested    time.Time // when the key was pressed
+	Requested    time.Time // when the key was pressed (a live run: the last edit)
+	Live         bool      // a live-mode run (live.go)
 	Started      time.Time // when the worker started it
 	FirstPreview time.Duration
 	FirstStep    time.Duration

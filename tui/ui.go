@@ -265,6 +265,7 @@ type Model struct {
 	in    inputState // the image fields' files, read (imagefields.go)
 	mp    maskPaint  // mask painting (maskpaint.go)
 	inSeq int        // the last generate waiting for its input images
+	live  liveState  // live mode (live.go)
 }
 
 // New returns the studio model. Call Start to begin loading the model.
@@ -381,13 +382,17 @@ func (m *Model) Update(msg tea.Msg) (_ tea.Model, cmd tea.Cmd) {
 	if m.crash != nil {
 		return m, tea.Quit
 	}
+	prompt, negative := m.ed.prompt.Value(), m.ed.negative.Value()
 	if k, ok := msg.(tea.KeyMsg); ok && key.Matches(k, m.keys.Undo) && m.modal == nil {
 		m.undoChange()
-		return m, nil
+		return m, m.livePromptEdited(prompt, negative)
 	}
 	before := m.ed.state()
 	cmd = m.update(msg)
 	m.noteChange(before)
+	if c := m.livePromptEdited(prompt, negative); c != nil {
+		cmd = tea.Batch(cmd, c)
+	}
 	if m.focus != focusTimeline {
 		m.ed.page = m.focus.page()
 	}
@@ -503,6 +508,8 @@ func (m *Model) update(msg tea.Msg) tea.Cmd {
 		m.setStatus("init image: " + msg.path + " (an image without generation parameters; to fill another field, focus it on the image page, alt+i, and drop there)")
 	case inputsReadyMsg:
 		return m.onInputsReady(msg)
+	case liveTickMsg:
+		return m.onLiveTick(msg)
 	}
 	return nil
 }
@@ -571,6 +578,8 @@ func (m *Model) handleKey(k tea.KeyMsg) tea.Cmd {
 		return nil
 	case key.Matches(k, km.Generate):
 		return m.generate()
+	case key.Matches(k, km.Live):
+		return m.toggleLive()
 	case key.Matches(k, km.Save):
 		m.openModal(modalSave, "Save preset as", "")
 		return nil

@@ -61,6 +61,7 @@ type active struct {
 	run    *gen.Run
 	ctx    context.Context
 	cancel context.CancelFunc
+	live   bool // a live-mode run: no VAE previews of its steps (live.go)
 }
 
 // request is a unit of work for the worker.
@@ -99,7 +100,15 @@ type genReq struct {
 	// IFUp are the stage II settings of a DeepFloyd IF run or branch (the
 	// form's fields; nil: the session's, or the parent's).
 	IFUp *gen.IFUpscale
+	// Live marks a live-mode run (live.go): its steps are not
+	// VAE-decoded, so its image comes as soon as the steps and the
+	// final decode allow.
+	Live bool
 }
+
+// forgetReq drops a run from the session (a live run that another
+// replaced): its snapshots and embeddings are released.
+type forgetReq struct{ ID int }
 
 type stepReq struct{ ID int }
 type wakeReq struct{}
@@ -145,6 +154,7 @@ func (decodeReq) isRequest()  {}
 func (exportReq) isRequest()  {}
 func (sweepReq) isRequest()   {}
 func (forwardReq) isRequest() {}
+func (forgetReq) isRequest()  {}
 
 func newWorker(send func(tea.Msg)) *worker {
 	w := &worker{
@@ -361,6 +371,11 @@ func (w *worker) handle1(r request) {
 		w.sweep(r)
 	case taesdReq:
 		w.setTAESD(r)
+	case forgetReq:
+		if a := w.active; a != nil && a.run.ID == r.ID {
+			w.finish(a, context.Canceled)
+		}
+		w.sess.Forget(r.ID)
 	case forwardReq:
 		fw, err := w.sess.Forward(r.ID, r.Frame, max(r.N, 2), w.cheapVAE(max(r.N, 2)))
 		if err != nil {
@@ -398,7 +413,7 @@ func (w *worker) start(r genReq) {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &active{run: run, ctx: ctx, cancel: cancel}
+	a := &active{run: run, ctx: ctx, cancel: cancel, live: r.Live}
 	w.active = a
 	w.setRunCancel(cancel)
 	msg := runStartedMsg{ID: r.ID, Parent: r.Parent, At: r.At, Settings: run.Job.Settings,
@@ -435,7 +450,9 @@ func (w *worker) step(a *active) {
 	}
 	if st.Stage == 0 {
 		fr.X0, fr.Tiny = w.previews(st.Denoised) // the TAESD's decode when one is loaded (taesd.go)
-		w.vaeFrame(a.run, st.Took, &fr)
+		if !a.live {
+			w.vaeFrame(a.run, st.Took, &fr)
+		}
 	} else { // an IF frame's pixels are its picture: no VAE
 		fr.X0 = previewAll(w.sess.Facts(), st.Denoised)
 	}

@@ -12,6 +12,7 @@ hit, red = miss) to tools/train/quality_grid.png, and generated | prompted | nea
 triples to runs/quality_pairs.png.
 
     /usr/bin/python3 tools/train/quality.py [--model models/bundled/stepwise-emoji]
+        [--steps 4 --schedule leading|trailing]   # 4 leading = the studio's live profile
 """
 
 import argparse
@@ -52,7 +53,8 @@ def default_guidance(cfg):
 
 
 @torch.no_grad()
-def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pairs=None, batch=20, verbose=False):
+def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pairs=None, batch=20, verbose=False,
+             spacing="leading"):
     torch.set_num_threads(threads)
     t0 = time.time()
     cfg, unet, vae, text = T.load_exported(prefix)
@@ -67,7 +69,7 @@ def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pair
     outs = []
     for b in range(0, len(labels), batch):
         outs.append(T.sample(unet, text, vae, sf, tok(labels[b:b + batch]), tok([""]), steps=steps,
-                             guidance=guidance, seed=list(range(b, min(b + batch, len(labels))))))
+                             guidance=guidance, seed=list(range(b, min(b + batch, len(labels)))), spacing=spacing))
     gen = torch.cat(outs).clamp(-1, 1)
     if gen.shape[-1] != ref.shape[-1]:
         gen = F.interpolate(gen, size=ref.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
@@ -88,6 +90,7 @@ def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pair
         trip = torch.stack([torch.stack([gen[k], ref[i], ref[int(nn[k])]]) for k, (i, _) in enumerate(cases)])
         T.save_grid(trip.reshape(-1, *gen.shape[1:]), pairs, 24)
     return {"pct": 100.0 * sum(ok) / len(ok), "hits": sum(ok), "n": len(ok), "steps": steps, "guidance": guidance,
+            "spacing": spacing,
             "per_category": per, "rows": rows, "seconds": time.time() - t0, "res": cfg["vae"]["sample_size"]}
 
 
@@ -145,21 +148,26 @@ def main():
     ap.add_argument("--n", type=int, default=N)
     ap.add_argument("--guidance", type=float, default=None, help="default: the model's .json, else 6")
     ap.add_argument("--steps", type=int, default=STEPS)
+    ap.add_argument("--schedule", choices=("leading", "trailing"), default="leading",
+                    help="DDIM timestep spacing; the studio's live mode is --steps 4 with the model's (leading)")
+    ap.add_argument("--data", default=T.DATA, help="folder with full64.npz and full64.json (train.py's data stage)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grid", default=os.path.join(HERE, "quality_grid.png"))
     ap.add_argument("--runs", default=T.RUNS)
     args = ap.parse_args()
     os.makedirs(args.runs, exist_ok=True)
+    T.DATA = args.data
     pairs = os.path.join(args.runs, "quality_pairs.png")
-    r = evaluate(args.model, args.n, args.steps, args.guidance, args.threads, args.grid, pairs, verbose=True)
+    r = evaluate(args.model, args.n, args.steps, args.guidance, args.threads, args.grid, pairs, verbose=True,
+                 spacing=args.schedule)
     if args.grid:
         import shutil
         shutil.copy(args.grid, os.path.join(args.runs, "quality_grid.png"))
     print()
     print(per_category_table(r))
-    print("model %s (%dx%d): %d/%d = %.1f%% nearest-is-prompted (bar %.0f%%: %s), guidance %.1f, %d DDIM steps, %.0f s" % (
+    print("model %s (%dx%d): %d/%d = %.1f%% nearest-is-prompted (bar %.0f%%: %s), guidance %.1f, %d DDIM steps (%s), %.0f s" % (
         args.model, r["res"], r["res"], r["hits"], r["n"], r["pct"], BAR, "met" if r["pct"] >= BAR else "not met",
-        r["guidance"], r["steps"], r["seconds"]))
+        r["guidance"], r["steps"], r["spacing"], r["seconds"]))
     print("grid: %s (%d per row, reading order = lines above); pairs: %s (generated | prompted | nearest)" % (
         args.grid, 20, pairs))
 

@@ -611,8 +611,12 @@ def build_unet_text(dev):
 
 
 @torch.no_grad()
-def sample(unet, text, vae, sf, ids, uncond_ids, steps=20, guidance=6.0, seed=0, dev="cpu", size=None):
-    """DDIM (eta 0), 'leading' timesteps with steps_offset 1 (SD1.5 scheduler defaults).
+def sample(unet, text, vae, sf, ids, uncond_ids, steps=20, guidance=6.0, seed=0, dev="cpu", size=None,
+           spacing="leading"):
+    """DDIM (eta 0), 'leading' timesteps with steps_offset 1 (SD1.5 scheduler defaults), or
+    'trailing' timesteps (diffusers timestep_spacing="trailing": 999, 749, 499, 249 at 4
+    steps; Stepwise's ddim with the trailing schedule). Each step goes to t - 1000//steps
+    (alphas_cumprod[0] past the end), as diffusers' DDIMScheduler does for both spacings.
     seed: an int (one generator for the batch) or one seed per prompt."""
     dev = torch.device(dev) if isinstance(dev, str) else dev
     ac = M.scaled_linear_alphas_cumprod().to(dev)
@@ -626,14 +630,19 @@ def sample(unet, text, vae, sf, ids, uncond_ids, steps=20, guidance=6.0, seed=0,
     ctx = text(ids.to(dev))
     uctx = text(uncond_ids.to(dev)).expand(n, -1, -1) if uncond_ids.shape[0] == 1 else text(uncond_ids.to(dev))
     ratio = 1000 // steps
-    ts = [i * ratio + 1 for i in range(steps)][::-1]
+    if spacing == "leading":
+        ts = [i * ratio + 1 for i in range(steps)][::-1]
+    elif spacing == "trailing":
+        ts = [int(np.round(1000 - i * 1000 / steps)) - 1 for i in range(steps)]
+    else:
+        raise ValueError("spacing %r: want leading or trailing" % spacing)
     for i, t in enumerate(ts):
         tt = torch.full((2 * n,), float(t), device=dev)
         e = unet(torch.cat([x, x]), tt, torch.cat([uctx, ctx]))
         eu, ec = e.chunk(2)
         eps = eu + guidance * (ec - eu)
         a = ac[t]
-        ap = ac[ts[i + 1]] if i + 1 < len(ts) else ac[0]  # set_alpha_to_one false
+        ap = ac[t - ratio] if t - ratio >= 0 else ac[0]  # set_alpha_to_one false
         x0 = (x - (1 - a).sqrt() * eps) / a.sqrt()
         x = ap.sqrt() * x0 + (1 - ap).sqrt() * eps
     return vae.decode(x / sf)
