@@ -321,7 +321,11 @@ func printBench(w io.Writer, r *benchReport) {
 	for _, s := range r.Stages {
 		fmt.Fprintf(w, "%-26s %10.4f %10.2f %10.2f\n", s.Stage, s.Seconds, s.GFLOP, s.GFLOPS)
 	}
-	fmt.Fprintf(w, "\nunet step (mean after the first) %.4fs = %.2f it/s\n", r.StepSeconds, r.ItPerSec)
+	rate := fmt.Sprintf("%.2f it/s", r.ItPerSec)
+	if r.ItPerSec < 1 { // A1111's convention for slow steps
+		rate = fmt.Sprintf("%.2f s/it", r.StepSeconds)
+	}
+	fmt.Fprintf(w, "\nunet step (mean after the first) %.4fs = %s\n", r.StepSeconds, rate)
 	fmt.Fprintf(w, "prompt to image %.3fs; device memory peak %.1f MiB, resident %.1f MiB\n",
 		r.TotalSeconds, float64(r.PeakBytes)/(1<<20), float64(r.Resident)/(1<<20))
 	if r.NewBuffers >= 0 {

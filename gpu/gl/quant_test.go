@@ -102,3 +102,33 @@ func BenchmarkMatMulQ4_0(b *testing.B)   { benchQuant(b, gpu.Q4_0) }
 func BenchmarkMatMulQ4_K(b *testing.B)   { benchQuant(b, gpu.Q4_K) }
 func BenchmarkMatMulQ5_K(b *testing.B)   { benchQuant(b, gpu.Q5_K) }
 func BenchmarkMatMulF8E4M3(b *testing.B) { benchQuant(b, gpu.F8E4M3) }
+
+// BenchmarkFluxQKV* time one of Flux's linear layers at 512x512 in each
+// weight format: the 1536 tokens (1024 image + 512 T5) of a step through a
+// 3072 -> 9216 projection (a double block's qkv), 87 GFLOP a call. The
+// linear layers are ~92% of a Flux step's FLOPs, so a step's seconds per
+// format follow from these rates (README, "Quantized weights").
+func benchFluxQKV(b *testing.B, dt gpu.DType) {
+	d := fresh(b)
+	r := rand.New(rand.NewPCG(3, 4))
+	const m, k, n = 1536, 3072, 9216
+	x := d.Upload(randn(r, m*k), m, k)
+	var y *gpu.Tensor
+	if dt == gpu.F16 {
+		y = d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, n*k)), n, k)
+	} else {
+		raw, err := ref.Quantize(dt, randn(r, n*k))
+		if err != nil {
+			b.Fatal(err)
+		}
+		y = d.UploadRaw(dt, raw, n, k)
+	}
+	benchOp(b, d, 2*m*k*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: true}) })
+}
+
+func BenchmarkFluxQKVF16(b *testing.B)    { benchFluxQKV(b, gpu.F16) }
+func BenchmarkFluxQKVQ8_0(b *testing.B)   { benchFluxQKV(b, gpu.Q8_0) }
+func BenchmarkFluxQKVQ4_0(b *testing.B)   { benchFluxQKV(b, gpu.Q4_0) }
+func BenchmarkFluxQKVQ4_K(b *testing.B)   { benchFluxQKV(b, gpu.Q4_K) }
+func BenchmarkFluxQKVQ5_K(b *testing.B)   { benchFluxQKV(b, gpu.Q5_K) }
+func BenchmarkFluxQKVF8E4M3(b *testing.B) { benchFluxQKV(b, gpu.F8E4M3) }
