@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/ref"
 )
@@ -21,15 +23,11 @@ func randn(r *rand.Rand, n int) []float32 {
 func benchOp(b *testing.B, d *Device, flops float64, op func() *gpu.Tensor) {
 	b.Helper()
 	d.Release(op()) // compile and warm up outside the timing
-	if err := d.Finish(); err != nil {
-		b.Fatal(err)
-	}
+	require.NoError(b, d.Finish())
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		d.Release(op())
-		if err := d.Finish(); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, d.Finish())
 	}
 	b.StopTimer()
 	b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
@@ -153,9 +151,7 @@ func BenchmarkTinyOps(b *testing.B) {
 			y = z
 		}
 		d.Release(y)
-		if err := d.Finish(); err != nil {
-			b.Fatal(err)
-		}
+		require.NoError(b, d.Finish())
 	}
 	run()
 	b.ResetTimer()

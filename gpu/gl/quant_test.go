@@ -82,20 +82,25 @@ func TestQuantizedRefused(t *testing.T) {
 	assert.Len(t, got, 64)
 }
 
-// BenchmarkMatMulQ* time a 1024x1024x1024 linear layer with a quantized
-// weight (compare BenchmarkMatMul1024Linear*, F32 and F16 weights).
-func benchQuant(b *testing.B, dt gpu.DType) {
+// benchLinearAs times an [m, k] x [n, k]^T linear layer whose weight is of
+// type dt (F16 or a quantized type).
+func benchLinearAs(b *testing.B, dt gpu.DType, m, k, n int) {
 	d := fresh(b)
 	r := rand.New(rand.NewPCG(1, 2))
-	const n = 1024
-	x := d.Upload(randn(r, n*n), n, n)
-	raw, err := ref.Quantize(dt, randn(r, n*n))
-	if err != nil {
-		b.Fatal(err)
+	x := d.Upload(randn(r, m*k), m, k)
+	raw := ref.EncodeF16(randn(r, n*k))
+	if dt != gpu.F16 {
+		var err error
+		raw, err = ref.Quantize(dt, randn(r, n*k))
+		require.NoError(b, err)
 	}
-	y := d.UploadRaw(dt, raw, n, n)
-	benchOp(b, d, 2*n*n*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: true}) })
+	y := d.UploadRaw(dt, raw, n, k)
+	benchOp(b, d, 2*float64(m)*float64(k)*float64(n), func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: true}) })
 }
+
+// BenchmarkMatMulQ* time a 1024x1024x1024 linear layer with a quantized
+// weight (compare BenchmarkMatMul1024Linear*, F32 and F16 weights).
+func benchQuant(b *testing.B, dt gpu.DType) { benchLinearAs(b, dt, 1024, 1024, 1024) }
 
 func BenchmarkMatMulQ8_0(b *testing.B)   { benchQuant(b, gpu.Q8_0) }
 func BenchmarkMatMulQ4_0(b *testing.B)   { benchQuant(b, gpu.Q4_0) }
@@ -108,23 +113,7 @@ func BenchmarkMatMulF8E4M3(b *testing.B) { benchQuant(b, gpu.F8E4M3) }
 // 3072 -> 9216 projection (a double block's qkv), 87 GFLOP a call. The
 // linear layers are ~92% of a Flux step's FLOPs, so a step's seconds per
 // format follow from these rates (README, "Quantized weights").
-func benchFluxQKV(b *testing.B, dt gpu.DType) {
-	d := fresh(b)
-	r := rand.New(rand.NewPCG(3, 4))
-	const m, k, n = 1536, 3072, 9216
-	x := d.Upload(randn(r, m*k), m, k)
-	var y *gpu.Tensor
-	if dt == gpu.F16 {
-		y = d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, n*k)), n, k)
-	} else {
-		raw, err := ref.Quantize(dt, randn(r, n*k))
-		if err != nil {
-			b.Fatal(err)
-		}
-		y = d.UploadRaw(dt, raw, n, k)
-	}
-	benchOp(b, d, 2*m*k*n, func() *gpu.Tensor { return d.MatMul(x, y, gpu.MatMulOpts{TransB: true}) })
-}
+func benchFluxQKV(b *testing.B, dt gpu.DType) { benchLinearAs(b, dt, 1536, 3072, 9216) }
 
 func BenchmarkFluxQKVF16(b *testing.B)    { benchFluxQKV(b, gpu.F16) }
 func BenchmarkFluxQKVQ8_0(b *testing.B)   { benchFluxQKV(b, gpu.Q8_0) }
