@@ -228,6 +228,32 @@ func refusePickle(path string) error {
 	return nil
 }
 
+// precisionTags are the weight-variant tags a file name may carry before its
+// extension (diffusers' variant names: "model.fp16.safetensors"); the side
+// config of "m.fp16.safetensors" may be "m.json", as the bundled model's is.
+var precisionTags = []string{".fp16", ".fp32", ".bf16", ".fp8"}
+
+// SideConfig returns the config file beside a single-file checkpoint, or ""
+// when there is none: the file's base name with .json, .yaml or .yml, first
+// as it is ("m.fp16.json"), then without a precision tag ("m.json").
+func SideConfig(path string) string {
+	base := strings.TrimSuffix(path, filepath.Ext(path))
+	bases := []string{base}
+	for _, tag := range precisionTags {
+		if t := strings.TrimSuffix(base, tag); t != base && t != "" && !os.IsPathSeparator(t[len(t)-1]) {
+			bases = append(bases, t)
+		}
+	}
+	for _, b := range bases {
+		for _, ext := range []string{".json", ".yaml", ".yml"} {
+			if st, err := os.Stat(b + ext); err == nil && st.Mode().IsRegular() {
+				return b + ext
+			}
+		}
+	}
+	return ""
+}
+
 // Load opens a checkpoint: path is a .safetensors file in the original
 // single-file layout or a diffusers folder. A single file may also hold
 // diffusers names under "unet.", "vae." and "text_encoder." prefixes (as
@@ -235,7 +261,7 @@ func refusePickle(path string) error {
 // may name a JSON bundle of diffusers configs ("unet", "vae",
 // "text_encoder", "scheduler") or an original LDM .yaml inference config;
 // without it a side file with the same base name and .json/.yaml/.yml is
-// used, else the hyper-parameters are inferred from the tensor shapes and
+// used (see SideConfig), else the hyper-parameters are inferred from the tensor shapes and
 // SD 1.5's defaults.
 func Load(path, configPath string) (*Model, error) {
 	st, err := os.Stat(path)
@@ -258,13 +284,7 @@ func Load(path, configPath string) (*Model, error) {
 	var cfg *configs
 	source := ""
 	if configPath == "" {
-		base := strings.TrimSuffix(path, filepath.Ext(path))
-		for _, ext := range []string{".json", ".yaml", ".yml"} {
-			if _, err := os.Stat(base + ext); err == nil {
-				configPath = base + ext
-				break
-			}
-		}
+		configPath = SideConfig(path)
 	}
 	if configPath != "" {
 		c, err := readConfigFile(configPath)

@@ -198,3 +198,37 @@ func TestStats(t *testing.T) {
 		t.Error("close")
 	}
 }
+
+// TestSideConfigVariantName: "m.fp16.safetensors" finds "m.fp16.json" first,
+// else "m.json" (the bundled model's and train export's naming); without it
+// the bundled model's 8x8 latents were inferred as SD 1.5's 64 (256x256).
+func TestSideConfigVariantName(t *testing.T) {
+	dir := t.TempDir()
+	weights, err := os.ReadFile(filepath.Join("..", "bundled", "stepwise-emoji.fp16.safetensors"))
+	require.NoError(t, err)
+	cfg, err := os.ReadFile(filepath.Join("..", "bundled", "stepwise-emoji.json"))
+	require.NoError(t, err)
+	file := filepath.Join(dir, "emoji.fp16.safetensors")
+	require.NoError(t, os.WriteFile(file, weights, 0o644))
+
+	assert.Equal(t, "", SideConfig(file))
+	inferred, err := Load(file, "")
+	require.NoError(t, err)
+	defer inferred.Close()
+	assert.Contains(t, inferred.ConfigSource, "inferred")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "emoji.json"), cfg, 0o644))
+	assert.Equal(t, filepath.Join(dir, "emoji.json"), SideConfig(file))
+	m, err := Load(file, "")
+	require.NoError(t, err)
+	defer m.Close()
+	assert.Equal(t, filepath.Join(dir, "emoji.json"), m.ConfigSource)
+	assert.Equal(t, 8, m.UNet.SampleSize, "the bundled model's latent side")
+
+	require.NoError(t, os.Mkdir(filepath.Join(dir, "emoji.fp16.json"), 0o755)) // not a file: skipped
+	assert.Equal(t, filepath.Join(dir, "emoji.json"), SideConfig(file))
+	require.NoError(t, os.Remove(filepath.Join(dir, "emoji.fp16.json")))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "emoji.fp16.json"), cfg, 0o644))
+	assert.Equal(t, filepath.Join(dir, "emoji.fp16.json"), SideConfig(file))
+	assert.Equal(t, "", SideConfig(filepath.Join(dir, ".fp16.safetensors")))
+}
