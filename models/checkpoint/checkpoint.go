@@ -246,7 +246,9 @@ func SideConfig(path string) string {
 	}
 	for _, b := range bases {
 		for _, ext := range []string{".json", ".yaml", ".yml"} {
-			if st, err := os.Stat(b + ext); err == nil && st.Mode().IsRegular() {
+			// A folder is skipped; any other kind of file is taken, so that a
+			// FIFO or a device there is refused by name when it is read.
+			if st, err := os.Stat(b + ext); err == nil && !st.IsDir() {
 				return b + ext
 			}
 		}
