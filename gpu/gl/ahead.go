@@ -2,6 +2,7 @@ package gl
 
 import (
 	"strings"
+	"time"
 	"unsafe"
 
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
@@ -64,18 +65,60 @@ func (d *Device) CompileAhead(work func(), progress func(done, total int)) error
 	if progress != nil {
 		progress(0, len(todo))
 	}
-	for i, k := range todo {
-		if d.Interrupted() {
-			break // the rest is built when first used
+	// The GL thread and the compile workers take programs from one queue;
+	// the GL thread adopts what the workers built (compilers.go).
+	queue := make(chan need, len(todo))
+	for _, k := range slowFirst(todo, needs) {
+		queue <- needs[k]
+	}
+	close(queue)
+	finished := make(chan string, len(todo))
+	stop := d.startCompilers(compileWorkers(len(todo)), queue, finished)
+	defer stop()
+	tick := time.NewTicker(50 * time.Millisecond) // to see an interrupt while waiting
+	defer tick.Stop()
+	take := queue
+	for done := 0; done < len(todo) && !d.Interrupted(); {
+		select {
+		case n, ok := <-take:
+			if !ok {
+				take = nil // all taken: wait for the workers
+				continue
+			}
+			d.call(func() { d.glAhead(n) })
+		case key := <-finished:
+			n := needs[key]
+			d.call(func() { d.glAdopt(n) })
+		case <-tick.C:
+			continue
 		}
-		n := needs[k]
-		d.call(func() { d.glAhead(n) })
+		done++
 		if progress != nil {
-			progress(i+1, len(todo))
+			progress(done, len(todo))
 		}
 	}
-	d.call(d.glFreeDummies)
+	d.call(func() { d.warm.free(false) })
 	return d.Err()
+}
+
+// slowFirst orders keys so that the programs slowest to compile come first
+// (the unrolled convolution and attention kernels take 2-4 times the others
+// on llvmpipe): with several threads compiling, none is left alone with a
+// slow one at the end. The order is otherwise kept.
+func slowFirst(keys []string, needs map[string]need) []string {
+	slow := func(k string) bool { f := needs[k].file; return f == "conv2d.comp" || f == "attention.comp" }
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if slow(k) {
+			out = append(out, k)
+		}
+	}
+	for _, k := range keys {
+		if !slow(k) {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // Built is the number of programs this device has built (compiled, or
@@ -122,11 +165,25 @@ func (d *Device) glAhead(n need) {
 	if err != nil || !d.compilesAtDispatch() {
 		return
 	}
-	if d.dummy == nil {
-		d.dummy = &buffer{size: dummyBytes}
-		d.dummyOut = &buffer{size: dummyBytes}
+	d.warm.dispatch(p.id, n)
+	d.glCheck("compiling ahead")
+}
+
+// warmer holds the buffers that warm-up dispatches bind, for one context.
+type warmer struct {
+	in, out *buffer
+	sized   map[int64]*buffer // by size, see buffer
+}
+
+// dispatch runs prog once on a single work group with n's inputs bound to
+// dummy buffers of their sizes and texture formats, so that a driver that
+// compiles at dispatch builds the variant n's real launches will use.
+func (w *warmer) dispatch(prog uint32, n need) {
+	if w.in == nil {
+		w.in = &buffer{size: dummyBytes}
+		w.out = &buffer{size: dummyBytes}
 		zeros := make([]byte, dummyBytes)
-		for _, b := range []*buffer{d.dummy, d.dummyOut} {
+		for _, b := range []*buffer{w.in, w.out} {
 			gogl.GenBuffers(1, &b.id)
 			gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
 			gogl.BufferData(gogl.COPY_WRITE_BUFFER, dummyBytes, unsafe.Pointer(&zeros[0]), gogl.DYNAMIC_COPY)
@@ -137,52 +194,58 @@ func (d *Device) glAhead(n need) {
 		if f < 0 {
 			continue
 		}
-		b := d.dummySized(n.sizes[unit])
 		gogl.ActiveTexture(gogl.TEXTURE0 + uint32(unit))
-		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(b, f))
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, glTexture(w.buffer(n.sizes[unit]), f))
 	}
 	for i := 0; i < n.ssbos; i++ {
-		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, uint32(i+1), d.dummy.id, 0, dummyBytes)
+		gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, uint32(i+1), w.in.id, 0, dummyBytes)
 	}
-	gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, d.dummyOut.id, 0, dummyBytes)
+	gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, 0, w.out.id, 0, dummyBytes)
 	if n.windows {
 		for _, binding := range []uint32{4, 5, 6, 7} {
-			gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, binding, d.dummyOut.id, 0, dummyBytes)
+			gogl.BindBufferRange(gogl.SHADER_STORAGE_BUFFER, binding, w.out.id, 0, dummyBytes)
 		}
 	}
-	gogl.UseProgram(p.id)
+	gogl.UseProgram(prog)
 	gogl.DispatchCompute(1, 1, 1)
 	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
-	d.glCheck("compiling ahead")
 }
 
-// dummySized is a buffer of size bytes for warm-up dispatches: llvmpipe's
+// buffer is a buffer of size bytes for warm-up dispatches: llvmpipe's
 // variant key depends on the bytes of each buffer a texture views (not only
 // on whether they are a power of two), so a warm-up over buffers of other
 // sizes compiled variants the real launch did not use. Its storage is never
-// written, so it costs address space, not memory; glFreeDummies deletes them.
-func (d *Device) dummySized(size int64) *buffer {
-	if d.dummies == nil {
-		d.dummies = map[int64]*buffer{}
+// written, so it costs address space, not memory; free deletes them.
+func (w *warmer) buffer(size int64) *buffer {
+	if w.sized == nil {
+		w.sized = map[int64]*buffer{}
 	}
-	b := d.dummies[size]
+	b := w.sized[size]
 	if b == nil {
 		b = &buffer{size: size}
 		gogl.GenBuffers(1, &b.id)
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
 		gogl.BufferData(gogl.COPY_WRITE_BUFFER, int(size), nil, gogl.DYNAMIC_COPY)
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
-		d.dummies[size] = b
+		w.sized[size] = b
 	}
 	return b
 }
 
-// glFreeDummies deletes the warm-up buffers.
-func (d *Device) glFreeDummies() {
-	for _, b := range d.dummies {
-		d.glDelete(b)
+// free deletes the sized buffers, and the two small ones too when all is set.
+func (w *warmer) free(all bool) {
+	for _, b := range w.sized {
+		glDelete(b)
 	}
-	d.dummies = nil
+	w.sized = nil
+	if all {
+		for _, b := range []*buffer{w.in, w.out} {
+			if b != nil {
+				glDelete(b)
+			}
+		}
+		w.in, w.out = nil, nil
+	}
 }
 
 // dryDownload is Download during a dry run: zeros of t's size.
@@ -197,7 +260,7 @@ func (d *Device) TrimPool() {
 	d.call(func() {
 		for size, list := range d.pool {
 			for _, b := range list {
-				d.glDelete(b)
+				glDelete(b)
 			}
 			delete(d.pool, size)
 		}

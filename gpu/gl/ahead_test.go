@@ -35,7 +35,18 @@ func aheadCases(t *testing.T) []gputest.Case {
 // reports its progress counting up to the total of programs built, and the
 // real run afterwards builds no program and still matches the reference
 // (the warm-up dispatches leave no state behind).
+// With compile workers (three threads) some programs are built in their
+// shared contexts and adopted by the GL thread; with one thread none are.
 func TestCompileAhead(t *testing.T) {
+	for _, threads := range []string{"1", "3"} {
+		t.Run("threads_"+threads, func(t *testing.T) {
+			t.Setenv("STEPWISE_GL_COMPILE_THREADS", threads)
+			testCompileAhead(t, threads != "1")
+		})
+	}
+}
+
+func testCompileAhead(t *testing.T, workers bool) {
 	t.Setenv("STEPWISE_GL_CACHE", t.TempDir()) // programs are compiled, not loaded
 	d := fresh(t)
 	cases := aheadCases(t)
@@ -72,6 +83,14 @@ func TestCompileAhead(t *testing.T) {
 		}
 	})
 	assert.Equal(t, total, built, "programs built ahead")
+	var adopted, waiting int
+	d.call(func() { adopted, waiting = d.adopted, len(d.built) })
+	if workers {
+		assert.Positive(t, adopted, "programs built by workers")
+	} else {
+		assert.Zero(t, adopted, "no workers with one thread")
+	}
+	assert.Zero(t, waiting, "every program a worker built was adopted")
 
 	for _, c := range cases {
 		assert.NoError(t, gputest.CheckCase(ref.New(), d, c, 1e-4))
@@ -89,20 +108,27 @@ func TestCompileAhead(t *testing.T) {
 
 // TestCompileAheadBadProgram: a program that does not compile is left to
 // its first real launch, which reports it naming the shader.
+// Two bad programs and two threads: whichever thread built one, its
+// error waits for the launch.
 func TestCompileAheadBadProgram(t *testing.T) {
+	t.Setenv("STEPWISE_GL_COMPILE_THREADS", "2")
 	d := fresh(t)
-	l := &launch{kernel: kernel{file: "unary.comp", defines: []string{"LX=64", "X_LOADER=NO_SUCH_LOADER"}}}
-	require.NoError(t, d.CompileAhead(func() {
-		x := d.Upload([]float32{1, 2, 3}, 3)
-		l.ins = []input{in(x)}
-		l.out = d.out(x.Shape)
-		l.groups = [3]int{1, 1, 1}
-		d.run("Bad", l)
-	}, nil), "building ahead does not fail the device")
-	x := d.Upload([]float32{1, 2, 3}, 3)
-	l.ins = []input{in(x)}
-	l.out = d.out(x.Shape)
-	d.run("Bad", l)
+	bad := func(lx string) *launch {
+		return &launch{kernel: kernel{file: "unary.comp", defines: []string{"LX=" + lx, "X_LOADER=NO_SUCH_LOADER"}}}
+	}
+	launches := []*launch{bad("64"), bad("32")}
+	runAll := func() {
+		for _, l := range launches {
+			x := d.Upload([]float32{1, 2, 3}, 3)
+			l.ins = []input{in(x)}
+			l.out = d.out(x.Shape)
+			l.groups = [3]int{1, 1, 1}
+			d.run("Bad", l)
+		}
+	}
+	require.NoError(t, d.CompileAhead(runAll, nil), "building ahead does not fail the device")
+	require.NoError(t, d.Err())
+	runAll()
 	err := d.Finish()
 	require.Error(t, err)
 	assert.True(t, strings.Contains(err.Error(), "unary.comp"), "error names the shader: %v", err)
@@ -130,4 +156,16 @@ func TestTrimPool(t *testing.T) {
 	got, err := d.Download(y)
 	require.NoError(t, err)
 	assert.Equal(t, float32(0), got[0])
+}
+
+// TestSlowFirst: convolution and attention programs go first, each group
+// in its original order.
+func TestSlowFirst(t *testing.T) {
+	needs := map[string]need{}
+	for _, k := range []string{"a:add", "b:conv2d", "c:matmul", "d:attention", "e:conv2d"} {
+		file, _, _ := strings.Cut(k[2:], ":")
+		needs[k] = need{kernel: kernel{file: file + ".comp"}}
+	}
+	got := slowFirst([]string{"a:add", "b:conv2d", "c:matmul", "d:attention", "e:conv2d"}, needs)
+	assert.Equal(t, []string{"b:conv2d", "d:attention", "e:conv2d", "a:add", "c:matmul"}, got)
 }

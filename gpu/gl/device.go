@@ -107,13 +107,20 @@ type Device struct {
 
 	// dry (caller side) is set while CompileAhead runs its work: ops record
 	// their programs in dryNeeds (first met first in dryOrder) and neither
-	// allocate nor dispatch. dummy and dummyOut (GL thread) are the buffers
-	// its warm-up dispatches bind.
-	dry             bool
-	dryNeeds        map[string]need
-	dryOrder        []string
-	dummy, dummyOut *buffer
-	dummies         map[int64]*buffer // by size, see dummySized
+	// allocate nor dispatch. warm (GL thread) holds the buffers its warm-up
+	// dispatches bind.
+	dry      bool
+	dryNeeds map[string]need
+	dryOrder []string
+	warm     warmer
+
+	// Compile workers (see compilers.go): programs they built in their
+	// shared contexts wait in built (guarded by builtMu) until the GL thread
+	// adopts them; Close waits for the workers.
+	compilers sync.WaitGroup
+	builtMu   sync.Mutex
+	built     map[string]builtProgram
+	adopted   int // programs the GL thread took from workers (for tests)
 }
 
 type profileEntry struct {
@@ -474,6 +481,7 @@ func (d *Device) Close() error {
 		d.call(d.printProfile)
 	}
 	d.closed = true
+	d.compilers.Wait() // a worker may still finish the program it was building
 	for st := range d.storages {
 		if gpu.MarkFreed(st) {
 			d.Freed(st.Bytes)
@@ -504,20 +512,16 @@ func (d *Device) printProfile() {
 // glShutdown frees everything the GL thread holds.
 func (d *Device) glShutdown() {
 	for b := range d.live {
-		d.glDelete(b)
+		glDelete(b)
 	}
 	for _, list := range d.pool {
 		for _, b := range list {
-			d.glDelete(b)
+			glDelete(b)
 		}
 	}
 	d.pool, d.live = nil, nil
-	for _, b := range []*buffer{d.dummy, d.dummyOut} {
-		if b != nil {
-			d.glDelete(b)
-		}
-	}
-	d.glFreeDummies()
+	d.warm.free(true)
+	d.glDropBuilt()
 	for _, p := range d.progs {
 		if p.id != 0 {
 			gogl.DeleteProgram(p.id)
@@ -577,7 +581,7 @@ func (d *Device) glRelease(b *buffer) {
 	delete(d.live, b)
 	d.liveBytes -= b.size
 	if d.pooled+b.size > max(d.poolCap, d.highWater) {
-		d.glDelete(b)
+		glDelete(b)
 		return
 	}
 	d.pool[b.size] = append(d.pool[b.size], &buffer{id: b.id, size: b.size, tex: b.tex})
@@ -585,7 +589,9 @@ func (d *Device) glRelease(b *buffer) {
 	b.id = 0
 }
 
-func (d *Device) glDelete(b *buffer) {
+// glDelete deletes b and its texture views (on the thread of a context
+// sharing them).
+func glDelete(b *buffer) {
 	for i, t := range b.tex {
 		if t != 0 {
 			gogl.DeleteTextures(1, &b.tex[i])
@@ -598,7 +604,7 @@ func (d *Device) glDelete(b *buffer) {
 }
 
 // glTexture returns b's texture buffer view of the given format.
-func (d *Device) glTexture(b *buffer, format int) uint32 {
+func glTexture(b *buffer, format int) uint32 {
 	if b.tex[format] == 0 {
 		gogl.GenTextures(1, &b.tex[format])
 		gogl.BindTexture(gogl.TEXTURE_BUFFER, b.tex[format])

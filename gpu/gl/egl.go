@@ -15,6 +15,8 @@ package gl
 typedef struct {
 	EGLDisplay dpy;
 	EGLContext ctx;
+	EGLConfig cfg;
+	int shared; // a context sharing another's objects: close keeps the display
 } swEGL;
 
 static const char *swEGLErr(EGLint e) {
@@ -75,6 +77,37 @@ static int swContextOn(EGLDisplay dpy, swEGL *out, char *msg, int n) {
 	}
 	out->dpy = dpy;
 	out->ctx = ctx;
+	out->cfg = cfg;
+	out->shared = 0;
+	return 0;
+}
+
+// swEGLShared makes a context that shares main's objects (programs,
+// buffers) current on the calling thread, on main's display.
+static int swEGLShared(swEGL *main, swEGL *out, char *msg, int n) {
+	if (!eglBindAPI(EGL_OPENGL_API)) {
+		snprintf(msg, n, "eglBindAPI(OpenGL): %s", swEGLErr(eglGetError()));
+		return 1;
+	}
+	EGLint ctxAttr[] = {
+		EGL_CONTEXT_MAJOR_VERSION, 4,
+		EGL_CONTEXT_MINOR_VERSION, 3,
+		EGL_CONTEXT_OPENGL_PROFILE_MASK, EGL_CONTEXT_OPENGL_CORE_PROFILE_BIT,
+		EGL_NONE};
+	EGLContext ctx = eglCreateContext(main->dpy, main->cfg, main->ctx, ctxAttr);
+	if (ctx == EGL_NO_CONTEXT) {
+		snprintf(msg, n, "eglCreateContext(shared): %s", swEGLErr(eglGetError()));
+		return 1;
+	}
+	if (!eglMakeCurrent(main->dpy, EGL_NO_SURFACE, EGL_NO_SURFACE, ctx)) {
+		snprintf(msg, n, "eglMakeCurrent(shared): %s", swEGLErr(eglGetError()));
+		eglDestroyContext(main->dpy, ctx);
+		return 1;
+	}
+	out->dpy = main->dpy;
+	out->ctx = ctx;
+	out->cfg = main->cfg;
+	out->shared = 1;
 	return 0;
 }
 
@@ -145,7 +178,9 @@ static int swContextSurfaceless(swEGL *out, char *msg, int n) {
 static void swEGLClose(swEGL *e) {
 	eglMakeCurrent(e->dpy, EGL_NO_SURFACE, EGL_NO_SURFACE, EGL_NO_CONTEXT);
 	eglDestroyContext(e->dpy, e->ctx);
-	eglTerminate(e->dpy);
+	if (!e->shared) {
+		eglTerminate(e->dpy);
+	}
 }
 
 static void *swEGLProc(const char *name) {
@@ -189,3 +224,14 @@ func (e *eglContext) procAddr(name string) unsafe.Pointer {
 }
 
 func (e *eglContext) close() { C.swEGLClose(&e.c) }
+
+// share makes a context that shares e's objects current on the calling
+// (locked) thread. It must be closed before e.
+func (e *eglContext) share() (glContext, error) {
+	var msg [512]C.char
+	s := &eglContext{}
+	if C.swEGLShared(&e.c, &s.c, &msg[0], C.int(len(msg))) != 0 {
+		return nil, errors.New(C.GoString(&msg[0]))
+	}
+	return s, nil
+}

@@ -10,7 +10,6 @@ import (
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
 
 	"github.com/stepwise/stepwise/gpu"
-	"github.com/stepwise/stepwise/shaders"
 )
 
 // program is a linked compute program and its uniform locations.
@@ -44,7 +43,12 @@ func (d *Device) glProgram(k kernel) (*program, error) {
 		return p, p.err
 	}
 	p := &program{locs: map[string]int32{}}
-	if p.err = d.fitsLocal(k); p.err == nil {
+	if b, ok := d.takeBuilt(key); ok { // a compile worker built it
+		p.id, p.err = b.id, b.err
+		d.adopted++
+		d.cache.hits += b.hits
+		d.cache.writes += b.wrote
+	} else if p.err = d.fitsLocal(k); p.err == nil {
 		p.id, p.err = d.compile(k)
 	}
 	d.progs[key] = p
@@ -81,23 +85,7 @@ func (d *Device) fitsLocal(k kernel) error {
 
 // compile links k's program: from the program binary cache when it holds
 // k's source for this driver, else from GLSL (and then stores it there).
-func (d *Device) compile(k kernel) (uint32, error) {
-	src, err := shaders.Source(k.file, k.defines)
-	if err != nil {
-		return 0, err
-	}
-	id := d.cache.load(src)
-	if id == 0 {
-		if id, err = compileGLSL(k, src); err != nil {
-			return 0, err
-		}
-		d.cache.store(src, id)
-	}
-	if compiled != nil {
-		compiled(k, src)
-	}
-	return id, nil
-}
+func (d *Device) compile(k kernel) (uint32, error) { return compileWith(&d.cache, k) }
 
 // compileGLSL compiles and links src, k's source.
 func compileGLSL(k kernel, src string) (uint32, error) {
@@ -304,7 +292,7 @@ func (d *Device) glRun(op string, l *launch) {
 			return
 		}
 		gogl.ActiveTexture(gogl.TEXTURE0 + uint32(unit))
-		gogl.BindTexture(gogl.TEXTURE_BUFFER, d.glTexture(b, x.format))
+		gogl.BindTexture(gogl.TEXTURE_BUFFER, glTexture(b, x.format))
 	}
 	for i, t := range l.ssbos {
 		b := t.Store.Handle.(*buffer)
