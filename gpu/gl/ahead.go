@@ -156,12 +156,18 @@ func (d *Device) glAhead(n need) {
 	d.glCheck("compiling ahead")
 }
 
-// dummySized is a buffer of size bytes for warm-up dispatches: llvmpipe's
-// variant key depends on the bytes of each buffer a texture views (not only
-// on whether they are a power of two), so a warm-up over buffers of other
-// sizes compiled variants the real launch did not use. Its storage is never
-// written, so it costs address space, not memory; glFreeDummies deletes them.
+// dummySized is a buffer for warm-up dispatches that looks like a buffer of
+// size bytes to llvmpipe's variant key. That key holds, of a texture
+// buffer's size, only whether its bytes are a power of two and whether bits
+// 8-15 of them are zero (the view's size shares those bits with a texture
+// view's last mip level; see sizeClass), so a warm-up over buffers of other
+// kinds compiles variants the real launch does not use. The dummy is the
+// smallest buffer of the same kind, not one of the same size: llvmpipe
+// zero-fills every new buffer, and touching the pages of one as big as
+// each real input took longer than the warm-ups themselves (page faults
+// are slow on virtual machines). glFreeDummies deletes them.
 func (d *Device) dummySized(size int64) *buffer {
+	size = dummyLike(size)
 	if d.dummies == nil {
 		d.dummies = map[int64]*buffer{}
 	}
@@ -175,6 +181,24 @@ func (d *Device) dummySized(size int64) *buffer {
 		d.dummies[size] = b
 	}
 	return b
+}
+
+// dummyLike is the smallest size (a multiple of 16 bytes, so that every
+// texel format views it whole) that agrees with size on what llvmpipe's
+// variant key reads: whether it is a power of two, and whether bits 8-15
+// are all zero.
+func dummyLike(size int64) int64 {
+	pot := size > 0 && size&(size-1) == 0
+	low := (size>>8)&0xff == 0
+	switch {
+	case pot && low: // 16..128 or 64 KiB and up
+		return 16
+	case pot: // 256..32768
+		return 256
+	case low:
+		return 48
+	}
+	return 272 // sizeClass's smallest, and the kind of all of its sizes
 }
 
 // glFreeDummies deletes the warm-up buffers.
