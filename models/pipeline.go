@@ -194,6 +194,11 @@ func (p *Pipeline) finishLoad(start time.Time) (*Pipeline, error) {
 	return p, nil
 }
 
+// DisplayName is the name Load gives the model at path: the file name
+// without its extension (as A1111 writes it in "Model: ..."), or the
+// folder name.
+func DisplayName(path string) string { return displayName(path) }
+
 func displayName(path string) string {
 	for len(path) > 1 && path[len(path)-1] == '/' {
 		path = path[:len(path)-1]
