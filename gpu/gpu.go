@@ -260,6 +260,10 @@ type MatMulOpts struct {
 	TransA, TransB bool    // use the transpose of the last two dims of A / B
 	Bias           *Tensor // [N], added to every output row (may be F16/BF16)
 	Alpha          float32 // scales A·B before the bias; 0 means 1
+	// Residual, when set, is an F32 tensor of the output's shape added
+	// after the bias (a transformer block's skip connection, in the same
+	// pass).
+	Residual *Tensor
 }
 
 // Conv2DOpts are a convolution's geometry. Zero values mean stride 1, no padding.

@@ -82,6 +82,9 @@ func MatMulShape(a, b Shape, o MatMulOpts) (MatMulGeom, error) {
 		return g, fmt.Errorf("matmul bias %v does not match N=%d", o.Bias.Shape, n)
 	}
 	g.Out = append(lead.Clone(), m, n)
+	if r := o.Residual; r != nil && (!r.Shape.Equal(g.Out) || r.DType != F32) {
+		return g, fmt.Errorf("matmul residual %v %v is not the F32 output %v", r.Shape, r.DType, g.Out)
+	}
 	g.Batch, g.M, g.K, g.N = lead.Numel(), m, ka, n
 	g.BatchA, g.BatchB = ba, bb
 	return g, nil

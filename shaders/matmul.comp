@@ -29,8 +29,8 @@
 // A_LOADER4 and B_LOADER4 (MM_NN4, MM_NT4), A_LOADER4 and QUANT_*
 // (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE; for MM_NN4
 // also BIAS_ROWS to add bias[m] to row m instead of bias[n] to column n (a
-// 1x1 convolution's bias) and HAS_RES with RES_LOADER to add a residual of
-// the output's shape.
+// 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) to
+// add a residual of the output's shape after the bias.
 #include "common.glsl"
 #if defined(MM_NT4) || defined(MM_QBLOCK)
 #include "quant.glsl"

@@ -57,6 +57,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	if o.Bias != nil {
 		ts = append(ts, o.Bias)
 	}
+	if o.Residual != nil {
+		ts = append(ts, o.Residual)
+	}
 	if !d.check("MatMul", ts...) {
 		return d.placeholder(shapeOf(a))
 	}
@@ -93,6 +96,7 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, loader("BIAS", o.Bias))
 		}
 	}
+	residual(l, 3, o.Residual) // store() of the tiled variants
 	out := d.out(g.Out)
 	l.out = out
 	alpha := o.Alpha
@@ -128,12 +132,12 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 }
 
 // matMulKernel picks the matmul variant: the naive one when a test or
-// benchmark asks (F32 operands), the block-quantized one for a Q8_0/Q4_0/
+// benchmark asks (F32 operands, no residual), the block-quantized one for a Q8_0/Q4_0/
 // Q4_K/Q5_K weight, the vector ones where rows are contiguous along K (and
 // for A.B along N) in whole texels of four, else the strided one.
 func (d *Device) matMulKernel(a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) kernelID {
 	switch {
-	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32):
+	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32) && o.Residual == nil:
 		return kMatMulNaive
 	case b.DType.Block() > 1:
 		return kMatMulQBlock

@@ -56,6 +56,21 @@ func Cases() []Case {
 	add("MatMul/large_300x129_129x67_bias", mm(gpu.MatMulOpts{}, true), in(300, 129), in(129, 67), in(67))
 	add("MatMul/vector_1x1x128_w128x128_f16", mm(gpu.MatMulOpts{TransB: true}, true),
 		in(1, 128), typed(F16, 128, 128), typed(F16, 128))
+	// mmRes adds the last input as the residual (a transformer block's skip).
+	mmRes := func(o gpu.MatMulOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			if bias {
+				o.Bias = x[2]
+			}
+			o.Residual = x[len(x)-1]
+			return d.MatMul(x[0], x[1], o)
+		}
+	}
+	add("MatMul/residual_linear_f16_2x7x33_w13x33_bias", mmRes(gpu.MatMulOpts{TransB: true}, true),
+		in(2, 7, 33), typed(F16, 13, 33), typed(F16, 13), in(2, 7, 13))
+	add("MatMul/residual_9x20_20x11_nobias", mmRes(gpu.MatMulOpts{}, false), in(9, 20), in(20, 11), in(9, 11))
+	add("MatMul/residual_strided_transA_alpha_2x33x7_2x33x13", mmRes(gpu.MatMulOpts{TransA: true, Alpha: 0.5}, false),
+		in(2, 33, 7), in(2, 33, 13), in(2, 7, 13))
 
 	// --- Conv2D ---
 	conv := func(o gpu.Conv2DOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {

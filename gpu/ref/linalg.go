@@ -10,7 +10,7 @@ import (
 // MatMul implements gpu.Device: out = Alpha * (A · B) + Bias, each element
 // summed over k in order in float32.
 func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
-	if !d.usable() || !d.need("MatMul", a, b) || !d.allow("MatMul", o.Bias) {
+	if !d.usable() || !d.need("MatMul", a, b) || !d.allow("MatMul", o.Bias, o.Residual) {
 		return d.placeholder(guessMatMul(a, b, o))
 	}
 	g, err := gpu.MatMulShape(a.Shape, b.Shape, o)
@@ -18,7 +18,7 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		d.shapeErr("MatMul", err.Error(), a, b, o.Bias)
 		return d.placeholder(guessMatMul(a, b, o))
 	}
-	av, bv, bias := d.read(a), d.read(b), d.readOpt(o.Bias)
+	av, bv, bias, res := d.read(a), d.read(b), d.readOpt(o.Bias), d.readOpt(o.Residual)
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
@@ -55,6 +55,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 				s *= alpha
 				if bias != nil {
 					s += bias[n]
+				}
+				if res != nil {
+					s += res[row*N+n]
 				}
 				dst[n] = s
 			}

@@ -18,6 +18,11 @@ func (b builder) linear(name string, in, out int, bias bool) linear {
 
 func (l linear) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor { return gpu.Linear(d, x, l.w, l.b) }
 
+// applyAdd is apply(x) + res, the sum made by the product's store.
+func (l linear) applyAdd(d gpu.Device, x, res *gpu.Tensor) *gpu.Tensor {
+	return d.MatMul(x, l.w, gpu.MatMulOpts{TransB: true, Bias: l.b, Residual: res})
+}
+
 // conv is a PyTorch nn.Conv2d with bias and symmetric padding.
 type conv struct {
 	w, b *gpu.Tensor
@@ -156,11 +161,17 @@ func (b builder) attention(name string, queryDim, contextDim, heads int, qkvBias
 
 // forward attends from x [B,L,C] to context [B,Lc,Cc] (x itself when nil).
 func (a attention) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
+	return a.forwardAdd(d, x, context, nil)
+}
+
+// forwardAdd is forward(x, context) + res (nil: + 0), the sum made by the
+// output projection.
+func (a attention) forwardAdd(d gpu.Device, x, context, res *gpu.Tensor) *gpu.Tensor {
 	if context == nil {
 		context = x
 	}
 	q, k, v := a.q.apply(d, x), a.k.apply(d, context), a.v.apply(d, context)
-	return a.out.apply(d, d.Attention(q, k, v, gpu.AttentionOpts{Heads: a.heads}))
+	return a.out.applyAdd(d, d.Attention(q, k, v, gpu.AttentionOpts{Heads: a.heads}), res)
 }
 
 // upsample is diffusers' Upsample2D with a conv: nearest 2x, then 3x3 conv.

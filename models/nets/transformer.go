@@ -72,23 +72,21 @@ func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tenso
 			h = blk.forward(d, h, context)
 		}
 		if t.linearProj {
-			h = fromTokens(d, t.projOutL.apply(d, h), hgt, wid)
-		} else {
-			h = t.projOutC.apply(d, fromTokens(d, h, hgt, wid))
+			return d.Add(fromTokens(d, t.projOutL.apply(d, h), hgt, wid), x)
 		}
-		return d.Add(h, x)
+		return t.projOutC.applyAdd(d, fromTokens(d, h, hgt, wid), x)
 	})
 }
 
 func (b *basicBlock) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
-		x = d.Add(b.attn1.forward(d, b.norm1.apply(d, x), nil), x)
+		// Each residual sum is made by the output projection's store.
+		x = b.attn1.forwardAdd(d, b.norm1.apply(d, x), nil, x)
 		if ip := b.ip; ip != nil && ip.tokens != nil && ip.scale != 0 {
 			x = d.Add(b.attn2.forwardIP(d, b.norm2.apply(d, x), context, ip), x)
 		} else {
-			x = d.Add(b.attn2.forward(d, b.norm2.apply(d, x), context), x)
+			x = b.attn2.forwardAdd(d, b.norm2.apply(d, x), context, x)
 		}
-		ff := b.ffOut.apply(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))))
-		return d.Add(ff, x)
+		return b.ffOut.applyAdd(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))), x)
 	})
 }
