@@ -270,8 +270,10 @@ type MatMulOpts struct {
 type Conv2DOpts struct {
 	StrideH, StrideW int
 	PadH, PadW       int
-	// Residual, when set, is an F32 tensor of the output's shape added to the
-	// result (a ResNet block's skip connection, in the same pass).
+	// Residual, when set, is an F32 tensor added to the result in the same
+	// pass: of the output's shape (a ResNet block's skip connection), or
+	// [N, O, 1, 1], one value a sample and output channel (a U-Net
+	// ResNet block's time embedding).
 	Residual *Tensor
 }
 

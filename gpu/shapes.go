@@ -127,8 +127,8 @@ func Conv2DShape(x, w Shape, bias *Tensor, o Conv2DOpts) (ConvGeom, error) {
 	if bias != nil && bias.Numel() != g.O {
 		return g, fmt.Errorf("conv2d: bias %v does not match %d output channels", bias.Shape, g.O)
 	}
-	if r := o.Residual; r != nil && !r.Shape.Equal(Shape{g.N, g.O, g.OH, g.OW}) {
-		return g, fmt.Errorf("conv2d: residual %v does not match the output [%d,%d,%d,%d]", r.Shape, g.N, g.O, g.OH, g.OW)
+	if r := o.Residual; r != nil && !r.Shape.Equal(Shape{g.N, g.O, g.OH, g.OW}) && !r.Shape.Equal(Shape{g.N, g.O, 1, 1}) {
+		return g, fmt.Errorf("conv2d: residual %v is neither the output's shape [%d,%d,%d,%d] nor [%d,%d,1,1]", r.Shape, g.N, g.O, g.OH, g.OW, g.N, g.O)
 	}
 	return g, nil
 }

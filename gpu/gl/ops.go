@@ -96,9 +96,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			l.defines = append(l.defines, loader("BIAS", o.Bias))
 		}
 	}
-	residual(l, 3, o.Residual) // store() of the tiled variants
 	out := d.out(g.Out)
 	l.out = out
+	residual(l, 3, o.Residual) // store() of the tiled variants
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
@@ -215,8 +215,10 @@ func (d *Device) convDirect(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Te
 	return out
 }
 
-// residual binds a conv's residual (when not nil) to texture unit `unit`
-// for the kernel's HAS_RES/RES_LOADER.
+// residual binds a conv's or a matmul's residual (when not nil) to texture
+// unit `unit` for the kernel's HAS_RES/RES_LOADER, with RES_PLANE when it
+// holds one value a plane of the output (a conv's [N, O, 1, 1] residual
+// for an output of more than one pixel; see gpu.Conv2DOpts).
 func residual(l *launch, unit int, res *gpu.Tensor) {
 	if res == nil {
 		return
@@ -226,6 +228,9 @@ func residual(l *launch, unit int, res *gpu.Tensor) {
 	}
 	l.ins = append(l.ins, in(res))
 	l.defines = append(l.defines, "HAS_RES", loader("RES", res))
+	if res.Numel() != l.out.Numel() {
+		l.defines = append(l.defines, "RES_PLANE")
+	}
 }
 
 // convTile is conv2d.comp's output tile per invocation, PX pixels of PY

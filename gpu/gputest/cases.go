@@ -101,6 +101,12 @@ func Cases() []Case {
 	add("Conv2D/residual_1x1_2x12x5x4_to7_nobias", convRes(gpu.Conv2DOpts{}, false),
 		in(2, 12, 5, 4), in(7, 12, 1, 1), in(2, 7, 5, 4))
 	add("Conv2D/residual_3x3_p1_2x4x6x6_to8_direct", convRes(p1, false), in(2, 4, 6, 6), in(8, 4, 3, 3), in(2, 8, 6, 6))
+	// A residual of one value a sample and output channel (a time embedding).
+	add("Conv2D/residual_plane_3x3_p1_2x8x9x11_to12_f16", convRes(p1, true),
+		in(2, 8, 9, 11), typed(F16, 12, 8, 3, 3), typed(F16, 12), in(2, 12, 1, 1))
+	add("Conv2D/residual_plane_3x3_p1_2x8x2x2_to9_pairs", convRes(p1, true), in(2, 8, 2, 2), in(9, 8, 3, 3), in(9), in(2, 9, 1, 1))
+	add("Conv2D/residual_plane_1x1_2x12x5x4_to7", convRes(gpu.Conv2DOpts{}, true),
+		in(2, 12, 5, 4), in(7, 12, 1, 1), in(7), in(2, 7, 1, 1))
 	add("Conv2D/3x3_p1_2x3x13x11_to5_f16", conv(p1, true), in(2, 3, 13, 11), typed(F16, 5, 3, 3, 3), typed(F16, 5))
 	add("Conv2D/3x3_s2_p1_1x6x13x13_to7", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true),
 		in(1, 6, 13, 13), in(7, 6, 3, 3), in(7))

@@ -160,8 +160,10 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		d.convDirect(ov, xv, wv, bv, &g)
 	}
 	if o.Residual != nil {
-		for i, r := range d.read(o.Residual) {
-			ov[i] += r
+		rv := d.read(o.Residual)
+		plane := len(ov) / len(rv) // 1, or OH*OW for a residual [N, O, 1, 1]
+		for i := range ov {
+			ov[i] += rv[i/plane]
 		}
 	}
 	return out

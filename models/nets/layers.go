@@ -124,10 +124,12 @@ func (b builder) resnet(name string, in, out, tembDim, groups int, eps, outScale
 // [B,T] (nil in the VAE).
 func (r *resnet) forward(d gpu.Device, x, tembAct *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
-		h := r.conv1.apply(d, r.norm1.applySiLU(d, x))
-		if r.temb != nil {
+		var h *gpu.Tensor
+		if r.temb != nil { // conv1(...) + the time projection, one value a channel
 			t := r.temb.apply(d, tembAct)
-			h = d.Add(h, t.View(t.Dim(0), t.Dim(1), 1, 1))
+			h = r.conv1.applyAdd(d, r.norm1.applySiLU(d, x), t.View(t.Dim(0), t.Dim(1), 1, 1))
+		} else {
+			h = r.conv1.apply(d, r.norm1.applySiLU(d, x))
 		}
 		skip := x
 		if r.shortcut != nil {
