@@ -259,7 +259,10 @@ func (t *Tensor) String() string { return fmt.Sprintf("Tensor%v %v", t.Shape, t.
 type MatMulOpts struct {
 	TransA, TransB bool    // use the transpose of the last two dims of A / B
 	Bias           *Tensor // [N], added to every output row (may be F16/BF16)
-	Alpha          float32 // scales A·B before the bias; 0 means 1
+	// BiasRows makes Bias [M], added to every output column instead (a 1x1
+	// convolution's bias, one value an output channel, as a product W·X).
+	BiasRows bool
+	Alpha    float32 // scales A·B before the bias; 0 means 1
 	// Residual, when set, is an F32 tensor of the output's shape added
 	// after the bias (a transformer block's skip connection, in the same
 	// pass).

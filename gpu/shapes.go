@@ -78,7 +78,10 @@ func MatMulShape(a, b Shape, o MatMulOpts) (MatMulGeom, error) {
 	if ba == bb && len(la) == len(lb) && !la.Equal(lb) {
 		return g, fmt.Errorf("matmul batch dims %v and %v differ", la, lb)
 	}
-	if o.Bias != nil && (o.Bias.Numel() != n) {
+	if o.Bias != nil && o.BiasRows && o.Bias.Numel() != m {
+		return g, fmt.Errorf("matmul row bias %v does not match M=%d", o.Bias.Shape, m)
+	}
+	if o.Bias != nil && !o.BiasRows && o.Bias.Numel() != n {
 		return g, fmt.Errorf("matmul bias %v does not match N=%d", o.Bias.Shape, n)
 	}
 	g.Out = append(lead.Clone(), m, n)

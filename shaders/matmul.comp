@@ -27,9 +27,9 @@
 //
 // Other defines: LX, LY (local size); A_LOADER and B_LOADER (MM_STRIDED),
 // A_LOADER4 and B_LOADER4 (MM_NN4, MM_NT4), A_LOADER4 and QUANT_*
-// (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE; for MM_NN4
-// also BIAS_ROWS to add bias[m] to row m instead of bias[n] to column n (a
-// 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) to
+// (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE, and BIAS_ROWS
+// (all but MM_NAIVE) to add bias[m] to row m instead of bias[n] to column n
+// (a 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) to
 // add a residual of the output's shape after the bias, or with RES_PLANE
 // one value a row of each batch matrix (a 1x1 convolution's residual of one
 // value a sample and channel).

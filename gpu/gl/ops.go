@@ -94,6 +94,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		} else {
 			l.ins = append(l.ins, in(o.Bias))
 			l.defines = append(l.defines, loader("BIAS", o.Bias))
+			if o.BiasRows {
+				l.defines = append(l.defines, "BIAS_ROWS")
+			}
 		}
 	}
 	out := d.out(g.Out)
@@ -132,12 +135,12 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 }
 
 // matMulKernel picks the matmul variant: the naive one when a test or
-// benchmark asks (F32 operands, no residual), the block-quantized one for a Q8_0/Q4_0/
+// benchmark asks (F32 operands, no residual nor row bias), the block-quantized one for a Q8_0/Q4_0/
 // Q4_K/Q5_K weight, the vector ones where rows are contiguous along K (and
 // for A.B along N) in whole texels of four, else the strided one.
 func (d *Device) matMulKernel(a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) kernelID {
 	switch {
-	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32) && o.Residual == nil:
+	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32) && o.Residual == nil && !o.BiasRows:
 		return kMatMulNaive
 	case b.DType.Block() > 1:
 		return kMatMulQBlock

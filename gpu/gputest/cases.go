@@ -68,6 +68,13 @@ func Cases() []Case {
 	}
 	add("MatMul/residual_linear_f16_2x7x33_w13x33_bias", mmRes(gpu.MatMulOpts{TransB: true}, true),
 		in(2, 7, 33), typed(F16, 13, 33), typed(F16, 13), in(2, 7, 13))
+	// W·Xᵀ + bias per row + residual: a 1x1 conv's output from tokens.
+	add("MatMul/biasrows_residual_w9x12_2x7x12_transB", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransB: true, Bias: x[2], BiasRows: true, Residual: x[3]})
+	}, typed(F16, 9, 12), in(2, 7, 12), typed(F16, 9), in(2, 9, 7))
+	add("MatMul/biasrows_strided_transA_2x5x7_5x3", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransA: true, Bias: x[2], BiasRows: true})
+	}, in(2, 5, 7), in(5, 3), in(7))
 	add("MatMul/residual_9x20_20x11_nobias", mmRes(gpu.MatMulOpts{}, false), in(9, 20), in(20, 11), in(9, 11))
 	add("MatMul/residual_strided_transA_alpha_2x33x7_2x33x13", mmRes(gpu.MatMulOpts{TransA: true, Alpha: 0.5}, false),
 		in(2, 33, 7), in(2, 33, 13), in(2, 7, 13))

@@ -53,7 +53,10 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			dst := ov[row*N : (row+1)*N]
 			for n, s := range acc {
 				s *= alpha
-				if bias != nil {
+				switch {
+				case bias != nil && o.BiasRows:
+					s += bias[m]
+				case bias != nil:
 					s += bias[n]
 				}
 				if res != nil {

@@ -65,8 +65,10 @@ func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tenso
 		h := t.norm.apply(d, x)
 		if t.linearProj {
 			h = t.projInL.apply(d, toTokens(d, h))
-		} else {
-			h = toTokens(d, t.projInC.apply(d, h))
+		} else { // the 1x1 conv straight to tokens: h[b]ᵀ·Wᵀ + bias
+			b, c := h.Dim(0), h.Dim(1)
+			w := t.projInC.w
+			h = d.MatMul(h.View(b, c, hgt*wid), w.View(w.Dim(0), c), gpu.MatMulOpts{TransA: true, TransB: true, Bias: t.projInC.b})
 		}
 		for _, blk := range t.blocks {
 			h = blk.forward(d, h, context)
@@ -74,7 +76,13 @@ func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tenso
 		if t.linearProj {
 			return d.Add(fromTokens(d, t.projOutL.apply(d, h), hgt, wid), x)
 		}
-		return t.projOutC.applyAdd(d, fromTokens(d, h, hgt, wid), x)
+		// The 1x1 conv straight from tokens, W·h[b]ᵀ + bias + x: no
+		// transposed copy of h.
+		b, c := x.Dim(0), x.Dim(1)
+		w := t.projOutC.w
+		out := d.MatMul(w.View(c, w.Dim(1)), h, gpu.MatMulOpts{TransB: true, Bias: t.projOutC.b, BiasRows: true,
+			Residual: x.View(b, c, hgt*wid)})
+		return out.View(b, c, hgt, wid)
 	})
 }
 
