@@ -776,6 +776,10 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 		shape[dm] += t.Shape[dm]
 	}
 	out := d.out(shape)
+	if len(ts) == 2 {
+		d.concat2(ts[0], ts[1], out, dm)
+		return out
+	}
 	ds := contiguous(shape)
 	off := 0
 	for _, t := range ts {
@@ -783,6 +787,21 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 		off += t.Shape[dm]
 	}
 	return out
+}
+
+// concat2 is Concat of two tensors in one dispatch (concat2.comp): a
+// U-Net's up path joins every skip connection this way.
+func (d *Device) concat2(a, b, out *gpu.Tensor, dim int) {
+	inner := 1
+	for _, s := range out.Shape[dim+1:] {
+		inner *= s
+	}
+	n := out.Numel()
+	l := d.newLaunch(kConcat2, [3]int{n}, loader("A", a), loader("B", b))
+	l.ins = []input{in(a), in(b)}
+	l.out = out
+	l.ints = map[string]int{"n": n, "ca": a.Shape[dim] * inner, "cb": b.Shape[dim] * inner}
+	d.run("Concat", l)
 }
 
 // Slice keeps indices [start, end) of dim.
