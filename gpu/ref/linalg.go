@@ -82,7 +82,13 @@ func guessMatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) gpu.Shape {
 	if o.TransB {
 		n = bs[len(bs)-2]
 	}
-	return append(as[:len(as)-2].Clone(), m, n)
+	// The leading dims broadcast as in gpu.MatMulShape: a 2-D A (a
+	// weight) times a batch of B takes B's.
+	lead := as[:len(as)-2]
+	if lb := bs[:len(bs)-2]; lb.Numel() > lead.Numel() || (lb.Numel() == lead.Numel() && len(lb) > len(lead)) {
+		lead = lb
+	}
+	return append(lead.Clone(), m, n)
 }
 
 // matrices splits a flat batch of count matrices of size each.
