@@ -259,15 +259,24 @@ func (t *Tensor) String() string { return fmt.Sprintf("Tensor%v %v", t.Shape, t.
 type MatMulOpts struct {
 	TransA, TransB bool    // use the transpose of the last two dims of A / B
 	Bias           *Tensor // [N], added to every output row (may be F16/BF16)
-	Alpha          float32 // scales A·B before the bias; 0 means 1
+	// BiasRows makes Bias [M], added to every output column instead (a 1x1
+	// convolution's bias, one value an output channel, as a product W·X).
+	BiasRows bool
+	Alpha    float32 // scales A·B before the bias; 0 means 1
+	// Residual, when set, is an F32 tensor of the output's shape added
+	// after the bias (a transformer block's skip connection, in the same
+	// pass).
+	Residual *Tensor
 }
 
 // Conv2DOpts are a convolution's geometry. Zero values mean stride 1, no padding.
 type Conv2DOpts struct {
 	StrideH, StrideW int
 	PadH, PadW       int
-	// Residual, when set, is an F32 tensor of the output's shape added to the
-	// result (a ResNet block's skip connection, in the same pass).
+	// Residual, when set, is an F32 tensor added to the result in the same
+	// pass: of the output's shape (a ResNet block's skip connection), or
+	// [N, O, 1, 1], one value a sample and output channel (a U-Net
+	// ResNet block's time embedding).
 	Residual *Tensor
 }
 

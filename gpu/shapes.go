@@ -78,10 +78,16 @@ func MatMulShape(a, b Shape, o MatMulOpts) (MatMulGeom, error) {
 	if ba == bb && len(la) == len(lb) && !la.Equal(lb) {
 		return g, fmt.Errorf("matmul batch dims %v and %v differ", la, lb)
 	}
-	if o.Bias != nil && (o.Bias.Numel() != n) {
+	if o.Bias != nil && o.BiasRows && o.Bias.Numel() != m {
+		return g, fmt.Errorf("matmul row bias %v does not match M=%d", o.Bias.Shape, m)
+	}
+	if o.Bias != nil && !o.BiasRows && o.Bias.Numel() != n {
 		return g, fmt.Errorf("matmul bias %v does not match N=%d", o.Bias.Shape, n)
 	}
 	g.Out = append(lead.Clone(), m, n)
+	if r := o.Residual; r != nil && (!r.Shape.Equal(g.Out) || r.DType != F32) {
+		return g, fmt.Errorf("matmul residual %v %v is not the F32 output %v", r.Shape, r.DType, g.Out)
+	}
 	g.Batch, g.M, g.K, g.N = lead.Numel(), m, ka, n
 	g.BatchA, g.BatchB = ba, bb
 	return g, nil
@@ -124,8 +130,8 @@ func Conv2DShape(x, w Shape, bias *Tensor, o Conv2DOpts) (ConvGeom, error) {
 	if bias != nil && bias.Numel() != g.O {
 		return g, fmt.Errorf("conv2d: bias %v does not match %d output channels", bias.Shape, g.O)
 	}
-	if r := o.Residual; r != nil && !r.Shape.Equal(Shape{g.N, g.O, g.OH, g.OW}) {
-		return g, fmt.Errorf("conv2d: residual %v does not match the output [%d,%d,%d,%d]", r.Shape, g.N, g.O, g.OH, g.OW)
+	if r := o.Residual; r != nil && !r.Shape.Equal(Shape{g.N, g.O, g.OH, g.OW}) && !r.Shape.Equal(Shape{g.N, g.O, 1, 1}) {
+		return g, fmt.Errorf("conv2d: residual %v is neither the output's shape [%d,%d,%d,%d] nor [%d,%d,1,1]", r.Shape, g.N, g.O, g.OH, g.OW, g.N, g.O)
 	}
 	return g, nil
 }

@@ -11,6 +11,7 @@ import (
 	"image/color"
 	"math"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -188,11 +189,27 @@ func (p *Pipeline) finishLoad(start time.Time) (*Pipeline, error) {
 		return nil, err
 	}
 	// The upload copies are garbage now: give their memory back at once
-	// rather than when the runtime's scavenger gets to it.
-	debug.FreeOSMemory()
+	// rather than when the runtime's scavenger gets to it, when there is
+	// much to give. A small model's few MiB are not worth the collection,
+	// nor the page faults of taking them back for the first step's
+	// buffers (slow on virtual machines).
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if ms.HeapAlloc > freeOSAbove {
+		debug.FreeOSMemory()
+	}
 	p.LoadTime = time.Since(start)
 	return p, nil
 }
+
+// DisplayName is the name Load gives the model at path: the file name
+// without its extension (as A1111 writes it in "Model: ..."), or the
+// folder name.
+func DisplayName(path string) string { return displayName(path) }
+
+// freeOSAbove is the heap size (live and garbage) above which a load hands
+// the upload copies' memory back to the OS at once.
+const freeOSAbove = 256 << 20
 
 func displayName(path string) string {
 	for len(path) > 1 && path[len(path)-1] == '/' {

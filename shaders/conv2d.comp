@@ -11,7 +11,8 @@
 // compiler keeps it in registers. Defines: KH, KW, SW (kernel size and
 // horizontal stride, compile-time), PX, LX, X_LOADER, W_LOADER, HAS_BIAS with
 // BIAS_LOADER, HAS_RES with RES_LOADER (a residual of the output's shape,
-// added at the store).
+// added at the store; with RES_PLANE one value a sample and channel, a
+// ResNet block's time embedding).
 //
 // C4 (the host sets it when C is a multiple of 4, KH, KW <= 4, SW <= 2; it
 // keeps to KH*KW <= 9, as bigger kernels compile slowly):
@@ -152,9 +153,14 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 #endif
 	int row = ((n * O + oc) * OH + oh) * OW;
 	float v[8] = float[8](lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+#if defined(HAS_RES) && defined(RES_PLANE)
+	float rv = loadRes(n * O + oc);
+#endif
 	for (int p = 0; p < PX; p++) {
 		if (ow0 + p < OW) {
-#ifdef HAS_RES
+#if defined(HAS_RES) && defined(RES_PLANE)
+			put(row + ow0 + p, v[p] + bv + rv);
+#elif defined(HAS_RES)
 			put(row + ow0 + p, v[p] + bv + loadRes(row + ow0 + p));
 #else
 			put(row + ow0 + p, v[p] + bv);

@@ -27,10 +27,12 @@
 //
 // Other defines: LX, LY (local size); A_LOADER and B_LOADER (MM_STRIDED),
 // A_LOADER4 and B_LOADER4 (MM_NN4, MM_NT4), A_LOADER4 and QUANT_*
-// (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE; for MM_NN4
-// also BIAS_ROWS to add bias[m] to row m instead of bias[n] to column n (a
-// 1x1 convolution's bias) and HAS_RES with RES_LOADER to add a residual of
-// the output's shape.
+// (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE, and BIAS_ROWS
+// (all but MM_NAIVE) to add bias[m] to row m instead of bias[n] to column n
+// (a 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) to
+// add a residual of the output's shape after the bias, or with RES_PLANE
+// one value a row of each batch matrix (a 1x1 convolution's residual of one
+// value a sample and channel).
 #include "common.glsl"
 #if defined(MM_NT4) || defined(MM_QBLOCK)
 #include "quant.glsl"
@@ -143,7 +145,9 @@ void store(int m, vec4 lo, vec4 hi) {
 #elif defined(HAS_BIAS)
 			r += loadBias(n);
 #endif
-#ifdef HAS_RES
+#if defined(HAS_RES) && defined(RES_PLANE)
+			r += loadRes(int(gl_GlobalInvocationID.z) * M + m);
+#elif defined(HAS_RES)
 			r += loadRes(base + n);
 #endif
 			put(base + n, r);

@@ -62,6 +62,9 @@ void main() {
 	bv = loadBias(oc);
 #endif
 	int base = (n * O + oc) * OH * OW;
+#if defined(HAS_RES) && defined(RES_PLANE)
+	float rv = loadRes(n * O + oc);
+#endif
 	for (int i = 0; i < 4; i++) {
 		float[4] y = at(float[6](s[0][i], s[1][i], s[2][i], s[3][i], s[4][i], s[5][i]));
 		int oh = oh0 + i;
@@ -69,7 +72,9 @@ void main() {
 			for (int j = 0; j < 4; j++) {
 				if (ow0 + j < OW) {
 					int i = base + oh * OW + ow0 + j;
-#ifdef HAS_RES
+#if defined(HAS_RES) && defined(RES_PLANE)
+					put(i, y[j] + bv + rv);
+#elif defined(HAS_RES)
 					put(i, y[j] + bv + loadRes(i));
 #else
 					put(i, y[j] + bv);

@@ -18,10 +18,13 @@ import (
 	"golang.org/x/term"
 
 	"github.com/stepwise/stepwise/gen"
+	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/devices"
 	"github.com/stepwise/stepwise/internal/termsafe"
 	"github.com/stepwise/stepwise/models"
+	"github.com/stepwise/stepwise/models/bundled"
 	"github.com/stepwise/stepwise/models/checkpoint"
+	"github.com/stepwise/stepwise/models/tokenizer"
 	"github.com/stepwise/stepwise/presets"
 	"github.com/stepwise/stepwise/render"
 	"github.com/stepwise/stepwise/sampler"
@@ -524,25 +527,60 @@ func loadPipeline(device, path, config string, warn func(string)) (*models.Pipel
 	return loadPipelineWith(device, path, config, checkpoint.Extra{}, warn)
 }
 
-// loadPipelineWith is loadPipeline with separate component files.
+// loadPipelineWith is loadPipeline with separate component files. The
+// device opens on another goroutine (the GL driver's libraries load and
+// relocate: about a tenth of a second) while this one parses the
+// checkpoint and the tokenizer's vocabulary; a device that does not open
+// is reported first, as before.
 func loadPipelineWith(device, path, config string, ex checkpoint.Extra, warn func(string)) (*models.Pipeline, error) {
 	if path == "" && ex != (checkpoint.Extra{}) {
 		return nil, fmt.Errorf("--clip-l, --clip-g, --t5xxl, --vae and --t5-tokenizer need --model (an SD3 or Flux single file)")
 	}
-	dev, err := openDevice(device, warn)
-	if err != nil {
-		return nil, err
+	start := time.Now()
+	type opened struct {
+		dev   gpu.Device
+		err   error
+		warns []string
 	}
-	var p *models.Pipeline
+	ch := make(chan opened, 1)
+	go func() {
+		var o opened
+		o.dev, o.err = openDevice(device, func(w string) { o.warns = append(o.warns, w) })
+		ch <- o
+	}()
+	tokenizer.Default() // parsed once per process; the pipeline takes it
+	var m *checkpoint.Model
+	var err error
 	if path == "" {
-		p, err = defaultModel(dev)
+		m, err = bundled.Checkpoint()
 	} else {
-		p, err = models.LoadExtra(dev, path, config, ex)
+		m, err = checkpoint.LoadExtra(path, config, ex)
 	}
-	if err != nil {
-		dev.Close()
+	o := <-ch
+	for _, w := range o.warns {
+		warn(w)
+	}
+	if o.err != nil || err != nil {
+		if m != nil {
+			m.Close()
+		}
+		if o.err != nil {
+			return nil, o.err
+		}
+		o.dev.Close()
 		return nil, err
 	}
+	name := bundled.Name
+	if path != "" {
+		name = models.DisplayName(path)
+	}
+	p, err := models.New(o.dev, m, name)
+	if err != nil {
+		m.Close()
+		o.dev.Close()
+		return nil, err
+	}
+	p.LoadTime = time.Since(start)
 	for _, w := range p.Model.Warnings {
 		warn(w)
 	}

@@ -211,12 +211,18 @@ func (w *warmer) dispatch(prog uint32, n need) {
 	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
 }
 
-// buffer is a buffer of size bytes for warm-up dispatches: llvmpipe's
-// variant key depends on the bytes of each buffer a texture views (not only
-// on whether they are a power of two), so a warm-up over buffers of other
-// sizes compiled variants the real launch did not use. Its storage is never
-// written, so it costs address space, not memory; free deletes them.
+// buffer is a buffer for warm-up dispatches that looks like a buffer of
+// size bytes to llvmpipe's variant key. That key holds, of a texture
+// buffer's size, only whether its bytes are a power of two and whether bits
+// 8-15 of them are zero (the view's size shares those bits with a texture
+// view's last mip level; see sizeClass), so a warm-up over buffers of other
+// kinds compiles variants the real launch does not use. The dummy is the
+// smallest buffer of the same kind, not one of the same size: llvmpipe
+// zero-fills every new buffer, and touching the pages of one as big as
+// each real input took longer than the warm-ups themselves (page faults
+// are slow on virtual machines). free deletes them.
 func (w *warmer) buffer(size int64) *buffer {
+	size = dummyLike(size)
 	if w.sized == nil {
 		w.sized = map[int64]*buffer{}
 	}
@@ -246,6 +252,24 @@ func (w *warmer) free(all bool) {
 		}
 		w.in, w.out = nil, nil
 	}
+}
+
+// dummyLike is the smallest size (a multiple of 16 bytes, so that every
+// texel format views it whole) that agrees with size on what llvmpipe's
+// variant key reads: whether it is a power of two, and whether bits 8-15
+// are all zero.
+func dummyLike(size int64) int64 {
+	pot := size > 0 && size&(size-1) == 0
+	low := (size>>8)&0xff == 0
+	switch {
+	case pot && low: // 16..128 or 64 KiB and up
+		return 16
+	case pot: // 256..32768
+		return 256
+	case low:
+		return 48
+	}
+	return 272 // sizeClass's smallest, and the kind of all of its sizes
 }
 
 // dryDownload is Download during a dry run: zeros of t's size.

@@ -169,3 +169,22 @@ func TestSlowFirst(t *testing.T) {
 	got := slowFirst([]string{"a:add", "b:conv2d", "c:matmul", "d:attention", "e:conv2d"}, needs)
 	assert.Equal(t, []string{"b:conv2d", "d:attention", "e:conv2d", "a:add", "c:matmul"}, got)
 }
+
+// TestDummyLike: a warm-up buffer agrees with the size it stands for on
+// both things llvmpipe's variant key reads of a buffer's bytes (a power of
+// two; bits 8-15 all zero), is a whole number of 16-byte texels, and is
+// never bigger than that size.
+func TestDummyLike(t *testing.T) {
+	kind := func(n int64) [2]bool { return [2]bool{n&(n-1) == 0, (n>>8)&0xff == 0} }
+	sizes := []int64{16, 32, 48, 128, 256, 272, 4096, 65536, 65552, 1 << 20, 3 << 20, 12345678}
+	for n := int64(16); n < 1<<22; n = n*5/4 + 16 {
+		sizes = append(sizes, n/16*16, sizeClass(n))
+	}
+	for _, n := range sizes {
+		got := dummyLike(n)
+		assert.Equal(t, kind(n), kind(got), "dummyLike(%d) = %d", n, got)
+		assert.Zero(t, got%16, "dummyLike(%d) = %d", n, got)
+		assert.LessOrEqual(t, got, max(n, 16), "dummyLike(%d)", n)
+	}
+	assert.Equal(t, int64(272), dummyLike(sizeClass(5<<20)), "every size class is one kind")
+}

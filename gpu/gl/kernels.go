@@ -51,6 +51,7 @@ const (
 	kAdd
 	kMul
 	kCopy
+	kConcat2
 	kUpsample2x
 	kEmbedding
 	numKernels
@@ -160,6 +161,8 @@ var kernels = [numKernels]kernelSpec{
 	kMul: binaryOp("mul", "OP_MUL"),
 	kCopy: {name: "copy", file: "copy.comp", local: [2]int{elemLX}, grid: gridFlat,
 		ints: []string{"n", "rank", "sOff", "dOff"}, arrays: []string{"shape", "ss", "ds"}},
+	kConcat2: {name: "concat2", file: "concat2.comp", local: [2]int{elemLX}, grid: gridFlat,
+		ints: []string{"n", "ca", "cb"}},
 	kUpsample2x: {name: "upsample2x", file: "upsample.comp", local: [2]int{elemLX}, grid: gridFlat,
 		ints: []string{"H", "W", "n"}},
 	kEmbedding: {name: "embedding", file: "embedding.comp", local: [2]int{elemLX}, grid: gridFlat,

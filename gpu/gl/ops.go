@@ -57,6 +57,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	if o.Bias != nil {
 		ts = append(ts, o.Bias)
 	}
+	if o.Residual != nil {
+		ts = append(ts, o.Residual)
+	}
 	if !d.check("MatMul", ts...) {
 		return d.placeholder(shapeOf(a))
 	}
@@ -91,10 +94,14 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		} else {
 			l.ins = append(l.ins, in(o.Bias))
 			l.defines = append(l.defines, loader("BIAS", o.Bias))
+			if o.BiasRows {
+				l.defines = append(l.defines, "BIAS_ROWS")
+			}
 		}
 	}
 	out := d.out(g.Out)
 	l.out = out
+	residual(l, 3, o.Residual) // store() of the tiled variants
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
@@ -128,12 +135,12 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 }
 
 // matMulKernel picks the matmul variant: the naive one when a test or
-// benchmark asks (F32 operands), the block-quantized one for a Q8_0/Q4_0/
+// benchmark asks (F32 operands, no residual nor row bias), the block-quantized one for a Q8_0/Q4_0/
 // Q4_K/Q5_K weight, the vector ones where rows are contiguous along K (and
 // for A.B along N) in whole texels of four, else the strided one.
 func (d *Device) matMulKernel(a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGeom) kernelID {
 	switch {
-	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32):
+	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32) && o.Residual == nil && !o.BiasRows:
 		return kMatMulNaive
 	case b.DType.Block() > 1:
 		return kMatMulQBlock
@@ -211,8 +218,10 @@ func (d *Device) convDirect(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Te
 	return out
 }
 
-// residual binds a conv's residual (when not nil) to texture unit `unit`
-// for the kernel's HAS_RES/RES_LOADER.
+// residual binds a conv's or a matmul's residual (when not nil) to texture
+// unit `unit` for the kernel's HAS_RES/RES_LOADER, with RES_PLANE when it
+// holds one value a plane of the output (a conv's [N, O, 1, 1] residual
+// for an output of more than one pixel; see gpu.Conv2DOpts).
 func residual(l *launch, unit int, res *gpu.Tensor) {
 	if res == nil {
 		return
@@ -222,6 +231,9 @@ func residual(l *launch, unit int, res *gpu.Tensor) {
 	}
 	l.ins = append(l.ins, in(res))
 	l.defines = append(l.defines, "HAS_RES", loader("RES", res))
+	if res.Numel() != l.out.Numel() {
+		l.defines = append(l.defines, "RES_PLANE")
+	}
 }
 
 // convTile is conv2d.comp's output tile per invocation, PX pixels of PY
@@ -764,6 +776,10 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 		shape[dm] += t.Shape[dm]
 	}
 	out := d.out(shape)
+	if len(ts) == 2 {
+		d.concat2(ts[0], ts[1], out, dm)
+		return out
+	}
 	ds := contiguous(shape)
 	off := 0
 	for _, t := range ts {
@@ -771,6 +787,21 @@ func (d *Device) Concat(dim int, ts ...*gpu.Tensor) *gpu.Tensor {
 		off += t.Shape[dm]
 	}
 	return out
+}
+
+// concat2 is Concat of two tensors in one dispatch (concat2.comp): a
+// U-Net's up path joins every skip connection this way.
+func (d *Device) concat2(a, b, out *gpu.Tensor, dim int) {
+	inner := 1
+	for _, s := range out.Shape[dim+1:] {
+		inner *= s
+	}
+	n := out.Numel()
+	l := d.newLaunch(kConcat2, [3]int{n}, loader("A", a), loader("B", b))
+	l.ins = []input{in(a), in(b)}
+	l.out = out
+	l.ints = map[string]int{"n": n, "ca": a.Shape[dim] * inner, "cb": b.Shape[dim] * inner}
+	d.run("Concat", l)
 }
 
 // Slice keeps indices [start, end) of dim.

@@ -16,7 +16,7 @@ var quantTypes = []gpu.DType{gpu.Q8_0, gpu.Q4_0, gpu.Q4_K, gpu.Q5_K, gpu.F8E4M3,
 
 // Each quantized weight type through matmul.comp (MM_QBLOCK for the block
 // formats, MM_NT4's vector loaders for fp8) against gpu/ref (which dequantizes to F32 and multiplies) on shapes whose M and
-// N straddle the 8x8 tiles, batched A, with and without a bias, and a
+// N straddle the 8x8 tiles, batched A, with a bias or a residual, and a
 // block count per row that makes Q8_0/Q4_0 rows start at odd byte offsets.
 func TestMatMulQuantized(t *testing.T) {
 	g := shared(t)
@@ -33,12 +33,15 @@ func TestMatMulQuantized(t *testing.T) {
 			a := randn(rnd, c.batch*c.m*c.k)
 			w := randn(rnd, c.n*c.k)
 			bias := randn(rnd, c.n)
+			res := randn(rnd, c.batch*c.m*c.n)
 			raw, err := ref.Quantize(dt, w)
 			require.NoError(t, err)
 			run := func(d gpu.Device) []float32 {
 				o := gpu.MatMulOpts{TransB: true, Alpha: 0.5}
 				if c.bias {
 					o.Bias = d.Upload(bias, c.n)
+				} else {
+					o.Residual = d.Upload(res, c.batch, c.m, c.n)
 				}
 				out := d.MatMul(d.Upload(a, c.batch, c.m, c.k), d.UploadRaw(dt, raw, c.n, c.k), o)
 				v, err := d.Download(out)

@@ -47,6 +47,13 @@ func winogradCases() []gputest.Case {
 			return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1, Residual: x[3]})
 		},
 	})
+	cs = append(cs, gputest.Case{
+		Name:   "Winograd/residual_plane_2x8x9x10_o12",
+		Inputs: []gputest.Input{inp(2, 8, 9, 10), typed(gpu.F16, 12, 8, 3, 3), inp(12), inp(2, 12, 1, 1)},
+		Run: func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1, Residual: x[3]})
+		},
+	})
 	return cs
 }
 

@@ -56,6 +56,28 @@ func Cases() []Case {
 	add("MatMul/large_300x129_129x67_bias", mm(gpu.MatMulOpts{}, true), in(300, 129), in(129, 67), in(67))
 	add("MatMul/vector_1x1x128_w128x128_f16", mm(gpu.MatMulOpts{TransB: true}, true),
 		in(1, 128), typed(F16, 128, 128), typed(F16, 128))
+	// mmRes adds the last input as the residual (a transformer block's skip).
+	mmRes := func(o gpu.MatMulOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+			if bias {
+				o.Bias = x[2]
+			}
+			o.Residual = x[len(x)-1]
+			return d.MatMul(x[0], x[1], o)
+		}
+	}
+	add("MatMul/residual_linear_f16_2x7x33_w13x33_bias", mmRes(gpu.MatMulOpts{TransB: true}, true),
+		in(2, 7, 33), typed(F16, 13, 33), typed(F16, 13), in(2, 7, 13))
+	// W·Xᵀ + bias per row + residual: a 1x1 conv's output from tokens.
+	add("MatMul/biasrows_residual_w9x12_2x7x12_transB", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransB: true, Bias: x[2], BiasRows: true, Residual: x[3]})
+	}, typed(F16, 9, 12), in(2, 7, 12), typed(F16, 9), in(2, 9, 7))
+	add("MatMul/biasrows_strided_transA_2x5x7_5x3", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransA: true, Bias: x[2], BiasRows: true})
+	}, in(2, 5, 7), in(5, 3), in(7))
+	add("MatMul/residual_9x20_20x11_nobias", mmRes(gpu.MatMulOpts{}, false), in(9, 20), in(20, 11), in(9, 11))
+	add("MatMul/residual_strided_transA_alpha_2x33x7_2x33x13", mmRes(gpu.MatMulOpts{TransA: true, Alpha: 0.5}, false),
+		in(2, 33, 7), in(2, 33, 13), in(2, 7, 13))
 
 	// --- Conv2D ---
 	conv := func(o gpu.Conv2DOpts, bias bool) func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
@@ -86,6 +108,12 @@ func Cases() []Case {
 	add("Conv2D/residual_1x1_2x12x5x4_to7_nobias", convRes(gpu.Conv2DOpts{}, false),
 		in(2, 12, 5, 4), in(7, 12, 1, 1), in(2, 7, 5, 4))
 	add("Conv2D/residual_3x3_p1_2x4x6x6_to8_direct", convRes(p1, false), in(2, 4, 6, 6), in(8, 4, 3, 3), in(2, 8, 6, 6))
+	// A residual of one value a sample and output channel (a time embedding).
+	add("Conv2D/residual_plane_3x3_p1_2x8x9x11_to12_f16", convRes(p1, true),
+		in(2, 8, 9, 11), typed(F16, 12, 8, 3, 3), typed(F16, 12), in(2, 12, 1, 1))
+	add("Conv2D/residual_plane_3x3_p1_2x8x2x2_to9_pairs", convRes(p1, true), in(2, 8, 2, 2), in(9, 8, 3, 3), in(9), in(2, 9, 1, 1))
+	add("Conv2D/residual_plane_1x1_2x12x5x4_to7", convRes(gpu.Conv2DOpts{}, true),
+		in(2, 12, 5, 4), in(7, 12, 1, 1), in(7), in(2, 7, 1, 1))
 	add("Conv2D/3x3_p1_2x3x13x11_to5_f16", conv(p1, true), in(2, 3, 13, 11), typed(F16, 5, 3, 3, 3), typed(F16, 5))
 	add("Conv2D/3x3_s2_p1_1x6x13x13_to7", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true),
 		in(1, 6, 13, 13), in(7, 6, 3, 3), in(7))

@@ -10,7 +10,7 @@ import (
 // MatMul implements gpu.Device: out = Alpha * (A · B) + Bias, each element
 // summed over k in order in float32.
 func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
-	if !d.usable() || !d.need("MatMul", a, b) || !d.allow("MatMul", o.Bias) {
+	if !d.usable() || !d.need("MatMul", a, b) || !d.allow("MatMul", o.Bias, o.Residual) {
 		return d.placeholder(guessMatMul(a, b, o))
 	}
 	g, err := gpu.MatMulShape(a.Shape, b.Shape, o)
@@ -18,7 +18,7 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		d.shapeErr("MatMul", err.Error(), a, b, o.Bias)
 		return d.placeholder(guessMatMul(a, b, o))
 	}
-	av, bv, bias := d.read(a), d.read(b), d.readOpt(o.Bias)
+	av, bv, bias, res := d.read(a), d.read(b), d.readOpt(o.Bias), d.readOpt(o.Residual)
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
@@ -53,8 +53,14 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 			dst := ov[row*N : (row+1)*N]
 			for n, s := range acc {
 				s *= alpha
-				if bias != nil {
+				switch {
+				case bias != nil && o.BiasRows:
+					s += bias[m]
+				case bias != nil:
 					s += bias[n]
+				}
+				if res != nil {
+					s += res[row*N+n]
 				}
 				dst[n] = s
 			}
@@ -76,7 +82,13 @@ func guessMatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) gpu.Shape {
 	if o.TransB {
 		n = bs[len(bs)-2]
 	}
-	return append(as[:len(as)-2].Clone(), m, n)
+	// The leading dims broadcast as in gpu.MatMulShape: a 2-D A (a
+	// weight) times a batch of B takes B's.
+	lead := as[:len(as)-2]
+	if lb := bs[:len(bs)-2]; lb.Numel() > lead.Numel() || (lb.Numel() == lead.Numel() && len(lb) > len(lead)) {
+		lead = lb
+	}
+	return append(lead.Clone(), m, n)
 }
 
 // matrices splits a flat batch of count matrices of size each.
@@ -157,8 +169,10 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 		d.convDirect(ov, xv, wv, bv, &g)
 	}
 	if o.Residual != nil {
-		for i, r := range d.read(o.Residual) {
-			ov[i] += r
+		rv := d.read(o.Residual)
+		plane := len(ov) / len(rv) // 1, or OH*OW for a residual [N, O, 1, 1]
+		for i := range ov {
+			ov[i] += rv[i/plane]
 		}
 	}
 	return out

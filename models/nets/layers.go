@@ -18,6 +18,11 @@ func (b builder) linear(name string, in, out int, bias bool) linear {
 
 func (l linear) apply(d gpu.Device, x *gpu.Tensor) *gpu.Tensor { return gpu.Linear(d, x, l.w, l.b) }
 
+// applyAdd is apply(x) + res, the sum made by the product's store.
+func (l linear) applyAdd(d gpu.Device, x, res *gpu.Tensor) *gpu.Tensor {
+	return d.MatMul(x, l.w, gpu.MatMulOpts{TransB: true, Bias: l.b, Residual: res})
+}
+
 // conv is a PyTorch nn.Conv2d with bias and symmetric padding.
 type conv struct {
 	w, b *gpu.Tensor
@@ -119,10 +124,12 @@ func (b builder) resnet(name string, in, out, tembDim, groups int, eps, outScale
 // [B,T] (nil in the VAE).
 func (r *resnet) forward(d gpu.Device, x, tembAct *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
-		h := r.conv1.apply(d, r.norm1.applySiLU(d, x))
-		if r.temb != nil {
+		var h *gpu.Tensor
+		if r.temb != nil { // conv1(...) + the time projection, one value a channel
 			t := r.temb.apply(d, tembAct)
-			h = d.Add(h, t.View(t.Dim(0), t.Dim(1), 1, 1))
+			h = r.conv1.applyAdd(d, r.norm1.applySiLU(d, x), t.View(t.Dim(0), t.Dim(1), 1, 1))
+		} else {
+			h = r.conv1.apply(d, r.norm1.applySiLU(d, x))
 		}
 		skip := x
 		if r.shortcut != nil {
@@ -156,11 +163,17 @@ func (b builder) attention(name string, queryDim, contextDim, heads int, qkvBias
 
 // forward attends from x [B,L,C] to context [B,Lc,Cc] (x itself when nil).
 func (a attention) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
+	return a.forwardAdd(d, x, context, nil)
+}
+
+// forwardAdd is forward(x, context) + res (nil: + 0), the sum made by the
+// output projection.
+func (a attention) forwardAdd(d gpu.Device, x, context, res *gpu.Tensor) *gpu.Tensor {
 	if context == nil {
 		context = x
 	}
 	q, k, v := a.q.apply(d, x), a.k.apply(d, context), a.v.apply(d, context)
-	return a.out.apply(d, d.Attention(q, k, v, gpu.AttentionOpts{Heads: a.heads}))
+	return a.out.applyAdd(d, d.Attention(q, k, v, gpu.AttentionOpts{Heads: a.heads}), res)
 }
 
 // upsample is diffusers' Upsample2D with a conv: nearest 2x, then 3x3 conv.

@@ -146,9 +146,8 @@ func (l *clipLayer) forwardMasked(d gpu.Device, x *gpu.Tensor, heads int, causal
 	return gpu.Scoped(d, func() *gpu.Tensor {
 		h := l.ln1.apply(d, x)
 		a := d.Attention(l.q.apply(d, h), l.k.apply(d, h), l.v.apply(d, h), gpu.AttentionOpts{Heads: heads, Causal: causal})
-		x = d.Add(x, l.out.apply(d, a))
-		h = l.fc2.apply(d, act(d, l.fc1.apply(d, l.ln2.apply(d, x))))
-		return d.Add(x, h)
+		x = l.out.applyAdd(d, a, x)
+		return l.fc2.applyAdd(d, act(d, l.fc1.apply(d, l.ln2.apply(d, x))), x)
 	})
 }
 

@@ -65,30 +65,36 @@ func (t *transformer2D) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tenso
 		h := t.norm.apply(d, x)
 		if t.linearProj {
 			h = t.projInL.apply(d, toTokens(d, h))
-		} else {
-			h = toTokens(d, t.projInC.apply(d, h))
+		} else { // the 1x1 conv straight to tokens: h[b]ᵀ·Wᵀ + bias
+			b, c := h.Dim(0), h.Dim(1)
+			w := t.projInC.w
+			h = d.MatMul(h.View(b, c, hgt*wid), w.View(w.Dim(0), c), gpu.MatMulOpts{TransA: true, TransB: true, Bias: t.projInC.b})
 		}
 		for _, blk := range t.blocks {
 			h = blk.forward(d, h, context)
 		}
 		if t.linearProj {
-			h = fromTokens(d, t.projOutL.apply(d, h), hgt, wid)
-		} else {
-			h = t.projOutC.apply(d, fromTokens(d, h, hgt, wid))
+			return d.Add(fromTokens(d, t.projOutL.apply(d, h), hgt, wid), x)
 		}
-		return d.Add(h, x)
+		// The 1x1 conv straight from tokens, W·h[b]ᵀ + bias + x: no
+		// transposed copy of h.
+		b, c := x.Dim(0), x.Dim(1)
+		w := t.projOutC.w
+		out := d.MatMul(w.View(c, w.Dim(1)), h, gpu.MatMulOpts{TransB: true, Bias: t.projOutC.b, BiasRows: true,
+			Residual: x.View(b, c, hgt*wid)})
+		return out.View(b, c, hgt, wid)
 	})
 }
 
 func (b *basicBlock) forward(d gpu.Device, x, context *gpu.Tensor) *gpu.Tensor {
 	return gpu.Scoped(d, func() *gpu.Tensor {
-		x = d.Add(b.attn1.forward(d, b.norm1.apply(d, x), nil), x)
+		// Each residual sum is made by the output projection's store.
+		x = b.attn1.forwardAdd(d, b.norm1.apply(d, x), nil, x)
 		if ip := b.ip; ip != nil && ip.tokens != nil && ip.scale != 0 {
 			x = d.Add(b.attn2.forwardIP(d, b.norm2.apply(d, x), context, ip), x)
 		} else {
-			x = d.Add(b.attn2.forward(d, b.norm2.apply(d, x), context), x)
+			x = b.attn2.forwardAdd(d, b.norm2.apply(d, x), context, x)
 		}
-		ff := b.ffOut.apply(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))))
-		return d.Add(ff, x)
+		return b.ffOut.applyAdd(d, d.GEGLU(b.ffIn.apply(d, b.norm3.apply(d, x))), x)
 	})
 }
