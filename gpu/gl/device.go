@@ -79,7 +79,11 @@ type Device struct {
 	created int
 	// liveBytes sums the buffers in live; highWater is its maximum.
 	liveBytes, highWater int64
-	poolCap              int64 // poolLimit but in tests
+	// exactLive sums the exact (weight) buffers in live; actHigh is the
+	// maximum of liveBytes - exactLive, the most bytes of pooled-size
+	// buffers (activations) ever live at once.
+	exactLive, actHigh int64
+	poolCap            int64 // poolLimit but in tests
 
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each kernel's
 	// dispatches (by its ops table name; GL thread; llvmpipe runs a dispatch
@@ -662,9 +666,7 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 			return
 		}
 	}
-	d.live[b] = struct{}{}
-	d.liveBytes += b.size
-	d.highWater = max(d.highWater, d.liveBytes)
+	d.glLive(b)
 	if len(raw) > 0 {
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
 		gogl.BufferSubData(gogl.COPY_WRITE_BUFFER, 0, len(raw), unsafe.Pointer(&raw[0]))
@@ -673,19 +675,36 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 	}
 }
 
+// glLive records b, which has a GL buffer now, as live.
+func (d *Device) glLive(b *buffer) {
+	d.live[b] = struct{}{}
+	d.liveBytes += b.size
+	if b.exact {
+		d.exactLive += b.size
+	}
+	d.highWater = max(d.highWater, d.liveBytes)
+	d.actHigh = max(d.actHigh, d.liveBytes-d.exactLive)
+}
+
 // glRelease returns b to the pool, or deletes it when the pool is full: the
-// pool keeps up to poolLimit bytes, or up to the most bytes ever live at
-// once, so that a sampler step as big as the first one (an SD 1.5 U-Net step
-// at 512x512 frees over a GiB of activations, in many sizes) finds every
-// buffer it needs in the pool. (Capping live + pooled at that mark instead
-// deleted buffers mid-step whenever the pool held other sizes.)
+// pool keeps up to poolLimit bytes, or up to the most bytes of activations
+// ever live at once, so that a sampler step as big as the first one (an SD
+// 1.5 U-Net step at 512x512 frees over a GiB of activations, in many sizes)
+// finds every buffer it needs in the pool. (Capping live + pooled at that
+// mark instead deleted buffers mid-step whenever the pool held other
+// sizes.) The weights do not count: with them the mark let the pool keep
+// as many bytes as the model has, whatever the activations needed. Exact
+// (weight) buffers are deleted.
 func (d *Device) glRelease(b *buffer) {
 	if b.id == 0 {
 		return
 	}
 	delete(d.live, b)
 	d.liveBytes -= b.size
-	if b.exact || d.pooled+b.size > max(d.poolCap, d.highWater) {
+	if b.exact {
+		d.exactLive -= b.size
+	}
+	if b.exact || d.pooled+b.size > max(d.poolCap, d.actHigh) {
 		d.glDelete(b)
 		return
 	}

@@ -74,9 +74,7 @@ func (d *Device) glPinnedFill(b *buffer, n int64, fill func(dst []byte)) bool {
 		return false
 	}
 	d.created++
-	d.live[b] = struct{}{}
-	d.liveBytes += b.size
-	d.highWater = max(d.highWater, d.liveBytes)
+	d.glLive(b)
 	fill(host[:n])
 	return true
 }

@@ -263,3 +263,32 @@ func TestPinnedSlabs(t *testing.T) {
 	assert.Equal(t, 1, slabs(), "the slab still cut from stays mapped")
 	assert.Zero(t, d.Stats().Resident)
 }
+
+// TestPoolCapLeavesOutWeights: the pool keeps released activations up to
+// the most activation bytes ever live at once; the weights' bytes do not
+// raise that mark (with them, the pool kept freed buffers of sizes never
+// asked for again, such as a VAE's earlier levels', up to the model's size).
+func TestPoolCapLeavesOutWeights(t *testing.T) {
+	d := fresh(t)
+	d.poolCap = 4 << 10
+	w := d.UploadRaw(gpu.F16, make([]byte, 4<<20), 2<<20) // 4 MiB of weights
+	var acts []*gpu.Tensor
+	for range 3 {
+		acts = append(acts, d.Upload(make([]float32, 1<<16), 1<<16)) // 256 KiB each
+	}
+	require.NoError(t, d.Finish())
+	var three int64
+	for _, a := range acts {
+		three += a.Store.Handle.(*buffer).size
+		d.Release(a)
+	}
+	other := d.Upload(make([]float32, 1<<17), 1<<17) // 512 KiB: a size not in the pool
+	require.NoError(t, d.Finish())
+	d.Release(other) // the pool is at the mark: deleted, not kept
+	var pooled, high, act int64
+	d.call(func() { pooled, high, act = d.pooled, d.highWater, d.actHigh })
+	assert.Equal(t, three, pooled, "pooled bytes")
+	assert.Equal(t, three, act, "activation high-water mark")
+	assert.Greater(t, high, int64(4<<20), "high-water mark with the weights")
+	d.Release(w)
+}

@@ -191,6 +191,9 @@ func (d uploadDevice) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Ten
 // MaxTensorBytes forwards the device's limit (see gpu.MaxTensorBytes).
 func (d uploadDevice) MaxTensorBytes() int64 { return gpu.MaxTensorBytes(d.Device) }
 
+// TrimPool forwards to the device (see gpu.TrimPool).
+func (d uploadDevice) TrimPool() { gpu.TrimPool(d.Device) }
+
 // rawFits reports whether raw holds exactly the bytes of a tensor of type
 // dt and the given shape.
 func rawFits(dt gpu.DType, raw []byte, shape []int) bool {
