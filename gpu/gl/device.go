@@ -402,7 +402,10 @@ func (d *Device) upload(s gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
 // UploadFill implements gpu.Device: on the GL thread it makes the tensor's
 // buffer, maps it for writing (glMapBufferRange, invalidating its contents)
 // and lets fill write the bytes straight into it; on llvmpipe the mapping is
-// the buffer's own storage, so nothing is copied again. The buffer is sized
+// the buffer's own storage, so nothing is copied again (and where the
+// driver takes memory of the device's own, see pinned.go, not even zeroed
+// first). Tensors under pinnedMin bytes are filled on the caller's side
+// and queued instead. The buffer is sized
 // exactly (see exactSize) and deleted, not pooled, when released: this is
 // how weights are uploaded.
 func (d *Device) UploadFill(dt gpu.DType, fill func(dst []byte), shape ...int) *gpu.Tensor {
@@ -424,12 +427,20 @@ func (d *Device) UploadFill(dt gpu.DType, fill func(dst []byte), shape ...int) *
 	bytes := int64(dt.Bytes(s.Numel()))
 	buf := &buffer{size: exactSize(bytes), exact: true}
 	st, resident := d.track(buf, bytes)
-	if d.dry {
+	switch {
+	case d.dry:
 		// No buffer in a dry run, but fill still runs once, as documented.
 		fill(make([]byte, bytes))
-	} else {
+	case bytes < pinnedMin:
+		// Small: filled here and queued, as UploadRaw queues a copy, so
+		// that a model's many biases and norms do not each wait for the
+		// GL thread (a wait costs a scheduler round trip on a busy CPU).
+		own := make([]byte, bytes)
+		fill(own)
+		d.enqueue(func() { d.glAlloc(buf, own, bytes, resident) })
+	default:
 		d.call(func() {
-			if d.pinned && bytes >= pinnedMin && d.glPinnedFill(buf, bytes, fill) {
+			if d.pinned && d.glPinnedFill(buf, bytes, fill) {
 				return
 			}
 			d.glAlloc(buf, nil, bytes, resident)

@@ -25,7 +25,8 @@ import (
 const pinnedTarget = 0x9160
 
 // pinnedMin is the smallest UploadFill made in pinned memory: smaller ones
-// take a page each for little gain.
+// would take a page each for little gain; UploadFill queues them instead
+// of waiting for the GL thread.
 const pinnedMin = 64 << 10
 
 // glDetectPinned reports whether UploadFill should use pinned memory: a
