@@ -306,6 +306,16 @@ type Device interface {
 	// UploadRaw copies little-endian raw bytes of the given type (as stored in
 	// a safetensors file) to a new tensor that keeps that storage type.
 	UploadRaw(dt DType, raw []byte, shape ...int) *Tensor
+	// UploadFill is UploadRaw for bytes the caller writes itself: fill gets
+	// dst, exactly dt.Bytes(numel) bytes, and must write all of it (in
+	// UploadRaw's layout). Where the device can, dst is the tensor's own
+	// storage mapped for writing, so weights read from a mapped file are
+	// copied once, by Go code that can guard the read (safefile.Guard),
+	// instead of into a host buffer and again inside a driver. fill runs
+	// once, before UploadFill returns, possibly on another goroutine (the
+	// GL thread); it must not keep dst or call the device. It is not
+	// called when the device has failed or the shape or type is invalid.
+	UploadFill(dt DType, fill func(dst []byte), shape ...int) *Tensor
 	// Download waits for pending work and returns t's elements as F32.
 	Download(t *Tensor) ([]float32, error)
 	// Release frees t's storage now. Releasing twice is harmless.

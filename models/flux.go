@@ -25,7 +25,7 @@ type fluxNets struct {
 }
 
 // newFlux reads the T5 tokenizer and uploads Flux's networks.
-func (p *Pipeline) newFlux(upload func(comp string, build func(w nets.Weights) error) error) error {
+func (p *Pipeline) newFlux(upload func(comp string, build func(d gpu.Device, w nets.Weights) error) error) error {
 	m := p.Model
 	tok, err := tokenizer.LoadUnigram(m.T5.Tokenizer)
 	if err != nil {
@@ -41,8 +41,8 @@ func (p *Pipeline) newFlux(upload func(comp string, build func(w nets.Weights) e
 	}
 	p.FluxGuidance = DefaultFluxGuidance
 	t := m.Texts[0]
-	err = upload(t.Spec.Role, func(w nets.Weights) error {
-		te, err := nets.NewTextEncoder(p.dev, t.Config, w)
+	err = upload(t.Spec.Role, func(d gpu.Device, w nets.Weights) error {
+		te, err := nets.NewTextEncoder(d, t.Config, w)
 		if err == nil {
 			p.texts = append(p.texts, te)
 		}
@@ -52,20 +52,20 @@ func (p *Pipeline) newFlux(upload func(comp string, build func(w nets.Weights) e
 		return err
 	}
 	p.toks = append(p.toks, p.tok)
-	if err := upload(m.T5.Spec.Role, func(w nets.Weights) (err error) {
-		p.flux.t5, err = nets.NewT5Encoder(p.dev, m.T5.Config, w)
+	if err := upload(m.T5.Spec.Role, func(d gpu.Device, w nets.Weights) (err error) {
+		p.flux.t5, err = nets.NewT5Encoder(d, m.T5.Config, w)
 		return err
 	}); err != nil {
 		return err
 	}
-	if err := upload("transformer", func(w nets.Weights) (err error) {
-		p.flux.tr, err = nets.NewFlux(p.dev, *m.Flux, w)
+	if err := upload("transformer", func(d gpu.Device, w nets.Weights) (err error) {
+		p.flux.tr, err = nets.NewFlux(d, *m.Flux, w)
 		return err
 	}); err != nil {
 		return err
 	}
-	return upload("vae", func(w nets.Weights) (err error) {
-		p.vae, err = nets.NewVAE(p.dev, m.VAE, w)
+	return upload("vae", func(d gpu.Device, w nets.Weights) (err error) {
+		p.vae, err = nets.NewVAE(d, m.VAE, w)
 		return err
 	})
 }

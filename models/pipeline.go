@@ -95,21 +95,17 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	start := time.Now()
 	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{},
 		LoRADir: os.Getenv(LoRADirEnv)}
-	// Each component's weights are scanned for NaN/Inf just before its
-	// upload reads the same bytes (the mapped pages are then resident).
-	// Both reads are guarded: a file truncated meanwhile gives an error
-	// naming it instead of a SIGBUS.
-	upload := func(comp string, build func(w nets.Weights) error) error {
-		if err := m.CheckFinite(comp); err != nil {
-			return err
-		}
-		_ = m.DropPages() // the scan's pages; each upload reads its own again
-		gw, err := m.GuardedWeights(comp)
+	// Each component's weights are copied once, from the mapped file into
+	// the device's storage, by Go code that guards the read (a file
+	// truncated meanwhile gives an error naming it instead of a SIGBUS) and
+	// counts NaN/Inf values as it goes (see checkpoint.Upload).
+	upload := func(comp string, build func(d gpu.Device, w nets.Weights) error) error {
+		u, err := m.StartUpload(comp)
 		if err != nil {
 			return err
 		}
-		err = build(gw)
-		if ferr := gw.Err(); ferr != nil {
+		err = build(u.Device(dev), u)
+		if ferr := u.Finish(); ferr != nil {
 			return ferr
 		}
 		if err != nil {
@@ -137,8 +133,8 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		return p.finishLoad(start)
 	}
 	for _, t := range m.Texts {
-		err = upload(t.Spec.Role, func(w nets.Weights) error {
-			te, err := nets.NewTextEncoder(dev, t.Config, w)
+		err = upload(t.Spec.Role, func(d gpu.Device, w nets.Weights) error {
+			te, err := nets.NewTextEncoder(d, t.Config, w)
 			if err == nil {
 				p.texts = append(p.texts, te)
 			}
@@ -157,14 +153,14 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 		err = p.checkContracts()
 	}
 	if err == nil {
-		err = upload("unet", func(w nets.Weights) (err error) {
-			p.unet, err = nets.NewUNet(dev, m.UNet, w)
+		err = upload("unet", func(d gpu.Device, w nets.Weights) (err error) {
+			p.unet, err = nets.NewUNet(d, m.UNet, w)
 			return err
 		})
 	}
 	if err == nil {
-		err = upload("vae", func(w nets.Weights) (err error) {
-			p.vae, err = nets.NewVAE(dev, m.VAE, w)
+		err = upload("vae", func(d gpu.Device, w nets.Weights) (err error) {
+			p.vae, err = nets.NewVAE(d, m.VAE, w)
 			return err
 		})
 	}

@@ -41,7 +41,7 @@ type sd3 struct {
 // newSD3 reads the T5 tokenizer and uploads SD3's networks: the two CLIP
 // encoders, T5, the transformer and the VAE (upload scans and guards each
 // component's weights).
-func (p *Pipeline) newSD3(upload func(comp string, build func(w nets.Weights) error) error) error {
+func (p *Pipeline) newSD3(upload func(comp string, build func(d gpu.Device, w nets.Weights) error) error) error {
 	m := p.Model
 	tok, err := tokenizer.LoadUnigram(m.T5.Tokenizer)
 	if err != nil {
@@ -53,8 +53,8 @@ func (p *Pipeline) newSD3(upload func(comp string, build func(w nets.Weights) er
 	p.sd3 = &sd3{t5tok: tok}
 	p.MaxSequenceLength = m.Spec.MaxSequenceLength
 	for _, t := range m.Texts {
-		err := upload(t.Spec.Role, func(w nets.Weights) error {
-			te, err := nets.NewTextEncoder(p.dev, t.Config, w)
+		err := upload(t.Spec.Role, func(d gpu.Device, w nets.Weights) error {
+			te, err := nets.NewTextEncoder(d, t.Config, w)
 			if err == nil {
 				p.texts = append(p.texts, te)
 			}
@@ -69,22 +69,22 @@ func (p *Pipeline) newSD3(upload func(comp string, build func(w nets.Weights) er
 		}
 		p.toks = append(p.toks, tk)
 	}
-	err = upload(m.T5.Spec.Role, func(w nets.Weights) (err error) {
-		p.sd3.t5, err = nets.NewT5Encoder(p.dev, m.T5.Config, w)
+	err = upload(m.T5.Spec.Role, func(d gpu.Device, w nets.Weights) (err error) {
+		p.sd3.t5, err = nets.NewT5Encoder(d, m.T5.Config, w)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	err = upload("transformer", func(w nets.Weights) (err error) {
-		p.sd3.mmdit, err = nets.NewMMDiT(p.dev, *m.Transformer, w)
+	err = upload("transformer", func(d gpu.Device, w nets.Weights) (err error) {
+		p.sd3.mmdit, err = nets.NewMMDiT(d, *m.Transformer, w)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	return upload("vae", func(w nets.Weights) (err error) {
-		p.vae, err = nets.NewVAE(p.dev, m.VAE, w)
+	return upload("vae", func(d gpu.Device, w nets.Weights) (err error) {
+		p.vae, err = nets.NewVAE(d, m.VAE, w)
 		return err
 	})
 }

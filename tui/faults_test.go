@@ -118,7 +118,7 @@ func TestStudioFaults(t *testing.T) {
 		// The new model's weights do not fit: the device is left failed,
 		// so it is reopened with the model that was loaded, which stays.
 		pipe := m.model
-		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "UploadRaw", After: 5})
+		plan.ArmKind(faulty.OOM, faulty.Trigger{Op: "UploadFill", After: 5})
 		h.typeText(filepath.Join(golden.Dir(t), "sd15-mini"))
 		h.waitFor("the switch", func() bool { return !m.switching })
 		t.Logf("status: %s", m.status)

@@ -48,7 +48,7 @@ func TestGenerateFaults(t *testing.T) {
 		// One U-Net read-back a step (the prompt has no weights).
 		{"lost context", faulty.LostContext, faulty.Trigger{Downloads: 2}, []string{"GPU error at step 2/3 (U-Net)", "context was lost", "nothing written"}},
 		{"compile failure", faulty.CompileError, faulty.Trigger{Op: "Attention", After: 1}, []string{"GPU error in the text encoder", "shader attention.comp", "does not compile", "nothing written"}},
-		{"out of memory while loading", faulty.OOM, faulty.Trigger{Op: "UploadRaw", After: 10}, []string{"sd15-mini.fp16.safetensors", "out of memory allocating"}},
+		{"out of memory while loading", faulty.OOM, faulty.Trigger{Op: "UploadFill", After: 10}, []string{"sd15-mini.fp16.safetensors", "out of memory allocating"}},
 		{"out of memory in the VAE", faulty.OOM, faulty.Trigger{Downloads: 4}, []string{"GPU error in the VAE decoder", "out of memory", "nothing written"}},
 		{"NaN", faulty.NaN, faulty.Trigger{Downloads: 2}, []string{"step 2/3", "U-Net output", "non-finite", "nothing written"}},
 	} {

@@ -53,7 +53,7 @@ func (k Kind) String() string {
 var ErrContextLost = errors.New("gl: the OpenGL context was lost (GL_CONTEXT_LOST, a GPU reset); every later call fails")
 
 // Trigger says when a Plan fires. Ops are every method of gpu.Device that
-// computes or allocates (Upload, UploadRaw and the kernels), not Download,
+// computes or allocates (Upload, UploadRaw, UploadFill and the kernels), not Download,
 // Release, scopes or queries.
 type Trigger struct {
 	// Op restricts the count to ops of this name ("Conv2D", "Attention",
@@ -238,6 +238,12 @@ func (d *Device) Upload(data []float32, shape ...int) *gpu.Tensor {
 func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 	d.before("UploadRaw")
 	return d.Device.UploadRaw(dt, raw, shape...)
+}
+
+// UploadFill implements gpu.Device.
+func (d *Device) UploadFill(dt gpu.DType, fill func(dst []byte), shape ...int) *gpu.Tensor {
+	d.before("UploadFill")
+	return d.Device.UploadFill(dt, fill, shape...)
 }
 
 // MatMul implements gpu.Device.

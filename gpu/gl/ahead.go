@@ -241,13 +241,13 @@ func (w *warmer) buffer(size int64) *buffer {
 // free deletes the sized buffers, and the two small ones too when all is set.
 func (w *warmer) free(all bool) {
 	for _, b := range w.sized {
-		glDelete(b)
+		glDeleteObjects(b)
 	}
 	w.sized = nil
 	if all {
 		for _, b := range []*buffer{w.in, w.out} {
 			if b != nil {
-				glDelete(b)
+				glDeleteObjects(b)
 			}
 		}
 		w.in, w.out = nil, nil
@@ -284,7 +284,7 @@ func (d *Device) TrimPool() {
 	d.call(func() {
 		for size, list := range d.pool {
 			for _, b := range list {
-				glDelete(b)
+				d.glDelete(b)
 			}
 			delete(d.pool, size)
 		}

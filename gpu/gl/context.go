@@ -114,6 +114,7 @@ func (d *Device) loop(ready chan<- error) {
 	}
 	gogl.GetIntegerv(gogl.MAX_COMPUTE_WORK_GROUP_INVOCATIONS, &v)
 	d.maxInvoc = int(v)
+	d.pinned = d.glDetectPinned()
 	d.cache = newProgCache()
 	d.tune = newTuner(cacheDir(), glString(gogl.RENDERER)+"\n"+glString(gogl.VERSION)+"\n"+glString(gogl.VENDOR))
 	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {

@@ -17,6 +17,8 @@
 //
 // With STEPWISE_GL_PROFILE=1 in the environment, Close prints the time spent
 // in each shader to stderr (=2: per shader, grid and integer uniforms).
+// On llvmpipe, weights live in memory the device maps itself (see
+// pinned.go; STEPWISE_GL_PINNED=off for the driver's own buffers).
 // Linked programs are cached as GL program binaries in
 // os.UserCacheDir()/stepwise/gl-programs (STEPWISE_GL_CACHE names another
 // folder, or "off"), so a second start compiles no GLSL; see progcache.go.
@@ -62,7 +64,12 @@ type Device struct {
 	maxInvoc  int    // invocations in one work group
 
 	// GL-thread state.
-	ctx    glContext
+	ctx glContext
+	// pinned: UploadFill makes big buffers over host memory of its own,
+	// cut from slab (pinned.go).
+	pinned bool
+	slab   *slab
+	slabs  int // slabs mapped now
 	progs  map[string]*program
 	cache  progCache // linked program binaries on disk
 	live   map[*buffer]struct{}
@@ -72,7 +79,11 @@ type Device struct {
 	created int
 	// liveBytes sums the buffers in live; highWater is its maximum.
 	liveBytes, highWater int64
-	poolCap              int64 // poolLimit but in tests
+	// exactLive sums the exact (weight) buffers in live; actHigh is the
+	// maximum of liveBytes - exactLive, the most bytes of pooled-size
+	// buffers (activations) ever live at once.
+	exactLive, actHigh int64
+	poolCap            int64 // poolLimit but in tests
 
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each kernel's
 	// dispatches (by its ops table name; GL thread; llvmpipe runs a dispatch
@@ -132,8 +143,15 @@ type profileEntry struct {
 // buffer is one GL buffer object and the texture buffer views made over it.
 type buffer struct {
 	id   uint32
-	size int64     // bytes allocated: a size class of the requested bytes
+	size int64     // bytes allocated: a size class of the requested bytes, or exactSize's
 	tex  [5]uint32 // views as R32F, R32UI, R32I, RGBA32F, RG32UI (made when first needed)
+	// exact: size is exactSize's, and the buffer is deleted, not pooled,
+	// when released (a weight's size seldom recurs).
+	exact bool
+	// host is the memory a pinned buffer is made over, cut from slab (see
+	// pinned.go), given back when the buffer is deleted.
+	host []byte
+	slab *slab
 }
 
 const (
@@ -259,7 +277,23 @@ func sizeClass(n int64) int64 {
 	for (n >> shift) >= 8 {
 		shift++
 	}
-	c := ((n + (1 << shift) - 1) >> shift) << shift
+	return variantSafe(((n + (1 << shift) - 1) >> shift) << shift)
+}
+
+// exactSize is the buffer size for a tensor that is never pooled (the
+// weights UploadRaw and UploadFill make): n rounded up to 16 bytes only, with
+// sizeClass's two adjustments for llvmpipe's variant key. A size class
+// would leave up to 25% of each weight unused (8% of SD 1.5's U-Net).
+func exactSize(n int64) int64 {
+	if n <= 256 {
+		return 272
+	}
+	return variantSafe((n + 15) &^ 15)
+}
+
+// variantSafe adjusts c (a multiple of 16 above 256) as sizeClass explains:
+// 16 more bytes for a power of two, then 256 more when bits 8-15 are zero.
+func variantSafe(c int64) int64 {
 	if c&(c-1) == 0 {
 		c += 16
 	}
@@ -280,10 +314,7 @@ const syncUpload = 1 << 20
 func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bool) *gpu.Tensor {
 	bytes := int64(max(dt.Bytes(shape.Numel()), 0))
 	buf := &buffer{size: sizeClass(max(bytes, 1))}
-	st := &gpu.Storage{Handle: buf, Bytes: bytes, Dev: d}
-	resident := d.Stats().Resident
-	d.Alloc(bytes)
-	d.storages[st] = struct{}{}
+	st, resident := d.track(buf, bytes)
 	switch {
 	case d.dry: // nothing is dispatched in a dry run: no buffer is needed
 	case len(borrowed) > 0 && borrowed[0]:
@@ -292,6 +323,16 @@ func (d *Device) alloc(shape gpu.Shape, dt gpu.DType, raw []byte, borrowed ...bo
 		d.enqueue(func() { d.glAlloc(buf, raw, bytes, resident) })
 	}
 	return gpu.NewTensor(&d.Tracker, shape, dt, st)
+}
+
+// track accounts for a new tensor's storage of the given bytes, held in
+// buf, and returns it with the bytes resident before it (for OOMError).
+func (d *Device) track(buf *buffer, bytes int64) (*gpu.Storage, int64) {
+	st := &gpu.Storage{Handle: buf, Bytes: bytes, Dev: d}
+	resident := d.Stats().Resident
+	d.Alloc(bytes)
+	d.storages[st] = struct{}{}
+	return st, resident
 }
 
 // placeholder is the tensor ops return after an error: right shape, no buffer.
@@ -341,7 +382,19 @@ func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 		d.Fail(&gpu.ShapeError{Op: "UploadRaw", Shapes: []gpu.Shape{s}, Why: err.Error()})
 		return d.placeholder(s)
 	}
-	return d.upload(s, dt, raw)
+	// Weights, mostly: sized exactly and never pooled, as UploadFill's.
+	bytes := int64(len(raw))
+	buf := &buffer{size: exactSize(bytes), exact: true}
+	st, resident := d.track(buf, bytes)
+	switch {
+	case d.dry:
+	case len(raw) >= syncUpload: // big: wait rather than copy
+		d.call(func() { d.glAlloc(buf, raw, bytes, resident) })
+	default:
+		own := append([]byte(nil), raw...)
+		d.enqueue(func() { d.glAlloc(buf, own, bytes, resident) })
+	}
+	return gpu.NewTensor(&d.Tracker, s, dt, st)
 }
 
 // upload fills a new tensor with the caller's bytes: big ones synchronously
@@ -351,6 +404,76 @@ func (d *Device) upload(s gpu.Shape, dt gpu.DType, raw []byte) *gpu.Tensor {
 		return d.alloc(s, dt, raw, true)
 	}
 	return d.alloc(s, dt, append([]byte(nil), raw...))
+}
+
+// UploadFill implements gpu.Device: on the GL thread it makes the tensor's
+// buffer, maps it for writing (glMapBufferRange, invalidating its contents)
+// and lets fill write the bytes straight into it; on llvmpipe the mapping is
+// the buffer's own storage, so nothing is copied again (and where the
+// driver takes memory of the device's own, see pinned.go, not even zeroed
+// first). Tensors under pinnedMin bytes are filled on the caller's side
+// and queued instead. The buffer is sized
+// exactly (see exactSize) and deleted, not pooled, when released: this is
+// how weights are uploaded.
+func (d *Device) UploadFill(dt gpu.DType, fill func(dst []byte), shape ...int) *gpu.Tensor {
+	s := gpu.Shape(shape)
+	if !d.usable() {
+		return d.placeholder(s)
+	}
+	if !dt.Valid() {
+		d.Fail(fmt.Errorf("gl: UploadFill: unknown type %v", dt))
+		return d.placeholder(s)
+	}
+	if err := checkShape(s); err != nil || dt.Bytes(s.Numel()) < 0 {
+		if err == nil {
+			err = fmt.Errorf("%d %v elements are not whole blocks of %d", s.Numel(), dt, dt.Block())
+		}
+		d.Fail(&gpu.ShapeError{Op: "UploadFill", Shapes: []gpu.Shape{s}, Why: err.Error()})
+		return d.placeholder(s)
+	}
+	bytes := int64(dt.Bytes(s.Numel()))
+	buf := &buffer{size: exactSize(bytes), exact: true}
+	st, resident := d.track(buf, bytes)
+	switch {
+	case d.dry:
+		// No buffer in a dry run, but fill still runs once, as documented.
+		fill(make([]byte, bytes))
+	case bytes < pinnedMin:
+		// Small: filled here and queued, as UploadRaw queues a copy, so
+		// that a model's many biases and norms do not each wait for the
+		// GL thread (a wait costs a scheduler round trip on a busy CPU).
+		own := make([]byte, bytes)
+		fill(own)
+		d.enqueue(func() { d.glAlloc(buf, own, bytes, resident) })
+	default:
+		d.call(func() {
+			if d.pinned && d.glPinnedFill(buf, bytes, fill) {
+				return
+			}
+			d.glAlloc(buf, nil, bytes, resident)
+			if buf.id != 0 {
+				d.glFill(buf, bytes, fill)
+			}
+		})
+	}
+	return gpu.NewTensor(&d.Tracker, s, dt, st)
+}
+
+// glFill maps the first n bytes of b for writing and runs fill on them.
+func (d *Device) glFill(b *buffer, n int64, fill func(dst []byte)) {
+	gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+	defer gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+	p := gogl.MapBufferRange(gogl.COPY_WRITE_BUFFER, 0, int(n), gogl.MAP_WRITE_BIT|gogl.MAP_INVALIDATE_BUFFER_BIT)
+	if p == nil {
+		d.glCheck("UploadFill: mapping")
+		d.Fail(fmt.Errorf("gl: UploadFill: could not map a buffer of %d bytes", n))
+		return
+	}
+	fill(unsafe.Slice((*byte)(p), n))
+	if !gogl.UnmapBuffer(gogl.COPY_WRITE_BUFFER) {
+		d.Fail(fmt.Errorf("gl: UploadFill: the driver lost a mapped buffer's contents (glUnmapBuffer)"))
+	}
+	d.glCheck("UploadFill")
 }
 
 func checkShape(s gpu.Shape) error {
@@ -512,16 +635,17 @@ func (d *Device) printProfile() {
 // glShutdown frees everything the GL thread holds.
 func (d *Device) glShutdown() {
 	for b := range d.live {
-		glDelete(b)
+		d.glDelete(b)
 	}
 	for _, list := range d.pool {
 		for _, b := range list {
-			glDelete(b)
+			d.glDelete(b)
 		}
 	}
 	d.pool, d.live = nil, nil
 	d.warm.free(true)
 	d.glDropBuilt()
+	d.glFreeSlab()
 	for _, p := range d.progs {
 		if p.id != 0 {
 			gogl.DeleteProgram(p.id)
@@ -557,9 +681,7 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 			return
 		}
 	}
-	d.live[b] = struct{}{}
-	d.liveBytes += b.size
-	d.highWater = max(d.highWater, d.liveBytes)
+	d.glLive(b)
 	if len(raw) > 0 {
 		gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
 		gogl.BufferSubData(gogl.COPY_WRITE_BUFFER, 0, len(raw), unsafe.Pointer(&raw[0]))
@@ -568,20 +690,37 @@ func (d *Device) glAlloc(b *buffer, raw []byte, requested, resident int64) {
 	}
 }
 
+// glLive records b, which has a GL buffer now, as live.
+func (d *Device) glLive(b *buffer) {
+	d.live[b] = struct{}{}
+	d.liveBytes += b.size
+	if b.exact {
+		d.exactLive += b.size
+	}
+	d.highWater = max(d.highWater, d.liveBytes)
+	d.actHigh = max(d.actHigh, d.liveBytes-d.exactLive)
+}
+
 // glRelease returns b to the pool, or deletes it when the pool is full: the
-// pool keeps up to poolLimit bytes, or up to the most bytes ever live at
-// once, so that a sampler step as big as the first one (an SD 1.5 U-Net step
-// at 512x512 frees over a GiB of activations, in many sizes) finds every
-// buffer it needs in the pool. (Capping live + pooled at that mark instead
-// deleted buffers mid-step whenever the pool held other sizes.)
+// pool keeps up to poolLimit bytes, or up to the most bytes of activations
+// ever live at once, so that a sampler step as big as the first one (an SD
+// 1.5 U-Net step at 512x512 frees over a GiB of activations, in many sizes)
+// finds every buffer it needs in the pool. (Capping live + pooled at that
+// mark instead deleted buffers mid-step whenever the pool held other
+// sizes.) The weights do not count: with them the mark let the pool keep
+// as many bytes as the model has, whatever the activations needed. Exact
+// (weight) buffers are deleted.
 func (d *Device) glRelease(b *buffer) {
 	if b.id == 0 {
 		return
 	}
 	delete(d.live, b)
 	d.liveBytes -= b.size
-	if d.pooled+b.size > max(d.poolCap, d.highWater) {
-		glDelete(b)
+	if b.exact {
+		d.exactLive -= b.size
+	}
+	if b.exact || d.pooled+b.size > max(d.poolCap, d.actHigh) {
+		d.glDelete(b)
 		return
 	}
 	d.pool[b.size] = append(d.pool[b.size], &buffer{id: b.id, size: b.size, tex: b.tex})
@@ -589,9 +728,17 @@ func (d *Device) glRelease(b *buffer) {
 	b.id = 0
 }
 
-// glDelete deletes b and its texture views (on the thread of a context
-// sharing them).
-func glDelete(b *buffer) {
+// glDelete deletes b, its texture views and its host memory.
+func (d *Device) glDelete(b *buffer) {
+	glDeleteObjects(b)
+	if b.host != nil {
+		d.glHostFree(b) // llvmpipe finishes a dispatch before returning: nothing reads it now
+	}
+}
+
+// glDeleteObjects deletes b's GL buffer and its texture views (on the
+// thread of a context sharing them).
+func glDeleteObjects(b *buffer) {
 	for i, t := range b.tex {
 		if t != 0 {
 			gogl.DeleteTextures(1, &b.tex[i])

@@ -107,6 +107,43 @@ func (d *Device) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 			Why: fmt.Sprintf("%d bytes for %d %v elements (want %d; %v blocks hold %d)", len(raw), n, dt, want, dt, dt.Block())})
 		return d.placeholder(shape)
 	}
+	return d.store(dt, raw, shape)
+}
+
+// UploadFill implements gpu.Device. fill writes a host buffer, which is then
+// stored as UploadRaw stores its bytes (this device keeps F16 and BF16 as
+// uint16s and F32 as float32s, so it has no storage in UploadRaw's layout to
+// hand out); a quantized tensor's own storage is filled directly.
+func (d *Device) UploadFill(dt gpu.DType, fill func(dst []byte), shape ...int) *gpu.Tensor {
+	if !d.usable() {
+		return d.placeholder(shape)
+	}
+	if err := checkShape(shape); err != nil {
+		d.Fail(fmt.Errorf("ref: UploadFill: %w", err))
+		return d.placeholder(shape)
+	}
+	if !dt.Valid() {
+		d.Fail(fmt.Errorf("ref: UploadFill: unknown dtype %v", dt))
+		return d.placeholder(shape)
+	}
+	n := gpu.Shape(shape).Numel()
+	if dt.Bytes(n) < 0 {
+		d.Fail(&gpu.ShapeError{Op: "UploadFill", Shapes: []gpu.Shape{shape},
+			Why: fmt.Sprintf("%d %v elements are not whole blocks of %d", n, dt, dt.Block())})
+		return d.placeholder(shape)
+	}
+	if dt.Quantized() {
+		t := d.alloc(shape, dt)
+		fill(t.Store.Handle.(*buffer).raw)
+		return t
+	}
+	raw := make([]byte, dt.Bytes(n))
+	fill(raw)
+	return d.store(dt, raw, shape)
+}
+
+// store makes a tensor of type dt holding raw (validated by the caller).
+func (d *Device) store(dt gpu.DType, raw []byte, shape []int) *gpu.Tensor {
 	t := d.alloc(shape, dt)
 	b := t.Store.Handle.(*buffer)
 	if dt.Quantized() {

@@ -116,18 +116,14 @@ func (m *Model) weightsOf(component string) (nets.Weights, error) {
 // CheckFinite scans the raw bytes of one component's weights ("unet",
 // "vae" or "text_encoder"; all of them when none is named) for NaN and Inf
 // values, a few tensors at a time in parallel, and returns a
-// *NonFiniteError listing every tensor that holds any. Call it just before
-// uploading the component, so the upload finds the pages already read.
-// Weights that are not nets.MapWeights are not scanned.
+// *NonFiniteError listing every tensor that holds any. Weights that are not
+// nets.MapWeights are not scanned. (A pipeline's upload counts the same
+// values as it copies them instead: see StartUpload.)
 func (m *Model) CheckFinite(components ...string) error {
 	if len(components) == 0 {
 		components = m.Components()
 	}
-	type job struct {
-		comp, name string
-		p          nets.Param
-	}
-	var jobs []job
+	var jobs []finiteJob
 	for _, c := range components {
 		w, err := m.weightsOf(c)
 		if err != nil {
@@ -138,14 +134,34 @@ func (m *Model) CheckFinite(components ...string) error {
 			continue
 		}
 		for name, p := range mw {
-			jobs = append(jobs, job{c, name, p})
+			jobs = append(jobs, finiteJob{c, name, p})
 		}
 	}
+	counts, err := m.countFinite(jobs)
+	if err != nil {
+		return err
+	}
+	return m.nonFinite(jobs, counts)
+}
+
+// finiteJob is one tensor to scan for NaN and Inf.
+type finiteJob struct {
+	comp, name string
+	p          nets.Param
+}
+
+// countFinite counts the non-finite values of each job's tensor, a few
+// tensors at a time in parallel. The weights are mapped: a file truncated
+// meanwhile faults on read (SIGBUS), which each goroutine turns into an
+// error naming the file.
+func (m *Model) countFinite(jobs []finiteJob) ([]int64, error) {
 	// Largest first, so the workers finish together.
-	sort.Slice(jobs, func(i, j int) bool { return len(jobs[i].p.Raw) > len(jobs[j].p.Raw) })
+	order := make([]int, len(jobs))
+	for i := range order {
+		order[i] = i
+	}
+	sort.Slice(order, func(i, j int) bool { return len(jobs[order[i]].p.Raw) > len(jobs[order[j]].p.Raw) })
 	counts := make([]int64, len(jobs))
-	// The weights are mapped: a file truncated meanwhile faults on read
-	// (SIGBUS), which each goroutine turns into an error naming the file.
 	faults := make([]error, len(jobs))
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -155,10 +171,11 @@ func (m *Model) CheckFinite(components ...string) error {
 		go func() {
 			defer wg.Done()
 			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(jobs) {
+				k := int(next.Add(1) - 1)
+				if k >= len(jobs) {
 					return
 				}
+				i := order[k]
 				j := jobs[i]
 				faults[i] = safefile.Guard(m.fileOf(j.comp, j.name), func() { counts[i] = CountNonFinite(j.p.DType, j.p.Raw) })
 				if faults[i] != nil {
@@ -170,9 +187,15 @@ func (m *Model) CheckFinite(components ...string) error {
 	wg.Wait()
 	for _, err := range faults {
 		if err != nil {
-			return err
+			return nil, err
 		}
 	}
+	return counts, nil
+}
+
+// nonFinite returns a *NonFiniteError listing every job whose count is not
+// zero (sorted by file, then key), or nil.
+func (m *Model) nonFinite(jobs []finiteJob, counts []int64) error {
 	var bad []NonFiniteTensor
 	for i, n := range counts {
 		if n == 0 {
@@ -206,8 +229,9 @@ func (m *Model) fileOf(component, param string) string {
 	return m.Path
 }
 
-// GuardedWeights returns a component's weights for uploading: each Get
-// copies the parameter's bytes out of the mapped file under safefile.Guard,
+// GuardedWeights returns a component's weights for reading on the host
+// (LoRA merges; pipelines upload with StartUpload, which copies once): each
+// Get copies the parameter's bytes out of the mapped file under safefile.Guard,
 // so that a file truncated while it is read gives an error, not a SIGBUS
 // (the GL device reads upload bytes in C, where no fault can be caught).
 // After the upload, Err says whether a read faulted; the parameters read

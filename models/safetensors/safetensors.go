@@ -219,20 +219,47 @@ func (f *File) DropPages() error {
 // DropData is DropPages for the whole pages of the mapping that b (a slice
 // returned by Data) covers; b outside the mapping is ignored.
 func (f *File) DropData(b []byte) {
-	if f.closed || len(f.mm) == 0 || len(b) == 0 {
+	if !f.Holds(b) {
 		return
 	}
 	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	if start < base || start+uintptr(len(b)) > base+uintptr(len(f.mm)) {
-		return
-	}
 	page := uintptr(unix.Getpagesize())
 	lo := (start - base + page - 1) / page * page
 	hi := (start - base + uintptr(len(b))) / page * page
 	if hi > lo {
 		_ = unix.Madvise(f.mm[lo:hi], unix.MADV_DONTNEED) // advice only
 	}
+}
+
+// Prefault maps the pages of the mapping that b (a slice returned by Data)
+// covers into the process in one call (madvise MADV_POPULATE_READ),
+// reading them from the file where needed, so that reading b then takes no
+// page faults; b outside the mapping is ignored. Advice only: where the
+// kernel cannot (a file truncated meanwhile, an old kernel), reading b
+// faults as it would have.
+func (f *File) Prefault(b []byte) {
+	if !f.Holds(b) {
+		return
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	page := uintptr(unix.Getpagesize())
+	lo := (start - base) / page * page
+	hi := min((start-base+uintptr(len(b))+page-1)/page*page, uintptr(len(f.mm)))
+	_ = unix.Madvise(f.mm[lo:hi], unix.MADV_POPULATE_READ) // advice only
+}
+
+// Holds reports whether b (not empty) lies within the file's mapping: its
+// bytes are read from the file, and reading them faults (SIGBUS) once the
+// file is truncated. False after Close and for FromBytes files.
+func (f *File) Holds(b []byte) bool {
+	if f.closed || len(f.mm) == 0 || len(b) == 0 {
+		return false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	return start >= base && start+uintptr(len(b)) <= base+uintptr(len(f.mm))
 }
 
 // Path returns the path (or name) the file was opened with.
