@@ -87,8 +87,10 @@ func (d *Device) CompileAhead(work func(), progress func(done, total int)) error
 			}
 			d.call(func() { d.glAhead(n) })
 		case key := <-finished:
+			// glProgram adopts what the worker built; the warm-up in this
+			// context finds its machine code in Mesa's shader cache.
 			n := needs[key]
-			d.call(func() { d.glAdopt(n) })
+			d.call(func() { d.glAhead(n) })
 		case <-tick.C:
 			continue
 		}

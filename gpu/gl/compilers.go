@@ -140,19 +140,6 @@ func (d *Device) takeBuilt(key string) (builtProgram, bool) {
 	return b, ok
 }
 
-// glAdopt makes the program a worker built for n the GL thread's, and runs
-// its warm-up dispatch in this context (for llvmpipe, from Mesa's shader
-// cache). A program that did not build is left for its first real launch
-// to report, as glAhead does.
-func (d *Device) glAdopt(n need) {
-	p, err := d.glProgram(n.kernel)
-	if err != nil || !d.compilesAtDispatch() {
-		return
-	}
-	d.warm.dispatch(p.id, n)
-	d.glCheck("compiling ahead")
-}
-
 // glDropBuilt deletes the programs workers built that were never adopted
 // (GL thread, at shutdown, after the workers have ended).
 func (d *Device) glDropBuilt() {
