@@ -111,7 +111,7 @@ func TestUploadSameOnGLAndRef(t *testing.T) {
 					require.Len(t, va, len(vb), n)
 					for i := range va {
 						if *(*uint32)(unsafe.Pointer(&va[i])) != *(*uint32)(unsafe.Pointer(&vb[i])) {
-							t.Errorf("%s %s [%d]: gl %v, ref %v", role, n, i, va[i], vb[i])
+							assert.Fail(t, "bits differ", "%s %s [%d]: gl %v, ref %v", role, n, i, va[i], vb[i])
 							break
 						}
 					}

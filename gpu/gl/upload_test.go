@@ -129,7 +129,7 @@ func testUploadFill(t *testing.T, d *Device, pinned bool) {
 // calling fill; an OOM names the requested bytes.
 func TestUploadFillErrors(t *testing.T) {
 	never := func(t *testing.T) func([]byte) {
-		return func([]byte) { t.Error("fill called") }
+		return func([]byte) { assert.Fail(t, "fill called") }
 	}
 	for name, up := range map[string]func(d *Device, t *testing.T){
 		"zero dim":     func(d *Device, t *testing.T) { d.UploadFill(gpu.F16, never(t), 3, 0) },
