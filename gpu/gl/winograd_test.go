@@ -7,6 +7,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/gputest"
 	"github.com/stepwise/stepwise/gpu/ref"
@@ -69,14 +72,10 @@ func TestWinograd(t *testing.T) {
 		d.winogradChunk = chunk
 		for _, c := range winogradCases() {
 			t.Run(fmt.Sprintf("chunk%d/%s", chunk, c.Name), func(t *testing.T) {
-				if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
-					t.Error(err)
-				}
+				assert.NoError(t, gputest.CheckCase(oracle, d, c, tol)) // tol: the GL suite's bar
 			})
 		}
-		if s := d.Stats(); s.Buffers != 0 {
-			t.Errorf("chunk %d: %d buffers left after the cases (want 0: intermediates released)", chunk, s.Buffers)
-		}
+		assert.Zero(t, d.Stats().Buffers, "chunk %d: buffers left after the cases (intermediates released)", chunk)
 	}
 }
 
@@ -85,9 +84,7 @@ func TestWinograd(t *testing.T) {
 func TestWinogradChoice(t *testing.T) {
 	big := gpu.ConvGeom{N: 1, C: 8, H: 32, W: 32, O: 8, KH: 3, KW: 3, OH: 32, OW: 32, SH: 1, SW: 1, PH: 1, PW: 1}
 	d := &Device{}
-	if !d.useWinograd(big) {
-		t.Error("32x32 3x3 conv: want Winograd")
-	}
+	assert.True(t, d.useWinograd(big), "32x32 3x3 conv: want Winograd")
 	for name, g := range map[string]gpu.ConvGeom{
 		"small map": {N: 1, C: 8, H: 16, W: 16, O: 8, KH: 3, KW: 3, OH: 16, OW: 16, SH: 1, SW: 1, PH: 1, PW: 1},
 		"stride 2":  {N: 1, C: 8, H: 64, W: 64, O: 8, KH: 3, KW: 3, OH: 32, OW: 32, SH: 2, SW: 2, PH: 1, PW: 1},
@@ -95,18 +92,12 @@ func TestWinogradChoice(t *testing.T) {
 		"C % 4":     {N: 1, C: 3, H: 64, W: 64, O: 8, KH: 3, KW: 3, OH: 64, OW: 64, SH: 1, SW: 1, PH: 1, PW: 1},
 		"O % 4":     {N: 1, C: 8, H: 64, W: 64, O: 3, KH: 3, KW: 3, OH: 64, OW: 64, SH: 1, SW: 1, PH: 1, PW: 1},
 	} {
-		if d.useWinograd(g) {
-			t.Errorf("%s: Winograd chosen", name)
-		}
+		assert.False(t, d.useWinograd(g), "%s: Winograd chosen", name)
 	}
 	d.convAlgo = convDirect
-	if d.useWinograd(big) {
-		t.Error("convDirect: Winograd chosen")
-	}
+	assert.False(t, d.useWinograd(big), "convDirect: Winograd chosen")
 	d.convAlgo, d.noWinograd = convAuto, true
-	if d.useWinograd(big) {
-		t.Error("STEPWISE_GL_WINOGRAD=off: Winograd chosen")
-	}
+	assert.False(t, d.useWinograd(big), "STEPWISE_GL_WINOGRAD=off: Winograd chosen")
 }
 
 // TestPointwise checks 1x1 convolutions, which run as matrix products,
@@ -141,13 +132,9 @@ func TestPointwise(t *testing.T) {
 			},
 		}
 		g := gpu.ConvGeom{N: tc.n, C: tc.c, H: tc.h, W: tc.w, O: tc.o, KH: 1, KW: 1, OH: tc.h, OW: tc.w, SH: 1, SW: 1}
-		if !d.usePointwise(g) {
-			t.Fatalf("%s: not taken as a matrix product", c.Name)
-		}
+		require.True(t, d.usePointwise(g), "%s: not taken as a matrix product", c.Name)
 		t.Run(c.Name, func(t *testing.T) {
-			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, gputest.CheckCase(oracle, d, c, tol)) // tol: the GL suite's bar
 		})
 	}
 }
@@ -168,37 +155,27 @@ func TestTuner(t *testing.T) {
 	run := func(wantTimed int) *Device {
 		d := fresh(t)
 		for _, c := range []gputest.Case{near, far} {
-			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
-				t.Error(err)
-			}
+			assert.NoError(t, gputest.CheckCase(oracle, d, c, tol)) // tol: the GL suite's bar
 		}
-		if d.tune.timed != wantTimed {
-			t.Errorf("timed %d shapes, want %d (decisions %v)", d.tune.timed, wantTimed, d.tune.choices)
-		}
+		assert.Equal(t, wantTimed, d.tune.timed, "shapes timed (decisions %v)", d.tune.choices)
 		return d
 	}
 	d := run(1)
 	files, _ := filepath.Glob(filepath.Join(dir, "tune-*.json"))
-	if len(files) != 1 {
-		t.Fatalf("decision files %v, want one", files)
-	}
-	raw, _ := os.ReadFile(files[0])
+	require.Len(t, files, 1, "decision files")
+	raw, err := os.ReadFile(files[0])
+	require.NoError(t, err)
 	var saved map[string]bool
-	if err := json.Unmarshal(raw, &saved); err != nil || len(saved) != 1 {
-		t.Fatalf("decisions file %s: %v, %q", files[0], err, raw)
-	}
-	if _, ok := saved[convKey(gpu.ConvGeom{N: 1, C: 8, H: 32, W: 32, O: 8, PH: 1, PW: 1}, gpu.F32)]; !ok {
-		t.Errorf("decisions %v lack the 32x32 shape", saved)
-	}
+	require.NoError(t, json.Unmarshal(raw, &saved), "decisions file %s: %q", files[0], raw)
+	require.Len(t, saved, 1, "decisions")
+	assert.Contains(t, saved, convKey(gpu.ConvGeom{N: 1, C: 8, H: 32, W: 32, O: 8, PH: 1, PW: 1}, gpu.F32), "the 32x32 shape")
 	d.Close()
 	run(0).Close()
-	if err := os.WriteFile(files[0], []byte("{not json"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	require.NoError(t, os.WriteFile(files[0], []byte("{not json"), 0o644))
 	run(1).Close()
-	if raw, _ := os.ReadFile(files[0]); json.Unmarshal(raw, &saved) != nil {
-		t.Errorf("damaged decisions file not rewritten: %q", raw)
-	}
+	raw, err = os.ReadFile(files[0])
+	require.NoError(t, err)
+	assert.NoError(t, json.Unmarshal(raw, &saved), "damaged decisions file rewritten: %q", raw)
 }
 
 // winogradCase is a padded 3x3 conv with bias on an n x c x h x w input.
@@ -233,15 +210,9 @@ func TestAttentionPaths(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			d := fresh(t)
 			d.attnUnfused, d.attnScoreBytes = tc.unfused, tc.scores
-			if got := d.useUnfusedAttention(1, 256, 260); got != tc.unfused {
-				t.Fatalf("useUnfusedAttention = %v", got)
-			}
-			if err := gputest.CheckCase(oracle, d, c, tol); err != nil {
-				t.Error(err)
-			}
-			if s := d.Stats(); s.Buffers != 0 {
-				t.Errorf("%d buffers left (intermediates not released)", s.Buffers)
-			}
+			require.Equal(t, tc.unfused, d.useUnfusedAttention(1, 256, 260), "useUnfusedAttention")
+			assert.NoError(t, gputest.CheckCase(oracle, d, c, tol)) // tol: the GL suite's bar
+			assert.Zero(t, d.Stats().Buffers, "buffers left (intermediates released)")
 		})
 	}
 }
@@ -268,9 +239,7 @@ func TestLargeSuite(t *testing.T) {
 			return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{PadH: 1, PadW: 1, Residual: x[3]})
 		},
 	}
-	if err := gputest.CheckCase(oracle, d, c, winogradTol); err != nil {
-		t.Error(err)
-	}
+	assert.NoError(t, gputest.CheckCase(oracle, d, c, winogradTol))
 }
 
 // winogradTol is the bar of Winograd on 512 input channels.

@@ -6,6 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/gpu/ref"
 )
@@ -31,8 +34,8 @@ func TestCasesCoverEveryOp(t *testing.T) {
 	}
 	it := reflect.TypeOf((*gpu.Device)(nil)).Elem()
 	for i := 0; i < it.NumMethod(); i++ {
-		if name := it.Method(i).Name; !notOps[name] && !covered[name] {
-			t.Errorf("no conformance case for %s", name)
+		if name := it.Method(i).Name; !notOps[name] {
+			assert.True(t, covered[name], "no conformance case for %s", name)
 		}
 	}
 }
@@ -80,51 +83,39 @@ func TestSuiteCatchesBugs(t *testing.T) {
 		}
 		delete(want, c.Name)
 		err := CheckCase(oracle, &faulty{Device: ref.New()}, c, 1e-4)
-		switch {
-		case frag == "" && err != nil:
-			t.Errorf("%s: unexpected failure: %v", c.Name, err)
-		case frag != "" && err == nil:
-			t.Errorf("%s: bug not detected", c.Name)
-		case frag != "" && !strings.Contains(err.Error(), frag):
-			t.Errorf("%s: error %q does not mention %q", c.Name, err, frag)
-		case err != nil:
+		if frag == "" {
+			assert.NoError(t, err, "%s: a correct op", c.Name)
+			continue
+		}
+		if assert.Error(t, err, "%s: bug not detected", c.Name) {
+			assert.Contains(t, err.Error(), frag, c.Name)
 			t.Logf("caught: %v", err)
 		}
 	}
-	for name := range want {
-		t.Errorf("case %s no longer exists", name)
-	}
+	assert.Empty(t, want, "cases that no longer exist")
 }
 
 func TestCompare(t *testing.T) {
 	shape := gpu.Shape{2, 3}
 	want := []float32{0.5, -1, 2, 0, 10, 3}
-	if err := Compare(want, want, shape, 0); err != nil {
-		t.Fatalf("identical: %v", err)
-	}
+	require.NoError(t, Compare(want, want, shape, 0), "identical")
 	// Element-wise allclose: 2.9e-4 off a value of 2 passes at 1e-4 (limit 3e-4).
 	got := append([]float32(nil), want...)
 	got[2] = 2.00029
-	if err := Compare(want, got, shape, 1e-4); err != nil {
-		t.Fatalf("within tolerance: %v", err)
-	}
+	require.NoError(t, Compare(want, got, shape, 1e-4), "within tolerance")
 	got[3] = 0.00011 // 1.1e-4 off 0: fails, but 1e-3 off -1 is worse
 	got[1] = -1.001
 	err := Compare(want, got, shape, 1e-4)
-	if err == nil || !strings.Contains(err.Error(), "worst at [0 1]") || !strings.Contains(err.Error(), "2 of 6") {
-		t.Fatalf("want a failure at [0 1], got %v", err)
-	}
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "worst at [0 1]")
+	assert.Contains(t, err.Error(), "2 of 6")
 	got = append([]float32(nil), want...)
 	got[5] = float32(nanValue())
-	if err := Compare(want, got, shape, 1); err == nil || !strings.Contains(err.Error(), "[1 2]") {
-		t.Fatalf("NaN not caught: %v", err)
-	}
-	if err := Compare(want, got[:5], shape, 1); err == nil {
-		t.Fatal("length mismatch not caught")
-	}
-	if idx := Index(gpu.Shape{2, 3, 5}, 29); !reflect.DeepEqual(idx, []int{1, 2, 4}) {
-		t.Fatalf("Index = %v", idx)
-	}
+	err = Compare(want, got, shape, 1)
+	require.Error(t, err, "NaN not caught")
+	assert.Contains(t, err.Error(), "[1 2]")
+	assert.Error(t, Compare(want, got[:5], shape, 1), "length mismatch not caught")
+	assert.Equal(t, []int{1, 2, 4}, Index(gpu.Shape{2, 3, 5}, 29))
 }
 
 func nanValue() float64 {
@@ -135,22 +126,14 @@ func nanValue() float64 {
 func TestValuesAreDeterministicAndTyped(t *testing.T) {
 	c := Case{Name: "X/y", Inputs: []Input{typed(gpu.F16, 4, 5), {Shape: []int{3}, Scale: 2, Offset: 100}}}
 	a, b := c.Values(0), c.Values(0)
-	if !reflect.DeepEqual(a, b) {
-		t.Fatal("values differ between calls")
-	}
+	require.Equal(t, a, b, "values are the same between calls")
 	for _, v := range a {
-		if ref.HalfToFloat(ref.FloatToHalf(v)) != v {
-			t.Fatalf("F16 input value %v is not representable in F16", v)
-		}
+		assert.Equal(t, v, ref.HalfToFloat(ref.FloatToHalf(v)), "F16 input value representable in F16")
 	}
 	for _, v := range c.Values(1) {
-		if v < 80 || v > 120 {
-			t.Fatalf("offset input value %v far from 100", v)
-		}
+		assert.InDelta(t, 100, v, 20, "offset input value near 100 (offset 100, scale 2)")
 	}
-	if reflect.DeepEqual(c.Values(0)[:3], c.Values(1)) {
-		t.Fatal("inputs share values")
-	}
+	assert.NotEqual(t, c.Values(0)[:3], c.Values(1), "inputs share values")
 }
 
 // The large cases are valid and deterministic on the reference device. They
