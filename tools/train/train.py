@@ -34,10 +34,13 @@ import signal
 import subprocess
 import sys
 import tarfile
+import socket
 import time
+from datetime import timedelta
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
@@ -676,6 +679,110 @@ class ConceptSampler:
         self.perm, self.pos, self.epoch = s["perm"], s["pos"], s["epoch"]
 
 
+# ----------------------------------------------------------------------------
+# data parallel on the CPU (--procs): one torch thread per process does more work
+# than two threads in one process, because the ops are small
+
+
+class Peers:
+    """Rank 0's side of --procs N: N-1 worker processes (spawned, gloo over loopback)
+    each take an equal share of every batch; gradients are averaged with all_reduce, and
+    rank 0 alone steps the optimizer and broadcasts the new weights before the next step.
+    Workers hold no state of their own, so checkpoints, EMA and resuming are unchanged."""
+
+    def __init__(self, n, threads, params):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        ctx = torch.multiprocessing.get_context("spawn")
+        self.procs = [ctx.Process(target=_worker, args=(r, n, port, threads), daemon=True) for r in range(1, n)]
+        for pr in self.procs:
+            pr.start()
+        _init_group(0, n, port)
+        self.n, self.params = n, params
+
+    def step(self, zt, t, ids, noise, w):
+        """Sends the weights and the batch; returns rank 0's share of it."""
+        dist.broadcast(torch.tensor([1, zt.shape[0]], dtype=torch.int64), 0)
+        flat = torch.cat([p.detach().reshape(-1) for p in self.params])
+        dist.broadcast(flat, 0)
+        for x in (zt, t, ids, noise, w):
+            dist.broadcast(x.contiguous(), 0)
+        k = zt.shape[0] // self.n
+        return zt[:k], t[:k], ids[:k], noise[:k], w[:k]
+
+    def average_grads(self):
+        average_grads(self.params, self.n)
+
+    def close(self):
+        try:
+            dist.broadcast(torch.tensor([0, 0], dtype=torch.int64), 0)
+        finally:
+            for pr in self.procs:
+                pr.join(timeout=30)
+            dist.destroy_process_group()
+
+
+def _init_group(rank, n, port):
+    # rank 0 may spend many minutes on a quality run between two steps
+    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:%d" % port, rank=rank, world_size=n,
+                            timeout=timedelta(hours=6))
+
+
+def average_grads(params, n):
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat /= n
+    o = 0
+    for p in params:
+        p.grad.copy_(flat[o:o + p.numel()].view_as(p))
+        o += p.numel()
+
+
+def unet_loss(unet, text, zt, t, ids, noise, w):
+    pred = unet(zt, t.float(), text(ids))
+    per = ((pred - noise) ** 2).mean(dim=(1, 2, 3)) * w
+    return per.mean(), per
+
+
+def _worker(rank, n, port, threads):
+    """Rank r > 0 of --procs: computes the gradient of its share of each batch."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 checkpoints, then tells us to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+    _init_group(rank, n, port)
+    unet, text = build_unet_text("cpu")
+    params = list(unet.parameters()) + list(text.parameters())
+    flat = torch.empty(sum(p.numel() for p in params))
+    while True:
+        hdr = torch.zeros(2, dtype=torch.int64)
+        dist.broadcast(hdr, 0)
+        if hdr[0].item() == 0:
+            break
+        b = int(hdr[1].item())
+        dist.broadcast(flat, 0)
+        o = 0
+        with torch.no_grad():
+            for p in params:
+                p.copy_(flat[o:o + p.numel()].view_as(p))
+                o += p.numel()
+        zt, t = torch.empty(b, 4, RES // 4, RES // 4), torch.empty(b, dtype=torch.int64)
+        ids, noise, w = torch.empty(b, 77, dtype=torch.int64), torch.empty(b, 4, RES // 4, RES // 4), torch.empty(b)
+        for x in (zt, t, ids, noise, w):
+            dist.broadcast(x, 0)
+        k = b // n
+        s = slice(rank * k, (rank + 1) * k)
+        loss, _ = unet_loss(unet, text, zt[s], t[s], ids[s], noise[s], w[s])
+        for p in params:
+            p.grad = None
+        loss.backward()
+        average_grads(params, n)
+    dist.destroy_process_group()
+
+
 def stage_unet(args):
     path = os.path.join(RUNS, "unet.pt")
     dev = device()
@@ -748,6 +855,12 @@ def stage_unet(args):
     cat_loss = {c: [0.0, 0] for c in CATEGORIES}
     ema_p = list(ema_u.parameters()) + list(ema_t.parameters())
     bs = args.batch
+    peers = None
+    if args.procs > 1 and dev.type == "cpu":
+        if bs % args.procs:
+            raise SystemExit("--batch %d does not split over --procs %d" % (bs, args.procs))
+        peers = Peers(args.procs, args.threads, params)
+        log("unet: %d processes of %d thread(s), %d samples each per step" % (args.procs, args.threads, bs // args.procs))
     while step < total and not STOP:
         idx, caps, cats = [], [], []
         for _ in range(bs):
@@ -768,13 +881,16 @@ def stage_unet(args):
         lr = lr_at(args, step, opt_step0, total)
         for pg in opt.param_groups:
             pg["lr"] = lr
-        pred = unet(zt, t.float(), text(ids))
         snr = a.flatten() / (1 - a.flatten())
         w = torch.clamp(snr, max=5.0) / snr  # Min-SNR-5 weighting for epsilon targets
-        per = ((pred - noise) ** 2).mean(dim=(1, 2, 3)) * w
-        loss = per.mean()
+        if peers:
+            zt, t, ids, noise, w = peers.step(zt, t, ids, noise, w)
+            cats = cats[:len(t)]
+        loss, per = unet_loss(unet, text, zt, t, ids, noise, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if peers:
+            peers.average_grads()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
@@ -823,6 +939,8 @@ def stage_unet(args):
         if do_eval:  # on the checkpoint just written
             evaluate(args, step)
             last_eval = time.time()
+    if peers:
+        peers.close()
 
 
 def lr_at(args, step, opt_step0, total):
@@ -881,7 +999,7 @@ def evaluate(args, step):
     import quality as Q
     out = os.path.join(RUNS, "eval")
     prefix = E.export(RUNS, out, "stepwise-emoji", log=log)
-    r = Q.evaluate(prefix, threads=args.threads, grid=os.path.join(out, "quality_grid.png"))
+    r = Q.evaluate(prefix, threads=args.threads * max(args.procs, 1), grid=os.path.join(out, "quality_grid.png"))
     sha = sha256(prefix + ".fp16.safetensors")
     E.add_quality_note(prefix, r)
     _append_quality("step %d" % step, sha, r)
@@ -911,6 +1029,8 @@ def main():
                     help="exported model prefix for the warm start when runs/ has no checkpoint ('' = none)")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (2 gave no more samples/s than 1 on the 2-core machine, and 1 leaves a core free)")
+    ap.add_argument("--procs", type=int, default=min(os.cpu_count() or 1, 4),
+                    help="U-Net stage on the CPU: processes that share each batch (data parallel; default: CPUs, at most 4)")
     ap.add_argument("--vae-steps", type=int, default=2000)
     ap.add_argument("--vae-batch", type=int, default=16)
     ap.add_argument("--vae-lr", type=float, default=5e-4)
