@@ -115,6 +115,20 @@ def log(*a):
     print(time.strftime("%Y-%m-%d %H:%M:%S"), *a, flush=True)
 
 
+def blas_library():
+    """The BLAS library torch's CPU matrix products went through (Debian's torch links
+    whichever libblas.so.3 the alternatives system points at), or None."""
+    torch.ones(2, 2) @ torch.ones(2, 2)
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if "libblas" in line or "openblas" in line:
+                    return line.split()[-1]
+    except OSError:
+        pass
+    return None
+
+
 def device():
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -679,6 +693,37 @@ class ConceptSampler:
         self.perm, self.pos, self.epoch = s["perm"], s["pos"], s["epoch"]
 
 
+class FastAdamW(torch.optim.AdamW):
+    """torch.optim.AdamW (1.13, single-tensor path, no amsgrad) with one change: the
+    bias-corrected second moment is multiplied by the reciprocal instead of divided by
+    a Python float. Debian's torch 1.13 divides a tensor by a scalar element by element
+    (7 ms for the 3.16M-value token table against 0.5 ms for a multiply), which made the
+    optimizer step ~30% of a training step. Same state, so checkpoints load either way."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None
+        for group in self.param_groups:
+            lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                st = self.state[p]
+                if not st:
+                    st["step"] = torch.tensor(0.0)
+                    st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                st["step"] += 1
+                k = st["step"].item()
+                g, m, v = p.grad, st["exp_avg"], st["exp_avg_sq"]
+                if wd:
+                    p.mul_(1 - lr * wd)
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                denom = v.sqrt().mul_(1.0 / math.sqrt(1 - b2 ** k)).add_(eps)
+                p.addcdiv_(m, denom, value=-lr / (1 - b1 ** k))
+
+
 # ----------------------------------------------------------------------------
 # data parallel on the CPU (--procs): one torch thread per process does more work
 # than two threads in one process, because the ops are small
@@ -735,7 +780,7 @@ def average_grads(params, n):
             p.grad = torch.zeros_like(p)
     flat = torch.cat([p.grad.reshape(-1) for p in params])
     dist.all_reduce(flat)
-    flat /= n
+    flat.mul_(1.0 / n)  # (a division by a scalar is not vectorised in this torch)
     o = 0
     for p in params:
         p.grad.copy_(flat[o:o + p.numel()].view_as(p))
@@ -795,7 +840,7 @@ def stage_unet(args):
     unet, text = build_unet_text(dev)
     ema_u, ema_t = M.UNet2DConditionModel(UNET_CFG).to(dev), M.CLIPTextModel(TEXT_CFG).to(dev)
     params = list(unet.parameters()) + list(text.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    opt = FastAdamW(params, lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
     step, seen, opt_step0 = 0, 0, 0
     rng = random.Random(SEED)
     sampler = ConceptSampler(concepts, SEED + 1)
@@ -1065,6 +1110,10 @@ def main():
     np.random.seed(SEED)
     torch.manual_seed(SEED)
     log("train.py %s: runs %s, device %s, %d threads, pid %d" % (args.stage, RUNS, device(), args.threads, os.getpid()))
+    blas = blas_library()
+    if device().type == "cpu" and blas and "openblas" not in blas:
+        log("WARNING: torch's matrix products run on %s, the reference BLAS: training is ~3x slower than with "
+            "OpenBLAS (apt-get install libopenblas0-pthread)" % blas)
     stages = ["data", "vae", "latents", "unet"] if args.stage == "all" else [args.stage]
     for s in stages:
         globals()["stage_" + s](args)

@@ -14,4 +14,4 @@ mkdir -p tools/train/runs
 # session: against another session it got an equal share, a whole core of two, nice 19 or
 # not. Lowering the session's own priority makes it yield to the rest of the machine.
 [ -w /proc/self/autogroup ] && echo 19 > /proc/self/autogroup 2>/dev/null
-OMP_WAIT_POLICY=PASSIVE exec nice -n 19 /usr/bin/python3 tools/train/train.py all "$@"
+OMP_WAIT_POLICY=PASSIVE OPENBLAS_NUM_THREADS=1 exec nice -n 19 /usr/bin/python3 tools/train/train.py all "$@"
