@@ -13,6 +13,11 @@ triples to runs/quality_pairs.png.
 
     /usr/bin/python3 tools/train/quality.py [--model models/bundled/stepwise-emoji]
         [--steps 4 --schedule leading|trailing]   # 4 leading = the studio's live profile
+        [--stepwise ./stepwise]   # draw through Stepwise itself (GL), not PyTorch
+
+With --stepwise BIN every image comes from `BIN generate` (the product's own path: its
+tokenizer, GL kernels and DDIM; its seeds draw other noise than torch's), one process
+per label, so the score is what a user of that binary gets.
 """
 
 import argparse
@@ -20,7 +25,9 @@ import io
 import json
 import os
 import random
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -54,7 +61,7 @@ def default_guidance(cfg):
 
 @torch.no_grad()
 def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pairs=None, batch=20, verbose=False,
-             spacing="leading"):
+             spacing="leading", stepwise=None):
     torch.set_num_threads(threads)
     t0 = time.time()
     cfg, unet, vae, text = T.load_exported(prefix)
@@ -65,12 +72,15 @@ def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pair
     ref = T.to_tensor(imgs)
     cases = pick_labels(items, n)
     labels = [items[i]["label"] for i, _ in cases]
-    tok = T.TokenCache()
-    outs = []
-    for b in range(0, len(labels), batch):
-        outs.append(T.sample(unet, text, vae, sf, tok(labels[b:b + batch]), tok([""]), steps=steps,
-                             guidance=guidance, seed=list(range(b, min(b + batch, len(labels)))), spacing=spacing))
-    gen = torch.cat(outs).clamp(-1, 1)
+    if stepwise:
+        gen = draw_with_stepwise(stepwise, prefix, labels, steps, guidance, spacing).clamp(-1, 1)
+    else:
+        tok = T.TokenCache()
+        outs = []
+        for b in range(0, len(labels), batch):
+            outs.append(T.sample(unet, text, vae, sf, tok(labels[b:b + batch]), tok([""]), steps=steps,
+                                 guidance=guidance, seed=list(range(b, min(b + batch, len(labels)))), spacing=spacing))
+        gen = torch.cat(outs).clamp(-1, 1)
     if gen.shape[-1] != ref.shape[-1]:
         gen = F.interpolate(gen, size=ref.shape[-2:], mode="bilinear", align_corners=False).clamp(-1, 1)
     nn = T.nearest(gen, ref)
@@ -92,6 +102,22 @@ def evaluate(prefix, n=N, steps=STEPS, guidance=None, threads=2, grid=None, pair
     return {"pct": 100.0 * sum(ok) / len(ok), "hits": sum(ok), "n": len(ok), "steps": steps, "guidance": guidance,
             "spacing": spacing,
             "per_category": per, "rows": rows, "seconds": time.time() - t0, "res": cfg["vae"]["sample_size"]}
+
+
+def draw_with_stepwise(binary, prefix, labels, steps, guidance, spacing):
+    """One image per label from `binary generate` on the exported file (seed = index)."""
+    imgs = []
+    with tempfile.TemporaryDirectory(prefix="stepwise-quality-") as tmp:
+        for k, label in enumerate(labels):
+            out = os.path.join(tmp, "%03d.png" % k)
+            cmd = [binary, "generate", "--model", prefix + ".fp16.safetensors", "-p", label, "--seed", str(k),
+                   "--steps", str(steps), "--sampler", "ddim", "--schedule", spacing, "--cfg-scale", repr(guidance),
+                   "-o", out]
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit("quality: %s failed for %r: %s" % (" ".join(cmd[:2]), label, r.stderr.strip()))
+            imgs.append(np.array(Image.open(out).convert("RGB")))
+    return T.to_tensor(np.stack(imgs))
 
 
 def save_quality_grid(gen, ok, path, cols=20, max_bytes=300_000):
@@ -154,20 +180,22 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--grid", default=os.path.join(HERE, "quality_grid.png"))
     ap.add_argument("--runs", default=T.RUNS)
+    ap.add_argument("--stepwise", metavar="BIN", help="draw with this Stepwise binary (`BIN generate`) instead of PyTorch")
     args = ap.parse_args()
     os.makedirs(args.runs, exist_ok=True)
     T.DATA = args.data
     pairs = os.path.join(args.runs, "quality_pairs.png")
     r = evaluate(args.model, args.n, args.steps, args.guidance, args.threads, args.grid, pairs, verbose=True,
-                 spacing=args.schedule)
+                 spacing=args.schedule, stepwise=args.stepwise and os.path.abspath(args.stepwise))
     if args.grid:
         import shutil
         shutil.copy(args.grid, os.path.join(args.runs, "quality_grid.png"))
     print()
     print(per_category_table(r))
-    print("model %s (%dx%d): %d/%d = %.1f%% nearest-is-prompted (bar %.0f%%: %s), guidance %.1f, %d DDIM steps (%s), %.0f s" % (
+    print("model %s (%dx%d): %d/%d = %.1f%% nearest-is-prompted (bar %.0f%%: %s), guidance %.1f, %d DDIM steps (%s), %s, %.0f s" % (
         args.model, r["res"], r["res"], r["hits"], r["n"], r["pct"], BAR, "met" if r["pct"] >= BAR else "not met",
-        r["guidance"], r["steps"], r["spacing"], r["seconds"]))
+        r["guidance"], r["steps"], r["spacing"], "drawn by " + args.stepwise if args.stepwise else "drawn by PyTorch",
+        r["seconds"]))
     print("grid: %s (%d per row, reading order = lines above); pairs: %s (generated | prompted | nearest)" % (
         args.grid, 20, pairs))
 
