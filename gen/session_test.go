@@ -156,8 +156,9 @@ func TestSessionForward(t *testing.T) {
 	assert.ErrorContains(t, err, "at least 2 timesteps")
 	vae, err := s.Forward(1, last, 3, true)
 	require.NoError(t, err)
-	assert.Equal(t, 32, vae.Images[0].Bounds().Dx(), "VAE-decoded: the image's size")
-	assert.Less(t, fw.Images[0].Bounds().Dx(), 32, "the latent projection: the latent's size")
+	native := s.Pipeline().NativeSize()
+	assert.Equal(t, native, vae.Images[0].Bounds().Dx(), "VAE-decoded: the image's size")
+	assert.Less(t, fw.Images[0].Bounds().Dx(), native, "the latent projection: the latent's size")
 }
 
 // Export writes the final images with their infotext, and a frame decoded

@@ -175,7 +175,7 @@ func TestFromWarnsAndKeepsItsModelHash(t *testing.T) {
 	assert.NoFileExists(t, filepath.Join(dir, "out_0.png"))
 	// The written image is the batch's second.
 	both := filepath.Join(dir, "both.png")
-	_, err = runGen(t, []string{"-p", "red heart", "--steps", "3", "--sampler", "Euler a", "--seed", "5", "--batch", "2", "--rng", "philox", "--device", "ref", "-o", both})
+	_, err = runGen(t, []string{"-p", "red heart", "--steps", "3", "--sampler", "Euler a", "--seed", "5", "--batch", "2", "--rng", "philox", "-W", "32", "-H", "32", "--device", "ref", "-o", both})
 	require.NoError(t, err)
 	assert.True(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_1.png"))), pixelsOf(decodePNG(t, out))), "the batch's second image")
 	assert.False(t, assert.ObjectsAreEqual(pixelsOf(decodePNG(t, filepath.Join(dir, "both_0.png"))), pixelsOf(decodePNG(t, out))))
