@@ -106,6 +106,39 @@ func testCompileAhead(t *testing.T, workers bool) {
 	assert.Equal(t, [][2]int{{0, 0}}, calls)
 }
 
+// TestCompileAheadWarmCache: with every program's binary in the program
+// cache there is no GLSL to compile, and the GL thread loads them alone
+// (workers only slowed a warm start), however many threads are allowed.
+func TestCompileAheadWarmCache(t *testing.T) {
+	t.Setenv("STEPWISE_GL_CACHE", t.TempDir())
+	t.Setenv("STEPWISE_GL_COMPILE_THREADS", "3")
+	cases := aheadCases(t)
+	work := func(d *Device) func() {
+		return func() {
+			for _, c := range cases {
+				_, err := gputest.Exec(d, c)
+				require.NoError(t, err, c.Name)
+			}
+		}
+	}
+	cold := fresh(t)
+	require.NoError(t, cold.CompileAhead(work(cold), nil))
+	var coldAdopted int
+	cold.call(func() { coldAdopted = cold.adopted })
+	require.Positive(t, coldAdopted, "an empty cache: workers compile")
+
+	warm := fresh(t)
+	require.NoError(t, warm.CompileAhead(work(warm), nil))
+	var adopted, hits int
+	warm.call(func() { adopted, hits = warm.adopted, warm.cache.hits })
+	assert.Zero(t, adopted, "a warm cache: no workers")
+	assert.Equal(t, cold.Built(), warm.Built(), "the same programs are built")
+	assert.Equal(t, warm.Built(), hits, "every one from the cache")
+	for _, c := range cases {
+		assert.NoError(t, gputest.CheckCase(ref.New(), warm, c, 1e-4))
+	}
+}
+
 // TestCompileAheadBadProgram: a program that does not compile is left to
 // its first real launch, which reports it naming the shader.
 // Two bad programs and two threads: whichever thread built one, its

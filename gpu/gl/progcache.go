@@ -81,6 +81,15 @@ func (c *progCache) path(src string) string {
 	return filepath.Join(c.dir, hex.EncodeToString(h.Sum(nil))[:40]+".bin")
 }
 
+// has reports whether src has an entry (one the driver may yet refuse).
+func (c *progCache) has(src string) bool {
+	if c.dir == "" {
+		return false
+	}
+	_, err := os.Stat(c.path(src))
+	return err == nil
+}
+
 // load makes a program from the cached binary of src, or returns 0 when
 // there is none or the driver refuses it.
 func (c *progCache) load(src string) uint32 {
