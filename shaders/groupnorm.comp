@@ -11,6 +11,10 @@
 // with no spatial extent (S and G are the constant 1, which the compiler
 // folds away, so the arithmetic is a LayerNorm's).
 //
+// RMSNORM: RMSNorm over the last dim of x [rows, C] (T5's T5LayerNorm,
+// SD3.5's q/k norms), shaped as LAYERNORM with no mean subtracted and no
+// bias: x * inversesqrt(mean(x^2) + eps) * gamma.
+//
 // SERIAL (the host sets it for short rows): one invocation per row, which
 // loops over it alone (no shared memory or barriers, which are slow on
 // llvmpipe), with invocations numbered flat (linearId).
@@ -31,7 +35,7 @@ float loadB(int c) { return 0.0; }
 #endif
 DECLARE_OUTPUT
 
-#ifdef LAYERNORM
+#if defined(LAYERNORM) || defined(RMSNORM)
 uniform int C, rows;
 const int S = 1, G = 1;
 #else
@@ -83,11 +87,15 @@ void main() {
 	int g = row - n * G;
 	int base = (n * C + g * cpg) * S;
 	int count = cpg * S;
+#ifdef RMSNORM
+	const float mean = 0.0;
+#else
 	float s = 0.0;
 	for (int i = l; i < count; i += STEP) {
 		s += loadX(base + i);
 	}
 	float mean = REDUCE(s) / float(count);
+#endif
 	float v = 0.0;
 	for (int i = l; i < count; i += STEP) {
 		float d = loadX(base + i) - mean;

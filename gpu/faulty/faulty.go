@@ -174,7 +174,7 @@ func Wrap(d gpu.Device, plan *Plan) *Device { return &Device{Device: d, Plan: pl
 // injected compile failure looks like gpu/gl's.
 var shaderFiles = map[string]string{
 	"MatMul": "matmul.comp", "Conv2D": "conv2d.comp", "GroupNorm": "groupnorm.comp", "GroupNormSiLU": "groupnorm.comp",
-	"LayerNorm": "groupnorm.comp", "RMSNorm": "rmsnorm.comp", "Softmax": "softmax.comp", "Attention": "attention.comp",
+	"LayerNorm": "groupnorm.comp", "RMSNorm": "groupnorm.comp", "Softmax": "softmax.comp", "Attention": "attention.comp",
 	"SiLU": "unary.comp", "GELU": "unary.comp", "GELUTanh": "unary.comp", "QuickGELU": "unary.comp",
 	"ReLU": "unary.comp", "SoftClamp": "unary.comp",
 	"GEGLU": "unary.comp", "Scale": "unary.comp", "Add": "binary.comp", "Mul": "binary.comp",
