@@ -23,7 +23,12 @@
 // A tiled invocation computes an 8 x 8 block of C (rows m0.., columns n0..)
 // held in 16 vec4 accumulators, written out by macros rather than loops so
 // that the compiler keeps it in registers (Mesa does not unroll nested loops
-// this large).
+// this large). ROWS16 makes the block 16 rows high: each fetch of B then
+// feeds twice the multiply-adds. On llvmpipe a texel fetch is a call that
+// loads each lane's texel and transposes them (44% of matmul_nt4's time on
+// a U-Net shape), so this pays for tall products although the 32
+// accumulators no longer fit in registers (~+17% at 2048x320x2560 and
+// 8192x320x2560); the host picks it for those (gl.tallTiles).
 //
 // Other defines: LX, LY (local size); A_LOADER and B_LOADER (MM_STRIDED),
 // A_LOADER4 and B_LOADER4 (MM_NN4, MM_NT4), A_LOADER4 and QUANT_*
@@ -128,6 +133,14 @@ void main() {
 	c##i##b += vec4(dot(a, b4), dot(a, b5), dot(a, b6), dot(a, b7)); }
 #endif
 #define STORE(i) store(m0 + i, c##i##a, c##i##b);
+// ROWS(F) applies the row macro F to every row of the block.
+#ifdef ROWS16
+#define TILE_M 16
+#define ROWS(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
+#else
+#define TILE_M 8
+#define ROWS(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7)
+#endif
 
 void store(int m, vec4 lo, vec4 hi) {
 	if (m >= M) {
@@ -157,7 +170,7 @@ void store(int m, vec4 lo, vec4 hi) {
 
 void main() {
 	int n0 = int(gl_GlobalInvocationID.x) * 8;
-	int m0 = int(gl_GlobalInvocationID.y) * 8;
+	int m0 = int(gl_GlobalInvocationID.y) * TILE_M;
 	int z = int(gl_GlobalInvocationID.z);
 	if (n0 >= N || m0 >= M) {
 		return;
@@ -170,18 +183,18 @@ void main() {
 #else
 	int KG = K / 32;
 #endif
-	ROWIDX(0) ROWIDX(1) ROWIDX(2) ROWIDX(3) ROWIDX(4) ROWIDX(5) ROWIDX(6) ROWIDX(7)
+	ROWS(ROWIDX)
 #ifndef MM_NN4
 	COLIDX(0) COLIDX(1) COLIDX(2) COLIDX(3) COLIDX(4) COLIDX(5) COLIDX(6) COLIDX(7)
 #endif
-	ZERO(0) ZERO(1) ZERO(2) ZERO(3) ZERO(4) ZERO(5) ZERO(6) ZERO(7)
+	ROWS(ZERO)
 #if defined(MM_STRIDED)
 	for (int k = 0; k < K; k++) {
 		int ka = k * aCol;
 		int kb = k * bRow;
 		vec4 b0 = vec4(loadB(bi0 + kb), loadB(bi1 + kb), loadB(bi2 + kb), loadB(bi3 + kb));
 		vec4 b1 = vec4(loadB(bi4 + kb), loadB(bi5 + kb), loadB(bi6 + kb), loadB(bi7 + kb));
-		FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+		ROWS(FMA)
 	}
 #elif defined(MM_NN4)
 	// Columns n0..n0+7 are texels n0/4 and n0/4 + 1 of a row; when only four
@@ -191,14 +204,14 @@ void main() {
 	int K4 = K / 4;
 	for (int k4 = 0; k4 < K4; k4++) {
 		BROW(0) BROW(1) BROW(2) BROW(3)
-		FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+		ROWS(FMA)
 	}
 #elif defined(MM_NT4)
 	int K4 = K / 4;
 	for (int k4 = 0; k4 < K4; k4++) {
 		vec4 b0 = loadB4(bi0 + k4), b1 = loadB4(bi1 + k4), b2 = loadB4(bi2 + k4), b3 = loadB4(bi3 + k4);
 		vec4 b4 = loadB4(bi4 + k4), b5 = loadB4(bi5 + k4), b6 = loadB4(bi6 + k4), b7 = loadB4(bi7 + k4);
-		FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+		ROWS(FMA)
 	}
 #else
 	for (int g = 0; g < KG; g++) {
@@ -206,10 +219,10 @@ void main() {
 		for (int t = 0; t < 8; t++) {
 			int k4 = g * 8 + t;
 			LOADB(0) LOADB(1) LOADB(2) LOADB(3) LOADB(4) LOADB(5) LOADB(6) LOADB(7)
-			FMA(0) FMA(1) FMA(2) FMA(3) FMA(4) FMA(5) FMA(6) FMA(7)
+			ROWS(FMA)
 		}
 	}
 #endif
-	STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
+	ROWS(STORE)
 }
 #endif

@@ -24,6 +24,9 @@ const (
 	kMatMulNN4
 	kMatMulNT4
 	kMatMulQBlock
+	kMatMulNN4Tall // the tiled variants with ROWS16 (16 x 8 blocks)
+	kMatMulNT4Tall
+	kMatMulQBlockTall
 	kConv2D
 	kConv2DPairs
 	kWinogradWeights
@@ -104,6 +107,15 @@ var kernels = [numKernels]kernelSpec{
 		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
 	kMatMulQBlock: {name: "matmul_qblock", file: "matmul.comp", variant: []string{"MM_QBLOCK"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile},
+		ints: []string{"M", "N", "K", "aBatch"}, floats: []string{"alpha"}},
+	kMatMulNN4Tall: {name: "matmul_nn4_tall", file: "matmul.comp", variant: []string{"MM_NN4", "ROWS16"},
+		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
+		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
+	kMatMulNT4Tall: {name: "matmul_nt4_tall", file: "matmul.comp", variant: []string{"MM_NT4", "ROWS16"},
+		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
+		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
+	kMatMulQBlockTall: {name: "matmul_qblock_tall", file: "matmul.comp", variant: []string{"MM_QBLOCK", "ROWS16"},
+		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
 		ints: []string{"M", "N", "K", "aBatch"}, floats: []string{"alpha"}},
 
 	kConv2D: {name: "conv2d", file: "conv2d.comp", variant: []string{"NT=1"},

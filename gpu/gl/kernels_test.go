@@ -121,6 +121,7 @@ func TestNewLaunchGrid(t *testing.T) {
 		{kSoftmax, [3]int{77}, [3]int{77, 1, 1}},
 		{kLayerNormSerial, [3]int{37}, [3]int{ceilDiv(37, serialLX), 1, 1}},
 		{kMatMulNT4, [3]int{130, 65, 3}, [3]int{ceilDiv(ceilDiv(130, mmTile), mmLX), ceilDiv(ceilDiv(65, mmTile), mmLY), 3}},
+		{kMatMulNT4Tall, [3]int{130, 65, 3}, [3]int{ceilDiv(ceilDiv(130, mmTile), mmLX), ceilDiv(ceilDiv(65, 2*mmTile), mmLY), 3}},
 		{kMatMulNaive, [3]int{33, 9, 2}, [3]int{3, 3, 2}},
 		{kAttention, [3]int{301, 3, 2}, [3]int{ceilDiv(ceilDiv(301, attnQ), attnLX), 3, 2}},
 	} {
@@ -130,4 +131,27 @@ func TestNewLaunchGrid(t *testing.T) {
 	l := d.newLaunch(kMatMulNN4, [3]int{8, 8, 1}, "A_LOADER4=LOADER4_F32")
 	assert.Equal(t, []string{"MM_NN4", fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), "A_LOADER4=LOADER4_F32"}, l.defines)
 	assert.Equal(t, "matmul.comp", l.file)
+}
+
+// TestTallTiles: 16-row blocks from tallMinRows rows where the grid keeps
+// eight work groups of invocations with them, 8-row blocks otherwise; the
+// tall cases of glCases and TestMatMulQuantized are on the tall side.
+func TestTallTiles(t *testing.T) {
+	for _, c := range []struct {
+		id      kernelID
+		m, n, b int
+		want    kernelID
+	}{
+		{kMatMulNT4, 515, 250, 1, kMatMulNT4Tall}, // glCases tall_nt4: 33 x 32 invocations
+		{kMatMulNN4, 515, 252, 2, kMatMulNN4Tall}, // tall_nn4
+		{kMatMulNN4, 515, 72, 2, kMatMulNN4Tall},  // the 1x1 convolution: O x H*W, 2 samples: 33 x 9 x 2
+		{kMatMulQBlock, 515, 250, 1, kMatMulQBlockTall},
+		{kMatMulNT4, 2048, 2560, 1, kMatMulNT4Tall}, // SD 1.5's feed-forward at 256x256
+		{kMatMulNT4, 154, 768, 1, kMatMulNT4},       // CLIP, two prompts: slower with 16 rows
+		{kMatMulNT4, 512, 8, 1, kMatMulNT4},         // 32 invocations
+		{kMatMulNT4, 512, 8 * 16, 1, kMatMulNT4Tall},
+		{kMatMulStrided, 4096, 4096, 1, kMatMulStrided},
+	} {
+		assert.Equal(t, kernels[c.want].name, kernels[tallTiles(c.id, c.m, c.n, c.b)].name, "%s %dx%d batch %d", kernels[c.id].name, c.m, c.n, c.b)
+	}
 }

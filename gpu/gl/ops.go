@@ -77,10 +77,10 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	switch id {
 	case kMatMulNaive: // F32 storage buffers
 		l.ssbos = []*gpu.Tensor{a, b}
-	case kMatMulQBlock:
+	case kMatMulQBlock, kMatMulQBlockTall:
 		l.ins = []input{in4(a), {b, texU32}}
 		l.defines = append(l.defines, loader4("A", a), "QUANT_"+b.DType.String())
-	case kMatMulNN4, kMatMulNT4:
+	case kMatMulNN4, kMatMulNT4, kMatMulNN4Tall, kMatMulNT4Tall:
 		l.ins = []input{in4(a), in4(b)}
 		l.defines = append(l.defines, loader4("A", a), loader4("B", b))
 	default:
@@ -114,7 +114,7 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	if g.BatchA > 1 {
 		l.ints["aBatch"] = g.M * g.K
 	}
-	if id != kMatMulQBlock {
+	if id != kMatMulQBlock && id != kMatMulQBlockTall {
 		l.ints["bBatch"] = 0
 		if g.BatchB > 1 {
 			l.ints["bBatch"] = g.K * g.N
@@ -143,14 +143,43 @@ func (d *Device) matMulKernel(a, b *gpu.Tensor, o gpu.MatMulOpts, g gpu.MatMulGe
 	case d.naiveMatMul && a.DType == gpu.F32 && b.DType == gpu.F32 && (o.Bias == nil || o.Bias.DType == gpu.F32) && o.Residual == nil && !o.BiasRows:
 		return kMatMulNaive
 	case b.DType.Block() > 1:
-		return kMatMulQBlock
+		return tallTiles(kMatMulQBlock, g.M, g.N, g.Batch)
 	case b.DType.Quantized() || (!o.TransA && g.K%4 == 0 && (o.TransB || g.N%4 == 0) && !d.noVec4):
 		if o.TransB {
-			return kMatMulNT4
+			return tallTiles(kMatMulNT4, g.M, g.N, g.Batch)
 		}
-		return kMatMulNN4
+		return tallTiles(kMatMulNN4, g.M, g.N, g.Batch)
 	}
 	return kMatMulStrided
+}
+
+// Where 16-row blocks pay (llvmpipe, training paused, GFLOP/s 8-row ->
+// 16-row): the U-Net's linear layers at 256x256 (2048x320x2560) 30.6-33.7 ->
+// 37.6-38.8 and at 512x512 (8192x320x2560) 32.3-33.8 -> 38.7-39.4; CLIP's
+// two prompts (154x768x768) 26.8-28.2 -> 24.3-26.5, so not below
+// tallMinRows; Winograd's products unchanged within noise. And not where
+// the grid would be too small to spread over llvmpipe's threads.
+const (
+	tallMinRows     = 512
+	tallInvocations = 8 * mmLX * mmLY // eight work groups
+)
+
+// tallTiles returns the ROWS16 twin of the tiled matmul id (see matmul.comp)
+// for an M x N product (batch matrices of it) of at least tallMinRows rows
+// that keeps tallInvocations invocations with 16-row blocks, else id.
+func tallTiles(id kernelID, m, n, batch int) kernelID {
+	if m < tallMinRows || ceilDiv(m, 2*mmTile)*ceilDiv(n, mmTile)*batch < tallInvocations {
+		return id
+	}
+	switch id {
+	case kMatMulNN4:
+		return kMatMulNN4Tall
+	case kMatMulNT4:
+		return kMatMulNT4Tall
+	case kMatMulQBlock:
+		return kMatMulQBlockTall
+	}
+	return id
 }
 
 // Conv2D is a direct convolution (see gpu.Device).

@@ -51,6 +51,13 @@ func glCases() []gputest.Case {
 	add("MatMul/nt4_sharedB_3x5x12_1x7x12", mm(gpu.MatMulOpts{TransB: true}, false), inp(3, 5, 12), inp(1, 7, 12))
 	add("MatMul/nn4_f32_bias_2x13x36_36x28", mm(gpu.MatMulOpts{}, true), inp(2, 13, 36), inp(36, 28), inp(28))
 	add("MatMul/nn4_n4_edge_9x8_8x12", mm(gpu.MatMulOpts{Alpha: -1}, false), inp(9, 8), inp(8, 12))
+	// Large enough for 16-row blocks (tallTiles), M not a multiple of 16
+	// nor N of 8: NT4 with F16 weights, bias and a residual, batched NN4,
+	// and a 1x1 convolution (NN4 with row bias).
+	add("MatMul/tall_nt4_f16_bias_res_1x515x36_w250x36", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.MatMul(x[0], x[1], gpu.MatMulOpts{TransB: true, Bias: x[2], Residual: x[3]})
+	}, inp(1, 515, 36), typed(gpu.F16, 250, 36), inp(250), inp(1, 515, 250))
+	add("MatMul/tall_nn4_batched_2x515x20_2x20x252", mm(gpu.MatMulOpts{Alpha: 0.5}, false), inp(2, 515, 20), inp(2, 20, 252))
 	add("MatMul/nn4_n4_only_3x4_4x4_f16", mm(gpu.MatMulOpts{}, false), inp(3, 4), typed(gpu.F16, 4, 4))
 	add("MatMul/nn4_batched_bf16_2x3x11x8_2x3x8x20", mm(gpu.MatMulOpts{}, true), inp(2, 3, 11, 8), typed(gpu.BF16, 2, 3, 8, 20), inp(20))
 	add("MatMul/nn4_sharedA_1x5x12_3x12x16", mm(gpu.MatMulOpts{}, false), inp(1, 5, 12), inp(3, 12, 16))
@@ -70,6 +77,7 @@ func glCases() []gputest.Case {
 	add("Conv2D/4x4_s1_p0_1x3x9x10_to5_bf16", conv(gpu.Conv2DOpts{}, true), inp(1, 3, 9, 10), typed(gpu.BF16, 5, 3, 4, 4), typed(gpu.BF16, 5))
 	add("Conv2D/3x3_s2_p1_2x7x16x16_to11_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 7, 16, 16), typed(gpu.F16, 11, 7, 3, 3), typed(gpu.F16, 11))
 	add("Conv2D/1x1_3x10x5x19_to17_nobias", conv(gpu.Conv2DOpts{}, false), inp(3, 10, 5, 19), inp(17, 10, 1, 1))
+	add("Conv2D/tall_1x1_2x12x8x9_to515", conv(gpu.Conv2DOpts{}, true), inp(2, 12, 8, 9), inp(515, 12, 1, 1), inp(515)) // 16-row blocks (tallTiles)
 	add("Conv2D/3x3_p1_1x19x23x21_to13", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 19, 23, 21), inp(13, 19, 3, 3), inp(13))
 	add("Conv2D/c4_3x3_p1_2x8x13x19_to11", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 8, 13, 19), inp(11, 8, 3, 3), inp(11))
 	add("Conv2D/c4_3x2_s2_p1_1x12x17x18_to5_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(1, 12, 17, 18), typed(gpu.F16, 5, 12, 3, 2), typed(gpu.F16, 5))

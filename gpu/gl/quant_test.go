@@ -26,7 +26,7 @@ func TestMatMulQuantized(t *testing.T) {
 		for _, c := range []struct {
 			batch, m, n, k int
 			bias           bool
-		}{{1, 13, 37, 256, true}, {2, 9, 21, 768, false}, {1, 1, 3, 512, true}} {
+		}{{1, 13, 37, 256, true}, {2, 9, 21, 768, false}, {1, 1, 3, 512, true}, {1, 515, 250, 64, false}} { // the last: 16-row blocks
 			if c.k%dt.Block() != 0 {
 				continue
 			}

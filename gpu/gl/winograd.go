@@ -113,7 +113,7 @@ func (d *Device) usePointwise(g gpu.ConvGeom) bool {
 func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
 	hw := g.H * g.W
-	l := d.newLaunch(kMatMulNN4, [3]int{hw, g.O, g.N}, loader4("A", w), loader4("B", x))
+	l := d.newLaunch(tallTiles(kMatMulNN4, g.O, hw, g.N), [3]int{hw, g.O, g.N}, loader4("A", w), loader4("B", x))
 	l.ins = []input{in4(w), in4(x)}
 	l.out = out
 	l.ints = map[string]int{"M": g.O, "N": hw, "K": g.C, "aBatch": 0, "bBatch": g.C * hw}
