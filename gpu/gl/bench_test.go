@@ -183,26 +183,8 @@ func benchLinear(b *testing.B, m, k, n int, transposed bool) {
 func BenchmarkLinearFF_NT(b *testing.B) { benchLinear(b, 8192, 320, 2560, false) }
 func BenchmarkLinearFF_NN(b *testing.B) { benchLinear(b, 8192, 320, 2560, true) }
 
-// benchLinearDT times a linear layer's product, x [m, k] . w^T with w [n, k]
-// of type dt: the shapes the text encoder and the U-Net's projections run.
-func benchLinearDT(b *testing.B, m, k, n int, dt gpu.DType) {
-	d := fresh(b)
-	r := rand.New(rand.NewPCG(3, 4))
-	x := d.Upload(randn(r, m*k), m, k)
-	var w *gpu.Tensor
-	switch dt {
-	case gpu.F16:
-		w = d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, n*k)), n, k)
-	default:
-		w = d.Upload(randn(r, n*k), n, k)
-	}
-	benchOp(b, d, 2*float64(m)*float64(k)*float64(n), func() *gpu.Tensor {
-		return d.MatMul(x, w, gpu.MatMulOpts{TransB: true})
-	})
-}
-
 // CLIP ViT-L's layers on two prompts (2 x 77 rows), and U-Net projections
 // at 256x256 (2 x 32 x 32 rows) for comparison.
-func BenchmarkLinearText_154x768x768F16(b *testing.B)   { benchLinearDT(b, 154, 768, 768, gpu.F16) }
-func BenchmarkLinearText_154x3072x768F16(b *testing.B)  { benchLinearDT(b, 154, 3072, 768, gpu.F16) }
-func BenchmarkLinearUNet_2048x320x2560F16(b *testing.B) { benchLinearDT(b, 2048, 320, 2560, gpu.F16) }
+func BenchmarkLinearText_154x768x768F16(b *testing.B)   { benchLinear(b, 154, 768, 768, false) }
+func BenchmarkLinearText_154x3072x768F16(b *testing.B)  { benchLinear(b, 154, 3072, 768, false) }
+func BenchmarkLinearUNet_2048x320x2560F16(b *testing.B) { benchLinear(b, 2048, 320, 2560, false) }
