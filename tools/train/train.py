@@ -115,6 +115,12 @@ def log(*a):
     print(time.strftime("%Y-%m-%d %H:%M:%S"), *a, flush=True)
 
 
+def shown_path(path):
+    """path relative to the repository when inside it (for notes that get committed)."""
+    rel = os.path.relpath(os.path.abspath(path), REPO)
+    return path if rel.startswith("..") else rel
+
+
 def blas_library():
     """The BLAS library torch's CPU matrix products went through (Debian's torch links
     whichever libblas.so.3 the alternatives system points at), or None."""
@@ -892,7 +898,7 @@ def stage_unet(args):
             if cfg["vae"].get("sample_size") == RES:  # same task: continue its step count
                 step, seen = info.get("unet_step", 0), info.get("samples", 0)
             opt_step0 = step
-            init_from = "%s (U-Net step %s, %dx%d)" % (args.init, info.get("unet_step"), cfg["vae"]["sample_size"],
+            init_from = "%s (U-Net step %s, %dx%d)" % (shown_path(args.init), info.get("unet_step"), cfg["vae"]["sample_size"],
                                                        cfg["vae"]["sample_size"])
         ema_u.load_state_dict(unet.state_dict())
         ema_t.load_state_dict(text.state_dict())
