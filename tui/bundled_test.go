@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"strconv"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -21,7 +22,8 @@ func TestBackToTheBundledModel(t *testing.T) {
 	h.waitFor("the switch", func() bool { return !m.switching })
 	require.NotNil(t, m.model, m.status)
 	assert.Equal(t, bundled.Name, m.model.Name, m.status)
-	assert.Equal(t, "32", m.ed.width.Value(), "the size is set to the bundled model's native one")
+	assert.Equal(t, strconv.Itoa(m.model.NativeSize), m.ed.width.Value(), "the size is set to the bundled model's native one")
+	assert.Equal(t, 64, m.model.NativeSize, "the second-generation bundled model draws 64x64")
 	h.setField(focusSteps, "2")
 	h.keys("ctrl+g")
 	r := h.last()

@@ -2,6 +2,7 @@ package checkpoint
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -201,7 +202,8 @@ func TestStats(t *testing.T) {
 
 // TestSideConfigVariantName: "m.fp16.safetensors" finds "m.fp16.json" first,
 // else "m.json" (the bundled model's and train export's naming); without it
-// the bundled model's 8x8 latents were inferred as SD 1.5's 64 (256x256).
+// the bundled model's latent side (8 for the 32x32 model, 16 for the 64x64
+// one) was inferred as SD 1.5's 64 (256x256).
 func TestSideConfigVariantName(t *testing.T) {
 	dir := t.TempDir()
 	weights, err := os.ReadFile(filepath.Join("..", "bundled", "stepwise-emoji.fp16.safetensors"))
@@ -223,7 +225,14 @@ func TestSideConfigVariantName(t *testing.T) {
 	require.NoError(t, err)
 	defer m.Close()
 	assert.Equal(t, filepath.Join(dir, "emoji.json"), m.ConfigSource)
-	assert.Equal(t, 8, m.UNet.SampleSize, "the bundled model's latent side")
+	var side struct {
+		UNet struct {
+			SampleSize int `json:"sample_size"`
+		} `json:"unet"`
+	}
+	require.NoError(t, json.Unmarshal(cfg, &side))
+	require.NotZero(t, side.UNet.SampleSize)
+	assert.Equal(t, side.UNet.SampleSize, m.UNet.SampleSize, "the bundled model's latent side, from its .json")
 
 	require.NoError(t, os.Mkdir(filepath.Join(dir, "emoji.fp16.json"), 0o755)) // not a file: skipped
 	assert.Equal(t, filepath.Join(dir, "emoji.json"), SideConfig(file))
