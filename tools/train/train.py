@@ -737,8 +737,10 @@ class FastAdamW(torch.optim.AdamW):
 
 class Peers:
     """Rank 0's side of --procs N: N-1 worker processes (spawned, gloo over loopback)
-    each take an equal share of every batch; gradients are averaged with all_reduce, and
-    rank 0 alone steps the optimizer and sends the new weights before the next step.
+    share every batch with rank 0 (which takes `lead` samples, the others equal shares);
+    gradients are summed with all_reduce (each loss is its share's sum over the whole
+    batch size), and rank 0 alone steps the optimizer and sends the new weights before
+    the next step.
     Workers hold no state of their own, so checkpoints, EMA and resuming are unchanged.
     Of the token table (half of all parameters) only the rows of the batch's tokens are
     sent and reduced: no other row is read or gets a gradient."""
@@ -768,7 +770,7 @@ class Peers:
         k = self.lead
         return zt[:k], t[:k], ids[:k], noise[:k], w[:k]
 
-    def average_grads(self):
+    def sum_grads(self):
         sum_grads(self.dense, self.table, self.rows)
 
     def close(self):
@@ -969,7 +971,7 @@ def stage_unet(args):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if peers:
-            peers.average_grads()
+            peers.sum_grads()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
