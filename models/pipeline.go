@@ -93,6 +93,7 @@ func Load(dev gpu.Device, path, configPath string) (*Pipeline, error) {
 // uploaded to dev; m stays owned by the pipeline (Close closes it).
 func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	start := time.Now()
+	m.InPlace = inPlace()
 	p := &Pipeline{Model: m, Name: name, dev: dev, tok: tokenizer.Default(), Timings: map[string]time.Duration{},
 		LoRADir: os.Getenv(LoRADirEnv)}
 	// Each component's weights are copied once, from the mapped file into
@@ -332,6 +333,19 @@ func (p *Pipeline) checkContracts() error {
 	return nil
 }
 
+// checkFiles refuses work on weights read in place from a checkpoint that
+// changed on disk since it was loaded (a truncated mapping would crash the
+// device's threads, which no guard covers): load it again.
+func (p *Pipeline) checkFiles() error {
+	if p.Model == nil || !p.Model.ReadsInPlace() {
+		return nil
+	}
+	if err := p.Model.CheckFiles(); err != nil {
+		return fmt.Errorf("%w (its weights are read from the file as they are used; reload the model)", err)
+	}
+	return nil
+}
+
 // Close releases the device memory and the checkpoint's mapping.
 func (p *Pipeline) Close() error {
 	p.closeLoRAs()
@@ -351,6 +365,11 @@ func (p *Pipeline) Close() error {
 	p.releaseTiny()
 	p.releaseControlNet()
 	if p.Model != nil {
+		if p.Model.ReadsInPlace() {
+			// The device may still be reading weights in the mapping
+			// (queued ops): let it finish before the mapping goes.
+			_ = p.dev.Finish()
+		}
 		err := p.Model.Close()
 		p.Model = nil
 		return err
@@ -469,6 +488,9 @@ func (p *Pipeline) SetSize(c *Conditioning, w, h int, sc SizeCond) {
 // set of LoRAs first (see SetLoRAs; looked up in LoRADir): a LoRA changes
 // the text encoders too.
 func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditioning, error) {
+	if err := p.checkFiles(); err != nil {
+		return nil, err
+	}
 	if p.sd3 != nil {
 		return p.encodeSD3(prompt, negative, clipSkip)
 	}
@@ -742,6 +764,9 @@ func (p *Pipeline) PredictNoise(x []float32, shape [4]int, t float64, c *Conditi
 
 // predict is PredictNoise, steered by the ControlNet when ctl is set.
 func (p *Pipeline) predict(x []float32, shape [4]int, t float64, c *Conditioning, rows []Row, ctl *Control, scale float64) ([]float32, error) {
+	if err := p.checkFiles(); err != nil {
+		return nil, err
+	}
 	if p.sd3 != nil {
 		return p.predictSD3(x, shape, t, c, rows)
 	}
@@ -791,6 +816,9 @@ func (p *Pipeline) predict(x []float32, shape [4]int, t float64, c *Conditioning
 // Decode turns SD latents [B, C, h, w] (as the sampler leaves them, before
 // the scaling factor is undone) into images.
 func (p *Pipeline) Decode(latent []float32, shape [4]int) ([]*image.RGBA, error) {
+	if err := p.checkFiles(); err != nil {
+		return nil, err
+	}
 	if p.tiny != nil {
 		return p.DecodeTiny(latent, shape)
 	}

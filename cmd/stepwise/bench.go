@@ -101,6 +101,7 @@ func runBench(args []string) error {
 	asJSON := fs.Bool("json", false, "print one JSON object")
 	taesd := fs.String("taesd", "", "also time a TAESD preview decode: a TAESD path, or 'random' for TAESD's published shapes with random weights")
 	weights := fs.String("weights", "f16", "with --random: the linear weights' storage type: f16, q8_0, q4_0, q4_k, q5_k, fp8 (made directly in that type)")
+	addNoMmap(fs)
 	save := fs.String("save", "", "with --random: write the synthesised model as a single-file checkpoint in its family's original layout (and FILE's .json config beside it), then stop")
 	if err := fs.Parse(args); err != nil {
 		return err

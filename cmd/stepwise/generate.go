@@ -148,6 +148,7 @@ func newGenFlagSet(f *genFlags, stderr io.Writer) *flag.FlagSet {
 	str(&f.prediction, "prediction", "", "what the model predicts, overriding its config: eps or v (SD 2.x 768-v single files without a config)")
 	str(&f.taesd, "taesd", "", "decode with a TAESD (tiny autoencoder: a diffusers folder, a .safetensors with diffusers names, or taesd_decoder.safetensors): the final image and --preview")
 	addIFFlags(fs, &f.ifFlags)
+	addNoMmap(fs)
 	str(&f.device, "device", "", "compute device: auto, gl or ref")
 	str(&f.output, "output", "o", "output PNG; a batch writes NAME_0.png, NAME_1.png, ...")
 	str(&f.from, "from", "", "read the settings from a PNG's parameters (ours or A1111's); other flags override them")

@@ -19,7 +19,7 @@ func init() {
 	register(command{name: "studio", summary: "the interactive studio (the default): edit, watch every step, branch, export", run: runStudio})
 }
 
-const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE] | --model IF_FOLDER [--upscaler SR_FOLDER]] [--device auto|gl|ref] [--out DIR] [--presets DIR] [--lora-dir DIR]"
+const studioUsage = "usage: stepwise [studio] [--model PATH [--config FILE] | --model IF_FOLDER [--upscaler SR_FOLDER]] [--device auto|gl|ref] [--out DIR] [--presets DIR] [--lora-dir DIR] [--no-mmap]"
 
 func runStudio(args []string) error {
 	fs := flag.NewFlagSet("studio", flag.ContinueOnError)
@@ -33,6 +33,7 @@ func runStudio(args []string) error {
 	loraDir := fs.String("lora-dir", os.Getenv(models.LoRADirEnv), "folder the prompt's <lora:NAME:WEIGHT> tags are looked up in (default $"+models.LoRADirEnv+")")
 	var iff ifFlags
 	addIFFlags(fs, &iff)
+	addNoMmap(fs)
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), studioUsage)
 		fs.PrintDefaults()
@@ -108,4 +109,12 @@ func studioLoad(device, model, config, taesd string) func(warn func(string)) (gp
 		}
 		return dev, p, nil
 	}
+}
+
+// addNoMmap registers --no-mmap (llama.cpp's name): copy the checkpoint's
+// weights into the device's memory instead of reading them in place from
+// the mapped file (see models.MmapEnv).
+func addNoMmap(fs *flag.FlagSet) {
+	fs.BoolFunc("no-mmap", "copy the checkpoint's weights into memory instead of reading them from the mapped file as they are used (more memory, slower load; the file may then change while loaded)",
+		func(string) error { return os.Setenv(models.MmapEnv, "off") })
 }

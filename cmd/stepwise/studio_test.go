@@ -105,14 +105,29 @@ func (s tmuxSession) capture() string { return s.cmd("capture-pane", "-p", "-t",
 // waitScreen polls the screen until it contains want.
 func (s tmuxSession) waitScreen(want string, d time.Duration) string {
 	s.t.Helper()
+	return s.waitScreenAll(d, want)
+}
+
+// waitScreenAll polls the screen until it contains every one of wants: a
+// page is asserted only once tmux has seen all of it drawn (a capture can
+// fall between two parts of a redraw).
+func (s tmuxSession) waitScreenAll(d time.Duration, wants ...string) string {
+	s.t.Helper()
 	end := time.Now().Add(d)
 	for {
 		scr := s.capture()
-		if strings.Contains(scr, want) {
+		missing := ""
+		for _, w := range wants {
+			if !strings.Contains(scr, w) {
+				missing = w
+				break
+			}
+		}
+		if missing == "" {
 			return scr
 		}
 		if time.Now().After(end) {
-			s.t.Fatalf("screen never showed %q; last screen:\n%s", want, scr)
+			s.t.Fatalf("screen never showed %q; last screen:\n%s", missing, scr)
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
@@ -163,8 +178,11 @@ func studioSession(t *testing.T, tmux, bin, g string, w, h int) {
 
 	// The image page fits the terminal: every field of it on screen.
 	s.cmd("send-keys", "-t", "studio", "M-i")
-	screens["image"] = s.waitScreen("Image inputs", 10*time.Second)
-	for _, want := range []string{"Init img", "Strength", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "TAESD", "alt+i"} {
+	imageFields := []string{"Init img", "Strength", "Mask blur", "Ctrl net", "Ctrl img", "Ctrl str", "IP adapt", "IP image", "IP scale", "LoRA dir", "TAESD", "alt+i"}
+	// Waiting for the first and the last lines only: a missing field in
+	// between is the failure asserted below, not a slow redraw.
+	screens["image"] = s.waitScreenAll(10*time.Second, "Image inputs", "TAESD")
+	for _, want := range imageFields {
 		assert.Contains(t, screens["image"], want, "the image page")
 	}
 	screens["mask"] = studioMask(t, s, work, out)

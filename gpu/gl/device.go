@@ -152,6 +152,9 @@ type buffer struct {
 	// pinned.go), given back when the buffer is deleted.
 	host []byte
 	slab *slab
+	// drop is the whole pages of a mapped file that a buffer made by
+	// UploadMapped lies over: let go after each dispatch that reads it.
+	drop []byte
 }
 
 const (

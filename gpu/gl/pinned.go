@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/stepwise/stepwise/gpu"
+
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
 )
 
@@ -77,6 +79,62 @@ func (d *Device) glPinnedFill(b *buffer, n int64, fill func(dst []byte)) bool {
 	d.created++
 	d.glLive(b)
 	fill(host[:n])
+	return true
+}
+
+// UploadMapped implements gpu.MappedUploader on llvmpipe with
+// GL_AMD_pinned_memory: the buffer is made over raw itself (a read-only
+// file mapping), so loading copies nothing and the weights' pages are the
+// file's, which the kernel can take back under memory pressure; after each
+// dispatch that reads the buffer its whole pages are let go (MADV_DONTNEED
+// on the mapping), so a model's weights are resident one op at a time.
+// Elsewhere, for tensors under pinnedMin and when the padded buffer would
+// reach past cap(raw), it returns nil.
+func (d *Device) UploadMapped(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
+	s := gpu.Shape(shape)
+	if !d.usable() || d.dry || !d.pinned || !dt.Valid() || checkShape(s) != nil || dt.Bytes(s.Numel()) != len(raw) ||
+		len(raw) < pinnedMin {
+		return nil
+	}
+	bytes := int64(len(raw))
+	buf := &buffer{size: exactSize(bytes), exact: true}
+	if int64(cap(raw)) < buf.size {
+		return nil
+	}
+	over := raw[:buf.size]
+	ok := false
+	d.call(func() { ok = d.glPinnedOver(buf, over) })
+	if !ok {
+		return nil
+	}
+	// The whole pages inside the tensor's bytes: those at its ends may
+	// hold a neighbour's bytes too, and stay.
+	page := uintptr(hostPage)
+	start := uintptr(unsafe.Pointer(unsafe.SliceData(raw)))
+	lo := (start+page-1)/page*page - start
+	hi := (start+uintptr(len(raw)))/page*page - start
+	if hi > lo {
+		buf.drop = raw[lo:hi:hi]
+	}
+	st, _ := d.track(buf, bytes)
+	return gpu.NewTensor(&d.Tracker, s, dt, st)
+}
+
+// glPinnedOver makes b over mem (b.size bytes of memory the caller keeps
+// mapped) and records it live; false when the driver refuses it.
+func (d *Device) glPinnedOver(b *buffer, mem []byte) bool {
+	d.glDrainErrors()
+	gogl.GenBuffers(1, &b.id)
+	gogl.BindBuffer(pinnedTarget, b.id)
+	gogl.BufferData(pinnedTarget, int(b.size), unsafe.Pointer(&mem[0]), gogl.STATIC_DRAW)
+	gogl.BindBuffer(pinnedTarget, 0)
+	if gogl.GetError() != gogl.NO_ERROR {
+		gogl.DeleteBuffers(1, &b.id)
+		b.id = 0
+		return false
+	}
+	d.created++
+	d.glLive(b)
 	return true
 }
 

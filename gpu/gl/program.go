@@ -319,6 +319,16 @@ func (d *Device) glRun(op string, l *launch) {
 	gogl.UseProgram(p.id)
 	gogl.DispatchCompute(uint32(l.groups[0]), uint32(l.groups[1]), uint32(l.groups[2]))
 	gogl.MemoryBarrier(gogl.SHADER_STORAGE_BARRIER_BIT | gogl.TEXTURE_FETCH_BARRIER_BIT | gogl.BUFFER_UPDATE_BARRIER_BIT)
+	// Weights read in place from a mapped file leave the process again
+	// (UploadMapped). llvmpipe has finished the dispatch; were it still
+	// reading, the pages would come back from the file, unchanged.
+	for _, x := range l.ins {
+		if x.t != nil {
+			if b := x.t.Store.Handle.(*buffer); b.drop != nil {
+				dropHost(b.drop)
+			}
+		}
+	}
 	d.glCheck(op)
 }
 

@@ -61,6 +61,15 @@ type Model struct {
 	Tensors int
 	Ignored int
 
+	// InPlace makes Upload hand the devices that can (gpu.MappedUploader)
+	// the mapped file's bytes to read in place instead of copying them:
+	// the weights are then the file's pages, resident one op at a time
+	// (see models.New for when it is set). The files must not change
+	// while the model is loaded.
+	InPlace bool
+	// inPlace counts the tensors a device took in place.
+	inPlace int
+
 	files []*safetensors.File
 	// origins maps "component/param" to the file and key it came from.
 	origins map[string]origin
@@ -115,6 +124,23 @@ func (m *Model) DropPages() error {
 	}
 	return errors.Join(errs...)
 }
+
+// CheckFiles returns a *safefile.ChangedError naming the first mapped file
+// that changed on disk since it was opened (see safetensors.File.Changed).
+// With InPlace the devices read the weights from the mappings without a
+// guard: pipelines call it before each piece of work.
+func (m *Model) CheckFiles() error {
+	for _, f := range m.files {
+		if err := f.Changed(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReadsInPlace reports whether a device reads any of the weights in place
+// from the mapped files (see InPlace).
+func (m *Model) ReadsInPlace() bool { return m.inPlace > 0 }
 
 // Close releases the mapped files; the weights must not be used after.
 func (m *Model) Close() error {

@@ -7,6 +7,7 @@ import (
 	"github.com/stepwise/stepwise/gpu"
 	"github.com/stepwise/stepwise/internal/safefile"
 	"github.com/stepwise/stepwise/models/nets"
+	"github.com/stepwise/stepwise/models/safetensors"
 )
 
 // Upload streams one component's weights to a device with one copy of each
@@ -159,6 +160,42 @@ func (u *Upload) fill(dt gpu.DType, dst, raw []byte) {
 	u.m.dropData(raw)
 }
 
+// inPlace gives dev the mapped bytes of raw to read in place (Model.InPlace)
+// and counts their non-finite values under the guard; nil when raw is not
+// in a mapped file or dev cannot (the caller copies).
+func (u *Upload) inPlace(dev gpu.Device, dt gpu.DType, raw []byte, shape []int) *gpu.Tensor {
+	if u.err != nil {
+		return nil
+	}
+	var file *safetensors.File
+	for _, f := range u.m.files {
+		if f.Holds(raw) {
+			file = f
+			break
+		}
+	}
+	if file == nil {
+		return nil
+	}
+	t := gpu.UploadMapped(dev, dt, file.Reach(raw), shape...)
+	if t == nil {
+		return nil
+	}
+	u.m.inPlace++
+	// The device has not read a byte yet: a file truncated meanwhile
+	// faults here, in Go, and Finish fails the component.
+	if f, known := u.got[unsafe.SliceData(raw)]; known && len(f.raw) == len(raw) && u.mw != nil {
+		u.m.prefault(raw)
+		var n int64
+		u.err = safefile.Guard(file.Path(), func() { n = CountNonFinite(dt, raw) })
+		if u.err == nil {
+			u.counts[f.name] = n
+		}
+	}
+	u.m.dropData(raw)
+	return t
+}
+
 // copyCounting copies src to dst and returns CountNonFinite(dt, src),
 // counting each chunk just before copying it, while it is in the cache.
 // (dst may be device memory that is slow to read back.)
@@ -184,6 +221,11 @@ type uploadDevice struct {
 func (d uploadDevice) UploadRaw(dt gpu.DType, raw []byte, shape ...int) *gpu.Tensor {
 	if !d.u.live || !rawFits(dt, raw, shape) {
 		return d.Device.UploadRaw(dt, raw, shape...) // which reports a misfit before reading
+	}
+	if d.u.m.InPlace {
+		if t := d.u.inPlace(d.Device, dt, raw, shape); t != nil {
+			return t
+		}
 	}
 	return d.Device.UploadFill(dt, func(dst []byte) { d.u.fill(dt, dst, raw) }, shape...)
 }

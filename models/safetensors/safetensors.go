@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
+	"time"
 	"unsafe"
 
 	"github.com/edsrzf/mmap-go"
@@ -139,6 +141,9 @@ type File struct {
 	index   map[string]int
 	meta    map[string]string
 	closed  bool
+	// size and mtime are the file's when it was mapped (Changed).
+	size  int64
+	mtime time.Time
 }
 
 // Open maps the file at path read-only and validates its header. Nothing is
@@ -175,7 +180,24 @@ func Open(path string) (*File, error) {
 		return nil, err
 	}
 	f.mm = mm
+	f.size, f.mtime = st.Size(), st.ModTime()
 	return f, nil
+}
+
+// Changed returns a *safefile.ChangedError when the file on disk is no
+// longer the one mapped (another size or modification time), else nil
+// (also after Close and for FromBytes files). Readers of the mapping that
+// have no guard, such as a device reading weights in place, call it before
+// their work: a file truncated under them would crash the process.
+func (f *File) Changed() error {
+	if f.closed || f.mm == nil {
+		return nil
+	}
+	st, err := os.Stat(f.path)
+	if err != nil || st.Size() != f.size || !st.ModTime().Equal(f.mtime) {
+		return &safefile.ChangedError{Path: f.path}
+	}
+	return nil
 }
 
 // FromBytes validates an in-memory safetensors file (e.g. one embedded with
@@ -260,6 +282,18 @@ func (f *File) Holds(b []byte) bool {
 	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
 	start := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
 	return start >= base && start+uintptr(len(b)) <= base+uintptr(len(f.mm))
+}
+
+// Reach returns b (a slice returned by Data) with its capacity extended to
+// the end of the mapping, for a reader that may read a few bytes past it
+// (gpu.MappedUploader); nil when b is not in the mapping.
+func (f *File) Reach(b []byte) []byte {
+	if !f.Holds(b) {
+		return nil
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(f.mm)))
+	off := int(uintptr(unsafe.Pointer(unsafe.SliceData(b))) - base)
+	return []byte(f.mm)[off : off+len(b) : len(f.mm)]
 }
 
 // Path returns the path (or name) the file was opened with.
