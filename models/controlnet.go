@@ -44,13 +44,19 @@ func (p *Pipeline) SetControlNet(c *checkpoint.ControlNet) error {
 		c.Close()
 		return fmt.Errorf("controlnet %s: its conditioning embedding shrinks the control image %dx, the model's latents are 1/%d of the image", c.Path, ds, p.Downscale())
 	}
-	net, err := nets.NewControlNet(p.dev, c.Config, c.Weights)
+	var net *nets.ControlNet
+	err := p.uploadSide(c.Source(), "controlnet", func(d gpu.Device, w nets.Weights) (err error) {
+		net, err = nets.NewControlNet(d, c.Config, w)
+		return err
+	})
 	if err == nil {
-		if err = p.dev.Finish(); err != nil {
-			net.Release()
-		}
+		err = p.dev.Finish()
 	}
 	if err != nil {
+		if net != nil {
+			net.Release()
+		}
+		p.doneReading(c.Source())
 		c.Close()
 		return fmt.Errorf("controlnet %s: %w", c.Path, err)
 	}
@@ -94,6 +100,7 @@ func (p *Pipeline) ControlNet() *checkpoint.ControlNet {
 func (p *Pipeline) releaseControlNet() {
 	if p.control != nil {
 		p.control.net.Release()
+		p.doneReading(p.control.m.Source())
 		p.control.m.Close()
 		p.control = nil
 	}

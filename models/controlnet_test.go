@@ -36,6 +36,9 @@ func TestControlNetResiduals(t *testing.T) {
 			require.NoError(t, err)
 			assert.Equal(t, "diffusers folder", cn.Layout)
 			require.NoError(t, p.SetControlNet(cn))
+			// On llvmpipe its weights are read in place from the file, as
+			// the checkpoint's (models.MmapEnv): the cases below check them.
+			assert.Equal(t, devName == "gl", cn.Source().ReadsInPlace(), "ControlNet weights read in place")
 			net := p.control.net
 			require.Equal(t, 12, net.Skips())
 			worst := 0.0

@@ -81,7 +81,7 @@ func TestInPlaceRefusesChangedFile(t *testing.T) {
 	var ce *safefile.ChangedError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, path, ce.Path)
-	assert.Contains(t, err.Error(), "reload the model")
+	assert.Contains(t, err.Error(), "load it again")
 	x := make([]float32, 2*4*8*8)
 	_, err = p.PredictNoise(x, [4]int{2, 4, 8, 8}, 500, &Conditioning{}, []Row{Uncond, Cond})
 	assert.True(t, errors.Is(err, safefile.ErrChanged), "PredictNoise: %v", err)
@@ -91,4 +91,36 @@ func TestInPlaceRefusesChangedFile(t *testing.T) {
 	require.NoError(t, os.Chtimes(qpath, later, later))
 	_, err = q.EncodePrompt("a fox", "", 0)
 	assert.NoError(t, err)
+}
+
+// TestControlNetTruncatedWhileMapped: a ControlNet's weights are uploaded
+// as a checkpoint's (guarded, in place on llvmpipe), so a file truncated
+// after it was mapped is an error naming it on both devices, where the
+// device's unguarded copy used to die of SIGBUS.
+func TestControlNetTruncatedWhileMapped(t *testing.T) {
+	src := filepath.Join(golden.Wave(t, "golden-wave3"), "sd15-mini-controlnet")
+	for devName, open := range testdev.All(t) {
+		t.Run(devName, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range []string{"config.json", "diffusion_pytorch_model.fp16.safetensors"} {
+				data, err := os.ReadFile(filepath.Join(src, f))
+				require.NoError(t, err)
+				require.NoError(t, os.WriteFile(filepath.Join(dir, f), data, 0o644))
+			}
+			d := open(t)
+			p, err := Load(d, filepath.Join(golden.Dir(t), "sd15-mini"), "")
+			require.NoError(t, err)
+			defer p.Close()
+			c, err := checkpoint.LoadControlNet(dir)
+			require.NoError(t, err)
+			weights := filepath.Join(dir, "diffusion_pytorch_model.fp16.safetensors")
+			require.NoError(t, os.Truncate(weights, 4096))
+			err = p.SetControlNet(c)
+			var ce *safefile.ChangedError
+			require.ErrorAs(t, err, &ce)
+			assert.Equal(t, weights, ce.Path)
+			assert.Nil(t, p.ControlNet(), "no ControlNet attached")
+			assert.NoError(t, d.Err(), "the device after the failed load")
+		})
+	}
 }

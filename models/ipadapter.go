@@ -37,24 +37,40 @@ func (p *Pipeline) SetIPAdapter(a *checkpoint.IPAdapter, scale float64) error {
 	if w := p.unet.Config.CrossAttentionDim; a.Config.UNet.CrossAttentionDim != w {
 		return fmt.Errorf("ip-adapter %s: made for cross-attention width %d, %s's is %d", a.Path, a.Config.UNet.CrossAttentionDim, p.Name, w)
 	}
-	net, err := nets.NewIPAdapter(p.dev, a.Config, a.Weights)
+	var net *nets.IPAdapter
+	var enc *nets.VisionEncoder
+	release := func() {
+		if net != nil {
+			net.Release()
+		}
+		if enc != nil {
+			enc.Release()
+		}
+		p.doneReading(a.Source())
+	}
+	err := p.uploadSide(a.Source(), "ip_adapter", func(d gpu.Device, w nets.Weights) (err error) {
+		net, err = nets.NewIPAdapter(d, a.Config, w)
+		return err
+	})
 	if err != nil {
+		release()
 		return fmt.Errorf("ip-adapter %s: %w", a.Path, err)
 	}
-	enc, err := nets.NewVisionEncoder(p.dev, a.Encoder, a.EncoderWeights)
+	err = p.uploadSide(a.Source(), "image_encoder", func(d gpu.Device, w nets.Weights) (err error) {
+		enc, err = nets.NewVisionEncoder(d, a.Encoder, w)
+		return err
+	})
 	if err != nil {
-		net.Release()
+		release()
 		return fmt.Errorf("image encoder %s: %w", a.EncoderPath, err)
 	}
 	if err := p.dev.Finish(); err != nil {
-		net.Release()
-		enc.Release()
+		release()
 		return fmt.Errorf("ip-adapter %s: uploading weights: %w", a.Path, err)
 	}
 	p.releaseIP()
 	if err := p.unet.SetIPAdapter(net, float32(scale)); err != nil {
-		net.Release()
-		enc.Release()
+		release()
 		return fmt.Errorf("ip-adapter %s: %w", a.Path, err)
 	}
 	p.ip = &ipState{m: a, net: net, enc: enc, scale: scale}
@@ -87,6 +103,7 @@ func (p *Pipeline) releaseIP() {
 	}
 	p.ip.net.Release()
 	p.ip.enc.Release()
+	p.doneReading(p.ip.m.Source())
 	p.ip.m.Close()
 	p.ip = nil
 }

@@ -333,15 +333,53 @@ func (p *Pipeline) checkContracts() error {
 	return nil
 }
 
+// uploadSide uploads component comp of a side model (a ControlNet's, an
+// IP-Adapter's or a TAESD's Source) to the pipeline's device as New uploads
+// the checkpoint's: copied under a guard or read in place as the
+// checkpoint is, NaN/Inf counted (Finish's error names the file). build
+// makes the network; on an error the caller releases what it made.
+func (p *Pipeline) uploadSide(src *checkpoint.Model, comp string, build func(d gpu.Device, w nets.Weights) error) error {
+	src.InPlace = p.Model != nil && p.Model.InPlace
+	u, err := src.StartUpload(comp)
+	if err != nil {
+		return err
+	}
+	err = build(u.Device(p.dev), u)
+	if ferr := u.Finish(); ferr != nil {
+		return ferr
+	}
+	return err
+}
+
+// doneReading waits for the device before src's mappings go, when it reads
+// weights in them in place (queued ops may still read them).
+func (p *Pipeline) doneReading(src *checkpoint.Model) {
+	if src != nil && src.ReadsInPlace() {
+		_ = p.dev.Finish()
+	}
+}
+
 // checkFiles refuses work on weights read in place from a checkpoint that
 // changed on disk since it was loaded (a truncated mapping would crash the
 // device's threads, which no guard covers): load it again.
 func (p *Pipeline) checkFiles() error {
-	if p.Model == nil || !p.Model.ReadsInPlace() {
-		return nil
+	srcs := []*checkpoint.Model{p.Model}
+	if p.control != nil {
+		srcs = append(srcs, p.control.m.Source())
 	}
-	if err := p.Model.CheckFiles(); err != nil {
-		return fmt.Errorf("%w (its weights are read from the file as they are used; reload the model)", err)
+	if p.ip != nil {
+		srcs = append(srcs, p.ip.m.Source())
+	}
+	if p.tinyM != nil {
+		srcs = append(srcs, p.tinyM.Source())
+	}
+	for _, m := range srcs {
+		if m == nil || !m.ReadsInPlace() {
+			continue
+		}
+		if err := m.CheckFiles(); err != nil {
+			return fmt.Errorf("%w (its weights are read from the file as they are used; load it again)", err)
+		}
 	}
 	return nil
 }
@@ -1002,12 +1040,20 @@ func (p *Pipeline) SetTAESD(t *checkpoint.Tiny) error {
 	}
 	var net *nets.Tiny
 	if t != nil {
-		var err error
-		if net, err = nets.NewTiny(p.dev, t.Config, t.Weights); err != nil {
+		err := p.uploadSide(t.Source(), "taesd", func(d gpu.Device, w nets.Weights) (err error) {
+			net, err = nets.NewTiny(d, t.Config, w)
+			return err
+		})
+		if err != nil {
+			if net != nil {
+				net.Release()
+			}
+			p.doneReading(t.Source())
 			return fmt.Errorf("taesd %s: %w", t.Path, err)
 		}
 		if err := p.dev.Finish(); err != nil {
 			net.Release()
+			p.doneReading(t.Source())
 			return fmt.Errorf("taesd %s: uploading weights: %w", t.Path, err)
 		}
 	}
@@ -1022,6 +1068,7 @@ func (p *Pipeline) TAESD() *checkpoint.Tiny { return p.tinyM }
 func (p *Pipeline) releaseTiny() {
 	if p.tiny != nil {
 		p.tiny.Release()
+		p.doneReading(p.tinyM.Source())
 		p.tinyM.Close()
 	}
 	p.tiny, p.tinyM = nil, nil

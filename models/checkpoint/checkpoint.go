@@ -69,6 +69,8 @@ type Model struct {
 	InPlace bool
 	// inPlace counts the tensors a device took in place.
 	inPlace int
+	// extra holds the components of a side model (see sideModel).
+	extra map[string]nets.Weights
 
 	files []*safetensors.File
 	// origins maps "component/param" to the file and key it came from.
@@ -136,6 +138,15 @@ func (m *Model) CheckFiles() error {
 		}
 	}
 	return nil
+}
+
+// sideModel is a Model over the mapped files of a ControlNet, an IP-Adapter
+// or a TAESD (which own and close them), whose components are the given
+// weights: it uploads them as a checkpoint's (StartUpload: guarded,
+// counting NaN/Inf, in place where the device can) and checks the files
+// (CheckFiles). Never Close it.
+func sideModel(path string, files []*safetensors.File, comps map[string]nets.Weights) *Model {
+	return &Model{Path: path, files: files, extra: comps}
 }
 
 // ReadsInPlace reports whether a device reads any of the weights in place

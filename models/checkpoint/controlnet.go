@@ -35,11 +35,22 @@ type ControlNet struct {
 	Warnings []string
 
 	file *safetensors.File
+	src  *Model            // Source's
 	from map[string]string // diffusers name -> file key
 	hash string
 	// timeIDsGuessed: an original SDXL file does not show the width of
 	// its time-id embeddings; Fits takes the U-Net's.
 	timeIDsGuessed bool
+}
+
+// Source is c's weights as a Model with one component, "controlnet", for
+// uploading them (StartUpload) and checking the file (CheckFiles). c owns
+// the file: close c, not the Model.
+func (c *ControlNet) Source() *Model {
+	if c.src == nil {
+		c.src = sideModel(c.Path, []*safetensors.File{c.file}, map[string]nets.Weights{"controlnet": c.Weights})
+	}
+	return c.src
 }
 
 // Close releases the mapped file.

@@ -94,6 +94,9 @@ func (m *Model) textRoles() []string {
 }
 
 func (m *Model) weightsOf(component string) (nets.Weights, error) {
+	if w, ok := m.extra[component]; ok {
+		return w, nil
+	}
 	switch component {
 	case "unet":
 		return m.UNetWeights, nil
@@ -202,7 +205,7 @@ func (m *Model) nonFinite(jobs []finiteJob, counts []int64) error {
 			continue
 		}
 		j := jobs[i]
-		t := NonFiniteTensor{Key: j.name, Component: j.comp, Param: j.name, File: m.Path, Count: n,
+		t := NonFiniteTensor{Key: j.name, Component: j.comp, Param: j.name, File: m.fileOf(j.comp, j.name), Count: n,
 			Total: int64(len(j.p.Raw) / max(j.p.DType.Size(), 1))}
 		if o, ok := m.origins[j.comp+"/"+j.name]; ok {
 			t.Key, t.File = o.key, o.file
@@ -225,6 +228,13 @@ func (m *Model) nonFinite(jobs []finiteJob, counts []int64) error {
 func (m *Model) fileOf(component, param string) string {
 	if o, ok := m.origins[component+"/"+param]; ok && o.file != "" {
 		return o.file
+	}
+	if w, ok := m.extra[component]; ok { // a side model's (Source): the file holding it
+		if p, ok := w.Get(param); ok {
+			if f := m.fileHolding(p.Raw); f != "" {
+				return f
+			}
+		}
 	}
 	return m.Path
 }

@@ -34,6 +34,17 @@ type IPAdapter struct {
 	Processor ImageProcessorConfig
 
 	files []*safetensors.File
+	src   *Model // Source's
+}
+
+// Source is a's weights as a Model with two components, "ip_adapter" and
+// "image_encoder", for uploading them (StartUpload) and checking the files
+// (CheckFiles). a owns the files: close a, not the Model.
+func (a *IPAdapter) Source() *Model {
+	if a.src == nil {
+		a.src = sideModel(a.Path, a.files, map[string]nets.Weights{"ip_adapter": a.Weights, "image_encoder": a.EncoderWeights})
+	}
+	return a.src
 }
 
 // Close releases the mapped files.

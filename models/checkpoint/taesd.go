@@ -25,6 +25,17 @@ type Tiny struct {
 	HasEncoder bool
 
 	files []*safetensors.File
+	src   *Model // Source's
+}
+
+// Source is t's weights as a Model with one component, "taesd", for
+// uploading them (StartUpload) and checking the files (CheckFiles). t owns
+// the files: close t, not the Model.
+func (t *Tiny) Source() *Model {
+	if t.src == nil {
+		t.src = sideModel(t.Path, t.files, map[string]nets.Weights{"taesd": t.Weights})
+	}
+	return t.src
 }
 
 // Close releases the mapped files.
