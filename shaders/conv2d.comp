@@ -10,9 +10,10 @@
 // is spelled out with macros (and kernel columns with #if up to 7) so the
 // compiler keeps it in registers. Defines: KH, KW, SW (kernel size and
 // horizontal stride, compile-time), PX, LX, X_LOADER, W_LOADER, HAS_BIAS with
-// BIAS_LOADER, HAS_RES with RES_LOADER (a residual of the output's shape,
-// added at the store; with RES_PLANE one value a sample and channel, a
-// ResNet block's time embedding).
+// BIAS_LOADER, HAS_RES with RES_LOADER and the uniform resMode (1: a
+// residual of the output's shape, added at the store; 2: one value a sample
+// and channel, a ResNet block's time embedding; 0: none, so that one
+// program serves convolutions with and without one).
 //
 // C4 (the host sets it when C is a multiple of 4, KH, KW <= 4, SW <= 2; it
 // keeps to KH*KW <= 9, as bigger kernels compile slowly):
@@ -33,8 +34,12 @@ W_LOADER(loadW, tW, 1)
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 2)
 #endif
+#if defined(HAS_RES) && !defined(RES_LOADER)
+#define RES_LOADER LOADER_F32
+#endif
 #ifdef HAS_RES
 RES_LOADER(loadRes, tRes, 3)
+uniform int resMode; // 0: none, 1: a residual of the output's shape, 2: one value a plane
 #endif
 DECLARE_OUTPUT
 
@@ -153,15 +158,20 @@ void store(int oc, int n, int oh, int ow0, vec4 lo, vec4 hi) {
 #endif
 	int row = ((n * O + oc) * OH + oh) * OW;
 	float v[8] = float[8](lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
-#if defined(HAS_RES) && defined(RES_PLANE)
-	float rv = loadRes(n * O + oc);
+#ifdef HAS_RES
+	float rv = 0.0;
+	if (resMode == 2) {
+		rv = loadRes(n * O + oc);
+	}
 #endif
 	for (int p = 0; p < PX; p++) {
 		if (ow0 + p < OW) {
-#if defined(HAS_RES) && defined(RES_PLANE)
-			put(row + ow0 + p, v[p] + bv + rv);
-#elif defined(HAS_RES)
-			put(row + ow0 + p, v[p] + bv + loadRes(row + ow0 + p));
+#ifdef HAS_RES
+			float r = rv;
+			if (resMode == 1) {
+				r = loadRes(row + ow0 + p);
+			}
+			put(row + ow0 + p, v[p] + bv + r);
 #else
 			put(row + ow0 + p, v[p] + bv);
 #endif

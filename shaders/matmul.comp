@@ -34,10 +34,11 @@
 // A_LOADER4 and B_LOADER4 (MM_NN4, MM_NT4), A_LOADER4 and QUANT_*
 // (MM_QBLOCK); HAS_BIAS, with BIAS_LOADER except for MM_NAIVE, and BIAS_ROWS
 // (all but MM_NAIVE) to add bias[m] to row m instead of bias[n] to column n
-// (a 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) to
-// add a residual of the output's shape after the bias, or with RES_PLANE
-// one value a row of each batch matrix (a 1x1 convolution's residual of one
-// value a sample and channel).
+// (a 1x1 convolution's bias); HAS_RES with RES_LOADER (all but MM_NAIVE) and
+// the uniform resMode to add, after the bias, a residual of the output's
+// shape (1) or one value a row of each batch matrix (2: a 1x1 convolution's
+// residual of one value a sample and channel), or nothing (0: one program
+// serves products with and without one).
 #include "common.glsl"
 #if defined(MM_NT4) || defined(MM_QBLOCK)
 #include "quant.glsl"
@@ -65,8 +66,12 @@ B_LOADER4(loadB4, tB, 1)
 #if defined(HAS_BIAS) && !defined(MM_NAIVE)
 BIAS_LOADER(loadBias, tBias, 2)
 #endif
+#if defined(HAS_RES) && !defined(RES_LOADER)
+#define RES_LOADER LOADER_F32
+#endif
 #ifdef HAS_RES
 RES_LOADER(loadRes, tRes, 3)
+uniform int resMode; // 0: none, 1: a residual of the output's shape, 2: one value a row
 #endif
 DECLARE_OUTPUT
 
@@ -158,10 +163,14 @@ void store(int m, vec4 lo, vec4 hi) {
 #elif defined(HAS_BIAS)
 			r += loadBias(n);
 #endif
-#if defined(HAS_RES) && defined(RES_PLANE)
-			r += loadRes(int(gl_GlobalInvocationID.z) * M + m);
-#elif defined(HAS_RES)
-			r += loadRes(base + n);
+#ifdef HAS_RES
+			float rr = 0.0;
+			if (resMode == 1) {
+				rr = loadRes(base + n);
+			} else if (resMode == 2) {
+				rr = loadRes(int(gl_GlobalInvocationID.z) * M + m);
+			}
+			r += rr;
 #endif
 			put(base + n, r);
 		}

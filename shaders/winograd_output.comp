@@ -10,7 +10,8 @@
 //   [0  1   1  1/4   1/4   0]
 //   [0  1  -1  1/8  -1/8   1]
 // Defines: LX, M_LOADER, HAS_BIAS with BIAS_LOADER, HAS_RES with RES_LOADER
-// (a residual of the output's shape, added at the store).
+// and the uniform resMode (as conv2d.comp's: 1 a residual of the output's
+// shape, added at the store, 2 one value a plane, 0 none).
 #include "common.glsl"
 
 layout(local_size_x = LX) in;
@@ -19,8 +20,12 @@ M_LOADER(loadM, tM, 0)
 #ifdef HAS_BIAS
 BIAS_LOADER(loadBias, tBias, 1)
 #endif
+#if defined(HAS_RES) && !defined(RES_LOADER)
+#define RES_LOADER LOADER_F32
+#endif
 #ifdef HAS_RES
 RES_LOADER(loadRes, tRes, 2)
+uniform int resMode; // 0: none, 1: a residual of the output's shape, 2: one value a plane
 #endif
 DECLARE_OUTPUT
 
@@ -62,8 +67,11 @@ void main() {
 	bv = loadBias(oc);
 #endif
 	int base = (n * O + oc) * OH * OW;
-#if defined(HAS_RES) && defined(RES_PLANE)
-	float rv = loadRes(n * O + oc);
+#ifdef HAS_RES
+	float rv = 0.0;
+	if (resMode == 2) {
+		rv = loadRes(n * O + oc);
+	}
 #endif
 	for (int i = 0; i < 4; i++) {
 		float[4] y = at(float[6](s[0][i], s[1][i], s[2][i], s[3][i], s[4][i], s[5][i]));
@@ -72,10 +80,12 @@ void main() {
 			for (int j = 0; j < 4; j++) {
 				if (ow0 + j < OW) {
 					int i = base + oh * OW + ow0 + j;
-#if defined(HAS_RES) && defined(RES_PLANE)
-					put(i, y[j] + bv + rv);
-#elif defined(HAS_RES)
-					put(i, y[j] + bv + loadRes(i));
+#ifdef HAS_RES
+					float r = rv;
+					if (resMode == 1) {
+						r = loadRes(i);
+					}
+					put(i, y[j] + bv + r);
 #else
 					put(i, y[j] + bv);
 #endif

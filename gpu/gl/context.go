@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	gogl "github.com/go-gl/gl/v4.3-core/gl"
+
+	"github.com/stepwise/stepwise/gpu"
 )
 
 // glContext is a current OpenGL context, however it was made.
@@ -115,6 +117,7 @@ func (d *Device) loop(ready chan<- error) {
 	gogl.GetIntegerv(gogl.MAX_COMPUTE_WORK_GROUP_INVOCATIONS, &v)
 	d.maxInvoc = int(v)
 	d.pinned = d.glDetectPinned()
+	d.standIn = d.glStandIn()
 	d.cache = newProgCache()
 	d.tune = newTuner(cacheDir(), glString(gogl.RENDERER)+"\n"+glString(gogl.VERSION)+"\n"+glString(gogl.VENDOR))
 	for i := 0; i < 16 && gogl.GetError() != gogl.NO_ERROR; i++ {
@@ -125,4 +128,17 @@ func (d *Device) loop(ready chan<- error) {
 	}
 	d.glShutdown()
 	ctx.close()
+}
+
+// glStandIn makes the device's stand-in tensor (Device.standIn): a buffer
+// of four F32 zeros, sized as weights are (exactSize), outside the memory
+// accounting and the live set (it lives as long as the context).
+func (d *Device) glStandIn() *gpu.Tensor {
+	b := &buffer{size: exactSize(16), exact: true}
+	zeros := make([]byte, b.size)
+	gogl.GenBuffers(1, &b.id)
+	gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, b.id)
+	gogl.BufferData(gogl.COPY_WRITE_BUFFER, int(b.size), unsafe.Pointer(&zeros[0]), gogl.STATIC_DRAW)
+	gogl.BindBuffer(gogl.COPY_WRITE_BUFFER, 0)
+	return &gpu.Tensor{Shape: gpu.Shape{4}, DType: gpu.F32, Store: &gpu.Storage{Handle: b, Bytes: 16, Dev: d}}
 }

@@ -85,6 +85,9 @@ type Device struct {
 	exactLive, actHigh int64
 	poolCap            int64 // poolLimit but in tests
 
+	// standIn is what a launch binds where a kernel's optional residual
+	// is absent (see residual): four F32 zeros, made with the context.
+	standIn *gpu.Tensor
 	// profile, with STEPWISE_GL_PROFILE=1, sums the time of each kernel's
 	// dispatches (by its ops table name; GL thread; llvmpipe runs a dispatch
 	// before returning).

@@ -90,48 +90,50 @@ type kernelSpec struct {
 // Uniform lists shared by several rows.
 var (
 	mmStrides = []string{"M", "N", "K", "aBatch", "aRow", "aCol", "bBatch", "bRow", "bCol"}
-	convInts  = []string{"C", "H", "W", "O", "OH", "OW", "SH", "PH", "PW", "tilesW", "tilesH", "NB"}
+	convInts  = []string{"C", "H", "W", "O", "OH", "OW", "SH", "PH", "PW", "tilesW", "tilesH", "NB", "resMode"}
+	mmInts    = []string{"M", "N", "K", "aBatch", "bBatch", "resMode"}
+	mmQInts   = []string{"M", "N", "K", "aBatch", "resMode"}
 )
 
 // kernels is the ops table, indexed by kernelID.
 var kernels = [numKernels]kernelSpec{
 	kMatMulNaive: {name: "matmul_naive", file: "matmul.comp", variant: []string{"MM_NAIVE"},
 		local: [2]int{16, 4}, grid: gridTiles, tile: [2]int{1, 1}, ints: mmStrides, floats: []string{"alpha"}},
-	kMatMulStrided: {name: "matmul_strided", file: "matmul.comp", variant: []string{"MM_STRIDED"},
-		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile}, ints: mmStrides, floats: []string{"alpha"}},
-	kMatMulNN4: {name: "matmul_nn4", file: "matmul.comp", variant: []string{"MM_NN4"},
+	kMatMulStrided: {name: "matmul_strided", file: "matmul.comp", variant: []string{"MM_STRIDED", "HAS_RES"},
+		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile}, ints: append(mmStrides[:len(mmStrides):len(mmStrides)], "resMode"), floats: []string{"alpha"}},
+	kMatMulNN4: {name: "matmul_nn4", file: "matmul.comp", variant: []string{"MM_NN4", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile},
-		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
-	kMatMulNT4: {name: "matmul_nt4", file: "matmul.comp", variant: []string{"MM_NT4"},
+		ints: mmInts, floats: []string{"alpha"}},
+	kMatMulNT4: {name: "matmul_nt4", file: "matmul.comp", variant: []string{"MM_NT4", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile},
-		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
-	kMatMulQBlock: {name: "matmul_qblock", file: "matmul.comp", variant: []string{"MM_QBLOCK"},
+		ints: mmInts, floats: []string{"alpha"}},
+	kMatMulQBlock: {name: "matmul_qblock", file: "matmul.comp", variant: []string{"MM_QBLOCK", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, mmTile},
-		ints: []string{"M", "N", "K", "aBatch"}, floats: []string{"alpha"}},
-	kMatMulNN4Tall: {name: "matmul_nn4_tall", file: "matmul.comp", variant: []string{"MM_NN4", "ROWS16"},
+		ints: mmQInts, floats: []string{"alpha"}},
+	kMatMulNN4Tall: {name: "matmul_nn4_tall", file: "matmul.comp", variant: []string{"MM_NN4", "ROWS16", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
-		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
-	kMatMulNT4Tall: {name: "matmul_nt4_tall", file: "matmul.comp", variant: []string{"MM_NT4", "ROWS16"},
+		ints: mmInts, floats: []string{"alpha"}},
+	kMatMulNT4Tall: {name: "matmul_nt4_tall", file: "matmul.comp", variant: []string{"MM_NT4", "ROWS16", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
-		ints: []string{"M", "N", "K", "aBatch", "bBatch"}, floats: []string{"alpha"}},
-	kMatMulQBlockTall: {name: "matmul_qblock_tall", file: "matmul.comp", variant: []string{"MM_QBLOCK", "ROWS16"},
+		ints: mmInts, floats: []string{"alpha"}},
+	kMatMulQBlockTall: {name: "matmul_qblock_tall", file: "matmul.comp", variant: []string{"MM_QBLOCK", "ROWS16", "HAS_RES"},
 		local: [2]int{mmLX, mmLY}, grid: gridTiles, tile: [2]int{mmTile, 2 * mmTile},
-		ints: []string{"M", "N", "K", "aBatch"}, floats: []string{"alpha"}},
+		ints: mmQInts, floats: []string{"alpha"}},
 
-	kConv2D: {name: "conv2d", file: "conv2d.comp", variant: []string{"NT=1"},
+	kConv2D: {name: "conv2d", file: "conv2d.comp", variant: []string{"NT=1", "HAS_RES"},
 		local: [2]int{convLX}, grid: gridFlat, ints: convInts},
 	// Two samples an invocation, in smaller work groups so that the halved
 	// count still spreads over threads (tiles of at most 4 pixels).
-	kConv2DPairs: {name: "conv2d_pairs", file: "conv2d.comp", variant: []string{"NT=2"},
+	kConv2DPairs: {name: "conv2d_pairs", file: "conv2d.comp", variant: []string{"NT=2", "HAS_RES"},
 		local: [2]int{8}, grid: gridFlat, ints: convInts},
 	kWinogradWeights: {name: "winograd_weights", file: "winograd_weights.comp",
 		local: [2]int{elemLX}, grid: gridFlat, ints: []string{"C", "o0", "Oc"}},
 	kWinogradInput: {name: "winograd_input", file: "winograd_input.comp",
 		local: [2]int{elemLX}, grid: gridFlat,
 		ints: []string{"C", "H", "W", "PH", "PW", "tilesH", "tilesW", "tile0", "Tc"}},
-	kWinogradOutput: {name: "winograd_output", file: "winograd_output.comp",
+	kWinogradOutput: {name: "winograd_output", file: "winograd_output.comp", variant: []string{"HAS_RES"},
 		local: [2]int{elemLX}, grid: gridFlat,
-		ints: []string{"O", "o0", "Oc", "OH", "OW", "tilesH", "tilesW", "tile0", "Tc"}},
+		ints: []string{"O", "o0", "Oc", "OH", "OW", "tilesH", "tilesW", "tile0", "Tc", "resMode"}},
 
 	// The norms come in two rows: a work group a row, and SERIAL (one
 	// invocation a row, for rows of at most serialRow elements).

@@ -129,7 +129,7 @@ func TestNewLaunchGrid(t *testing.T) {
 		assert.Equal(t, c.want, l.groups, "%s over %v", kernels[c.id].name, c.work)
 	}
 	l := d.newLaunch(kMatMulNN4, [3]int{8, 8, 1}, "A_LOADER4=LOADER4_F32")
-	assert.Equal(t, []string{"MM_NN4", fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), "A_LOADER4=LOADER4_F32"}, l.defines)
+	assert.Equal(t, []string{"MM_NN4", "HAS_RES", fmt.Sprintf("LX=%d", mmLX), fmt.Sprintf("LY=%d", mmLY), "A_LOADER4=LOADER4_F32"}, l.defines)
 	assert.Equal(t, "matmul.comp", l.file)
 }
 

@@ -101,7 +101,6 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 	}
 	out := d.out(g.Out)
 	l.out = out
-	residual(l, 3, o.Residual) // store() of the tiled variants
 	alpha := o.Alpha
 	if alpha == 0 {
 		alpha = 1
@@ -129,6 +128,9 @@ func (d *Device) MatMul(a, b *gpu.Tensor, o gpu.MatMulOpts) *gpu.Tensor {
 		if o.TransB {
 			l.ints["bRow"], l.ints["bCol"] = 1, g.K
 		}
+	}
+	if id != kMatMulNaive {
+		d.residual(l, 3, o.Residual) // store() of the tiled and strided variants
 	}
 	d.run("MatMul", l)
 	return out
@@ -242,27 +244,39 @@ func (d *Device) convDirect(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Te
 		l.ins = append(l.ins, in(bias))
 		l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
 	}
-	residual(l, 3, res)
+	d.residual(l, 3, res)
 	d.run("Conv2D", l)
 	return out
 }
 
-// residual binds a conv's or a matmul's residual (when not nil) to texture
-// unit `unit` for the kernel's HAS_RES/RES_LOADER, with RES_PLANE when it
-// holds one value a plane of the output (a conv's [N, O, 1, 1] residual
-// for an output of more than one pixel; see gpu.Conv2DOpts).
-func residual(l *launch, unit int, res *gpu.Tensor) {
-	if res == nil {
-		return
-	}
+// residual binds a conv's or a matmul's residual to texture unit `unit`
+// for the kernel's RES_LOADER (the rows that call it have HAS_RES) and sets
+// its resMode: 1 for a
+// residual of the output's shape, 2 for one value a plane of the output (a
+// conv's [N, O, 1, 1] residual for an output of more than one pixel; see
+// gpu.Conv2DOpts), 0 without one, when the device's stand-in is bound
+// instead (never read), so that products and convolutions with and without
+// a residual share one program: on llvmpipe each program costs seconds of
+// compiling on a fresh machine and milliseconds to load from the caches.
+// The stand-in is an F32 buffer of the size class of the others, so the
+// driver's variant (keyed by the bound textures' formats) is the same.
+func (d *Device) residual(l *launch, unit int, res *gpu.Tensor) {
 	for len(l.ins) < unit {
 		l.ins = append(l.ins, input{})
 	}
-	l.ins = append(l.ins, in(res))
-	l.defines = append(l.defines, "HAS_RES", loader("RES", res))
-	if res.Numel() != l.out.Numel() {
-		l.defines = append(l.defines, "RES_PLANE")
+	mode := 1
+	switch {
+	case res == nil:
+		res, mode = d.standIn, 0
+	case res.Numel() != l.out.Numel():
+		mode = 2
 	}
+	l.ins = append(l.ins, in(res))
+	l.defines = append(l.defines, loader("RES", res)) // HAS_RES is the row's
+	if l.ints == nil {
+		l.ints = map[string]int{}
+	}
+	l.ints["resMode"] = mode
 }
 
 // convTile is conv2d.comp's output tile per invocation, PX pixels of PY

@@ -90,7 +90,7 @@ func (d *Device) convWinograd(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.
 				l.ins = append(l.ins, in(bias))
 				l.defines = append(l.defines, "HAS_BIAS", loader("BIAS", bias))
 			}
-			residual(l, 2, res)
+			d.residual(l, 2, res)
 			d.run("Conv2D", l)
 			d.Release(m)
 		}
@@ -122,7 +122,7 @@ func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu
 		l.ins = append(l.ins, in(bias))
 		l.defines = append(l.defines, "HAS_BIAS", "BIAS_ROWS", loader("BIAS", bias))
 	}
-	residual(l, 3, res)
+	d.residual(l, 3, res)
 	d.run("Conv2D", l)
 	return out
 }
