@@ -57,6 +57,7 @@ const (
 	kConcat2
 	kUpsample2x
 	kEmbedding
+	kIm2Col
 	numKernels
 )
 
@@ -179,6 +180,8 @@ var kernels = [numKernels]kernelSpec{
 		ints: []string{"n", "ca", "cb"}},
 	kUpsample2x: {name: "upsample2x", file: "upsample.comp", local: [2]int{elemLX}, grid: gridFlat,
 		ints: []string{"H", "W", "n"}},
+	kIm2Col: {name: "im2col", file: "im2col.comp", local: [2]int{elemLX}, grid: gridFlat,
+		ints: []string{"n", "C", "H", "W", "KH", "KW", "SH", "SW", "PH", "PW", "OH", "OW"}},
 	kEmbedding: {name: "embedding", file: "embedding.comp", local: [2]int{elemLX}, grid: gridFlat,
 		ints: []string{"n", "C"}},
 }

@@ -2,6 +2,7 @@ package gl
 
 import (
 	"fmt"
+	"github.com/stepwise/stepwise/gpu"
 	"os"
 	"os/exec"
 	"regexp"
@@ -154,4 +155,29 @@ func TestTallTiles(t *testing.T) {
 	} {
 		assert.Equal(t, kernels[c.want].name, kernels[tallTiles(c.id, c.m, c.n, c.b)].name, "%s %dx%d batch %d", kernels[c.id].name, c.m, c.n, c.b)
 	}
+}
+
+// TestIm2colChosen: the strided convolutions that im2col.comp and the
+// product can take go that way (ops_test.go's im2col cases check their
+// values against gpu/ref), the others, stride 1 and forced-direct devices
+// run conv2d.comp.
+func TestIm2colChosen(t *testing.T) {
+	d := &Device{}
+	for _, c := range []struct {
+		g    gpu.ConvGeom
+		want bool
+	}{
+		{gpu.ConvGeom{N: 2, C: 12, H: 16, W: 16, O: 10, KH: 3, KW: 3, SH: 2, SW: 2, PH: 1, PW: 1, OH: 8, OW: 8}, true},
+		{gpu.ConvGeom{N: 1, C: 8, H: 9, W: 10, O: 6, KH: 4, KW: 4, SH: 2, SW: 2, PH: 1, PW: 1, OH: 4, OW: 5}, true},
+		{gpu.ConvGeom{N: 1, C: 4, H: 7, W: 8, O: 5, KH: 3, KW: 3, SH: 2, SW: 1, PH: 1, PW: 1, OH: 4, OW: 8}, true},
+		{gpu.ConvGeom{N: 2, C: 4, H: 8, W: 8, O: 7, KH: 3, KW: 3, SH: 2, SW: 2, PH: 1, PW: 1, OH: 4, OW: 4}, true},
+		{gpu.ConvGeom{N: 2, C: 8, H: 9, W: 13, O: 70, KH: 3, KW: 3, SH: 2, SW: 2, PH: 1, PW: 1, OH: 5, OW: 7}, false},  // 35 pixels
+		{gpu.ConvGeom{N: 2, C: 7, H: 16, W: 16, O: 11, KH: 3, KW: 3, SH: 2, SW: 2, PH: 1, PW: 1, OH: 8, OW: 8}, false}, // K 63
+		{gpu.ConvGeom{N: 2, C: 12, H: 16, W: 16, O: 10, KH: 3, KW: 3, SH: 1, SW: 1, PH: 1, PW: 1, OH: 16, OW: 16}, false},
+		{gpu.ConvGeom{N: 1, C: 128, H: 1024, W: 1024, O: 128, KH: 3, KW: 3, SH: 2, SW: 2, OH: 511, OW: 512}, false}, // columns too big
+	} {
+		assert.Equal(t, c.want, d.useIm2col(c.g), "%+v", c.g)
+	}
+	d.convAlgo = convDirect
+	assert.False(t, d.useIm2col(gpu.ConvGeom{N: 2, C: 12, H: 16, W: 16, O: 10, KH: 3, KW: 3, SH: 2, SW: 2, PH: 1, PW: 1, OH: 8, OW: 8}))
 }

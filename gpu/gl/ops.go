@@ -212,7 +212,45 @@ func (d *Device) Conv2D(x, w, bias *gpu.Tensor, o gpu.Conv2DOpts) *gpu.Tensor {
 	} else if d.useWinograd(g) {
 		return d.convWinograd(x, w, bias, res, g)
 	}
+	if d.useIm2col(g) {
+		return d.convIm2col(x, w, bias, res, g)
+	}
 	return d.convDirect(x, w, bias, res, g)
+}
+
+// im2colMaxBytes caps the columns convIm2col makes; bigger convolutions
+// (a VAE encoder's first downsampling at 1024x1024) run direct.
+const im2colMaxBytes = 48 << 20
+
+// useIm2col reports whether the strided conv g runs as columns times the
+// weights (convIm2col) rather than with conv2d.comp: on a fresh machine
+// llvmpipe spends ~1.8 s of a core compiling each of conv2d.comp's
+// unrolled stride-2 variants (a U-Net's downsamplers need one or two that
+// nothing else uses) against ~0.1 s for im2col.comp, and the product
+// reuses the 1x1 convolutions' program. Both need whole texels of four
+// along K (C*KH*KW) and along the output pixels.
+func (d *Device) useIm2col(g gpu.ConvGeom) bool {
+	k, p := g.C*g.KH*g.KW, g.OH*g.OW
+	return d.convAlgo != convDirect && (g.SH > 1 || g.SW > 1) && k%4 == 0 && p%4 == 0 && !d.noVec4 &&
+		int64(g.N)*int64(k)*int64(p)*4 <= im2colMaxBytes
+}
+
+// convIm2col computes conv g as im2col.comp's columns [N, C*KH*KW, OH*OW]
+// times the weights [O, C*KH*KW] (their own layout), as convPointwise
+// multiplies a 1x1 convolution's.
+func (d *Device) convIm2col(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
+	k, p := g.C*g.KH*g.KW, g.OH*g.OW
+	col := d.out(gpu.Shape{g.N, k, p})
+	n := g.N * k * p
+	l := d.newLaunch(kIm2Col, [3]int{n}, loader("X", x))
+	l.ins = []input{in(x)}
+	l.out = col
+	l.ints = map[string]int{"n": n, "C": g.C, "H": g.H, "W": g.W, "KH": g.KH, "KW": g.KW,
+		"SH": g.SH, "SW": g.SW, "PH": g.PH, "PW": g.PW, "OH": g.OH, "OW": g.OW}
+	d.run("Conv2D", l)
+	out := d.weightsTimes(w, col, bias, res, g, k, p)
+	d.Release(col)
+	return out
 }
 
 // convDirect is conv2d.comp.

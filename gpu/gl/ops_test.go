@@ -93,6 +93,17 @@ func glCases() []gputest.Case {
 	add("Conv2D/px4_c4_1x1_2x36x3x3_to17", conv(gpu.Conv2DOpts{}, true), inp(2, 36, 3, 3), inp(17, 36, 1, 1), inp(17))
 	add("Conv2D/px4_3x3_p1_1x5x5x4_to3_f16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 5, 5, 4), typed(gpu.F16, 3, 5, 3, 3), inp(3))
 	add("Conv2D/px8_c4_3x3_s2_p1_2x8x9x13_to70", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 8, 9, 13), inp(70, 8, 3, 3), inp(70))
+	// Strided convolutions as im2col.comp's columns times the weights
+	// (useIm2col; TestIm2colChosen): with a bias, F16 weights, no bias, a
+	// residual of the output's shape and one of a value a plane.
+	add("Conv2D/im2col_3x3_s2_p1_2x12x16x16_to10_f16", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, true), inp(2, 12, 16, 16), typed(gpu.F16, 10, 12, 3, 3), typed(gpu.F16, 10))
+	add("Conv2D/im2col_4x4_s2_p1_1x8x9x10_to6_nobias", conv(gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1}, false), inp(1, 8, 9, 10), inp(6, 8, 4, 4))
+	add("Conv2D/im2col_res_3x3_s2x1_p1_1x4x7x8_to5", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{StrideH: 2, PadH: 1, PadW: 1, Residual: x[3]})
+	}, inp(1, 4, 7, 8), inp(5, 4, 3, 3), inp(5), inp(1, 5, 4, 8))
+	add("Conv2D/im2col_plane_3x3_s2_p1_2x4x8x8_to7", func(d gpu.Device, x []*gpu.Tensor) *gpu.Tensor {
+		return d.Conv2D(x[0], x[1], x[2], gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1, Residual: x[3]})
+	}, inp(2, 4, 8, 8), inp(7, 4, 3, 3), inp(7), inp(2, 7, 1, 1))
 	// Short maps stack PY rows per invocation (C4, stride 1 only).
 	add("Conv2D/py2_px2_c4_3x3_p1_2x16x3x2_to9", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(2, 16, 3, 2), inp(9, 16, 3, 3), inp(9))
 	add("Conv2D/py4_px2_c4_3x3_p1_1x8x5x2_to17_bf16", conv(gpu.Conv2DOpts{PadH: 1, PadW: 1}, true), inp(1, 8, 5, 2), typed(gpu.BF16, 17, 8, 3, 3), inp(17))

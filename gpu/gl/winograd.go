@@ -111,12 +111,18 @@ func (d *Device) usePointwise(g gpu.ConvGeom) bool {
 // convPointwise computes the 1x1 conv g as out[n] = w · x[n] + bias (per
 // output channel, matmul.comp's MM_NN4 variant with BIAS_ROWS).
 func (d *Device) convPointwise(x, w, bias, res *gpu.Tensor, g gpu.ConvGeom) *gpu.Tensor {
+	return d.weightsTimes(w, x, bias, res, g, g.C, g.H*g.W)
+}
+
+// weightsTimes is conv g's output as the weights w, seen as [O, k], times
+// each sample's [k, p] matrix of cols (matmul.comp's MM_NN4 with BIAS_ROWS),
+// plus the bias and the residual.
+func (d *Device) weightsTimes(w, cols, bias, res *gpu.Tensor, g gpu.ConvGeom, k, p int) *gpu.Tensor {
 	out := d.out(gpu.Shape{g.N, g.O, g.OH, g.OW})
-	hw := g.H * g.W
-	l := d.newLaunch(tallTiles(kMatMulNN4, g.O, hw, g.N), [3]int{hw, g.O, g.N}, loader4("A", w), loader4("B", x))
-	l.ins = []input{in4(w), in4(x)}
+	l := d.newLaunch(tallTiles(kMatMulNN4, g.O, p, g.N), [3]int{p, g.O, g.N}, loader4("A", w), loader4("B", cols))
+	l.ins = []input{in4(w), in4(cols)}
 	l.out = out
-	l.ints = map[string]int{"M": g.O, "N": hw, "K": g.C, "aBatch": 0, "bBatch": g.C * hw}
+	l.ints = map[string]int{"M": g.O, "N": p, "K": k, "aBatch": 0, "bBatch": k * p}
 	l.floats = map[string]float32{"alpha": 1}
 	if bias != nil {
 		l.ins = append(l.ins, in(bias))
