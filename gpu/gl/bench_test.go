@@ -188,3 +188,27 @@ func BenchmarkLinearFF_NN(b *testing.B) { benchLinear(b, 8192, 320, 2560, true) 
 func BenchmarkLinearText_154x768x768F16(b *testing.B)   { benchLinear(b, 154, 768, 768, false) }
 func BenchmarkLinearText_154x3072x768F16(b *testing.B)  { benchLinear(b, 154, 3072, 768, false) }
 func BenchmarkLinearUNet_2048x320x2560F16(b *testing.B) { benchLinear(b, 2048, 320, 2560, false) }
+
+// benchDownsample times a U-Net downsampler (3x3, stride 2, padding 1, F16
+// weights, CFG batch of two) from an hw x hw map: conv2d.comp (direct) or
+// im2col.comp's columns times the weights (convAuto picks it).
+func benchDownsample(b *testing.B, c, hw, algo int) {
+	d := fresh(b)
+	d.convAlgo = algo
+	r := rand.New(rand.NewPCG(3, 4))
+	x := d.Upload(randn(r, 2*c*hw*hw), 2, c, hw, hw)
+	w := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c*c*9)), c, c, 3, 3)
+	bias := d.UploadRaw(gpu.F16, ref.EncodeF16(randn(r, c)), c)
+	flops := 2 * float64(c*c*9) * float64(2*hw*hw/4)
+	benchOp(b, d, flops, func() *gpu.Tensor {
+		return d.Conv2D(x, w, bias, gpu.Conv2DOpts{StrideH: 2, StrideW: 2, PadH: 1, PadW: 1})
+	})
+}
+
+// SD 1.5's three downsamplers at 512x512 (64, 32 and 16 latent pixels).
+func BenchmarkDownsampleDirect_320_64(b *testing.B)  { benchDownsample(b, 320, 64, convDirect) }
+func BenchmarkDownsampleIm2col_320_64(b *testing.B)  { benchDownsample(b, 320, 64, convAuto) }
+func BenchmarkDownsampleDirect_640_32(b *testing.B)  { benchDownsample(b, 640, 32, convDirect) }
+func BenchmarkDownsampleIm2col_640_32(b *testing.B)  { benchDownsample(b, 640, 32, convAuto) }
+func BenchmarkDownsampleDirect_1280_16(b *testing.B) { benchDownsample(b, 1280, 16, convDirect) }
+func BenchmarkDownsampleIm2col_1280_16(b *testing.B) { benchDownsample(b, 1280, 16, convAuto) }
