@@ -562,19 +562,34 @@ func (p *Pipeline) EncodePrompt(prompt, negative string, clipSkip int) (*Conditi
 
 	t1 := time.Now()
 	c := &Conditioning{Chunks: n, PromptTokens: pos[0].TokenCount, NegativeTokens: neg[0].TokenCount, dev: p.dev}
-	var err error
-	if c.Cond, c.CondPooled, err = p.encode(pos, clipSkip); err != nil {
-		return nil, err
-	}
 	zero := negative == "" && p.Model.Spec != nil && p.Model.Spec.ZeroEmptyNegative
 	if zero {
+		hs, pooled, err := p.encode(pos, clipSkip, 1)
+		if err != nil {
+			return nil, err
+		}
+		c.Cond, c.CondPooled = hs[0], pooled[0]
 		c.Uncond = p.dev.Upload(make([]float32, c.Cond.Numel()), c.Cond.Shape...)
 		if c.CondPooled != nil {
 			c.UncondPooled = p.dev.Upload(make([]float32, c.CondPooled.Numel()), c.CondPooled.Shape...)
 		}
-	} else if c.Uncond, c.UncondPooled, err = p.encode(neg, clipSkip); err != nil {
-		c.Release()
-		return nil, err
+	} else {
+		// Both prompts in one pass: twice the rows make the encoders'
+		// products faster per row (SD 1.5's CLIP-L: 77 rows fill two
+		// 64-row blocks to 60%, 154 fill three to 80%), and each row is
+		// computed exactly as alone.
+		both := make([]tokenizer.Encoded, len(pos))
+		for i := range pos {
+			both[i] = tokenizer.Encoded{
+				Chunks:  append(append([][]int32(nil), pos[i].Chunks...), neg[i].Chunks...),
+				Weights: append(append([][]float32(nil), pos[i].Weights...), neg[i].Weights...),
+			}
+		}
+		hs, pooled, err := p.encode(both, clipSkip, 2)
+		if err != nil {
+			return nil, err
+		}
+		c.Cond, c.Uncond, c.CondPooled, c.UncondPooled = hs[0], hs[1], pooled[0], pooled[1]
 	}
 	if err := p.dev.Err(); err != nil {
 		c.Release()
@@ -619,24 +634,29 @@ func withPad(chunks [][]int32, pad int32) [][]int32 {
 	return out
 }
 
-// encode runs every text encoder on every chunk and returns the context
-// [1, 77*chunks, C] (the encoders' outputs side by side) and the pooled
-// vector [1, P] of the first chunk (nil without one).
-func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *gpu.Tensor, error) {
+// encode runs every text encoder on every chunk of groups prompts at once
+// (es[i]: encoder i's chunks, the prompts' one after another, as many
+// each) and returns each prompt's context [1, 77*chunks, C] (the
+// encoders' outputs side by side) and pooled vector [1, P] of its first
+// chunk (nil without one).
+func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip, groups int) ([]*gpu.Tensor, []*gpu.Tensor, error) {
 	if clipSkip < 1 {
 		clipSkip = 1
 	}
 	d := p.dev
 	var hs []*gpu.Tensor
-	var pooled *gpu.Tensor
+	var pooled []*gpu.Tensor
 	release := func() {
 		for _, h := range hs {
 			d.Release(h)
 		}
-		if pooled != nil {
-			d.Release(pooled)
+		for _, t := range pooled {
+			if t != nil {
+				d.Release(t)
+			}
 		}
 	}
+	n := len(es[0].Chunks) / groups // chunks a prompt
 	for i, t := range p.Model.Texts {
 		te, e := p.texts[i], es[i]
 		weighted := false
@@ -658,7 +678,9 @@ func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *g
 			return nil, nil, fmt.Errorf("%s: %w", t.Spec.Role, err)
 		}
 		if pl != nil {
-			pooled = d.Embedding(pl, []int32{0}) // the first chunk's
+			for g := 0; g < groups; g++ {
+				pooled = append(pooled, d.Embedding(pl, []int32{int32(g * n)})) // each prompt's first chunk's
+			}
 			d.Release(pl)
 		}
 		if weighted {
@@ -684,8 +706,26 @@ func (p *Pipeline) encode(es []tokenizer.Encoded, clipSkip int) (*gpu.Tensor, *g
 			d.Release(x)
 		}
 	}
-	out := h.View(1, h.Dim(0)*h.Dim(1), h.Dim(2))
-	return out, pooled, d.Err()
+	hs = nil
+	outs := make([]*gpu.Tensor, groups)
+	for g := range outs {
+		part := h
+		if groups > 1 {
+			part = d.Slice(h, 0, g*n, (g+1)*n)
+		}
+		outs[g] = part.View(1, part.Dim(0)*part.Dim(1), part.Dim(2))
+	}
+	if groups > 1 {
+		d.Release(h)
+	}
+	pools := make([]*gpu.Tensor, groups)
+	if len(pooled) >= groups {
+		copy(pools, pooled[len(pooled)-groups:]) // the last encoder's, as before
+		for _, t := range pooled[:len(pooled)-groups] {
+			d.Release(t)
+		}
+	}
+	return outs, pools, d.Err()
 }
 
 // Row selects the conditioning of one batch row of PredictNoise.
