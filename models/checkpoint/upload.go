@@ -14,7 +14,9 @@ import (
 // byte: from the mapped file straight into the device's storage (see
 // gpu.Device.UploadFill), in Go code that guards the read, counting NaN and
 // Inf values in the same pass, and letting the file's pages go as each
-// tensor is copied. Make one with StartUpload, build the network with its
+// tensor is copied. With Model.InPlace, a device that can
+// (gpu.MappedUploader) takes the mapped bytes themselves instead, and
+// nothing is copied; the count still reads them under the guard. Make one with StartUpload, build the network with its
 // Device and the Upload as the weights, then call Finish:
 //
 //	u, err := m.StartUpload("unet")
