@@ -68,9 +68,10 @@ func TestInPlaceSameAsCopy(t *testing.T) {
 	assert.Equal(t, want, predictMini(t, mapped), "U-Net output, in place vs copied (bit for bit)")
 }
 
-// TestInPlaceRefusesChangedFile: a checkpoint rewritten on disk while its
-// weights are read in place is refused by name before the next piece of
-// work (a truncated mapping would crash the device's threads).
+// TestInPlaceRefusesChangedFile: a checkpoint written to while its weights
+// are read in place is refused by name before the next piece of work (a
+// truncated mapping would crash the device's threads); one replaced or
+// deleted under its path is not (the mapping keeps the old file).
 func TestInPlaceRefusesChangedFile(t *testing.T) {
 	p, path := goldenMini(t, "on")
 	require.True(t, p.Model.ReadsInPlace())
@@ -85,6 +86,18 @@ func TestInPlaceRefusesChangedFile(t *testing.T) {
 	x := make([]float32, 2*4*8*8)
 	_, err = p.PredictNoise(x, [4]int{2, 4, 8, 8}, 500, &Conditioning{}, []Row{Uncond, Cond})
 	assert.True(t, errors.Is(err, safefile.ErrChanged), "PredictNoise: %v", err)
+
+	// A file replaced under its path (a download renamed over it) is not a
+	// change: the mapping keeps the old file, which nobody can truncate.
+	r, rpath := goldenMini(t, "on")
+	data, err := os.ReadFile(rpath)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(rpath+".new", data[:len(data)/2], 0o644))
+	require.NoError(t, os.Rename(rpath+".new", rpath))
+	_, err = r.EncodePrompt("a fox", "", 0)
+	assert.NoError(t, err, "the path replaced")
+	require.NoError(t, os.Remove(rpath))
+	assert.NotEmpty(t, predictMini(t, r), "the path deleted")
 
 	// A copied model does not mind: the file is not read any more.
 	q, qpath := goldenMini(t, "off")

@@ -141,7 +141,10 @@ type File struct {
 	index   map[string]int
 	meta    map[string]string
 	closed  bool
-	// size and mtime are the file's when it was mapped (Changed).
+	// fd is the mapped file, kept open so that Changed asks about the
+	// file mapped, wherever its path points now; size and mtime are its
+	// when it was mapped.
+	fd    *os.File
 	size  int64
 	mtime time.Time
 }
@@ -160,15 +163,17 @@ func Open(path string) (*File, error) {
 		}
 		return nil, fmt.Errorf("safetensors: %w", err)
 	}
-	defer fd.Close()
 	if st.Size() < 8 {
+		fd.Close()
 		return nil, &FormatError{Path: path, Msg: fmt.Sprintf("file is %d bytes, too short for the 8-byte header length (empty or truncated file?)", st.Size())}
 	}
 	if st.Size() > math.MaxInt {
+		fd.Close()
 		return nil, &FormatError{Path: path, Msg: "file too large to map"}
 	}
 	mm, err := mmap.Map(fd, mmap.RDONLY, 0)
 	if err != nil {
+		fd.Close()
 		return nil, fmt.Errorf("safetensors %s: mapping: %w", path, err)
 	}
 	var f *File
@@ -177,23 +182,26 @@ func Open(path string) (*File, error) {
 	}
 	if err != nil {
 		mm.Unmap()
+		fd.Close()
 		return nil, err
 	}
-	f.mm = mm
+	f.mm, f.fd = mm, fd
 	f.size, f.mtime = st.Size(), st.ModTime()
 	return f, nil
 }
 
-// Changed returns a *safefile.ChangedError when the file on disk is no
-// longer the one mapped (another size or modification time), else nil
-// (also after Close and for FromBytes files). Readers of the mapping that
-// have no guard, such as a device reading weights in place, call it before
-// their work: a file truncated under them would crash the process.
+// Changed returns a *safefile.ChangedError when the mapped file was
+// written to since it was mapped (its size or modification time changed),
+// else nil (also after Close and for FromBytes files). A file replaced or
+// deleted under its path is not a change: the mapping keeps the old one.
+// Readers of the mapping that have no guard, such as a device reading
+// weights in place, call it before their work: a file truncated under them
+// would crash the process.
 func (f *File) Changed() error {
-	if f.closed || f.mm == nil {
+	if f.closed || f.fd == nil {
 		return nil
 	}
-	st, err := os.Stat(f.path)
+	st, err := f.fd.Stat()
 	if err != nil || st.Size() != f.size || !st.ModTime().Equal(f.mtime) {
 		return &safefile.ChangedError{Path: f.path}
 	}
@@ -213,6 +221,10 @@ func (f *File) Close() error {
 	}
 	f.closed = true
 	f.data = nil
+	if f.fd != nil {
+		f.fd.Close()
+		f.fd = nil
+	}
 	if f.mm != nil {
 		mm := f.mm
 		f.mm = nil
