@@ -101,18 +101,12 @@ func New(dev gpu.Device, m *checkpoint.Model, name string) (*Pipeline, error) {
 	// truncated meanwhile gives an error naming it instead of a SIGBUS) and
 	// counts NaN/Inf values as it goes (see checkpoint.Upload).
 	upload := func(comp string, build func(d gpu.Device, w nets.Weights) error) error {
-		u, err := m.StartUpload(comp)
-		if err != nil {
-			return err
-		}
-		err = build(u.Device(dev), u)
-		if ferr := u.Finish(); ferr != nil {
-			return ferr
-		}
-		if err != nil {
-			return fmt.Errorf("%s: %s: %w", m.Path, strings.ReplaceAll(comp, "_", " "), err)
-		}
-		return nil
+		return uploadWeights(dev, m, comp, func(d gpu.Device, w nets.Weights) error {
+			if err := build(d, w); err != nil {
+				return fmt.Errorf("%s: %s: %w", m.Path, strings.ReplaceAll(comp, "_", " "), err)
+			}
+			return nil
+		})
 	}
 	if len(m.Texts) == 0 {
 		return nil, fmt.Errorf("%s: no text encoder", m.Path)
@@ -340,11 +334,18 @@ func (p *Pipeline) checkContracts() error {
 // makes the network; on an error the caller releases what it made.
 func (p *Pipeline) uploadSide(src *checkpoint.Model, comp string, build func(d gpu.Device, w nets.Weights) error) error {
 	src.InPlace = p.Model != nil && p.Model.InPlace
+	return uploadWeights(p.dev, src, comp, build)
+}
+
+// uploadWeights uploads component comp of src to dev through a
+// checkpoint.Upload, build making the network over it. Finish's error (a
+// faulted read or NaN/Inf, naming the file) comes first, then build's.
+func uploadWeights(dev gpu.Device, src *checkpoint.Model, comp string, build func(d gpu.Device, w nets.Weights) error) error {
 	u, err := src.StartUpload(comp)
 	if err != nil {
 		return err
 	}
-	err = build(u.Device(p.dev), u)
+	err = build(u.Device(dev), u)
 	if ferr := u.Finish(); ferr != nil {
 		return ferr
 	}

@@ -62,22 +62,13 @@ func (d *Device) glPinnedFill(b *buffer, n int64, fill func(dst []byte)) bool {
 	if !ok {
 		return false
 	}
-	d.glDrainErrors()
-	gogl.GenBuffers(1, &b.id)
-	gogl.BindBuffer(pinnedTarget, b.id)
+	b.host, b.slab = host, sl
 	// The driver takes the memory as it is: the pages are not touched
 	// until fill writes them.
-	gogl.BufferData(pinnedTarget, int(b.size), unsafe.Pointer(&host[0]), gogl.STATIC_DRAW)
-	gogl.BindBuffer(pinnedTarget, 0)
-	b.host, b.slab = host, sl
-	if gogl.GetError() != gogl.NO_ERROR {
-		gogl.DeleteBuffers(1, &b.id)
-		b.id = 0
+	if !d.glPinnedOver(b, host) {
 		d.glHostFree(b)
 		return false
 	}
-	d.created++
-	d.glLive(b)
 	fill(host[:n])
 	return true
 }
